@@ -1,0 +1,72 @@
+//! Argument parsing and dispatch. Each command's flags live in its own module (`Args`).
+
+use clap::{Parser, Subcommand};
+
+use crate::error::ExitCode;
+use crate::{backup, ci, compose, deploy, docs, e2e, local, migrate, verify_redis};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Station infra automation: durable Redis, proven backups, fail-closed deploys",
+    after_help = "Exit codes: 0 ok, 1 a check or step failed, 2 bad input or usage, 3 a dependency could not be reached or run."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make compose files durable (`apply`) or prove they are (`check`).
+    #[command(subcommand)]
+    Compose(compose::Args),
+    /// Ask a live Redis whether its data survives a crash.
+    VerifyRedis(verify_redis::Args),
+    /// Back up PostgreSQL and prove the upload; `backup drill` restores one.
+    Backup(backup::Args),
+    /// Run the fail-closed deploy pipeline.
+    Deploy(deploy::Args),
+    /// Run migrations (refuses without a verified pre-deploy backup for the SHA).
+    Migrate(migrate::Args),
+    /// Manage the local environment (real PostgreSQL, redis-server, rclone remote under target/).
+    #[command(subcommand)]
+    Local(local::Args),
+    /// Generate infra/docs from the compose files (`--check`: fail when stale).
+    Docs(docs::Args),
+    /// Static checks of the GitHub workflows.
+    #[command(subcommand)]
+    Ci(ci::Args),
+    /// End-to-end on the Docker engine: the staging stack survives kills, restarts and the volume move.
+    E2e(e2e::Args),
+}
+
+/// Parse, run, print the error if any, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::Usage as i32 } else { ExitCode::Ok as i32 };
+        }
+    };
+    let result = match cli.command {
+        Command::Compose(a) => compose::run(a),
+        Command::VerifyRedis(a) => verify_redis::run(a),
+        Command::Backup(a) => backup::run(a),
+        Command::Deploy(a) => deploy::run(a),
+        Command::Migrate(a) => migrate::run(a),
+        Command::Local(a) => local::run(a),
+        Command::Docs(a) => docs::run(a),
+        Command::Ci(a) => ci::run(a),
+        Command::E2e(a) => e2e::run(a),
+    };
+    match result {
+        Ok(code) => code as i32,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code() as i32
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! One error type and one exit-code policy for every command.
+//!
+//! | code | meaning                                                         |
+//! |------|-----------------------------------------------------------------|
+//! | 0    | ok                                                              |
+//! | 1    | a check or a step failed                                        |
+//! | 2    | bad input or usage (with `file:line:col` where there is a file) |
+//! | 3    | a dependency could not be reached or run                        |
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Process exit codes, identical for every command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Unavailable = 3,
+}
+
+/// A position in a file, 1-based, for `file:line:col` messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+#[derive(Debug)]
+pub enum Error {
+    /// A check or a pipeline step failed (exit 1). The message says what and what to do.
+    Failed(String),
+    /// Bad input or usage (exit 2).
+    Usage(String),
+    /// Bad input at a position in a file (exit 2).
+    Input { at: Position, message: String },
+    /// A dependency could not be reached or run (exit 3).
+    Unavailable(String),
+}
+
+impl Error {
+    pub fn failed(msg: impl Into<String>) -> Self {
+        Error::Failed(msg.into())
+    }
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Error::Usage(msg.into())
+    }
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        Error::Unavailable(msg.into())
+    }
+    pub fn input(file: &Path, line: usize, col: usize, msg: impl Into<String>) -> Self {
+        Error::Input {
+            at: Position {
+                file: file.to_path_buf(),
+                line,
+                col,
+            },
+            message: msg.into(),
+        }
+    }
+    /// An I/O error on a file the user named: a missing or unreadable input is bad input (exit 2).
+    pub fn read(file: &Path, err: std::io::Error) -> Self {
+        Error::Usage(format!("{}: cannot read: {err}", file.display()))
+    }
+    /// An I/O error while writing our own output or state: the step failed (exit 1).
+    pub fn write(file: &Path, err: std::io::Error) -> Self {
+        Error::Failed(format!("{}: cannot write: {err}", file.display()))
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Failed(_) => ExitCode::Failed,
+            Error::Usage(_) | Error::Input { .. } => ExitCode::Usage,
+            Error::Unavailable(_) => ExitCode::Unavailable,
+        }
+    }
+
+    /// Prefix the message with context, keeping the exit code.
+    pub fn context(self, ctx: impl fmt::Display) -> Self {
+        match self {
+            Error::Failed(m) => Error::Failed(format!("{ctx}: {m}")),
+            Error::Usage(m) => Error::Usage(format!("{ctx}: {m}")),
+            Error::Unavailable(m) => Error::Unavailable(format!("{ctx}: {m}")),
+            e @ Error::Input { .. } => e,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Failed(m) | Error::Usage(m) | Error::Unavailable(m) => f.write_str(m),
+            Error::Input { at, message } => write!(f, "{at}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

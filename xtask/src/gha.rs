@@ -1,0 +1,61 @@
+//! GitHub Actions workflow commands and the step summary. Everything here is a no-op outside
+//! Actions (`GITHUB_ACTIONS=true`), so commands can call it unconditionally.
+
+use std::io::Write;
+
+pub fn is_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").map(|v| v == "true").unwrap_or(false)
+}
+
+/// Escape a workflow-command message (`%`, `\r`, `\n`).
+pub fn escape(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Escape a workflow-command property value (also `:` and `,`).
+pub fn escape_property(s: &str) -> String {
+    escape(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+fn annotate(kind: &str, title: &str, msg: &str) {
+    if is_actions() {
+        println!("::{kind} title={}::{}", escape_property(title), escape(msg));
+    }
+}
+
+pub fn error(title: &str, msg: &str) {
+    annotate("error", title, msg);
+}
+
+pub fn warning(title: &str, msg: &str) {
+    annotate("warning", title, msg);
+}
+
+pub fn group(name: &str) {
+    if is_actions() {
+        println!("::group::{}", escape(name));
+    }
+}
+
+pub fn endgroup() {
+    if is_actions() {
+        println!("::endgroup::");
+    }
+}
+
+/// Append Markdown to `$GITHUB_STEP_SUMMARY` (when set; errors are ignored: a summary is a nicety).
+pub fn summary(markdown: &str) {
+    if !is_actions() {
+        return;
+    }
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+            let _ = f.write_all(markdown.as_bytes());
+        }
+    }
+}
+
+/// Escape a value for a Markdown table cell.
+pub fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}

@@ -1,0 +1,24 @@
+//! The Station infra workspace's `cargo xtask`. One module per command; shared pieces beside them.
+//! See `docs/ARCHITECTURE.md` for the layout and how data flows through a command.
+
+// Shared pieces.
+pub mod cli;
+pub mod environments;
+pub mod error;
+pub mod gha;
+pub mod process;
+pub mod services;
+pub mod ssh;
+
+// One module per command.
+pub mod backup;
+pub mod ci;
+pub mod compose;
+pub mod deploy;
+pub mod docs;
+pub mod e2e;
+pub mod local;
+pub mod migrate;
+pub mod verify_redis;
+
+pub use error::{Error, ExitCode, Result};
