@@ -144,7 +144,10 @@ impl Environment {
 
     pub fn ssh_target_from(&self, get: impl Fn(&str) -> Option<String>) -> Result<SshTarget> {
         let spec = self.ssh.as_ref().ok_or_else(|| {
-            Error::usage(format!("environment `{}` is not reached over SSH", self.name))
+            Error::usage(format!(
+                "environment `{}` is not reached over SSH",
+                self.name
+            ))
         })?;
         let need = |var: &str| {
             get(var).filter(|v| !v.is_empty()).ok_or_else(|| {
@@ -156,7 +159,10 @@ impl Environment {
         };
         let host = need(&spec.host_env)?;
         if host.starts_with('-') || host.chars().any(|c| c.is_whitespace() || c == '@') {
-            return Err(Error::usage(format!("${}: not a host name: {host:?}", spec.host_env)));
+            return Err(Error::usage(format!(
+                "${}: not a host name: {host:?}",
+                spec.host_env
+            )));
         }
         let port = match get(&spec.port_env).filter(|v| !v.is_empty()) {
             None => 22,
@@ -165,7 +171,9 @@ impl Environment {
             })?,
         };
         let known_hosts = PathBuf::from(need(&spec.known_hosts_env)?);
-        let key = get(&spec.key_env).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let key = get(&spec.key_env)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
         Ok(SshTarget {
             host,
             user: spec.user.clone(),
@@ -178,7 +186,9 @@ impl Environment {
     /// Whether this environment's configuration (SSH host) is present in the process environment.
     pub fn is_configured(&self) -> bool {
         match &self.ssh {
-            Some(spec) => std::env::var(&spec.host_env).map(|v| !v.is_empty()).unwrap_or(false),
+            Some(spec) => std::env::var(&spec.host_env)
+                .map(|v| !v.is_empty())
+                .unwrap_or(false),
             None => true,
         }
     }
@@ -222,10 +232,7 @@ impl Environments {
     /// Parse and validate the environments file's text. Pure: no I/O.
     pub fn parse(text: &str, file: &Path, root: &Path) -> Result<Self> {
         let raw: RawFile = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             Error::input(file, line, col, e.message().to_string())
         })?;
         let mut envs = BTreeMap::new();
@@ -243,33 +250,56 @@ impl Environments {
                     r.compose_project
                 )));
             }
-            for s in [&r.services.redis, &r.services.postgres, &r.services.backend, &r.services.frontend] {
+            for s in [
+                &r.services.redis,
+                &r.services.postgres,
+                &r.services.backend,
+                &r.services.frontend,
+            ] {
                 if !valid_service(s) {
-                    return Err(at(format!("service name {s:?} is not a valid compose service name")));
+                    return Err(at(format!(
+                        "service name {s:?} is not a valid compose service name"
+                    )));
                 }
             }
-            if !valid_name(&r.backup.remote) || !valid_bucket(&r.backup.bucket) || !valid_name(&r.backup.prefix) {
-                return Err(at("backup remote, bucket or prefix has characters outside [a-z0-9.-]".into()));
+            if !valid_name(&r.backup.remote)
+                || !valid_bucket(&r.backup.bucket)
+                || !valid_name(&r.backup.prefix)
+            {
+                return Err(at(
+                    "backup remote, bucket or prefix has characters outside [a-z0-9.-]".into(),
+                ));
             }
             if !valid_ident(&r.database) || !valid_ident(&r.db_user) {
-                return Err(at("database and db_user must be plain identifiers [a-z_][a-z0-9_]*".into()));
+                return Err(at(
+                    "database and db_user must be plain identifiers [a-z_][a-z0-9_]*".into(),
+                ));
             }
             match r.transport {
                 Transport::Local => {
                     if r.state_dir.is_none() || r.migrations_dir.is_none() {
-                        return Err(at("transport `local` needs state_dir and migrations_dir".into()));
+                        return Err(at(
+                            "transport `local` needs state_dir and migrations_dir".into()
+                        ));
                     }
                 }
                 Transport::Ssh => {
                     if r.ssh.is_none() || r.remote_dir.is_none() || r.env_file.is_none() {
-                        return Err(at("transport `ssh` needs an [ssh] table, remote_dir and env_file".into()));
+                        return Err(at(
+                            "transport `ssh` needs an [ssh] table, remote_dir and env_file".into(),
+                        ));
                     }
                 }
                 Transport::Docker => {}
             }
             if let Some(dir) = &r.remote_dir {
-                if !dir.starts_with('/') || dir.contains("..") || dir.chars().any(|c| c.is_whitespace() || c == '\'') {
-                    return Err(at(format!("remote_dir {dir:?} must be an absolute path without spaces or quotes")));
+                if !dir.starts_with('/')
+                    || dir.contains("..")
+                    || dir.chars().any(|c| c.is_whitespace() || c == '\'')
+                {
+                    return Err(at(format!(
+                        "remote_dir {dir:?} must be an absolute path without spaces or quotes"
+                    )));
                 }
             }
             let migration = if r.migration_command == "builtin:sql-migrations" {
@@ -280,10 +310,21 @@ impl Environments {
             } else {
                 let words = shlex::split(&r.migration_command)
                     .filter(|w| !w.is_empty())
-                    .ok_or_else(|| at(format!("migration_command {:?} does not split into words", r.migration_command)))?;
+                    .ok_or_else(|| {
+                        at(format!(
+                            "migration_command {:?} does not split into words",
+                            r.migration_command
+                        ))
+                    })?;
                 MigrationCommand::Command(words)
             };
-            let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+            let abs = |p: &Path| {
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    root.join(p)
+                }
+            };
             envs.insert(
                 name.clone(),
                 Environment {
@@ -323,13 +364,18 @@ impl Environments {
     pub fn get(&self, name: &str) -> Result<&Environment> {
         self.envs.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.envs.keys().map(String::as_str).collect();
-            Error::usage(format!("unknown environment `{name}` (known: {})", known.join(", ")))
+            Error::usage(format!(
+                "unknown environment `{name}` (known: {})",
+                known.join(", ")
+            ))
         })
     }
 
     /// The environments whose compose files are gated by `compose check` (production first).
     pub fn deployed(&self) -> impl Iterator<Item = &Environment> {
-        ["production", "staging"].into_iter().filter_map(|n| self.envs.get(n))
+        ["production", "staging"]
+            .into_iter()
+            .filter_map(|n| self.envs.get(n))
     }
 }
 
@@ -346,7 +392,9 @@ pub fn repo_root() -> Result<PathBuf> {
             }
         }
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf);
     match built {
         Some(dir) if dir.join(ENVIRONMENTS_FILE).is_file() => Ok(dir),
         _ => Err(Error::usage(format!(
@@ -358,7 +406,8 @@ pub fn repo_root() -> Result<PathBuf> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
 }
 
@@ -368,7 +417,8 @@ fn valid_bucket(s: &str) -> bool {
 
 fn valid_service(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && !s.starts_with(['-', '.'])
 }
 
@@ -389,7 +439,9 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 fn find_table(text: &str, name: &str) -> (usize, usize) {
     let header = format!("[environments.{name}]");
-    text.find(&header).map(|o| line_col(text, o)).unwrap_or((1, 1))
+    text.find(&header)
+        .map(|o| line_col(text, o))
+        .unwrap_or((1, 1))
 }
 
 #[cfg(test)]
@@ -408,7 +460,10 @@ mod tests {
         let names: Vec<&str> = envs.envs.keys().map(String::as_str).collect();
         assert_eq!(names, ["e2e", "local", "production", "staging"]);
         assert_eq!(envs.get("production").unwrap().transport, Transport::Ssh);
-        assert_eq!(envs.get("local").unwrap().migration, MigrationCommand::BuiltinSql);
+        assert_eq!(
+            envs.get("local").unwrap().migration,
+            MigrationCommand::BuiltinSql
+        );
         assert!(envs.get("nope").is_err());
     }
 
@@ -423,7 +478,10 @@ mod tests {
             _ => None,
         };
         let t = prod.ssh_target_from(vars).unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.user.as_str()), ("vps.example.org", 2222, "deploy"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str()),
+            ("vps.example.org", 2222, "deploy")
+        );
         let bad = |k: &str| match k {
             "PRODUCTION_SSH_HOST" => Some("-oProxyCommand=x".to_string()),
             _ => Some("1".to_string()),
@@ -433,9 +491,15 @@ mod tests {
 
     #[test]
     fn bad_files_give_positions() {
-        let err = Environments::parse("[environments.x]\ntransport = \"nope\"\n", Path::new("e.toml"), Path::new("/r"))
-            .unwrap_err();
-        let Error::Input { at, .. } = err else { panic!("{err:?}") };
+        let err = Environments::parse(
+            "[environments.x]\ntransport = \"nope\"\n",
+            Path::new("e.toml"),
+            Path::new("/r"),
+        )
+        .unwrap_err();
+        let Error::Input { at, .. } = err else {
+            panic!("{err:?}")
+        };
         assert_eq!((at.line, at.col), (2, 13));
     }
 }

@@ -4,12 +4,16 @@
 use std::io::Write;
 
 pub fn is_actions() -> bool {
-    std::env::var("GITHUB_ACTIONS").map(|v| v == "true").unwrap_or(false)
+    std::env::var("GITHUB_ACTIONS")
+        .map(|v| v == "true")
+        .unwrap_or(false)
 }
 
 /// Escape a workflow-command message (`%`, `\r`, `\n`).
 pub fn escape(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// Escape a workflow-command property value (also `:` and `,`).
@@ -49,7 +53,11 @@ pub fn summary(markdown: &str) {
         return;
     }
     if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
-        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
             let _ = f.write_all(markdown.as_bytes());
         }
     }

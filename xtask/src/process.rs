@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 /// The Debian package that provides a tool, for "install it with" hints.
 pub fn package_for(tool: &str) -> &'static str {
     match tool {
-        "pg_dump" | "psql" | "pg_restore" | "createdb" | "dropdb" | "pg_isready" => "postgresql-client",
+        "pg_dump" | "psql" | "pg_restore" | "createdb" | "dropdb" | "pg_isready" => {
+            "postgresql-client"
+        }
         "initdb" | "pg_ctl" | "postgres" => "postgresql",
         "redis-server" | "redis-check-aof" => "redis-server",
         "redis-cli" => "redis-tools",
@@ -158,7 +160,11 @@ impl Cmd {
     pub fn display(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
         for (k, v, secret) in &self.env {
-            let v = if *secret { "***".into() } else { v.to_string_lossy().into_owned() };
+            let v = if *secret {
+                "***".into()
+            } else {
+                v.to_string_lossy().into_owned()
+            };
             parts.push(format!("{k}={}", quote(&v)));
         }
         parts.push(quote(&self.program()));
@@ -192,7 +198,11 @@ impl Cmd {
     fn spawn(&self, out: Stdio, err: Stdio) -> Result<Child> {
         let mut c = self.command();
         c.stdout(out).stderr(err);
-        c.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        c.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let mut child = c.spawn().map_err(|e| self.spawn_err(e))?;
         if let Some(bytes) = &self.stdin {
             let mut pipe = child.stdin.take().expect("piped stdin");
@@ -211,7 +221,11 @@ impl Cmd {
         if status.success() {
             Ok(())
         } else {
-            Err(Error::failed(format!("`{}` {}", self.display(), describe(status))))
+            Err(Error::failed(format!(
+                "`{}` {}",
+                self.display(),
+                describe(status)
+            )))
         }
     }
 
@@ -295,7 +309,8 @@ pub fn describe(s: ExitStatus) -> String {
 /// POSIX-shell quoting of one word (for display, and for commands sent over SSH).
 pub fn quote(s: &str) -> String {
     if !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%^".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%^".contains(&b))
     {
         s.to_string()
     } else {
@@ -305,7 +320,11 @@ pub fn quote(s: &str) -> String {
 
 /// Quote every word and join: a command line that a POSIX shell splits back into exactly `words`.
 pub fn quote_words<S: AsRef<str>>(words: &[S]) -> String {
-    words.iter().map(|w| quote(w.as_ref())).collect::<Vec<_>>().join(" ")
+    words
+        .iter()
+        .map(|w| quote(w.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -314,7 +333,17 @@ mod tests {
 
     #[test]
     fn quoting_round_trips_through_a_real_shell() {
-        let words = ["plain", "with space", "it's", "$(touch /tmp/pwned)", "`x`", "a;b", "", "*", "\n"];
+        let words = [
+            "plain",
+            "with space",
+            "it's",
+            "$(touch /tmp/pwned)",
+            "`x`",
+            "a;b",
+            "",
+            "*",
+            "\n",
+        ];
         let line = quote_words(&words);
         let out = Cmd::new("sh")
             .arg("-c")
@@ -327,7 +356,9 @@ mod tests {
 
     #[test]
     fn display_redacts_secrets() {
-        let c = Cmd::new("redis-cli").secret_env("REDISCLI_AUTH", "hunter2").arg("INFO");
+        let c = Cmd::new("redis-cli")
+            .secret_env("REDISCLI_AUTH", "hunter2")
+            .arg("INFO");
         assert_eq!(c.display(), "REDISCLI_AUTH='***' redis-cli INFO");
         assert!(!format!("{c:?}").contains("hunter2"));
     }
@@ -341,7 +372,11 @@ mod tests {
     #[test]
     fn timeout_kills() {
         let t = Instant::now();
-        let e = Cmd::new("sleep").arg("5").timeout(Duration::from_millis(200)).output().unwrap_err();
+        let e = Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(200))
+            .output()
+            .unwrap_err();
         assert_eq!(e.exit_code(), crate::error::ExitCode::Unavailable);
         assert!(t.elapsed() < Duration::from_secs(3));
     }

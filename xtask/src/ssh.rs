@@ -27,7 +27,12 @@ pub fn base_options(t: &SshTarget) -> Vec<String> {
         t.port.to_string(),
     ];
     if let Some(key) = &t.key {
-        o.extend(["-o".into(), "IdentitiesOnly=yes".into(), "-i".into(), key.display().to_string()]);
+        o.extend([
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-i".into(),
+            key.display().to_string(),
+        ]);
     }
     o
 }
@@ -48,7 +53,12 @@ pub fn command(t: &SshTarget, dir: Option<&str>, words: &[String]) -> Cmd {
 /// Like [`command`] but the remote command is a fixed script (our own text, not user input) that is
 /// run by `sh -c` with positional arguments `$1...` quoted: `sh -c 'SCRIPT' xtask ARG1 ARG2`.
 pub fn script(t: &SshTarget, dir: Option<&str>, script: &str, args: &[String]) -> Cmd {
-    let mut words = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "xtask".to_string()];
+    let mut words = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+        "xtask".to_string(),
+    ];
     words.extend(args.iter().cloned());
     command(t, dir, &words)
 }

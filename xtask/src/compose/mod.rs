@@ -1,5 +1,7 @@
 //! `cargo xtask compose apply|check`: the compose engine.
 
+use std::path::Path;
+
 use crate::error::{Error, ExitCode, Result};
 
 #[derive(clap::Subcommand, Debug)]
@@ -12,4 +14,16 @@ pub enum Args {
 
 pub fn run(_args: Args) -> Result<ExitCode> {
     Err(Error::unavailable("not implemented yet"))
+}
+
+/// The redis-server arguments of the redis service `service` in `compose_file`, as redis-server
+/// would receive them, without a leading config-file path and without password options
+/// (e.g. `["--appendonly", "yes", "--appendfsync", "everysec"]`).
+pub fn redis_server_args(_compose_file: &Path, _service: &str) -> Result<Vec<String>> {
+    Err(Error::unavailable("compose engine not implemented yet"))
+}
+
+/// The named volume the redis service mounts at `/data` (e.g. `redis_aof`), if any.
+pub fn redis_data_volume(_compose_file: &Path, _service: &str) -> Result<Option<String>> {
+    Err(Error::unavailable("compose engine not implemented yet"))
 }

@@ -90,9 +90,12 @@ impl Cluster {
         std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
         if let Some(user) = &self.run_as {
             let (uid, gid) = user_ids(user).ok_or_else(|| {
-                Error::unavailable(format!("running as root needs the `{user}` user: apt-get install postgresql"))
+                Error::unavailable(format!(
+                    "running as root needs the `{user}` user: apt-get install postgresql"
+                ))
             })?;
-            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| Error::write(dir, e))?;
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .map_err(|e| Error::write(dir, e))?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| Error::write(dir, e))?;
         }
@@ -120,14 +123,26 @@ impl Cluster {
             .server_cmd("initdb")
             .arg("-D")
             .arg(&self.data_dir)
-            .args(["-U", &self.superuser, "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+            .args([
+                "-U",
+                &self.superuser,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .timeout(Duration::from_secs(120))
             .output();
         let _ = std::fs::remove_file(&pwfile);
         let out = out?;
         if !out.status.success() {
-            return Err(Error::failed(format!("initdb failed: {}", out.stderr_str().trim())));
+            return Err(Error::failed(format!(
+                "initdb failed: {}",
+                out.stderr_str().trim()
+            )));
         }
         let conf = format!(
             "\n# written by cargo xtask\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = on\n",
@@ -138,7 +153,8 @@ impl Cluster {
             .append(true)
             .open(self.data_dir.join("postgresql.conf"))
             .map_err(|e| Error::write(&self.data_dir, e))?;
-        f.write_all(conf.as_bytes()).map_err(|e| Error::write(&self.data_dir, e))?;
+        f.write_all(conf.as_bytes())
+            .map_err(|e| Error::write(&self.data_dir, e))?;
         Ok(())
     }
 
@@ -234,7 +250,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Error::write(path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::write(path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::write(path, e))?;
     f.write_all(bytes).map_err(|e| Error::write(path, e))
 }
 

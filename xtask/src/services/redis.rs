@@ -37,7 +37,9 @@ impl RedisServer {
         let mut text = String::from("# written by cargo xtask; mode 0600\n");
         if let Some(p) = &cfg.password {
             if p.contains(['\n', '\r', '"']) {
-                return Err(Error::usage("the Redis password may not contain newlines or double quotes"));
+                return Err(Error::usage(
+                    "the Redis password may not contain newlines or double quotes",
+                ));
             }
             text.push_str(&format!("requirepass \"{p}\"\n"));
         }
@@ -105,7 +107,10 @@ impl RedisServer {
 
     /// PID of the server, if our child or in the pidfile.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id()).or_else(|| read_pid(&self.pidfile))
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .or_else(|| read_pid(&self.pidfile))
     }
 
     /// SIGKILL the server (a crash, for durability tests) and reap it.
@@ -114,24 +119,34 @@ impl RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         } else if let Some(pid) = read_pid(&self.pidfile) {
-            let _ = process::Cmd::new("kill").args(["-KILL", &pid.to_string()]).output();
+            let _ = process::Cmd::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .output();
         }
     }
 
     /// Whether something answers on the port.
     pub fn is_up(port: u16) -> bool {
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .is_ok()
     }
 
     /// Stop a daemonized server by its pidfile (SIGTERM: redis flushes the AOF and exits), waiting
     /// up to `limit`.
     pub fn stop_pidfile(pidfile: &Path, limit: Duration) -> Result<()> {
-        let Some(pid) = read_pid(pidfile) else { return Ok(()) };
-        let _ = process::Cmd::new("kill").args(["-TERM", &pid.to_string()]).output();
+        let Some(pid) = read_pid(pidfile) else {
+            return Ok(());
+        };
+        let _ = process::Cmd::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .output();
         let start = std::time::Instant::now();
         while Path::new(&format!("/proc/{pid}")).exists() {
             if start.elapsed() > limit {
-                return Err(Error::failed(format!("redis-server (pid {pid}) did not stop within {}s", limit.as_secs())));
+                return Err(Error::failed(format!(
+                    "redis-server (pid {pid}) did not stop within {}s",
+                    limit.as_secs()
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -11,3 +11,5 @@ pub enum Args {
 pub fn run(_args: Args) -> Result<ExitCode> {
     Err(Error::unavailable("not implemented yet"))
 }
+
+pub mod state;
