@@ -3,6 +3,7 @@
 
 // Shared pieces.
 pub mod cli;
+pub mod docker;
 pub mod environments;
 pub mod error;
 pub mod gha;
