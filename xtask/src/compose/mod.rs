@@ -27,3 +27,15 @@ pub fn redis_server_args(_compose_file: &Path, _service: &str) -> Result<Vec<Str
 pub fn redis_data_volume(_compose_file: &Path, _service: &str) -> Result<Option<String>> {
     Err(Error::unavailable("compose engine not implemented yet"))
 }
+
+/// What the docs generator needs to know about a redis service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisFacts {
+    pub image: Option<String>,
+    pub server_args: Vec<String>,
+    pub volume: Option<String>,
+}
+
+pub fn redis_facts(_compose_file: &Path, _service: &str) -> Result<RedisFacts> {
+    Err(Error::unavailable("compose engine not implemented yet"))
+}

@@ -1,0 +1,196 @@
+//! `cargo xtask docs [--check]`: writes `infra/docs/redis.md` and `infra/docs/backups.md` from the
+//! environment model, the compose files and the recorded durability figures. `--check` writes
+//! nothing and fails (exit 1, unified diff) when a file is stale.
+//!
+//! Data flow: [`collect`] (I/O: environments file, compose files, `infra/docs/durability.json`) →
+//! [`render`] (pure: facts → Markdown) → compare or write.
+
+mod render;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::environments::{Environment, Environments};
+use crate::error::{Error, ExitCode, Result};
+
+pub use render::{render_backups, render_redis};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Write nothing; exit 1 with a diff when a generated file is stale.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Where the generated files and their inputs live, relative to the repository root.
+pub const REDIS_DOC: &str = "infra/docs/redis.md";
+pub const BACKUPS_DOC: &str = "infra/docs/backups.md";
+pub const DURABILITY_FILE: &str = "infra/docs/durability.json";
+
+/// What the durability integration test measured (`XTASK_RECORD_DURABILITY=1` records it).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Durability {
+    pub aof: Tally,
+    pub rdb_only: Tally,
+    pub redis_version: String,
+    pub write_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Tally {
+    pub acknowledged: u64,
+    pub lost: u64,
+}
+
+/// Facts about one deployed environment, all read from config files.
+#[derive(Clone, Debug)]
+pub struct EnvFacts {
+    pub env: Environment,
+    pub redis_image: Option<String>,
+    pub server_args: Vec<String>,
+    /// The volume key in the compose file (`redis_aof`) ...
+    pub volume: Option<String>,
+    /// ... and the engine's name for it (`<project>_redis_aof`).
+    pub volume_engine_name: Option<String>,
+}
+
+/// Everything the generated docs say that comes from a file.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub envs: Vec<EnvFacts>,
+    pub durability: Option<Durability>,
+    pub environments_file: String,
+}
+
+/// Read the facts from the repository at `envs.root`.
+pub fn collect(envs: &Environments) -> Result<Facts> {
+    let mut out = Vec::new();
+    for env in envs.deployed() {
+        let redis = crate::compose::redis_facts(&env.compose_file, &env.services.redis)?;
+        let volume_engine_name = redis
+            .volume
+            .as_ref()
+            .map(|v| format!("{}_{v}", env.compose_project));
+        out.push(EnvFacts {
+            env: env.clone(),
+            redis_image: redis.image,
+            server_args: redis.server_args,
+            volume: redis.volume,
+            volume_engine_name,
+        });
+    }
+    let dfile = envs.root.join(DURABILITY_FILE);
+    let durability = match std::fs::read_to_string(&dfile) {
+        Ok(t) => Some(
+            serde_json::from_str(&t)
+                .map_err(|e| Error::input(&dfile, e.line(), e.column(), e.to_string()))?,
+        ),
+        Err(_) => None,
+    };
+    let environments_file = envs
+        .file
+        .strip_prefix(&envs.root)
+        .unwrap_or(&envs.file)
+        .display()
+        .to_string();
+    Ok(Facts {
+        envs: out,
+        durability,
+        environments_file,
+    })
+}
+
+/// The generated files: (repository-relative path, content).
+pub fn render(facts: &Facts) -> Vec<(&'static str, String)> {
+    vec![
+        (REDIS_DOC, render_redis(facts)),
+        (BACKUPS_DOC, render_backups(facts)),
+    ]
+}
+
+/// A stale file: its path and a unified diff from what is on disk to what it should be.
+#[derive(Debug)]
+pub struct Stale {
+    pub path: PathBuf,
+    pub diff: String,
+}
+
+/// Compare the generated files with the ones under `root`.
+pub fn stale(root: &Path, files: &[(&str, String)]) -> Vec<Stale> {
+    files
+        .iter()
+        .filter_map(|(rel, want)| {
+            let path = root.join(rel);
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            (have != *want).then(|| Stale {
+                diff: similar::TextDiff::from_lines(have.as_str(), want.as_str())
+                    .unified_diff()
+                    .context_radius(2)
+                    .header(&format!("a/{rel}"), &format!("b/{rel}"))
+                    .to_string(),
+                path,
+            })
+        })
+        .collect()
+}
+
+/// `--check` for the repository at `envs.root`: the stale files (empty when up to date).
+pub fn check(envs: &Environments) -> Result<Vec<Stale>> {
+    let files = render(&collect(envs)?);
+    Ok(stale(&envs.root, &files))
+}
+
+/// Write the generated files under `envs.root` (atomically); returns the paths that changed.
+pub fn write(envs: &Environments) -> Result<Vec<PathBuf>> {
+    let files = render(&collect(envs)?);
+    let mut changed = Vec::new();
+    for s in stale(&envs.root, &files) {
+        let content = &files
+            .iter()
+            .find(|(rel, _)| envs.root.join(rel) == s.path)
+            .expect("stale file is one of ours")
+            .1;
+        let dir = s.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::write(dir, e))?;
+        std::io::Write::write_all(&mut tmp, content.as_bytes())
+            .map_err(|e| Error::write(&s.path, e))?;
+        tmp.persist(&s.path)
+            .map_err(|e| Error::write(&s.path, e.error))?;
+        changed.push(s.path);
+    }
+    Ok(changed)
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let envs = Environments::load()?;
+    if args.check {
+        let stale = check(&envs)?;
+        if stale.is_empty() {
+            println!("docs: {REDIS_DOC} and {BACKUPS_DOC} are up to date");
+            return Ok(ExitCode::Ok);
+        }
+        for s in &stale {
+            print!("{}", s.diff);
+            eprintln!("{}: stale", s.path.display());
+            crate::gha::error(
+                "generated docs are stale",
+                &format!(
+                    "{} is stale: run `cargo xtask docs` and commit",
+                    s.path.display()
+                ),
+            );
+        }
+        eprintln!("run `cargo xtask docs` and commit");
+        return Ok(ExitCode::Failed);
+    }
+    let changed = write(&envs)?;
+    if changed.is_empty() {
+        println!("docs: nothing to do, {REDIS_DOC} and {BACKUPS_DOC} are up to date");
+    }
+    for p in changed {
+        println!("docs: wrote {}", p.display());
+    }
+    Ok(ExitCode::Ok)
+}
