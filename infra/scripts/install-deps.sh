@@ -15,7 +15,8 @@ APT_PACKAGES=(
   pigz gzip                      # parallel gzip for backups
   shellcheck                     # lints infra/scripts
   util-linux                     # runuser
-  hyperfine                      # benchmarks
+  hyperfine time                 # benchmarks (wall time, peak RSS)
+  busybox-static                 # a static sh/cp for the locally built e2e images
   python3-pip ca-certificates git
 )
 
