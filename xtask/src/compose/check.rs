@@ -42,7 +42,10 @@ pub struct Snapshot {
 }
 
 /// Check one compose file's text. `Err` is bad input (exit 2); findings are failed checks.
-pub fn check_text(text: &str, service: Option<&str>) -> Result<(Vec<Finding>, Option<Snapshot>), At> {
+pub fn check_text(
+    text: &str,
+    service: Option<&str>,
+) -> Result<(Vec<Finding>, Option<Snapshot>), At> {
     let doc = yaml::parse(text).map_err(|e| at(e.at, e.message))?;
     let mut out: Vec<Finding> = doc
         .issues
@@ -54,25 +57,23 @@ pub fn check_text(text: &str, service: Option<&str>) -> Result<(Vec<Finding>, Op
         return Ok((out, None));
     }
     let svc = model::find_redis(text, &doc.root, service)?;
-    let inv = match model::invocation(text, &svc) {
-        Ok(inv) => Some(inv),
-        Err(e) => {
-            out.push(finding(e.at, "command", e.message));
-            None
-        }
-    };
-    if let Some(inv) = &inv {
-        check_durability(&svc, inv, &mut out);
-        check_argv_secrets(inv, &mut out);
-    }
+    let inv = model::invocation(text, &svc)?;
+    check_durability(&svc, &inv, &mut out);
+    check_argv_secrets(&inv, &mut out);
     check_volume(text, &doc.root, &svc, &mut out)?;
     check_healthcheck(text, &svc, &mut out);
     check_ports(&svc, &mut out);
-    let snapshot = match (&inv, model::facts(text, &svc)) {
-        (Some(_), Ok(facts)) => {
+    let snapshot = match model::facts(text, &svc) {
+        Ok(facts) => {
             let p = |k: &str| svc.node.get(k).map_or(svc.key.start, |l| l.key.start);
-            let mount_shape = model::data_mount(text, &svc)?
-                .map(|m| format!("{:?} at {}{}", m.kind, m.target, if m.long { " (long syntax)" } else { "" }));
+            let mount_shape = model::data_mount(text, &svc)?.map(|m| {
+                format!(
+                    "{:?} at {}{}",
+                    m.kind,
+                    m.target,
+                    if m.long { " (long syntax)" } else { "" }
+                )
+            });
             Some(Snapshot {
                 facts,
                 service_at: svc.key.start,
@@ -84,7 +85,7 @@ pub fn check_text(text: &str, service: Option<&str>) -> Result<(Vec<Finding>, Op
                 mount_shape,
             })
         }
-        _ => None,
+        Err(_) => None,
     };
     Ok((out, snapshot))
 }
@@ -98,11 +99,20 @@ fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Findin
         .map(|w| w.at)
         .or(inv.node.as_ref().map(|n| n.start))
         .unwrap_or(svc.key.start);
-    for (name, want, rule) in [("appendonly", "yes", "aof"), ("appendfsync", "everysec", "appendfsync")] {
+    for (name, want, rule) in [
+        ("appendonly", "yes", "aof"),
+        ("appendfsync", "everysec", "appendfsync"),
+    ] {
         let mine: Vec<_> = opts.iter().filter(|o| o.name == name).collect();
         let values: Vec<String> = mine
             .iter()
-            .map(|o| o.values.iter().map(|&i| args[i].as_str()).collect::<Vec<_>>().join(" "))
+            .map(|o| {
+                o.values
+                    .iter()
+                    .map(|&i| args[i].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         let p = mine
             .last()
@@ -150,7 +160,11 @@ pub fn interpolated_vars(s: &str) -> Vec<String> {
             i += 2;
             continue;
         }
-        let start = if b.get(i + 1) == Some(&b'{') { i + 2 } else { i + 1 };
+        let start = if b.get(i + 1) == Some(&b'{') {
+            i + 2
+        } else {
+            i + 1
+        };
         let mut j = start;
         while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
             j += 1;
@@ -165,7 +179,9 @@ pub fn interpolated_vars(s: &str) -> Vec<String> {
 
 fn secret_name(v: &str) -> bool {
     let u = v.to_ascii_uppercase();
-    ["PASS", "SECRET", "TOKEN", "AUTH"].iter().any(|k| u.contains(k))
+    ["PASS", "SECRET", "TOKEN", "AUTH"]
+        .iter()
+        .any(|k| u.contains(k))
 }
 
 fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
@@ -191,7 +207,13 @@ fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
             }
         }
     }
-    redis_cli_auth(&inv.words.iter().map(|w| (w.value.clone(), w.at)).collect::<Vec<_>>(), out);
+    redis_cli_auth(
+        &inv.words
+            .iter()
+            .map(|w| (w.value.clone(), w.at))
+            .collect::<Vec<_>>(),
+        out,
+    );
 }
 
 /// `redis-cli -a PASSWORD` / `-u redis://:pw@` among words (`None` words are separators).
@@ -215,7 +237,9 @@ fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
                 .and_then(|(_, rest)| rest.split_once('@'))
                 .is_some_and(|(cred, _)| cred.contains(':'))
         };
-        if w == "-a" || w == "--pass" || w.starts_with("-a") && w.len() > 2 && !w.starts_with("--")
+        if w == "-a"
+            || w == "--pass"
+            || w.starts_with("-a") && w.len() > 2 && !w.starts_with("--")
             || (w == "-u" && words.get(i + 1).is_some_and(|(n, _)| uri_with_password(n)))
         {
             out.push(finding(
@@ -283,7 +307,9 @@ fn loopback(host: &str) -> bool {
 }
 
 fn check_ports(svc: &Service, out: &mut Vec<Finding>) {
-    let Some(l) = svc.node.get("ports") else { return };
+    let Some(l) = svc.node.get("ports") else {
+        return;
+    };
     let Some(items) = l.value.items() else { return };
     for it in items {
         let host = match it.as_str() {
@@ -297,7 +323,9 @@ fn check_ports(svc: &Service, out: &mut Vec<Finding>) {
                     (parts.len() >= 3).then(|| parts[0].to_string())
                 }
             }
-            None => it.get("host_ip").and_then(|h| h.value.as_str().map(str::to_string)),
+            None => it
+                .get("host_ip")
+                .and_then(|h| h.value.as_str().map(str::to_string)),
         };
         match host {
             Some(h) if loopback(&h) => {}
@@ -337,7 +365,11 @@ fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) 
             }
             let declared = root
                 .get("volumes")
-                .and_then(|l| l.value.entries().map(|es| es.iter().any(|(k, _)| k.as_str() == Some(name.as_str()))))
+                .and_then(|l| {
+                    l.value
+                        .entries()
+                        .map(|es| es.iter().any(|(k, _)| k.as_str() == Some(name.as_str())))
+                })
                 .unwrap_or(false);
             if !declared {
                 out.push(finding(
@@ -350,7 +382,10 @@ fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) 
         kind => out.push(finding(
             m.at,
             "data-volume",
-            format!("/data is a {} mount, not an `*_aof` named volume", format!("{kind:?}").to_lowercase()),
+            format!(
+                "/data is a {} mount, not an `*_aof` named volume",
+                format!("{kind:?}").to_lowercase()
+            ),
         )),
     }
     Ok(())
@@ -369,7 +404,12 @@ pub fn mirror(prod: &Snapshot, staging: &Snapshot) -> Vec<Finding> {
             ));
         }
     };
-    diff("image", staging.image_at, format!("{:?}", p.image), format!("{:?}", s.image));
+    diff(
+        "image",
+        staging.image_at,
+        format!("{:?}", p.image),
+        format!("{:?}", s.image),
+    );
     let norm = |f: &RedisFacts| -> Vec<String> {
         f.command
             .iter()
@@ -379,14 +419,28 @@ pub fn mirror(prod: &Snapshot, staging: &Snapshot) -> Vec<Finding> {
             })
             .collect()
     };
-    diff("command", staging.command_at, format!("{:?}", norm(p)), format!("{:?}", norm(s)));
+    diff(
+        "command",
+        staging.command_at,
+        format!("{:?}", norm(p)),
+        format!("{:?}", norm(s)),
+    );
     diff(
         "healthcheck",
         staging.healthcheck_at,
-        p.healthcheck.as_ref().map_or("none".into(), |v| v.to_string()),
-        s.healthcheck.as_ref().map_or("none".into(), |v| v.to_string()),
+        p.healthcheck
+            .as_ref()
+            .map_or("none".into(), |v| v.to_string()),
+        s.healthcheck
+            .as_ref()
+            .map_or("none".into(), |v| v.to_string()),
     );
-    diff("restart policy", staging.restart_at, format!("{:?}", p.restart), format!("{:?}", s.restart));
+    diff(
+        "restart policy",
+        staging.restart_at,
+        format!("{:?}", p.restart),
+        format!("{:?}", s.restart),
+    );
     diff(
         "/data mount",
         staging.volumes_at,

@@ -78,7 +78,12 @@ fn col0(text: &str, off: usize) -> usize {
 }
 
 /// Plan the command edits: rewrite wrong values, append missing options.
-fn command_edits(text: &str, svc: &Service, edits: &mut Vec<Edit>, changes: &mut Vec<String>) -> Result<Vec<String>, At> {
+fn command_edits(
+    text: &str,
+    svc: &Service,
+    edits: &mut Vec<Edit>,
+    changes: &mut Vec<String>,
+) -> Result<Vec<String>, At> {
     let inv = model::invocation(text, svc)?;
     let args = inv.arg_values();
     let (_, opts) = model::parse_server_args(&args);
@@ -125,7 +130,10 @@ fn command_edits(text: &str, svc: &Service, edits: &mut Vec<Edit>, changes: &mut
                 continue;
             }
             let v = &inv.args[vi];
-            let m = v.map.as_ref().ok_or_else(|| cannot(v.at, "the redis command"))?;
+            let m = v
+                .map
+                .as_ref()
+                .ok_or_else(|| cannot(v.at, "the redis command"))?;
             edits.push(Edit {
                 range: m[0]..m[v.value.len()],
                 text: want.to_string(),
@@ -158,7 +166,11 @@ fn command_edits(text: &str, svc: &Service, edits: &mut Vec<Edit>, changes: &mut
             } else {
                 "redis-server"
             };
-            let Kind::Map { flow: false, entries } = &svc.node.kind else {
+            let Kind::Map {
+                flow: false,
+                entries,
+            } = &svc.node.kind
+            else {
                 return Err(at(
                     svc.node.start,
                     "the redis service has no `command:` and is not a block mapping: add `command: [\"redis-server\", \"--appendonly\", \"yes\", \"--appendfsync\", \"everysec\"]` by hand",
@@ -175,9 +187,11 @@ fn command_edits(text: &str, svc: &Service, edits: &mut Vec<Edit>, changes: &mut
                 .join(", ");
             let nl = newline_of(text);
             // After the `image:` line when it is a one-line scalar, else before the first key.
-            let image_entry = entries
-                .iter()
-                .find(|(k, v)| k.as_str() == Some("image") && v.as_str().is_some() && !text[v.span.clone()].contains('\n'));
+            let image_entry = entries.iter().find(|(k, v)| {
+                k.as_str() == Some("image")
+                    && v.as_str().is_some()
+                    && !text[v.span.clone()].contains('\n')
+            });
             let (off, ins) = match image_entry {
                 Some((_, v)) => (
                     line_end(text, v.span.end),
@@ -200,7 +214,10 @@ fn command_edits(text: &str, svc: &Service, edits: &mut Vec<Edit>, changes: &mut
         }
         (_, None) => {
             let p = inv.node.as_ref().map_or(svc.key.start, |n| n.start);
-            return Err(at(p, "the redis command is empty: cannot add arguments to it"));
+            return Err(at(
+                p,
+                "the redis command is empty: cannot add arguments to it",
+            ));
         }
         (Container::List { flow }, Some(w)) if !inv.in_script => {
             let node = inv.node.as_ref().expect("list command has a node");
@@ -255,7 +272,10 @@ fn command_edits(text: &str, svc: &Service, edits: &mut Vec<Edit>, changes: &mut
             ));
         }
         (_, Some(w)) => {
-            let raw = w.raw.clone().ok_or_else(|| cannot(w.at, "the redis command"))?;
+            let raw = w
+                .raw
+                .clone()
+                .ok_or_else(|| cannot(w.at, "the redis command"))?;
             edits.push(Edit {
                 range: raw.end..raw.end,
                 text: format!(" {}", words.join(" ")),
@@ -295,7 +315,10 @@ fn volume_edits(
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
     {
-        return Err(at(m.at, format!("new volume name {new:?} is not a valid volume name")));
+        return Err(at(
+            m.at,
+            format!("new volume name {new:?} is not a valid volume name"),
+        ));
     }
     let (_, inherited) = model::mounts(text, svc)?;
     if let Some(p) = inherited {
@@ -332,7 +355,10 @@ fn volume_edits(
         ));
     };
     if top.is_some_and(|l| l.inherited().is_some()) {
-        return Err(at(key.start, "the top-level `volumes:` is inherited through an anchor: cannot edit it in place"));
+        return Err(at(
+            key.start,
+            "the top-level `volumes:` is inherited through an anchor: cannot edit it in place",
+        ));
     }
     if let Some(e) = val.get("external") {
         if e.value.as_str() == Some("true") {
@@ -348,11 +374,19 @@ fn volume_edits(
             .entries()
             .and_then(|es| es.iter().find(|(k, _)| k.as_str() == Some(new.as_str())))
         {
-            return Err(at(k.start, format!("volume `{new}` already exists in the top-level `volumes:` map")));
+            return Err(at(
+                k.start,
+                format!("volume `{new}` already exists in the top-level `volumes:` map"),
+            ));
         }
     }
-    let explicit_name = val.get("name").and_then(|l| l.value.as_str().map(str::to_string));
-    let src = m.source_range.clone().ok_or_else(|| cannot(m.at, "the /data mount"))?;
+    let explicit_name = val
+        .get("name")
+        .and_then(|l| l.value.as_str().map(str::to_string));
+    let src = m
+        .source_range
+        .clone()
+        .ok_or_else(|| cannot(m.at, "the /data mount"))?;
     edits.push(Edit {
         range: src,
         text: new.clone(),
@@ -378,7 +412,11 @@ fn volume_edits(
 }
 
 /// Plan, apply and verify. `service`: the redis service name, or `None` to find it.
-pub fn apply(text: &str, service: Option<&str>, renames: &[(String, String)]) -> Result<Applied, At> {
+pub fn apply(
+    text: &str,
+    service: Option<&str>,
+    renames: &[(String, String)],
+) -> Result<Applied, At> {
     let doc = yaml::parse(text).map_err(|e| at(e.at, e.message))?;
     if let Some(i) = doc.issues.first() {
         return Err(at(i.at, i.message.clone()));
@@ -407,10 +445,26 @@ pub fn apply(text: &str, service: Option<&str>, renames: &[(String, String)]) ->
             project_name,
         });
     }
-    let new_text = yaml::apply_edits(text, &edits)
-        .ok_or_else(|| at(svc.key.start, "internal: overlapping edits; nothing was written"))?;
-    verify(text, &doc.root, &new_text, &name, &expected_args, rename.as_ref())
-        .map_err(|m| at(svc.key.start, format!("cannot edit in place safely: {m}; nothing was written")))?;
+    let new_text = yaml::apply_edits(text, &edits).ok_or_else(|| {
+        at(
+            svc.key.start,
+            "internal: overlapping edits; nothing was written",
+        )
+    })?;
+    verify(
+        text,
+        &doc.root,
+        &new_text,
+        &name,
+        &expected_args,
+        rename.as_ref(),
+    )
+    .map_err(|m| {
+        at(
+            svc.key.start,
+            format!("cannot edit in place safely: {m}; nothing was written"),
+        )
+    })?;
     Ok(Applied {
         service: name,
         text: new_text,
@@ -430,7 +484,12 @@ fn verify(
     expected_args: &[String],
     rename: Option<&Rename>,
 ) -> Result<(), String> {
-    let doc = yaml::parse(new_text).map_err(|e| format!("the edited file does not parse ({}:{}: {})", e.at.line, e.at.col, e.message))?;
+    let doc = yaml::parse(new_text).map_err(|e| {
+        format!(
+            "the edited file does not parse ({}:{}: {})",
+            e.at.line, e.at.col, e.message
+        )
+    })?;
     if !doc.issues.is_empty() {
         return Err("the edited file has duplicate keys".into());
     }
@@ -438,7 +497,9 @@ fn verify(
     let inv = model::invocation(new_text, &svc).map_err(|e| e.message)?;
     let args = inv.arg_values();
     if args != expected_args {
-        return Err(format!("the edited redis-server arguments are {args:?}, expected {expected_args:?}"));
+        return Err(format!(
+            "the edited redis-server arguments are {args:?}, expected {expected_args:?}"
+        ));
     }
     for (name, want) in DURABLE {
         if model::effective(&args, name).as_deref() != Some(want) {
@@ -454,7 +515,9 @@ fn verify(
                 // The script word changes; compare the other top-level words.
                 inv.words
                     .iter()
-                    .filter(|w| !w.value.contains("redis-server") && !w.value.contains("valkey-server"))
+                    .filter(|w| {
+                        !w.value.contains("redis-server") && !w.value.contains("valkey-server")
+                    })
                     .map(|w| w.value.clone())
                     .collect()
             } else {
@@ -463,14 +526,19 @@ fn verify(
             }
         };
         if skeleton(&old_inv) != skeleton(&inv) {
-            return Err("words of the command other than the redis-server arguments changed".into());
+            return Err(
+                "words of the command other than the redis-server arguments changed".into(),
+            );
         }
     }
     // Everything else in the document is unchanged.
     let mut before = old_root.to_json();
     let mut after = doc.root.to_json();
     for v in [&mut before, &mut after] {
-        if let Some(s) = v.pointer_mut(&format!("/services/{}", service.replace('~', "~0").replace('/', "~1"))) {
+        if let Some(s) = v.pointer_mut(&format!(
+            "/services/{}",
+            service.replace('~', "~0").replace('/', "~1")
+        )) {
             if let Some(o) = s.as_object_mut() {
                 o.remove("command");
             }
@@ -483,7 +551,10 @@ fn verify(
                     vols.insert(r.new.clone(), x);
                 }
             }
-            let svc_vols = format!("/services/{}/volumes", service.replace('~', "~0").replace('/', "~1"));
+            let svc_vols = format!(
+                "/services/{}/volumes",
+                service.replace('~', "~0").replace('/', "~1")
+            );
             if let Some(items) = v.pointer_mut(&svc_vols).and_then(|x| x.as_array_mut()) {
                 for it in items {
                     match it {
@@ -492,10 +563,10 @@ fn verify(
                                 *s = format!("{}:{rest}", r.new);
                             }
                         }
-                        serde_json::Value::Object(o) => {
-                            if o.get("source").and_then(|x| x.as_str()) == Some(&r.old) {
-                                o.insert("source".into(), r.new.clone().into());
-                            }
+                        serde_json::Value::Object(o)
+                            if o.get("source").and_then(|x| x.as_str()) == Some(&r.old) =>
+                        {
+                            o.insert("source".into(), r.new.clone().into());
                         }
                         _ => {}
                     }
@@ -503,14 +574,25 @@ fn verify(
             }
         };
         fix(&mut before);
-        let vols_before: Vec<String> = before["volumes"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
-        let vols_after: Vec<String> = after["volumes"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        let vols_before: Vec<String> = before["volumes"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let vols_after: Vec<String> = after["volumes"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
         if vols_before.len() != vols_after.len() {
             return Err("the top-level volumes changed in number".into());
         }
         match model::data_mount(new_text, &svc).map_err(|e| e.message)? {
             Some(m) if m.source.as_deref() == Some(r.new.as_str()) => {}
-            _ => return Err(format!("the mount at /data is not `{}` after editing", r.new)),
+            _ => {
+                return Err(format!(
+                    "the mount at /data is not `{}` after editing",
+                    r.new
+                ))
+            }
         }
     }
     // serde_json maps are ordered by key, so key order does not matter here; values must match.
@@ -526,7 +608,10 @@ mod tests {
 
     #[test]
     fn rename_rule() {
-        assert_eq!(new_volume_name("redis_data", &[]).as_deref(), Some("redis_aof"));
+        assert_eq!(
+            new_volume_name("redis_data", &[]).as_deref(),
+            Some("redis_aof")
+        );
         assert_eq!(new_volume_name("redis_aof", &[]), None);
         assert_eq!(new_volume_name("cache", &[]).as_deref(), Some("cache_aof"));
         let r = [("redis_data".to_string(), "kv_aof".to_string())];

@@ -181,7 +181,11 @@ pub fn project_name(
     }
     let dir = std::path::absolute(file)
         .ok()
-        .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_default();
     // Compose: lowercase, only [a-z0-9_-], starting with a letter or digit.
     let s: String = dir
@@ -209,7 +213,10 @@ pub fn carry_instructions(
         .explicit_name
         .clone()
         .unwrap_or_else(|| format!("{project}_{}", rename.new));
-    let file = target.file.display().to_string();
+    let file = std::path::absolute(&target.file)
+        .unwrap_or_else(|_| target.file.clone())
+        .display()
+        .to_string();
     let mut lines = vec![format!(
         "{file}: the redis data volume is renamed {} -> {} (Docker volume {old_real} -> {new_real}).",
         rename.old, rename.new
@@ -242,13 +249,20 @@ pub fn carry_instructions(
         ],
     };
     let q = |ws: &[&str]| ws.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
-    let compose_q = compose.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
+    let compose_q = compose
+        .iter()
+        .map(|w| quote(w))
+        .collect::<Vec<_>>()
+        .join(" ");
     lines.push(format!(
         "`docker volume rename` does not exist, and `docker compose up` would otherwise silently create `{new_real}` empty."
     ));
     lines.push("To carry the data:".into());
     lines.push(format!("  {compose_q} stop {}", quote(&applied.service)));
-    lines.push(format!("  {}", q(&["docker", "volume", "create", &new_real])));
+    lines.push(format!(
+        "  {}",
+        q(&["docker", "volume", "create", &new_real])
+    ));
     lines.push(format!(
         "  {}",
         q(&[
@@ -282,16 +296,18 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
     let mut planned = Vec::new();
     for t in &targets {
         let text = read_text(&t.file)?;
-        let applied = edit::apply(&text, t.service.as_deref(), &a.renames).map_err(|e| input(&t.file, e))?;
+        let applied =
+            edit::apply(&text, t.service.as_deref(), &a.renames).map_err(|e| input(&t.file, e))?;
         planned.push((t, text, applied));
     }
-    for (old, _) in &a.renames {
-        let used = planned
-            .iter()
-            .any(|(_, _, ap)| ap.rename.as_ref().is_some_and(|r| &r.old == old))
-            || planned.iter().any(|(t, text, _)| {
-                redis_data_volume_text(text, t.service.as_deref()).ok().flatten().as_deref() == Some(old)
-            });
+    for (old, new) in &a.renames {
+        // Used when some file mounts OLD at /data, or already NEW (a second run).
+        let used = planned.iter().any(|(t, text, _)| {
+            let v = redis_data_volume_text(text, t.service.as_deref())
+                .ok()
+                .flatten();
+            v.as_deref() == Some(old) || v.as_deref() == Some(new)
+        });
         if !used {
             return Err(Error::usage(format!(
                 "--rename {old}=...: no redis service mounts a volume `{old}` at /data in the given files"
@@ -302,7 +318,11 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
     for (t, text, applied) in &planned {
         let file = t.file.display().to_string();
         if applied.text == *text {
-            let _ = writeln!(out, "{file}: already durable (service `{}`), nothing written", applied.service);
+            let _ = writeln!(
+                out,
+                "{file}: already durable (service `{}`), nothing written",
+                applied.service
+            );
             continue;
         }
         if a.dry_run {
@@ -355,7 +375,8 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
             continue;
         }
         let text = read_text(&t.file)?;
-        let (fs, snap) = check::check_text(&text, t.service.as_deref()).map_err(|e| input(&t.file, e))?;
+        let (fs, snap) =
+            check::check_text(&text, t.service.as_deref()).map_err(|e| input(&t.file, e))?;
         findings.extend(fs.into_iter().map(|f| (t.file.clone(), f)));
         if let Some(s) = snap {
             snaps.push((t.env.as_ref().map(|e| e.name.clone()), t.file.clone(), s));
@@ -364,7 +385,11 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
     }
     let by_env = |n: &str| snaps.iter().find(|(e, _, _)| e.as_deref() == Some(n));
     if let (Some(p), Some(s)) = (by_env("production"), by_env("staging")) {
-        findings.extend(check::mirror(&p.2, &s.2).into_iter().map(|f| (s.1.clone(), f)));
+        findings.extend(
+            check::mirror(&p.2, &s.2)
+                .into_iter()
+                .map(|f| (s.1.clone(), f)),
+        );
     }
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -375,11 +400,24 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
                 f,
             })
             .collect();
-        let doc = serde_json::json!({ "ok": findings.is_empty(), "files": files, "findings": list });
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let doc =
+            serde_json::json!({ "ok": findings.is_empty(), "files": files, "findings": list });
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
     } else {
         for (file, f) in &findings {
-            let _ = writeln!(out, "{}:{}:{}: {} [{}]", file.display(), f.line, f.col, f.message, f.rule);
+            let _ = writeln!(
+                out,
+                "{}:{}:{}: {} [{}]",
+                file.display(),
+                f.line,
+                f.col,
+                f.message,
+                f.rule
+            );
         }
         if findings.is_empty() {
             let _ = writeln!(out, "compose check: ok ({})", files.join(", "));
@@ -405,7 +443,10 @@ fn parse_for(file: &Path, text: &str) -> Result<yaml::Doc> {
     Ok(doc)
 }
 
-fn redis_data_volume_text(text: &str, service: Option<&str>) -> std::result::Result<Option<String>, model::At> {
+fn redis_data_volume_text(
+    text: &str,
+    service: Option<&str>,
+) -> std::result::Result<Option<String>, model::At> {
     let doc = yaml::parse(text).map_err(|e| model::at(e.at, e.message))?;
     let svc = model::find_redis(text, &doc.root, service)?;
     Ok(model::data_mount(text, &svc)?
@@ -445,7 +486,10 @@ mod tests {
     use super::*;
 
     fn repo_file(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join(name)
     }
 
     #[test]
@@ -459,7 +503,10 @@ mod tests {
                 redis_server_args(&p, "redis").unwrap(),
                 ["--appendonly", "yes", "--appendfsync", "everysec"]
             );
-            assert_eq!(redis_data_volume(&p, "redis").unwrap().as_deref(), Some(vol));
+            assert_eq!(
+                redis_data_volume(&p, "redis").unwrap().as_deref(),
+                Some(vol)
+            );
             let facts = redis_facts(&p, "redis").unwrap();
             assert!(facts.via_shell);
             assert_eq!(facts.image.as_deref(), Some("redis:7.2-alpine"));

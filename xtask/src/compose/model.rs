@@ -84,7 +84,9 @@ fn looks_like_redis(text: &str, s: &Service) -> bool {
             .map(|ws| {
                 ws.iter().any(|w| {
                     is_server(&w.value)
-                        || w.value.split_whitespace().any(|x| is_server(x.trim_matches(['"', '\''])))
+                        || w.value
+                            .split_whitespace()
+                            .any(|x| is_server(x.trim_matches(['"', '\''])))
                 })
             })
             .unwrap_or(false),
@@ -107,7 +109,10 @@ pub fn find_redis<'a>(text: &str, root: &'a Node, wanted: Option<&str>) -> Resul
     if let Some(s) = all.iter().find(|s| s.name == "redis") {
         return Ok(*s);
     }
-    let found: Vec<Service> = all.into_iter().filter(|s| looks_like_redis(text, s)).collect();
+    let found: Vec<Service> = all
+        .into_iter()
+        .filter(|s| looks_like_redis(text, s))
+        .collect();
     match found.len() {
         1 => Ok(found[0]),
         0 => Err(at(
@@ -159,10 +164,12 @@ pub fn command_words(text: &str, node: &Node) -> Result<Vec<Word>, At> {
                 return Ok(Vec::new());
             }
             let smap = yaml::scalar_map(text, node);
-            sub_words(text, value, smap.as_deref(), node.start, Dialect::Compose)
-                .map(|(ws, _)| ws)
+            sub_words(text, value, smap.as_deref(), node.start, Dialect::Compose).map(|(ws, _)| ws)
         }
-        Kind::Map { .. } => Err(at(node.start, "`command:` is a mapping; expected a string or a list")),
+        Kind::Map { .. } => Err(at(
+            node.start,
+            "`command:` is a mapping; expected a string or a list",
+        )),
     }
 }
 
@@ -188,9 +195,7 @@ fn sub_words(
             Tok::Word(w) => {
                 let map = smap.map(|m| w.map.iter().map(|&k| m[k]).collect::<Vec<_>>());
                 let raw = smap.map(|m| m[w.raw.start]..m[w.raw.end]);
-                let p = map
-                    .as_ref()
-                    .map_or(start, |m| pos_in(text, m[0]));
+                let p = map.as_ref().map_or(start, |m| pos_in(text, m[0]));
                 words.push(Word {
                     value: w.value,
                     at: p,
@@ -281,7 +286,10 @@ pub fn invocation(text: &str, svc: &Service) -> Result<Invocation, At> {
         return Ok(mk(top_container, None, Vec::new(), false));
     }
     // `sh -c SCRIPT` (also bash/ash/dash, `-ec`, `/bin/sh`).
-    if matches!(basename(&words[0].value), "sh" | "bash" | "ash" | "dash" | "zsh") {
+    if matches!(
+        basename(&words[0].value),
+        "sh" | "bash" | "ash" | "dash" | "zsh"
+    ) {
         let flag = words.iter().skip(1).position(|w| {
             w.value.starts_with('-')
                 && !w.value.starts_with("--")
@@ -511,7 +519,10 @@ pub fn mounts(text: &str, svc: &Service) -> Result<(Vec<Mount>, Option<Pos>), At
 
 /// The mount at `/data`, if any.
 pub fn data_mount(text: &str, svc: &Service) -> Result<Option<Mount>, At> {
-    Ok(mounts(text, svc)?.0.into_iter().find(|m| m.target == "/data"))
+    Ok(mounts(text, svc)?
+        .0
+        .into_iter()
+        .find(|m| m.target == "/data"))
 }
 
 /// What the docs generator and other commands need to know about the redis service.
@@ -544,7 +555,11 @@ pub struct RedisFacts {
 pub fn facts(text: &str, svc: &Service) -> Result<RedisFacts, At> {
     let inv = invocation(text, svc)?;
     let args = inv.arg_values();
-    let str_of = |k: &str| svc.node.get(k).and_then(|l| l.value.as_str().map(str::to_string));
+    let str_of = |k: &str| {
+        svc.node
+            .get(k)
+            .and_then(|l| l.value.as_str().map(str::to_string))
+    };
     let data_volume = data_mount(text, svc)?
         .filter(|m| m.kind == MountKind::Volume)
         .and_then(|m| m.source);

@@ -53,8 +53,7 @@ pub fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, (usize, String)> {
             if is_op(c) {
                 let start = i;
                 i += 1;
-                while i < b.len() && matches!(b[i], b'&' | b'|' | b'>' | b'<') && b[i] != b'\n'
-                {
+                while i < b.len() && matches!(b[i], b'&' | b'|' | b'>' | b'<') && b[i] != b'\n' {
                     i += 1;
                 }
                 // `2>&1`: the fd digit word before it belongs to the redirection.

@@ -29,9 +29,18 @@ pub enum Style {
 
 #[derive(Clone, Debug)]
 pub enum Kind {
-    Scalar { value: String, style: Style },
-    Seq { items: Vec<Node>, flow: bool },
-    Map { entries: Vec<(Node, Node)>, flow: bool },
+    Scalar {
+        value: String,
+        style: Style,
+    },
+    Seq {
+        items: Vec<Node>,
+        flow: bool,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        flow: bool,
+    },
 }
 
 /// Where a node was reached through an alias (`*name`).
@@ -242,7 +251,10 @@ pub fn pos_of(bytes: &[u8], offset: usize) -> Pos {
         .iter()
         .rposition(|b| *b == b'\n')
         .map_or(0, |i| i + 1);
-    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     Pos { offset, line, col }
 }
 
@@ -268,12 +280,25 @@ pub fn parse(text: &str) -> Result<Doc, ParseError> {
     let mut last_scalar_anchor: usize = 0;
 
     for ev in Parser::new_from_str_with_options(text, opts) {
-        let (event, span) = ev.map_err(|e| ParseError {
-            at: pos(e.marker(), text),
-            message: e.info().to_string(),
+        let (event, span) = ev.map_err(|e| {
+            let mut at = pos(e.marker(), text);
+            // Point at the offending tab itself, not after it.
+            if at.offset > 0 && at.col > 1 && text.as_bytes().get(at.offset - 1) == Some(&b'\t') {
+                at.offset -= 1;
+                at.col -= 1;
+            }
+            ParseError {
+                at,
+                message: e.info().to_string(),
+            }
         })?;
         let start = pos(&span.start, text);
-        let range = start.offset..span.end.byte_offset().unwrap_or(start.offset).min(text.len());
+        let range = start.offset
+            ..span
+                .end
+                .byte_offset()
+                .unwrap_or(start.offset)
+                .min(text.len());
         let fresh = |kind: Kind| Node {
             kind,
             span: range.clone(),
@@ -744,8 +769,9 @@ mod tests {
 
     #[test]
     fn merge_keys_and_aliases_resolve() {
-        let doc = parse("base: &b\n  image: redis\n  command: x\nsvc:\n  <<: *b\n  image: valkey\n")
-            .unwrap();
+        let doc =
+            parse("base: &b\n  image: redis\n  command: x\nsvc:\n  <<: *b\n  image: valkey\n")
+                .unwrap();
         let svc = doc.root.get("svc").unwrap().value;
         assert_eq!(svc.get("image").unwrap().value.as_str(), Some("valkey"));
         let c = svc.get("command").unwrap();
