@@ -467,3 +467,43 @@ fn check_requires_staging_to_mirror_production() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_literal_password_is_never_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "services:\n  redis:\n    image: redis:7\n    command: redis-server --requirepass hunter2 --appendonly no\n    volumes: [redis_aof:/data]\nvolumes:\n  redis_aof:\n";
+    std::fs::write(tmp.path().join("c.yml"), text).unwrap();
+    for args in [
+        &["compose", "apply", "--file", "c.yml", "--dry-run"][..],
+        &["compose", "check", "--file", "c.yml"][..],
+        &["compose", "check", "--file", "c.yml", "--json"][..],
+    ] {
+        let r = xtask(tmp.path(), args);
+        assert!(
+            !r.stdout.contains("hunter2") && !r.stderr.contains("hunter2"),
+            "{args:?}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(r.code == 0 || r.code == 1, "{args:?}: {}", r.stderr);
+    }
+    let r = xtask(
+        tmp.path(),
+        &["compose", "apply", "--file", "c.yml", "--dry-run"],
+    );
+    assert!(
+        r.stdout.contains(
+            "+    command: redis-server --requirepass *** --appendonly yes --appendfsync everysec"
+        ),
+        "{}",
+        r.stdout
+    );
+    let r = xtask(tmp.path(), &["compose", "check", "--file", "c.yml"]);
+    assert!(
+        r.stdout.contains(
+            "c.yml:4:27: `--requirepass` passes the password on redis-server's command line"
+        ),
+        "{}",
+        r.stdout
+    );
+}

@@ -422,8 +422,8 @@ pub fn mirror(prod: &Snapshot, staging: &Snapshot) -> Vec<Finding> {
     diff(
         "command",
         staging.command_at,
-        format!("{:?}", norm(p)),
-        format!("{:?}", norm(s)),
+        model::redact(&format!("{:?}", norm(p))),
+        model::redact(&format!("{:?}", norm(s))),
     );
     diff(
         "healthcheck",

@@ -327,11 +327,14 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
         }
         if a.dry_run {
             let diff = similar::TextDiff::from_lines(text.as_str(), applied.text.as_str());
-            let _ = write!(
-                out,
-                "{}",
-                diff.unified_diff().context_radius(3).header(&file, &file)
-            );
+            let shown = diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&file, &file)
+                .to_string();
+            for line in shown.split_inclusive('\n') {
+                let _ = write!(out, "{}", model::redact(line));
+            }
             let _ = writeln!(out, "{file}: dry run, nothing written");
         } else {
             write_atomic(&t.file, &applied.text)?;

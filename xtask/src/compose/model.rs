@@ -390,6 +390,48 @@ pub fn effective(args: &[String], name: &str) -> Option<String> {
 /// Options whose values are secrets and must not be passed on a command line.
 pub const SECRET_OPTIONS: [&str; 3] = ["requirepass", "masterauth", "masteruser"];
 
+/// Replace the value after a password option (`--requirepass X`, `-a X`, `requirepass X`) in a
+/// line of text with `***`, for anything printed (diffs, findings).
+pub fn redact(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut hide_next = false;
+    let mut rest = line;
+    while !rest.is_empty() {
+        let ws_end = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..ws_end]);
+        rest = &rest[ws_end..];
+        if rest.is_empty() {
+            break;
+        }
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..end];
+        if hide_next {
+            // Keep closing quotes/brackets that belong to the YAML around the value.
+            let tail: String = word
+                .chars()
+                .rev()
+                .take_while(|c| matches!(c, '"' | '\'' | ']' | ',' | ')'))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            out.push_str("***");
+            out.push_str(&tail);
+            hide_next = false;
+        } else {
+            out.push_str(word);
+            let bare = word.trim_matches(|c: char| matches!(c, '"' | '\'' | '[' | ',' | '-'));
+            hide_next = SECRET_OPTIONS.contains(&bare.to_ascii_lowercase().as_str())
+                || word == "-a"
+                || word == "--pass";
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
 /// The server arguments without the config-file path and without secret options.
 pub fn public_args(args: &[String]) -> Vec<String> {
     let (_, opts) = parse_server_args(args);
@@ -635,6 +677,19 @@ mod tests {
             .to_vec();
         assert_eq!(public_args(&a), ["--save", "60", "1"]);
         assert_eq!(effective(&a, "save").as_deref(), Some("60 1"));
+    }
+
+    #[test]
+    fn redacts_passwords_in_printed_lines() {
+        assert_eq!(
+            redact("+    command: redis-server --requirepass hunter2 --appendonly yes"),
+            "+    command: redis-server --requirepass *** --appendonly yes"
+        );
+        assert_eq!(
+            redact("[\"--masterauth\", \"s3cret\"]"),
+            "[\"--masterauth\", ***\"]"
+        );
+        assert_eq!(redact("redis-cli -a pw ping"), "redis-cli -a *** ping");
     }
 
     #[test]

@@ -186,12 +186,26 @@ impl Node {
                 }
             }
             Kind::Seq { items, .. } => Value::Array(items.iter().map(Node::to_json).collect()),
-            Kind::Map { .. } => {
+            Kind::Map { entries, .. } => {
+                // Linear: merged mappings first (earlier ones win), then own keys (which win).
                 let mut m = serde_json::Map::new();
-                for k in self.keys() {
-                    if let Some(l) = self.get(k) {
-                        m.insert(k.to_string(), l.value.to_json());
+                for (_, v) in entries.iter().filter(|(k, _)| k.is_merge_key()) {
+                    let sources: Vec<&Node> = match &v.kind {
+                        Kind::Seq { items, .. } => items.iter().rev().collect(),
+                        _ => vec![v],
+                    };
+                    for src in sources {
+                        if let Value::Object(o) = src.to_json() {
+                            m.extend(o);
+                        }
                     }
+                }
+                for (k, v) in entries.iter().filter(|(k, _)| !k.is_merge_key()) {
+                    let key = match k.as_str() {
+                        Some(s) => s.to_string(),
+                        None => k.to_json().to_string(),
+                    };
+                    m.insert(key, v.to_json());
                 }
                 Value::Object(m)
             }
