@@ -71,7 +71,7 @@ fn golden_fixtures_apply_exactly_and_idempotently() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640, "{name}: permissions kept");
         if before == after {
-            assert!(r.stdout.contains("already durable"), "{name}: {}", r.stdout);
+            assert!(r.stdout.contains("nothing written"), "{name}: {}", r.stdout);
         }
         // No stray temp files next to it.
         let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
@@ -82,7 +82,7 @@ fn golden_fixtures_apply_exactly_and_idempotently() {
         let r2 = xtask(tmp.path(), &args);
         assert_eq!(r2.code, 0, "{name}: {}", r2.stderr);
         assert!(
-            r2.stdout.contains("already durable"),
+            r2.stdout.contains("nothing written"),
             "{name}: {}",
             r2.stdout
         );
@@ -506,4 +506,76 @@ fn a_literal_password_is_never_printed() {
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn without_flags_apply_fixes_production_and_staging_from_the_environments_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("infra")).unwrap();
+    std::fs::copy(
+        root.join("infra/environments.toml"),
+        tmp.path().join("infra/environments.toml"),
+    )
+    .unwrap();
+    let legacy = |f: &str| {
+        std::fs::read_to_string(root.join(f))
+            .unwrap()
+            .replace("--appendonly yes --appendfsync everysec", "--appendonly no")
+            .replace("redis_aof", "redis_data")
+            .replace("redis_staging_aof", "redis_staging_data")
+    };
+    for f in ["docker-compose.prod.yml", "docker-compose.staging.yml"] {
+        std::fs::write(tmp.path().join(f), legacy(f)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(tmp.path())
+            .env("XTASK_ROOT", tmp.path())
+            .env_remove("XTASK_ENVIRONMENTS")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, _) = run(&["compose", "check"]);
+    assert_eq!(code, Some(1));
+    let (code, stdout) = run(&["compose", "apply"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    for f in ["docker-compose.prod.yml", "docker-compose.staging.yml"] {
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(f)).unwrap(),
+            std::fs::read_to_string(root.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // Two carry blocks: production then staging, with each environment's project and env file.
+    let blocks: Vec<Vec<&str>> = stdout
+        .split("To carry the data:\n")
+        .skip(1)
+        .map(|b| {
+            b.lines()
+                .take_while(|l| l.starts_with("  "))
+                .map(|l| &l[2..])
+                .collect()
+        })
+        .collect();
+    let dir = tmp.path().display().to_string();
+    assert_eq!(
+        blocks[0],
+        [
+            format!("docker compose -p station -f {dir}/docker-compose.prod.yml --env-file {dir}/.env.production stop redis"),
+            "docker volume create station_redis_aof".into(),
+            "docker run --rm -v station_redis_data:/from:ro -v station_redis_aof:/to redis:7.2-alpine cp -a /from/. /to/".into(),
+        ]
+    );
+    assert_eq!(
+        blocks[1][1],
+        "docker volume create station-staging_redis_staging_aof"
+    );
+    let (code, _) = run(&["compose", "check"]);
+    assert_eq!(code, Some(0));
 }

@@ -307,6 +307,15 @@ fn loopback(host: &str) -> bool {
 }
 
 fn check_ports(svc: &Service, out: &mut Vec<Finding>) {
+    if let Some(l) = svc.node.get("network_mode") {
+        if l.value.as_str() == Some("host") {
+            out.push(finding(
+                l.value.start,
+                "port",
+                "`network_mode: host` makes redis listen on the host's interfaces: use the default network and publish on 127.0.0.1 if needed",
+            ));
+        }
+    }
     let Some(l) = svc.node.get("ports") else {
         return;
     };
@@ -474,6 +483,12 @@ mod tests {
                 ("port", 5, 13),
             ]
         );
+    }
+
+    #[test]
+    fn host_network_is_a_published_port() {
+        let text = "services:\n  redis:\n    image: redis\n    network_mode: host\n    command: redis-server --appendonly yes --appendfsync everysec\n    volumes: [r_aof:/data]\nvolumes: {r_aof: {}}\n";
+        assert_eq!(rules(text), [("port", 4, 19)]);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Applied {
     pub image: Option<String>,
     /// Top-level `name:`, for the project name.
     pub project_name: Option<String>,
+    /// What apply did not fix (e.g. no named volume at /data), for people.
+    pub notes: Vec<String>,
 }
 
 /// The new name for a data volume: `*_data` → `*_aof`; `--rename OLD=NEW` wins.
@@ -435,6 +437,18 @@ pub fn apply(
         .get("name")
         .and_then(|l| l.value.as_str().map(str::to_string));
     let name = svc.name.to_string();
+    let mut notes = Vec::new();
+    match model::data_mount(text, &svc)? {
+        Some(m) if m.kind == MountKind::Volume => {}
+        Some(m) => notes.push(format!(
+            "{}:{}: /data is not a named volume; apply leaves it alone and `compose check` will flag it",
+            m.at.line, m.at.col
+        )),
+        None => notes.push(format!(
+            "{}:{}: nothing is mounted at /data, so the AOF dies with the container: add a named volume (`redis_aof:/data`) by hand",
+            svc.key.start.line, svc.key.start.col
+        )),
+    }
     if edits.is_empty() {
         return Ok(Applied {
             service: name,
@@ -443,6 +457,7 @@ pub fn apply(
             rename,
             image,
             project_name,
+            notes,
         });
     }
     let new_text = yaml::apply_edits(text, &edits).ok_or_else(|| {
@@ -472,6 +487,7 @@ pub fn apply(
         rename,
         image,
         project_name,
+        notes,
     })
 }
 
@@ -618,6 +634,25 @@ mod tests {
         assert_eq!(new_volume_name("cache", &[]).as_deref(), Some("cache_aof"));
         let r = [("redis_data".to_string(), "kv_aof".to_string())];
         assert_eq!(new_volume_name("redis_data", &r).as_deref(), Some("kv_aof"));
+    }
+
+    #[test]
+    fn conflicting_duplicates_are_all_rewritten() {
+        let text = "services:\n  redis:\n    command: [redis-server, --appendonly, no, --appendfsync, always, --appendonly, 'yes']\n";
+        let a = apply(text, None, &[]).unwrap();
+        assert_eq!(
+            a.text,
+            "services:\n  redis:\n    command: [redis-server, --appendonly, yes, --appendfsync, everysec, --appendonly, 'yes']\n"
+        );
+        assert_eq!(a.notes.len(), 1);
+        // A value count other than one is refused, with the position of the option.
+        let e = apply(
+            "services:\n  redis:\n    command: redis-server --appendonly\n",
+            None,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!((e.at.line, e.at.col), (3, 27));
     }
 
     #[test]

@@ -119,6 +119,9 @@ fn resolve(t: &Targets) -> Result<Vec<Target>> {
             env: None,
         });
     }
+    // One entry per file (e.g. `local` and `production` share a file): the first one wins.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|t| seen.insert(std::path::absolute(&t.file).unwrap_or_else(|_| t.file.clone())));
     Ok(out)
 }
 
@@ -318,11 +321,19 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
     for (t, text, applied) in &planned {
         let file = t.file.display().to_string();
         if applied.text == *text {
+            let what = if applied.notes.is_empty() {
+                "already durable"
+            } else {
+                "nothing apply can change"
+            };
             let _ = writeln!(
                 out,
-                "{file}: already durable (service `{}`), nothing written",
+                "{file}: {what} (service `{}`), nothing written",
                 applied.service
             );
+            for n in &applied.notes {
+                let _ = writeln!(out, "{file}: note: {n}");
+            }
             continue;
         }
         if a.dry_run {
@@ -342,6 +353,9 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
             for c in &applied.changes {
                 let _ = writeln!(out, "  {file}:{c}");
             }
+        }
+        for n in &applied.notes {
+            let _ = writeln!(out, "{file}: note: {n}");
         }
         if let Some(r) = &applied.rename {
             let project = project_name(
