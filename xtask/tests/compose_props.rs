@@ -4,6 +4,14 @@
 use proptest::prelude::*;
 use xtask::compose::{check, edit, yaml};
 
+/// Cases per property: the CI default, or `PROPTEST_CASES` for a longer local run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn fixture_texts() -> Vec<String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose");
     let mut out = Vec::new();
@@ -37,7 +45,7 @@ fn exercise(text: &str) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(400), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_text_never_panics(s in "[ -~\t\r\n\u{e9}]{0,200}") {
@@ -51,7 +59,9 @@ proptest! {
         Just("}"), Just("\"x"), Just("'"), Just("&a "), Just("*a"), Just("<<: *a\n"), Just("- "),
         Just("\n"), Just("\r\n"), Just("\t"), Just("    volumes: [redis_data:/data]\n"),
         Just("volumes:\n  redis_data:\n"), Just("sh -c \"exec redis-server\""), Just("|\n"), Just(">-\n"),
-        Just("#c\n"), Just(": "), Just("---\n"), Just("    image: redis\n"),
+        Just("#c\n"), Just(": "), Just("---\n"), Just("    image: redis\n"), Just("\u{e9}"),
+        Just("    command: |\n      redis-server\n"), Just("  \u{e9}\n"), Just("\\\u{e9}"),
+        Just("    command: >\n     x\n"),
     ], 0..40)) {
         exercise(&parts.concat());
     }
@@ -213,7 +223,7 @@ fn render(g: &Gen) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(300), ..ProptestConfig::default() })]
 
     #[test]
     fn generated_files_become_durable_and_keep_other_bytes(g in gen()) {

@@ -122,11 +122,15 @@ pub fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, (usize, String)> {
                     if i + 1 >= b.len() {
                         return Err((i, "a backslash at the end of the command".into()));
                     }
-                    if b[i + 1] != b'\n' {
-                        value.push(b[i + 1]);
-                        map.push(i);
+                    let ch = s[i + 1..].chars().next().unwrap_or('\n');
+                    if ch != '\n' {
+                        let mut buf = [0u8; 4];
+                        for byte in ch.encode_utf8(&mut buf).bytes() {
+                            value.push(byte);
+                            map.push(i);
+                        }
                     }
-                    i += 2;
+                    i += 1 + ch.len_utf8();
                 }
                 _ => {
                     value.push(c);

@@ -628,8 +628,11 @@ pub fn scalar_map(text: &str, node: &Node) -> Option<Vec<usize>> {
         }
         Style::Literal | Style::Folded => {
             // The span starts at the first content character; its column is the indentation.
-            let indent = node.start.col - 1;
-            let mut off = node.span.start - indent;
+            let indent = node.start.col.checked_sub(1)?;
+            let mut off = node.span.start.checked_sub(indent)?;
+            if !text.is_char_boundary(off) {
+                return None;
+            }
             let folded = *style == Style::Folded;
             let mut prev_content = false;
             let mut pending_break: Option<usize> = None;
@@ -643,7 +646,8 @@ pub fn scalar_map(text: &str, node: &Node) -> Option<Vec<usize>> {
                 let blank = line.trim_start_matches(' ').is_empty() && line.len() <= indent
                     || line.bytes().all(|c| c == b' ');
                 if !blank {
-                    if line.len() < indent || !line[..indent].bytes().all(|c| c == b' ') {
+                    if line.len() < indent || !line.as_bytes()[..indent].iter().all(|c| *c == b' ')
+                    {
                         break; // dedent: end of the block
                     }
                     let body = &line[indent..];
