@@ -563,11 +563,11 @@ fn without_flags_apply_fixes_production_and_staging_from_the_environments_file()
                 .collect()
         })
         .collect();
-    let dir = tmp.path().display().to_string();
+    assert!(stdout.contains("Run these on the `production` host (files in /opt/station)."));
     assert_eq!(
         blocks[0],
         [
-            format!("docker compose -p station -f {dir}/docker-compose.prod.yml --env-file {dir}/.env.production stop redis"),
+            "docker compose -p station -f /opt/station/docker-compose.prod.yml --env-file /opt/station/.env.production stop redis".to_string(),
             "docker volume create station_redis_aof".into(),
             "docker run --rm -v station_redis_data:/from:ro -v station_redis_aof:/to redis:7.2-alpine cp -a /from/. /to/".into(),
         ]

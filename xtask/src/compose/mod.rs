@@ -235,6 +235,23 @@ pub fn carry_instructions(
         .or_else(|| applied.image.clone().filter(|i| !i.contains('$')))
         .unwrap_or_else(|| "busybox".into());
     let compose: Vec<String> = match &target.env {
+        // On a remote host: the files are in remote_dir, under their repository-relative paths.
+        Some(e) if e.remote_dir.is_some() => {
+            let dir = e
+                .remote_dir
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/');
+            let mut v: Vec<String> = ["docker", "compose", "-p", project, "-f"]
+                .map(String::from)
+                .to_vec();
+            v.push(format!("{dir}/{}", e.compose_file_rel.display()));
+            if let Some(env_file) = &e.env_file_rel {
+                v.push("--env-file".into());
+                v.push(format!("{dir}/{}", env_file.display()));
+            }
+            v
+        }
         Some(e) => {
             let mut v = vec!["docker".to_string(), "compose".to_string()];
             let mut args = e.compose_args();
@@ -260,6 +277,13 @@ pub fn carry_instructions(
     lines.push(format!(
         "`docker volume rename` does not exist, and `docker compose up` would otherwise silently create `{new_real}` empty."
     ));
+    if let Some(e) = target.env.as_ref().filter(|e| e.remote_dir.is_some()) {
+        lines.push(format!(
+            "Run these on the `{}` host (files in {}).",
+            e.name,
+            e.remote_dir.as_deref().unwrap_or_default()
+        ));
+    }
     lines.push("To carry the data:".into());
     lines.push(format!("  {compose_q} stop {}", quote(&applied.service)));
     lines.push(format!(
