@@ -527,27 +527,8 @@ fn verify(
     // Words outside the server arguments are unchanged.
     let old_svc = model::find_redis(old_text, old_root, Some(service)).map_err(|e| e.message)?;
     let old_inv = model::invocation(old_text, &old_svc).map_err(|e| e.message)?;
-    if old_inv.container != model::Container::Absent {
-        let skeleton = |inv: &model::Invocation| -> Vec<String> {
-            if inv.in_script {
-                // The script word changes; compare the other top-level words.
-                inv.words
-                    .iter()
-                    .filter(|w| {
-                        !w.value.contains("redis-server") && !w.value.contains("valkey-server")
-                    })
-                    .map(|w| w.value.clone())
-                    .collect()
-            } else {
-                let n = inv.words.len() - inv.args.len();
-                inv.words[..n].iter().map(|w| w.value.clone()).collect()
-            }
-        };
-        if skeleton(&old_inv) != skeleton(&inv) {
-            return Err(
-                "words of the command other than the redis-server arguments changed".into(),
-            );
-        }
+    if old_inv.container != model::Container::Absent && old_inv.outside != inv.outside {
+        return Err("words of the command other than the redis-server arguments changed".into());
     }
     // Everything else in the document is unchanged.
     let mut before = old_root.to_json();
@@ -634,6 +615,23 @@ mod tests {
         assert_eq!(new_volume_name("cache", &[]).as_deref(), Some("cache_aof"));
         let r = [("redis_data".to_string(), "kv_aof".to_string())];
         assert_eq!(new_volume_name("redis_data", &r).as_deref(), Some("kv_aof"));
+    }
+
+    #[test]
+    fn verification_catches_unintended_changes() {
+        let old = "services:\n  redis:\n    command: [sh, -c, 'umask 077 && exec redis-server --appendonly no']\n  web:\n    image: a\n";
+        let doc = yaml::parse(old).unwrap();
+        let want: Vec<String> = ["--appendonly", "yes", "--appendfsync", "everysec"]
+            .map(String::from)
+            .to_vec();
+        let ok = old.replace("--appendonly no", "--appendonly yes --appendfsync everysec");
+        assert_eq!(verify(old, &doc.root, &ok, "redis", &want, None), Ok(()));
+        let script_changed = ok.replace("umask 077", "umask 000");
+        assert!(verify(old, &doc.root, &script_changed, "redis", &want, None).is_err());
+        let other_changed = ok.replace("image: a", "image: b");
+        assert!(verify(old, &doc.root, &other_changed, "redis", &want, None).is_err());
+        let args_wrong = old.replace("--appendonly no", "--appendonly yes --appendfsync always");
+        assert!(verify(old, &doc.root, &args_wrong, "redis", &want, None).is_err());
     }
 
     #[test]

@@ -180,7 +180,7 @@ fn sub_words(
     smap: Option<&[usize]>,
     start: Pos,
     dialect: Dialect,
-) -> Result<(Vec<Word>, Vec<Option<usize>>), At> {
+) -> Result<(Vec<Word>, Vec<Vec<String>>), At> {
     let toks = shell::lex(value, dialect).map_err(|(off, msg)| {
         let p = smap
             .and_then(|m| m.get(off))
@@ -188,8 +188,8 @@ fn sub_words(
         at(p, format!("cannot split the command: {msg}"))
     })?;
     let mut words = Vec::new();
-    // For each word: index of the word after which a separator came (None: no separator).
-    let mut seps = Vec::new();
+    // For each word: the separators that follow it.
+    let mut seps: Vec<Vec<String>> = Vec::new();
     for t in toks {
         match t {
             Tok::Word(w) => {
@@ -203,11 +203,11 @@ fn sub_words(
                     raw,
                     elem: None,
                 });
-                seps.push(None);
+                seps.push(Vec::new());
             }
-            Tok::Sep(..) => {
+            Tok::Sep(op, _) => {
                 if let Some(last) = seps.last_mut() {
-                    *last = Some(words.len() - 1);
+                    last.push(op);
                 }
             }
         }
@@ -241,6 +241,9 @@ pub struct Invocation {
     pub args: Vec<Word>,
     /// In an `sh -c` script.
     pub in_script: bool,
+    /// Every token of the command except the server arguments (script words and separators
+    /// included), so an edit can prove it touched nothing else.
+    pub outside: Vec<String>,
 }
 
 impl Invocation {
@@ -260,6 +263,7 @@ pub fn invocation(text: &str, svc: &Service) -> Result<Invocation, At> {
             server: None,
             args: Vec::new(),
             in_script: false,
+            outside: Vec::new(),
         });
     };
     let node = l.value;
@@ -273,7 +277,7 @@ pub fn invocation(text: &str, svc: &Service) -> Result<Invocation, At> {
         Some(flow) => Container::List { flow },
         None => Container::Text,
     };
-    let mk = |container, server, args, in_script| Invocation {
+    let mk = |container, server, args, in_script, outside| Invocation {
         node: Some(node.clone()),
         inherited,
         container,
@@ -281,9 +285,10 @@ pub fn invocation(text: &str, svc: &Service) -> Result<Invocation, At> {
         server,
         args,
         in_script,
+        outside,
     };
     if words.is_empty() {
-        return Ok(mk(top_container, None, Vec::new(), false));
+        return Ok(mk(top_container, None, Vec::new(), false, Vec::new()));
     }
     // `sh -c SCRIPT` (also bash/ash/dash, `-ec`, `/bin/sh`).
     if matches!(
@@ -314,24 +319,50 @@ pub fn invocation(text: &str, svc: &Service) -> Result<Invocation, At> {
                 ));
             };
             let mut args = Vec::new();
-            if seps[si].is_none() {
+            if seps[si].is_empty() {
                 for (j, w) in sw.iter().enumerate().skip(si + 1) {
                     args.push(w.clone());
-                    if seps[j].is_some() {
+                    if !seps[j].is_empty() {
                         break;
                     }
                 }
             }
-            return Ok(mk(Container::Text, Some(sw[si].clone()), args, true));
+            let mut outside: Vec<String> = words
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != fi + 2)
+                .map(|(_, w)| w.value.clone())
+                .collect();
+            outside.push("\0script".into());
+            for (j, w) in sw.iter().enumerate() {
+                if j <= si || j > si + args.len() {
+                    outside.push(w.value.clone());
+                }
+                outside.extend(seps[j].iter().map(|x| format!("\0{x}")));
+            }
+            return Ok(mk(
+                Container::Text,
+                Some(sw[si].clone()),
+                args,
+                true,
+                outside,
+            ));
         }
     }
     if let Some(si) = words.iter().position(|w| is_server(&w.value)) {
         let args = words[si + 1..].to_vec();
-        return Ok(mk(top_container, Some(words[si].clone()), args, false));
+        let outside = words[..=si].iter().map(|w| w.value.clone()).collect();
+        return Ok(mk(
+            top_container,
+            Some(words[si].clone()),
+            args,
+            false,
+            outside,
+        ));
     }
     if words[0].value.starts_with('-') {
         // The official images' entrypoint prepends redis-server when the first argument is a flag.
-        return Ok(mk(top_container, None, words.clone(), false));
+        return Ok(mk(top_container, None, words.clone(), false, Vec::new()));
     }
     Err(at(
         node.start,
