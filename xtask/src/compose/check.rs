@@ -1,0 +1,498 @@
+//! `compose check` without I/O: findings for one file's text, and the staging-mirrors-production
+//! comparison of two files' redis services.
+
+use serde::Serialize;
+
+use super::model::{self, at, At, MountKind, RedisFacts, Service};
+use super::shell::{self, Dialect, Tok};
+use super::yaml::{self, Node, Pos};
+
+/// One finding, before the file name is attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub line: usize,
+    pub col: usize,
+    /// A short rule id: `aof`, `appendfsync`, `data-volume`, `password-argv`, `port`,
+    /// `duplicate-key`, `mirror`, `command`.
+    pub rule: &'static str,
+    pub message: String,
+}
+
+fn finding(p: Pos, rule: &'static str, message: impl Into<String>) -> Finding {
+    Finding {
+        line: p.line,
+        col: p.col,
+        rule,
+        message: message.into(),
+    }
+}
+
+/// What the mirror comparison needs from a checked file.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub facts: RedisFacts,
+    pub service_at: Pos,
+    pub image_at: Pos,
+    pub command_at: Pos,
+    pub healthcheck_at: Pos,
+    pub restart_at: Pos,
+    pub volumes_at: Pos,
+    /// The /data mount as (kind, target, long syntax).
+    pub mount_shape: Option<String>,
+}
+
+/// Check one compose file's text. `Err` is bad input (exit 2); findings are failed checks.
+pub fn check_text(
+    text: &str,
+    service: Option<&str>,
+) -> Result<(Vec<Finding>, Option<Snapshot>), At> {
+    let doc = yaml::parse(text).map_err(|e| at(e.at, e.message))?;
+    let mut out: Vec<Finding> = doc
+        .issues
+        .iter()
+        .map(|i| finding(i.at, "duplicate-key", i.message.clone()))
+        .collect();
+    if !out.is_empty() {
+        // Which of the duplicates Compose would use is unknowable: stop here.
+        return Ok((out, None));
+    }
+    let svc = model::find_redis(text, &doc.root, service)?;
+    let inv = model::invocation(text, &svc)?;
+    check_durability(&svc, &inv, &mut out);
+    check_argv_secrets(&inv, &mut out);
+    check_volume(text, &doc.root, &svc, &mut out)?;
+    check_healthcheck(text, &svc, &mut out);
+    check_ports(&svc, &mut out);
+    let snapshot = match model::facts(text, &svc) {
+        Ok(facts) => {
+            let p = |k: &str| svc.node.get(k).map_or(svc.key.start, |l| l.key.start);
+            let mount_shape = model::data_mount(text, &svc)?.map(|m| {
+                format!(
+                    "{:?} at {}{}",
+                    m.kind,
+                    m.target,
+                    if m.long { " (long syntax)" } else { "" }
+                )
+            });
+            Some(Snapshot {
+                facts,
+                service_at: svc.key.start,
+                image_at: p("image"),
+                command_at: p("command"),
+                healthcheck_at: p("healthcheck"),
+                restart_at: p("restart"),
+                volumes_at: p("volumes"),
+                mount_shape,
+            })
+        }
+        Err(_) => None,
+    };
+    Ok((out, snapshot))
+}
+
+fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Finding>) {
+    let args = inv.arg_values();
+    let (_, opts) = model::parse_server_args(&args);
+    let where_ = inv
+        .server
+        .as_ref()
+        .map(|w| w.at)
+        .or(inv.node.as_ref().map(|n| n.start))
+        .unwrap_or(svc.key.start);
+    for (name, want, rule) in [
+        ("appendonly", "yes", "aof"),
+        ("appendfsync", "everysec", "appendfsync"),
+    ] {
+        let mine: Vec<_> = opts.iter().filter(|o| o.name == name).collect();
+        let values: Vec<String> = mine
+            .iter()
+            .map(|o| {
+                o.values
+                    .iter()
+                    .map(|&i| args[i].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let p = mine
+            .last()
+            .map(|o| inv.args[o.values.first().copied().unwrap_or(o.index)].at)
+            .unwrap_or(where_);
+        match values.last() {
+            None => out.push(finding(
+                p,
+                rule,
+                if inv.node.is_none() {
+                    format!("redis service `{}` has no command: the image default runs without `--{name} {want}`; run `cargo xtask compose apply`", svc.name)
+                } else {
+                    format!("redis-server runs without `--{name} {want}`: run `cargo xtask compose apply`")
+                },
+            )),
+            Some(v) if !v.eq_ignore_ascii_case(want) => out.push(finding(
+                p,
+                rule,
+                format!("redis-server runs with `--{name} {v}`, expected `--{name} {want}`: run `cargo xtask compose apply`"),
+            )),
+            Some(_) => {
+                if values.iter().any(|v| !v.eq_ignore_ascii_case(want)) {
+                    out.push(finding(
+                        p,
+                        rule,
+                        format!("`--{name}` is given more than once with different values ({}): keep one `--{name} {want}`", values.join(", ")),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `$VAR` / `${VAR...}` interpolated by Compose (a `$$` is a literal `$`): the variable names.
+pub fn interpolated_vars(s: &str) -> Vec<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) == Some(&b'$') {
+            i += 2;
+            continue;
+        }
+        let start = if b.get(i + 1) == Some(&b'{') {
+            i + 2
+        } else {
+            i + 1
+        };
+        let mut j = start;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        if j > start {
+            out.push(s[start..j].to_string());
+        }
+        i = j.max(i + 1);
+    }
+    out
+}
+
+fn secret_name(v: &str) -> bool {
+    let u = v.to_ascii_uppercase();
+    ["PASS", "SECRET", "TOKEN", "AUTH"]
+        .iter()
+        .any(|k| u.contains(k))
+}
+
+fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
+    let args = inv.arg_values();
+    let (_, opts) = model::parse_server_args(&args);
+    for o in &opts {
+        if model::SECRET_OPTIONS.contains(&o.name.as_str()) {
+            out.push(finding(
+                inv.args[o.index].at,
+                "password-argv",
+                format!("`--{}` passes the password on redis-server's command line (visible in `ps` and `docker inspect`): write it to a config file inside the container (see docker-compose.prod.yml)", o.name),
+            ));
+        }
+    }
+    for w in &inv.words {
+        for var in interpolated_vars(&w.value) {
+            if secret_name(&var) {
+                out.push(finding(
+                    w.at,
+                    "password-argv",
+                    format!("`${var}` is interpolated by Compose into the command (visible in `docker inspect`): use `$${var}` inside `sh -c` so the container's shell reads it from the environment"),
+                ));
+            }
+        }
+    }
+    redis_cli_auth(
+        &inv.words
+            .iter()
+            .map(|w| (w.value.clone(), w.at))
+            .collect::<Vec<_>>(),
+        out,
+    );
+}
+
+/// `redis-cli -a PASSWORD` / `-u redis://:pw@` among words (`None` words are separators).
+fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
+    let mut in_cli = false;
+    for (i, (w, p)) in words.iter().enumerate() {
+        if w.is_empty() {
+            in_cli = false;
+            continue;
+        }
+        let base = w.rsplit('/').next().unwrap_or(w);
+        if base == "redis-cli" || base == "valkey-cli" {
+            in_cli = true;
+            continue;
+        }
+        if !in_cli {
+            continue;
+        }
+        let uri_with_password = |s: &str| {
+            s.split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .is_some_and(|(cred, _)| cred.contains(':'))
+        };
+        if w == "-a"
+            || w == "--pass"
+            || w.starts_with("-a") && w.len() > 2 && !w.starts_with("--")
+            || (w == "-u" && words.get(i + 1).is_some_and(|(n, _)| uri_with_password(n)))
+        {
+            out.push(finding(
+                *p,
+                "password-argv",
+                "redis-cli gets the password on its command line (visible in `ps`): use `REDISCLI_AUTH=\"$$REDIS_PASSWORD\" redis-cli ...` instead",
+            ));
+        }
+    }
+}
+
+fn check_healthcheck(text: &str, svc: &Service, out: &mut Vec<Finding>) {
+    let Some(hc) = svc.node.get("healthcheck") else {
+        return;
+    };
+    let Some(test) = hc.value.get("test") else {
+        return;
+    };
+    let node = test.value;
+    // Words: CMD list elements, or the CMD-SHELL / string script split like sh.
+    let mut words: Vec<(String, Pos)> = Vec::new();
+    let mut script: Option<(String, Pos)> = None;
+    match node.items() {
+        Some(items) => {
+            let vals: Vec<(String, Pos)> = items
+                .iter()
+                .map(|n| (n.as_str().unwrap_or_default().to_string(), n.start))
+                .collect();
+            match vals.first().map(|(v, _)| v.as_str()) {
+                Some("CMD-SHELL") => script = vals.get(1).cloned(),
+                Some("CMD") => words = vals[1..].to_vec(),
+                _ => {}
+            }
+        }
+        None => script = node.as_str().map(|s| (s.to_string(), node.start)),
+    }
+    if let Some((s, p)) = &script {
+        if let Ok(toks) = shell::lex(s, Dialect::Sh) {
+            for t in toks {
+                match t {
+                    Tok::Word(w) => words.push((w.value, *p)),
+                    Tok::Sep(..) => words.push((String::new(), *p)),
+                }
+            }
+        }
+    }
+    let _ = text;
+    for (w, p) in &words {
+        for var in interpolated_vars(w) {
+            if secret_name(&var) {
+                out.push(finding(
+                    *p,
+                    "password-argv",
+                    format!("`${var}` is interpolated by Compose into the health check (visible in `docker inspect`): use `$${var}` so the container's shell reads it"),
+                ));
+            }
+        }
+    }
+    redis_cli_auth(&words, out);
+}
+
+fn loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost" || h == "::1" || h.starts_with("127.")
+}
+
+fn check_ports(svc: &Service, out: &mut Vec<Finding>) {
+    if let Some(l) = svc.node.get("network_mode") {
+        if l.value.as_str() == Some("host") {
+            out.push(finding(
+                l.value.start,
+                "port",
+                "`network_mode: host` makes redis listen on the host's interfaces: use the default network and publish on 127.0.0.1 if needed",
+            ));
+        }
+    }
+    let Some(l) = svc.node.get("ports") else {
+        return;
+    };
+    let Some(items) = l.value.items() else { return };
+    for it in items {
+        let host = match it.as_str() {
+            Some(s) => {
+                // [HOST:]HOST_PORT:CONTAINER_PORT or CONTAINER_PORT; IPv6 hosts are bracketed.
+                let s = s.trim();
+                if let Some(rest) = s.strip_prefix('[') {
+                    rest.split_once(']').map(|(h, _)| h.to_string())
+                } else {
+                    let parts: Vec<&str> = s.split(':').collect();
+                    (parts.len() >= 3).then(|| parts[0].to_string())
+                }
+            }
+            None => it
+                .get("host_ip")
+                .and_then(|h| h.value.as_str().map(str::to_string)),
+        };
+        match host {
+            Some(h) if loopback(&h) => {}
+            Some(h) => out.push(finding(
+                it.start,
+                "port",
+                format!("redis publishes a port on {h}, reachable from outside the host: bind it to 127.0.0.1 (\"127.0.0.1:6379:6379\") or drop `ports:`"),
+            )),
+            None => out.push(finding(
+                it.start,
+                "port",
+                "redis publishes a port on every interface: bind it to 127.0.0.1 (\"127.0.0.1:6379:6379\") or drop `ports:`",
+            )),
+        }
+    }
+}
+
+fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) -> Result<(), At> {
+    let m = model::data_mount(text, svc)?;
+    let Some(m) = m else {
+        out.push(finding(
+            svc.key.start,
+            "data-volume",
+            format!("redis service `{}` mounts nothing at /data: the AOF is lost with the container; mount a named volume `<name>_aof:/data`", svc.name),
+        ));
+        return Ok(());
+    };
+    let name = m.source.clone().unwrap_or_default();
+    match m.kind {
+        MountKind::Volume => {
+            if !name.ends_with("_aof") {
+                out.push(finding(
+                    m.at,
+                    "data-volume",
+                    format!("the volume at /data is `{name}`, not an `*_aof` named volume: run `cargo xtask compose apply` (it renames it and prints how to carry the data)"),
+                ));
+            }
+            let declared = root
+                .get("volumes")
+                .and_then(|l| {
+                    l.value
+                        .entries()
+                        .map(|es| es.iter().any(|(k, _)| k.as_str() == Some(name.as_str())))
+                })
+                .unwrap_or(false);
+            if !declared {
+                out.push(finding(
+                    m.at,
+                    "data-volume",
+                    format!("volume `{name}` is not declared in the top-level `volumes:` map"),
+                ));
+            }
+        }
+        kind => out.push(finding(
+            m.at,
+            "data-volume",
+            format!(
+                "/data is a {} mount, not an `*_aof` named volume",
+                format!("{kind:?}").to_lowercase()
+            ),
+        )),
+    }
+    Ok(())
+}
+
+/// Staging's redis service must equal production's except for environment-specific names.
+pub fn mirror(prod: &Snapshot, staging: &Snapshot) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let (p, s) = (&prod.facts, &staging.facts);
+    let mut diff = |what: &str, at: Pos, a: String, b: String| {
+        if a != b {
+            out.push(finding(
+                at,
+                "mirror",
+                format!("staging's redis {what} differs from production's (staging {b}, production {a}): staging must mirror production"),
+            ));
+        }
+    };
+    diff(
+        "image",
+        staging.image_at,
+        format!("{:?}", p.image),
+        format!("{:?}", s.image),
+    );
+    let norm = |f: &RedisFacts| -> Vec<String> {
+        f.command
+            .iter()
+            .map(|w| match &f.data_volume {
+                Some(v) => w.replace(v.as_str(), "<data-volume>"),
+                None => w.clone(),
+            })
+            .collect()
+    };
+    diff(
+        "command",
+        staging.command_at,
+        model::redact(&format!("{:?}", norm(p))),
+        model::redact(&format!("{:?}", norm(s))),
+    );
+    diff(
+        "healthcheck",
+        staging.healthcheck_at,
+        p.healthcheck
+            .as_ref()
+            .map_or("none".into(), |v| v.to_string()),
+        s.healthcheck
+            .as_ref()
+            .map_or("none".into(), |v| v.to_string()),
+    );
+    diff(
+        "restart policy",
+        staging.restart_at,
+        format!("{:?}", p.restart),
+        format!("{:?}", s.restart),
+    );
+    diff(
+        "/data mount",
+        staging.volumes_at,
+        format!("{:?}", prod.mount_shape),
+        format!("{:?}", staging.mount_shape),
+    );
+    let _ = staging.service_at;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> Vec<(&'static str, usize, usize)> {
+        let (f, _) = check_text(text, None).unwrap();
+        f.into_iter().map(|f| (f.rule, f.line, f.col)).collect()
+    }
+
+    #[test]
+    fn flags_each_problem_at_its_position() {
+        let text = "services:\n  redis:\n    image: redis\n    command: redis-server --appendonly no --requirepass ${REDIS_PASSWORD}\n    ports: [\"6379:6379\", \"127.0.0.1:6380:6379\"]\n    volumes: [\"./data:/data\"]\n";
+        assert_eq!(
+            rules(text),
+            [
+                ("aof", 4, 40),
+                ("appendfsync", 4, 14),
+                ("password-argv", 4, 43),
+                ("password-argv", 4, 57),
+                ("data-volume", 6, 15),
+                ("port", 5, 13),
+            ]
+        );
+    }
+
+    #[test]
+    fn host_network_is_a_published_port() {
+        let text = "services:\n  redis:\n    image: redis\n    network_mode: host\n    command: redis-server --appendonly yes --appendfsync everysec\n    volumes: [r_aof:/data]\nvolumes: {r_aof: {}}\n";
+        assert_eq!(rules(text), [("port", 4, 19)]);
+    }
+
+    #[test]
+    fn interpolation_ignores_double_dollar() {
+        assert_eq!(interpolated_vars("a $$X ${Y:?m} $Z"), ["Y", "Z"]);
+    }
+}

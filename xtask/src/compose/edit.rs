@@ -1,0 +1,668 @@
+//! `compose apply` without I/O: plan byte edits at the parser's spans, apply them, re-parse and
+//! verify that exactly the intended meaning changed.
+
+use super::model::{self, at, At, Container, MountKind, Service};
+use super::yaml::{self, Edit, Kind, Node, Pos, Style};
+
+/// The settings `apply` enforces, in order.
+pub const DURABLE: [(&str, &str); 2] = [("appendonly", "yes"), ("appendfsync", "everysec")];
+
+/// A volume rename done by `apply`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rename {
+    pub old: String,
+    pub new: String,
+    /// `name:` of the top-level volume, when it sets the Docker volume name explicitly.
+    pub explicit_name: Option<String>,
+}
+
+/// The result of planning and applying edits to one file's text.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub service: String,
+    /// The new text (equal to the input when nothing changes).
+    pub text: String,
+    /// One line per change, for people.
+    pub changes: Vec<String>,
+    pub rename: Option<Rename>,
+    /// The service's `image:`, for the data-carrying commands.
+    pub image: Option<String>,
+    /// Top-level `name:`, for the project name.
+    pub project_name: Option<String>,
+    /// What apply did not fix (e.g. no named volume at /data), for people.
+    pub notes: Vec<String>,
+}
+
+/// The new name for a data volume: `*_data` → `*_aof`; `--rename OLD=NEW` wins.
+pub fn new_volume_name(old: &str, renames: &[(String, String)]) -> Option<String> {
+    if let Some((_, n)) = renames.iter().find(|(o, _)| o == old) {
+        return (n != old).then(|| n.clone());
+    }
+    if old.ends_with("_aof") {
+        return None;
+    }
+    Some(match old.strip_suffix("_data") {
+        Some(stem) => format!("{stem}_aof"),
+        None => format!("{old}_aof"),
+    })
+}
+
+fn cannot(p: Pos, what: &str) -> At {
+    at(
+        p,
+        format!("{what} cannot be edited in place (multi-line or escaped notation): rewrite it as a single-line string or list and run again"),
+    )
+}
+
+fn line_end(text: &str, off: usize) -> usize {
+    let b = text.as_bytes();
+    let mut i = off;
+    while i < b.len() && b[i] != b'\n' {
+        i += 1;
+    }
+    if i > off && i > 0 && b[i - 1] == b'\r' {
+        i -= 1;
+    }
+    i
+}
+
+fn newline_of(text: &str) -> &'static str {
+    if text.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    }
+}
+
+/// Column (0-based, bytes) of offset `off` in its line.
+fn col0(text: &str, off: usize) -> usize {
+    off - text[..off].rfind('\n').map_or(0, |i| i + 1)
+}
+
+/// Plan the command edits: rewrite wrong values, append missing options.
+fn command_edits(
+    text: &str,
+    svc: &Service,
+    edits: &mut Vec<Edit>,
+    changes: &mut Vec<String>,
+) -> Result<Vec<String>, At> {
+    let inv = model::invocation(text, svc)?;
+    let args = inv.arg_values();
+    let (_, opts) = model::parse_server_args(&args);
+    let mut expected = args.clone();
+    let mut append: Vec<(&str, &str)> = Vec::new();
+    let needs_change = DURABLE.iter().any(|(name, want)| {
+        let mine: Vec<_> = opts.iter().filter(|o| o.name == *name).collect();
+        mine.is_empty()
+            || mine
+                .iter()
+                .any(|o| o.values.len() != 1 || !args[o.values[0]].eq_ignore_ascii_case(want))
+    });
+    if !needs_change {
+        return Ok(expected);
+    }
+    if let Some(p) = inv.inherited {
+        return Err(at(
+            p,
+            format!(
+                "the `{}` service's command is inherited through an anchor or `<<` merge: editing it in place would change every service that shares it; give the service its own `command:` and run again",
+                svc.name
+            ),
+        ));
+    }
+    for (name, want) in DURABLE {
+        let mine: Vec<_> = opts.iter().filter(|o| o.name == name).collect();
+        if mine.is_empty() {
+            append.push((name, want));
+            continue;
+        }
+        for o in mine {
+            let w = &inv.args[o.index];
+            if o.values.len() != 1 {
+                return Err(at(
+                    w.at,
+                    format!(
+                        "`--{name}` has {} values here; expected exactly one (`--{name} {want}`): fix it by hand",
+                        o.values.len()
+                    ),
+                ));
+            }
+            let vi = o.values[0];
+            if args[vi] == want {
+                continue;
+            }
+            let v = &inv.args[vi];
+            let m = v
+                .map
+                .as_ref()
+                .ok_or_else(|| cannot(v.at, "the redis command"))?;
+            edits.push(Edit {
+                range: m[0]..m[v.value.len()],
+                text: want.to_string(),
+            });
+            changes.push(format!(
+                "{}:{}: --{name} {} -> --{name} {want}",
+                v.at.line, v.at.col, v.value
+            ));
+            expected[vi] = want.to_string();
+        }
+    }
+    if append.is_empty() {
+        return Ok(expected);
+    }
+    let words: Vec<String> = append
+        .iter()
+        .flat_map(|(n, v)| [format!("--{n}"), v.to_string()])
+        .collect();
+    expected.extend(words.iter().cloned());
+    let last = inv.args.last().or(inv.server.as_ref());
+    match (inv.container, last) {
+        (Container::Absent, _) => {
+            let image = svc
+                .node
+                .get("image")
+                .and_then(|l| l.value.as_str())
+                .unwrap_or("");
+            let bin = if image.contains("valkey") {
+                "valkey-server"
+            } else {
+                "redis-server"
+            };
+            let Kind::Map {
+                flow: false,
+                entries,
+            } = &svc.node.kind
+            else {
+                return Err(at(
+                    svc.node.start,
+                    "the redis service has no `command:` and is not a block mapping: add `command: [\"redis-server\", \"--appendonly\", \"yes\", \"--appendfsync\", \"everysec\"]` by hand",
+                ));
+            };
+            let Some((first_key, _)) = entries.first() else {
+                return Err(at(svc.node.start, "the redis service is empty"));
+            };
+            let indent = col0(text, first_key.span.start);
+            let list = std::iter::once(bin.to_string())
+                .chain(words.iter().cloned())
+                .map(|w| format!("\"{w}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let nl = newline_of(text);
+            // After the `image:` line when it is a one-line scalar, else before the first key.
+            let image_entry = entries.iter().find(|(k, v)| {
+                k.as_str() == Some("image")
+                    && v.as_str().is_some()
+                    && !text[v.span.clone()].contains('\n')
+            });
+            let (off, ins) = match image_entry {
+                Some((_, v)) => (
+                    line_end(text, v.span.end),
+                    format!("{nl}{}command: [{list}]", " ".repeat(indent)),
+                ),
+                None => (
+                    first_key.span.start,
+                    format!("command: [{list}]{nl}{}", " ".repeat(indent)),
+                ),
+            };
+            edits.push(Edit {
+                range: off..off,
+                text: ins,
+            });
+            changes.push(format!(
+                "{}:{}: added command: [{list}] (the image default runs without AOF)",
+                first_key.start.line, first_key.start.col
+            ));
+            return Ok(words);
+        }
+        (_, None) => {
+            let p = inv.node.as_ref().map_or(svc.key.start, |n| n.start);
+            return Err(at(
+                p,
+                "the redis command is empty: cannot add arguments to it",
+            ));
+        }
+        (Container::List { flow }, Some(w)) if !inv.in_script => {
+            let node = inv.node.as_ref().expect("list command has a node");
+            let items = node.items().unwrap_or_default();
+            let item = &items[w.elem.expect("list word has an element index")];
+            if matches!(item.style(), Some(Style::Literal | Style::Folded)) {
+                return Err(cannot(item.start, "the last element of the redis command"));
+            }
+            let style = item.style();
+            if flow {
+                let ins: String = words
+                    .iter()
+                    .map(|x| format!(", {}", model::quote_like(style, x)))
+                    .collect();
+                edits.push(Edit {
+                    range: item.span.end..item.span.end,
+                    text: ins,
+                });
+            } else {
+                // The dash of the item: skip back over spaces.
+                let mut dash = item.span.start;
+                while dash > 0 && text.as_bytes()[dash - 1] == b' ' {
+                    dash -= 1;
+                }
+                if dash == 0 || text.as_bytes()[dash - 1] != b'-' {
+                    return Err(cannot(item.start, "the redis command list"));
+                }
+                dash -= 1;
+                let prefix = &text[dash - col0(text, dash)..dash];
+                let gap = &text[dash + 1..item.span.start];
+                let nl = newline_of(text);
+                let indent = if prefix.bytes().all(|c| c == b' ') {
+                    prefix.to_string()
+                } else {
+                    " ".repeat(prefix.chars().count())
+                };
+                let ins: String = words
+                    .iter()
+                    .map(|x| format!("{nl}{indent}-{gap}{}", model::quote_like(style, x)))
+                    .collect();
+                let off = line_end(text, item.span.end);
+                edits.push(Edit {
+                    range: off..off,
+                    text: ins,
+                });
+            }
+            changes.push(format!(
+                "{}:{}: appended {} to the redis command",
+                item.start.line,
+                item.start.col,
+                words.join(" ")
+            ));
+        }
+        (_, Some(w)) => {
+            let raw = w
+                .raw
+                .clone()
+                .ok_or_else(|| cannot(w.at, "the redis command"))?;
+            edits.push(Edit {
+                range: raw.end..raw.end,
+                text: format!(" {}", words.join(" ")),
+            });
+            changes.push(format!(
+                "{}:{}: appended {} to the redis-server arguments",
+                w.at.line,
+                w.at.col,
+                words.join(" ")
+            ));
+        }
+    }
+    Ok(expected)
+}
+
+/// Plan the volume rename.
+fn volume_edits(
+    text: &str,
+    root: &Node,
+    svc: &Service,
+    renames: &[(String, String)],
+    edits: &mut Vec<Edit>,
+    changes: &mut Vec<String>,
+) -> Result<Option<Rename>, At> {
+    let Some(m) = model::data_mount(text, svc)? else {
+        return Ok(None);
+    };
+    if m.kind != MountKind::Volume {
+        return Ok(None);
+    }
+    let old = m.source.clone().unwrap_or_default();
+    let Some(new) = new_volume_name(&old, renames) else {
+        return Ok(None);
+    };
+    if new.is_empty()
+        || !new
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+    {
+        return Err(at(
+            m.at,
+            format!("new volume name {new:?} is not a valid volume name"),
+        ));
+    }
+    let (_, inherited) = model::mounts(text, svc)?;
+    if let Some(p) = inherited {
+        return Err(at(p, "the redis service's `volumes:` is inherited through an anchor or `<<` merge: give the service its own `volumes:` and run again"));
+    }
+    // Other services mounting the same volume would be left pointing at an undeclared volume.
+    for other in model::services(root)? {
+        if other.name == svc.name {
+            continue;
+        }
+        if let Ok((ms, _)) = model::mounts(text, &other) {
+            if let Some(om) = ms
+                .iter()
+                .find(|om| om.kind == MountKind::Volume && om.source.as_deref() == Some(&old))
+            {
+                return Err(at(
+                    om.at,
+                    format!("service `{}` also mounts volume `{old}`: renaming it would break that service; rename both by hand, or keep the name with --rename {old}={old}", other.name),
+                ));
+            }
+        }
+    }
+    let top = root.get("volumes");
+    let top_entry = top.and_then(|l| {
+        l.value
+            .entries()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(old.as_str()))
+    });
+    let Some((key, val)) = top_entry else {
+        return Err(at(
+            m.at,
+            format!("volume `{old}` is not declared in the top-level `volumes:` map (Compose refuses that): declare it and run again"),
+        ));
+    };
+    if top.is_some_and(|l| l.inherited().is_some()) {
+        return Err(at(
+            key.start,
+            "the top-level `volumes:` is inherited through an anchor: cannot edit it in place",
+        ));
+    }
+    if let Some(e) = val.get("external") {
+        if e.value.as_str() == Some("true") {
+            return Err(at(
+                key.start,
+                format!("volume `{old}` is external (created outside Compose): rename it yourself, or keep the name with --rename {old}={old}"),
+            ));
+        }
+    }
+    if let Some(l) = top {
+        if let Some((k, _)) = l
+            .value
+            .entries()
+            .and_then(|es| es.iter().find(|(k, _)| k.as_str() == Some(new.as_str())))
+        {
+            return Err(at(
+                k.start,
+                format!("volume `{new}` already exists in the top-level `volumes:` map"),
+            ));
+        }
+    }
+    let explicit_name = val
+        .get("name")
+        .and_then(|l| l.value.as_str().map(str::to_string));
+    let src = m
+        .source_range
+        .clone()
+        .ok_or_else(|| cannot(m.at, "the /data mount"))?;
+    edits.push(Edit {
+        range: src,
+        text: new.clone(),
+    });
+    let kmap = yaml::scalar_map(text, key).ok_or_else(|| cannot(key.start, "the volume key"))?;
+    edits.push(Edit {
+        range: kmap[0]..kmap[old.len()],
+        text: new.clone(),
+    });
+    changes.push(format!(
+        "{}:{}: volume {old} -> {new} (mount at /data)",
+        m.at.line, m.at.col
+    ));
+    changes.push(format!(
+        "{}:{}: volume {old} -> {new} (top-level volumes)",
+        key.start.line, key.start.col
+    ));
+    Ok(Some(Rename {
+        old,
+        new,
+        explicit_name,
+    }))
+}
+
+/// Plan, apply and verify. `service`: the redis service name, or `None` to find it.
+pub fn apply(
+    text: &str,
+    service: Option<&str>,
+    renames: &[(String, String)],
+) -> Result<Applied, At> {
+    let doc = yaml::parse(text).map_err(|e| at(e.at, e.message))?;
+    if let Some(i) = doc.issues.first() {
+        return Err(at(i.at, i.message.clone()));
+    }
+    let svc = model::find_redis(text, &doc.root, service)?;
+    let mut edits = Vec::new();
+    let mut changes = Vec::new();
+    let expected_args = command_edits(text, &svc, &mut edits, &mut changes)?;
+    let rename = volume_edits(text, &doc.root, &svc, renames, &mut edits, &mut changes)?;
+    let image = svc
+        .node
+        .get("image")
+        .and_then(|l| l.value.as_str().map(str::to_string));
+    let project_name = doc
+        .root
+        .get("name")
+        .and_then(|l| l.value.as_str().map(str::to_string));
+    let name = svc.name.to_string();
+    let mut notes = Vec::new();
+    match model::data_mount(text, &svc)? {
+        Some(m) if m.kind == MountKind::Volume => {}
+        Some(m) => notes.push(format!(
+            "{}:{}: /data is not a named volume; apply leaves it alone and `compose check` will flag it",
+            m.at.line, m.at.col
+        )),
+        None => notes.push(format!(
+            "{}:{}: nothing is mounted at /data, so the AOF dies with the container: add a named volume (`redis_aof:/data`) by hand",
+            svc.key.start.line, svc.key.start.col
+        )),
+    }
+    if edits.is_empty() {
+        return Ok(Applied {
+            service: name,
+            text: text.to_string(),
+            changes,
+            rename,
+            image,
+            project_name,
+            notes,
+        });
+    }
+    let new_text = yaml::apply_edits(text, &edits).ok_or_else(|| {
+        at(
+            svc.key.start,
+            "internal: overlapping edits; nothing was written",
+        )
+    })?;
+    verify(
+        text,
+        &doc.root,
+        &new_text,
+        &name,
+        &expected_args,
+        rename.as_ref(),
+    )
+    .map_err(|m| {
+        at(
+            svc.key.start,
+            format!("cannot edit in place safely: {m}; nothing was written"),
+        )
+    })?;
+    Ok(Applied {
+        service: name,
+        text: new_text,
+        changes,
+        rename,
+        image,
+        project_name,
+        notes,
+    })
+}
+
+/// Re-parse the edited text and check that only the intended meaning changed.
+fn verify(
+    old_text: &str,
+    old_root: &Node,
+    new_text: &str,
+    service: &str,
+    expected_args: &[String],
+    rename: Option<&Rename>,
+) -> Result<(), String> {
+    let doc = yaml::parse(new_text).map_err(|e| {
+        format!(
+            "the edited file does not parse ({}:{}: {})",
+            e.at.line, e.at.col, e.message
+        )
+    })?;
+    if !doc.issues.is_empty() {
+        return Err("the edited file has duplicate keys".into());
+    }
+    let svc = model::find_redis(new_text, &doc.root, Some(service)).map_err(|e| e.message)?;
+    let inv = model::invocation(new_text, &svc).map_err(|e| e.message)?;
+    let args = inv.arg_values();
+    if args != expected_args {
+        return Err(format!(
+            "the edited redis-server arguments are {:?}, expected {:?}",
+            model::public_args(&args),
+            model::public_args(expected_args)
+        ));
+    }
+    for (name, want) in DURABLE {
+        if model::effective(&args, name).as_deref() != Some(want) {
+            return Err(format!("--{name} is not {want} after editing"));
+        }
+    }
+    // Words outside the server arguments are unchanged.
+    let old_svc = model::find_redis(old_text, old_root, Some(service)).map_err(|e| e.message)?;
+    let old_inv = model::invocation(old_text, &old_svc).map_err(|e| e.message)?;
+    if old_inv.container != model::Container::Absent && old_inv.outside != inv.outside {
+        return Err("words of the command other than the redis-server arguments changed".into());
+    }
+    // Everything else in the document is unchanged.
+    let mut before = old_root.to_json();
+    let mut after = doc.root.to_json();
+    for v in [&mut before, &mut after] {
+        if let Some(s) = v.pointer_mut(&format!(
+            "/services/{}",
+            service.replace('~', "~0").replace('/', "~1")
+        )) {
+            if let Some(o) = s.as_object_mut() {
+                o.remove("command");
+            }
+        }
+    }
+    if let Some(r) = rename {
+        let fix = |v: &mut serde_json::Value| {
+            if let Some(vols) = v.pointer_mut("/volumes").and_then(|x| x.as_object_mut()) {
+                if let Some(x) = vols.remove(&r.old) {
+                    vols.insert(r.new.clone(), x);
+                }
+            }
+            let svc_vols = format!(
+                "/services/{}/volumes",
+                service.replace('~', "~0").replace('/', "~1")
+            );
+            if let Some(items) = v.pointer_mut(&svc_vols).and_then(|x| x.as_array_mut()) {
+                for it in items {
+                    match it {
+                        serde_json::Value::String(s) => {
+                            if let Some(rest) = s.strip_prefix(&format!("{}:", r.old)) {
+                                *s = format!("{}:{rest}", r.new);
+                            }
+                        }
+                        serde_json::Value::Object(o)
+                            if o.get("source").and_then(|x| x.as_str()) == Some(&r.old) =>
+                        {
+                            o.insert("source".into(), r.new.clone().into());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        };
+        fix(&mut before);
+        let vols_before: Vec<String> = before["volumes"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let vols_after: Vec<String> = after["volumes"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        if vols_before.len() != vols_after.len() {
+            return Err("the top-level volumes changed in number".into());
+        }
+        match model::data_mount(new_text, &svc).map_err(|e| e.message)? {
+            Some(m) if m.source.as_deref() == Some(r.new.as_str()) => {}
+            _ => {
+                return Err(format!(
+                    "the mount at /data is not `{}` after editing",
+                    r.new
+                ))
+            }
+        }
+    }
+    // serde_json maps are ordered by key, so key order does not matter here; values must match.
+    if before != after {
+        return Err("something besides the redis command and data volume changed".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_rule() {
+        assert_eq!(
+            new_volume_name("redis_data", &[]).as_deref(),
+            Some("redis_aof")
+        );
+        assert_eq!(new_volume_name("redis_aof", &[]), None);
+        assert_eq!(new_volume_name("cache", &[]).as_deref(), Some("cache_aof"));
+        let r = [("redis_data".to_string(), "kv_aof".to_string())];
+        assert_eq!(new_volume_name("redis_data", &r).as_deref(), Some("kv_aof"));
+    }
+
+    #[test]
+    fn verification_catches_unintended_changes() {
+        let old = "services:\n  redis:\n    command: [sh, -c, 'umask 077 && exec redis-server --appendonly no']\n  web:\n    image: a\n";
+        let doc = yaml::parse(old).unwrap();
+        let want: Vec<String> = ["--appendonly", "yes", "--appendfsync", "everysec"]
+            .map(String::from)
+            .to_vec();
+        let ok = old.replace("--appendonly no", "--appendonly yes --appendfsync everysec");
+        assert_eq!(verify(old, &doc.root, &ok, "redis", &want, None), Ok(()));
+        let script_changed = ok.replace("umask 077", "umask 000");
+        assert!(verify(old, &doc.root, &script_changed, "redis", &want, None).is_err());
+        let other_changed = ok.replace("image: a", "image: b");
+        assert!(verify(old, &doc.root, &other_changed, "redis", &want, None).is_err());
+        let args_wrong = old.replace("--appendonly no", "--appendonly yes --appendfsync always");
+        assert!(verify(old, &doc.root, &args_wrong, "redis", &want, None).is_err());
+    }
+
+    #[test]
+    fn conflicting_duplicates_are_all_rewritten() {
+        let text = "services:\n  redis:\n    command: [redis-server, --appendonly, no, --appendfsync, always, --appendonly, 'yes']\n";
+        let a = apply(text, None, &[]).unwrap();
+        assert_eq!(
+            a.text,
+            "services:\n  redis:\n    command: [redis-server, --appendonly, yes, --appendfsync, everysec, --appendonly, 'yes']\n"
+        );
+        assert_eq!(a.notes.len(), 1);
+        // A value count other than one is refused, with the position of the option.
+        let e = apply(
+            "services:\n  redis:\n    command: redis-server --appendonly\n",
+            None,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!((e.at.line, e.at.col), (3, 27));
+    }
+
+    #[test]
+    fn string_command_gets_the_options_and_is_idempotent() {
+        let text = "services:\n  redis:\n    image: redis:7\n    command: redis-server --appendonly no # keep\n    volumes:\n      - redis_data:/data\nvolumes:\n  redis_data: {}\n";
+        let a = apply(text, None, &[]).unwrap();
+        assert_eq!(
+            a.text,
+            "services:\n  redis:\n    image: redis:7\n    command: redis-server --appendonly yes --appendfsync everysec # keep\n    volumes:\n      - redis_aof:/data\nvolumes:\n  redis_aof: {}\n"
+        );
+        let b = apply(&a.text, None, &[]).unwrap();
+        assert_eq!(b.text, a.text);
+        assert!(b.changes.is_empty());
+    }
+}
