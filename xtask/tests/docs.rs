@@ -170,10 +170,12 @@ fn generated_markdown_is_well_formed_and_every_command_parses() {
                 "{rel}: does not parse:\n{body}\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            assert!(
-                !body.contains(" -a "),
-                "{rel}: redis-cli -a leaks the password:\n{body}"
-            );
+            for line in body.lines().filter(|l| l.contains("redis-cli")) {
+                assert!(
+                    !line.contains(" -a "),
+                    "{rel}: redis-cli -a leaks the password:\n{line}"
+                );
+            }
         }
     }
     let redis = &files[0].1;

@@ -562,15 +562,3 @@ mod tests {
         assert_eq!(project_name(None, None, None, f), "myapp");
     }
 }
-
-/// What the docs generator needs to know about a redis service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisFacts {
-    pub image: Option<String>,
-    pub server_args: Vec<String>,
-    pub volume: Option<String>,
-}
-
-pub fn redis_facts(_compose_file: &Path, _service: &str) -> Result<RedisFacts> {
-    Err(Error::unavailable("compose engine not implemented yet"))
-}

@@ -69,14 +69,14 @@ pub fn collect(envs: &Environments) -> Result<Facts> {
     for env in envs.deployed() {
         let redis = crate::compose::redis_facts(&env.compose_file, &env.services.redis)?;
         let volume_engine_name = redis
-            .volume
+            .data_volume
             .as_ref()
             .map(|v| format!("{}_{v}", env.compose_project));
         out.push(EnvFacts {
             env: env.clone(),
             redis_image: redis.image,
             server_args: redis.server_args,
-            volume: redis.volume,
+            volume: redis.data_volume,
             volume_engine_name,
         });
     }
