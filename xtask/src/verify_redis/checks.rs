@@ -307,7 +307,8 @@ fn aof_rewrite_failures(f: &Facts) -> Check {
         "aof_last_bgrewrite_status:{}{}",
         if failed { "err" } else { "ok" },
         p.aof_rewrites_consecutive_failures
-            .map(|c| format!(", aof_rewrites_consecutive_failures:{c}"))
+            .filter(|c| *c > 0)
+            .map(|c| format!(", consecutive failures:{c}"))
             .unwrap_or_default()
     );
     const ACTION: &str = "look for the rewrite error in the Redis log (disk space, fork memory: vm.overcommit_memory=1), then run BGREWRITEAOF";
