@@ -143,7 +143,10 @@ fn fixture_verdicts_and_exit_codes() {
     let (code, v) = json_of("redis-7.0-loading.txt");
     assert_eq!(code, 1);
     let c = &v["checks"][0];
-    assert!(c["message"].as_str().unwrap().contains("not \"off\""), "{c}");
+    assert!(
+        c["message"].as_str().unwrap().contains("not \"off\""),
+        "{c}"
+    );
 
     let (code, v) = json_of("redis-7.2-misconf.txt");
     assert_eq!((code, status(&v, "aof_write")), (1, "fail".into()));
@@ -207,12 +210,22 @@ fn stdin_and_bad_input() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     // Missing file, and flags.
     assert_eq!(
-        xtask(&["verify-redis", "--info-file", "/nonexistent/x"], &[], None).code,
+        xtask(
+            &["verify-redis", "--info-file", "/nonexistent/x"],
+            &[],
+            None
+        )
+        .code,
         2
     );
     assert_eq!(xtask(&["verify-redis"], &[], None).code, 2);
     assert_eq!(
-        xtask(&["verify-redis", "--url", "redis://x", "--timeout", "-1"], &[], None).code,
+        xtask(
+            &["verify-redis", "--url", "redis://x", "--timeout", "-1"],
+            &[],
+            None
+        )
+        .code,
         2
     );
     assert_eq!(

@@ -428,7 +428,11 @@ fn no_appendfsync_on_rewrite(f: &Facts) -> Check {
 fn fsync_delays(f: &Facts) -> Check {
     const ID: &str = "fsync_delays";
     const T: &str = "fsync health";
-    let values: Vec<i64> = f.samples.iter().filter_map(|p| p.aof_delayed_fsync).collect();
+    let values: Vec<i64> = f
+        .samples
+        .iter()
+        .filter_map(|p| p.aof_delayed_fsync)
+        .collect();
     let Some(&now) = values.last() else {
         return check(
             ID,
@@ -445,7 +449,14 @@ fn fsync_delays(f: &Facts) -> Check {
         } else {
             format!("{now} delayed fsyncs since the stats were reset (the disk was slow at some point); take two samples (--samples 2) to see whether it is rising")
         };
-        return check(ID, T, Status::Ok, format!("aof_delayed_fsync:{now}"), msg, None);
+        return check(
+            ID,
+            T,
+            Status::Ok,
+            format!("aof_delayed_fsync:{now}"),
+            msg,
+            None,
+        );
     }
     // A counter reset (CONFIG RESETSTAT) makes it drop: count only increases.
     let rise: i64 = values.windows(2).map(|w| (w[1] - w[0]).max(0)).sum();
@@ -465,7 +476,14 @@ fn fsync_delays(f: &Facts) -> Check {
             Some("move the AOF to a faster disk, or find what else writes to it (backups, logs)"),
         )
     } else {
-        check(ID, T, Status::Ok, value, "no fsync was delayed between samples", None)
+        check(
+            ID,
+            T,
+            Status::Ok,
+            value,
+            "no fsync was delayed between samples",
+            None,
+        )
     }
 }
 
@@ -477,12 +495,16 @@ fn rdb_bgsave(f: &Facts) -> Check {
         .rdb_last_bgsave_status
         .as_ref()
         .is_some_and(|s| s.is_err());
-    let value = format!(
-        "rdb_last_bgsave_status:{}",
-        if err { "err" } else { "ok" }
-    );
+    let value = format!("rdb_last_bgsave_status:{}", if err { "err" } else { "ok" });
     if !err {
-        return check(ID, T, Status::Ok, value, "the last snapshot succeeded (or none was needed)", None);
+        return check(
+            ID,
+            T,
+            Status::Ok,
+            value,
+            "the last snapshot succeeded (or none was needed)",
+            None,
+        );
     }
     const ACTION: &str =
         "look for the BGSAVE error in the Redis log (disk space, fork memory), then run BGSAVE";
@@ -726,16 +748,25 @@ mod tests {
         let t = "loading:0\naof_enabled:1\nrdb_last_bgsave_status:err\n";
         let mut cfg = GOOD.to_vec();
         cfg.push(("stop-writes-on-bgsave-error", "yes"));
-        assert_eq!(status(&evaluate(&facts(t, &cfg)), "rdb_bgsave"), Status::Fail);
+        assert_eq!(
+            status(&evaluate(&facts(t, &cfg)), "rdb_bgsave"),
+            Status::Fail
+        );
         cfg.pop();
         cfg.push(("stop-writes-on-bgsave-error", "no"));
-        assert_eq!(status(&evaluate(&facts(t, &cfg)), "rdb_bgsave"), Status::Warn);
+        assert_eq!(
+            status(&evaluate(&facts(t, &cfg)), "rdb_bgsave"),
+            Status::Warn
+        );
     }
 
     #[test]
     fn first_rewrite_from_info_alone_and_from_files() {
         let t = "loading:0\naof_enabled:1\naof_rewrite_in_progress:1\naof_last_rewrite_time_sec:-1\naof_current_size:0\naof_base_size:0\n";
-        assert_eq!(status(&evaluate(&facts(t, GOOD)), "aof_rewrite"), Status::Warn);
+        assert_eq!(
+            status(&evaluate(&facts(t, GOOD)), "aof_rewrite"),
+            Status::Warn
+        );
         let mut f = facts(t, GOOD);
         f.aof_files = Some(AofFiles::Checked {
             path: "m".into(),

@@ -83,7 +83,10 @@ pub fn parse(text: &str) -> Result<Info, ParseError> {
             return Err(ParseError {
                 line: line_no,
                 col: offset + bad + 1,
-                message: format!("a field name cannot contain whitespace: {:?}", truncate(key, 60)),
+                message: format!(
+                    "a field name cannot contain whitespace: {:?}",
+                    truncate(key, 60)
+                ),
             });
         }
         if key.is_empty() {
@@ -141,8 +144,9 @@ impl Info {
             return Err(ParseError {
                 line: 1,
                 col: 1,
-                message: "no `# Persistence` section (need the output of `INFO persistence` or `INFO`)"
-                    .into(),
+                message:
+                    "no `# Persistence` section (need the output of `INFO persistence` or `INFO`)"
+                        .into(),
             });
         }
         secs.into_iter().map(Persistence::from_section).collect()
@@ -219,21 +223,37 @@ impl Persistence {
         let int = |k: &str| -> Result<Option<i64>, ParseError> {
             match s.fields.get(k) {
                 None => Ok(None),
-                Some(f) => f.value.trim().parse::<i64>().map(Some).map_err(|_| ParseError {
-                    line: f.line,
-                    col: f.col,
-                    message: format!("`{k}` should be an integer, found {:?}", truncate(&f.value, 40)),
-                }),
+                Some(f) => f
+                    .value
+                    .trim()
+                    .parse::<i64>()
+                    .map(Some)
+                    .map_err(|_| ParseError {
+                        line: f.line,
+                        col: f.col,
+                        message: format!(
+                            "`{k}` should be an integer, found {:?}",
+                            truncate(&f.value, 40)
+                        ),
+                    }),
             }
         };
         let float = |k: &str| -> Result<Option<f64>, ParseError> {
             match s.fields.get(k) {
                 None => Ok(None),
-                Some(f) => f.value.trim().parse::<f64>().map(Some).map_err(|_| ParseError {
-                    line: f.line,
-                    col: f.col,
-                    message: format!("`{k}` should be a number, found {:?}", truncate(&f.value, 40)),
-                }),
+                Some(f) => f
+                    .value
+                    .trim()
+                    .parse::<f64>()
+                    .map(Some)
+                    .map_err(|_| ParseError {
+                        line: f.line,
+                        col: f.col,
+                        message: format!(
+                            "`{k}` should be a number, found {:?}",
+                            truncate(&f.value, 40)
+                        ),
+                    }),
             }
         };
         let flag = |k: &str| -> Result<Option<bool>, ParseError> {

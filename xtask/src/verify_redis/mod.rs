@@ -147,7 +147,10 @@ pub enum Source {
         transport: &'static str,
     },
     /// Captured INFO text (`--info-file`): no questions asked.
-    Text { name: String, text: String },
+    Text {
+        name: String,
+        text: String,
+    },
 }
 
 impl Source {

@@ -181,7 +181,12 @@ pub fn markdown(r: &Report) -> String {
             gha::cell(c.title),
             gha::cell(&c.value).replace('`', "'"),
             gha::cell(&c.message),
-            gha::cell(c.action.as_deref().filter(|_| c.status != Status::Ok).unwrap_or(""))
+            gha::cell(
+                c.action
+                    .as_deref()
+                    .filter(|_| c.status != Status::Ok)
+                    .unwrap_or("")
+            )
         ));
     }
     s.push_str(&format!("\n**{}**\n\n", verdict(&r.checks)));
@@ -226,10 +231,7 @@ pub fn github_unreachable(target: &str, error: &str, json_mode: bool) {
         return;
     }
     if json_mode {
-        eprintln!(
-            "::error title=verify-redis::{}",
-            gha::escape(error)
-        );
+        eprintln!("::error title=verify-redis::{}", gha::escape(error));
     } else {
         gha::error("verify-redis", error);
     }

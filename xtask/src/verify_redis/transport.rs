@@ -54,7 +54,9 @@ pub struct Direct {
 
 impl std::fmt::Debug for Direct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Direct").field("target", &self.target).finish()
+        f.debug_struct("Direct")
+            .field("target", &self.target)
+            .finish()
     }
 }
 
@@ -80,11 +82,9 @@ impl Direct {
                      (docker compose exec / SSH) or through a TLS tunnel such as stunnel",
                 ))
             }
-            _ => {
-                return Err(Error::usage(
-                    "--url must look like redis://host:port[/db] or redis+unix:///path/to/redis.sock",
-                ))
-            }
+            _ => return Err(Error::usage(
+                "--url must look like redis://host:port[/db] or redis+unix:///path/to/redis.sock",
+            )),
         }
         let parsed = redis::parse_redis_url(url).ok_or_else(|| {
             Error::usage("--url is not a valid URL (expected redis://host:port[/db])")
@@ -239,10 +239,10 @@ impl Direct {
             }
         }
         let config = config.unwrap_or(Config::Known(map));
-        let aof_files = match &self.local_dir {
-            None => None,
-            Some(dir) => Some(local_aof_files(dir, &config, budget())),
-        };
+        let aof_files = self
+            .local_dir
+            .as_ref()
+            .map(|dir| local_aof_files(dir, &config, budget()));
         Ok(Gathered {
             persistence,
             server,
@@ -320,7 +320,11 @@ pub fn local_aof_files(dir: &Path, config: &Config, budget: Duration) -> AofFile
         if out.status.success() {
             Ok(Ok(()))
         } else {
-            Ok(Err(tail(&format!("{}{}", out.stdout_str(), out.stderr_str()))))
+            Ok(Err(tail(&format!(
+                "{}{}",
+                out.stdout_str(),
+                out.stderr_str()
+            ))))
         }
     };
     // A live server appends while we read: a failure is confirmed by a second run.
@@ -345,11 +349,7 @@ pub fn local_aof_files(dir: &Path, config: &Config, budget: Duration) -> AofFile
 
 /// The last meaningful lines of a tool's output, on one line.
 fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let start = lines.len().saturating_sub(2);
     let t = lines[start..].join(" / ");
     if t.chars().count() > 300 {
@@ -541,7 +541,8 @@ impl Exec {
                 for (k, v) in env {
                     c = c.secret_env(k, v);
                 }
-                c.args(script_words(&[port.to_string()]))
+                // `shell` takes the place of the container's `sh`.
+                c.args(script_words(&[port.to_string()]).into_iter().skip(1))
             }
         };
         Ok(cmd.timeout(budget))
@@ -589,7 +590,12 @@ impl Exec {
             .map(|(t, _)| t.clone());
         let mut map = BTreeMap::new();
         let mut config = None;
-        for name in ["config-append", "config-rewrite", "config-bgsave", "config-dir"] {
+        for name in [
+            "config-append",
+            "config-rewrite",
+            "config-bgsave",
+            "config-dir",
+        ] {
             match parts.get(name) {
                 Some((text, 0)) => {
                     let lines: Vec<&str> = text.lines().collect();
@@ -632,7 +638,11 @@ impl Exec {
 /// environment's files are laid out under `remote_dir`.
 pub fn remote_compose_args(env: &Environment) -> Vec<String> {
     let depth = env.compose_file_rel.components().count();
-    let root = env.compose_file.ancestors().nth(depth).map(Path::to_path_buf);
+    let root = env
+        .compose_file
+        .ancestors()
+        .nth(depth)
+        .map(Path::to_path_buf);
     let rel = |p: &Path| -> String {
         root.as_deref()
             .and_then(|r| p.strip_prefix(r).ok())
@@ -727,7 +737,9 @@ fn cli_error(target: &str, text: &str) -> Error {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("no output");
-    let msg = if text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("AUTH failed")
+    let msg = if text.contains("NOAUTH")
+        || text.contains("WRONGPASS")
+        || text.contains("AUTH failed")
     {
         format!("{target}: authentication failed ({first}): check REDIS_PASSWORD in the environment's env file")
     } else if text.contains("NOPERM") {
