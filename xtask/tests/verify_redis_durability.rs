@@ -65,14 +65,20 @@ fn crash_and_count(args: &[String]) -> Outcome {
     server.kill(); // SIGKILL while the writer is mid-stream
     stop.store(true, Ordering::Relaxed);
     let acknowledged = writer.join().unwrap();
-    assert!(acknowledged > 1000, "only {acknowledged} writes in {WRITE_SECONDS}s");
+    assert!(
+        acknowledged > 1000,
+        "only {acknowledged} writes in {WRITE_SECONDS}s"
+    );
 
     let server = RedisServer::spawn(dir.path(), free_port().unwrap(), &cfg).unwrap();
     let mut c = connect(server.port);
     // Wait for the load to finish (PING answers LOADING until then).
     let t = Instant::now();
     while redis::cmd("PING").query::<String>(&mut c).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(60), "restart did not finish loading");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "restart did not finish loading"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut present = 0u64;
