@@ -99,6 +99,74 @@ impl Drop for Project {
     }
 }
 
+/// A real sshd on a loopback port, for root with a throwaway key; killed on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    key: PathBuf,
+    known_hosts: PathBuf,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Sshd {
+        std::fs::create_dir_all(dir).unwrap();
+        let keygen = |name: &str| {
+            Cmd::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(name))
+                .read()
+                .unwrap();
+        };
+        keygen("host_key");
+        keygen("client_key");
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = xtask::services::free_port().unwrap();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nLogLevel ERROR\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config).unwrap();
+        let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let mut words = host_pub.split_whitespace();
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!(
+                "[127.0.0.1]:{port} {} {}\n",
+                words.next().unwrap(),
+                words.next().unwrap()
+            ),
+        )
+        .unwrap();
+        let sshd = xtask::process::which("sshd")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/sshd")).filter(|p| p.is_file()))
+            .expect("sshd (openssh-server) is installed");
+        let child = std::process::Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        xtask::services::wait_for_port(port, Duration::from_secs(10)).unwrap();
+        Sshd {
+            child,
+            port,
+            key: dir.join("client_key"),
+            known_hosts,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Every command line seen while `running`, that holds `secret`.
 fn watch(running: Arc<AtomicBool>, secret: &'static str) -> std::thread::JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
@@ -154,7 +222,34 @@ frontend = "frontend"
 remote = "b2"
 bucket = "b"
 prefix = "p"
-"#
+
+[environments.remote]
+transport = "ssh"
+description = "the same project, reached over SSH (sshd on loopback)"
+compose_file = "compose.yml"
+compose_project = "{project}"
+env_file = "redis.env"
+remote_dir = "{remote_dir}"
+database = "station"
+db_user = "station"
+migration_command = "true"
+[environments.remote.services]
+redis = "redis"
+postgres = "postgres"
+backend = "backend"
+frontend = "frontend"
+[environments.remote.backup]
+remote = "b2"
+bucket = "b"
+prefix = "p"
+[environments.remote.ssh]
+host_env = "VERIFY_REDIS_TEST_SSH_HOST"
+user = "root"
+port_env = "VERIFY_REDIS_TEST_SSH_PORT"
+known_hosts_env = "VERIFY_REDIS_TEST_SSH_KNOWN_HOSTS"
+key_env = "VERIFY_REDIS_TEST_SSH_KEY"
+"#,
+        remote_dir = dir.path().display()
     );
     let envs =
         Environments::parse(&toml, &dir.path().join("environments.toml"), dir.path()).unwrap();
@@ -205,6 +300,32 @@ prefix = "p"
         verify_environment(&env, Duration::from_secs(10)).unwrap(),
         ExitCode::Ok
     );
+
+    // The same container over SSH (a real sshd; the remote side runs `docker compose` in remote_dir).
+    let sshd = Sshd::start(&dir.path().join("ssh"));
+    std::env::set_var("VERIFY_REDIS_TEST_SSH_HOST", "127.0.0.1");
+    std::env::set_var("VERIFY_REDIS_TEST_SSH_PORT", sshd.port.to_string());
+    std::env::set_var("VERIFY_REDIS_TEST_SSH_KNOWN_HOSTS", &sshd.known_hosts);
+    std::env::set_var("VERIFY_REDIS_TEST_SSH_KEY", &sshd.key);
+    let remote = envs.get("remote").unwrap();
+    let report = collect(Source::for_environment(remote).unwrap(), &opts).unwrap();
+    assert_eq!(report.transport, "ssh");
+    assert!(
+        report.target.contains("ssh root@127.0.0.1"),
+        "{}",
+        report.target
+    );
+    let statuses: Vec<(&str, &str)> = report
+        .checks
+        .iter()
+        .map(|c| (c.id, c.status.as_str()))
+        .collect();
+    assert!(statuses.iter().all(|(_, s)| *s == "ok"), "{statuses:?}");
+    assert_eq!(
+        verify_environment(remote, Duration::from_secs(10)).unwrap(),
+        ExitCode::Ok
+    );
+    drop(sshd);
 
     // Weaken it from inside: verify_environment now fails (exit 1).
     xtask::docker::compose(&env)
