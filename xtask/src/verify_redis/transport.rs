@@ -109,9 +109,12 @@ impl Direct {
             .password()
             .filter(|p| !p.is_empty())
             .map(|p| p.to_string());
-        let info = parsed
-            .into_connection_info()
-            .map_err(|e| Error::usage(format!("--url: {}", e.detail().unwrap_or("invalid"))))?;
+        let info = parsed.into_connection_info().map_err(|e| {
+            Error::usage(format!(
+                "--url: {}",
+                scrub(&e.to_string(), url_password.as_deref())
+            ))
+        })?;
         let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
         let password = match url_password {
             Some(p) => Some(p),
