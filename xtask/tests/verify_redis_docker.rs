@@ -251,8 +251,9 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
 "#,
         remote_dir = dir.path().display()
     );
-    let envs =
-        Environments::parse(&toml, &dir.path().join("environments.toml"), dir.path()).unwrap();
+    let envs_file = dir.path().join("environments.toml");
+    std::fs::write(&envs_file, &toml).unwrap();
+    let envs = Environments::parse(&toml, &envs_file, dir.path()).unwrap();
     let env = envs.get("dock").unwrap().clone();
     let guard = Project { env: env.clone() };
     xtask::docker::compose(&env)
@@ -300,6 +301,29 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
         verify_environment(&env, Duration::from_secs(10)).unwrap(),
         ExitCode::Ok
     );
+
+    // The built binary, with the standalone `docker-compose` forced: same answer, in JSON.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["verify-redis", "--env", "dock", "--json"])
+        .env("XTASK_ENVIRONMENTS", &envs_file)
+        .env("XTASK_ROOT", dir.path())
+        .env("XTASK_COMPOSE", "standalone")
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["transport"].as_str()),
+        (Some("ok"), Some("docker"))
+    );
+    assert!(!stdout.contains(PASSWORD));
 
     // The same container over SSH (a real sshd; the remote side runs `docker compose` in remote_dir).
     let sshd = Sshd::start(&dir.path().join("ssh"));

@@ -294,9 +294,16 @@ fn ask(source: &mut Source, opts: &Options, deadline: Instant) -> Result<Facts> 
                 last_note = Some(Instant::now());
             }
             std::thread::sleep(Duration::from_millis(200));
-            let text = source.sample(budget())?;
-            samples = live_parse(&target, &text)?;
             reloaded = true;
+            // A loading server serves clients only between chunks (every 2 MB by default), so
+            // one question can go unanswered: keep asking until the wait is over.
+            match source.sample(budget()) {
+                Ok(text) => samples = live_parse(&target, &text)?,
+                Err(e) if Instant::now() < wait_until => {
+                    eprintln!("verify-redis: {e}; still waiting");
+                }
+                Err(e) => return Err(e),
+            }
         }
         if reloaded {
             waited = Some(start.elapsed().as_secs_f64());

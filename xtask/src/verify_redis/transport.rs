@@ -368,7 +368,8 @@ fn tail(s: &str) -> String {
 // Exec inside the container
 // ---------------------------------------------------------------------------------------------
 
-/// Runs inside the Redis container (busybox `sh`: builtins, `redis-cli`, `redis-check-aof` only).
+/// Runs inside the Redis container (busybox `sh`: builtins, `redis-cli`, `redis-check-aof` only;
+/// Valkey's `valkey-cli`/`valkey-check-aof` when the redis-named ones are absent).
 /// `$1` is `full` or `sample`; `$2` an optional port. Output: `@@xtask-begin NAME` ... `@@xtask-end RC`.
 pub const SCRIPT: &str = r#"mode=$1
 port=${2:-}
@@ -376,11 +377,12 @@ if [ -n "${REDIS_PASSWORD:-}" ] && [ -z "${REDISCLI_AUTH:-}" ]; then
   REDISCLI_AUTH=$REDIS_PASSWORD
   export REDISCLI_AUTH
 fi
+rcli=$(command -v redis-cli || command -v valkey-cli || echo redis-cli)
 cli() {
   if [ -n "$port" ]; then
-    redis-cli --no-auth-warning -e -p "$port" "$@"
+    "$rcli" --no-auth-warning -e -p "$port" "$@"
   else
-    redis-cli --no-auth-warning -e "$@"
+    "$rcli" --no-auth-warning -e "$@"
   fi
 }
 part() {
