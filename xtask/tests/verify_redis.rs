@@ -303,6 +303,10 @@ fn first_rewrite_after_config_set_appendonly_warns_until_it_finishes() {
     let v = r.json();
     assert_eq!(st(&v, "aof_files"), "warn", "{v:#}");
     assert_eq!(v["transport"], "local");
+    assert_eq!(
+        v["target"],
+        format!("env:local (redis://127.0.0.1:{})", s.port)
+    );
     let r = xtask(&["--env", "local", "--strict"], &pairs(&env));
     assert_eq!(r.code, 1);
 

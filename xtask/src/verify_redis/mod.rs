@@ -21,7 +21,8 @@
 //! {
 //!   "schema":    "verify-redis/1",
 //!   "target":    string,   // "redis://host:port[/db]" (never a password), "redis+unix:///path",
-//!                          // "env:NAME (docker compose exec SERVICE)", "env:NAME (ssh user@host ...)",
+//!                          // "env:local (redis://127.0.0.1:PORT)", "env:NAME (docker compose exec
+//!                          // SERVICE)", "env:NAME (ssh user@host docker compose exec SERVICE)",
 //!                          // "file:PATH" or "file:-"
 //!   "transport": "url" | "local" | "docker" | "ssh" | "file" | "shell",
 //!   "server":    {"server": "redis" | "valkey", "version": "7.0.15"} | null,
@@ -178,6 +179,7 @@ impl Source {
                 let paths = crate::local::state::LocalPaths::of(env)?;
                 Ok(Source::Direct {
                     conn: Box::new(Direct::local(
+                        &env.name,
                         state.redis_port,
                         &state.redis_password,
                         &paths.redis_dir,

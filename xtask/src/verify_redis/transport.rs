@@ -132,10 +132,11 @@ impl Direct {
         })
     }
 
-    /// The `local` environment's redis-server: 127.0.0.1:`port`, AOF under `dir`.
-    pub fn local(port: u16, password: &str, dir: &Path) -> Result<Self> {
+    /// The `local` environment `name`'s redis-server: 127.0.0.1:`port`, AOF under `dir`.
+    pub fn local(name: &str, port: u16, password: &str, dir: &Path) -> Result<Self> {
         let pw = (!password.is_empty()).then(|| password.to_string());
         let mut d = Self::from_url(&format!("redis://127.0.0.1:{port}"), pw)?;
+        d.target = format!("env:{name} ({})", d.target);
         d.local_dir = Some(dir.to_path_buf());
         Ok(d)
     }
