@@ -282,7 +282,7 @@ fn first_rewrite_after_config_set_appendonly_warns_until_it_finishes() {
         &["enable-debug-command yes"],
     );
     let pw = Some("pw-first-rewrite");
-    cli(&s, pw, &["DEBUG", "POPULATE", "100000"]);
+    cli(&s, pw, &["DEBUG", "POPULATE", "30000"]);
     // 20 µs per key in the fork: the rewrite takes a few seconds.
     cli(&s, pw, &["CONFIG", "SET", "rdb-key-save-delay", "20"]);
     cli(&s, pw, &["CONFIG", "SET", "appendonly", "yes"]);
