@@ -81,7 +81,8 @@ pub struct Args {
     /// Exit 1 on warnings too.
     #[arg(long)]
     pub strict: bool,
-    /// Bound on every question and on the whole run, in seconds.
+    /// Bound on every question, in seconds; the whole run is bounded by
+    /// timeout + wait + (samples - 1) × interval.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub timeout: Duration,
     /// While Redis loads its data (aof_enabled reads 0 then), wait up to SECS with progress, then verify.
