@@ -218,7 +218,7 @@ fn try_acquire(place: &LockPlace, info: &LockInfo) -> Result<Option<Option<LockI
             }
         }
         LockPlace::Remote { target, dir } => {
-            let cmd = ssh::script(target, None, REMOTE_ACQUIRE, &[dir.clone()])
+            let cmd = ssh::script(target, None, REMOTE_ACQUIRE, std::slice::from_ref(dir))
                 .stdin_bytes(json.into_bytes())
                 .timeout(std::time::Duration::from_secs(30));
             let out = super::remote::check("taking the remote lock", &cmd, cmd.output()?)?;

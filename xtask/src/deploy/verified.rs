@@ -53,13 +53,10 @@ impl VerifiedBackup {
 /// The newest listed object whose file name carries `label` (`..._<label>.sql.gz`).
 pub fn newest_with_label<'a>(objects: &'a [RemoteObject], label: &str) -> Option<&'a RemoteObject> {
     let tag = format!("_{label}.");
-    objects
-        .iter()
-        .filter(|o| {
-            let name = o.path.rsplit('/').next().unwrap_or(&o.path);
-            name.contains(&tag) && o.size > 0
-        })
-        .next_back()
+    objects.iter().rfind(|o| {
+        let name = o.path.rsplit('/').next().unwrap_or(&o.path);
+        name.contains(&tag) && o.size > 0
+    })
 }
 
 /// Pure: the remote object must exist and have the expected size and hash.
