@@ -1,0 +1,412 @@
+//! Remote (ssh) deploys against a real `sshd` on a loopback port: a throwaway host key pinned in a
+//! known_hosts file, a throwaway user key, an environments file in a temp directory whose `staging`
+//! environment points at it, and a temp directory as the server's `remote_dir`.
+//!
+//! Covered for real: preflight with the pinned key (and the server checks: docker, compose, env file,
+//! disk), refusal of a wrong host key (exit 3, nothing after preflight runs), the file sync into the
+//! remote directory, the remote lock (held, stale + `--force-unlock`, released), the remote audit log.
+//! Not covered here: backup/migrate/rollout of a real remote stack (needs the app images).
+
+mod deploy_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use deploy_support::{repo, Run};
+
+const SHA: &str = "89abcdef01234567";
+
+struct Sshd {
+    child: Child,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Remote {
+    dir: tempfile::TempDir,
+    _sshd: Sshd,
+    port: u16,
+    root: PathBuf,
+    remote_dir: PathBuf,
+    known_hosts: PathBuf,
+    wrong_known_hosts: PathBuf,
+    key: PathBuf,
+    envs_file: PathBuf,
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "xtask-test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(st.success());
+}
+
+fn whoami() -> String {
+    let o = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+impl Remote {
+    fn start() -> Remote {
+        let dir = tempfile::Builder::new()
+            .prefix("xtask-sshd-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for k in ["host_key", "other_host_key", "user_key"] {
+            keygen(&d.join(k));
+        }
+        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
+        let port = xtask::services::free_port().unwrap();
+        let pinned = |k: &str| {
+            let pubkey = std::fs::read_to_string(d.join(format!("{k}.pub"))).unwrap();
+            let mut it = pubkey.split_whitespace();
+            format!(
+                "[127.0.0.1]:{port} {} {}\n",
+                it.next().unwrap(),
+                it.next().unwrap()
+            )
+        };
+        std::fs::write(d.join("known_hosts"), pinned("host_key")).unwrap();
+        std::fs::write(d.join("wrong_known_hosts"), pinned("other_host_key")).unwrap();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPubkeyAuthentication yes\n\
+             LogLevel ERROR\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        if xtask::services::is_root() {
+            // Privilege separation directory (systemd creates it on a real server).
+            std::fs::create_dir_all("/run/sshd").unwrap();
+        }
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd (apt-get install openssh-server)");
+        let sshd = Sshd { child };
+        xtask::services::wait_for_port(port, std::time::Duration::from_secs(10)).unwrap();
+
+        // The repository the deploy runs from: the real staging compose file and backup script.
+        let root = d.join("repo");
+        std::fs::create_dir_all(root.join("infra/scripts")).unwrap();
+        std::fs::copy(
+            repo().join("docker-compose.staging.yml"),
+            root.join("docker-compose.staging.yml"),
+        )
+        .unwrap();
+        std::fs::copy(
+            repo().join("infra/scripts/backup-db.sh"),
+            root.join("infra/scripts/backup-db.sh"),
+        )
+        .expect("infra/scripts/backup-db.sh");
+        let remote_dir = d.join("server/opt/station-staging");
+        std::fs::create_dir_all(&remote_dir).unwrap();
+        std::fs::write(remote_dir.join(".env.staging"), "STATION_TAG=\n").unwrap();
+        let envs_file = d.join("environments.toml");
+        std::fs::write(
+            &envs_file,
+            format!(
+                r#"[environments.staging]
+transport = "ssh"
+description = "staging on a test sshd"
+compose_file = "docker-compose.staging.yml"
+compose_project = "station-staging"
+env_file = ".env.staging"
+remote_dir = "{}"
+database = "station"
+db_user = "station"
+migration_command = "docker compose run --rm backend pnpm migration:run"
+health_url = "http://127.0.0.1:1/api/health"
+
+[environments.staging.services]
+redis = "redis"
+postgres = "postgres"
+backend = "backend"
+frontend = "frontend"
+
+[environments.staging.backup]
+remote = "b2"
+bucket = "station-backups-staging"
+prefix = "postgres"
+
+[environments.staging.ssh]
+host_env = "STAGING_SSH_HOST"
+user = "{}"
+port_env = "STAGING_SSH_PORT"
+known_hosts_env = "STAGING_SSH_KNOWN_HOSTS"
+key_env = "STAGING_SSH_KEY"
+"#,
+                remote_dir.display(),
+                whoami()
+            ),
+        )
+        .unwrap();
+        Remote {
+            port,
+            root,
+            remote_dir,
+            known_hosts: d.join("known_hosts"),
+            wrong_known_hosts: d.join("wrong_known_hosts"),
+            key: d.join("user_key"),
+            envs_file,
+            _sshd: sshd,
+            dir,
+        }
+    }
+
+    fn run_with(&self, known_hosts: &Path, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(&self.root)
+            .env("XTASK_ENVIRONMENTS", &self.envs_file)
+            .env("XTASK_ROOT", &self.root)
+            .env("STAGING_SSH_HOST", "127.0.0.1")
+            .env("STAGING_SSH_PORT", self.port.to_string())
+            .env("STAGING_SSH_KNOWN_HOSTS", known_hosts)
+            .env("STAGING_SSH_KEY", &self.key)
+            .env_remove("GITHUB_ACTIONS")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(&self.known_hosts, args)
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.root.join("target/deploy/staging/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn lock_dir(&self) -> PathBuf {
+        self.remote_dir.join(".deploy.lock")
+    }
+}
+
+#[test]
+fn preflight_succeeds_with_the_pinned_host_key() {
+    let r = Remote::start();
+    let out = r.run(&[
+        "deploy",
+        "--env",
+        "staging",
+        "--sha",
+        SHA,
+        "--step",
+        "preflight",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("with the pinned host key"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("server ok: docker, compose, env file"),
+        "{}",
+        out.stdout
+    );
+    // Preflight changes nothing on the server.
+    assert!(!r.lock_dir().exists());
+    assert!(!r.remote_dir.join("backup-db.sh").exists());
+}
+
+#[test]
+fn a_wrong_host_key_is_refused_and_nothing_after_preflight_runs() {
+    let r = Remote::start();
+    let out = r.run_with(
+        &r.wrong_known_hosts,
+        &["deploy", "--env", "staging", "--sha", SHA],
+    );
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stderr.contains("deploy stopped at step `preflight`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("No migration was run"),
+        "{}",
+        out.stderr
+    );
+    let steps: Vec<String> = r
+        .audit()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["step"].as_str().unwrap(),
+                a["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(steps, ["preflight failed", "pipeline failed"]);
+    // Nothing reached the server.
+    assert!(!r.lock_dir().exists());
+    assert!(!r.remote_dir.join("docker-compose.staging.yml").exists());
+    assert!(!r.remote_dir.join("deploy-audit.jsonl").exists());
+}
+
+#[test]
+fn a_deploy_syncs_the_files_then_stops_closed_at_the_backup() {
+    let r = Remote::start();
+    let out = r.run(&["deploy", "--env", "staging", "--sha", SHA]);
+    // No real stack runs behind this sshd: the backup step fails, and the pipeline stops there.
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stderr.contains("deploy stopped at step `backup`"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains("No migration was run"),
+        "{}",
+        out.stderr
+    );
+    // The files the server needs landed in the remote dir, byte for byte, the script executable.
+    for (local, remote) in [
+        ("docker-compose.staging.yml", "docker-compose.staging.yml"),
+        ("infra/scripts/backup-db.sh", "backup-db.sh"),
+    ] {
+        assert_eq!(
+            std::fs::read(r.root.join(local)).unwrap(),
+            std::fs::read(r.remote_dir.join(remote)).unwrap(),
+            "{remote}"
+        );
+    }
+    let mode = std::fs::metadata(r.remote_dir.join("backup-db.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    // No temp file left, the lock released, the audit log on both sides.
+    let leftovers: Vec<_> = std::fs::read_dir(&r.remote_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("xtask-tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+    assert!(!r.lock_dir().exists(), "remote lock not released");
+    let local: Vec<String> = r
+        .audit()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["step"].as_str().unwrap(),
+                a["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        local,
+        [
+            "preflight ok",
+            "lock ok",
+            "sync ok",
+            "backup failed",
+            "pipeline failed"
+        ]
+    );
+    let remote_log = std::fs::read_to_string(r.remote_dir.join("deploy-audit.jsonl")).unwrap();
+    assert_eq!(remote_log.lines().count(), 5, "{remote_log}");
+    assert!(remote_log.contains("\"step\":\"backup\",\"status\":\"failed\""));
+}
+
+#[test]
+fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() {
+    let r = Remote::start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let info = |token: &str, expires: u64| {
+        serde_json::json!({
+            "owner": "ci", "host": "another-runner", "pid": 1, "sha": "feedfacecafe",
+            "started_unix": now - 100, "expires_unix": expires, "run_url": null, "token": token
+        })
+        .to_string()
+    };
+    std::fs::create_dir_all(r.lock_dir()).unwrap();
+    std::fs::write(
+        r.lock_dir().join("info.json"),
+        info("held-token", now + 3600),
+    )
+    .unwrap();
+    let out = r.run(&[
+        "deploy",
+        "--env",
+        "staging",
+        "--sha",
+        SHA,
+        "--step",
+        "sync",
+        "--force-unlock",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("another deploy holds the lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("held by ci on another-runner"),
+        "{}",
+        out.stderr
+    );
+    assert!(std::fs::read_to_string(r.lock_dir().join("info.json"))
+        .unwrap()
+        .contains("held-token"));
+    assert!(
+        !r.remote_dir.join("backup-db.sh").exists(),
+        "sync ran without the lock"
+    );
+
+    // Expired: reported, kept without --force-unlock, broken with it.
+    std::fs::write(
+        r.lock_dir().join("info.json"),
+        info("stale-token", now - 10),
+    )
+    .unwrap();
+    let out = r.run(&["deploy", "--env", "staging", "--sha", SHA, "--step", "sync"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("stale deploy lock"), "{}", out.stderr);
+    assert!(r.lock_dir().exists());
+    let out = r.run(&[
+        "deploy",
+        "--env",
+        "staging",
+        "--sha",
+        SHA,
+        "--step",
+        "sync",
+        "--force-unlock",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("broke a stale lock"), "{}", out.stdout);
+    assert!(r.remote_dir.join("backup-db.sh").exists());
+    assert!(!r.lock_dir().exists(), "our lock was not released");
+}
