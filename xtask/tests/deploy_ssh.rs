@@ -29,7 +29,7 @@ impl Drop for Sshd {
 }
 
 struct Remote {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     _sshd: Sshd,
     port: u16,
     root: PathBuf,
@@ -165,7 +165,7 @@ key_env = "STAGING_SSH_KEY"
             key: d.join("user_key"),
             envs_file,
             _sshd: sshd,
-            dir,
+            _dir: dir,
         }
     }
 
