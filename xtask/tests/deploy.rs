@@ -235,7 +235,7 @@ fn fail_closed_when_the_backup_remote_is_unreachable() {
 fn ctrl_c_stops_after_the_running_step_and_records_interrupted() {
     let t = TestEnv::local(0o711);
     // A fresh environment: preflight runs initdb (seconds), so the signal lands during a step.
-    let mut child = t
+    let child = t
         .command(&["deploy", "--sha", SHA])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
