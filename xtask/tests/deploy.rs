@@ -241,7 +241,12 @@ fn ctrl_c_stops_after_the_running_step_and_records_interrupted() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // Wait until preflight is bringing the environment up (the state dir appears; initdb follows).
+    let t0 = std::time::Instant::now();
+    while !t.state_dir.join("state.json").exists() {
+        assert!(t0.elapsed().as_secs() < 30, "preflight never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     // SIGINT to xtask only (a terminal would signal its children too; this is the harder case).
     let st = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
