@@ -187,6 +187,9 @@ fn fail_closed_when_the_backup_remote_is_unreachable() {
         ),
         ("RCLONE_CONFIG_B2_ACCESS_KEY_ID".into(), "test-key".into()),
         ("RCLONE_CONFIG_B2_SECRET_ACCESS_KEY".into(), secret.into()),
+        // backup-db.sh's own retry knobs: fail in seconds, not tens of seconds.
+        ("BACKUP_RCLONE_RETRIES".into(), "1".into()),
+        ("BACKUP_RCLONE_LOW_LEVEL_RETRIES".into(), "1".into()),
         ("GITHUB_ACTIONS".into(), "true".into()),
     ];
     let summary = t.dir.path().join("summary.md");
