@@ -80,7 +80,7 @@ jq -rs '
           (mean(.steps[] | select(.step == $s) | .duration_ms) | floor),
           (mean(.steps[] | select(.step == $s) | .child_ms) | floor),
           (mean(.steps[] | select(.step == $s) | .duration_ms - .child_ms) | floor) ])
-  | @tsv' "$reports" | column -t -s $'\t'
+  | @tsv' "$reports" | awk -F'\t' '{ printf "%-15s %9s %16s %10s\n", $1, $2, $3, $4 }'
 echo
 jq -rs '
   def mean(f): (map(f) | add) / length;

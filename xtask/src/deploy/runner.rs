@@ -149,10 +149,11 @@ impl<'a> Pipeline<'a> {
         let start_ms = now_ms();
         let child_before = process::child_wall_time();
         self.say(&format!(
-            "deploying {} to `{}` ({} steps: {})",
+            "deploying {} to `{}` ({} step{}: {})",
             self.sha.as_str(),
             self.env.name,
             steps.len(),
+            if steps.len() == 1 { "" } else { "s" },
             steps
                 .iter()
                 .map(|s| s.name())
