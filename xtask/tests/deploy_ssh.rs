@@ -117,45 +117,18 @@ impl Remote {
         let remote_dir = d.join("server/opt/station-staging");
         std::fs::create_dir_all(&remote_dir).unwrap();
         std::fs::write(remote_dir.join(".env.staging"), "STATION_TAG=\n").unwrap();
+        let health_port = health_server();
         let envs_file = d.join("environments.toml");
-        std::fs::write(
-            &envs_file,
-            format!(
-                r#"[environments.staging]
-transport = "ssh"
-description = "staging on a test sshd"
-compose_file = "docker-compose.staging.yml"
-compose_project = "station-staging"
-env_file = ".env.staging"
-remote_dir = "{}"
-database = "station"
-db_user = "station"
-migration_command = "docker compose run --rm backend pnpm migration:run"
-health_url = "http://127.0.0.1:1/api/health"
-
-[environments.staging.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-
-[environments.staging.backup]
-remote = "b2"
-bucket = "station-backups-staging"
-prefix = "postgres"
-
-[environments.staging.ssh]
-host_env = "STAGING_SSH_HOST"
-user = "{}"
-port_env = "STAGING_SSH_PORT"
-known_hosts_env = "STAGING_SSH_KNOWN_HOSTS"
-key_env = "STAGING_SSH_KEY"
-"#,
-                remote_dir.display(),
-                whoami()
-            ),
-        )
-        .unwrap();
+        let toml = ["staging", "unhealthy"]
+            .map(|name| {
+                env_toml(
+                    name,
+                    &remote_dir,
+                    &format!("http://127.0.0.1:{health_port}/api/{name}"),
+                )
+            })
+            .join("\n");
+        std::fs::write(&envs_file, toml).unwrap();
         Remote {
             port,
             root,
@@ -204,6 +177,105 @@ key_env = "STAGING_SSH_KEY"
     fn lock_dir(&self) -> PathBuf {
         self.remote_dir.join(".deploy.lock")
     }
+}
+
+/// An environment reached through the test sshd; all share the SSH variables of `staging`.
+fn env_toml(name: &str, remote_dir: &Path, health_url: &str) -> String {
+    format!(
+        r#"[environments.{name}]
+transport = "ssh"
+description = "{name} on a test sshd"
+compose_file = "docker-compose.staging.yml"
+compose_project = "station-staging"
+env_file = ".env.staging"
+remote_dir = "{}"
+database = "station"
+db_user = "station"
+migration_command = "docker compose run --rm backend pnpm migration:run"
+health_url = "{health_url}"
+
+[environments.{name}.services]
+redis = "redis"
+postgres = "postgres"
+backend = "backend"
+frontend = "frontend"
+
+[environments.{name}.backup]
+remote = "b2"
+bucket = "station-backups-staging"
+prefix = "postgres"
+
+[environments.{name}.ssh]
+host_env = "STAGING_SSH_HOST"
+user = "{}"
+port_env = "STAGING_SSH_PORT"
+known_hosts_env = "STAGING_SSH_KNOWN_HOSTS"
+key_env = "STAGING_SSH_KEY"
+"#,
+        remote_dir.display(),
+        whoami()
+    )
+}
+
+/// A minimal HTTP server on loopback (a thread of the test process): 200 for `/api/staging`, 503 for
+/// anything else. The health step polls it from the "server" side (curl/wget over SSH).
+fn health_server() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let ok = req.starts_with("GET /api/staging ");
+            let status = if ok {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn health_polls_the_url_from_the_server_and_fails_when_it_stays_down() {
+    let r = Remote::start();
+    let out = r.run(&[
+        "deploy", "--env", "staging", "--sha", SHA, "--step", "health",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("healthy: http://127.0.0.1:"),
+        "{}",
+        out.stdout
+    );
+    let t0 = std::time::Instant::now();
+    let out = r.run(&[
+        "deploy",
+        "--env",
+        "unhealthy",
+        "--sha",
+        SHA,
+        "--step",
+        "health",
+        "--health-tries",
+        "2",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("no healthy answer from http://127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("after 2 tries"), "{}", out.stderr);
+    assert!(t0.elapsed().as_secs() < 30, "polling is bounded");
 }
 
 #[test]

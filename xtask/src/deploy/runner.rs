@@ -436,11 +436,14 @@ impl<'a> Pipeline<'a> {
                 Ok("nothing to pull: the local environment runs PostgreSQL and redis-server directly (both running)".into())
             }
             Transport::Docker => {
-                crate::docker::compose(env)?
+                // Captured (not inherited) so `--json` keeps stdout for the report.
+                let cmd = crate::docker::compose(env)?
                     .args(["up", "-d", "--wait", "--wait-timeout", "180"])
                     .env("STATION_TAG", self.sha.as_str())
-                    .timeout(Duration::from_secs(300))
-                    .run()?;
+                    .timeout(Duration::from_secs(300));
+                let out = cmd.output()?;
+                eprint!("{}", out.stderr_str());
+                remote::check("compose up", &cmd, out)?;
                 Ok("compose up -d --wait".into())
             }
             Transport::Ssh => {
