@@ -176,3 +176,56 @@ fn migrate_alone_needs_a_verified_backup_for_the_sha() {
     let r = t.run(&["migrate", "--sha", "9999999"]);
     assert_eq!(r.code, 1, "{}", r.all());
 }
+
+/// While a deploy runs, no process on the machine has a password of the environment on its command
+/// line; and neither password is in the deploy's output or its audit log.
+#[test]
+fn no_password_on_any_command_line_output_or_log_during_a_deploy() {
+    let t = TestEnv::local(0o711);
+    assert_eq!(t.run(&["local", "up"]).code, 0);
+    let s = t.state();
+    let secrets = [
+        s["pg_password"].as_str().unwrap().to_string(),
+        s["redis_password"].as_str().unwrap().to_string(),
+    ];
+    let child = t
+        .command(&["deploy", "--sha", "5555555eeee"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut seen = 0usize;
+    let mut leaks = Vec::new();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                seen += 1;
+                if secrets.iter().any(|p| cmd.contains(p.as_str())) {
+                    leaks.push(cmd);
+                }
+            }
+        }
+        // Reap a finished deploy so the loop ends (a zombie keeps its /proc entry).
+        if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| st.contains(") Z "))
+            .unwrap_or(true)
+        {
+            break;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(seen > 100, "the scan did not run");
+    assert!(leaks.is_empty(), "password on a command line: {leaks:?}");
+    let audit = std::fs::read_to_string(t.state_dir.join("deploy-audit.jsonl")).unwrap();
+    for p in &secrets {
+        assert!(!text.contains(p.as_str()) && !audit.contains(p.as_str()));
+    }
+}
