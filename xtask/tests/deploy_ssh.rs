@@ -119,12 +119,17 @@ impl Remote {
         std::fs::write(remote_dir.join(".env.staging"), "STATION_TAG=\n").unwrap();
         let health_port = health_server();
         let envs_file = d.join("environments.toml");
-        let toml = ["staging", "unhealthy"]
+        let toml = ["staging", "unhealthy", "migrating"]
             .map(|name| {
                 env_toml(
                     name,
                     &remote_dir,
                     &format!("http://127.0.0.1:{health_port}/api/{name}"),
+                    if name == "migrating" {
+                        RECORDING_MIGRATION
+                    } else {
+                        "docker compose run --rm backend pnpm migration:run"
+                    },
                 )
             })
             .join("\n");
@@ -179,8 +184,12 @@ impl Remote {
     }
 }
 
+/// A migration command that records what the remote side sees (the compose settings exported for
+/// it, the release tag, its working directory) instead of running the app's migrations.
+const RECORDING_MIGRATION: &str = r#"sh -c "printf '%s|%s|%s|%s|%s' \"$COMPOSE_FILE\" \"$COMPOSE_PROJECT_NAME\" \"$COMPOSE_ENV_FILES\" \"$STATION_TAG\" \"$PWD\" > migrated.txt""#;
+
 /// An environment reached through the test sshd; all share the SSH variables of `staging`.
-fn env_toml(name: &str, remote_dir: &Path, health_url: &str) -> String {
+fn env_toml(name: &str, remote_dir: &Path, health_url: &str, migration: &str) -> String {
     format!(
         r#"[environments.{name}]
 transport = "ssh"
@@ -191,7 +200,7 @@ env_file = ".env.staging"
 remote_dir = "{}"
 database = "station"
 db_user = "station"
-migration_command = "docker compose run --rm backend pnpm migration:run"
+migration_command = '''{migration}'''
 health_url = "{health_url}"
 
 [environments.{name}.services]
@@ -481,4 +490,65 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
     assert!(out.stdout.contains("broke a stale lock"), "{}", out.stdout);
     assert!(r.remote_dir.join("backup-db.sh").exists());
     assert!(!r.lock_dir().exists(), "our lock was not released");
+}
+
+#[test]
+fn migrate_runs_the_configured_command_on_the_server_only_with_the_pre_deploy_backup() {
+    let r = Remote::start();
+    // The bucket: an rclone `alias` of a local directory, through rclone's own variables.
+    let bucket_root = r.root.join("bucket");
+    let month = bucket_root.join("station-backups-staging/postgres/202611");
+    std::fs::create_dir_all(&month).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(&r.root)
+            .env("XTASK_ENVIRONMENTS", &r.envs_file)
+            .env("XTASK_ROOT", &r.root)
+            .env("STAGING_SSH_HOST", "127.0.0.1")
+            .env("STAGING_SSH_PORT", r.port.to_string())
+            .env("STAGING_SSH_KNOWN_HOSTS", &r.known_hosts)
+            .env("STAGING_SSH_KEY", &r.key)
+            .env("RCLONE_CONFIG_B2_TYPE", "alias")
+            .env("RCLONE_CONFIG_B2_REMOTE", &bucket_root)
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let marker = r.remote_dir.join("migrated.txt");
+    let (code, out) = run(&["migrate", "--env", "migrating", "--sha", SHA]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refusing to migrate") && out.contains("pre-deploy-89abcde"),
+        "{out}"
+    );
+    assert!(!marker.exists(), "the migration ran without a backup");
+
+    let gz = Command::new("sh")
+        .args(["-c", "printf 'SELECT 1;\\n' | gzip -c"])
+        .output()
+        .unwrap()
+        .stdout;
+    std::fs::write(
+        month.join("station_backup_20261125_120000_pre-deploy-89abcde.sql.gz"),
+        gz,
+    )
+    .unwrap();
+    let (code, out) = run(&["migrate", "--env", "migrating", "--sha", SHA]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        format!(
+            "docker-compose.staging.yml|station-staging|.env.staging|{SHA}|{}",
+            r.remote_dir.display()
+        )
+    );
 }
