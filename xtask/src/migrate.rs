@@ -257,14 +257,14 @@ fn command_cmd(env: &Environment, sha: &Sha, words: &[String]) -> Result<Cmd> {
     .timeout(Duration::from_secs(1800)))
 }
 
-/// Apply the pending migrations. Requires the verified backup (only the verify step makes one).
-pub fn apply(env: &Environment, sha: &Sha, backup: &VerifiedBackup) -> Result<String> {
-    let _ = backup.object();
+/// Apply the pending migrations. `_proof` is the verified backup: only the verify step can make one,
+/// so no code path reaches a migration without it.
+pub fn apply(env: &Environment, sha: &Sha, _proof: &VerifiedBackup) -> Result<String> {
     match &env.migration {
         MigrationCommand::Command(words) => {
             let cmd = command_cmd(env, sha, words)?;
             let out = cmd.output()?;
-            let text = crate::deploy::remote::check("migration command", &cmd, out)?;
+            let text = crate::deploy::remote::check("migration command", out)?;
             Ok(format!(
                 "ran `{}`{}",
                 env.migration_command_text,

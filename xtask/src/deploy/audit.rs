@@ -54,7 +54,7 @@ impl Audit {
             .map_err(|e| Error::write(&self.local, e))?;
         if let Some((t, file)) = &self.remote {
             let cmd = super::remote::append_cmd(t, file, line.into_bytes());
-            super::remote::check("appending to the remote audit log", &cmd, cmd.output()?)?;
+            super::remote::check("appending to the remote audit log", cmd.output()?)?;
         }
         Ok(())
     }

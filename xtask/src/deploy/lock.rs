@@ -221,7 +221,7 @@ fn try_acquire(place: &LockPlace, info: &LockInfo) -> Result<Option<Option<LockI
             let cmd = ssh::script(target, None, REMOTE_ACQUIRE, std::slice::from_ref(dir))
                 .stdin_bytes(json.into_bytes())
                 .timeout(std::time::Duration::from_secs(30));
-            let out = super::remote::check("taking the remote lock", &cmd, cmd.output()?)?;
+            let out = super::remote::check("taking the remote lock", cmd.output()?)?;
             let mut lines = out.splitn(2, '\n');
             match lines.next().map(str::trim) {
                 Some("acquired") => Ok(None),
@@ -277,7 +277,7 @@ fn release(place: &LockPlace, token: &str) -> Result<()> {
                 &[dir.clone(), token.to_string()],
             )
             .timeout(std::time::Duration::from_secs(30));
-            super::remote::check("releasing the remote lock", &cmd, cmd.output()?).map(|_| ())
+            super::remote::check("releasing the remote lock", cmd.output()?).map(|_| ())
         }
     }
 }

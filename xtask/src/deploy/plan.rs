@@ -197,10 +197,9 @@ pub fn failure_summary(failed: Step, not_run: &[Step]) -> String {
         let names: Vec<&str> = not_run.iter().map(|s| s.name()).collect();
         s.push_str(&format!("; not run: {}.", names.join(", ")));
     }
-    let migrate_pending = not_run.contains(&Step::Migrate) || failed == Step::Migrate;
     if not_run.contains(&Step::Migrate) {
         s.push_str(" No migration was run.");
-    } else if failed == Step::Migrate && migrate_pending {
+    } else if failed == Step::Migrate {
         s.push_str(" The failing migration was rolled back (each runs in its own transaction).");
     }
     s

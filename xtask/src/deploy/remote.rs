@@ -166,7 +166,7 @@ pub fn health_cmd(t: &SshTarget, url: &str, tries: u32) -> Cmd {
 
 /// Turn a finished remote command into a result: ssh's own failures (255) are exit 3; the remote
 /// script's codes keep their meaning (3 unavailable, 2 usage, anything else failed).
-pub fn check(what: &str, cmd: &Cmd, out: Output) -> Result<String> {
+pub fn check(what: &str, out: Output) -> Result<String> {
     let stderr = out.stderr_str();
     let stdout = out.stdout_str();
     if out.status.success() {
@@ -177,7 +177,6 @@ pub fn check(what: &str, cmd: &Cmd, out: Output) -> Result<String> {
         describe(out.status),
         stderr.trim()
     );
-    let _ = cmd;
     Err(match out.status.code() {
         Some(255) | Some(3) => Error::unavailable(msg),
         Some(2) => Error::usage(msg),
@@ -198,7 +197,7 @@ pub fn sync(env: &Environment, t: &SshTarget, root: &Path) -> Result<Vec<String>
         })?;
         let cmd = put_cmd(t, dir, &name, mode, bytes);
         let out = cmd.output()?;
-        check(&format!("copying {name}"), &cmd, out)?;
+        check(&format!("copying {name}"), out)?;
         done.push(format!("{dir}/{name}"));
     }
     Ok(done)

@@ -416,7 +416,7 @@ impl<'a> Pipeline<'a> {
                     t.user, t.host, t.port
                 ));
                 let cmd = remote::preflight_cmd(env, &t)?;
-                let out = remote::check("server preflight", &cmd, cmd.output()?)?;
+                let out = remote::check("server preflight", cmd.output()?)?;
                 notes.push(out.trim().to_string());
             }
         }
@@ -443,7 +443,7 @@ impl<'a> Pipeline<'a> {
                     .timeout(Duration::from_secs(300));
                 let out = cmd.output()?;
                 eprint!("{}", out.stderr_str());
-                remote::check("compose up", &cmd, out)?;
+                remote::check("compose up", out)?;
                 Ok("compose up -d --wait".into())
             }
             Transport::Ssh => {
@@ -452,7 +452,7 @@ impl<'a> Pipeline<'a> {
                     let cmd = remote::compose_env_cmd(env, &t, self.sha.as_str(), &words)?
                         .timeout(Duration::from_secs(900));
                     let out = cmd.output()?;
-                    remote::check(&words.join(" "), &cmd, out)?;
+                    remote::check(&words.join(" "), out)?;
                 }
                 Ok(format!(
                     "docker compose pull && up -d in {} (STATION_TAG={})",
@@ -522,7 +522,7 @@ impl<'a> Pipeline<'a> {
                 }
                 let t = self.target()?;
                 let cmd = remote::health_cmd(&t, &env.health_url, tries);
-                let out = remote::check("health", &cmd, cmd.output()?)?;
+                let out = remote::check("health", cmd.output()?)?;
                 Ok(out.trim().to_string())
             }
         }
