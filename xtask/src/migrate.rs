@@ -1,10 +1,364 @@
-//! `cargo xtask migrate`.
+//! `cargo xtask migrate --env X [--sha SHA]`: run the environment's migrations, but only with a
+//! verified pre-deploy backup for the SHA ([`VerifiedBackup`], which only the verify step makes).
+//!
+//! `builtin:sql-migrations`: the files `NNNN_name.sql` of `migrations_dir`, applied in order, each with
+//! `psql -X -v ON_ERROR_STOP=1 --single-transaction -f -` together with its `schema_migrations` row
+//! (so a failing file leaves nothing behind). Locally psql talks to the local cluster (password in
+//! `PGPASSWORD`); in a compose environment it runs in the postgres container (`exec -T`), over SSH
+//! for remote ones. Any other migration command (e.g. `docker compose run --rm backend pnpm
+//! migration:run`) runs in the environment's directory, remotely for ssh environments.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::deploy::plan::Sha;
+use crate::deploy::verified::VerifiedBackup;
+use crate::environments::{Environment, Environments, MigrationCommand, Transport};
 use crate::error::{Error, ExitCode, Result};
+use crate::process::Cmd;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Environment to migrate.
+    #[arg(long, default_value = "local")]
+    pub env: String,
+    /// The release being deployed (default: `git rev-parse HEAD`); its `pre-deploy-<sha7>` backup
+    /// must exist in the bucket.
+    #[arg(long)]
+    pub sha: Option<String>,
+}
 
-pub fn run(_args: Args) -> Result<ExitCode> {
-    Err(Error::unavailable("not implemented yet"))
+pub fn run(args: Args) -> Result<ExitCode> {
+    let envs = Environments::load()?;
+    let env = envs.get(&args.env)?;
+    let sha = match &args.sha {
+        Some(s) => Sha::parse(s)?,
+        None => crate::deploy::head_sha(&envs.root)?,
+    };
+    let backup = VerifiedBackup::find_for_sha(env, &sha)?;
+    println!(
+        "verified pre-deploy backup: {} ({} bytes, {} {})",
+        backup.object().path,
+        backup.object().size,
+        backup.object().hash_type,
+        backup.object().hash
+    );
+    let applied = apply(env, &sha, &backup)?;
+    println!("{applied}");
+    Ok(ExitCode::Ok)
+}
+
+/// One SQL migration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    pub version: u32,
+    /// File stem, e.g. `0002_add_status`.
+    pub name: String,
+    pub file: PathBuf,
+}
+
+/// `NNNN_name.sql` → (version, stem). Names are `[a-z0-9_]`.
+pub fn parse_file_name(name: &str) -> Option<(u32, String)> {
+    let stem = name.strip_suffix(".sql")?;
+    let (num, rest) = stem.split_once('_')?;
+    if num.len() != 4 || !num.bytes().all(|b| b.is_ascii_digit()) || rest.is_empty() {
+        return None;
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return None;
+    }
+    Some((num.parse().ok()?, stem.to_string()))
+}
+
+/// The migrations of a directory, in order. A `.sql` file with a bad name or a repeated version is
+/// bad input (exit 2).
+pub fn discover(dir: &Path) -> Result<Vec<Migration>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))?;
+    let mut out: Vec<Migration> = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::read(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".sql") {
+            continue;
+        }
+        let (version, stem) = parse_file_name(&name).ok_or_else(|| {
+            Error::input(
+                &e.path(),
+                1,
+                1,
+                "migration files are named NNNN_name.sql (four digits, then [a-z0-9_])",
+            )
+        })?;
+        out.push(Migration {
+            version,
+            name: stem,
+            file: e.path(),
+        });
+    }
+    out.sort_by_key(|m| m.version);
+    for w in out.windows(2) {
+        if w[0].version == w[1].version {
+            return Err(Error::input(
+                &w[1].file,
+                1,
+                1,
+                format!(
+                    "version {:04} is also used by {}",
+                    w[1].version,
+                    w[0].file.display()
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+pub const SCHEMA_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
+version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())";
+
+/// The script psql runs for one migration inside `--single-transaction`: the file, then its row.
+/// The version and name are validated (digits, `[a-z0-9_]`), so the literal is safe.
+pub fn migration_script(m: &Migration, sql: &str) -> String {
+    format!(
+        "{sql}\n;\nINSERT INTO schema_migrations (version, name) VALUES ({}, '{}');\n",
+        m.version, m.name
+    )
+}
+
+/// psql invocations for an environment (local cluster, compose container, or over SSH).
+struct Psql<'a> {
+    env: &'a Environment,
+    sha: &'a Sha,
+}
+
+impl Psql<'_> {
+    fn cmd(&self, extra: &[&str]) -> Result<Cmd> {
+        let mut args: Vec<String> = ["-X", "-q", "-v", "ON_ERROR_STOP=1"]
+            .map(String::from)
+            .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let env = self.env;
+        Ok(match env.transport {
+            Transport::Local => crate::local::Local::open(env)?
+                .pg_client("psql")?
+                .args(args)
+                .timeout(Duration::from_secs(600)),
+            Transport::Docker => crate::docker::compose(env)?
+                .args([
+                    "exec",
+                    "-T",
+                    &env.services.postgres,
+                    "psql",
+                    "-U",
+                    &env.db_user,
+                    "-d",
+                    &env.database,
+                ])
+                .args(args)
+                .timeout(Duration::from_secs(600)),
+            Transport::Ssh => {
+                let t = env.ssh_target()?;
+                let mut words: Vec<String> = ["docker", "compose", "exec", "-T"]
+                    .map(String::from)
+                    .to_vec();
+                words.extend([
+                    env.services.postgres.clone(),
+                    "psql".into(),
+                    "-U".into(),
+                    env.db_user.clone(),
+                    "-d".into(),
+                    env.database.clone(),
+                ]);
+                words.extend(args);
+                crate::deploy::remote::compose_env_cmd(env, &t, self.sha.as_str(), &words)?
+                    .timeout(Duration::from_secs(600))
+            }
+        })
+    }
+
+    fn query(&self, sql: &str) -> Result<String> {
+        self.cmd(&["-A", "-t", "-c", sql])?.read()
+    }
+}
+
+/// The commands `apply` would run (for `deploy --dry-run`; secrets redacted).
+pub fn plan_commands(env: &Environment, sha: &Sha) -> Result<Vec<String>> {
+    match &env.migration {
+        MigrationCommand::BuiltinSql => {
+            let dir = migrations_dir(env)?;
+            let p = Psql { env, sha };
+            let mut v = Vec::new();
+            let cmd = |extra: &[&str]| -> Result<String> {
+                Ok(match p.cmd(extra) {
+                    Ok(c) => c.display(),
+                    // Not set up yet (local) or not configured: show the psql part only.
+                    Err(_) => crate::process::quote_words(
+                        &[&["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"][..], extra].concat(),
+                    ),
+                })
+            };
+            v.push(cmd(&["-A", "-t", "-c", SCHEMA_TABLE_SQL])?);
+            for m in discover(&dir)? {
+                v.push(format!(
+                    "{}  < {} + its schema_migrations row (only if version {} is not applied yet)",
+                    cmd(&["--single-transaction", "-f", "-"])?,
+                    m.file.display(),
+                    m.version
+                ));
+            }
+            Ok(v)
+        }
+        MigrationCommand::Command(words) => Ok(vec![command_cmd(env, sha, words)
+            .map(|c| c.display())
+            .unwrap_or_else(|_| crate::process::quote_words(words))]),
+    }
+}
+
+fn migrations_dir(env: &Environment) -> Result<PathBuf> {
+    env.migrations_dir.clone().ok_or_else(|| {
+        Error::usage(format!(
+            "environment `{}` uses builtin:sql-migrations without migrations_dir",
+            env.name
+        ))
+    })
+}
+
+fn command_cmd(env: &Environment, sha: &Sha, words: &[String]) -> Result<Cmd> {
+    Ok(match env.transport {
+        Transport::Ssh => {
+            let t = env.ssh_target()?;
+            crate::deploy::remote::compose_env_cmd(env, &t, sha.as_str(), words)?
+        }
+        Transport::Local | Transport::Docker => {
+            let root = env
+                .compose_file
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let files: Vec<String> = std::iter::once(&env.compose_file)
+                .chain(&env.compose_overrides)
+                .map(|p| p.display().to_string())
+                .collect();
+            let mut c = Cmd::new(&words[0])
+                .args(&words[1..])
+                .dir(root)
+                .env("COMPOSE_FILE", files.join(":"))
+                .env("COMPOSE_PROJECT_NAME", &env.compose_project)
+                .env("STATION_TAG", sha.as_str());
+            if let Some(f) = &env.env_file {
+                c = c.env("COMPOSE_ENV_FILES", f.display().to_string());
+            }
+            c
+        }
+    }
+    .timeout(Duration::from_secs(1800)))
+}
+
+/// Apply the pending migrations. `_proof` is the verified backup: only the verify step can make one,
+/// so no code path reaches a migration without it.
+pub fn apply(env: &Environment, sha: &Sha, _proof: &VerifiedBackup) -> Result<String> {
+    match &env.migration {
+        MigrationCommand::Command(words) => {
+            let cmd = command_cmd(env, sha, words)?;
+            let out = cmd.output()?;
+            let text = crate::deploy::remote::check("migration command", out)?;
+            Ok(format!(
+                "ran `{}`{}",
+                env.migration_command_text,
+                if text.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(":\n{}", text.trim_end())
+                }
+            ))
+        }
+        MigrationCommand::BuiltinSql => {
+            let migrations = discover(&migrations_dir(env)?)?;
+            let psql = Psql { env, sha };
+            psql.query(SCHEMA_TABLE_SQL)
+                .map_err(|e| e.context("creating schema_migrations"))?;
+            let applied: Vec<u32> = psql
+                .query("SELECT version FROM schema_migrations ORDER BY version")?
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            let mut done = Vec::new();
+            for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
+                let sql = std::fs::read_to_string(&m.file).map_err(|e| Error::read(&m.file, e))?;
+                let cmd = psql
+                    .cmd(&["--single-transaction", "-f", "-"])?
+                    .stdin_bytes(migration_script(m, &sql));
+                let out = cmd.output()?;
+                if !out.status.success() {
+                    let applied_note = if done.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (applied before it: {})", done.join(", "))
+                    };
+                    return Err(Error::failed(format!(
+                        "migration {} failed and was rolled back{applied_note}: {}",
+                        m.file.display(),
+                        out.stderr_str().trim()
+                    )));
+                }
+                done.push(m.name.clone());
+            }
+            Ok(if done.is_empty() {
+                format!("no pending migration ({} applied)", applied.len())
+            } else {
+                format!("applied {}: {}", done.len(), done.join(", "))
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(
+            parse_file_name("0002_add_status.sql"),
+            Some((2, "0002_add_status".into()))
+        );
+        for bad in [
+            "2_x.sql",
+            "0002.sql",
+            "0002_.sql",
+            "0002_Add.sql",
+            "0002_a-b.sql",
+            "0002_a'b.sql",
+            "abcd_x.sql",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn repo_migrations_are_in_order_and_scripts_record_them() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/migrations");
+        let ms = discover(&dir).unwrap();
+        assert!(ms.len() >= 2);
+        assert!(ms.windows(2).all(|w| w[0].version < w[1].version));
+        let s = migration_script(&ms[0], "SELECT 1");
+        assert!(
+            s.ends_with("VALUES (1, '0001_create_core_tables');\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn bad_and_duplicate_files_are_input_errors() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("0001_a.sql"), "").unwrap();
+        std::fs::write(d.path().join("0001_b.sql"), "").unwrap();
+        assert!(matches!(discover(d.path()), Err(Error::Input { .. })));
+        std::fs::remove_file(d.path().join("0001_b.sql")).unwrap();
+        std::fs::write(d.path().join("1_b.sql"), "").unwrap();
+        assert!(matches!(discover(d.path()), Err(Error::Input { .. })));
+    }
 }

@@ -231,8 +231,11 @@ impl Cmd {
 
     /// Run with inherited stdout/stderr and return the exit status (timeout: exit 3).
     pub fn status(&self) -> Result<ExitStatus> {
+        let started = Instant::now();
         let mut child = self.spawn(Stdio::inherit(), Stdio::inherit())?;
-        self.wait(&mut child)
+        let r = self.wait(&mut child);
+        count_child_time(started);
+        r
     }
 
     fn wait(&self, child: &mut Child) -> Result<ExitStatus> {
@@ -259,6 +262,13 @@ impl Cmd {
 
     /// Run and capture stdout and stderr, whatever the exit status.
     pub fn output(&self) -> Result<Output> {
+        let started = Instant::now();
+        let r = self.output_inner();
+        count_child_time(started);
+        r
+    }
+
+    fn output_inner(&self) -> Result<Output> {
         let mut child = self.spawn(Stdio::piped(), Stdio::piped())?;
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
@@ -294,6 +304,19 @@ impl Cmd {
             )))
         }
     }
+}
+
+static CHILD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_child_time(started: Instant) {
+    let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+    CHILD_NANOS.fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Total wall time this process spent running child processes through [`Cmd`] (spawn to reap).
+/// `deploy` subtracts it from its own wall time to report xtask's overhead.
+pub fn child_wall_time() -> Duration {
+    Duration::from_nanos(CHILD_NANOS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// "exited with 3" / "was killed by signal 9".

@@ -1,10 +1,135 @@
-//! `cargo xtask deploy`.
+//! `cargo xtask deploy [--env E] [--sha SHA] [--dry-run] [--json] [--force-unlock] [--step S]`:
+//! the fail-closed pipeline preflight → lock → (sync) → backup → verify backup → migrate → roll out →
+//! health → verify Redis. Any failure stops it, says what did not run, releases the lock and records
+//! the outcome in the audit log.
+//!
+//! Layout: `plan` (pure: SHA, steps, report, timestamps), `verified` (the verify step and the
+//! `VerifiedBackup` the migration needs), `lock`, `audit`, `remote` (fixed SSH scripts, file sync),
+//! `runner` (executes the steps, GitHub Actions groups and summary, Ctrl-C).
 
+pub mod audit;
+pub mod lock;
+pub mod plan;
+pub mod remote;
+pub mod runner;
+pub mod verified;
+
+use std::path::Path;
+
+use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
+use crate::process::Cmd;
+use plan::{Sha, Step};
 
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Environment to deploy (local, staging, production; see infra/environments.toml).
+    #[arg(long, default_value = "local")]
+    pub env: String,
+    /// Commit to deploy (default: `git rev-parse HEAD`).
+    #[arg(long)]
+    pub sha: Option<String>,
+    /// Print the exact plan (every command, secrets redacted) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report (or the plan) as JSON on stdout; progress goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Break a stale lock (past its TTL, or left by a dead process on this host).
+    #[arg(long)]
+    pub force_unlock: bool,
+    /// Seconds after which a held lock counts as stale.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub lock_ttl: u64,
+    /// Run one step only (preflight, sync, rollout, health, verify-redis), under the lock when it
+    /// changes something. Backup and migration are `cargo xtask backup` / `cargo xtask migrate`.
+    #[arg(long, value_enum)]
+    pub step: Option<Step>,
+    /// Health polls (2 s apart) before the health step fails.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub health_tries: u32,
+}
 
-pub fn run(_args: Args) -> Result<ExitCode> {
-    Err(Error::unavailable("not implemented yet"))
+pub fn run(args: Args) -> Result<ExitCode> {
+    let envs = Environments::load()?;
+    let env = envs.get(&args.env)?;
+    let sha = match &args.sha {
+        Some(s) => Sha::parse(s)?,
+        None => head_sha(&envs.root)?,
+    };
+    let steps = plan::steps_for(env.transport, args.step)?;
+    if args.dry_run {
+        let planned = runner::dry_run(env, &envs.root, &sha, &steps, &args)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "env": env.name, "sha": sha, "dry_run": true, "steps": planned
+                }))
+                .expect("serializable")
+            );
+        } else {
+            println!(
+                "deploy plan for `{}` at {} (dry run: nothing is changed)",
+                env.name,
+                sha.as_str()
+            );
+            for (i, p) in planned.iter().enumerate() {
+                println!("{}. {}: {}", i + 1, p.step.name(), p.what);
+                for c in &p.commands {
+                    println!("     $ {c}");
+                }
+            }
+        }
+        return Ok(ExitCode::Ok);
+    }
+    runner::Pipeline::new(env, &envs.root, sha, args.clone())?.run(&steps)
+}
+
+/// `git rev-parse HEAD` of the repository (exit 2 when there is no git checkout: pass --sha).
+pub fn head_sha(root: &Path) -> Result<Sha> {
+    let out = Cmd::new("git")
+        .args(["rev-parse", "HEAD"])
+        .dir(root)
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .map_err(|e| Error::usage(format!("cannot ask git for the commit ({e}): pass --sha")))?;
+    if !out.status.success() {
+        return Err(Error::usage(format!(
+            "cannot determine the commit (`git rev-parse HEAD`: {}): pass --sha",
+            out.stderr_str().trim()
+        )));
+    }
+    Sha::parse(out.stdout_str().trim())
+}
+
+/// Who is deploying: `GITHUB_ACTOR` in Actions, else the login name.
+pub fn actor() -> String {
+    ["GITHUB_ACTOR", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The GitHub Actions run URL, when in Actions.
+pub fn run_url() -> Option<String> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Some(format!(
+        "{}/{}/actions/runs/{}",
+        get("GITHUB_SERVER_URL")?,
+        get("GITHUB_REPOSITORY")?,
+        get("GITHUB_RUN_ID")?
+    ))
+}
+
+/// The compose durability gate, as a preflight check. The coordinator wires this to the compose
+/// engine's check after the merge (`crate::compose::run(compose::Args::Check { .. })`).
+pub fn compose_check(_env: &Environment) -> Result<()> {
+    match crate::compose::run(crate::compose::Args::Check)? {
+        ExitCode::Ok => Ok(()),
+        code => Err(Error::failed(format!(
+            "`cargo xtask compose check` failed (exit {}): fix the compose files it names",
+            code as i32
+        ))),
+    }
 }

@@ -1,15 +1,451 @@
-//! `cargo xtask local up|down|status|env`.
+//! `cargo xtask local up|down|status|env`: the `local` environment, for real.
+//!
+//! A PostgreSQL cluster (run as `postgres` when we are root), a daemonized redis-server started with
+//! the persistence arguments of the compose file (read from it, not copied), and the directory behind
+//! the rclone remote `b2`, all under the environment's `state_dir` (`target/local`). Ports and
+//! generated passwords live in `state.json` (0600) only. `up` is idempotent and reuses the recorded
+//! ports when they are free.
 
+pub mod state;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::environments::{Environment, Environments, Transport};
 use crate::error::{Error, ExitCode, Result};
+use crate::process::{self, quote};
+use crate::services::postgres::Cluster;
+use crate::services::redis::{RedisConfig, RedisServer};
+use crate::services::{self, free_port};
+use state::{LocalPaths, LocalState};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Args {
-    /// Start the local environment.
-    Up,
+    /// Start the local environment (idempotent): PostgreSQL, redis-server, the rclone remote's directory.
+    Up(EnvArg),
+    /// Stop PostgreSQL and redis-server (data is kept unless `--purge`).
+    Down {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Also delete every file of the local environment (databases, Redis data, backup objects).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Say what runs, on which ports (exit 1 when something is down).
+    Status(EnvArg),
+    /// Print shell exports for the local environment (`eval "$(cargo xtask local env)"`).
+    Env {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Also print PGPASSWORD and REDISCLI_AUTH.
+        #[arg(long)]
+        secrets: bool,
+    },
 }
 
-pub fn run(_args: Args) -> Result<ExitCode> {
-    Err(Error::unavailable("not implemented yet"))
+#[derive(clap::Args, Debug)]
+pub struct EnvArg {
+    /// Environment (must have transport `local`).
+    #[arg(long, default_value = "local")]
+    pub env: String,
 }
 
-pub mod state;
+pub fn run(args: Args) -> Result<ExitCode> {
+    let envs = Environments::load()?;
+    let name = match &args {
+        Args::Up(e) | Args::Status(e) => &e.env,
+        Args::Down { env, .. } | Args::Env { env, .. } => &env.env,
+    };
+    let env = local_env(&envs, name)?;
+    match args {
+        Args::Up(_) => {
+            let l = up(env)?;
+            println!("{}", l.describe());
+            println!("shell exports: eval \"$(cargo xtask local env)\"");
+            Ok(ExitCode::Ok)
+        }
+        Args::Down { purge, .. } => {
+            down(env, purge)?;
+            println!(
+                "local environment `{}` stopped{}",
+                env.name,
+                if purge {
+                    " and its files deleted"
+                } else {
+                    " (data kept; `--purge` deletes it)"
+                }
+            );
+            Ok(ExitCode::Ok)
+        }
+        Args::Status(_) => status(env),
+        Args::Env { secrets, .. } => {
+            let l = Local::open(env)?;
+            print!("{}", l.exports(secrets));
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+/// The named environment, which must be of transport `local`.
+pub fn local_env<'a>(envs: &'a Environments, name: &str) -> Result<&'a Environment> {
+    let env = envs.get(name)?;
+    if env.transport != Transport::Local {
+        return Err(Error::usage(format!(
+            "environment `{name}` has transport {:?}, not local",
+            env.transport
+        )));
+    }
+    Ok(env)
+}
+
+/// The local environment's pieces, described from its state (running or not).
+#[derive(Clone, Debug)]
+pub struct Local {
+    pub env: Environment,
+    pub paths: LocalPaths,
+    pub state: LocalState,
+    /// Where the cluster actually lives (`paths.pg_base`, or a fallback the `postgres` user can reach).
+    pub pg_base: PathBuf,
+}
+
+impl Local {
+    /// Read the state of an environment that was brought up before (exit 3 when it never was).
+    pub fn open(env: &Environment) -> Result<Local> {
+        let paths = LocalPaths::of(env)?;
+        let state = LocalState::load_from(&paths.state_file)?;
+        let pg_base = recorded_pg_base(&paths).unwrap_or_else(|| paths.pg_base.clone());
+        Ok(Local {
+            env: env.clone(),
+            paths,
+            state,
+            pg_base,
+        })
+    }
+
+    pub fn cluster(&self) -> Result<Cluster> {
+        Cluster::at(&self.pg_base, self.state.pg_port, &self.env.db_user)
+    }
+
+    /// `psql`/`pg_dump` against the environment's database, password in `PGPASSWORD` only.
+    pub fn pg_client(&self, tool: &str) -> Result<process::Cmd> {
+        Ok(self
+            .cluster()?
+            .client(tool, &self.env.database, &self.state.pg_password))
+    }
+
+    /// `redis-cli` against the local redis-server, password in `REDISCLI_AUTH` only.
+    pub fn redis_cli(&self) -> process::Cmd {
+        process::Cmd::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(self.state.redis_port.to_string())
+            .secret_env("REDISCLI_AUTH", &self.state.redis_password)
+    }
+
+    pub fn redis_pidfile(&self) -> PathBuf {
+        self.paths.redis_dir.join("redis.pid")
+    }
+
+    pub fn redis_running(&self) -> bool {
+        pid_alive(&self.redis_pidfile()) && RedisServer::is_up(self.state.redis_port)
+    }
+
+    /// Shell exports; passwords only with `secrets`.
+    pub fn exports(&self, secrets: bool) -> String {
+        let mut out = String::new();
+        let mut export = |k: &str, v: &str| out.push_str(&format!("export {k}={}\n", quote(v)));
+        export("PGHOST", "127.0.0.1");
+        export("PGPORT", &self.state.pg_port.to_string());
+        export("PGUSER", &self.env.db_user);
+        export("PGDATABASE", &self.env.database);
+        export("REDIS_URL", &self.state.redis_url());
+        let rclone = LocalState::rclone_env(&self.env, &self.paths);
+        for (k, v) in &rclone {
+            export(k, v);
+        }
+        if secrets {
+            export("PGPASSWORD", &self.state.pg_password);
+            export("REDISCLI_AUTH", &self.state.redis_password);
+        }
+        if rclone.is_empty() {
+            out.push_str(&format!(
+                "# the rclone remote `{}` is configured by your own RCLONE_CONFIG_* variables\n",
+                self.env.backup.remote
+            ));
+        }
+        if !secrets {
+            out.push_str(&format!(
+                "# passwords are not printed: `cargo xtask local env --secrets` adds PGPASSWORD and REDISCLI_AUTH (they live in {}, mode 0600)\n",
+                self.paths.state_file.display()
+            ));
+        }
+        out
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "local environment `{}`:\n  PostgreSQL  127.0.0.1:{}  database {} (user {}), data in {}\n  Redis       127.0.0.1:{}  data in {}\n  backups     rclone remote `{}` -> {}",
+            self.env.name,
+            self.state.pg_port,
+            self.env.database,
+            self.env.db_user,
+            self.pg_base.display(),
+            self.state.redis_port,
+            self.paths.redis_dir.display(),
+            self.env.backup.remote,
+            self.paths.objects.display()
+        )
+    }
+}
+
+/// Tools `local up` drives, each named with its package when missing (exit 3).
+pub fn required_tools() -> Vec<&'static str> {
+    let mut t = vec!["psql", "redis-server", "redis-cli", "rclone"];
+    if services::is_root() {
+        t.push("runuser");
+    }
+    t
+}
+
+/// Bring the environment up (idempotent) and return it.
+pub fn up(env: &Environment) -> Result<Local> {
+    for t in required_tools() {
+        process::require(t)?;
+    }
+    let paths = LocalPaths::of(env)?;
+    std::fs::create_dir_all(&paths.root).map_err(|e| Error::write(&paths.root, e))?;
+    let previous = paths
+        .state_file
+        .exists()
+        .then(|| LocalState::load_from(&paths.state_file))
+        .transpose()?;
+    let pg_base = pg_base_for(&paths)?;
+
+    // Ports: keep the recorded ones when our own server holds them or they are free.
+    let probe = Local {
+        env: env.clone(),
+        paths: paths.clone(),
+        state: previous.clone().unwrap_or(LocalState {
+            pg_port: 0,
+            pg_password: String::new(),
+            redis_port: 0,
+            redis_password: String::new(),
+        }),
+        pg_base: pg_base.clone(),
+    };
+    let pg_running = previous.is_some()
+        && Cluster::at(&pg_base, probe.state.pg_port, &env.db_user)?.is_running();
+    let redis_running = previous.is_some() && probe.redis_running();
+    let pick = |old: Option<u16>, ours: bool| -> Result<u16> {
+        match old {
+            Some(p) if p != 0 && (ours || port_is_free(p)) => Ok(p),
+            _ => free_port(),
+        }
+    };
+    let pg_port = pick(previous.as_ref().map(|s| s.pg_port), pg_running)?;
+    let mut redis_port = pick(previous.as_ref().map(|s| s.redis_port), redis_running)?;
+    while redis_port == pg_port {
+        redis_port = free_port()?;
+    }
+    let state = LocalState {
+        pg_port,
+        pg_password: previous
+            .as_ref()
+            .map(|s| s.pg_password.clone())
+            .unwrap_or(random_secret()?),
+        redis_port,
+        redis_password: previous
+            .as_ref()
+            .map(|s| s.redis_password.clone())
+            .unwrap_or(random_secret()?),
+    };
+    state.save(&paths.state_file)?;
+    let local = Local {
+        env: env.clone(),
+        paths: paths.clone(),
+        state,
+        pg_base,
+    };
+
+    // PostgreSQL.
+    let cluster = local.cluster()?;
+    if !cluster.is_initialized() {
+        cluster.init(&local.state.pg_password)?;
+    } else if !pg_running {
+        set_pg_port(&cluster)?;
+    }
+    cluster.start()?;
+    let db = &env.database;
+    let exists = cluster.psql(
+        "postgres",
+        &local.state.pg_password,
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"),
+    )?;
+    if exists.trim() != "1" {
+        // `database` and `db_user` are validated identifiers (environments.rs).
+        cluster.psql(
+            "postgres",
+            &local.state.pg_password,
+            &format!("CREATE DATABASE {db} OWNER {}", env.db_user),
+        )?;
+    }
+
+    // Redis, with the persistence arguments of the compose file.
+    if !local.redis_running() {
+        let args = crate::compose::redis_server_args(&env.compose_file, &env.services.redis)?;
+        RedisServer::daemonize(
+            &paths.redis_dir,
+            local.state.redis_port,
+            &RedisConfig {
+                args,
+                password: Some(local.state.redis_password.clone()),
+                config_lines: vec![],
+            },
+        )?;
+    }
+
+    // The rclone remote's directory: `<objects>/<bucket>`.
+    let bucket = paths.objects.join(&env.backup.bucket);
+    std::fs::create_dir_all(&bucket).map_err(|e| Error::write(&bucket, e))?;
+    Ok(local)
+}
+
+/// Stop both servers; with `purge`, delete every file of the environment.
+pub fn down(env: &Environment, purge: bool) -> Result<()> {
+    let paths = LocalPaths::of(env)?;
+    if let Ok(l) = Local::open(env) {
+        if l.cluster()?.is_initialized() {
+            l.cluster()?.stop()?;
+        }
+        RedisServer::stop_pidfile(&l.redis_pidfile(), Duration::from_secs(30))?;
+        if purge && l.pg_base != paths.pg_base {
+            remove_dir(l.pg_base.parent().unwrap_or(&l.pg_base))?;
+        }
+    }
+    if purge {
+        remove_dir(&paths.root)?;
+    }
+    Ok(())
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::write(dir, e)),
+    }
+}
+
+fn status(env: &Environment) -> Result<ExitCode> {
+    let l = match Local::open(env) {
+        Ok(l) => l,
+        Err(_) => {
+            println!(
+                "local environment `{}`: not set up (run `cargo xtask local up`)",
+                env.name
+            );
+            return Ok(ExitCode::Failed);
+        }
+    };
+    let pg = l.cluster()?.is_running();
+    let redis = l.redis_running();
+    let word = |b: bool| if b { "running" } else { "stopped" };
+    println!("{}", l.describe());
+    println!("  PostgreSQL: {}", word(pg));
+    println!("  Redis:      {}", word(redis));
+    Ok(if pg && redis {
+        ExitCode::Ok
+    } else {
+        println!("start it with `cargo xtask local up`");
+        ExitCode::Failed
+    })
+}
+
+/// A 48-character hex secret from /dev/urandom.
+pub fn random_secret() -> Result<String> {
+    let mut b = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::unavailable(format!("cannot read /dev/urandom: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn pid_alive(pidfile: &Path) -> bool {
+    std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Append the (new) port to postgresql.conf: the last setting wins.
+fn set_pg_port(c: &Cluster) -> Result<()> {
+    use std::io::Write;
+    let conf = c.data_dir.join("postgresql.conf");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .map_err(|e| Error::write(&conf, e))?;
+    writeln!(f, "port = {}", c.port).map_err(|e| Error::write(&conf, e))
+}
+
+/// File recording where the cluster lives when it is not at `paths.pg_base`.
+fn location_file(paths: &LocalPaths) -> PathBuf {
+    paths.root.join("postgres.location")
+}
+
+fn recorded_pg_base(paths: &LocalPaths) -> Option<PathBuf> {
+    std::fs::read_to_string(location_file(paths))
+        .ok()
+        .map(|s| PathBuf::from(s.trim()))
+        .filter(|p| p.is_absolute())
+}
+
+/// Where the cluster goes: `paths.pg_base` when the `postgres` user can traverse every directory
+/// above it, else `/var/tmp/xtask-local-<hash of the state dir>/postgres` (recorded in
+/// `postgres.location` so every later command finds it).
+fn pg_base_for(paths: &LocalPaths) -> Result<PathBuf> {
+    if let Some(p) = recorded_pg_base(paths) {
+        return Ok(p);
+    }
+    if !services::is_root() || postgres_can_traverse(&paths.root) {
+        return Ok(paths.pg_base.clone());
+    }
+    let abs = std::path::absolute(&paths.root).unwrap_or(paths.root.clone());
+    let hash = abs
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+    let dir = PathBuf::from(format!("/var/tmp/xtask-local-{hash:016x}"));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::write(&dir, e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| Error::write(&dir, e))?;
+    let base = dir.join("postgres");
+    eprintln!(
+        "note: the `postgres` user cannot reach {}; the cluster lives in {} instead",
+        paths.root.display(),
+        base.display()
+    );
+    crate::services::postgres::write_private(
+        &location_file(paths),
+        base.display().to_string().as_bytes(),
+    )?;
+    Ok(base)
+}
+
+/// Whether the `postgres` user can traverse `dir` (and so everything above it).
+pub fn postgres_can_traverse(dir: &Path) -> bool {
+    process::Cmd::new("runuser")
+        .args(["-u", crate::services::postgres::RUN_AS, "--", "test", "-x"])
+        .arg(dir)
+        .timeout(Duration::from_secs(10))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

@@ -1,0 +1,336 @@
+//! One deploy per environment at a time. A lock records who holds it (owner, host, pid, SHA, start,
+//! expiry, CI run URL) and a random token; it is released by whoever holds the token (a `Drop` guard,
+//! so on every exit path). A lock past its TTL, or left by a dead process on this host, is stale:
+//! reported, and broken only with `--force-unlock`.
+//!
+//! Local and docker environments: a file created with `O_EXCL`. Remote environments: a directory in
+//! the remote directory created with `mkdir` (atomic on the server), holding `info.json`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::environments::SshTarget;
+use crate::error::{Error, Result};
+use crate::ssh;
+
+use super::plan::{now_unix, rfc3339_ms};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockInfo {
+    pub owner: String,
+    pub host: String,
+    pub pid: u32,
+    pub sha: String,
+    pub started_unix: u64,
+    pub expires_unix: u64,
+    #[serde(default)]
+    pub run_url: Option<String>,
+    pub token: String,
+}
+
+impl LockInfo {
+    pub fn new(sha: &str, ttl_secs: u64, token: String) -> LockInfo {
+        let now = now_unix();
+        LockInfo {
+            owner: super::actor(),
+            host: hostname(),
+            pid: std::process::id(),
+            sha: sha.to_string(),
+            started_unix: now,
+            expires_unix: now + ttl_secs,
+            run_url: super::run_url(),
+            token,
+        }
+    }
+
+    /// Why this lock is stale, if it is (past its TTL, or its process on this host is gone).
+    pub fn stale_reason(&self, now: u64) -> Option<String> {
+        if now >= self.expires_unix {
+            return Some(format!(
+                "expired {}s ago (TTL ended {})",
+                now - self.expires_unix,
+                rfc3339_ms(self.expires_unix as u128 * 1000)
+            ));
+        }
+        if self.host == hostname() && !Path::new(&format!("/proc/{}", self.pid)).exists() {
+            return Some(format!("its process {} on {} is gone", self.pid, self.host));
+        }
+        None
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "held by {} on {} (pid {}) for {} since {}{}",
+            self.owner,
+            self.host,
+            self.pid,
+            self.sha,
+            rfc3339_ms(self.started_unix as u128 * 1000),
+            self.run_url
+                .as_deref()
+                .map(|u| format!(", run {u}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Where the lock lives.
+#[derive(Clone, Debug)]
+pub enum LockPlace {
+    File(PathBuf),
+    Remote { target: SshTarget, dir: String },
+}
+
+impl LockPlace {
+    pub fn describe(&self) -> String {
+        match self {
+            LockPlace::File(p) => p.display().to_string(),
+            LockPlace::Remote { target, dir } => {
+                format!("{}@{}:{dir}/.deploy.lock", target.user, target.host)
+            }
+        }
+    }
+}
+
+/// A held lock, released on drop.
+#[derive(Debug)]
+pub struct LockGuard {
+    place: LockPlace,
+    token: String,
+    released: bool,
+}
+
+impl LockGuard {
+    pub fn release(&mut self) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        release(&self.place, &self.token)
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            eprintln!("warning: could not release the deploy lock: {e}");
+        }
+    }
+}
+
+/// Take the lock. Held by a live deploy: exit 1 naming the holder. Stale: exit 1 unless `force`,
+/// which breaks it (only that stale lock: the token is checked) and takes it.
+pub fn acquire(
+    place: &LockPlace,
+    info: &LockInfo,
+    force: bool,
+) -> Result<(LockGuard, Vec<String>)> {
+    let mut notes = Vec::new();
+    for _ in 0..3 {
+        match try_acquire(place, info)? {
+            None => {
+                return Ok((
+                    LockGuard {
+                        place: place.clone(),
+                        token: info.token.clone(),
+                        released: false,
+                    },
+                    notes,
+                ))
+            }
+            Some(held) => {
+                let holder = match &held {
+                    Some(h) => h.describe(),
+                    None => "with unreadable lock information".to_string(),
+                };
+                let stale = match &held {
+                    Some(h) => h.stale_reason(now_unix()),
+                    None => Some("its lock information is unreadable".to_string()),
+                };
+                match (stale, force) {
+                    (None, _) => {
+                        return Err(Error::failed(format!(
+                            "another deploy holds the lock {}: {holder}. Wait for it to finish{}",
+                            place.describe(),
+                            if force {
+                                " (--force-unlock only breaks a stale lock)"
+                            } else {
+                                ""
+                            }
+                        )))
+                    }
+                    (Some(why), false) => {
+                        return Err(Error::failed(format!(
+                            "stale deploy lock {} ({why}): {holder}. Make sure that deploy is not \
+                             running, then rerun with --force-unlock",
+                            place.describe()
+                        )))
+                    }
+                    (Some(why), true) => {
+                        notes.push(format!("broke a stale lock ({why}): {holder}"));
+                        let token = held.as_ref().map(|h| h.token.as_str()).unwrap_or("");
+                        break_stale(place, token)?;
+                    }
+                }
+            }
+        }
+    }
+    Err(Error::failed(format!(
+        "could not take the deploy lock {}: it keeps being taken",
+        place.describe()
+    )))
+}
+
+/// `Ok(None)`: acquired. `Ok(Some(info))`: held (info `None` when unreadable).
+fn try_acquire(place: &LockPlace, info: &LockInfo) -> Result<Option<Option<LockInfo>>> {
+    let json = serde_json::to_string(info).expect("serializable");
+    match place {
+        LockPlace::File(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+            }
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    f.write_all(json.as_bytes())
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| Error::write(path, e))?;
+                    Ok(None)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(path).unwrap_or_default();
+                    Ok(Some(serde_json::from_str(&text).ok()))
+                }
+                Err(e) => Err(Error::write(path, e)),
+            }
+        }
+        LockPlace::Remote { target, dir } => {
+            let cmd = ssh::script(target, None, REMOTE_ACQUIRE, std::slice::from_ref(dir))
+                .stdin_bytes(json.into_bytes())
+                .timeout(std::time::Duration::from_secs(30));
+            let out = super::remote::check("taking the remote lock", cmd.output()?)?;
+            let mut lines = out.splitn(2, '\n');
+            match lines.next().map(str::trim) {
+                Some("acquired") => Ok(None),
+                Some("held") => Ok(Some(
+                    serde_json::from_str(lines.next().unwrap_or("").trim()).ok(),
+                )),
+                other => Err(Error::failed(format!(
+                    "taking the remote lock: unexpected answer {other:?}"
+                ))),
+            }
+        }
+    }
+}
+
+const REMOTE_ACQUIRE: &str = r#"set -eu
+mkdir -p "$1"
+if mkdir "$1/.deploy.lock" 2>/dev/null; then
+  umask 077; cat > "$1/.deploy.lock/info.json"; echo acquired
+else
+  echo held; cat "$1/.deploy.lock/info.json" 2>/dev/null || true
+fi
+"#;
+
+/// Remove the lock only if it still carries `token` (`$2`).
+const REMOTE_RELEASE: &str = r#"set -eu
+lock="$1/.deploy.lock"
+[ -d "$lock" ] || exit 0
+if [ -z "$2" ] || grep -qF -- "$2" "$lock/info.json" 2>/dev/null; then rm -rf "$lock"; fi
+"#;
+
+fn release(place: &LockPlace, token: &str) -> Result<()> {
+    match place {
+        LockPlace::File(path) => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let ours = serde_json::from_str::<LockInfo>(&text)
+                .map(|i| i.token == token)
+                .unwrap_or(token.is_empty());
+            if ours {
+                match std::fs::remove_file(path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::write(path, e)),
+                }
+            } else {
+                Ok(())
+            }
+        }
+        LockPlace::Remote { target, dir } => {
+            let cmd = ssh::script(
+                target,
+                None,
+                REMOTE_RELEASE,
+                &[dir.clone(), token.to_string()],
+            )
+            .timeout(std::time::Duration::from_secs(30));
+            super::remote::check("releasing the remote lock", cmd.output()?).map(|_| ())
+        }
+    }
+}
+
+fn break_stale(place: &LockPlace, token: &str) -> Result<()> {
+    release(place, token)
+}
+
+/// Read the current lock, if any (for `status`-like reporting and tests).
+pub fn read_file_lock(path: &Path) -> Option<LockInfo> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(token: &str, expires_in: i64) -> LockInfo {
+        let mut i = LockInfo::new("abc1234", 60, token.into());
+        i.expires_unix = (now_unix() as i64 + expires_in) as u64;
+        i
+    }
+
+    #[test]
+    fn second_taker_is_refused_and_release_frees_it() {
+        let d = tempfile::tempdir().unwrap();
+        let place = LockPlace::File(d.path().join("deploy.lock"));
+        let (mut g, _) = acquire(&place, &info("t1", 60), false).unwrap();
+        let e = acquire(&place, &info("t2", 60), false).unwrap_err();
+        assert!(
+            e.to_string().contains("another deploy holds the lock"),
+            "{e}"
+        );
+        // --force-unlock does not break a live lock.
+        assert!(acquire(&place, &info("t2", 60), true).is_err());
+        g.release().unwrap();
+        let (_g2, _) = acquire(&place, &info("t2", 60), false).unwrap();
+    }
+
+    #[test]
+    fn stale_lock_is_reported_and_broken_only_with_force() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("deploy.lock");
+        let place = LockPlace::File(path.clone());
+        let (g, _) = acquire(&place, &info("old", -5), false).unwrap();
+        std::mem::forget(g); // a crashed deploy: nobody releases it
+        let e = acquire(&place, &info("new", 60), false).unwrap_err();
+        assert!(e.to_string().contains("stale deploy lock"), "{e}");
+        assert!(e.to_string().contains("--force-unlock"), "{e}");
+        let (g, notes) = acquire(&place, &info("new", 60), true).unwrap();
+        assert!(notes[0].contains("broke a stale lock"));
+        assert_eq!(read_file_lock(&path).unwrap().token, "new");
+        drop(g);
+        assert!(!path.exists());
+    }
+}

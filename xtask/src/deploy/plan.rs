@@ -1,0 +1,301 @@
+//! Pure pieces of the pipeline: the SHA, the step names and order, timestamps, the report.
+
+use serde::Serialize;
+
+use crate::environments::Transport;
+use crate::error::{Error, Result};
+
+/// A validated git commit SHA (hex, 7–40 characters, stored lowercase).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Sha(String);
+
+impl Sha {
+    pub fn parse(s: &str) -> Result<Sha> {
+        let s = s.trim();
+        if (7..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Sha(s.to_ascii_lowercase()))
+        } else {
+            Err(Error::usage(format!(
+                "--sha {s:?}: a commit SHA is 7 to 40 hexadecimal characters"
+            )))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn short(&self) -> &str {
+        &self.0[..7]
+    }
+    /// The backup label of the pre-deploy backup for this SHA: `pre-deploy-<sha7>`.
+    pub fn backup_label(&self) -> String {
+        format!("pre-deploy-{}", self.short())
+    }
+}
+
+/// The pipeline's steps, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    Preflight,
+    Lock,
+    /// Remote only: copy the compose file and the backup script to the server.
+    Sync,
+    Backup,
+    VerifyBackup,
+    Migrate,
+    Rollout,
+    Health,
+    VerifyRedis,
+}
+
+impl Step {
+    pub const ALL: [Step; 9] = [
+        Step::Preflight,
+        Step::Lock,
+        Step::Sync,
+        Step::Backup,
+        Step::VerifyBackup,
+        Step::Migrate,
+        Step::Rollout,
+        Step::Health,
+        Step::VerifyRedis,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Preflight => "preflight",
+            Step::Lock => "lock",
+            Step::Sync => "sync",
+            Step::Backup => "backup",
+            Step::VerifyBackup => "verify-backup",
+            Step::Migrate => "migrate",
+            Step::Rollout => "rollout",
+            Step::Health => "health",
+            Step::VerifyRedis => "verify-redis",
+        }
+    }
+
+    /// Steps that may be run alone with `--step` (the others are `cargo xtask backup` / `migrate`).
+    pub fn selectable(self) -> bool {
+        matches!(
+            self,
+            Step::Preflight | Step::Sync | Step::Rollout | Step::Health | Step::VerifyRedis
+        )
+    }
+
+    /// Whether the step changes something (and so runs under the lock).
+    pub fn mutates(self) -> bool {
+        matches!(
+            self,
+            Step::Sync | Step::Backup | Step::Migrate | Step::Rollout
+        )
+    }
+}
+
+/// The steps for a transport, or for one `--step` (with the lock when it changes something).
+pub fn steps_for(transport: Transport, only: Option<Step>) -> Result<Vec<Step>> {
+    if let Some(s) = only {
+        if !s.selectable() {
+            return Err(Error::usage(format!(
+                "--step {}: run `cargo xtask {}` instead (backup, verification and migration go together)",
+                s.name(),
+                if s == Step::Migrate { "migrate" } else { "backup" }
+            )));
+        }
+        if s == Step::Sync && transport != Transport::Ssh {
+            return Err(Error::usage(
+                "--step sync: only remote (ssh) environments sync files",
+            ));
+        }
+        return Ok(if s.mutates() {
+            vec![Step::Lock, s]
+        } else {
+            vec![s]
+        });
+    }
+    Ok(Step::ALL
+        .into_iter()
+        .filter(|s| *s != Step::Sync || transport == Transport::Ssh)
+        .collect())
+}
+
+/// Outcome of one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+    Interrupted,
+    /// Not run because an earlier step failed.
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub step: Step,
+    pub status: Status,
+    pub duration_ms: u128,
+    /// Time spent in child processes during the step (for the overhead benchmark).
+    pub child_ms: u128,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub env: String,
+    pub sha: Sha,
+    pub outcome: Status,
+    pub steps: Vec<StepReport>,
+    pub backup_object: Option<String>,
+    pub duration_ms: u128,
+}
+
+/// A step of a `--dry-run` plan: what it does and the exact commands (secrets redacted).
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedStep {
+    pub step: Step,
+    pub what: String,
+    pub commands: Vec<String>,
+}
+
+impl PlannedStep {
+    pub fn new(step: Step, what: impl Into<String>) -> Self {
+        PlannedStep {
+            step,
+            what: what.into(),
+            commands: Vec::new(),
+        }
+    }
+    pub fn cmd(mut self, c: &crate::process::Cmd) -> Self {
+        self.commands.push(c.display());
+        self
+    }
+    pub fn text(mut self, c: impl Into<String>) -> Self {
+        self.commands.push(c.into());
+        self
+    }
+}
+
+/// The summary line of a failed pipeline: which step failed and what did not run.
+pub fn failure_summary(failed: Step, not_run: &[Step]) -> String {
+    let mut s = format!("deploy stopped at step `{}`", failed.name());
+    if not_run.is_empty() {
+        s.push('.');
+    } else {
+        let names: Vec<&str> = not_run.iter().map(|s| s.name()).collect();
+        s.push_str(&format!("; not run: {}.", names.join(", ")));
+    }
+    if not_run.contains(&Step::Migrate) {
+        s.push_str(" No migration was run.");
+    } else if failed == Step::Migrate {
+        s.push_str(" The failing migration was rolled back (each runs in its own transaction).");
+    }
+    s
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC timestamp of a Unix time in milliseconds (`2026-11-25T18:07:24.123Z`).
+pub fn rfc3339_ms(ms: u128) -> String {
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+pub fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha_validation() {
+        assert_eq!(Sha::parse("ABCDEF0").unwrap().as_str(), "abcdef0");
+        assert_eq!(
+            Sha::parse("0123456789abcdef").unwrap().backup_label(),
+            "pre-deploy-0123456"
+        );
+        for bad in [
+            "",
+            "abc",
+            "xyz1234",
+            "abc1234;rm",
+            &"a".repeat(41),
+            "-abcdef0",
+        ] {
+            assert!(Sha::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn steps_per_transport() {
+        let local = steps_for(Transport::Local, None).unwrap();
+        assert!(!local.contains(&Step::Sync));
+        let ssh = steps_for(Transport::Ssh, None).unwrap();
+        let pos = |s| ssh.iter().position(|x| *x == s).unwrap();
+        assert!(pos(Step::Sync) < pos(Step::Backup));
+        assert!(pos(Step::Backup) < pos(Step::VerifyBackup));
+        assert!(pos(Step::VerifyBackup) < pos(Step::Migrate));
+        assert_eq!(
+            steps_for(Transport::Ssh, Some(Step::Rollout)).unwrap(),
+            [Step::Lock, Step::Rollout]
+        );
+        assert!(steps_for(Transport::Ssh, Some(Step::Migrate)).is_err());
+        assert!(steps_for(Transport::Local, Some(Step::Sync)).is_err());
+    }
+
+    #[test]
+    fn failure_summary_says_no_migration_ran() {
+        let s = failure_summary(Step::Backup, &[Step::VerifyBackup, Step::Migrate]);
+        assert!(s.contains("No migration was run"), "{s}");
+        let s = failure_summary(Step::Health, &[Step::VerifyRedis]);
+        assert!(!s.contains("No migration"), "{s}");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_626_444_123), "2026-11-25T17:07:24.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,231 @@
+//! The whole pipeline on the local environment, for real: `cargo xtask deploy` with no arguments
+//! brings a fresh environment up, backs up into the rclone remote, verifies the object, migrates,
+//! checks health and Redis durability, and writes the audit log. Then: a new migration is applied by
+//! the next deploy, a failing one is rolled back and stops the pipeline, and `cargo xtask migrate` on
+//! its own refuses without a verified pre-deploy backup for the SHA.
+
+mod deploy_support;
+
+use deploy_support::{repo, TestEnv};
+
+fn head() -> String {
+    let o = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn backup_objects(t: &TestEnv, label: &str) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    let base = t.state_dir.join("objects/station-backups/postgres");
+    for month in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(month.path()).unwrap().flatten() {
+            if f.file_name().to_string_lossy().contains(label) {
+                v.push(f.path());
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn deploy_from_scratch_then_new_and_failing_migrations() {
+    let t = TestEnv::local(0o711);
+    let sha = head();
+    let r = t.run(&["deploy"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("deployed {sha} to `local`")),
+        "{}",
+        r.stdout
+    );
+
+    // The backup object exists in the rclone remote's directory and is a gzip.
+    let label = format!("pre-deploy-{}", &sha[..7]);
+    let objs = backup_objects(&t, &label);
+    assert_eq!(objs.len(), 1, "{objs:?}");
+    let bytes = std::fs::read(&objs[0]).unwrap();
+    assert!(bytes.len() > 20 && bytes[..2] == [0x1f, 0x8b]);
+
+    // Migrations applied, in order, recorded.
+    assert_eq!(
+        t.psql_ok("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
+        "1,2"
+    );
+    assert_eq!(
+        t.psql_ok("SELECT column_default FROM information_schema.columns WHERE table_name = 'stations' AND column_name = 'status'"),
+        "'active'::text"
+    );
+
+    // Audit log: every step ok, with the SHA and the backup object; the lock released.
+    let audit = t.audit();
+    let steps: Vec<String> = audit
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["step"].as_str().unwrap(),
+                a["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "preflight ok",
+            "lock ok",
+            "backup ok",
+            "verify-backup ok",
+            "migrate ok",
+            "rollout ok",
+            "health ok",
+            "verify-redis ok",
+            "pipeline ok"
+        ]
+    );
+    assert!(audit.iter().all(|a| a["sha"] == sha.as_str()));
+    let obj = audit[8]["backup_object"].as_str().unwrap();
+    assert!(
+        obj.starts_with("b2:station-backups/postgres/") && obj.contains(&label),
+        "{obj}"
+    );
+    assert!(!t.state_dir.join("deploy.lock").exists());
+
+    // A new migration is applied by the next deploy (JSON report this time).
+    std::fs::write(
+        t.migrations.join("0003_add_station_notes.sql"),
+        "ALTER TABLE stations ADD COLUMN notes text;\n",
+    )
+    .unwrap();
+    let r = t.run(&["deploy", "--sha", "1111111aaaa", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["outcome"], "ok");
+    assert_eq!(report["steps"][4]["step"], "migrate");
+    assert_eq!(
+        report["steps"][4]["message"],
+        "applied 1: 0003_add_station_notes"
+    );
+    assert_eq!(t.psql_ok("SELECT max(version) FROM schema_migrations"), "3");
+
+    // A failing migration is rolled back entirely, stops the pipeline, and is not recorded.
+    std::fs::write(
+        t.migrations.join("0004_broken.sql"),
+        "CREATE TABLE half_done (x int);\nSELECT * FROM no_such_table;\n",
+    )
+    .unwrap();
+    let r = t.run(&["deploy", "--sha", "2222222bbbb"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("deploy stopped at step `migrate`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("0004_broken.sql failed and was rolled back"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(t.psql_ok("SELECT max(version) FROM schema_migrations"), "3");
+    assert_eq!(
+        t.psql_ok("SELECT to_regclass('public.half_done') IS NULL"),
+        "t"
+    );
+    assert!(!t.state_dir.join("deploy.lock").exists());
+    // It had a verified backup of its own before migrating.
+    assert_eq!(backup_objects(&t, "pre-deploy-2222222").len(), 1);
+}
+
+#[test]
+fn migrate_alone_needs_a_verified_backup_for_the_sha() {
+    let t = TestEnv::local(0o711);
+    assert_eq!(t.run(&["local", "up"]).code, 0);
+    let r = t.run(&["migrate", "--sha", "abcdef0123"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("refusing to migrate"), "{}", r.stderr);
+    assert!(r.stderr.contains("pre-deploy-abcdef0"), "{}", r.stderr);
+    assert_eq!(
+        t.psql_ok("SELECT to_regclass('public.schema_migrations') IS NULL"),
+        "t"
+    );
+
+    // With the pre-deploy backup of that SHA in the bucket (made by a deploy), it migrates.
+    assert_eq!(t.run(&["deploy", "--sha", "abcdef0123"]).code, 0);
+    std::fs::write(
+        t.migrations.join("0003_add_station_notes.sql"),
+        "ALTER TABLE stations ADD COLUMN notes text;\n",
+    )
+    .unwrap();
+    let r = t.run(&["migrate", "--sha", "abcdef0123"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("verified pre-deploy backup: b2:station-backups/postgres/"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("applied 1: 0003_add_station_notes"),
+        "{}",
+        r.stdout
+    );
+    // Another SHA's backup does not count.
+    let r = t.run(&["migrate", "--sha", "9999999"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+}
+
+/// While a deploy runs, no process on the machine has a password of the environment on its command
+/// line; and neither password is in the deploy's output or its audit log.
+#[test]
+fn no_password_on_any_command_line_output_or_log_during_a_deploy() {
+    let t = TestEnv::local(0o711);
+    assert_eq!(t.run(&["local", "up"]).code, 0);
+    let s = t.state();
+    let secrets = [
+        s["pg_password"].as_str().unwrap().to_string(),
+        s["redis_password"].as_str().unwrap().to_string(),
+    ];
+    let child = t
+        .command(&["deploy", "--sha", "5555555eeee"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut seen = 0usize;
+    let mut leaks = Vec::new();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                seen += 1;
+                if secrets.iter().any(|p| cmd.contains(p.as_str())) {
+                    leaks.push(cmd);
+                }
+            }
+        }
+        // Reap a finished deploy so the loop ends (a zombie keeps its /proc entry).
+        if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| st.contains(") Z "))
+            .unwrap_or(true)
+        {
+            break;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(seen > 100, "the scan did not run");
+    assert!(leaks.is_empty(), "password on a command line: {leaks:?}");
+    let audit = std::fs::read_to_string(t.state_dir.join("deploy-audit.jsonl")).unwrap();
+    for p in &secrets {
+        assert!(!text.contains(p.as_str()) && !audit.contains(p.as_str()));
+    }
+}

@@ -1,0 +1,165 @@
+//! Shared by the local/deploy integration tests: a `local` environment in a temp directory (its own
+//! environments file via `XTASK_ENVIRONMENTS`, the repository as `XTASK_ROOT`), run through the real
+//! `xtask` binary, and torn down (`local down --purge`) on drop, also when a test fails.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub envs_file: PathBuf,
+    pub state_dir: PathBuf,
+    pub migrations: PathBuf,
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// The environments file of a test: one `local` environment with everything under `dir`.
+pub fn local_toml(state_dir: &Path, migrations: &Path) -> String {
+    format!(
+        r#"[environments.local]
+transport = "local"
+description = "test"
+compose_file = "docker-compose.prod.yml"
+compose_project = "station-test"
+state_dir = "{}"
+database = "station"
+db_user = "station"
+migrations_dir = "{}"
+migration_command = "builtin:sql-migrations"
+
+[environments.local.services]
+redis = "redis"
+postgres = "postgres"
+backend = "backend"
+frontend = "frontend"
+
+[environments.local.backup]
+remote = "b2"
+bucket = "station-backups"
+prefix = "postgres"
+"#,
+        state_dir.display(),
+        migrations.display()
+    )
+}
+
+impl TestEnv {
+    /// `mode` of the temp dir: 0o711 lets the `postgres` user traverse it, 0o700 does not.
+    pub fn local(mode: u32) -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("xtask-deploy-test-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let state_dir = dir.path().join("state");
+        let migrations = dir.path().join("migrations");
+        std::fs::create_dir_all(&migrations).unwrap();
+        for e in std::fs::read_dir(repo().join("infra/migrations")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), migrations.join(e.file_name())).unwrap();
+        }
+        let envs_file = dir.path().join("environments.toml");
+        std::fs::write(&envs_file, local_toml(&state_dir, &migrations)).unwrap();
+        TestEnv {
+            dir,
+            envs_file,
+            state_dir,
+            migrations,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args)
+            .current_dir(repo())
+            .env("XTASK_ENVIRONMENTS", &self.envs_file)
+            .env("XTASK_ROOT", repo())
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_STEP_SUMMARY")
+            // Breaks rclone 1.60's S3 backend (see NOTES.md); never needed on loopback.
+            .env_remove("AWS_CA_BUNDLE");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RCLONE_CONFIG_") {
+                c.env_remove(k);
+            }
+        }
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.state_dir.join("state.json")).unwrap())
+            .unwrap()
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state_dir.join("deploy-audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// `psql` against the test environment's database (password from state.json via PGPASSWORD).
+    pub fn psql(&self, sql: &str) -> std::process::Output {
+        let s = self.state();
+        Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", s["pg_port"].as_u64().unwrap().to_string())
+            .env("PGUSER", "station")
+            .env("PGDATABASE", "station")
+            .env("PGPASSWORD", s["pg_password"].as_str().unwrap())
+            .output()
+            .unwrap()
+    }
+
+    pub fn psql_ok(&self, sql: &str) -> String {
+        let o = self.psql(sql);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = self.command(&["local", "down", "--purge"]).output();
+    }
+}
+
+pub fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
