@@ -122,10 +122,17 @@ pub fn run_url() -> Option<String> {
     ))
 }
 
-/// The compose durability gate, as a preflight check. The coordinator wires this to the compose
-/// engine's check after the merge (`crate::compose::run(compose::Args::Check { .. })`).
-pub fn compose_check(_env: &Environment) -> Result<()> {
-    match crate::compose::run(crate::compose::Args::Check)? {
+/// The compose durability gate, as a preflight check: the environment's own compose file (findings
+/// are printed by the check itself).
+pub fn compose_check(env: &Environment) -> Result<()> {
+    let args = crate::compose::CheckArgs {
+        targets: crate::compose::Targets {
+            envs: vec![env.name.clone()],
+            files: vec![],
+        },
+        json: false,
+    };
+    match crate::compose::run(crate::compose::Args::Check(args))? {
         ExitCode::Ok => Ok(()),
         code => Err(Error::failed(format!(
             "`cargo xtask compose check` failed (exit {}): fix the compose files it names",
