@@ -133,9 +133,8 @@ fn walk(p: &Path, ex: &[PathBuf], out: &mut BTreeSet<PathBuf>) -> Result<()> {
     if meta.file_type().is_symlink() {
         out.insert(p.to_path_buf());
         // Also take what the link points to, so the link resolves inside the image.
-        let target = std::fs::canonicalize(p).map_err(|e| {
-            Error::unavailable(format!("{}: dangling link: {e}", p.display()))
-        })?;
+        let target = std::fs::canonicalize(p)
+            .map_err(|e| Error::unavailable(format!("{}: dangling link: {e}", p.display())))?;
         walk(&target, ex, out)?;
     } else if meta.is_dir() {
         out.insert(p.to_path_buf());
@@ -423,7 +422,10 @@ pub fn remove(tag: &str) -> Result<()> {
     if out.status.success() || err.contains("No such image") {
         Ok(())
     } else {
-        Err(Error::failed(format!("docker image rm {tag}: {}", err.trim())))
+        Err(Error::failed(format!(
+            "docker image rm {tag}: {}",
+            err.trim()
+        )))
     }
 }
 

@@ -1,0 +1,161 @@
+//! Cleanup that runs however the e2e ends: on return, on error, on panic (Drop) and on Ctrl-C
+//! (a `ctrlc` handler that cleans up and exits 130). Idempotent: the first run wins.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::images;
+use super::stack::Stack;
+use crate::process::Cmd;
+
+#[derive(Default)]
+struct State {
+    /// Every project/file set we brought up, in order.
+    stacks: Vec<Stack>,
+    /// Volumes created outside `compose up` (the old layout's, the carried one).
+    volumes: Vec<String>,
+    /// Images to remove (only with `--remove-images`).
+    images: Vec<String>,
+    /// Temporary directories (the old-layout copy) kept alive until the stacks are down.
+    dirs: Vec<tempfile::TempDir>,
+    keep: bool,
+    done: bool,
+}
+
+/// The cleanup guard of one e2e run.
+pub struct Cleanup {
+    state: Arc<Mutex<State>>,
+}
+
+static ACTIVE: OnceLock<Mutex<Option<Arc<Mutex<State>>>>> = OnceLock::new();
+
+fn active() -> &'static Mutex<Option<Arc<Mutex<State>>>> {
+    ACTIVE.get_or_init(|| Mutex::new(None))
+}
+
+impl Cleanup {
+    /// A guard; installs the Ctrl-C handler once per process.
+    pub fn new(keep: bool, remove_images: bool) -> Cleanup {
+        let state = Arc::new(Mutex::new(State {
+            keep,
+            images: if remove_images {
+                images::IMAGES.iter().map(|i| i.tag.to_string()).collect()
+            } else {
+                Vec::new()
+            },
+            ..State::default()
+        }));
+        *active().lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
+        static HANDLER: OnceLock<()> = OnceLock::new();
+        HANDLER.get_or_init(|| {
+            let _ = ctrlc::set_handler(|| {
+                eprintln!("\ne2e: interrupted, cleaning up");
+                let st = active().lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(st) = st {
+                    run_cleanup(&st);
+                }
+                std::process::exit(130);
+            });
+        });
+        Cleanup { state }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Register a stack before bringing it up.
+    pub fn stack(&self, s: &Stack) {
+        self.with(|st| {
+            if !st.stacks.iter().any(|x| x.args == s.args) {
+                st.stacks.push(s.clone());
+            }
+        });
+    }
+
+    pub fn volume(&self, name: &str) {
+        self.with(|st| {
+            if !st.volumes.iter().any(|v| v == name) {
+                st.volumes.push(name.to_string());
+            }
+        });
+    }
+
+    pub fn dir(&self, d: tempfile::TempDir) {
+        self.with(|st| st.dirs.push(d));
+    }
+
+    /// Clean up now (also what Drop does). Returns the problems, if any.
+    pub fn finish(&self) -> Vec<String> {
+        run_cleanup(&self.state)
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in run_cleanup(&self.state) {
+            eprintln!("e2e cleanup: {p}");
+        }
+    }
+}
+
+fn run_cleanup(state: &Mutex<State>) -> Vec<String> {
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    if st.done {
+        return Vec::new();
+    }
+    st.done = true;
+    let mut problems = Vec::new();
+    if st.keep {
+        println!("==> --keep: left running for debugging; remove with:");
+        for s in &st.stacks {
+            println!("    {} down -v --remove-orphans", s.cmd().display());
+        }
+        for v in &st.volumes {
+            println!("    docker volume rm {v}");
+        }
+        // The temporary copies are kept too, or the printed commands would not work.
+        for d in std::mem::take(&mut st.dirs) {
+            let _ = d.keep();
+        }
+        return problems;
+    }
+    println!(
+        "==> cleanup: compose down -v, volumes{}",
+        if st.images.is_empty() { "" } else { ", images" }
+    );
+    for s in st.stacks.iter().rev() {
+        let out = s
+            .cmd()
+            .args(["down", "-v", "--remove-orphans", "--timeout", "5"])
+            .timeout(Duration::from_secs(120))
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => problems.push(format!(
+                "`{} down -v`: {}",
+                s.cmd().display(),
+                o.stderr_str().trim()
+            )),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    for v in &st.volumes {
+        match Cmd::new("docker")
+            .args(["volume", "rm", "--force", v])
+            .timeout(Duration::from_secs(60))
+            .output()
+        {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => problems.push(format!("docker volume rm {v}: {}", o.stderr_str().trim())),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    for i in &st.images {
+        if let Err(e) = images::remove(i) {
+            problems.push(e.to_string());
+        }
+    }
+    st.dirs.clear();
+    problems
+}
