@@ -52,7 +52,13 @@ impl Cleanup {
                 eprintln!("\ne2e: interrupted, cleaning up");
                 let st = active().lock().unwrap_or_else(|e| e.into_inner()).clone();
                 if let Some(st) = st {
-                    run_cleanup(&st);
+                    // Exit while still holding the state: the main thread, blocked on it in
+                    // `finish`, must not exit first with its own (failed-step) code.
+                    let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
+                    for p in cleanup(&mut st) {
+                        eprintln!("e2e cleanup: {p}");
+                    }
+                    std::process::exit(130);
                 }
                 std::process::exit(130);
             });
@@ -100,7 +106,10 @@ impl Drop for Cleanup {
 }
 
 fn run_cleanup(state: &Mutex<State>) -> Vec<String> {
-    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    cleanup(&mut state.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn cleanup(st: &mut State) -> Vec<String> {
     if st.done {
         return Vec::new();
     }

@@ -129,7 +129,7 @@ impl Stack {
                 )?;
                 match state.split_once('|') {
                     Some(("running", "healthy")) => break,
-                    Some((status @ ("exited" | "dead"), _)) => {
+                    Some((status @ ("exited" | "dead"), _)) | Some((_, status @ "unhealthy")) => {
                         return Err(Error::failed(format!(
                             "service `{service}` is {status}; its last log lines:\n{}",
                             logs(&id)
