@@ -225,15 +225,27 @@ impl E2e {
         Ok(())
     }
 
-    /// `config --quiet`: the files, the override and the env file load with this Compose CLI.
+    /// `config --services`: the files, the override and the env file load with this Compose CLI
+    /// and define our services. (Not `config --quiet`: that also wants the backend's `env_file`,
+    /// which only exists on the servers.)
     fn preflight(&self) -> Result<()> {
         let out = self
             .stack
             .cmd()
-            .args(["config", "--quiet"])
+            .args(["config", "--services"])
             .timeout(Duration::from_secs(60))
             .output()?;
         if out.status.success() {
+            let text = out.stdout_str();
+            let services: Vec<&str> = text.split_whitespace().collect();
+            for s in [self.redis(), self.postgres()] {
+                if !services.contains(&s) {
+                    return Err(Error::failed(format!(
+                        "the compose files define no service `{s}` (they define: {})",
+                        services.join(", ")
+                    )));
+                }
+            }
             return Ok(());
         }
         let why = out.stderr_str();
@@ -509,7 +521,7 @@ impl E2e {
             .note("backup drill (the restore below is the e2e's own check)");
         let restored = restore_check(&stack, &self.env, &path)?;
         println!("    restored {path} into a scratch database: {restored}");
-        drop(remote);
+        self.guard.dir(remote);
         Ok(())
     }
 }
