@@ -222,6 +222,15 @@ impl E2e {
         self.stack.up(&[&redis, &postgres])?;
         self.stack.wait_healthy(&[&redis, &postgres], HEALTHY)?;
         println!("    {redis} and {postgres} are healthy");
+        // PostgreSQL runs as the image's non-root user (its entrypoint initialized PGDATA).
+        let uid = self.stack.exec(&postgres, &["id", "-u"], None)?;
+        if uid.trim() == "0" || uid.trim().is_empty() {
+            return Err(Error::failed(format!(
+                "{postgres} runs as uid `{}`, expected a non-root user",
+                uid.trim()
+            )));
+        }
+        println!("    {postgres} runs as uid {}", uid.trim());
         Ok(())
     }
 
