@@ -101,12 +101,16 @@ struct Run {
     secs: f64,
 }
 
-/// Run `xtask e2e <args>`; `interrupt_at`: send SIGINT when a stdout line contains it.
+/// Run `xtask e2e <args>`; `interrupt_at`: send SIGINT to its process group (as Ctrl-C in a
+/// terminal does) when a stdout line contains it.
 fn run_e2e(args: &[&str], envs: &[(&str, &str)], interrupt_at: Option<&str>) -> Run {
     let start = Instant::now();
     let running = Arc::new(AtomicBool::new(true));
     let watcher = watch_cmdlines(running.clone(), passwords());
+    // Its own process group, so that "Ctrl-C" reaches it and its children like a terminal's.
+    use std::os::unix::process::CommandExt;
     let mut child = xtask()
+        .process_group(0)
         .arg("e2e")
         .args(args)
         .envs(envs.iter().copied())
@@ -130,7 +134,7 @@ fn run_e2e(args: &[&str], envs: &[(&str, &str)], interrupt_at: Option<&str>) -> 
             if !interrupted && line.contains(marker) {
                 interrupted = true;
                 let ok = Command::new("kill")
-                    .args(["-INT", &pid.to_string()])
+                    .args(["-INT", "--", &format!("-{pid}")])
                     .status()
                     .unwrap();
                 assert!(ok.success());
@@ -278,7 +282,9 @@ fn ctrl_c_mid_run_cleans_up_and_exits_130() {
     if !engine_or_explain("ctrl_c_mid_run_cleans_up_and_exits_130") {
         return;
     }
-    let run = run_e2e(&[], &[], Some("docker compose restart redis"));
+    // Mid-migration: two projects (the repository file and the old-layout copy) and the old
+    // volume exist; the guard must remove them all.
+    let run = run_e2e(&[], &[], Some("keys written; down (volumes kept)"));
     assert_eq!(run.code, Some(130), "stdout:\n{}", run.stdout);
     assert!(run.stderr.contains("interrupted, cleaning up"));
     assert!(run.stdout.contains("==> cleanup"));

@@ -1,6 +1,7 @@
 //! Cleanup that runs however the e2e ends: on return, on error, on panic (Drop) and on Ctrl-C
 //! (a `ctrlc` handler that cleans up and exits 130). Idempotent: the first run wins.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -27,6 +28,13 @@ pub struct Cleanup {
     state: Arc<Mutex<State>>,
 }
 
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C was pressed (the handler then owns the exit code: 130).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 static ACTIVE: OnceLock<Mutex<Option<Arc<Mutex<State>>>>> = OnceLock::new();
 
 fn active() -> &'static Mutex<Option<Arc<Mutex<State>>>> {
@@ -49,6 +57,7 @@ impl Cleanup {
         static HANDLER: OnceLock<()> = OnceLock::new();
         HANDLER.get_or_init(|| {
             let _ = ctrlc::set_handler(|| {
+                INTERRUPTED.store(true, Ordering::SeqCst);
                 eprintln!("\ne2e: interrupted, cleaning up");
                 let st = active().lock().unwrap_or_else(|e| e.into_inner()).clone();
                 if let Some(st) = st {
@@ -120,6 +129,13 @@ fn cleanup(st: &mut State) -> Vec<String> {
         for s in &st.stacks {
             println!("    {} down -v --remove-orphans", s.cmd().display());
         }
+        // Whatever else carries a project's label (a command interrupted half-way, an `up` that
+        // raced the `down`): containers first, then networks and volumes.
+        let mut projects: Vec<&str> = st.stacks.iter().filter_map(Stack::project).collect();
+        projects.dedup();
+        for p in projects {
+            problems.extend(sweep(p));
+        }
         for v in &st.volumes {
             println!("    docker volume rm {v}");
         }
@@ -149,6 +165,13 @@ fn cleanup(st: &mut State) -> Vec<String> {
             Err(e) => problems.push(e.to_string()),
         }
     }
+    // Whatever else carries a project's label (a command interrupted half-way, an `up` that
+    // raced the `down`): containers first, then networks and volumes.
+    let mut projects: Vec<&str> = st.stacks.iter().filter_map(Stack::project).collect();
+    projects.dedup();
+    for p in projects {
+        problems.extend(sweep(p));
+    }
     for v in &st.volumes {
         match Cmd::new("docker")
             .args(["volume", "rm", "--force", v])
@@ -166,5 +189,47 @@ fn cleanup(st: &mut State) -> Vec<String> {
         }
     }
     st.dirs.clear();
+    problems
+}
+
+/// Remove every container, network and volume labelled with the Compose project `project`.
+fn sweep(project: &str) -> Vec<String> {
+    let label = format!("label=com.docker.compose.project={project}");
+    let mut problems = Vec::new();
+    for (kind, rm) in [
+        (&["ps", "-a", "-q", "--filter"][..], &["rm", "-f", "-v"][..]),
+        (
+            &["network", "ls", "-q", "--filter"][..],
+            &["network", "rm"][..],
+        ),
+        (
+            &["volume", "ls", "-q", "--filter"][..],
+            &["volume", "rm", "-f"][..],
+        ),
+    ] {
+        let ids = Cmd::new("docker")
+            .args(kind)
+            .arg(&label)
+            .timeout(Duration::from_secs(60))
+            .read();
+        let ids: Vec<String> = match ids {
+            Ok(t) => t.split_whitespace().map(String::from).collect(),
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) = Cmd::new("docker")
+            .args(rm)
+            .args(&ids)
+            .timeout(Duration::from_secs(120))
+            .read()
+        {
+            problems.push(e.to_string());
+        }
+    }
     problems
 }

@@ -85,6 +85,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let result = e2e.steps();
     let problems = e2e.guard.finish();
+    if guard::interrupted() {
+        // The Ctrl-C handler cleaned up (or is about to) and exits 130; a step that failed
+        // because its child was interrupted must not exit first with its own code.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     println!("==> summary");
     for (name, secs) in &e2e.times {
         println!("    {secs:6.1}s  {name}");

@@ -36,6 +36,14 @@ impl Stack {
         }
     }
 
+    /// The project name (`-p <name>`).
+    pub fn project(&self) -> Option<&str> {
+        match self.args.as_slice() {
+            [p, name, ..] if p == "-p" => Some(name),
+            _ => None,
+        }
+    }
+
     /// `docker compose <project args>`.
     pub fn cmd(&self) -> Cmd {
         self.cli.base().args(&self.args)
