@@ -48,9 +48,9 @@ pub fn parse_carry_commands(output: &str) -> Result<Vec<Vec<String>>> {
         let words = shlex::split(cmd)
             .filter(|w| !w.is_empty())
             .ok_or_else(|| Error::failed(format!("cannot split the carry command {cmd:?}")))?;
-        if words[0] != "docker" {
+        if words[0] != "docker" && words[0] != "docker-compose" {
             return Err(Error::failed(format!(
-                "refusing to run a carry command that is not `docker ...`: {cmd:?}"
+                "refusing to run a carry command that is not `docker ...`/`docker-compose ...`: {cmd:?}"
             )));
         }
         cmds.push(words);
