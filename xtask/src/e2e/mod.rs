@@ -356,7 +356,7 @@ impl E2e {
             "    every acknowledged key ({}) present after kill -9",
             all.len()
         );
-        let check = stack.redis_cli_check_aof()?;
+        let check = stack.check_aof()?;
         println!("    redis-check-aof: {check}");
         Ok(())
     }
@@ -539,21 +539,6 @@ impl E2e {
         println!("    restored {path} into a scratch database: {restored}");
         self.guard.dir(remote);
         Ok(())
-    }
-}
-
-impl Stack {
-    /// `redis-check-aof` on the manifest inside the container.
-    fn redis_cli_check_aof(&self) -> Result<String> {
-        let out = self.exec(
-            &self.redis,
-            &[
-                "redis-check-aof",
-                "/data/appendonlydir/appendonly.aof.manifest",
-            ],
-            None,
-        )?;
-        Ok(out.lines().last().unwrap_or("").trim().to_string())
     }
 }
 

@@ -125,6 +125,19 @@ impl Stack {
         self.exec(&self.redis, &argv, stdin)
     }
 
+    /// `redis-check-aof` on the AOF manifest inside the redis container: its verdict line.
+    pub fn check_aof(&self) -> Result<String> {
+        let out = self.exec(
+            &self.redis,
+            &[
+                "redis-check-aof",
+                "/data/appendonlydir/appendonly.aof.manifest",
+            ],
+            None,
+        )?;
+        Ok(out.lines().last().unwrap_or("").trim().to_string())
+    }
+
     /// Wait (bounded) until every service's container is running and healthy.
     pub fn wait_healthy(&self, services: &[&str], limit: Duration) -> Result<()> {
         let start = Instant::now();
