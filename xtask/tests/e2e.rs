@@ -210,6 +210,7 @@ fn e2e_passes_on_the_docker_engine_and_leaves_nothing() {
         "==> step 1: build images",
         "redis and postgres are healthy",
         "postgres runs as uid 999",
+        "postgres serves station as station",
         "INFO persistence via exec: aof_enabled:1",
         "all 200 keys present after restart",
         "container exited 137",

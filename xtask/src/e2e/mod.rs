@@ -12,12 +12,14 @@
 //! 6. cleanup (also on failure and Ctrl-C): `down -v --remove-orphans`, volumes, images if asked.
 //!
 //! Layout: `images` (the scratch images), `stack` (Compose commands), `carry` (old layout and the
-//! carry commands, pure), `guard` (cleanup), `pending` (parts waiting for other commands' merge).
+//! carry commands, pure), `pg` (the dump/restore checks), `guard` (cleanup), `pending` (parts
+//! waiting for other commands' merge).
 
 pub mod carry;
 pub mod guard;
 pub mod images;
 pub mod pending;
+pub mod pg;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
@@ -238,6 +240,16 @@ impl E2e {
             )));
         }
         println!("    {postgres} runs as uid {}", uid.trim());
+        // Healthy must mean serving: the real server, not the entrypoint's init-time one.
+        let (db, user) = (&self.env.database, &self.env.db_user);
+        let one = pg::psql(&self.stack, &postgres, user, db, "SELECT 40 + 2;\n")?;
+        if one.trim() != "42" {
+            return Err(Error::failed(format!(
+                "{postgres} is healthy but `SELECT 40 + 2` in {db} answered `{}`",
+                one.trim()
+            )));
+        }
+        println!("    {postgres} serves {db} as {user}");
         Ok(())
     }
 
@@ -487,7 +499,7 @@ impl E2e {
         let (db, user) = (self.env.database.clone(), self.env.db_user.clone());
         let seed = "CREATE TABLE e2e_items (id int PRIMARY KEY, name text NOT NULL);\n\
                     INSERT INTO e2e_items SELECT g, 'item ' || g FROM generate_series(1, 1000) g;\n";
-        psql(&stack, &pg, &user, &db, seed)?;
+        pg::psql(&stack, &pg, &user, &db, seed)?;
         println!("    seeded {db}.e2e_items with 1000 rows");
 
         let remote = tempfile::Builder::new()
@@ -527,7 +539,7 @@ impl E2e {
             Err(e) if is_stub(&e) => {
                 self.pending
                     .note("backup --env e2e (stand-in: exec pg_dump | gzip | rclone rcat)");
-                standin_backup(&stack, &self.env)?
+                pg::standin_backup(&stack, &self.env)?
             }
             Err(e) => return Err(e.context("backup")),
         };
@@ -535,7 +547,7 @@ impl E2e {
         // independent restore below.
         self.pending
             .note("backup drill (the restore below is the e2e's own check)");
-        let restored = restore_check(&stack, &self.env, &path)?;
+        let restored = pg::restore_check(&stack, &self.env, &path)?;
         println!("    restored {path} into a scratch database: {restored}");
         self.guard.dir(remote);
         Ok(())
@@ -611,123 +623,6 @@ fn volume_exists(name: &str) -> Result<()> {
         .read()
         .map(drop)
         .map_err(|_| Error::failed(format!("volume {name} does not exist after down")))
-}
-
-/// SQL through `psql` in the postgres container (stdin; local socket, trust, no password).
-fn psql(stack: &Stack, service: &str, user: &str, db: &str, sql: &str) -> Result<String> {
-    stack.exec(
-        service,
-        &[
-            "psql",
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            user,
-            "-d",
-            db,
-        ],
-        Some(sql.as_bytes().to_vec()),
-    )
-}
-
-fn rclone() -> Cmd {
-    Cmd::new("rclone")
-        .env_remove("AWS_CA_BUNDLE")
-        .args(["--low-level-retries", "1"])
-        .timeout(Duration::from_secs(120))
-}
-
-/// Until `backup` is merged: what `backup-db.sh` does, through the same transport.
-fn standin_backup(stack: &Stack, env: &Environment) -> Result<String> {
-    let dump = stack.exec(
-        &env.services.postgres,
-        &["pg_dump", "-U", &env.db_user, "-d", &env.database],
-        None,
-    )?;
-    if !dump.contains("-- PostgreSQL database dump complete") {
-        return Err(Error::failed("pg_dump output lacks its completion trailer"));
-    }
-    let gz = Cmd::new("gzip").arg("-c").stdin_bytes(dump).output()?;
-    if !gz.status.success() {
-        return Err(Error::failed("gzip failed"));
-    }
-    let ts = Cmd::new("date")
-        .args(["-u", "+%Y%m %Y%m%d_%H%M%S"])
-        .read()?;
-    let (month, stamp) = ts.trim().split_once(' ').unwrap_or(("000000", "0"));
-    let path = format!(
-        "{}/{month}/station_backup_{stamp}_e2e.sql.gz",
-        env.backup.base()
-    );
-    rclone()
-        .args(["rcat", &path])
-        .stdin_bytes(gz.stdout)
-        .read()
-        .map_err(|e| e.context("rclone rcat"))?;
-    println!("    uploaded {path}");
-    Ok(path)
-}
-
-/// Fetch the object, gunzip it, restore it into a scratch database in the container and count.
-fn restore_check(stack: &Stack, env: &Environment, path: &str) -> Result<String> {
-    let gz = rclone().args(["cat", path]).output()?;
-    if !gz.status.success() || gz.stdout.is_empty() {
-        return Err(Error::failed(format!(
-            "rclone cat {path}: {}",
-            gz.stderr_str().trim()
-        )));
-    }
-    let sql = Cmd::new("gzip")
-        .arg("-dc")
-        .stdin_bytes(gz.stdout)
-        .output()?;
-    if !sql.status.success() {
-        return Err(Error::failed(format!("{path} is not a valid gzip file")));
-    }
-    let pg = &env.services.postgres;
-    let user = &env.db_user;
-    psql(
-        stack,
-        pg,
-        user,
-        "postgres",
-        "DROP DATABASE IF EXISTS e2e_restore;\nCREATE DATABASE e2e_restore;\n",
-    )?;
-    stack.exec(
-        pg,
-        &[
-            "psql",
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--single-transaction",
-            "-U",
-            user,
-            "-d",
-            "e2e_restore",
-        ],
-        Some(sql.stdout),
-    )?;
-    let got = psql(
-        stack,
-        pg,
-        user,
-        "e2e_restore",
-        "SELECT count(*) || ' rows, sum ' || sum(id) FROM e2e_items;\n",
-    )?;
-    let got = got.trim().to_string();
-    if got != "1000 rows, sum 500500" {
-        return Err(Error::failed(format!(
-            "the restored e2e_items has `{got}`, expected `1000 rows, sum 500500`"
-        )));
-    }
-    psql(stack, pg, user, "postgres", "DROP DATABASE e2e_restore;\n")?;
-    Ok(got)
 }
 
 /// Our own executable (`XTASK_EXE` overrides it, for in-process callers such as tests).

@@ -29,9 +29,15 @@ if [ "$#" -eq 0 ] || [ "$1" = postgres ]; then
         rm -f "$pwfile"
         printf 'host all all all scram-sha-256\n' >>"$PGDATA/pg_hba.conf"
         if [ "$db" != postgres ]; then
-            pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w -t 60 start >/dev/null
-            psql -X -q -v ON_ERROR_STOP=1 -U "$user" -d postgres -c "CREATE DATABASE \"$db\""
+            # The temporary server listens on a private socket only: a healthcheck
+            # (pg_isready on the default socket) must not see it and call the container ready.
+            initsock="$(mktemp -d)"
+            pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -c unix_socket_directories=$initsock" \
+                -w -t 60 start >/dev/null
+            psql -X -q -v ON_ERROR_STOP=1 -h "$initsock" -U "$user" -d postgres \
+                -c "CREATE DATABASE \"$db\""
             pg_ctl -D "$PGDATA" -m fast -w -t 60 stop >/dev/null
+            rmdir "$initsock"
         fi
         echo "entrypoint: initialized $PGDATA (database $db, owner $user)"
     fi
