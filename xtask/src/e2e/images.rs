@@ -387,6 +387,7 @@ pub fn ensure(root: &Path, spec: &ImageSpec) -> Result<Built> {
     if image_hash(spec.tag)?.as_deref() == Some(hash.as_str()) {
         return Ok(Built::Cached(hash));
     }
+    let previous = image_id(spec.tag);
     let ctx = tempfile::Builder::new()
         .prefix("station-e2e-image-")
         .tempdir()
@@ -409,7 +410,27 @@ pub fn ensure(root: &Path, spec: &ImageSpec) -> Result<Built> {
             out.stderr_str()
         )));
     }
+    // The image the tag pointed to before is now dangling: remove it (not if a container uses it).
+    if let Some(old) = previous {
+        if image_id(spec.tag).as_ref() != Some(&old) {
+            let _ = Cmd::new("docker")
+                .args(["image", "rm", &old])
+                .timeout(Duration::from_secs(60))
+                .output();
+        }
+    }
     Ok(Built::Built(hash))
+}
+
+/// The image id a tag points to, if the image exists.
+fn image_id(tag: &str) -> Option<String> {
+    Cmd::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", tag])
+        .timeout(Duration::from_secs(30))
+        .read()
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// `docker image rm` (for `--remove-images`); a missing image is fine.
