@@ -1,13 +1,13 @@
 //! Why the e2e's carry commands convert the data (no Docker needed: host redis-server, temp dirs):
 //! Redis 7 started with `appendonly yes` on a directory holding only the old layout's `dump.rdb`
 //! starts with an EMPTY dataset (it creates a fresh AOF and never reads the RDB). The conversion
-//! script printed after `To carry the data:` (`e2e::carry::CONVERT_SH`) must turn the RDB into an
+//! script printed after `To carry the data:` (`compose::carry::AOF_CONVERT_SH`) must turn the RDB into an
 //! AOF that Redis loads. Here the exact script runs with its two paths pointed at a temp dir.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use xtask::e2e::carry::CONVERT_SH;
+use xtask::compose::carry::AOF_CONVERT_SH as CONVERT_SH;
 use xtask::process::Cmd;
 use xtask::services::free_port;
 

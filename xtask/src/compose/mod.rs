@@ -5,6 +5,7 @@
 //! [`edit`] (apply: byte edits, re-parse, verify), [`check`] (findings). All of those are pure;
 //! this file does the I/O: reading files, atomic writes, printing.
 
+pub mod carry;
 pub mod check;
 pub mod edit;
 pub mod model;
@@ -18,7 +19,7 @@ pub use model::RedisFacts;
 
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
-use crate::process::quote;
+use crate::process::quote_words;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Args {
@@ -55,6 +56,10 @@ pub struct ApplyArgs {
     /// Image for the printed data-copy command (default: the redis service's image).
     #[arg(long, value_name = "IMAGE")]
     pub helper_image: Option<String>,
+    /// Env file for the printed `docker compose` commands of a `--file` target (the variables its
+    /// `${VAR:?}` interpolations need).
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -207,6 +212,7 @@ pub fn carry_instructions(
     rename: &edit::Rename,
     project: &str,
     helper_image: Option<&str>,
+    env_file: Option<&Path>,
 ) -> Vec<String> {
     let old_real = rename
         .explicit_name
@@ -259,21 +265,27 @@ pub fn carry_instructions(
             v.extend(args);
             v
         }
-        None => vec![
-            "docker".into(),
-            "compose".into(),
-            "-p".into(),
-            project.into(),
-            "-f".into(),
-            file.clone(),
-        ],
+        None => {
+            let mut v: Vec<String> = vec![
+                "docker".into(),
+                "compose".into(),
+                "-p".into(),
+                project.into(),
+                "-f".into(),
+                file.clone(),
+            ];
+            if let Some(f) = env_file {
+                v.push("--env-file".into());
+                v.push(
+                    std::path::absolute(f)
+                        .unwrap_or_else(|_| f.to_path_buf())
+                        .display()
+                        .to_string(),
+                );
+            }
+            v
+        }
     };
-    let q = |ws: &[&str]| ws.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
-    let compose_q = compose
-        .iter()
-        .map(|w| quote(w))
-        .collect::<Vec<_>>()
-        .join(" ");
     lines.push(format!(
         "`docker volume rename` does not exist, and `docker compose up` would otherwise silently create `{new_real}` empty."
     ));
@@ -284,32 +296,22 @@ pub fn carry_instructions(
             e.remote_dir.as_deref().unwrap_or_default()
         ));
     }
+    let carry = carry::Carry {
+        compose: &compose,
+        project,
+        service: &applied.service,
+        old_volume: &old_real,
+        new_volume: &new_real,
+        new_key: &rename.new,
+        image: &image,
+    };
     lines.push("To carry the data:".into());
-    lines.push(format!("  {compose_q} stop {}", quote(&applied.service)));
+    for c in carry::commands(&carry) {
+        lines.push(format!("  {}", quote_words(&c)));
+    }
     lines.push(format!(
-        "  {}",
-        q(&["docker", "volume", "create", &new_real])
-    ));
-    lines.push(format!(
-        "  {}",
-        q(&[
-            "docker",
-            "run",
-            "--rm",
-            "-v",
-            &format!("{old_real}:/from:ro"),
-            "-v",
-            &format!("{new_real}:/to"),
-            &image,
-            "cp",
-            "-a",
-            "/from/.",
-            "/to/",
-        ])
-    ));
-    lines.push(format!(
-        "Then start it: {compose_q} up -d {}",
-        quote(&applied.service)
+        "Then start it: {}",
+        quote_words(&carry::start(&carry))
     ));
     lines.push(format!(
         "Or start empty instead (Redis is a cache: its data is rebuilt, nothing else is lost): skip the copy; `up` creates `{new_real}` empty. Once the new volume works, `docker volume rm {old_real}` frees the old one."
@@ -389,7 +391,14 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
                 &t.file,
             );
             let _ = writeln!(out);
-            for l in carry_instructions(t, applied, r, &project, a.helper_image.as_deref()) {
+            for l in carry_instructions(
+                t,
+                applied,
+                r,
+                &project,
+                a.helper_image.as_deref(),
+                a.env_file.as_deref(),
+            ) {
                 let _ = writeln!(out, "{l}");
             }
             let _ = writeln!(out);

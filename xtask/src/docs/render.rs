@@ -281,25 +281,34 @@ see section 3). `cargo xtask compose apply` prints these commands with the real 
             .unwrap_or_else(|| format!("{vol}_old"));
         let old = format!("{}_{old_key}", e.env.compose_project);
         let image = e.redis_image.clone().unwrap_or_else(|| "redis".into());
-        let c = compose_line(e);
-        let svc = quote(&e.env.services.redis);
+        let compose = compose_words(e);
+        let carry = crate::compose::carry::Carry {
+            compose: &compose,
+            project: &e.env.compose_project,
+            service: &e.env.services.redis,
+            old_volume: &old,
+            new_volume: new,
+            new_key: vol,
+            image: &image,
+        };
         let _ = writeln!(o, "{} (from {} to {}):\n", title(e), code(&old), code(new));
         let mut lines: Vec<String> = cd_line(e).into_iter().collect();
-        lines.push(format!("{c} stop {svc}"));
-        lines.push(format!("docker volume create {}", quote(new)));
-        lines.push(format!(
-            "docker run --rm -v {}:/from:ro -v {}:/to {} cp -a /from/. /to/",
-            quote(&old),
-            quote(new),
-            quote(&image)
-        ));
-        lines.push(format!("{c} up -d {svc}"));
+        lines.extend(
+            crate::compose::carry::commands(&carry)
+                .iter()
+                .map(|c| quote_words(c)),
+        );
+        lines.push(quote_words(&crate::compose::carry::start(&carry)));
         lines.push(format!(
             "cargo xtask verify-redis --env {}",
             quote(&e.env.name)
         ));
         sh_block(&mut o, &lines);
     }
+    o.push_str(
+        "The last `docker run` turns a copied RDB snapshot into an AOF: Redis 7 started with \
+`appendonly yes` and no AOF on disk starts empty and ignores `dump.rdb`.\n\n",
+    );
     o.push_str("Once the keys are confirmed in the new volume, remove the old one with `docker volume rm`.\n");
     o
 }

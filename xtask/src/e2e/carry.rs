@@ -3,7 +3,6 @@
 //! spaces). Pure text in, argument vectors out: nothing here runs anything.
 
 use crate::error::{Error, Result};
-use crate::process::quote_words;
 
 /// The persistence flags of the current layout, as the staging file spells them.
 pub const AOF_FLAGS: &str = " --appendonly yes --appendfsync everysec";
@@ -58,74 +57,6 @@ pub fn parse_carry_commands(output: &str) -> Result<Vec<Vec<String>>> {
     Ok(cmds)
 }
 
-/// The script the throwaway container runs on the new volume: Redis 7 started with
-/// `appendonly yes` and no AOF on disk starts EMPTY (it does not load `dump.rdb`), so the carried
-/// RDB must become an AOF first: load it with AOF off, `CONFIG SET appendonly yes`, wait for the
-/// rewrite, shut down, and check the result with `redis-check-aof`. Bounded waits only.
-pub const CONVERT_SH: &str = "set -e; s=/tmp/carry.sock; \
-redis-server --port 0 --unixsocket $s --dir /data --appendonly no --daemonize yes --logfile /tmp/carry.log; \
-i=0; until redis-cli -s $s ping 2>/dev/null | grep -q PONG; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; \
-redis-cli -s $s config set appendonly yes | grep -q OK; \
-i=0; until redis-cli -s $s info persistence | grep -q 'aof_rewrite_in_progress:0' && redis-cli -s $s info persistence | grep -q 'aof_rewrite_scheduled:0' && [ -f /data/appendonlydir/appendonly.aof.manifest ]; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; \
-redis-cli -s $s info persistence | grep -q 'aof_last_bgrewrite_status:ok'; \
-redis-cli -s $s shutdown >/dev/null 2>&1 || true; \
-i=0; while [ -S $s ]; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; \
-redis-check-aof /data/appendonlydir/appendonly.aof.manifest";
-
-/// What we expect `compose apply` to print for the old → new move of a project's Redis volume
-/// (the stand-in used until the compose engine is merged; see `pending::COMPOSE_APPLY`).
-pub fn expected_apply_output(project: &str, helper_image: &str) -> String {
-    let old = format!("{project}_{OLD_VOLUME}");
-    let new = format!("{project}_{NEW_VOLUME}");
-    let cmds: Vec<Vec<String>> = vec![
-        vec![
-            "docker".into(),
-            "volume".into(),
-            "create".into(),
-            "--label".into(),
-            format!("com.docker.compose.project={project}"),
-            "--label".into(),
-            format!("com.docker.compose.volume={NEW_VOLUME}"),
-            new.clone(),
-        ],
-        vec![
-            "docker".into(),
-            "run".into(),
-            "--rm".into(),
-            "-v".into(),
-            format!("{old}:/from:ro"),
-            "-v".into(),
-            format!("{new}:/data"),
-            helper_image.into(),
-            "cp".into(),
-            "-a".into(),
-            "/from/.".into(),
-            "/data/".into(),
-        ],
-        vec![
-            "docker".into(),
-            "run".into(),
-            "--rm".into(),
-            "-v".into(),
-            format!("{new}:/data"),
-            helper_image.into(),
-            "sh".into(),
-            "-c".into(),
-            CONVERT_SH.into(),
-        ],
-    ];
-    let mut out = format!(
-        "redis: volume {OLD_VOLUME} -> {NEW_VOLUME}, added --appendonly yes --appendfsync everysec\n\
-         Stop the stack first (`docker compose down`, volumes kept).\n{CARRY_HEADER}\n"
-    );
-    for c in cmds {
-        out.push_str("  ");
-        out.push_str(&quote_words(&c));
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,20 +78,27 @@ mod tests {
 
     #[test]
     fn carry_commands_round_trip_through_the_printed_format() {
-        let out = expected_apply_output("station-e2e", "station-e2e/redis:test");
-        let cmds = parse_carry_commands(&format!("{out}\nDone.\n  not a command\n")).unwrap();
-        assert_eq!(cmds.len(), 3);
-        assert_eq!(cmds[0].last().unwrap(), "station-e2e_redis_staging_aof");
-        assert_eq!(
-            cmds[1][4..8],
-            [
-                "station-e2e_redis_staging_data:/from:ro",
-                "-v",
-                "station-e2e_redis_staging_aof:/data",
-                "station-e2e/redis:test"
-            ]
-        );
-        assert_eq!(cmds[2].last().unwrap(), CONVERT_SH);
+        use crate::compose::carry::{commands, Carry, AOF_CONVERT_SH};
+        use crate::process::quote_words;
+        let compose: Vec<String> = ["docker", "compose", "-p", "station-e2e", "-f", "/tmp/c.yml"]
+            .map(String::from)
+            .to_vec();
+        let printed = commands(&Carry {
+            compose: &compose,
+            project: "station-e2e",
+            service: "redis",
+            old_volume: "station-e2e_redis_staging_data",
+            new_volume: "station-e2e_redis_staging_aof",
+            new_key: "redis_staging_aof",
+            image: "station-e2e/redis:test",
+        });
+        let mut out = format!("{CARRY_HEADER}\n");
+        for c in &printed {
+            out.push_str(&format!("  {}\n", quote_words(c)));
+        }
+        let cmds = parse_carry_commands(&format!("{out}Done.\n  not a command\n")).unwrap();
+        assert_eq!(cmds, printed);
+        assert_eq!(cmds[3].last().unwrap(), AOF_CONVERT_SH);
     }
 
     #[test]

@@ -415,7 +415,7 @@ impl E2e {
         old.down_keep_volumes()?;
         volume_exists(&old_vol)?;
 
-        let output = self.compose_apply(&copy, &current)?;
+        let output = self.compose_apply(&copy)?;
         let cmds = carry::parse_carry_commands(&output)?;
         if cmds.is_empty() {
             return Err(Error::failed(format!(
@@ -451,41 +451,30 @@ impl E2e {
         Ok(())
     }
 
-    /// `compose apply` on the copy; returns its output (with the carry commands).
-    fn compose_apply(&mut self, copy: &Path, current: &str) -> Result<String> {
-        let merged = match crate::compose::redis_data_volume(&self.env.compose_file, self.redis()) {
-            Ok(_) => true,
-            Err(e) if is_stub(&e) => false,
-            Err(e) => return Err(e.context("compose engine")),
-        };
+    /// `compose apply` on the copy (the real CLI); returns its output with the carry commands.
+    fn compose_apply(&mut self, copy: &Path) -> Result<String> {
         let project = &self.env.compose_project;
-        if merged {
-            let exe = xtask_exe()?;
-            let cmd = Cmd::new(exe)
-                .args(["compose", "apply", "--file"])
-                .arg(copy)
-                .args(["--project", project, "--helper-image", images::REDIS_IMAGE])
-                .timeout(Duration::from_secs(120));
-            println!("    $ {}", cmd.display());
-            let out = cmd.read().map_err(|e| e.context("compose apply"))?;
-            print!("{}", indent(&out));
-            let vol = crate::compose::redis_data_volume(copy, self.redis())?;
-            if vol.as_deref() != Some(carry::NEW_VOLUME) {
-                return Err(Error::failed(format!(
-                    "after compose apply the copy mounts {vol:?}, expected {}",
-                    carry::NEW_VOLUME
-                )));
-            }
-            Ok(out)
-        } else {
-            self.pending.note(
-                "compose apply (stand-in: the copy gets the current layout and the expected carry commands)",
-            );
-            std::fs::write(copy, current).map_err(|e| Error::write(copy, e))?;
-            let out = carry::expected_apply_output(project, images::REDIS_IMAGE);
-            print!("{}", indent(&out));
-            Ok(out)
+        let exe = xtask_exe()?;
+        let cmd = Cmd::new(exe)
+            .args(["compose", "apply", "--file"])
+            .arg(copy)
+            .args(["--project", project, "--helper-image", images::REDIS_IMAGE]);
+        let cmd = match &self.env.env_file {
+            Some(f) => cmd.arg("--env-file").arg(f),
+            None => cmd,
         }
+        .timeout(Duration::from_secs(120));
+        println!("    $ {}", cmd.display());
+        let out = cmd.read().map_err(|e| e.context("compose apply"))?;
+        print!("{}", indent(&out));
+        let vol = crate::compose::redis_data_volume(copy, self.redis())?;
+        if vol.as_deref() != Some(carry::NEW_VOLUME) {
+            return Err(Error::failed(format!(
+                "after compose apply the copy mounts {vol:?}, expected {}",
+                carry::NEW_VOLUME
+            )));
+        }
+        Ok(out)
     }
 
     // ---- step 5 ----------------------------------------------------------------------------
