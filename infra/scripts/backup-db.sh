@@ -40,7 +40,7 @@
 #   BACKUP_GZIP            compressor (default: pigz when present, else gzip; both write .gz)
 #   RCLONE                 rclone program (default: rclone)
 #   BACKUP_RCLONE_RETRIES, BACKUP_RCLONE_LOW_LEVEL_RETRIES, BACKUP_RCLONE_CONTIMEOUT,
-#   BACKUP_RCLONE_TIMEOUT  bounded retries/timeouts (defaults: 2, 3, 10s, 60s): a bad key fails in seconds
+#   BACKUP_RCLONE_TIMEOUT  bounded retries/timeouts (defaults: 2, 2, 10s, 60s): a bad key fails in seconds
 set -Eeuo pipefail
 umask 077
 
@@ -167,7 +167,7 @@ else
 fi
 
 rclone_flags=(
-  --low-level-retries "${BACKUP_RCLONE_LOW_LEVEL_RETRIES:-3}"
+  --low-level-retries "${BACKUP_RCLONE_LOW_LEVEL_RETRIES:-2}"
   --retries "${BACKUP_RCLONE_RETRIES:-2}"
   --retries-sleep 1s
   --contimeout "${BACKUP_RCLONE_CONTIMEOUT:-10s}"

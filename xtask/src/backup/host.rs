@@ -16,7 +16,7 @@ pub const SCRIPT: &str = "infra/scripts/backup-db.sh";
 /// Bounded rclone retries/timeouts for everything xtask runs itself (list, stat, drill download).
 pub const RCLONE_FLAGS: [&str; 10] = [
     "--low-level-retries",
-    "3",
+    "2",
     "--retries",
     "2",
     "--contimeout",
