@@ -173,19 +173,22 @@ rclone_flags=(
   --contimeout "${BACKUP_RCLONE_CONTIMEOUT:-10s}"
   --timeout "${BACKUP_RCLONE_TIMEOUT:-60s}"
   --stats 0
+  --log-level NOTICE
 )
 
 # remote_stat OBJECT HASH_TYPE: lsjson of one object with one hash type. Exit 0 with JSON on stdout,
 # 10 when it does not exist, else rclone's error code (stderr kept in $TMP_DIR/rclone.err).
 remote_stat() {
   local out rc=0
-  out=$("$RCLONE" lsjson --stat --hash-type "$2" "${rclone_flags[@]}" -q "$1" 2>"$TMP_DIR/rclone.err") || rc=$?
+  out=$("$RCLONE" lsjson --stat --hash-type "$2" "${rclone_flags[@]}" "$1" 2>"$TMP_DIR/rclone.err") || rc=$?
   case "$rc" in
     0) printf '%s\n' "$out" ;;
     3 | 4) return 10 ;; # directory / file not found
     *) return "$rc" ;;
   esac
 }
+# The last lines rclone logged, without the harmless "Config file ... not found" notice.
+rclone_err() { grep -v -e 'Config file .* not found' "$TMP_DIR/rclone.err" | tail -n 3 | tr '\n' ' ' || true; }
 json_num() { grep -o "\"$1\": *[0-9]*" | head -n1 | grep -o '[0-9]*$' || true; }
 json_hash() { grep -o "\"$1\": *\"[0-9a-f]*\"" | head -n1 | grep -o '[0-9a-f]*"$' | tr -d '"' || true; }
 
@@ -200,7 +203,7 @@ remote_stat "$OBJECT" md5 >/dev/null || rc=$?
 case "$rc" in
   0) fail remote 1 "$OBJECT already exists: refusing to overwrite a backup" ;;
   10) ;;
-  *) fail remote 3 "cannot reach $BACKUP_REMOTE: (rclone exit $rc) $(tail -n 3 "$TMP_DIR/rclone.err" | tr '\n' ' ')" ;;
+  *) fail remote 3 "cannot reach $BACKUP_REMOTE: (rclone exit $rc) $(rclone_err)" ;;
 esac
 
 # ---- dump: to a temp file; with pipefail a failing pg_dump fails the pipeline ----------------------
@@ -233,8 +236,8 @@ say "dump ok: $size bytes compressed in $((SECONDS - start))s, trailer present"
 STAGE=upload
 say "upload to $OBJECT"
 rc=0
-"$RCLONE" copyto --ignore-existing "${rclone_flags[@]}" -q "$DUMP" "$OBJECT" 2>"$TMP_DIR/rclone.err" || rc=$?
-[ "$rc" -eq 0 ] || fail upload 1 "rclone copyto exited $rc: $(tail -n 3 "$TMP_DIR/rclone.err" | tr '\n' ' ')"
+"$RCLONE" copyto --ignore-existing "${rclone_flags[@]}" "$DUMP" "$OBJECT" 2>"$TMP_DIR/rclone.err" || rc=$?
+[ "$rc" -eq 0 ] || fail upload 1 "rclone copyto exited $rc: $(rclone_err)"
 
 # ---- remote-verify: the object's size and hash equal the local file's ----------------------------
 STAGE=remote-verify
@@ -243,7 +246,7 @@ for ht in md5 sha1; do
   rc=0
   json=$(remote_stat "$OBJECT" "$ht") || rc=$?
   [ "$rc" -ne 10 ] || fail remote-verify 1 "$OBJECT is not on the remote after the upload"
-  [ "$rc" -eq 0 ] || fail remote-verify 1 "cannot stat $OBJECT (rclone exit $rc): $(tail -n 3 "$TMP_DIR/rclone.err" | tr '\n' ' ')"
+  [ "$rc" -eq 0 ] || fail remote-verify 1 "cannot stat $OBJECT (rclone exit $rc): $(rclone_err)"
   remote_size=$(printf '%s' "$json" | json_num Size)
   remote_hash=$(printf '%s' "$json" | json_hash "$ht")
   if [ -n "$remote_hash" ]; then

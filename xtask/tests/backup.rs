@@ -16,7 +16,11 @@ fn local_backup_is_verified_listed_and_restored_by_the_drill() {
     let month = this_month();
     let prefix = format!("b2:station-backups/postgres/{month}/station_backup_{month}");
     assert!(obj.path.starts_with(&prefix), "{}", obj.path);
-    assert!(obj.path.ends_with("_pre-deploy-abc1234.sql.gz"), "{}", obj.path);
+    assert!(
+        obj.path.ends_with("_pre-deploy-abc1234.sql.gz"),
+        "{}",
+        obj.path
+    );
     // The object is really there, under postgres/YYYYMM/, with the reported size and hash.
     let rel = obj.path.strip_prefix("b2:").unwrap();
     let file = f.objects().join(rel);
@@ -30,7 +34,9 @@ fn local_backup_is_verified_listed_and_restored_by_the_drill() {
     assert_eq!(backup::list(&env).unwrap(), vec![obj.clone()]);
     // A path outside the remote is bad input.
     assert_eq!(
-        backup::stat(&env, "other:x; rm -rf /").unwrap_err().exit_code(),
+        backup::stat(&env, "other:x; rm -rf /")
+            .unwrap_err()
+            .exit_code(),
         ExitCode::Usage
     );
 
@@ -59,10 +65,7 @@ fn local_backup_is_verified_listed_and_restored_by_the_drill() {
     assert!(!report.passed);
     let bad: Vec<_> = report.tables.iter().filter(|t| !t.ok()).collect();
     assert_eq!(bad.len(), 1);
-    assert_eq!(
-        (bad[0].source, bad[0].restored),
-        (Some(4990), Some(5000))
-    );
+    assert_eq!((bad[0].source, bad[0].restored), (Some(4990), Some(5000)));
     let scratch = f.psql(
         "postgres",
         "SELECT count(*) FROM pg_database WHERE datname LIKE 'xtask_drill_%'",
@@ -113,7 +116,10 @@ fn cli_backup_and_drill_never_show_the_password_in_argv_or_output() {
     let stdout = text(&out.stdout);
     assert!(out.status.success());
     assert!(stdout.contains("PGPASSWORD='***'"), "{stdout}");
-    assert!(stdout.contains("backup-db.sh") && stdout.contains("LABEL=dry"), "{stdout}");
+    assert!(
+        stdout.contains("backup-db.sh") && stdout.contains("LABEL=dry"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(PASSWORD));
     assert_eq!(files(&f.objects()), before);
 }
@@ -163,7 +169,15 @@ fn pg_dump_failing_part_way_is_caught_by_pipefail() {
 fn labels_are_validated_before_anything_runs() {
     let f = Fixture::new();
     let long = "a".repeat(300);
-    for bad in ["a/b", "two words", "x;reboot", "$(touch /tmp/pwned)", "it's", "a\"b", &long] {
+    for bad in [
+        "a/b",
+        "two words",
+        "x;reboot",
+        "$(touch /tmp/pwned)",
+        "it's",
+        "a\"b",
+        &long,
+    ] {
         let out = f
             .xtask(&["backup", "--env", "t", "--label", bad])
             .output()
@@ -186,7 +200,10 @@ fn an_unreachable_remote_is_exit_3_before_dumping() {
         .xtask(&["backup", "--env", "t", "--label", "noremote"])
         .env("RCLONE_CONFIG_B2_TYPE", "s3")
         .env("RCLONE_CONFIG_B2_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_B2_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env(
+            "RCLONE_CONFIG_B2_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
         .env("RCLONE_CONFIG_B2_ACCESS_KEY_ID", "someaccesskey")
         .env("RCLONE_CONFIG_B2_SECRET_ACCESS_KEY", "somesecretkey0000")
         .env("RCLONE_CONFIG_B2_REGION", "us-east-1")
@@ -195,6 +212,9 @@ fn an_unreachable_remote_is_exit_3_before_dumping() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("stage=remote"), "{stderr}");
-    assert!(!stderr.contains("dump ok"), "dumped before checking the remote");
+    assert!(
+        !stderr.contains("dump ok"),
+        "dumped before checking the remote"
+    );
     assert!(start.elapsed().as_secs() < 25, "{:?}", start.elapsed());
 }

@@ -39,7 +39,7 @@ const RESTORE: &str = r#"obj=$1
 shift
 tmp=$(mktemp -d)
 trap 'rm -rf -- "$tmp"' EXIT
-rclone copyto --low-level-retries 2 --retries 2 --contimeout 10s --timeout 60s --stats 0 -q "$obj" "$tmp/backup.sql.gz"
+rclone copyto --low-level-retries 2 --retries 2 --contimeout 10s --timeout 60s --stats 0 --log-level NOTICE "$obj" "$tmp/backup.sql.gz"
 if command -v pigz >/dev/null 2>&1; then gz=pigz; else gz=gzip; fi
 "$gz" -dc "$tmp/backup.sql.gz" | "$@" >/dev/null
 "#;

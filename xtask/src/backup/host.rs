@@ -14,7 +14,7 @@ use crate::process::Cmd;
 pub const SCRIPT: &str = "infra/scripts/backup-db.sh";
 
 /// Bounded rclone retries/timeouts for everything xtask runs itself (list, stat, drill download).
-pub const RCLONE_FLAGS: [&str; 10] = [
+pub const RCLONE_FLAGS: [&str; 12] = [
     "--low-level-retries",
     "2",
     "--retries",
@@ -25,6 +25,8 @@ pub const RCLONE_FLAGS: [&str; 10] = [
     "60s",
     "--stats",
     "0",
+    "--log-level",
+    "NOTICE",
 ];
 
 /// Defines `compose` for the fixed scripts below: `$XTASK_COMPOSE_CMD`, else whichever CLI runs.

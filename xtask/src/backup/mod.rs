@@ -10,7 +10,7 @@ pub mod host;
 pub mod label;
 pub mod result;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{ExitStatus, Stdio};
 
 use crate::environments::{Environment, Environments};
@@ -189,9 +189,7 @@ pub fn stream(cmd: &Cmd, stdout_to_stderr: bool) -> Result<(ExitStatus, Vec<Stri
         if stdout_to_stderr {
             eprintln!("{line}");
         } else {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{line}");
-            let _ = o.flush();
+            println!("{line}");
         }
         out_lines.push(line);
     }
@@ -224,7 +222,7 @@ fn rclone_args(first: &[&str], hash_type: &str, target: &str) -> Vec<String> {
     let mut a: Vec<String> = first.iter().map(|s| s.to_string()).collect();
     a.extend(["--hash-type".to_string(), hash_type.to_string()]);
     a.extend(host::RCLONE_FLAGS.iter().map(|s| s.to_string()));
-    a.extend(["-q".to_string(), target.to_string()]);
+    a.push(target.to_string());
     a
 }
 
@@ -233,7 +231,11 @@ fn rclone_failed(env: &Environment, what: &str, o: &crate::process::Output) -> E
         "`rclone {what}` on remote `{}` {}: {}",
         env.backup.remote,
         describe(o.status),
-        o.stderr_str().trim()
+        o.stderr_str()
+            .lines()
+            .filter(|l| !l.contains("Config file") && !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ")
     ))
 }
 
