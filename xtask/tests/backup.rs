@@ -218,3 +218,59 @@ fn an_unreachable_remote_is_exit_3_before_dumping() {
     );
     assert!(start.elapsed().as_secs() < 25, "{:?}", start.elapsed());
 }
+
+#[test]
+fn over_ssh_the_script_runs_in_the_remote_dir_with_every_word_quoted() {
+    let kh = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "backup",
+            "--env",
+            "production",
+            "--label",
+            "pre-deploy-abc1234",
+            "--dry-run",
+            "--json",
+        ])
+        .env("XTASK_ROOT", repo_root())
+        .env_remove("XTASK_ENVIRONMENTS")
+        .env("PRODUCTION_SSH_HOST", "vps.example.org")
+        .env("PRODUCTION_SSH_KNOWN_HOSTS", kh.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cmd = v["command"].as_str().unwrap();
+    // The remote command line is one quoted argument of ssh; split it back as sshd's shell would.
+    let words = shlex::split(cmd).unwrap();
+    assert_eq!(words[0], "ssh");
+    assert!(words.contains(&"BatchMode=yes".to_string()), "{cmd}");
+    assert!(
+        words.contains(&"deploy@vps.example.org".to_string()),
+        "{cmd}"
+    );
+    let remote = words.last().unwrap();
+    let remote_words = shlex::split(remote).unwrap();
+    assert_eq!(&remote_words[..3], ["cd", "/opt/station", "&&"], "{remote}");
+    for w in [
+        "env",
+        "LABEL=pre-deploy-abc1234",
+        "BACKUP_BUCKET=station-backups",
+        "BACKUP_MODE=compose",
+        "BACKUP_COMPOSE_PROJECT=station",
+        "BACKUP_COMPOSE_FILES=docker-compose.prod.yml",
+        "BACKUP_COMPOSE_ENV_FILE=.env.production",
+        "BACKUP_DB_NAME=station",
+        "bash",
+        "infra/scripts/backup-db.sh",
+    ] {
+        assert!(
+            remote_words.iter().any(|x| x == w),
+            "{w} missing in {remote}"
+        );
+    }
+    assert_eq!(
+        v["object"],
+        "b2:station-backups/postgres/YYYYMM/station_backup_YYYYmmdd_HHMMSS_pre-deploy-abc1234.sql.gz"
+    );
+}
