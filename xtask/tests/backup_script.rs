@@ -183,3 +183,64 @@ fn an_existing_object_is_never_overwritten() {
     assert_eq!(md5_of(&file), hash, "the backup was overwritten");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
+
+#[test]
+fn a_missing_tool_is_exit_3_and_an_interrupt_still_removes_the_temp_file() {
+    let f = Fixture::new();
+    let tmp = f.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let out = f
+        .script(&tmp)
+        .env("RCLONE", "/nonexistent/rclone")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("FAILED stage=tools"));
+
+    // Interrupted mid-dump (Ctrl-C reaches the whole process group): the partial dump is removed.
+    let slow = f.dir.path().join("pg_dump_slow");
+    executable(&slow, "#!/bin/bash\npg_dump \"$@\"\nsleep 30\n");
+    use std::os::unix::process::CommandExt;
+    let child = f
+        .script(&tmp)
+        .env("LABEL", "interrupted")
+        .env("BACKUP_PG_DUMP", &slow)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    // Wait until the temp file holds the dump.
+    loop {
+        let partial = files(&tmp);
+        if partial.iter().any(|p| p.ends_with(".sql.gz"))
+            && std::fs::metadata(tmp.join(&partial[0]))
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+        {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 20, "the dump never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pgid = child.id().to_string();
+    Command::new("kill")
+        .args(["-INT", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        start.elapsed().as_secs() < 20,
+        "the interrupt was not handled promptly"
+    );
+    assert!(stderr.contains("FAILED stage=dump"), "{stderr}");
+    assert!(
+        files(&tmp).is_empty(),
+        "temp left behind: {:?}",
+        files(&tmp)
+    );
+    assert!(files(&f.objects()).is_empty());
+}
