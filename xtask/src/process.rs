@@ -172,6 +172,12 @@ impl Cmd {
         parts.join(" ")
     }
 
+    /// The `std::process::Command` this describes (program, args, env, dir), for callers that need
+    /// their own stdio plumbing (streaming a child's output line by line, piping two children).
+    pub fn std_command(&self) -> Command {
+        self.command()
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);

@@ -1,26 +1,86 @@
 //! `cargo xtask backup` and `backup drill`.
+//!
+//! `backup` runs `infra/scripts/backup-db.sh` for an environment (see [`host`]), streams its output,
+//! parses its `BACKUP_OK` line ([`result`]) and proves the upload once more from here with
+//! `rclone lsjson --stat --hash`. `backup drill` ([`drill`]) restores a backup into a scratch database
+//! and compares per-table row counts with the source.
 
-use crate::environments::Environment;
+pub mod drill;
+pub mod host;
+pub mod label;
+pub mod result;
+
+use std::io::{BufRead, BufReader};
+use std::process::{ExitStatus, Stdio};
+
+use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
+use crate::process::{describe, Cmd};
+
+pub use host::Host;
+pub use label::Label;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
-
-pub fn run(_args: Args) -> Result<ExitCode> {
-    Err(Error::unavailable("not implemented yet"))
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+    /// Environment from infra/environments.toml.
+    #[arg(long, default_value = "local")]
+    pub env: String,
+    /// Suffix of the file name: 1-80 characters of [A-Za-z0-9._-].
+    #[arg(long, default_value = "manual")]
+    pub label: String,
+    /// Print what would run, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the verified object as JSON on stdout (the script's output goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// A validated backup label (`[A-Za-z0-9._-]`, bounded length).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Label(String);
+#[derive(clap::Subcommand, Debug)]
+pub enum Sub {
+    /// Restore a backup (default: the newest) into a scratch database and compare row counts.
+    Drill(drill::Args),
+}
 
-impl Label {
-    pub fn parse(_s: &str) -> Result<Label> {
-        Err(Error::unavailable("not implemented yet"))
+pub fn run(args: Args) -> Result<ExitCode> {
+    if let Some(Sub::Drill(d)) = args.command {
+        return drill::run(d);
     }
-    pub fn as_str(&self) -> &str {
-        &self.0
+    // The label is checked before anything else is read or run.
+    let label = Label::parse(&args.label)?;
+    let envs = Environments::load()?;
+    let env = envs.get(&args.env)?;
+    let host = Host::of(env)?;
+    if args.dry_run {
+        let cmd = host.script(env, label.as_str())?;
+        let object = format!(
+            "{}/YYYYMM/station_backup_YYYYmmdd_HHMMSS_{}.sql.gz",
+            env.backup.base(),
+            label
+        );
+        if args.json {
+            let v =
+                serde_json::json!({"dry_run": true, "command": cmd.display(), "object": object});
+            println!("{v}");
+        } else {
+            println!("would run: {}", cmd.display());
+            println!("would upload: {object}");
+        }
+        return Ok(ExitCode::Ok);
     }
+    let obj = create_with(env, &host, &label, args.json)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&obj).expect("serializable"));
+    } else {
+        println!(
+            "backup ok: {} ({} bytes, {} {})",
+            obj.path, obj.size, obj.hash_type, obj.hash
+        );
+    }
+    Ok(ExitCode::Ok)
 }
 
 /// An object in the backup remote.
@@ -36,16 +96,199 @@ pub struct RemoteObject {
 
 /// Run `infra/scripts/backup-db.sh` for the environment with the label, streaming its output, and
 /// return the uploaded object (already verified by the script against the local file).
-pub fn create(_env: &Environment, _label: &Label) -> Result<RemoteObject> {
-    Err(Error::unavailable("not implemented yet"))
+pub fn create(env: &Environment, label: &Label) -> Result<RemoteObject> {
+    let host = Host::of(env)?;
+    create_with(env, &host, label, false)
+}
+
+fn create_with(
+    env: &Environment,
+    host: &Host,
+    label: &Label,
+    quiet_stdout: bool,
+) -> Result<RemoteObject> {
+    let cmd = host.script(env, label.as_str())?;
+    let (status, out, err) = stream(&cmd, quiet_stdout)?;
+    if !status.success() {
+        return Err(script_error(env, status, &err));
+    }
+    let obj = result::find_ok(&out)?;
+    // Prove it once more from here: the object is where the script says, with that size and hash.
+    match stat(env, &obj.path)? {
+        Some(seen)
+            if seen.size == obj.size
+                && (seen.hash_type != obj.hash_type || seen.hash == obj.hash) =>
+        {
+            Ok(obj)
+        }
+        Some(seen) => Err(Error::failed(format!(
+            "{} on the remote has size {} and {} {:?}, but the script uploaded {} bytes with {} {}",
+            obj.path, seen.size, seen.hash_type, seen.hash, obj.size, obj.hash_type, obj.hash
+        ))),
+        None => Err(Error::failed(format!(
+            "backup-db.sh reported {} but it is not on the remote",
+            obj.path
+        ))),
+    }
+}
+
+/// Map the script's (or ssh's) exit status to our exit codes, naming the failed stage.
+fn script_error(env: &Environment, status: ExitStatus, stderr: &[String]) -> Error {
+    let what = match result::failure(stderr) {
+        Some((stage, msg)) => format!("backup of `{}` failed at stage `{stage}`: {msg}", env.name),
+        None => format!(
+            "backup of `{}`: backup-db.sh {}",
+            env.name,
+            describe(status)
+        ),
+    };
+    match status.code() {
+        Some(2) => Error::usage(what),
+        Some(3) => Error::unavailable(what),
+        Some(255) if env.transport == crate::environments::Transport::Ssh => {
+            Error::unavailable(format!("{what} (ssh could not connect or run the script)"))
+        }
+        _ => Error::failed(format!(
+            "{what}; no backup was made, nothing may be migrated"
+        )),
+    }
+}
+
+/// Run a command, forwarding its stdout (to our stderr when `stdout_to_stderr`) and stderr line by
+/// line as they come, and keep the lines.
+pub fn stream(cmd: &Cmd, stdout_to_stderr: bool) -> Result<(ExitStatus, Vec<String>, Vec<String>)> {
+    let mut c = cmd.std_command();
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            crate::process::missing_tool(&cmd.program())
+        } else {
+            Error::unavailable(format!("cannot run `{}`: {e}", cmd.program()))
+        }
+    })?;
+    let err = child.stderr.take().expect("piped");
+    let t_err = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for line in BufReader::new(err)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            eprintln!("{line}");
+            kept.push(line);
+        }
+        kept
+    });
+    let mut out_lines = Vec::new();
+    let out = child.stdout.take().expect("piped");
+    for line in BufReader::new(out)
+        .lines()
+        .map_while(std::result::Result::ok)
+    {
+        if stdout_to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        out_lines.push(line);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::unavailable(format!("waiting for `{}`: {e}", cmd.program())))?;
+    let err_lines = t_err.join().unwrap_or_default();
+    Ok((status, out_lines, err_lines))
+}
+
+/// Check a remote object path: `<remote>:` of this environment, no whitespace or control characters.
+fn check_path(env: &Environment, path: &str) -> Result<()> {
+    let prefix = format!("{}:", env.backup.remote);
+    if !path.starts_with(&prefix)
+        || path.contains("..")
+        || path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "'\"`$;\\".contains(c))
+    {
+        return Err(Error::usage(format!(
+            "{path:?} is not an object of remote `{}` (expected {}/YYYYMM/station_backup_...sql.gz)",
+            env.backup.remote,
+            env.backup.base()
+        )));
+    }
+    Ok(())
+}
+
+fn rclone_args(first: &[&str], hash_type: &str, target: &str) -> Vec<String> {
+    let mut a: Vec<String> = first.iter().map(|s| s.to_string()).collect();
+    a.extend(["--hash-type".to_string(), hash_type.to_string()]);
+    a.extend(host::RCLONE_FLAGS.iter().map(|s| s.to_string()));
+    a.push(target.to_string());
+    a
+}
+
+fn rclone_failed(env: &Environment, what: &str, o: &crate::process::Output) -> Error {
+    Error::unavailable(format!(
+        "`rclone {what}` on remote `{}` {}: {}",
+        env.backup.remote,
+        describe(o.status),
+        o.stderr_str()
+            .lines()
+            .filter(|l| !l.contains("Config file") && !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    ))
 }
 
 /// Size and hash of one remote object, `None` when it does not exist.
-pub fn stat(_env: &Environment, _path: &str) -> Result<Option<RemoteObject>> {
-    Err(Error::unavailable("not implemented yet"))
+pub fn stat(env: &Environment, path: &str) -> Result<Option<RemoteObject>> {
+    check_path(env, path)?;
+    let host = Host::of(env)?;
+    let mut last = None;
+    for ht in ["md5", "sha1"] {
+        let o = host
+            .rclone(env, &rclone_args(&["lsjson", "--stat"], ht, path))
+            .output()?;
+        match o.status.code() {
+            Some(0) => {}
+            Some(3 | 4) => return Ok(None),
+            _ => return Err(rclone_failed(env, "lsjson --stat", &o)),
+        }
+        let obj = result::parse_stat(&o.stdout_str(), path, ht)?;
+        if !obj.hash.is_empty() {
+            return Ok(Some(obj));
+        }
+        last = Some(obj);
+    }
+    Ok(last)
 }
 
 /// All backup objects of the environment, oldest first.
-pub fn list(_env: &Environment) -> Result<Vec<RemoteObject>> {
-    Err(Error::unavailable("not implemented yet"))
+pub fn list(env: &Environment) -> Result<Vec<RemoteObject>> {
+    let host = Host::of(env)?;
+    list_with(env, &host)
+}
+
+fn list_with(env: &Environment, host: &Host) -> Result<Vec<RemoteObject>> {
+    let base = env.backup.base();
+    let mut last = Vec::new();
+    for ht in ["md5", "sha1"] {
+        let o = host
+            .rclone(
+                env,
+                &rclone_args(&["lsjson", "-R", "--files-only"], ht, &base),
+            )
+            .output()?;
+        match o.status.code() {
+            Some(0) => {}
+            // The bucket or folder does not exist yet: no backups.
+            Some(3) => return Ok(Vec::new()),
+            _ => return Err(rclone_failed(env, "lsjson -R", &o)),
+        }
+        let objs = result::parse_list(&o.stdout_str(), &base, ht)?;
+        if objs.iter().all(|o| !o.hash.is_empty()) {
+            return Ok(objs);
+        }
+        last = objs;
+    }
+    Ok(last)
 }

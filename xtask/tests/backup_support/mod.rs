@@ -1,0 +1,235 @@
+//! Shared fixture of the backup tests: a real PostgreSQL cluster (run as `postgres`), a `local`
+//! test environment in a temp dir whose state file points at it, and helpers to run the xtask
+//! binary and the script. Everything is stopped and removed on drop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use xtask::environments::{Environment, Environments};
+use xtask::local::state::LocalState;
+use xtask::services::free_port;
+use xtask::services::postgres::{temp_base, Cluster};
+
+pub const PASSWORD: &str = "Pg-s3cret-7f1c2e9a";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn script() -> PathBuf {
+    repo_root().join("infra/scripts/backup-db.sh")
+}
+
+pub struct Fixture {
+    pub cluster: Cluster,
+    pub dir: tempfile::TempDir,
+    pub envs_file: PathBuf,
+    pub state_dir: PathBuf,
+    _base: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A cluster with database `station` holding two small tables (one with an awkward name).
+    pub fn new() -> Fixture {
+        let base = temp_base().unwrap();
+        let port = free_port().unwrap();
+        let cluster = Cluster::at(&base.path().join("pg"), port, "station").unwrap();
+        cluster.init(PASSWORD).unwrap();
+        cluster.start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(&state_dir).unwrap();
+        LocalState {
+            pg_port: port,
+            pg_password: PASSWORD.into(),
+            redis_port: 0,
+            redis_password: String::new(),
+        }
+        .save(&state_dir.join("state.json"))
+        .unwrap();
+        let envs_file = dir.path().join("environments.toml");
+        let mut toml = String::new();
+        for (name, db) in [("t", "station"), ("wrongdb", "no_such_db")] {
+            toml.push_str(&format!(
+                r#"
+[environments.{name}]
+transport = "local"
+description = "backup test"
+compose_file = "docker-compose.prod.yml"
+compose_project = "station-test"
+state_dir = "{state}"
+database = "{db}"
+db_user = "station"
+migrations_dir = "infra/migrations"
+migration_command = "builtin:sql-migrations"
+
+[environments.{name}.services]
+redis = "redis"
+postgres = "postgres"
+backend = "backend"
+frontend = "frontend"
+
+[environments.{name}.backup]
+remote = "b2"
+bucket = "station-backups"
+prefix = "postgres"
+"#,
+                state = state_dir.display()
+            ));
+        }
+        std::fs::write(&envs_file, toml).unwrap();
+        let f = Fixture {
+            cluster,
+            dir,
+            envs_file,
+            state_dir,
+            _base: base,
+        };
+        f.psql("postgres", "CREATE DATABASE station");
+        f.psql(
+            "station",
+            "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL); \
+             INSERT INTO accounts SELECT g, 'user' || g || '@example.org' FROM generate_series(1, 5000) g; \
+             CREATE TABLE \"Audit Log\" (at timestamptz DEFAULT now(), what text); \
+             INSERT INTO \"Audit Log\" (what) SELECT 'event ' || g FROM generate_series(1, 321) g;",
+        );
+        f
+    }
+
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.cluster.psql(db, PASSWORD, sql).unwrap()
+    }
+
+    pub fn env(&self, name: &str) -> Environment {
+        let text = std::fs::read_to_string(&self.envs_file).unwrap();
+        Environments::parse(&text, &self.envs_file, &repo_root())
+            .unwrap()
+            .get(name)
+            .unwrap()
+            .clone()
+    }
+
+    /// Root of the local rclone remote `b2` (alias of this directory).
+    pub fn objects(&self) -> PathBuf {
+        self.state_dir.join("objects")
+    }
+
+    /// The xtask binary with this fixture's environments file.
+    pub fn xtask(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args)
+            .env("XTASK_ENVIRONMENTS", &self.envs_file)
+            .env("XTASK_ROOT", repo_root())
+            .stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RCLONE_CONFIG_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    /// `backup-db.sh` in direct mode against this cluster, remote `b2` = the objects directory.
+    pub fn script(&self, tmp: &Path) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(script())
+            .env_remove("AWS_CA_BUNDLE")
+            .env("BACKUP_MODE", "direct")
+            .env("BACKUP_BUCKET", "station-backups")
+            .env("BACKUP_TMPDIR", tmp)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.cluster.port.to_string())
+            .env("PGUSER", "station")
+            .env("PGDATABASE", "station")
+            .env("PGPASSWORD", PASSWORD)
+            .env("RCLONE_CONFIG_B2_TYPE", "alias")
+            .env("RCLONE_CONFIG_B2_REMOTE", self.objects())
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+    }
+}
+
+/// All files under `dir`, relative, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+pub fn md5_of(p: &Path) -> String {
+    let o = Command::new("md5sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `YYYYMM` now, UTC (from `date`, as the script computes it).
+pub fn this_month() -> String {
+    let o = Command::new("date").args(["-u", "+%Y%m"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Run a command to completion while scanning every process's argv for `secret` every few ms.
+/// Returns the output and the argv lines that contained the secret.
+pub fn run_watching_argv(mut cmd: Command, secret: &str) -> (Output, Vec<String>, Duration) {
+    let start = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let secret = secret.to_string();
+    let watcher = std::thread::spawn(move || {
+        let mut hits = Vec::new();
+        let mut scans = 0u32;
+        while !d2.load(std::sync::atomic::Ordering::SeqCst) {
+            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let cmdline = e.path().join("cmdline");
+                if let Ok(b) = std::fs::read(&cmdline) {
+                    let s = String::from_utf8_lossy(&b).replace('\0', " ");
+                    if s.contains(&secret) {
+                        hits.push(s);
+                    }
+                }
+            }
+            scans += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(scans > 0);
+        hits
+    });
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let hits = watcher.join().unwrap();
+    (out, hits, start.elapsed())
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
