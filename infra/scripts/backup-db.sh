@@ -186,7 +186,10 @@ remote_stat() {
   local out rc=0
   out=$("$RCLONE" lsjson --stat --hash-type "$2" "${rclone_flags[@]}" "$1" 2>"$TMP_DIR/rclone.err") || rc=$?
   case "$rc" in
-    0) printf '%s\n' "$out" ;;
+    # rclone 1.75's S3 backend answers `lsjson --stat` on a missing key with exit 0 and a phantom
+    # directory entry (`"IsDir": true, "Size": -1`): an object is a file, so that means "absent".
+    0) if printf '%s' "$out" | grep -q '"IsDir": *true'; then return 10; fi
+       printf '%s\n' "$out" ;;
     3 | 4) return 10 ;; # directory / file not found
     *) return "$rc" ;;
   esac

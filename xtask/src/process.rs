@@ -172,12 +172,6 @@ impl Cmd {
         parts.join(" ")
     }
 
-    /// The `std::process::Command` this describes (program, args, env, dir), for callers that need
-    /// their own stdio plumbing (streaming a child's output line by line, piping two children).
-    pub fn std_command(&self) -> Command {
-        self.command()
-    }
-
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);
@@ -317,6 +311,49 @@ static CHILD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 fn count_child_time(started: Instant) {
     let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
     CHILD_NANOS.fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl Cmd {
+    /// Run, forwarding the child's stdout (to our stderr when `stdout_to_stderr`) and stderr line
+    /// by line as they come, and keep the lines: (status, stdout lines, stderr lines).
+    pub fn stream(&self, stdout_to_stderr: bool) -> Result<(ExitStatus, Vec<String>, Vec<String>)> {
+        use std::io::BufRead;
+        let mut c = self.command();
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = c.spawn().map_err(|e| self.spawn_err(e))?;
+        let err = child.stderr.take().expect("piped");
+        let t_err = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            for line in std::io::BufReader::new(err)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                eprintln!("{line}");
+                kept.push(line);
+            }
+            kept
+        });
+        let mut out_lines = Vec::new();
+        let out = child.stdout.take().expect("piped");
+        for line in std::io::BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            if stdout_to_stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            out_lines.push(line);
+        }
+        let status = self.wait(&mut child);
+        count_child_time(started);
+        let err_lines = t_err.join().unwrap_or_default();
+        Ok((status?, out_lines, err_lines))
+    }
 }
 
 /// Total wall time this process spent running child processes through [`Cmd`] (spawn to reap).

@@ -82,8 +82,9 @@ impl Remote {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPubkeyAuthentication yes\n\
-             LogLevel ERROR\n",
-            d = d.display()
+             LogLevel ERROR\nSetEnv RCLONE_CONFIG={d}/rclone.conf PATH={path}\n",
+            d = d.display(),
+            path = std::env::var("PATH").unwrap()
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
         if xtask::services::is_root() {
@@ -312,7 +313,7 @@ fn preflight_succeeds_with_the_pinned_host_key() {
     );
     // Preflight changes nothing on the server.
     assert!(!r.lock_dir().exists());
-    assert!(!r.remote_dir.join("backup-db.sh").exists());
+    assert!(!r.remote_dir.join("infra/scripts/backup-db.sh").exists());
 }
 
 #[test]
@@ -370,7 +371,7 @@ fn a_deploy_syncs_the_files_then_stops_closed_at_the_backup() {
     // The files the server needs landed in the remote dir, byte for byte, the script executable.
     for (local, remote) in [
         ("docker-compose.staging.yml", "docker-compose.staging.yml"),
-        ("infra/scripts/backup-db.sh", "backup-db.sh"),
+        ("infra/scripts/backup-db.sh", "infra/scripts/backup-db.sh"),
     ] {
         assert_eq!(
             std::fs::read(r.root.join(local)).unwrap(),
@@ -378,7 +379,7 @@ fn a_deploy_syncs_the_files_then_stops_closed_at_the_backup() {
             "{remote}"
         );
     }
-    let mode = std::fs::metadata(r.remote_dir.join("backup-db.sh"))
+    let mode = std::fs::metadata(r.remote_dir.join("infra/scripts/backup-db.sh"))
         .unwrap()
         .permissions()
         .mode();
@@ -386,6 +387,7 @@ fn a_deploy_syncs_the_files_then_stops_closed_at_the_backup() {
     // No temp file left, the lock released, the audit log on both sides.
     let leftovers: Vec<_> = std::fs::read_dir(&r.remote_dir)
         .unwrap()
+        .chain(std::fs::read_dir(r.remote_dir.join("infra/scripts")).unwrap())
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains("xtask-tmp"))
         .collect();
@@ -462,7 +464,7 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
         .unwrap()
         .contains("held-token"));
     assert!(
-        !r.remote_dir.join("backup-db.sh").exists(),
+        !r.remote_dir.join("infra/scripts/backup-db.sh").exists(),
         "sync ran without the lock"
     );
 
@@ -488,7 +490,7 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
     ]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("broke a stale lock"), "{}", out.stdout);
-    assert!(r.remote_dir.join("backup-db.sh").exists());
+    assert!(r.remote_dir.join("infra/scripts/backup-db.sh").exists());
     assert!(!r.lock_dir().exists(), "our lock was not released");
 }
 
@@ -496,9 +498,15 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
 fn migrate_runs_the_configured_command_on_the_server_only_with_the_pre_deploy_backup() {
     let r = Remote::start();
     // The bucket: an rclone `alias` of a local directory, through rclone's own variables.
+    // The server lists its bucket with its own rclone config (sshd hands sessions RCLONE_CONFIG).
     let bucket_root = r.root.join("bucket");
     let month = bucket_root.join("station-backups-staging/postgres/202611");
     std::fs::create_dir_all(&month).unwrap();
+    std::fs::write(
+        r.root.parent().unwrap().join("rclone.conf"),
+        format!("[b2]\ntype = alias\nremote = {}\n", bucket_root.display()),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(args)
@@ -509,8 +517,6 @@ fn migrate_runs_the_configured_command_on_the_server_only_with_the_pre_deploy_ba
             .env("STAGING_SSH_PORT", r.port.to_string())
             .env("STAGING_SSH_KNOWN_HOSTS", &r.known_hosts)
             .env("STAGING_SSH_KEY", &r.key)
-            .env("RCLONE_CONFIG_B2_TYPE", "alias")
-            .env("RCLONE_CONFIG_B2_REMOTE", &bucket_root)
             .env_remove("AWS_CA_BUNDLE")
             .output()
             .unwrap();

@@ -10,12 +10,11 @@ pub mod host;
 pub mod label;
 pub mod result;
 
-use std::io::{BufRead, BufReader};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
-use crate::process::{describe, Cmd};
+use crate::process::describe;
 
 pub use host::Host;
 pub use label::Label;
@@ -96,9 +95,10 @@ pub struct RemoteObject {
 
 /// Run `infra/scripts/backup-db.sh` for the environment with the label, streaming its output, and
 /// return the uploaded object (already verified by the script against the local file).
+/// The script's output goes to our stderr, so a caller's stdout (e.g. `deploy --json`) stays clean.
 pub fn create(env: &Environment, label: &Label) -> Result<RemoteObject> {
     let host = Host::of(env)?;
-    create_with(env, &host, label, false)
+    create_with(env, &host, label, true)
 }
 
 fn create_with(
@@ -108,7 +108,7 @@ fn create_with(
     quiet_stdout: bool,
 ) -> Result<RemoteObject> {
     let cmd = host.script(env, label.as_str())?;
-    let (status, out, err) = stream(&cmd, quiet_stdout)?;
+    let (status, out, err) = cmd.stream(quiet_stdout)?;
     if !status.success() {
         return Err(script_error(env, status, &err));
     }
@@ -152,52 +152,6 @@ fn script_error(env: &Environment, status: ExitStatus, stderr: &[String]) -> Err
             "{what}; no backup was made, nothing may be migrated"
         )),
     }
-}
-
-/// Run a command, forwarding its stdout (to our stderr when `stdout_to_stderr`) and stderr line by
-/// line as they come, and keep the lines.
-pub fn stream(cmd: &Cmd, stdout_to_stderr: bool) -> Result<(ExitStatus, Vec<String>, Vec<String>)> {
-    let mut c = cmd.std_command();
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            crate::process::missing_tool(&cmd.program())
-        } else {
-            Error::unavailable(format!("cannot run `{}`: {e}", cmd.program()))
-        }
-    })?;
-    let err = child.stderr.take().expect("piped");
-    let t_err = std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        for line in BufReader::new(err)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            eprintln!("{line}");
-            kept.push(line);
-        }
-        kept
-    });
-    let mut out_lines = Vec::new();
-    let out = child.stdout.take().expect("piped");
-    for line in BufReader::new(out)
-        .lines()
-        .map_while(std::result::Result::ok)
-    {
-        if stdout_to_stderr {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
-        out_lines.push(line);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| Error::unavailable(format!("waiting for `{}`: {e}", cmd.program())))?;
-    let err_lines = t_err.join().unwrap_or_default();
-    Ok((status, out_lines, err_lines))
 }
 
 /// Check a remote object path: `<remote>:` of this environment, no whitespace or control characters.

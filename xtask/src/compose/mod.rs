@@ -414,8 +414,10 @@ struct JsonFinding<'a> {
     f: &'a check::Finding,
 }
 
-fn run_check(a: CheckArgs) -> Result<ExitCode> {
-    let targets = resolve(&a.targets)?;
+/// Findings for the targets (with the file each is in) and the files checked. Pure of output: the
+/// CLI renders them; `deploy` prints them to stderr so its `--json` stdout stays clean.
+pub fn findings(targets: &Targets) -> Result<(Vec<(PathBuf, check::Finding)>, Vec<String>)> {
+    let targets = resolve(targets)?;
     let mut seen = std::collections::HashSet::new();
     let mut findings: Vec<(PathBuf, check::Finding)> = Vec::new();
     let mut snaps: Vec<(Option<String>, PathBuf, check::Snapshot)> = Vec::new();
@@ -441,6 +443,23 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
                 .map(|f| (s.1.clone(), f)),
         );
     }
+    Ok((findings, files))
+}
+
+/// `file:line:col: message [rule]`
+pub fn finding_line(file: &Path, f: &check::Finding) -> String {
+    format!(
+        "{}:{}:{}: {} [{}]",
+        file.display(),
+        f.line,
+        f.col,
+        f.message,
+        f.rule
+    )
+}
+
+fn run_check(a: CheckArgs) -> Result<ExitCode> {
+    let (findings, files) = findings(&a.targets)?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let list: Vec<JsonFinding> = findings
@@ -459,15 +478,7 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
         );
     } else {
         for (file, f) in &findings {
-            let _ = writeln!(
-                out,
-                "{}:{}:{}: {} [{}]",
-                file.display(),
-                f.line,
-                f.col,
-                f.message,
-                f.rule
-            );
+            let _ = writeln!(out, "{}", finding_line(file, f));
         }
         if findings.is_empty() {
             let _ = writeln!(out, "compose check: ok ({})", files.join(", "));

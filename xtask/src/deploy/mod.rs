@@ -125,18 +125,22 @@ pub fn run_url() -> Option<String> {
 /// The compose durability gate, as a preflight check: the environment's own compose file (findings
 /// are printed by the check itself).
 pub fn compose_check(env: &Environment) -> Result<()> {
-    let args = crate::compose::CheckArgs {
-        targets: crate::compose::Targets {
-            envs: vec![env.name.clone()],
-            files: vec![],
-        },
-        json: false,
+    let targets = crate::compose::Targets {
+        envs: vec![env.name.clone()],
+        files: vec![],
     };
-    match crate::compose::run(crate::compose::Args::Check(args))? {
-        ExitCode::Ok => Ok(()),
-        code => Err(Error::failed(format!(
-            "`cargo xtask compose check` failed (exit {}): fix the compose files it names",
-            code as i32
-        ))),
+    let (findings, files) = crate::compose::findings(&targets)?;
+    for (file, f) in &findings {
+        eprintln!("{}", crate::compose::finding_line(file, f));
+    }
+    if findings.is_empty() {
+        eprintln!("compose check: ok ({})", files.join(", "));
+        Ok(())
+    } else {
+        Err(Error::failed(format!(
+            "`cargo xtask compose check --env {}` found {} problem(s): fix the compose file (`cargo xtask compose apply` fixes AOF and the volume name)",
+            env.name,
+            findings.len()
+        )))
     }
 }

@@ -38,12 +38,14 @@ echo "server ok: docker, compose, env file, ${avail} KiB free"
 /// Write stdin to `$1/$2` atomically (temp file in the same directory, then `mv`).
 const PUT_FILE: &str = r#"set -eu
 umask 077
-mkdir -p "$1"
-tmp="$1/.$2.xtask-tmp.$$"
+dest="$1/$2"
+dir=$(dirname "$dest")
+mkdir -p "$dir"
+tmp="$dir/.$(basename "$dest").xtask-tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 cat > "$tmp"
 chmod "$3" "$tmp"
-mv -f "$tmp" "$1/$2"
+mv -f "$tmp" "$dest"
 trap - EXIT
 "#;
 
@@ -134,9 +136,10 @@ pub fn files_to_sync(
         .chain(&env.compose_overrides)
         .map(|p| (p.clone(), file_name(p), "0644"))
         .collect();
+    // The same relative path as in the repository: `cargo xtask backup` runs it from there.
     v.push((
-        root.join("infra/scripts/backup-db.sh"),
-        "backup-db.sh".to_string(),
+        root.join(crate::backup::host::SCRIPT),
+        crate::backup::host::SCRIPT.to_string(),
         "0755",
     ));
     v

@@ -372,15 +372,21 @@ pub fn report(
     transport: &str,
     opts: &Options,
     json: bool,
+    to_stderr: bool,
 ) -> Result<ExitCode> {
     match result {
         Ok(r) => {
-            if json {
-                println!("{}", render::json(&r));
+            let text = if json {
+                format!("{}\n", render::json(&r))
             } else {
-                print!("{}", render::human(&r));
+                render::human(&r)
+            };
+            if to_stderr {
+                eprint!("{text}");
+            } else {
+                print!("{text}");
             }
-            render::github(&r, json);
+            render::github(&r, json || to_stderr);
             Ok(r.exit_code())
         }
         Err(e) => {
@@ -392,7 +398,7 @@ pub fn report(
                         render::json_unreachable(target, transport, opts.strict, &msg)
                     );
                 }
-                render::github_unreachable(target, &msg, json);
+                render::github_unreachable(target, &msg, json || to_stderr);
             }
             Err(e)
         }
@@ -434,7 +440,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let target = source.target();
     let transport = source.transport();
-    report(collect(source, &opts), &target, transport, &opts, args.json)
+    report(
+        collect(source, &opts),
+        &target,
+        transport,
+        &opts,
+        args.json,
+        false,
+    )
 }
 
 /// Verify the Redis of an environment (local: direct connection; docker: `docker compose exec`;
@@ -450,5 +463,14 @@ pub fn verify_environment(env: &Environment, timeout: Duration) -> Result<ExitCo
     let source = Source::for_environment(env)?;
     let target = source.target();
     let transport = source.transport();
-    report(collect(source, &opts), &target, transport, &opts, false)
+    // Called as a step of other commands (deploy, e2e): the report goes to stderr so their stdout
+    // (e.g. `deploy --json`) stays theirs.
+    report(
+        collect(source, &opts),
+        &target,
+        transport,
+        &opts,
+        false,
+        true,
+    )
 }
