@@ -1,5 +1,7 @@
 //! A small YAML tree with byte spans, built from granit-parser events. Pure: no I/O.
 //!
+//! Shared by the compose engine (`compose`) and the workflow checks (`ci`).
+//!
 //! The tree keeps what the compose engine needs to edit text in place: every node's byte range,
 //! 1-based line/column, scalar style, anchors and whether a node was reached through an alias.
 //! Duplicate keys and repeated `<<` merge keys are collected as [`Issue`]s (check reports them,
