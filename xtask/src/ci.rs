@@ -1,6 +1,6 @@
 //! `cargo xtask ci check [FILES...]`: static checks of the GitHub workflows (default:
-//! `.github/workflows/*.yml`). Parsing (a small position-carrying tree built from granit-parser
-//! events) is separate from the rules, which are pure functions over that tree.
+//! `.github/workflows/*.yml`). Parsing is [`crate::yaml`] (the position-carrying tree shared with
+//! `compose`); the rules are pure functions over that tree.
 //!
 //! In every deploy job (a job whose steps run `cargo xtask backup|migrate|deploy`):
 //! - a step named "Pre-migration database backup" runs `cargo xtask backup` before the step that runs
@@ -14,9 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
-use granit_parser::{Event, Parser};
-
 use crate::error::{Error, ExitCode, Result};
+use crate::yaml::{self, Kind, Node, Pos};
 
 pub const BACKUP_STEP_NAME: &str = "Pre-migration database backup";
 
@@ -82,166 +81,31 @@ fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// A YAML node with its 1-based line and column.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Node {
-    Scalar(String, Pos),
-    Seq(Vec<Node>, Pos),
-    Map(Vec<(Node, Node)>, Pos),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pos {
-    pub line: usize,
-    pub col: usize,
-}
-
-impl Node {
-    pub fn pos(&self) -> Pos {
-        match self {
-            Node::Scalar(_, p) | Node::Seq(_, p) | Node::Map(_, p) => *p,
-        }
-    }
-    pub fn get(&self, key: &str) -> Option<&Node> {
-        match self {
-            Node::Map(entries, _) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
-            _ => None,
-        }
-    }
-    /// The key node of `key` (for positions).
-    pub fn key(&self, key: &str) -> Option<&Node> {
-        match self {
-            Node::Map(entries, _) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(k, _)| k),
-            _ => None,
-        }
-    }
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Node::Scalar(s, _) => Some(s),
-            _ => None,
-        }
-    }
-    pub fn entries(&self) -> &[(Node, Node)] {
-        match self {
-            Node::Map(e, _) => e,
-            _ => &[],
-        }
-    }
-    pub fn items(&self) -> &[Node] {
-        match self {
-            Node::Seq(i, _) => i,
-            _ => &[],
-        }
-    }
-}
-
-/// Parse the first YAML document into a [`Node`] tree (exit 2 with `file:line:col` on bad YAML).
+/// Parse the first YAML document (exit 2 with `file:line:col` on bad YAML). A stream without a
+/// document is an empty mapping at its end, so the rules report what is missing.
 pub fn parse(text: &str, file: &Path) -> Result<Node> {
-    let mut events = Vec::new();
-    for ev in Parser::new_from_str(text) {
-        match ev {
-            // Comments and anchor metadata are presentation, not data.
-            Ok((e, _))
-                if !matches!(
-                    e,
-                    Event::StreamStart
-                        | Event::StreamEnd
-                        | Event::DocumentStart(..)
-                        | Event::DocumentEnd
-                        | Event::Alias(_)
-                        | Event::Scalar(..)
-                        | Event::SequenceStart(..)
-                        | Event::SequenceEnd
-                        | Event::MappingStart(..)
-                        | Event::MappingEnd
-                ) => {}
-            Ok((e, span)) => events.push((
-                e,
-                Pos {
-                    line: span.start.line(),
-                    col: span.start.col() + 1,
-                },
-            )),
-            Err(e) => {
-                return Err(Error::input(
-                    file,
-                    e.marker().line(),
-                    e.marker().col() + 1,
-                    e.info(),
-                ))
-            }
-        }
-    }
-    let mut it = events.into_iter().peekable();
-    let mut anchors: std::collections::HashMap<usize, Node> = Default::default();
-    while let Some((e, pos)) = it.peek() {
-        match e {
-            Event::StreamStart | Event::DocumentStart(..) => {
-                it.next();
-            }
-            Event::StreamEnd => return Ok(Node::Map(vec![], *pos)),
-            _ => return build(&mut it, &mut anchors, file),
-        }
-    }
-    Ok(Node::Map(vec![], Pos { line: 1, col: 1 }))
+    let stream =
+        yaml::parse_stream(text).map_err(|e| Error::input(file, e.at.line, e.at.col, e.message))?;
+    Ok(stream.root.unwrap_or_else(|| Node {
+        kind: Kind::Map {
+            entries: Vec::new(),
+            flow: false,
+        },
+        span: stream.end.offset..stream.end.offset,
+        start: stream.end,
+        anchor: None,
+        alias: None,
+    }))
 }
 
-type Events<'i> = std::iter::Peekable<std::vec::IntoIter<(Event<'i>, Pos)>>;
+/// The value of `key` in a mapping (GitHub workflows have no `<<` merge keys).
+fn get<'a>(n: &'a Node, key: &str) -> Option<&'a Node> {
+    n.own(key).map(|l| l.value)
+}
 
-fn build(
-    it: &mut Events<'_>,
-    anchors: &mut std::collections::HashMap<usize, Node>,
-    file: &Path,
-) -> Result<Node> {
-    let Some((e, pos)) = it.next() else {
-        return Err(Error::input(file, 1, 1, "unexpected end of YAML"));
-    };
-    let (node, anchor) = match e {
-        Event::Scalar(v, _, anchor, _) => (Node::Scalar(v.into_owned(), pos), anchor),
-        Event::Alias(id) => (
-            anchors
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| Error::input(file, pos.line, pos.col, "unknown alias"))?,
-            0,
-        ),
-        Event::SequenceStart(_, anchor, _) => {
-            let mut items = Vec::new();
-            while !matches!(it.peek(), Some((Event::SequenceEnd, _)) | None) {
-                items.push(build(it, anchors, file)?);
-            }
-            it.next();
-            (Node::Seq(items, pos), anchor)
-        }
-        Event::MappingStart(_, anchor, _) => {
-            let mut entries = Vec::new();
-            while !matches!(it.peek(), Some((Event::MappingEnd, _)) | None) {
-                let k = build(it, anchors, file)?;
-                let v = build(it, anchors, file)?;
-                entries.push((k, v));
-            }
-            it.next();
-            (Node::Map(entries, pos), anchor)
-        }
-        other => {
-            return Err(Error::input(
-                file,
-                pos.line,
-                pos.col,
-                format!("unexpected YAML event {other:?}"),
-            ))
-        }
-    };
-    if anchor != 0 {
-        anchors.insert(anchor, node.clone());
-    }
-    Ok(node)
+/// The items of a sequence (none for anything else).
+fn items(n: &Node) -> &[Node] {
+    n.items().unwrap_or(&[])
 }
 
 /// What the rules found in one workflow.
@@ -282,25 +146,24 @@ pub fn check_workflow(doc: &Node, file: &Path) -> CheckResult {
         r.findings
             .push(format!("{}:{}:{}: {msg}", file.display(), p.line, p.col));
     };
-    let wf_shell = doc
-        .get("defaults")
-        .and_then(|d| d.get("run"))
-        .and_then(|r| r.get("shell"));
-    let wf_concurrency = doc.get("concurrency");
-    let Some(jobs) = doc.get("jobs") else {
-        find(doc.pos(), "no `jobs:` in this workflow".into());
+    let wf_shell = get(doc, "defaults")
+        .and_then(|d| get(d, "run"))
+        .and_then(|r| get(r, "shell"));
+    let wf_concurrency = get(doc, "concurrency");
+    let Some(jobs) = get(doc, "jobs") else {
+        find(doc.start, "no `jobs:` in this workflow".into());
         return r;
     };
     let mut deploy_jobs = 0;
-    for (job_key, job) in jobs.entries() {
+    for (job_key, job) in jobs.entries().unwrap_or(&[]) {
         let job_name = job_key.as_str().unwrap_or("?");
-        let steps = job.get("steps").map(Node::items).unwrap_or(&[]);
+        let steps = get(job, "steps").map(items).unwrap_or(&[]);
         // Rule for every job: no expressions inside run scripts.
         for step in steps {
-            if let Some(run) = step.get("run") {
+            if let Some(run) = get(step, "run") {
                 if run.as_str().is_some_and(|s| s.contains("${{")) {
                     find(
-                        run.pos(),
+                        run.start,
                         format!(
                             "job `{job_name}`: `${{{{ }}}}` inside `run:` is template injection: pass the value through `env:` and use \"$VAR\""
                         ),
@@ -309,7 +172,7 @@ pub fn check_workflow(doc: &Node, file: &Path) -> CheckResult {
             }
         }
         let runs = |s: &Node, cmd: &str| {
-            s.get("run")
+            get(s, "run")
                 .and_then(Node::as_str)
                 .is_some_and(|t| runs_xtask(t, cmd))
         };
@@ -322,41 +185,40 @@ pub fn check_workflow(doc: &Node, file: &Path) -> CheckResult {
         deploy_jobs += 1;
         let migrate_idx = steps.iter().position(|s| runs(s, "migrate"));
         let backup_idx = steps.iter().position(|s| {
-            runs(s, "backup") && s.get("name").and_then(Node::as_str) == Some(BACKUP_STEP_NAME)
+            runs(s, "backup") && get(s, "name").and_then(Node::as_str) == Some(BACKUP_STEP_NAME)
         });
         if let Some(m) = migrate_idx {
             match backup_idx {
                 None => find(
-                    steps[m].pos(),
+                    steps[m].start,
                     format!(
                         "job `{job_name}`: this step runs `cargo xtask migrate` but no step named \"{BACKUP_STEP_NAME}\" runs `cargo xtask backup` before it"
                     ),
                 ),
                 Some(b) if b > m => find(
-                    steps[b].pos(),
+                    steps[b].start,
                     format!(
                         "job `{job_name}`: \"{BACKUP_STEP_NAME}\" runs after the migration (line {}): move it before",
-                        steps[m].pos().line
+                        steps[m].start.line
                     ),
                 ),
                 Some(_) => {}
             }
         }
-        if let Some(k) = job.key("continue-on-error") {
-            if truthy_or_expr(job.get("continue-on-error").expect("key exists")) {
+        if let Some(c) = job.own("continue-on-error") {
+            if truthy_or_expr(c.value) {
                 find(
-                    k.pos(),
+                    c.key.start,
                     format!("job `{job_name}`: a deploy job must not have continue-on-error"),
                 );
             }
         }
         for s in steps {
             if runs(s, "backup") || runs(s, "migrate") || runs(s, "deploy") {
-                if let (Some(k), Some(v)) = (s.key("continue-on-error"), s.get("continue-on-error"))
-                {
-                    if truthy_or_expr(v) {
+                if let Some(c) = s.own("continue-on-error") {
+                    if truthy_or_expr(c.value) {
                         find(
-                            k.pos(),
+                            c.key.start,
                             format!(
                                 "job `{job_name}`: continue-on-error on a backup/migrate/deploy step would let a failure pass"
                             ),
@@ -365,16 +227,15 @@ pub fn check_workflow(doc: &Node, file: &Path) -> CheckResult {
                 }
             }
         }
-        let job_shell = job
-            .get("defaults")
-            .and_then(|d| d.get("run"))
-            .and_then(|r| r.get("shell"));
+        let job_shell = get(job, "defaults")
+            .and_then(|d| get(d, "run"))
+            .and_then(|r| get(r, "shell"));
         for s in steps {
-            if s.get("run").is_some() {
-                let shell = s.get("shell").or(job_shell).or(wf_shell);
+            if get(s, "run").is_some() {
+                let shell = get(s, "shell").or(job_shell).or(wf_shell);
                 if !is_bash(shell) {
                     find(
-                        s.pos(),
+                        s.start,
                         format!(
                             "job `{job_name}`: run step without `shell: bash` (the default `bash -e` has no pipefail)"
                         ),
@@ -382,24 +243,24 @@ pub fn check_workflow(doc: &Node, file: &Path) -> CheckResult {
                 }
             }
         }
-        match job.get("concurrency").or(wf_concurrency) {
-            Some(c) if c.get("cancel-in-progress").and_then(Node::as_str) == Some("false") => {}
+        match get(job, "concurrency").or(wf_concurrency) {
+            Some(c) if get(c, "cancel-in-progress").and_then(Node::as_str) == Some("false") => {}
             Some(c) => find(
-                c.pos(),
+                c.start,
                 format!(
                     "job `{job_name}`: concurrency needs `cancel-in-progress: false` (a cancelled deploy can stop mid-migration)"
                 ),
             ),
             None => find(
-                job_key.pos(),
+                job_key.start,
                 format!(
                     "job `{job_name}`: a deploy job needs `concurrency` with `cancel-in-progress: false`"
                 ),
             ),
         }
-        if job.get("environment").is_none() {
+        if get(job, "environment").is_none() {
             find(
-                job_key.pos(),
+                job_key.start,
                 format!("job `{job_name}`: a deploy job needs an `environment:` (protection rules, secrets)"),
             );
         }

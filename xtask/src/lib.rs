@@ -10,6 +10,7 @@ pub mod gha;
 pub mod process;
 pub mod services;
 pub mod ssh;
+pub mod yaml;
 
 // One module per command.
 pub mod backup;

@@ -267,3 +267,36 @@ fn ctrl_c_stops_after_the_running_step_and_records_interrupted() {
     assert_eq!(last["status"], "interrupted");
     assert!(!t.state_dir.join("deploy.lock").exists());
 }
+
+/// A CI runner cancels a job with SIGTERM (ctrlc's `termination` feature): same as Ctrl-C.
+#[test]
+fn sigterm_stops_after_the_running_step_and_releases_the_lock() {
+    let t = TestEnv::local(0o711);
+    let child = t
+        .command(&["deploy", "--sha", SHA])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !t.state_dir.join("state.json").exists() {
+        assert!(t0.elapsed().as_secs() < 30, "preflight never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Killed by the signal would be no exit code at all: the handler ran and the pipeline stopped.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(err.contains("No migration was run"), "{err}");
+    let audit = t.audit();
+    let last = audit.last().unwrap();
+    assert_eq!(last["step"], "pipeline");
+    assert_eq!(last["status"], "interrupted");
+    assert!(!t.state_dir.join("deploy.lock").exists());
+}

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::model::{self, at, At, MountKind, RedisFacts, Service};
 use super::shell::{self, Dialect, Tok};
-use super::yaml::{self, Node, Pos};
+use crate::yaml::{self, Node, Pos};
 
 /// One finding, before the file name is attached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -2,7 +2,7 @@
 //! verify that exactly the intended meaning changed.
 
 use super::model::{self, at, At, Container, MountKind, Service};
-use super::yaml::{self, Edit, Kind, Node, Pos, Style};
+use crate::yaml::{self, Edit, Kind, Node, Pos, Style};
 
 /// The settings `apply` enforces, in order.
 pub const DURABLE: [(&str, &str); 2] = [("appendonly", "yes"), ("appendfsync", "everysec")];

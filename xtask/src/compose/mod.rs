@@ -1,6 +1,6 @@
 //! `cargo xtask compose apply|check`: the compose engine.
 //!
-//! Layout: [`yaml`] (span-preserving tree on granit-parser events), [`shell`] (word splitting with
+//! Layout: [`yaml`] (the shared span-preserving tree, `crate::yaml`), [`shell`] (word splitting with
 //! byte maps), [`model`] (the redis service: command, server arguments, mounts, [`RedisFacts`]),
 //! [`edit`] (apply: byte edits, re-parse, verify), [`check`] (findings). All of those are pure;
 //! this file does the I/O: reading files, atomic writes, printing.
@@ -10,7 +10,9 @@ pub mod check;
 pub mod edit;
 pub mod model;
 pub mod shell;
-pub mod yaml;
+/// The YAML tree is shared (`crate::yaml`, also used by `ci check`); re-exported here for the
+/// compose engine's callers.
+pub use crate::yaml;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::shell::{self, Dialect, Tok};
-use super::yaml::{self, Kind, Node, Pos, Style};
+use crate::yaml::{self, Kind, Node, Pos, Style};
 
 /// A problem at a position in the file (becomes `file:line:col: message`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -84,6 +84,7 @@ impl<'a> Pipeline<'a> {
         let interrupted = Arc::new(AtomicBool::new(false));
         let flag = interrupted.clone();
         // Children get the terminal's SIGINT themselves; we finish the running step's bookkeeping.
+        // With ctrlc's `termination` feature this also runs on SIGTERM (a cancelled CI job) and SIGHUP.
         let _ = ctrlc::set_handler(move || {
             if flag.swap(true, Ordering::SeqCst) {
                 eprintln!(

@@ -1,9 +1,13 @@
 //! A small YAML tree with byte spans, built from granit-parser events. Pure: no I/O.
 //!
+//! Shared by the compose engine (`compose`) and the workflow checks (`ci`).
+//!
 //! The tree keeps what the compose engine needs to edit text in place: every node's byte range,
 //! 1-based line/column, scalar style, anchors and whether a node was reached through an alias.
 //! Duplicate keys and repeated `<<` merge keys are collected as [`Issue`]s (check reports them,
 //! apply refuses them); everything else that is not a single YAML document is a [`ParseError`].
+//! [`parse`] wants one document whose root is a mapping (a compose file); [`parse_stream`] takes
+//! the first document of a stream, whatever its shape (a workflow, checked by rules).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -79,6 +83,16 @@ pub struct Doc {
     pub issues: Vec<Issue>,
 }
 
+/// The first document of a YAML stream, whatever its root (see [`parse_stream`]).
+#[derive(Clone, Debug)]
+pub struct Stream {
+    /// `None` when the stream holds no document (empty, or comments only).
+    pub root: Option<Node>,
+    pub issues: Vec<Issue>,
+    /// Where the stream ends: a position for findings about a missing document.
+    pub end: Pos,
+}
+
 impl Node {
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
@@ -116,17 +130,10 @@ impl Node {
     /// The value of `key` in this mapping, with `<<` merge keys applied (own keys win, then the
     /// merged mappings in order). `inherited` is true when the value came through a merge key.
     pub fn get(&self, key: &str) -> Option<Lookup<'_>> {
-        let entries = self.entries()?;
-        for (k, v) in entries {
-            if !k.is_merge_key() && k.as_str() == Some(key) {
-                return Some(Lookup {
-                    key: k,
-                    value: v,
-                    merged_from: None,
-                });
-            }
+        if let Some(own) = self.own(key) {
+            return Some(own);
         }
-        for (k, v) in entries {
+        for (k, v) in self.entries()? {
             if !k.is_merge_key() {
                 continue;
             }
@@ -144,6 +151,19 @@ impl Node {
             }
         }
         None
+    }
+
+    /// The value of `key` among this mapping's own entries (the first one), `<<` merge keys not
+    /// applied: for formats without merge keys, such as GitHub workflows.
+    pub fn own(&self, key: &str) -> Option<Lookup<'_>> {
+        self.entries()?
+            .iter()
+            .find(|(k, _)| !k.is_merge_key() && k.as_str() == Some(key))
+            .map(|(k, v)| Lookup {
+                key: k,
+                value: v,
+                merged_from: None,
+            })
     }
 
     /// Keys of this mapping, merged keys included, in first-seen order.
@@ -282,6 +302,32 @@ pub fn decode(bytes: &[u8]) -> Result<&str, ParseError> {
 
 /// Parse one YAML document whose root is a mapping.
 pub fn parse(text: &str) -> Result<Doc, ParseError> {
+    let Stream { root, issues, .. } = build(text, true)?;
+    let root = root.ok_or_else(|| ParseError {
+        at: Pos {
+            offset: 0,
+            line: 1,
+            col: 1,
+        },
+        message: "the file is empty: expected a compose mapping with `services:`".into(),
+    })?;
+    if !matches!(root.kind, Kind::Map { .. }) {
+        return Err(ParseError {
+            at: root.start,
+            message: "the document root is not a mapping: a compose file starts with keys like `services:`".into(),
+        });
+    }
+    Ok(Doc { root, issues })
+}
+
+/// Parse the first document of a YAML stream, any root (or none). Later documents are read for
+/// syntax errors only.
+pub fn parse_stream(text: &str) -> Result<Stream, ParseError> {
+    build(text, false)
+}
+
+/// The tree of the first document. `one_document`: a second document is an error (else skipped).
+fn build(text: &str, one_document: bool) -> Result<Stream, ParseError> {
     let opts = granit_parser::options! { emit_anchor_events: true, emit_comments: false };
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
@@ -289,6 +335,7 @@ pub fn parse(text: &str) -> Result<Doc, ParseError> {
     let mut anchor_names: HashMap<usize, String> = HashMap::new();
     let mut issues = Vec::new();
     let mut docs = 0usize;
+    let mut end = Pos::default();
     let mut nodes = 0usize;
     // The anchor id of the last scalar pushed (anchor events follow their node).
     let mut last_scalar_anchor: usize = 0;
@@ -320,10 +367,17 @@ pub fn parse(text: &str) -> Result<Doc, ParseError> {
             anchor: None,
             alias: None,
         };
+        match event {
+            Event::DocumentStart(..) => docs += 1,
+            Event::StreamEnd => end = start,
+            _ => {}
+        }
+        if docs > 1 && !one_document {
+            continue;
+        }
         let completed: Option<Node> = match event {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => None,
             Event::DocumentStart(..) => {
-                docs += 1;
                 if docs > 1 {
                     return Err(ParseError {
                         at: start,
@@ -510,21 +564,7 @@ pub fn parse(text: &str) -> Result<Doc, ParseError> {
             },
         }
     }
-    let root = root.ok_or_else(|| ParseError {
-        at: Pos {
-            offset: 0,
-            line: 1,
-            col: 1,
-        },
-        message: "the file is empty: expected a compose mapping with `services:`".into(),
-    })?;
-    if !matches!(root.kind, Kind::Map { .. }) {
-        return Err(ParseError {
-            at: root.start,
-            message: "the document root is not a mapping: a compose file starts with keys like `services:`".into(),
-        });
-    }
-    Ok(Doc { root, issues })
+    Ok(Stream { root, issues, end })
 }
 
 fn count(n: &Node) -> usize {
@@ -807,6 +847,43 @@ mod tests {
         assert!(e.message.contains("not a mapping"));
         let e = decode(b"a: 1\nb: \xff\n").unwrap_err();
         assert_eq!((e.at.line, e.at.col), (2, 4));
+    }
+
+    #[test]
+    fn own_lookups_skip_merge_keys_and_take_the_first_entry() {
+        let doc =
+            parse("base: &b {image: redis}\nsvc:\n  <<: *b\n  command: x\n  command: y\n").unwrap();
+        let svc = doc.root.get("svc").unwrap().value;
+        assert!(svc.get("image").is_some());
+        assert!(svc.own("image").is_none());
+        assert!(svc.own("<<").is_none());
+        let c = svc.own("command").unwrap();
+        assert_eq!(c.value.as_str(), Some("x"));
+        assert_eq!((c.key.start.line, c.key.start.col), (4, 3));
+        assert_eq!(c.merged_from, None);
+        assert!(c.value.own("command").is_none());
+    }
+
+    #[test]
+    fn streams_give_the_first_document_of_any_shape() {
+        let s = parse_stream("").unwrap();
+        assert!(s.root.is_none());
+        assert_eq!((s.end.line, s.end.col), (1, 1));
+        let s = parse_stream("# a\n# b\n").unwrap();
+        assert!(s.root.is_none());
+        assert_eq!((s.end.line, s.end.col), (3, 1));
+        let s = parse_stream("- a\n- b\n").unwrap();
+        assert_eq!(s.root.unwrap().items().map(<[Node]>::len), Some(2));
+        let s = parse_stream("a: 1\na: 2\n---\nb: 2\n").unwrap();
+        let root = s.root.unwrap();
+        assert_eq!(root.get("a").unwrap().value.as_str(), Some("1"));
+        assert!(root.get("b").is_none());
+        assert_eq!(s.issues.len(), 1);
+        // Later documents are still read for syntax errors; `parse` refuses them outright.
+        let e = parse_stream("a: 1\n---\nb: [\n").unwrap_err();
+        assert_eq!(e.at.line, 3);
+        let e = parse("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(e.message.contains("more than one YAML document"), "{e:?}");
     }
 
     #[test]
