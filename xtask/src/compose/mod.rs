@@ -418,7 +418,7 @@ struct JsonFinding<'a> {
 
 /// Findings for the targets (with the file each is in) and the files checked. Pure of output: the
 /// CLI renders them; `deploy` prints them to stderr so its `--json` stdout stays clean.
-pub fn findings(targets: &Targets) -> Result<(Vec<(PathBuf, check::Finding)>, Vec<String>)> {
+pub fn findings(targets: &Targets) -> Result<Checked> {
     let targets = resolve(targets)?;
     let mut seen = std::collections::HashSet::new();
     let mut findings: Vec<(PathBuf, check::Finding)> = Vec::new();
@@ -445,7 +445,14 @@ pub fn findings(targets: &Targets) -> Result<(Vec<(PathBuf, check::Finding)>, Ve
                 .map(|f| (s.1.clone(), f)),
         );
     }
-    Ok((findings, files))
+    Ok(Checked { findings, files })
+}
+
+/// What `compose check` found: each finding with its file, and the files checked.
+#[derive(Debug)]
+pub struct Checked {
+    pub findings: Vec<(PathBuf, check::Finding)>,
+    pub files: Vec<String>,
 }
 
 /// `file:line:col: message [rule]`
@@ -461,7 +468,7 @@ pub fn finding_line(file: &Path, f: &check::Finding) -> String {
 }
 
 fn run_check(a: CheckArgs) -> Result<ExitCode> {
-    let (findings, files) = findings(&a.targets)?;
+    let Checked { findings, files } = findings(&a.targets)?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let list: Vec<JsonFinding> = findings

@@ -129,7 +129,7 @@ pub fn compose_check(env: &Environment) -> Result<()> {
         envs: vec![env.name.clone()],
         files: vec![],
     };
-    let (findings, files) = crate::compose::findings(&targets)?;
+    let crate::compose::Checked { findings, files } = crate::compose::findings(&targets)?;
     for (file, f) in &findings {
         eprintln!("{}", crate::compose::finding_line(file, f));
     }
