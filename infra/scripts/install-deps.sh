@@ -64,4 +64,8 @@ if [ -n "$compose_bin" ] && "$compose_bin" version 2>/dev/null | grep -q 'versio
   if command -v pyenv >/dev/null 2>&1; then real=$(pyenv which docker-compose 2>/dev/null || echo "$real"); fi
   ln -sf "$real" "$plugin_dir/docker-compose"
 fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo is missing: install the Rust toolchain (rustup, Rust >= 1.95) and re-run" >&2
+  exit 3
+fi
 echo "install-deps: ok"
