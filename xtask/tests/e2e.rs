@@ -216,12 +216,50 @@ fn e2e_passes_on_the_docker_engine_and_leaves_nothing() {
         "container exited 137",
         "every acknowledged key (400) present after kill -9",
         "redis-check-aof: All AOF files and manifest are valid",
+        "verify-redis --env e2e: healthy",
+        // compose apply's own output, and its carry commands run one by one
+        "appended --appendonly yes --appendfsync everysec to the redis-server arguments",
+        "| To carry the data:",
+        "$ docker volume create --label com.docker.compose.project=station-e2e",
+        "$ docker run --rm -v station-e2e_redis_staging_data:/from:ro",
         "all 200 keys present in station-e2e_redis_staging_aof, aof_enabled:1",
+        // the real backup, its drill, and the e2e's own content check
+        "backup --env e2e: b2:station-backups-e2e/postgres/",
+        "drill ok   public.e2e_items: source 1000, restored 1000",
+        "drill passed: b2:station-backups-e2e/postgres/",
+        "every table (1, 1000 rows) matches the source",
+        "own restore check: b2:station-backups-e2e/postgres/",
         "1000 rows, sum 500500",
         "==> cleanup",
         "e2e: ok",
     ] {
         assert!(run.stdout.contains(want), "missing `{want}` in the output");
+    }
+    // The real verify-redis report (on stderr: a step of another command keeps stdout theirs).
+    for want in [
+        "verify-redis: env:e2e (docker compose exec redis)",
+        "AOF on and live",
+        "aof_enabled:1, appendonly=yes",
+        "Redis keeps its data: a crash of Redis loses no acknowledged write.",
+    ] {
+        assert!(run.stderr.contains(want), "missing `{want}` in stderr");
+    }
+    // The object backup-db.sh reported is the one the e2e printed, drilled and restored.
+    let object = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("BACKUP_OK path="))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("backup-db.sh printed its BACKUP_OK line");
+    assert!(
+        object.starts_with("b2:station-backups-e2e/postgres/") && object.ends_with("_e2e.sql.gz")
+    );
+    for want in [
+        format!("backup --env e2e: {object} ("),
+        format!("drill passed: {object} restored into xtask_drill_"),
+        format!("own restore check: {object} restored"),
+    ] {
+        assert!(run.stdout.contains(&want), "missing `{want}` in the output");
     }
     assert_no_secret(&run);
     assert_nothing_left();

@@ -1,6 +1,6 @@
 //! PostgreSQL in the e2e stack: SQL through `docker compose exec -T postgres psql` (local socket,
-//! trust, no password anywhere), the backup stand-in used until `backup` is merged, and the
-//! e2e's own restore check of an uploaded dump.
+//! trust, no password anywhere), and the e2e's own restore check of an uploaded dump (independent
+//! of `backup drill`: its own download, and it compares content with what the e2e seeded).
 
 use std::time::Duration;
 
@@ -35,37 +35,6 @@ fn rclone() -> Cmd {
         .env_remove("AWS_CA_BUNDLE")
         .args(["--low-level-retries", "1"])
         .timeout(Duration::from_secs(120))
-}
-
-/// Until `backup` is merged: what `backup-db.sh` does, through the same transport.
-pub fn standin_backup(stack: &Stack, env: &Environment) -> Result<String> {
-    let dump = stack.exec(
-        &env.services.postgres,
-        &["pg_dump", "-U", &env.db_user, "-d", &env.database],
-        None,
-    )?;
-    if !dump.contains("-- PostgreSQL database dump complete") {
-        return Err(Error::failed("pg_dump output lacks its completion trailer"));
-    }
-    let gz = Cmd::new("gzip").arg("-c").stdin_bytes(dump).output()?;
-    if !gz.status.success() {
-        return Err(Error::failed("gzip failed"));
-    }
-    let ts = Cmd::new("date")
-        .args(["-u", "+%Y%m %Y%m%d_%H%M%S"])
-        .read()?;
-    let (month, stamp) = ts.trim().split_once(' ').unwrap_or(("000000", "0"));
-    let path = format!(
-        "{}/{month}/station_backup_{stamp}_e2e.sql.gz",
-        env.backup.base()
-    );
-    rclone()
-        .args(["rcat", &path])
-        .stdin_bytes(gz.stdout)
-        .read()
-        .map_err(|e| e.context("rclone rcat"))?;
-    println!("    uploaded {path}");
-    Ok(path)
 }
 
 /// Fetch the object, gunzip it, restore it into a scratch database in the container and count.
