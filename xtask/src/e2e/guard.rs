@@ -129,13 +129,6 @@ fn cleanup(st: &mut State) -> Vec<String> {
         for s in &st.stacks {
             println!("    {} down -v --remove-orphans", s.cmd().display());
         }
-        // Whatever else carries a project's label (a command interrupted half-way, an `up` that
-        // raced the `down`): containers first, then networks and volumes.
-        let mut projects: Vec<&str> = st.stacks.iter().filter_map(Stack::project).collect();
-        projects.dedup();
-        for p in projects {
-            problems.extend(sweep(p));
-        }
         for v in &st.volumes {
             println!("    docker volume rm {v}");
         }
@@ -170,7 +163,7 @@ fn cleanup(st: &mut State) -> Vec<String> {
     let mut projects: Vec<&str> = st.stacks.iter().filter_map(Stack::project).collect();
     projects.dedup();
     for p in projects {
-        problems.extend(sweep(p));
+        problems.extend(sweep_until_clean(p));
     }
     for v in &st.volumes {
         match Cmd::new("docker")
@@ -190,6 +183,47 @@ fn cleanup(st: &mut State) -> Vec<String> {
     }
     st.dirs.clear();
     problems
+}
+
+/// [`sweep`] until nothing of the project is left, bounded: a Compose client interrupted by Ctrl-C
+/// leaves the engine still removing containers, and a network cannot go while one is attached.
+fn sweep_until_clean(project: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for attempt in 0..8 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(500 * attempt));
+        }
+        problems = sweep(project);
+        if problems.is_empty() && leftovers(project) == Some(0) {
+            return problems;
+        }
+    }
+    if problems.is_empty() {
+        problems.push(format!(
+            "resources of project {project} are still left after cleanup"
+        ));
+    }
+    problems
+}
+
+/// How many containers, networks and volumes still carry the project's label (`None`: cannot ask).
+fn leftovers(project: &str) -> Option<usize> {
+    let label = format!("label=com.docker.compose.project={project}");
+    let mut n = 0;
+    for kind in [
+        &["ps", "-a", "-q"][..],
+        &["network", "ls", "-q"][..],
+        &["volume", "ls", "-q"][..],
+    ] {
+        let out = Cmd::new("docker")
+            .args(kind)
+            .args(["--filter", &label])
+            .timeout(Duration::from_secs(60))
+            .read()
+            .ok()?;
+        n += out.split_whitespace().count();
+    }
+    Some(n)
 }
 
 /// Remove every container, network and volume labelled with the Compose project `project`.
