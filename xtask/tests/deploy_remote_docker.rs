@@ -141,11 +141,6 @@ impl Server {
         let pid = std::process::id();
         let project = format!("xtask-remote-{pid}");
         let app_image = format!("xtask-remote-{pid}/app");
-        let tag = Command::new("docker")
-            .args(["tag", images::REDIS_IMAGE, &format!("{app_image}:{SHA}")])
-            .status()
-            .unwrap();
-        assert!(tag.success());
 
         let dir = tempfile::Builder::new()
             .prefix("xtask-remote-")
@@ -217,6 +212,16 @@ impl Server {
             sshd,
             _dir: dir,
         };
+        // From here on, drop cleans up. The app image: the redis test image (busybox has httpd).
+        let tag = Command::new("docker")
+            .args([
+                "tag",
+                images::REDIS_IMAGE,
+                &format!("{}:{SHA}", server.app_image),
+            ])
+            .status()
+            .unwrap();
+        assert!(tag.success());
         // The server already runs the previous release's database and Redis, with data.
         for f in [
             "docker-compose.staging.yml",
@@ -582,11 +587,15 @@ fn a_remote_deploy_over_ssh_stops_closed_at_a_broken_backup_then_runs_every_step
 
     // No password on any process's argv while both deploys ran, none in what they printed.
     assert!(leaks.is_empty(), "password on an argv: {leaks:?}");
-    for run in [&failed, &ok] {
+    let logs = [
+        std::fs::read_to_string(s.root.join("target/deploy/staging/audit.jsonl")).unwrap(),
+        std::fs::read_to_string(s.remote_dir.join("deploy-audit.jsonl")).unwrap(),
+    ];
+    for text in [failed.all(), ok.all()].iter().chain(&logs) {
         for secret in &secrets {
             assert!(
-                !run.all().contains(secret.as_str()),
-                "password in the output"
+                !text.contains(secret.as_str()),
+                "password in the output or an audit log"
             );
         }
     }
