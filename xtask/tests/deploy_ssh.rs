@@ -5,7 +5,7 @@
 //! Covered for real: preflight with the pinned key (and the server checks: docker, compose, env file,
 //! disk), refusal of a wrong host key (exit 3, nothing after preflight runs), the file sync into the
 //! remote directory, the remote lock (held, stale + `--force-unlock`, released), the remote audit log.
-//! Not covered here: backup/migrate/rollout of a real remote stack (needs the app images).
+//! The full pipeline against a real Compose stack behind the sshd is `deploy_remote_docker.rs`.
 
 mod deploy_support;
 

@@ -79,19 +79,34 @@ pub fn remote_dir(env: &Environment) -> Result<&str> {
         .ok_or_else(|| Error::usage(format!("environment `{}` has no remote_dir", env.name)))
 }
 
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+/// A file of the environment as it lies under `remote_dir`: its path relative to the repository
+/// root, the layout `cargo xtask backup` (`backup::host`) and `verify-redis` (`remote_compose_args`)
+/// use on the server too. The root is where `compose_file` was resolved from (`compose_file_rel`).
+pub fn remote_path(env: &Environment, p: &Path) -> String {
+    let depth = env.compose_file_rel.components().count();
+    env.compose_file
+        .ancestors()
+        .nth(depth)
+        .and_then(|root| p.strip_prefix(root).ok())
+        .unwrap_or(p)
+        .display()
+        .to_string()
 }
 
-/// Compose file names as they are stored in the remote directory (`a.yml:b.yml`).
+/// Compose files as they are stored in the remote directory (`a.yml:infra/x/b.yml`).
 pub fn remote_compose_files(env: &Environment) -> String {
     std::iter::once(&env.compose_file)
         .chain(&env.compose_overrides)
-        .map(|p| file_name(p))
+        .map(|p| remote_path(env, p))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+fn remote_env_file(env: &Environment) -> String {
+    env.env_file
+        .as_deref()
+        .map(|p| remote_path(env, p))
+        .unwrap_or_default()
 }
 
 /// A command run in the environment's remote directory with its compose settings exported.
@@ -105,7 +120,7 @@ pub fn compose_env_cmd(
         remote_dir(env)?.to_string(),
         remote_compose_files(env),
         env.compose_project.clone(),
-        env.env_file.as_deref().map(file_name).unwrap_or_default(),
+        remote_env_file(env),
         sha.to_string(),
     ];
     args.extend(words.iter().cloned());
@@ -113,7 +128,7 @@ pub fn compose_env_cmd(
 }
 
 pub fn preflight_cmd(env: &Environment, t: &SshTarget) -> Result<Cmd> {
-    let envfile = env.env_file.as_deref().map(file_name).unwrap_or_default();
+    let envfile = remote_env_file(env);
     Ok(ssh::script(
         t,
         None,
@@ -134,7 +149,7 @@ pub fn files_to_sync(
 ) -> Vec<(std::path::PathBuf, String, &'static str)> {
     let mut v: Vec<_> = std::iter::once(&env.compose_file)
         .chain(&env.compose_overrides)
-        .map(|p| (p.clone(), file_name(p), "0644"))
+        .map(|p| (p.clone(), remote_path(env, p), "0644"))
         .collect();
     // The same relative path as in the repository: `cargo xtask backup` runs it from there.
     v.push((
@@ -204,4 +219,43 @@ pub fn sync(env: &Environment, t: &SshTarget, root: &Path) -> Result<Vec<String>
         done.push(format!("{dir}/{name}"));
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environments::Environments;
+
+    #[test]
+    fn files_keep_their_repository_paths_on_the_server() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
+        )
+        .unwrap()
+        .replace(
+            "compose_project = \"station-staging\"",
+            "compose_project = \"station-staging\"\ncompose_overrides = [\"infra/e2e/docker-compose.e2e.yml\"]",
+        );
+        let root = Path::new("/repo");
+        let envs = Environments::parse(&text, Path::new("environments.toml"), root).unwrap();
+        let env = envs.get("staging").unwrap();
+        // The layout backup (`backup::host`) and verify-redis (`remote_compose_args`) use too.
+        assert_eq!(
+            remote_compose_files(env),
+            "docker-compose.staging.yml:infra/e2e/docker-compose.e2e.yml"
+        );
+        assert_eq!(remote_env_file(env), ".env.staging");
+        let names: Vec<String> = files_to_sync(env, root)
+            .into_iter()
+            .map(|(_, name, _)| name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "docker-compose.staging.yml",
+                "infra/e2e/docker-compose.e2e.yml",
+                "infra/scripts/backup-db.sh"
+            ]
+        );
+    }
 }

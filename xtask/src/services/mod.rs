@@ -2,8 +2,10 @@
 //! environment and by the integration tests (loopback only, free ports, directories we own).
 
 pub mod postgres;
+pub mod procscan;
 pub mod redis;
 pub mod s3;
+pub mod sshd;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
