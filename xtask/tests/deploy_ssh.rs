@@ -11,42 +11,19 @@ mod deploy_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use deploy_support::{repo, Run};
+use xtask::services::sshd::{Sshd, SshdOptions};
 
 const SHA: &str = "89abcdef01234567";
 
-struct Sshd {
-    child: Child,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Remote {
     _dir: tempfile::TempDir,
-    _sshd: Sshd,
-    port: u16,
+    sshd: Sshd,
     root: PathBuf,
     remote_dir: PathBuf,
-    known_hosts: PathBuf,
-    wrong_known_hosts: PathBuf,
-    key: PathBuf,
     envs_file: PathBuf,
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "xtask-test", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen (apt-get install openssh-client)");
-    assert!(st.success());
 }
 
 fn whoami() -> String {
@@ -57,50 +34,21 @@ fn whoami() -> String {
 impl Remote {
     fn start() -> Remote {
         let dir = tempfile::Builder::new()
-            .prefix("xtask-sshd-")
+            .prefix("xtask-deploy-ssh-")
             .tempdir()
             .unwrap();
         let d = dir.path();
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for k in ["host_key", "other_host_key", "user_key"] {
-            keygen(&d.join(k));
-        }
-        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
-        let port = xtask::services::free_port().unwrap();
-        let pinned = |k: &str| {
-            let pubkey = std::fs::read_to_string(d.join(format!("{k}.pub"))).unwrap();
-            let mut it = pubkey.split_whitespace();
-            format!(
-                "[127.0.0.1]:{port} {} {}\n",
-                it.next().unwrap(),
-                it.next().unwrap()
-            )
-        };
-        std::fs::write(d.join("known_hosts"), pinned("host_key")).unwrap();
-        std::fs::write(d.join("wrong_known_hosts"), pinned("other_host_key")).unwrap();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPubkeyAuthentication yes\n\
-             LogLevel ERROR\nSetEnv RCLONE_CONFIG={d}/rclone.conf PATH={path}\n",
-            d = d.display(),
-            path = std::env::var("PATH").unwrap()
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        if xtask::services::is_root() {
-            // Privilege separation directory (systemd creates it on a real server).
-            std::fs::create_dir_all("/run/sshd").unwrap();
-        }
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd (apt-get install openssh-server)");
-        let sshd = Sshd { child };
-        xtask::services::wait_for_port(port, std::time::Duration::from_secs(10)).unwrap();
+        let sshd = Sshd::start(SshdOptions {
+            set_env: vec![
+                (
+                    "RCLONE_CONFIG".into(),
+                    d.join("rclone.conf").display().to_string(),
+                ),
+                ("PATH".into(), std::env::var("PATH").unwrap()),
+            ],
+        })
+        .expect("sshd (apt-get install openssh-server)");
 
         // The repository the deploy runs from: the real staging compose file and backup script.
         let root = d.join("repo");
@@ -136,14 +84,10 @@ impl Remote {
             .join("\n");
         std::fs::write(&envs_file, toml).unwrap();
         Remote {
-            port,
             root,
             remote_dir,
-            known_hosts: d.join("known_hosts"),
-            wrong_known_hosts: d.join("wrong_known_hosts"),
-            key: d.join("user_key"),
             envs_file,
-            _sshd: sshd,
+            sshd,
             _dir: dir,
         }
     }
@@ -155,9 +99,9 @@ impl Remote {
             .env("XTASK_ENVIRONMENTS", &self.envs_file)
             .env("XTASK_ROOT", &self.root)
             .env("STAGING_SSH_HOST", "127.0.0.1")
-            .env("STAGING_SSH_PORT", self.port.to_string())
+            .env("STAGING_SSH_PORT", self.sshd.port.to_string())
             .env("STAGING_SSH_KNOWN_HOSTS", known_hosts)
-            .env("STAGING_SSH_KEY", &self.key)
+            .env("STAGING_SSH_KEY", self.sshd.user_key())
             .env_remove("GITHUB_ACTIONS")
             .output()
             .unwrap();
@@ -169,7 +113,7 @@ impl Remote {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        self.run_with(&self.known_hosts, args)
+        self.run_with(&self.sshd.known_hosts(), args)
     }
 
     fn audit(&self) -> Vec<serde_json::Value> {
@@ -320,7 +264,7 @@ fn preflight_succeeds_with_the_pinned_host_key() {
 fn a_wrong_host_key_is_refused_and_nothing_after_preflight_runs() {
     let r = Remote::start();
     let out = r.run_with(
-        &r.wrong_known_hosts,
+        &r.sshd.wrong_known_hosts(),
         &["deploy", "--env", "staging", "--sha", SHA],
     );
     assert_eq!(out.code, 3, "{}", out.all());
@@ -514,9 +458,9 @@ fn migrate_runs_the_configured_command_on_the_server_only_with_the_pre_deploy_ba
             .env("XTASK_ENVIRONMENTS", &r.envs_file)
             .env("XTASK_ROOT", &r.root)
             .env("STAGING_SSH_HOST", "127.0.0.1")
-            .env("STAGING_SSH_PORT", r.port.to_string())
-            .env("STAGING_SSH_KNOWN_HOSTS", &r.known_hosts)
-            .env("STAGING_SSH_KEY", &r.key)
+            .env("STAGING_SSH_PORT", r.sshd.port.to_string())
+            .env("STAGING_SSH_KNOWN_HOSTS", r.sshd.known_hosts())
+            .env("STAGING_SSH_KEY", r.sshd.user_key())
             .env_remove("AWS_CA_BUNDLE")
             .output()
             .unwrap();
