@@ -39,16 +39,8 @@ impl Remote {
             .unwrap();
         let d = dir.path();
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let sshd = Sshd::start(SshdOptions {
-            set_env: vec![
-                (
-                    "RCLONE_CONFIG".into(),
-                    d.join("rclone.conf").display().to_string(),
-                ),
-                ("PATH".into(), std::env::var("PATH").unwrap()),
-            ],
-        })
-        .expect("sshd (apt-get install openssh-server)");
+        let sshd = Sshd::start(SshdOptions::with_rclone_config(&d.join("rclone.conf")))
+            .expect("sshd (apt-get install openssh-server)");
 
         // The repository the deploy runs from: the real staging compose file and backup script.
         let root = d.join("repo");

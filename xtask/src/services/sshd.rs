@@ -17,6 +17,19 @@ pub struct SshdOptions {
     pub set_env: Vec<(String, String)>,
 }
 
+impl SshdOptions {
+    /// Sessions get this process's `PATH` and `RCLONE_CONFIG=rclone_conf` (a "server" whose rclone
+    /// remotes are its own).
+    pub fn with_rclone_config(rclone_conf: &Path) -> SshdOptions {
+        SshdOptions {
+            set_env: vec![
+                ("RCLONE_CONFIG".into(), rclone_conf.display().to_string()),
+                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ],
+        }
+    }
+}
+
 /// A running sshd.
 #[derive(Debug)]
 pub struct Sshd {
