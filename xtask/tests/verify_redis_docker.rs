@@ -7,12 +7,12 @@
 //! else, like the e2e tests.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xtask::environments::Environments;
 use xtask::process::Cmd;
+use xtask::services::procscan::ArgvWatch;
+use xtask::services::sshd::{Sshd, SshdOptions};
 use xtask::verify_redis::{collect, verify_environment, Options, Source};
 use xtask::ExitCode;
 
@@ -99,95 +99,6 @@ impl Drop for Project {
     }
 }
 
-/// A real sshd on a loopback port, for root with a throwaway key; killed on drop.
-struct Sshd {
-    child: std::process::Child,
-    port: u16,
-    key: PathBuf,
-    known_hosts: PathBuf,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Sshd {
-        std::fs::create_dir_all(dir).unwrap();
-        let keygen = |name: &str| {
-            Cmd::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(dir.join(name))
-                .read()
-                .unwrap();
-        };
-        keygen("host_key");
-        keygen("client_key");
-        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-        let port = xtask::services::free_port().unwrap();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nLogLevel ERROR\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("sshd_config"), config).unwrap();
-        let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
-        let mut words = host_pub.split_whitespace();
-        let known_hosts = dir.join("known_hosts");
-        std::fs::write(
-            &known_hosts,
-            format!(
-                "[127.0.0.1]:{port} {} {}\n",
-                words.next().unwrap(),
-                words.next().unwrap()
-            ),
-        )
-        .unwrap();
-        let sshd = xtask::process::which("sshd")
-            .or_else(|| Some(PathBuf::from("/usr/sbin/sshd")).filter(|p| p.is_file()))
-            .expect("sshd (openssh-server) is installed");
-        let child = std::process::Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        xtask::services::wait_for_port(port, Duration::from_secs(10)).unwrap();
-        Sshd {
-            child,
-            port,
-            key: dir.join("client_key"),
-            known_hosts,
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Every command line seen while `running`, that holds `secret`.
-fn watch(running: Arc<AtomicBool>, secret: &'static str) -> std::thread::JoinHandle<Vec<String>> {
-    std::thread::spawn(move || {
-        let mut leaks = Vec::new();
-        let mut scans = 0;
-        while running.load(Ordering::Relaxed) || scans == 0 {
-            for e in std::fs::read_dir("/proc").unwrap().flatten() {
-                if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
-                    let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-                    if line.contains(secret) {
-                        leaks.push(line);
-                    }
-                }
-            }
-            scans += 1;
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        leaks
-    })
-}
-
 #[test]
 fn docker_transport_runs_the_script_in_the_container_without_the_password_on_any_argv() {
     if !xtask::docker::engine_available() {
@@ -263,8 +174,7 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
         .read()
         .unwrap();
 
-    let running = Arc::new(AtomicBool::new(true));
-    let watcher = watch(running.clone(), PASSWORD);
+    let watcher = ArgvWatch::start(&[PASSWORD.to_string()]);
 
     // Up and answering (redis-server needs a moment after the container starts).
     let opts = Options::new(Duration::from_secs(10));
@@ -326,11 +236,11 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
     assert!(!stdout.contains(PASSWORD));
 
     // The same container over SSH (a real sshd; the remote side runs `docker compose` in remote_dir).
-    let sshd = Sshd::start(&dir.path().join("ssh"));
+    let sshd = Sshd::start(SshdOptions::default()).unwrap();
     std::env::set_var("VERIFY_REDIS_TEST_SSH_HOST", "127.0.0.1");
     std::env::set_var("VERIFY_REDIS_TEST_SSH_PORT", sshd.port.to_string());
-    std::env::set_var("VERIFY_REDIS_TEST_SSH_KNOWN_HOSTS", &sshd.known_hosts);
-    std::env::set_var("VERIFY_REDIS_TEST_SSH_KEY", &sshd.key);
+    std::env::set_var("VERIFY_REDIS_TEST_SSH_KNOWN_HOSTS", sshd.known_hosts());
+    std::env::set_var("VERIFY_REDIS_TEST_SSH_KEY", sshd.user_key());
     let remote = envs.get("remote").unwrap();
     let report = collect(Source::for_environment(remote).unwrap(), &opts).unwrap();
     assert_eq!(report.transport, "ssh");
@@ -381,8 +291,7 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
     assert_eq!(e.exit_code(), ExitCode::Unavailable, "{e}");
     assert!(!e.to_string().contains(PASSWORD));
 
-    running.store(false, Ordering::Relaxed);
-    let leaks = watcher.join().unwrap();
+    let leaks = watcher.stop();
     assert!(leaks.is_empty(), "password on a command line: {leaks:?}");
     drop(guard);
 }
