@@ -11,6 +11,7 @@ use xtask::environments::{Environment, Environments};
 use xtask::local::state::LocalState;
 use xtask::services::free_port;
 use xtask::services::postgres::{temp_base, Cluster};
+use xtask::services::procscan::ArgvWatch;
 
 pub const PASSWORD: &str = "Pg-s3cret-7f1c2e9a";
 
@@ -197,36 +198,15 @@ pub fn this_month() -> String {
 /// Returns the output and the argv lines that contained the secret.
 pub fn run_watching_argv(mut cmd: Command, secret: &str) -> (Output, Vec<String>, Duration) {
     let start = Instant::now();
+    let watch = ArgvWatch::start(&[secret.to_string()]);
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let d2 = done.clone();
-    let secret = secret.to_string();
-    let watcher = std::thread::spawn(move || {
-        let mut hits = Vec::new();
-        let mut scans = 0u32;
-        while !d2.load(std::sync::atomic::Ordering::SeqCst) {
-            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                let cmdline = e.path().join("cmdline");
-                if let Ok(b) = std::fs::read(&cmdline) {
-                    let s = String::from_utf8_lossy(&b).replace('\0', " ");
-                    if s.contains(&secret) {
-                        hits.push(s);
-                    }
-                }
-            }
-            scans += 1;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        assert!(scans > 0);
-        hits
-    });
     let out = child.wait_with_output().unwrap();
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let hits = watcher.join().unwrap();
+    assert!(watch.scans() > 0, "no scan ran while the command did");
+    let hits = watch.stop().into_iter().map(|l| l.argv).collect();
     (out, hits, start.elapsed())
 }
 
