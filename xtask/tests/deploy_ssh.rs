@@ -95,6 +95,7 @@ impl Remote {
             .env("STAGING_SSH_KNOWN_HOSTS", known_hosts)
             .env("STAGING_SSH_KEY", self.sshd.user_key())
             .env_remove("GITHUB_ACTIONS")
+            .env_remove("AWS_CA_BUNDLE")
             .output()
             .unwrap();
         Run {
@@ -444,26 +445,8 @@ fn migrate_runs_the_configured_command_on_the_server_only_with_the_pre_deploy_ba
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .current_dir(&r.root)
-            .env("XTASK_ENVIRONMENTS", &r.envs_file)
-            .env("XTASK_ROOT", &r.root)
-            .env("STAGING_SSH_HOST", "127.0.0.1")
-            .env("STAGING_SSH_PORT", r.sshd.port.to_string())
-            .env("STAGING_SSH_KNOWN_HOSTS", r.sshd.known_hosts())
-            .env("STAGING_SSH_KEY", r.sshd.user_key())
-            .env_remove("AWS_CA_BUNDLE")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let out = r.run(args);
+        (out.code, out.all())
     };
     let marker = r.remote_dir.join("migrated.txt");
     let (code, out) = run(&["migrate", "--env", "migrating", "--sha", SHA]);
