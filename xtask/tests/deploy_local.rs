@@ -6,7 +6,7 @@
 
 mod deploy_support;
 
-use deploy_support::{repo, TestEnv};
+use deploy_support::{repo, steps, TestEnv};
 use xtask::services::procscan::ArgvWatch;
 
 fn head() -> String {
@@ -62,16 +62,7 @@ fn deploy_from_scratch_then_new_and_failing_migrations() {
 
     // Audit log: every step ok, with the SHA and the backup object; the lock released.
     let audit = t.audit();
-    let steps: Vec<String> = audit
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["step"].as_str().unwrap(),
-                a["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let steps = steps(&audit);
     assert_eq!(
         steps,
         [

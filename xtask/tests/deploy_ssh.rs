@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use deploy_support::{repo, Run};
+use deploy_support::{repo, steps, Run};
 use xtask::services::sshd::{Sshd, SshdOptions};
 
 const SHA: &str = "89abcdef01234567";
@@ -271,17 +271,7 @@ fn a_wrong_host_key_is_refused_and_nothing_after_preflight_runs() {
         "{}",
         out.stderr
     );
-    let steps: Vec<String> = r
-        .audit()
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["step"].as_str().unwrap(),
-                a["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let steps = steps(&r.audit());
     assert_eq!(steps, ["preflight failed", "pipeline failed"]);
     // Nothing reached the server.
     assert!(!r.lock_dir().exists());
@@ -330,17 +320,7 @@ fn a_deploy_syncs_the_files_then_stops_closed_at_the_backup() {
         .collect();
     assert!(leftovers.is_empty());
     assert!(!r.lock_dir().exists(), "remote lock not released");
-    let local: Vec<String> = r
-        .audit()
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["step"].as_str().unwrap(),
-                a["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let local = steps(&r.audit());
     assert_eq!(
         local,
         [

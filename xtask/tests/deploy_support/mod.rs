@@ -160,6 +160,20 @@ impl Drop for TestEnv {
     }
 }
 
+/// `"<step> <status>"` for each record of an audit log, in order.
+pub fn steps(audit: &[serde_json::Value]) -> Vec<String> {
+    audit
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["step"].as_str().unwrap(),
+                a["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 pub fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
