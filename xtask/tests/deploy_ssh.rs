@@ -109,6 +109,12 @@ impl Remote {
         self.run_with(&self.sshd.known_hosts(), args)
     }
 
+    /// `deploy --env ENV --sha SHA EXTRA...` with the pinned host key.
+    fn deploy(&self, env: &str, extra: &[&str]) -> Run {
+        let args = [&["deploy", "--env", env, "--sha", SHA][..], extra].concat();
+        self.run(&args)
+    }
+
     fn audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.root.join("target/deploy/staging/audit.jsonl"))
             .unwrap_or_default()
@@ -193,9 +199,7 @@ fn health_server() -> u16 {
 #[test]
 fn health_polls_the_url_from_the_server_and_fails_when_it_stays_down() {
     let r = Remote::start();
-    let out = r.run(&[
-        "deploy", "--env", "staging", "--sha", SHA, "--step", "health",
-    ]);
+    let out = r.deploy("staging", &["--step", "health"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(
         out.stdout.contains("healthy: http://127.0.0.1:"),
@@ -203,17 +207,7 @@ fn health_polls_the_url_from_the_server_and_fails_when_it_stays_down() {
         out.stdout
     );
     let t0 = std::time::Instant::now();
-    let out = r.run(&[
-        "deploy",
-        "--env",
-        "unhealthy",
-        "--sha",
-        SHA,
-        "--step",
-        "health",
-        "--health-tries",
-        "2",
-    ]);
+    let out = r.deploy("unhealthy", &["--step", "health", "--health-tries", "2"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(
         out.stderr
@@ -228,15 +222,7 @@ fn health_polls_the_url_from_the_server_and_fails_when_it_stays_down() {
 #[test]
 fn preflight_succeeds_with_the_pinned_host_key() {
     let r = Remote::start();
-    let out = r.run(&[
-        "deploy",
-        "--env",
-        "staging",
-        "--sha",
-        SHA,
-        "--step",
-        "preflight",
-    ]);
+    let out = r.deploy("staging", &["--step", "preflight"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(
         out.stdout.contains("with the pinned host key"),
@@ -282,7 +268,7 @@ fn a_wrong_host_key_is_refused_and_nothing_after_preflight_runs() {
 #[test]
 fn a_deploy_syncs_the_files_then_stops_closed_at_the_backup() {
     let r = Remote::start();
-    let out = r.run(&["deploy", "--env", "staging", "--sha", SHA]);
+    let out = r.deploy("staging", &[]);
     // No real stack runs behind this sshd: the backup step fails, and the pipeline stops there.
     assert_ne!(out.code, 0, "{}", out.all());
     assert!(
@@ -356,16 +342,7 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
         info("held-token", now + 3600),
     )
     .unwrap();
-    let out = r.run(&[
-        "deploy",
-        "--env",
-        "staging",
-        "--sha",
-        SHA,
-        "--step",
-        "sync",
-        "--force-unlock",
-    ]);
+    let out = r.deploy("staging", &["--step", "sync", "--force-unlock"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(
         out.stderr.contains("another deploy holds the lock"),
@@ -391,20 +368,11 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
         info("stale-token", now - 10),
     )
     .unwrap();
-    let out = r.run(&["deploy", "--env", "staging", "--sha", SHA, "--step", "sync"]);
+    let out = r.deploy("staging", &["--step", "sync"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("stale deploy lock"), "{}", out.stderr);
     assert!(r.lock_dir().exists());
-    let out = r.run(&[
-        "deploy",
-        "--env",
-        "staging",
-        "--sha",
-        SHA,
-        "--step",
-        "sync",
-        "--force-unlock",
-    ]);
+    let out = r.deploy("staging", &["--step", "sync", "--force-unlock"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("broke a stale lock"), "{}", out.stdout);
     assert!(r.remote_dir.join("infra/scripts/backup-db.sh").exists());
