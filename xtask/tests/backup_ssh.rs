@@ -51,15 +51,7 @@ remote_dir = "{}"
 database = "station"
 db_user = "station"
 migration_command = "true"
-[environments.remote.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-[environments.remote.backup]
-remote = "b2"
-bucket = "station-backups"
-prefix = "postgres"
+{tables}
 [environments.remote.ssh]
 host_env = "BACKUP_TEST_SSH_HOST"
 user = "{user}"
@@ -67,7 +59,8 @@ port_env = "BACKUP_TEST_SSH_PORT"
 known_hosts_env = "BACKUP_TEST_SSH_KNOWN_HOSTS"
 key_env = "BACKUP_TEST_SSH_KEY"
 "#,
-        remote_dir.display()
+        remote_dir.display(),
+        tables = services_and_backup("remote", "station-backups", "postgres"),
     );
     let file = p.join("environments.toml");
     std::fs::write(&file, &toml).unwrap();

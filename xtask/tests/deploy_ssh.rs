@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use deploy_support::{repo, steps, Run};
+use deploy_support::{repo, services_and_backup, steps, Run};
 use xtask::services::sshd::{Sshd, SshdOptions};
 
 const SHA: &str = "89abcdef01234567";
@@ -85,24 +85,21 @@ impl Remote {
     }
 
     fn run_with(&self, known_hosts: &Path, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .current_dir(&self.root)
-            .env("XTASK_ENVIRONMENTS", &self.envs_file)
-            .env("XTASK_ROOT", &self.root)
-            .env("STAGING_SSH_HOST", "127.0.0.1")
-            .env("STAGING_SSH_PORT", self.sshd.port.to_string())
-            .env("STAGING_SSH_KNOWN_HOSTS", known_hosts)
-            .env("STAGING_SSH_KEY", self.sshd.user_key())
-            .env_remove("GITHUB_ACTIONS")
-            .env_remove("AWS_CA_BUNDLE")
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(
+            Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .args(args)
+                .current_dir(&self.root)
+                .env("XTASK_ENVIRONMENTS", &self.envs_file)
+                .env("XTASK_ROOT", &self.root)
+                .env("STAGING_SSH_HOST", "127.0.0.1")
+                .env("STAGING_SSH_PORT", self.sshd.port.to_string())
+                .env("STAGING_SSH_KNOWN_HOSTS", known_hosts)
+                .env("STAGING_SSH_KEY", self.sshd.user_key())
+                .env_remove("GITHUB_ACTIONS")
+                .env_remove("AWS_CA_BUNDLE")
+                .output()
+                .unwrap(),
+        )
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -146,18 +143,7 @@ database = "station"
 db_user = "station"
 migration_command = '''{migration}'''
 health_url = "{health_url}"
-
-[environments.{name}.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-
-[environments.{name}.backup]
-remote = "b2"
-bucket = "station-backups-staging"
-prefix = "postgres"
-
+{tables}
 [environments.{name}.ssh]
 host_env = "STAGING_SSH_HOST"
 user = "{}"
@@ -166,7 +152,8 @@ known_hosts_env = "STAGING_SSH_KNOWN_HOSTS"
 key_env = "STAGING_SSH_KEY"
 "#,
         remote_dir.display(),
-        whoami()
+        whoami(),
+        tables = services_and_backup(name, "station-backups-staging", "postgres"),
     )
 }
 

@@ -1,12 +1,15 @@
 //! `verify-redis` against real redis-server processes (temp dirs, free ports), through the built
 //! binary, plus the in-container exec script run by a real shell against a real server.
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::services_and_backup;
 use xtask::local::state::LocalState;
 use xtask::services::free_port;
 use xtask::services::procscan::{argv_of, ArgvWatch};
@@ -151,17 +154,9 @@ db_user = "station"
 migrations_dir = "infra/migrations"
 migration_command = "builtin:sql-migrations"
 health_url = ""
-[environments.local.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-[environments.local.backup]
-remote = "b2"
-bucket = "station-backups"
-prefix = "postgres"
-"#,
-        root.display()
+{tables}"#,
+        root.display(),
+        tables = services_and_backup("local", "station-backups", "postgres"),
     );
     std::fs::write(&envs, text).unwrap();
     LocalState {

@@ -6,9 +6,12 @@
 //! Needs a Docker engine (`docker info`); without one the test says so loudly and does nothing
 //! else, like the e2e tests.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::services_and_backup;
 use xtask::environments::Environments;
 use xtask::process::Cmd;
 use xtask::services::procscan::ArgvWatch;
@@ -124,16 +127,7 @@ env_file = "redis.env"
 database = "station"
 db_user = "station"
 migration_command = "true"
-[environments.dock.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-[environments.dock.backup]
-remote = "b2"
-bucket = "b"
-prefix = "p"
-
+{dock_tables}
 [environments.remote]
 transport = "ssh"
 description = "the same project, reached over SSH (sshd on loopback)"
@@ -144,15 +138,7 @@ remote_dir = "{remote_dir}"
 database = "station"
 db_user = "station"
 migration_command = "true"
-[environments.remote.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-[environments.remote.backup]
-remote = "b2"
-bucket = "b"
-prefix = "p"
+{remote_tables}
 [environments.remote.ssh]
 host_env = "VERIFY_REDIS_TEST_SSH_HOST"
 user = "root"
@@ -160,7 +146,9 @@ port_env = "VERIFY_REDIS_TEST_SSH_PORT"
 known_hosts_env = "VERIFY_REDIS_TEST_SSH_KNOWN_HOSTS"
 key_env = "VERIFY_REDIS_TEST_SSH_KEY"
 "#,
-        remote_dir = dir.path().display()
+        remote_dir = dir.path().display(),
+        dock_tables = services_and_backup("dock", "b", "p"),
+        remote_tables = services_and_backup("remote", "b", "p"),
     );
     let envs_file = dir.path().join("environments.toml");
     std::fs::write(&envs_file, &toml).unwrap();

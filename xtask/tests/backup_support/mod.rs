@@ -15,12 +15,9 @@ use xtask::services::procscan::ArgvWatch;
 
 pub const PASSWORD: &str = "Pg-s3cret-7f1c2e9a";
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{repo as repo_root, services_and_backup};
 
 pub fn script() -> PathBuf {
     repo_root().join("infra/scripts/backup-db.sh")
@@ -68,19 +65,9 @@ database = "{db}"
 db_user = "station"
 migrations_dir = "infra/migrations"
 migration_command = "builtin:sql-migrations"
-
-[environments.{name}.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-
-[environments.{name}.backup]
-remote = "b2"
-bucket = "station-backups"
-prefix = "postgres"
-"#,
-                state = state_dir.display()
+{tables}"#,
+                state = state_dir.display(),
+                tables = services_and_backup(name, "station-backups", "postgres"),
             ));
         }
         std::fs::write(&envs_file, toml).unwrap();
