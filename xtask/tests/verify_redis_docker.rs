@@ -16,6 +16,7 @@ use xtask::environments::Environments;
 use xtask::process::Cmd;
 use xtask::services::procscan::ArgvWatch;
 use xtask::services::sshd::{Sshd, SshdOptions};
+use xtask::verify_redis::render::Report;
 use xtask::verify_redis::{collect, verify_environment, Options, Source};
 use xtask::ExitCode;
 
@@ -102,6 +103,16 @@ impl Drop for Project {
     }
 }
 
+/// Every check of the report says ok.
+fn assert_all_ok(report: &Report) {
+    let statuses: Vec<(&str, &str)> = report
+        .checks
+        .iter()
+        .map(|c| (c.id, c.status.as_str()))
+        .collect();
+    assert!(statuses.iter().all(|(_, s)| *s == "ok"), "{statuses:?}");
+}
+
 #[test]
 fn docker_transport_runs_the_script_in_the_container_without_the_password_on_any_argv() {
     if !xtask::docker::engine_available() {
@@ -182,12 +193,7 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
         report.target,
         "env:dock (docker compose exec redis)".to_string()
     );
-    let statuses: Vec<(&str, &str)> = report
-        .checks
-        .iter()
-        .map(|c| (c.id, c.status.as_str()))
-        .collect();
-    assert!(statuses.iter().all(|(_, s)| *s == "ok"), "{statuses:?}");
+    assert_all_ok(&report);
     let files = report.checks.iter().find(|c| c.id == "aof_files").unwrap();
     assert!(
         files
@@ -237,12 +243,7 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
         "{}",
         report.target
     );
-    let statuses: Vec<(&str, &str)> = report
-        .checks
-        .iter()
-        .map(|c| (c.id, c.status.as_str()))
-        .collect();
-    assert!(statuses.iter().all(|(_, s)| *s == "ok"), "{statuses:?}");
+    assert_all_ok(&report);
     assert_eq!(
         verify_environment(remote, Duration::from_secs(10)).unwrap(),
         ExitCode::Ok
