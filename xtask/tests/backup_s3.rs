@@ -15,8 +15,8 @@ fn s3_upload_is_proven_and_drilled_and_a_wrong_secret_fails_fast_with_no_object(
     let store = tempfile::tempdir().unwrap();
     let server = S3Server::spawn(&store.path().join("s3")).unwrap();
     // The server's key is not on its argv either.
-    let argv = std::fs::read(format!("/proc/{}/cmdline", server.pid().unwrap())).unwrap();
-    assert!(!text(&argv).contains(&server.secret_key));
+    let argv = xtask::services::procscan::argv_of(server.pid().unwrap()).unwrap();
+    assert!(!argv.contains(&server.secret_key));
 
     // Correct credentials: the object is under postgres/YYYYMM/, with the hash the xtask reports.
     let mut cmd = f.xtask(&["backup", "--env", "t", "--label", "s3-ok", "--json"]);

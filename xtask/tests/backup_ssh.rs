@@ -5,37 +5,16 @@
 #[path = "backup_support/mod.rs"]
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use support::*;
 use xtask::environments::Environments;
-
-struct Sshd(Child);
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn keygen(path: &Path) {
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
+use xtask::services::sshd::{Sshd, SshdOptions};
 
 #[test]
 fn list_and_stat_run_rclone_on_the_server_over_ssh() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    let (host_key, user_key) = (p.join("host_key"), p.join("user_key"));
-    keygen(&host_key);
-    keygen(&user_key);
-    std::fs::copy(p.join("user_key.pub"), p.join("authorized_keys")).unwrap();
     // The server's own rclone config: remote `b2` is a directory there.
     let objects = p.join("server-objects");
     let month_dir = objects.join("station-backups/postgres/202605");
@@ -53,34 +32,12 @@ fn list_and_stat_run_rclone_on_the_server_over_ssh() {
     .unwrap();
     let remote_dir = p.join("remote-dir");
     std::fs::create_dir(&remote_dir).unwrap();
-    let port = xtask::services::free_port().unwrap();
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
         .unwrap()
         .trim()
         .to_string();
-    let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nStrictModes no\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-         UsePAM no\nPidFile {}\nSetEnv RCLONE_CONFIG={} PATH={}\n",
-        host_key.display(),
-        p.join("authorized_keys").display(),
-        p.join("sshd.pid").display(),
-        p.join("rclone.conf").display(),
-        std::env::var("PATH").unwrap(),
-    );
-    std::fs::write(p.join("sshd_config"), config).unwrap();
-    let _sshd = Sshd(
-        Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(p.join("sshd_config"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    xtask::services::wait_for_port(port, std::time::Duration::from_secs(10)).unwrap();
-    let pubkey = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-    let kh = p.join("known_hosts");
-    std::fs::write(&kh, format!("[127.0.0.1]:{port} {pubkey}")).unwrap();
+    let sshd = Sshd::start(SshdOptions::with_rclone_config(&p.join("rclone.conf"))).unwrap();
+    let kh = sshd.known_hosts();
 
     let toml = format!(
         r#"
@@ -94,15 +51,7 @@ remote_dir = "{}"
 database = "station"
 db_user = "station"
 migration_command = "true"
-[environments.remote.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-[environments.remote.backup]
-remote = "b2"
-bucket = "station-backups"
-prefix = "postgres"
+{tables}
 [environments.remote.ssh]
 host_env = "BACKUP_TEST_SSH_HOST"
 user = "{user}"
@@ -110,7 +59,8 @@ port_env = "BACKUP_TEST_SSH_PORT"
 known_hosts_env = "BACKUP_TEST_SSH_KNOWN_HOSTS"
 key_env = "BACKUP_TEST_SSH_KEY"
 "#,
-        remote_dir.display()
+        remote_dir.display(),
+        tables = services_and_backup("remote", "station-backups", "postgres"),
     );
     let file = p.join("environments.toml");
     std::fs::write(&file, &toml).unwrap();
@@ -124,9 +74,9 @@ key_env = "BACKUP_TEST_SSH_KEY"
             .env("XTASK_ENVIRONMENTS", &file)
             .env("XTASK_ROOT", repo_root())
             .env("BACKUP_TEST_SSH_HOST", "127.0.0.1")
-            .env("BACKUP_TEST_SSH_PORT", port.to_string())
+            .env("BACKUP_TEST_SSH_PORT", sshd.port.to_string())
             .env("BACKUP_TEST_SSH_KNOWN_HOSTS", &kh)
-            .env("BACKUP_TEST_SSH_KEY", &user_key)
+            .env("BACKUP_TEST_SSH_KEY", sshd.user_key())
             .output()
             .unwrap()
     };
@@ -149,10 +99,7 @@ key_env = "BACKUP_TEST_SSH_KEY"
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     // A host key that does not match is refused: exit 3, never a prompt.
-    let other = p.join("other_key");
-    keygen(&other);
-    let wrong = std::fs::read_to_string(other.with_extension("pub")).unwrap();
-    std::fs::write(&kh, format!("[127.0.0.1]:{port} {wrong}")).unwrap();
+    std::fs::copy(sshd.wrong_known_hosts(), &kh).unwrap();
     let out = xtask(&["backup", "drill", "--env", "remote"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 }

@@ -1,18 +1,16 @@
 //! `cargo xtask compose apply|check` end to end: golden fixtures, bad inputs with exact positions,
 //! atomic writes, the printed data-carrying commands, and the findings of `check`.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::Run;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 fn xtask(dir: &Path, args: &[&str]) -> Run {
@@ -23,11 +21,7 @@ fn xtask(dir: &Path, args: &[&str]) -> Run {
         .env_remove("XTASK_ROOT")
         .output()
         .expect("run xtask");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 fn apply_fixture_names() -> Vec<String> {

@@ -6,7 +6,8 @@
 
 mod deploy_support;
 
-use deploy_support::{repo, TestEnv};
+use deploy_support::{repo, steps, TestEnv};
+use xtask::services::procscan::ArgvWatch;
 
 fn head() -> String {
     let o = std::process::Command::new("git")
@@ -61,16 +62,7 @@ fn deploy_from_scratch_then_new_and_failing_migrations() {
 
     // Audit log: every step ok, with the SHA and the backup object; the lock released.
     let audit = t.audit();
-    let steps: Vec<String> = audit
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["step"].as_str().unwrap(),
-                a["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let steps = steps(&audit);
     assert_eq!(
         steps,
         [
@@ -188,34 +180,17 @@ fn no_password_on_any_command_line_output_or_log_during_a_deploy() {
         s["pg_password"].as_str().unwrap().to_string(),
         s["redis_password"].as_str().unwrap().to_string(),
     ];
+    // Scanning continuously (no pause between scans), as this test always has.
+    let watch = ArgvWatch::start_every(&secrets, std::time::Duration::ZERO);
     let child = t
         .command(&["deploy", "--sha", "5555555eeee"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let mut seen = 0usize;
-    let mut leaks = Vec::new();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                seen += 1;
-                if secrets.iter().any(|p| cmd.contains(p.as_str())) {
-                    leaks.push(cmd);
-                }
-            }
-        }
-        // Reap a finished deploy so the loop ends (a zombie keeps its /proc entry).
-        if std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|st| st.contains(") Z "))
-            .unwrap_or(true)
-        {
-            break;
-        }
-    }
     let out = child.wait_with_output().unwrap();
+    let seen = watch.argvs_read();
+    let leaks = watch.stop();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

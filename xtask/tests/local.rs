@@ -36,7 +36,7 @@ fn up_status_env_down_and_up_again_keep_ports_and_data() {
 
     // Redis: password not on argv, persistence arguments from docker-compose.prod.yml.
     let pid = std::fs::read_to_string(t.state_dir.join("redis/redis.pid")).unwrap();
-    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", pid.trim())).unwrap();
+    let cmdline = xtask::services::procscan::argv_of(pid.trim().parse().unwrap()).unwrap();
     assert!(!cmdline.contains(&redis_pw), "password on argv");
     for (k, want) in [("appendonly", "yes"), ("appendfsync", "everysec")] {
         let o = std::process::Command::new("redis-cli")

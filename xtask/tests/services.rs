@@ -34,7 +34,7 @@ fn redis_server_runs_with_a_password_from_a_private_config_file() {
     let mut s = RedisServer::spawn(dir.path(), port, &cfg).unwrap();
     wait_for_port(port, std::time::Duration::from_secs(5)).unwrap();
     let pid = s.pid().unwrap();
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = xtask::services::procscan::argv_of(pid).unwrap();
     assert!(!cmdline.contains("pa ss"), "password on argv: {cmdline}");
     let out = std::process::Command::new("redis-cli")
         .args([

@@ -1,14 +1,18 @@
 //! `verify-redis` against real redis-server processes (temp dirs, free ports), through the built
 //! binary, plus the in-container exec script run by a real shell against a real server.
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::services_and_backup;
 use xtask::local::state::LocalState;
 use xtask::services::free_port;
+use xtask::services::procscan::{argv_of, ArgvWatch};
 use xtask::services::redis::{RedisConfig, RedisServer};
 use xtask::verify_redis::transport::{Exec, Via};
 use xtask::verify_redis::{collect, Options, Source};
@@ -150,17 +154,9 @@ db_user = "station"
 migrations_dir = "infra/migrations"
 migration_command = "builtin:sql-migrations"
 health_url = ""
-[environments.local.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-[environments.local.backup]
-remote = "b2"
-bucket = "station-backups"
-prefix = "postgres"
-"#,
-        root.display()
+{tables}"#,
+        root.display(),
+        tables = services_and_backup("local", "station-backups", "postgres"),
     );
     std::fs::write(&envs, text).unwrap();
     LocalState {
@@ -672,7 +668,8 @@ fn the_in_container_script_answers_without_the_password_in_any_argv() {
 #[test]
 fn the_password_is_in_no_argv_while_verify_redis_runs() {
     // While verify-redis waits on a silent server, read /proc/<pid>/cmdline of it and of every
-    // child it has: none may hold the password (it travels in REDISCLI_AUTH only).
+    // child it has: none may hold the password (it travels in REDISCLI_AUTH only). Every other
+    // process's argv is watched for it during the whole run, too.
     let pw = "Ps-Visible-pw";
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -682,6 +679,7 @@ fn the_password_is_in_no_argv_while_verify_redis_runs() {
             held.push(c);
         }
     });
+    let watch = ArgvWatch::start(&[pw.to_string()]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args([
             "verify-redis",
@@ -698,13 +696,15 @@ fn the_password_is_in_no_argv_while_verify_redis_runs() {
     std::thread::sleep(Duration::from_millis(300));
     let mut seen = 0;
     for p in std::iter::once(child.id()).chain(children(child.id())) {
-        if let Ok(c) = std::fs::read(format!("/proc/{p}/cmdline")) {
+        if let Some(c) = argv_of(p) {
             seen += 1;
-            assert!(!String::from_utf8_lossy(&c).contains(pw));
+            assert!(!c.contains(pw));
         }
     }
     assert!(seen >= 1);
     let status = child.wait().unwrap();
+    let leaks = watch.stop();
+    assert!(leaks.is_empty(), "password on a command line: {leaks:?}");
     let mut out = String::new();
     child
         .stdout

@@ -6,13 +6,17 @@
 //! Needs a Docker engine (`docker info`); without one the test says so loudly and does nothing
 //! else, like the e2e tests.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::services_and_backup;
 use xtask::environments::Environments;
 use xtask::process::Cmd;
+use xtask::services::procscan::ArgvWatch;
+use xtask::services::sshd::{Sshd, SshdOptions};
+use xtask::verify_redis::render::Report;
 use xtask::verify_redis::{collect, verify_environment, Options, Source};
 use xtask::ExitCode;
 
@@ -99,93 +103,14 @@ impl Drop for Project {
     }
 }
 
-/// A real sshd on a loopback port, for root with a throwaway key; killed on drop.
-struct Sshd {
-    child: std::process::Child,
-    port: u16,
-    key: PathBuf,
-    known_hosts: PathBuf,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Sshd {
-        std::fs::create_dir_all(dir).unwrap();
-        let keygen = |name: &str| {
-            Cmd::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(dir.join(name))
-                .read()
-                .unwrap();
-        };
-        keygen("host_key");
-        keygen("client_key");
-        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-        let port = xtask::services::free_port().unwrap();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nLogLevel ERROR\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("sshd_config"), config).unwrap();
-        let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
-        let mut words = host_pub.split_whitespace();
-        let known_hosts = dir.join("known_hosts");
-        std::fs::write(
-            &known_hosts,
-            format!(
-                "[127.0.0.1]:{port} {} {}\n",
-                words.next().unwrap(),
-                words.next().unwrap()
-            ),
-        )
-        .unwrap();
-        let sshd = xtask::process::which("sshd")
-            .or_else(|| Some(PathBuf::from("/usr/sbin/sshd")).filter(|p| p.is_file()))
-            .expect("sshd (openssh-server) is installed");
-        let child = std::process::Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        xtask::services::wait_for_port(port, Duration::from_secs(10)).unwrap();
-        Sshd {
-            child,
-            port,
-            key: dir.join("client_key"),
-            known_hosts,
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Every command line seen while `running`, that holds `secret`.
-fn watch(running: Arc<AtomicBool>, secret: &'static str) -> std::thread::JoinHandle<Vec<String>> {
-    std::thread::spawn(move || {
-        let mut leaks = Vec::new();
-        let mut scans = 0;
-        while running.load(Ordering::Relaxed) || scans == 0 {
-            for e in std::fs::read_dir("/proc").unwrap().flatten() {
-                if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
-                    let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-                    if line.contains(secret) {
-                        leaks.push(line);
-                    }
-                }
-            }
-            scans += 1;
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        leaks
-    })
+/// Every check of the report says ok.
+fn assert_all_ok(report: &Report) {
+    let statuses: Vec<(&str, &str)> = report
+        .checks
+        .iter()
+        .map(|c| (c.id, c.status.as_str()))
+        .collect();
+    assert!(statuses.iter().all(|(_, s)| *s == "ok"), "{statuses:?}");
 }
 
 #[test]
@@ -213,16 +138,7 @@ env_file = "redis.env"
 database = "station"
 db_user = "station"
 migration_command = "true"
-[environments.dock.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-[environments.dock.backup]
-remote = "b2"
-bucket = "b"
-prefix = "p"
-
+{dock_tables}
 [environments.remote]
 transport = "ssh"
 description = "the same project, reached over SSH (sshd on loopback)"
@@ -233,15 +149,7 @@ remote_dir = "{remote_dir}"
 database = "station"
 db_user = "station"
 migration_command = "true"
-[environments.remote.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-[environments.remote.backup]
-remote = "b2"
-bucket = "b"
-prefix = "p"
+{remote_tables}
 [environments.remote.ssh]
 host_env = "VERIFY_REDIS_TEST_SSH_HOST"
 user = "root"
@@ -249,7 +157,9 @@ port_env = "VERIFY_REDIS_TEST_SSH_PORT"
 known_hosts_env = "VERIFY_REDIS_TEST_SSH_KNOWN_HOSTS"
 key_env = "VERIFY_REDIS_TEST_SSH_KEY"
 "#,
-        remote_dir = dir.path().display()
+        remote_dir = dir.path().display(),
+        dock_tables = services_and_backup("dock", "b", "p"),
+        remote_tables = services_and_backup("remote", "b", "p"),
     );
     let envs_file = dir.path().join("environments.toml");
     std::fs::write(&envs_file, &toml).unwrap();
@@ -263,8 +173,7 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
         .read()
         .unwrap();
 
-    let running = Arc::new(AtomicBool::new(true));
-    let watcher = watch(running.clone(), PASSWORD);
+    let watcher = ArgvWatch::start(&[PASSWORD.to_string()]);
 
     // Up and answering (redis-server needs a moment after the container starts).
     let opts = Options::new(Duration::from_secs(10));
@@ -284,12 +193,7 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
         report.target,
         "env:dock (docker compose exec redis)".to_string()
     );
-    let statuses: Vec<(&str, &str)> = report
-        .checks
-        .iter()
-        .map(|c| (c.id, c.status.as_str()))
-        .collect();
-    assert!(statuses.iter().all(|(_, s)| *s == "ok"), "{statuses:?}");
+    assert_all_ok(&report);
     let files = report.checks.iter().find(|c| c.id == "aof_files").unwrap();
     assert!(
         files
@@ -326,11 +230,11 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
     assert!(!stdout.contains(PASSWORD));
 
     // The same container over SSH (a real sshd; the remote side runs `docker compose` in remote_dir).
-    let sshd = Sshd::start(&dir.path().join("ssh"));
+    let sshd = Sshd::start(SshdOptions::default()).unwrap();
     std::env::set_var("VERIFY_REDIS_TEST_SSH_HOST", "127.0.0.1");
     std::env::set_var("VERIFY_REDIS_TEST_SSH_PORT", sshd.port.to_string());
-    std::env::set_var("VERIFY_REDIS_TEST_SSH_KNOWN_HOSTS", &sshd.known_hosts);
-    std::env::set_var("VERIFY_REDIS_TEST_SSH_KEY", &sshd.key);
+    std::env::set_var("VERIFY_REDIS_TEST_SSH_KNOWN_HOSTS", sshd.known_hosts());
+    std::env::set_var("VERIFY_REDIS_TEST_SSH_KEY", sshd.user_key());
     let remote = envs.get("remote").unwrap();
     let report = collect(Source::for_environment(remote).unwrap(), &opts).unwrap();
     assert_eq!(report.transport, "ssh");
@@ -339,12 +243,7 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
         "{}",
         report.target
     );
-    let statuses: Vec<(&str, &str)> = report
-        .checks
-        .iter()
-        .map(|c| (c.id, c.status.as_str()))
-        .collect();
-    assert!(statuses.iter().all(|(_, s)| *s == "ok"), "{statuses:?}");
+    assert_all_ok(&report);
     assert_eq!(
         verify_environment(remote, Duration::from_secs(10)).unwrap(),
         ExitCode::Ok
@@ -381,8 +280,7 @@ key_env = "VERIFY_REDIS_TEST_SSH_KEY"
     assert_eq!(e.exit_code(), ExitCode::Unavailable, "{e}");
     assert!(!e.to_string().contains(PASSWORD));
 
-    running.store(false, Ordering::Relaxed);
-    let leaks = watcher.join().unwrap();
+    let leaks = watcher.stop();
     assert!(leaks.is_empty(), "password on a command line: {leaks:?}");
     drop(guard);
 }

@@ -1,22 +1,19 @@
 //! `verify-redis --info-file`: the typed parser over every version's field set and every text
 //! shape, through the built binary (exit codes, JSON, GitHub Actions output).
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::Run;
 use xtask::verify_redis::info;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/info")
         .join(name)
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 fn xtask(args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> Run {
@@ -38,12 +35,7 @@ fn xtask(args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> Run {
     if let Some(b) = stdin {
         child.stdin.take().unwrap().write_all(b).unwrap();
     }
-    let o = child.wait_with_output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::from(child.wait_with_output().unwrap())
 }
 
 fn json_of(file: &str) -> (i32, serde_json::Value) {

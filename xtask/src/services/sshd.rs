@@ -17,6 +17,19 @@ pub struct SshdOptions {
     pub set_env: Vec<(String, String)>,
 }
 
+impl SshdOptions {
+    /// Sessions get this process's `PATH` and `RCLONE_CONFIG=rclone_conf` (a "server" whose rclone
+    /// remotes are its own).
+    pub fn with_rclone_config(rclone_conf: &Path) -> SshdOptions {
+        SshdOptions {
+            set_env: vec![
+                ("RCLONE_CONFIG".into(), rclone_conf.display().to_string()),
+                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ],
+        }
+    }
+}
+
 /// A running sshd.
 #[derive(Debug)]
 pub struct Sshd {
@@ -158,5 +171,65 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh(s: &Sshd, known_hosts: &Path, command: &str) -> process::Output {
+        let user = Cmd::new("id").arg("-un").read().unwrap();
+        Cmd::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+            ])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .arg("-i")
+            .arg(s.user_key())
+            .args(["-p", &s.port.to_string()])
+            .arg(format!("{}@127.0.0.1", user.trim()))
+            .arg(command)
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_pinned_key_logs_in_with_set_env_and_the_wrong_one_is_refused() {
+        let s = Sshd::start(SshdOptions {
+            set_env: vec![("XTASK_SSHD_TEST".into(), "set-by-sshd".into())],
+        })
+        .unwrap();
+        let out = ssh(&s, &s.known_hosts(), "echo \"$XTASK_SSHD_TEST\"");
+        assert!(out.status.success(), "{}", out.stderr_str());
+        assert_eq!(out.stdout_str().trim(), "set-by-sshd");
+        let out = ssh(&s, &s.wrong_known_hosts(), "true");
+        assert_eq!(out.status.code(), Some(255), "{}", out.stderr_str());
+        assert!(
+            out.stderr_str().contains("HOST IDENTIFICATION HAS CHANGED")
+                || out.stderr_str().contains("Host key verification failed"),
+            "{}",
+            out.stderr_str()
+        );
+        let pid = s.pid();
+        drop(s);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "sshd outlived its drop"
+        );
+    }
+
+    #[test]
+    fn a_set_env_value_with_a_space_is_bad_input() {
+        let e = Sshd::start(SshdOptions {
+            set_env: vec![("A".into(), "b c".into())],
+        })
+        .unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Usage, "{e}");
     }
 }

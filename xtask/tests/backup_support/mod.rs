@@ -11,15 +11,13 @@ use xtask::environments::{Environment, Environments};
 use xtask::local::state::LocalState;
 use xtask::services::free_port;
 use xtask::services::postgres::{temp_base, Cluster};
+use xtask::services::procscan::ArgvWatch;
 
 pub const PASSWORD: &str = "Pg-s3cret-7f1c2e9a";
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{repo as repo_root, services_and_backup};
 
 pub fn script() -> PathBuf {
     repo_root().join("infra/scripts/backup-db.sh")
@@ -67,19 +65,9 @@ database = "{db}"
 db_user = "station"
 migrations_dir = "infra/migrations"
 migration_command = "builtin:sql-migrations"
-
-[environments.{name}.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-
-[environments.{name}.backup]
-remote = "b2"
-bucket = "station-backups"
-prefix = "postgres"
-"#,
-                state = state_dir.display()
+{tables}"#,
+                state = state_dir.display(),
+                tables = services_and_backup(name, "station-backups", "postgres"),
             ));
         }
         std::fs::write(&envs_file, toml).unwrap();
@@ -197,36 +185,15 @@ pub fn this_month() -> String {
 /// Returns the output and the argv lines that contained the secret.
 pub fn run_watching_argv(mut cmd: Command, secret: &str) -> (Output, Vec<String>, Duration) {
     let start = Instant::now();
+    let watch = ArgvWatch::start(&[secret.to_string()]);
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let d2 = done.clone();
-    let secret = secret.to_string();
-    let watcher = std::thread::spawn(move || {
-        let mut hits = Vec::new();
-        let mut scans = 0u32;
-        while !d2.load(std::sync::atomic::Ordering::SeqCst) {
-            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                let cmdline = e.path().join("cmdline");
-                if let Ok(b) = std::fs::read(&cmdline) {
-                    let s = String::from_utf8_lossy(&b).replace('\0', " ");
-                    if s.contains(&secret) {
-                        hits.push(s);
-                    }
-                }
-            }
-            scans += 1;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        assert!(scans > 0);
-        hits
-    });
     let out = child.wait_with_output().unwrap();
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let hits = watcher.join().unwrap();
+    assert!(watch.scans() > 0, "no scan ran while the command did");
+    let hits = watch.stop().into_iter().map(|l| l.argv).collect();
     (out, hits, start.elapsed())
 }
 

@@ -7,24 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{repo, services_and_backup, Run};
 
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
@@ -47,20 +32,10 @@ database = "station"
 db_user = "station"
 migrations_dir = "{}"
 migration_command = "builtin:sql-migrations"
-
-[environments.local.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-
-[environments.local.backup]
-remote = "b2"
-bucket = "station-backups"
-prefix = "postgres"
-"#,
+{tables}"#,
         state_dir.display(),
-        migrations.display()
+        migrations.display(),
+        tables = services_and_backup("local", "station-backups", "postgres"),
     )
 }
 
@@ -112,12 +87,7 @@ impl TestEnv {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(self.command(args).output().unwrap())
     }
 
     pub fn state(&self) -> serde_json::Value {
@@ -158,6 +128,20 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let _ = self.command(&["local", "down", "--purge"]).output();
     }
+}
+
+/// `"<step> <status>"` for each record of an audit log, in order.
+pub fn steps(audit: &[serde_json::Value]) -> Vec<String> {
+    audit
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["step"].as_str().unwrap(),
+                a["status"].as_str().unwrap()
+            )
+        })
+        .collect()
 }
 
 pub fn port_free(port: u16) -> bool {
