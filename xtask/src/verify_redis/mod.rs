@@ -438,15 +438,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "say where to ask: --url, --env or --info-file",
         ));
     };
+    verify_and_report(source, &opts, args.json, false)
+}
+
+/// Collect from `source`, then [`report`] (on stdout, or on stderr for callers that own stdout).
+fn verify_and_report(
+    source: Source,
+    opts: &Options,
+    json: bool,
+    to_stderr: bool,
+) -> Result<ExitCode> {
     let target = source.target();
     let transport = source.transport();
     report(
-        collect(source, &opts),
+        collect(source, opts),
         &target,
         transport,
-        &opts,
-        args.json,
-        false,
+        opts,
+        json,
+        to_stderr,
     )
 }
 
@@ -460,17 +470,7 @@ pub fn verify_environment(env: &Environment, timeout: Duration) -> Result<ExitCo
         wait: Some(timeout),
         ..Options::new(timeout)
     };
-    let source = Source::for_environment(env)?;
-    let target = source.target();
-    let transport = source.transport();
     // Called as a step of other commands (deploy, e2e): the report goes to stderr so their stdout
     // (e.g. `deploy --json`) stays theirs.
-    report(
-        collect(source, &opts),
-        &target,
-        transport,
-        &opts,
-        false,
-        true,
-    )
+    verify_and_report(Source::for_environment(env)?, &opts, false, true)
 }
