@@ -324,10 +324,13 @@ object's size and hash must match the local file. `infra/scripts/backup-db.sh` d
 `cargo xtask backup` runs it for an environment and reports the object.\n\n",
     );
     o.push_str("## Naming and labels\n\n");
-    o.push_str(
+    let _ = write!(
+        o,
         "Objects are named `station_backup_<YYYYmmdd_HHMMSS>_<label>.sql.gz` (UTC). The label tells backups \
-apart: `nightly` (the default), `pre-deploy-<sha7>` before every deploy's migrations, or any label of \
-`[A-Za-z0-9._-]` you give with `--label`; anything else is refused before anything runs.\n\n",
+apart: `nightly` (the default), `pre-deploy-<sha7>` before every deploy's migrations, or any label you give \
+with `--label`: 1 to {} characters of `[A-Za-z0-9._-]`, starting with a letter or digit; anything else is \
+refused (exit 2) before anything runs.\n\n",
+        crate::backup::label::MAX_LEN
     );
     o.push_str("## Where they go\n\n");
     o.push_str("| Environment | Object path | Postgres service | Database |\n|---|---|---|---|\n");
