@@ -327,7 +327,7 @@ object's size and hash must match the local file. `infra/scripts/backup-db.sh` d
     let _ = write!(
         o,
         "Objects are named `station_backup_<YYYYmmdd_HHMMSS>_<label>.sql.gz` (UTC). The label tells backups \
-apart: `nightly` (the default), `pre-deploy-<sha7>` before every deploy's migrations, or any label you give \
+apart: `nightly` (the script's default, for cron), `manual` (the default of `cargo xtask backup`), `pre-deploy-<sha7>` before every deploy's migrations, or any label you give \
 with `--label`: 1 to {} characters of `[A-Za-z0-9._-]`, starting with a letter or digit; anything else is \
 refused (exit 2) before anything runs.\n\n",
         crate::backup::label::MAX_LEN
