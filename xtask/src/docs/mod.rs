@@ -153,9 +153,16 @@ pub fn write(envs: &Environments) -> Result<Vec<PathBuf>> {
             .1;
         let dir = s.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+        // A temp file is created 0600: give the doc the mode it had (0644 when new), not that.
+        let perms = match std::fs::metadata(&s.path) {
+            Ok(m) => m.permissions(),
+            Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        };
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::write(dir, e))?;
         std::io::Write::write_all(&mut tmp, content.as_bytes())
+            .and_then(|_| tmp.as_file().sync_all())
             .map_err(|e| Error::write(&s.path, e))?;
+        std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(&s.path, e))?;
         tmp.persist(&s.path)
             .map_err(|e| Error::write(&s.path, e.error))?;
         changed.push(s.path);
