@@ -105,6 +105,20 @@ fn written_docs_are_world_readable_like_the_files_they_replace() {
 }
 
 #[test]
+fn a_truncated_durability_file_is_bad_input_at_a_1_based_position() {
+    let tmp = copy_repo();
+    let root = tmp.path();
+    std::fs::write(root.join(docs::DURABILITY_FILE), "{\"aof\": \n").unwrap();
+    let err = docs::check(&load(root)).unwrap_err();
+    assert_eq!(err.exit_code(), xtask::error::ExitCode::Usage);
+    let xtask::error::Error::Input { at, message } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(at.line >= 1 && at.col >= 1, "{err}");
+    assert!(!message.contains("column"), "position said twice: {err}");
+}
+
+#[test]
 fn a_renamed_project_makes_both_docs_stale() {
     let tmp = copy_repo();
     let root = tmp.path();
