@@ -33,7 +33,8 @@ pub enum Command {
     /// Manage the local environment (real PostgreSQL, redis-server, rclone remote under target/).
     #[command(subcommand)]
     Local(local::Args),
-    /// Generate infra/docs from the compose files (`--check`: fail when stale).
+    /// Generate infra/docs/{redis,backups}.md from the environments file, the compose files and
+    /// durability.json (`--check`: exit 1 with a diff when stale).
     Docs(docs::Args),
     /// Static checks of the GitHub workflows.
     #[command(subcommand)]
@@ -72,5 +73,24 @@ pub fn main() -> i32 {
             eprintln!("error: {e}");
             e.exit_code() as i32
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_cli_definition_is_valid_and_docs_help_names_both_files() {
+        Cli::command().debug_assert();
+        let mut cmd = Cli::command();
+        let docs = cmd.find_subcommand_mut("docs").expect("docs subcommand");
+        let help = docs.render_long_help().to_string();
+        assert!(
+            help.contains("redis,backups}.md") && help.contains("durability.json"),
+            "{help}"
+        );
     }
 }

@@ -292,6 +292,14 @@ impl Environments {
                 }
                 Transport::Docker => {}
             }
+            if let Some(ssh) = &r.ssh {
+                if !valid_user(&ssh.user) {
+                    return Err(at(format!(
+                        "ssh user {:?}: a login name is [A-Za-z0-9_][A-Za-z0-9_.-]* (it becomes `user@host` on ssh's command line)",
+                        ssh.user
+                    )));
+                }
+            }
             if let Some(dir) = &r.remote_dir {
                 if !dir.starts_with('/')
                     || dir.contains("..")
@@ -422,6 +430,16 @@ fn valid_service(s: &str) -> bool {
         && !s.starts_with(['-', '.'])
 }
 
+/// A POSIX-portable login name; never starts with `-` (ssh would read `-o...@host` as an option).
+fn valid_user(s: &str) -> bool {
+    let mut it = s.bytes();
+    s.len() <= 32
+        && matches!(it.next(), Some(b) if b.is_ascii_lowercase() || b == b'_')
+        && it.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
 fn valid_ident(s: &str) -> bool {
     let mut it = s.bytes();
     matches!(it.next(), Some(b) if b.is_ascii_lowercase() || b == b'_')
@@ -487,6 +505,25 @@ mod tests {
             _ => Some("1".to_string()),
         };
         assert!(matches!(prod.ssh_target_from(bad), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn ssh_user_cannot_become_an_ssh_option() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let file = root.join(ENVIRONMENTS_FILE);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("user = \"deploy\""));
+        let bad = text.replacen(
+            "user = \"deploy\"",
+            "user = \"-oProxyCommand=touch /tmp/pwned\"",
+            1,
+        );
+        let err = Environments::parse(&bad, &file, root).unwrap_err();
+        let Error::Input { at, message } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("ssh user"), "{message}");
+        assert!(at.line > 1, "{err}");
     }
 
     #[test]

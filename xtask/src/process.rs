@@ -318,12 +318,10 @@ impl Cmd {
     /// by line as they come, and keep the lines: (status, stdout lines, stderr lines).
     pub fn stream(&self, stdout_to_stderr: bool) -> Result<(ExitStatus, Vec<String>, Vec<String>)> {
         use std::io::BufRead;
-        let mut c = self.command();
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         let started = Instant::now();
-        let mut child = c.spawn().map_err(|e| self.spawn_err(e))?;
+        // Through `spawn`: `stdin_bytes` is written, and both pipes are read on their own threads so
+        // the timeout below bounds the run even while the child holds its stdout open.
+        let mut child = self.spawn(Stdio::piped(), Stdio::piped())?;
         let err = child.stderr.take().expect("piped");
         let t_err = std::thread::spawn(move || {
             let mut kept = Vec::new();
@@ -336,23 +334,28 @@ impl Cmd {
             }
             kept
         });
-        let mut out_lines = Vec::new();
         let out = child.stdout.take().expect("piped");
-        for line in std::io::BufReader::new(out)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            if stdout_to_stderr {
-                eprintln!("{line}");
-            } else {
-                println!("{line}");
+        let t_out = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            for line in std::io::BufReader::new(out)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                if stdout_to_stderr {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+                kept.push(line);
             }
-            out_lines.push(line);
-        }
+            kept
+        });
         let status = self.wait(&mut child);
         count_child_time(started);
+        let status = status?;
+        let out_lines = t_out.join().unwrap_or_default();
         let err_lines = t_err.join().unwrap_or_default();
-        Ok((status?, out_lines, err_lines))
+        Ok((status, out_lines, err_lines))
     }
 }
 
@@ -433,6 +436,25 @@ mod tests {
     fn missing_tool_is_exit_3_with_package() {
         let e = Cmd::new("pg_dump-does-not-exist").run().unwrap_err();
         assert_eq!(e.exit_code(), crate::error::ExitCode::Unavailable);
+    }
+
+    #[test]
+    fn stream_honours_timeout_and_stdin() {
+        let t = Instant::now();
+        let e = Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(200))
+            .stream(true)
+            .unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Unavailable);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let (status, out, _) = Cmd::new("cat")
+            .stdin_bytes("from stdin\n")
+            .timeout(Duration::from_secs(10))
+            .stream(true)
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(out, ["from stdin"]);
     }
 
     #[test]

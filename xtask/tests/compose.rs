@@ -504,6 +504,32 @@ fn a_literal_password_is_never_printed() {
 }
 
 #[test]
+fn a_literal_secret_variable_in_the_diff_context_is_never_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "services:\n  redis:\n    image: redis:7\n    environment:\n      REDIS_PASSWORD: hunter2\n    labels:\n      - \"API_TOKEN=s3cr3t\"\n    command: redis-server --appendonly no\n";
+    std::fs::write(tmp.path().join("c.yml"), text).unwrap();
+    let r = xtask(
+        tmp.path(),
+        &["compose", "apply", "--file", "c.yml", "--dry-run"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("+    command: redis-server --appendonly yes"),
+        "{}",
+        r.stdout
+    );
+    for secret in ["hunter2", "s3cr3t"] {
+        assert!(
+            !r.stdout.contains(secret) && !r.stderr.contains(secret),
+            "{secret}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+}
+
+#[test]
 fn without_flags_apply_fixes_production_and_staging_from_the_environments_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let tmp = tempfile::tempdir().unwrap();

@@ -83,6 +83,42 @@ fn a_renamed_volume_makes_the_docs_stale_until_regenerated() {
 }
 
 #[test]
+fn written_docs_are_world_readable_like_the_files_they_replace() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = copy_repo();
+    let root = tmp.path();
+    let redis = root.join(docs::REDIS_DOC);
+    let backups = root.join(docs::BACKUPS_DOC);
+    std::fs::set_permissions(&redis, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::remove_file(&backups).unwrap();
+    edit(
+        &root.join("docker-compose.staging.yml"),
+        "redis_staging_aof",
+        "redis_stg_aof",
+    );
+    let written = docs::write(&load(root)).unwrap();
+    assert_eq!(written.len(), 2, "{written:?}");
+    for p in [&redis, &backups] {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{}: mode {mode:o}", p.display());
+    }
+}
+
+#[test]
+fn a_truncated_durability_file_is_bad_input_at_a_1_based_position() {
+    let tmp = copy_repo();
+    let root = tmp.path();
+    std::fs::write(root.join(docs::DURABILITY_FILE), "{\"aof\": \n").unwrap();
+    let err = docs::check(&load(root)).unwrap_err();
+    assert_eq!(err.exit_code(), xtask::error::ExitCode::Usage);
+    let xtask::error::Error::Input { at, message } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(at.line >= 1 && at.col >= 1, "{err}");
+    assert!(!message.contains("column"), "position said twice: {err}");
+}
+
+#[test]
 fn a_renamed_project_makes_both_docs_stale() {
     let tmp = copy_repo();
     let root = tmp.path();

@@ -421,8 +421,20 @@ pub fn effective(args: &[String], name: &str) -> Option<String> {
 /// Options whose values are secrets and must not be passed on a command line.
 pub const SECRET_OPTIONS: [&str; 3] = ["requirepass", "masterauth", "masteruser"];
 
-/// Replace the value after a password option (`--requirepass X`, `-a X`, `requirepass X`) in a
-/// line of text with `***`, for anything printed (diffs, findings).
+/// Whether an environment-style key names a secret (`REDIS_PASSWORD`, `API_TOKEN`, ...).
+fn secret_key(key: &str) -> bool {
+    let k = key
+        .trim_matches(|c: char| matches!(c, '"' | '\'' | '[' | ',' | '-' | '{'))
+        .to_ascii_uppercase();
+    !k.is_empty()
+        && ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "AUTH"]
+            .iter()
+            .any(|s| k.contains(s))
+}
+
+/// Replace the value after a password option (`--requirepass X`, `-a X`, `requirepass X`), and the
+/// literal value of a secret-named variable (`REDIS_PASSWORD: X`, `- REDIS_PASSWORD=X`), in a
+/// line of text with `***`, for anything printed (diffs, findings). `${VAR}` references are kept.
 pub fn redact(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut hide_next = false;
@@ -438,7 +450,28 @@ pub fn redact(line: &str) -> String {
         }
         let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         let word = &rest[..end];
-        if hide_next {
+        if let Some((key, value)) = word.split_once('=').filter(|(k, v)| {
+            !hide_next && secret_key(k) && !v.trim_start_matches(['"', '\'']).starts_with('$')
+        }) {
+            let tail: String = value
+                .chars()
+                .rev()
+                .take_while(|c| matches!(c, '"' | '\'' | ']' | ',' | ')' | '}'))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            out.push_str(key);
+            out.push('=');
+            if !value.is_empty() {
+                out.push_str("***");
+            }
+            out.push_str(&tail);
+        } else if hide_next && word.trim_start_matches(['"', '\'']).starts_with('$') {
+            // A `$VAR` reference is not the secret itself.
+            out.push_str(word);
+            hide_next = false;
+        } else if hide_next {
             // Keep closing quotes/brackets that belong to the YAML around the value.
             let tail: String = word
                 .chars()
@@ -456,7 +489,8 @@ pub fn redact(line: &str) -> String {
             let bare = word.trim_matches(|c: char| matches!(c, '"' | '\'' | '[' | ',' | '-'));
             hide_next = SECRET_OPTIONS.contains(&bare.to_ascii_lowercase().as_str())
                 || word == "-a"
-                || word == "--pass";
+                || word == "--pass"
+                || word.strip_suffix(':').is_some_and(secret_key);
         }
         rest = &rest[end..];
     }
@@ -721,6 +755,31 @@ mod tests {
             "[\"--masterauth\", ***\"]"
         );
         assert_eq!(redact("redis-cli -a pw ping"), "redis-cli -a *** ping");
+    }
+
+    #[test]
+    fn redacts_secret_named_variables_but_not_references() {
+        assert_eq!(
+            redact("       REDIS_PASSWORD: hunter2"),
+            "       REDIS_PASSWORD: ***"
+        );
+        assert_eq!(
+            redact("      - \"REDIS_PASSWORD=hunter2\""),
+            "      - \"REDIS_PASSWORD=***\""
+        );
+        assert_eq!(
+            redact("    environment: { API_TOKEN: s3cret, A: b }"),
+            "    environment: { API_TOKEN: ***, A: b }"
+        );
+        assert_eq!(
+            redact("      REDIS_PASSWORD: ${REDIS_PASSWORD:?set it}"),
+            "      REDIS_PASSWORD: ${REDIS_PASSWORD:?set it}"
+        );
+        assert_eq!(
+            redact("      - REDISCLI_AUTH=$$REDIS_PASSWORD"),
+            "      - REDISCLI_AUTH=$$REDIS_PASSWORD"
+        );
+        assert_eq!(redact("      REDIS_HOST: redis"), "      REDIS_HOST: redis");
     }
 
     #[test]

@@ -82,11 +82,9 @@ pub fn collect(envs: &Environments) -> Result<Facts> {
     }
     let dfile = envs.root.join(DURABILITY_FILE);
     let durability = match std::fs::read_to_string(&dfile) {
-        Ok(t) => Some(
-            serde_json::from_str(&t)
-                .map_err(|e| Error::input(&dfile, e.line(), e.column(), e.to_string()))?,
-        ),
-        Err(_) => None,
+        Ok(t) => Some(serde_json::from_str(&t).map_err(|e| json_error(&dfile, &e))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::read(&dfile, e)),
     };
     let environments_file = envs
         .file
@@ -99,6 +97,16 @@ pub fn collect(envs: &Environments) -> Result<Facts> {
         durability,
         environments_file,
     })
+}
+
+/// A JSON syntax error as `file:line:col: message`: serde_json counts the column of an error at
+/// the start of a line (e.g. an early end of file) as 0, and repeats the position in its message.
+fn json_error(file: &Path, e: &serde_json::Error) -> Error {
+    let (line, col) = (e.line().max(1), e.column().max(1));
+    let msg = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+    Error::input(file, line, col, format!("{msg}: fix or delete it (the durability test records it with XTASK_RECORD_DURABILITY=1)"))
 }
 
 /// The generated files: (repository-relative path, content).
@@ -153,9 +161,16 @@ pub fn write(envs: &Environments) -> Result<Vec<PathBuf>> {
             .1;
         let dir = s.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+        // A temp file is created 0600: give the doc the mode it had (0644 when new), not that.
+        let perms = match std::fs::metadata(&s.path) {
+            Ok(m) => m.permissions(),
+            Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        };
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::write(dir, e))?;
         std::io::Write::write_all(&mut tmp, content.as_bytes())
+            .and_then(|_| tmp.as_file().sync_all())
             .map_err(|e| Error::write(&s.path, e))?;
+        std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(&s.path, e))?;
         tmp.persist(&s.path)
             .map_err(|e| Error::write(&s.path, e.error))?;
         changed.push(s.path);
