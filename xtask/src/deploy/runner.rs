@@ -18,7 +18,8 @@ use crate::ssh;
 use super::audit::{Audit, Record};
 use super::lock::{self, LockGuard, LockInfo, LockPlace};
 use super::plan::{
-    failure_summary, now_ms, rfc3339_ms, PlannedStep, Report, Sha, Status, Step, StepReport,
+    elapsed_ms, failure_summary, now_ms, rfc3339_ms, PlannedStep, Report, Sha, Status, Step,
+    StepReport,
 };
 use super::remote;
 use super::verified::VerifiedBackup;
@@ -128,7 +129,7 @@ impl<'a> Pipeline<'a> {
             status: status.as_str().to_string(),
             start: rfc3339_ms(start_ms),
             end: rfc3339_ms(end_ms),
-            duration_ms: (end_ms - start_ms) as u64,
+            duration_ms: elapsed_ms(start_ms, end_ms),
             sha: self.sha.as_str().to_string(),
             actor: super::actor(),
             run_url: super::run_url(),
