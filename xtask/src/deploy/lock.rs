@@ -198,18 +198,23 @@ fn try_acquire(place: &LockPlace, info: &LockInfo) -> Result<Option<Option<LockI
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
             }
-            match std::fs::OpenOptions::new()
+            // The lock file appears whole or not at all: the info is written to a private temp
+            // file, then hard-linked to the lock path (fails if it exists). Another taker can
+            // never read a half-written lock, call it unreadable, and break a live one.
+            let tmp = temp_path(path);
+            let linked = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    f.write_all(json.as_bytes())
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| Error::write(path, e))?;
-                    Ok(None)
-                }
+                .open(&tmp)
+                .and_then(|mut f| {
+                    f.write_all(json.as_bytes())?;
+                    f.sync_all()
+                })
+                .and_then(|()| std::fs::hard_link(&tmp, path));
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = std::fs::read_to_string(path).unwrap_or_default();
                     Ok(Some(serde_json::from_str(&text).ok()))
@@ -234,6 +239,17 @@ fn try_acquire(place: &LockPlace, info: &LockInfo) -> Result<Option<Option<LockI
             }
         }
     }
+}
+
+/// A fresh temp file name next to the lock file (unique per process and call).
+fn temp_path(path: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 const REMOTE_ACQUIRE: &str = r#"set -eu
@@ -332,5 +348,41 @@ mod tests {
         assert_eq!(read_file_lock(&path).unwrap().token, "new");
         drop(g);
         assert!(!path.exists());
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+    use std::sync::{Arc, Barrier, Mutex};
+
+    /// Many deploys racing for the lock, all with --force-unlock: exactly one may hold it. (A
+    /// taker must never see a half-written lock file, call it unreadable, and break a live lock.)
+    #[test]
+    fn racing_takers_with_force_unlock_never_both_hold_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        for round in 0..300 {
+            let place = LockPlace::File(d.path().join(format!("deploy-{round}.lock")));
+            let n = 6;
+            let barrier = Arc::new(Barrier::new(n));
+            let held = Arc::new(Mutex::new(Vec::new()));
+            let threads: Vec<_> = (0..n)
+                .map(|i| {
+                    let (place, barrier, held) = (place.clone(), barrier.clone(), held.clone());
+                    std::thread::spawn(move || {
+                        let info = LockInfo::new("abc1234", 600, format!("r{round}t{i}"));
+                        barrier.wait();
+                        if let Ok((g, _)) = acquire(&place, &info, true) {
+                            held.lock().unwrap().push(g);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let held = held.lock().unwrap();
+            assert_eq!(held.len(), 1, "round {round}: {} holders", held.len());
+        }
     }
 }
