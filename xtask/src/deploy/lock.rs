@@ -252,10 +252,19 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// The lock directory appears with its `info.json` already in it (built in a temp directory, then
+/// renamed into place, which fails when the lock exists), so a racing taker never sees a lock
+/// without its information and breaks it as "unreadable".
 const REMOTE_ACQUIRE: &str = r#"set -eu
 mkdir -p "$1"
-if mkdir "$1/.deploy.lock" 2>/dev/null; then
-  umask 077; cat > "$1/.deploy.lock/info.json"; echo acquired
+umask 077
+tmp="$1/.deploy.lock.tmp.$$"
+rm -rf "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp"
+cat > "$tmp/info.json"
+if [ ! -e "$1/.deploy.lock" ] && mv -T "$tmp" "$1/.deploy.lock" 2>/dev/null; then
+  echo acquired
 else
   echo held; cat "$1/.deploy.lock/info.json" 2>/dev/null || true
 fi
@@ -354,6 +363,77 @@ mod tests {
 #[cfg(test)]
 mod race_tests {
     use super::*;
+
+    /// The remote acquire script, run by `sh` here: while one taker is still sending its lock
+    /// information, another must not find a lock without it.
+    #[test]
+    fn remote_lock_never_shows_without_its_information() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_str().unwrap().to_string();
+        let run = |stdin: Stdio| {
+            Command::new("sh")
+                .args(["-c", REMOTE_ACQUIRE, "xtask", &dir])
+                .stdin(stdin)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        // A: slow to send its information (its stdin stays open).
+        let mut a = run(Stdio::piped());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // B: sends at once.
+        let mut b = run(Stdio::piped());
+        let info_b = serde_json::to_string(&LockInfo::new("abc1234", 60, "b".into())).unwrap();
+        b.stdin
+            .take()
+            .unwrap()
+            .write_all(info_b.as_bytes())
+            .unwrap();
+        let out_b = String::from_utf8(b.wait_with_output().unwrap().stdout).unwrap();
+        let mut lines = out_b.splitn(2, '\n');
+        match lines.next() {
+            Some("acquired") => {}
+            Some("held") => {
+                let info = lines.next().unwrap_or("");
+                assert!(
+                    serde_json::from_str::<LockInfo>(info.trim()).is_ok(),
+                    "B saw a lock without readable information: {info:?}"
+                );
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+        let info_a = serde_json::to_string(&LockInfo::new("abc1234", 60, "a".into())).unwrap();
+        a.stdin
+            .take()
+            .unwrap()
+            .write_all(info_a.as_bytes())
+            .unwrap();
+        let out_a = String::from_utf8(a.wait_with_output().unwrap().stdout).unwrap();
+        // Exactly one of them holds it, and the lock carries the holder's token.
+        let acquired = [&out_a, &out_b]
+            .iter()
+            .filter(|o| o.starts_with("acquired"))
+            .count();
+        assert_eq!(acquired, 1, "A: {out_a:?} B: {out_b:?}");
+        let held: LockInfo = serde_json::from_str(
+            &std::fs::read_to_string(d.path().join(".deploy.lock/info.json")).unwrap(),
+        )
+        .unwrap();
+        let winner = if out_a.starts_with("acquired") {
+            "a"
+        } else {
+            "b"
+        };
+        assert_eq!(held.token, winner);
+        // No temp directory is left behind.
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [".deploy.lock"]);
+    }
     use std::sync::{Arc, Barrier, Mutex};
 
     /// Many deploys racing for the lock, all with --force-unlock: exactly one may hold it. (A
