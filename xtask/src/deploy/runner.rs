@@ -82,6 +82,10 @@ impl<'a> Pipeline<'a> {
             )),
             None => None,
         };
+        if args.json {
+            // stdout carries only the JSON report.
+            gha::commands_to_stderr();
+        }
         let interrupted = Arc::new(AtomicBool::new(false));
         let flag = interrupted.clone();
         // Children get the terminal's SIGINT themselves; we finish the running step's bookkeeping.
