@@ -253,7 +253,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.xtask-tmp.{}", std::process::id()));
+    // Unique per process and call (threads may write the same file).
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.xtask-tmp.{}.{n}", std::process::id()));
     // Left by a crashed earlier process that had our pid: nobody else writes this name.
     let _ = std::fs::remove_file(&tmp);
     let written = std::fs::OpenOptions::new()
