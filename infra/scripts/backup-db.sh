@@ -36,6 +36,8 @@
 #              and COMPOSE_PROJECT_NAME are Compose's own variables.
 #   BACKUP_TMPDIR          where the temp file goes (default: $TMPDIR or /tmp)
 #   BACKUP_MIN_BYTES       size floor of the compressed dump (default: 256)
+#   BACKUP_DUMP_TIMEOUT    seconds the dump may take before it is stopped (default: 3600): a pg_dump
+#                          waiting on a lock or a silent server fails the dump stage instead of hanging
 #   BACKUP_TIMESTAMP       YYYYmmdd_HHMMSS to use instead of now (UTC), e.g. to re-run a failed nightly
 #   BACKUP_GZIP            compressor (default: pigz when present, else gzip; both write .gz)
 #   BACKUP_GZIP_LEVEL      1-9 (default: 1). Measured on a 412 MB dump, 2 cores: pigz -1 is 2.6x faster
@@ -103,6 +105,8 @@ name_re='^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'
 [[ "$BACKUP_MIN_BYTES" =~ ^[0-9]{1,15}$ ]] || fail input 2 "BACKUP_MIN_BYTES must be a number"
 BACKUP_GZIP_LEVEL="${BACKUP_GZIP_LEVEL:-1}"
 [[ "$BACKUP_GZIP_LEVEL" =~ ^[1-9]$ ]] || fail input 2 "BACKUP_GZIP_LEVEL must be 1-9"
+BACKUP_DUMP_TIMEOUT="${BACKUP_DUMP_TIMEOUT:-3600}"
+[[ "$BACKUP_DUMP_TIMEOUT" =~ ^[1-9][0-9]{0,5}$ ]] || fail input 2 "BACKUP_DUMP_TIMEOUT must be a number of seconds (1-999999)"
 for v in BACKUP_RCLONE_RETRIES BACKUP_RCLONE_LOW_LEVEL_RETRIES; do
   [[ "${!v:-1}" =~ ^[0-9]{1,3}$ ]] || fail input 2 "$v must be a small number"
 done
@@ -149,6 +153,7 @@ fi
 need "$GZ" "$GZ"
 need md5sum coreutils
 need sha1sum coreutils
+need timeout coreutils
 if [ "$BACKUP_MODE" = direct ]; then
   need "${dump_cmd[0]}" postgresql-client
 else
@@ -219,7 +224,13 @@ DUMP="$TMP_DIR/$FILE"
 say "dump ($BACKUP_MODE mode, compressing with $GZ -$BACKUP_GZIP_LEVEL)"
 start=$SECONDS
 rc=0
-"${dump_cmd[@]}" | "$GZ" "-$BACKUP_GZIP_LEVEL" -c >"$DUMP" || rc=$?
+# Bounded: `timeout` stops the dump (TERM, then KILL 30 s later); --foreground keeps it in our
+# process group so Ctrl-C still reaches it.
+timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" |
+  "$GZ" "-$BACKUP_GZIP_LEVEL" -c >"$DUMP" || rc=$?
+if [ "$rc" -eq 124 ]; then
+  fail dump 1 "the dump did not finish within ${BACKUP_DUMP_TIMEOUT}s (BACKUP_DUMP_TIMEOUT) and was stopped: nothing uploaded. Check that the database answers and no long lock blocks pg_dump, or raise BACKUP_DUMP_TIMEOUT"
+fi
 [ "$rc" -eq 0 ] || fail dump 1 "the dump pipeline exited $rc (pg_dump or $GZ failed): nothing uploaded"
 
 # ---- verify: gzip integrity, the completeness trailer, the size floor ----------------------------

@@ -21,9 +21,29 @@ pub fn escape_property(s: &str) -> String {
     escape(s).replace(':', "%3A").replace(',', "%2C")
 }
 
+static TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Send workflow commands to stderr from now on (the runner reads both streams): for `--json`
+/// modes, whose stdout must hold nothing but the JSON document.
+pub fn commands_to_stderr() {
+    TO_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn command_line(line: &str) {
+    if TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
 fn annotate(kind: &str, title: &str, msg: &str) {
     if is_actions() {
-        println!("::{kind} title={}::{}", escape_property(title), escape(msg));
+        command_line(&format!(
+            "::{kind} title={}::{}",
+            escape_property(title),
+            escape(msg)
+        ));
     }
 }
 
@@ -37,13 +57,13 @@ pub fn warning(title: &str, msg: &str) {
 
 pub fn group(name: &str) {
     if is_actions() {
-        println!("::group::{}", escape(name));
+        command_line(&format!("::group::{}", escape(name)));
     }
 }
 
 pub fn endgroup() {
     if is_actions() {
-        println!("::endgroup::");
+        command_line("::endgroup::");
     }
 }
 

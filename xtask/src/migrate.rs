@@ -257,14 +257,35 @@ fn command_cmd(env: &Environment, sha: &Sha, words: &[String]) -> Result<Cmd> {
     .timeout(Duration::from_secs(1800)))
 }
 
+/// The outcome of the configured migration command: its own failure is a failed step (exit 1)
+/// whatever code it exits with (psql's 3 or a tool's 2 are not "unreachable"/"bad input"); only
+/// ssh's own 255 means the server could not be reached (exit 3).
+fn command_result(env: &Environment, out: crate::process::Output) -> Result<String> {
+    if out.status.success() {
+        return Ok(out.stdout_str());
+    }
+    let msg = format!(
+        "migration command `{}` {}: {}",
+        env.migration_command_text,
+        crate::process::describe(out.status),
+        out.stderr_str().trim()
+    );
+    Err(
+        if env.transport == Transport::Ssh && out.status.code() == Some(255) {
+            Error::unavailable(format!("{msg} (ssh could not reach the server)"))
+        } else {
+            Error::failed(msg)
+        },
+    )
+}
+
 /// Apply the pending migrations. `_proof` is the verified backup: only the verify step can make one,
 /// so no code path reaches a migration without it.
 pub fn apply(env: &Environment, sha: &Sha, _proof: &VerifiedBackup) -> Result<String> {
     match &env.migration {
         MigrationCommand::Command(words) => {
             let cmd = command_cmd(env, sha, words)?;
-            let out = cmd.output()?;
-            let text = crate::deploy::remote::check("migration command", out)?;
+            let text = command_result(env, cmd.output()?)?;
             Ok(format!(
                 "ran `{}`{}",
                 env.migration_command_text,
@@ -349,6 +370,36 @@ mod tests {
             s.ends_with("VALUES (1, '0001_create_core_tables');\n"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_failing_migration_command_is_a_failed_step_whatever_its_exit_code() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
+        )
+        .unwrap();
+        let envs =
+            Environments::parse(&text, Path::new("environments.toml"), Path::new("/repo")).unwrap();
+        let run = |code: u8| {
+            Cmd::new("sh")
+                .args(["-c", &format!("echo boom >&2; exit {code}")])
+                .output()
+                .unwrap()
+        };
+        for name in ["local", "staging"] {
+            let env = envs.get(name).unwrap();
+            for code in [1, 2, 3] {
+                let e = command_result(env, run(code)).unwrap_err();
+                assert_eq!(e.exit_code(), ExitCode::Failed, "{name} exit {code}: {e}");
+                assert!(e.to_string().contains("boom"), "{e}");
+            }
+        }
+        let ssh = envs.get("staging").unwrap();
+        assert_eq!(
+            command_result(ssh, run(255)).unwrap_err().exit_code(),
+            ExitCode::Unavailable
+        );
+        assert_eq!(command_result(ssh, run(0)).unwrap(), "");
     }
 
     #[test]

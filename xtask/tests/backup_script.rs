@@ -244,3 +244,72 @@ fn a_missing_tool_is_exit_3_and_an_interrupt_still_removes_the_temp_file() {
     );
     assert!(files(&f.objects()).is_empty());
 }
+
+#[test]
+fn a_dump_that_hangs_is_stopped_by_the_dump_timeout() {
+    // A "server" that accepts connections and never answers: pg_dump (libpq without a connect
+    // timeout) waits forever on it. The script must give up after BACKUP_DUMP_TIMEOUT.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::create_dir_all(objects.join("station-backups")).unwrap();
+    let mut child = Command::new("bash")
+        .arg(script())
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("PGCONNECT_TIMEOUT")
+        .env("LABEL", "hung")
+        .env("BACKUP_MODE", "direct")
+        .env("BACKUP_BUCKET", "station-backups")
+        .env("BACKUP_TMPDIR", &tmp)
+        .env("BACKUP_DUMP_TIMEOUT", "2")
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "station")
+        .env("PGDATABASE", "station")
+        .env("RCLONE_CONFIG_B2_TYPE", "alias")
+        .env("RCLONE_CONFIG_B2_REMOTE", &objects)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("backup-db.sh still hangs after 60 s on a silent database");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("FAILED stage=dump"), "{stderr}");
+    assert!(stderr.contains("BACKUP_DUMP_TIMEOUT"), "{stderr}");
+    assert!(
+        files(&tmp).is_empty(),
+        "temp left behind: {:?}",
+        files(&tmp)
+    );
+    assert!(files(&objects).iter().all(|f| !f.ends_with(".sql.gz")));
+
+    // A bad value is bad input, before anything runs.
+    let out = Command::new("bash")
+        .arg(script())
+        .env("BACKUP_BUCKET", "b")
+        .env("BACKUP_MODE", "direct")
+        .env("BACKUP_DUMP_TIMEOUT", "1h")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -280,3 +280,33 @@ fn ctrl_c_stops_after_the_running_step_and_records_interrupted() {
 fn sigterm_stops_after_the_running_step_and_releases_the_lock() {
     deploy_stops_closed_on("-TERM");
 }
+
+#[test]
+fn json_stdout_stays_pure_json_in_github_actions() {
+    let mut t = TestEnv::local(0o711);
+    t.extra_env = vec![("GITHUB_ACTIONS".into(), "true".into())];
+    // Health of an environment that was never brought up: fails at once, with groups and an
+    // error annotation on the way.
+    let r = t.run(&[
+        "deploy",
+        "--json",
+        "--sha",
+        SHA,
+        "--step",
+        "health",
+        "--health-tries",
+        "1",
+    ]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", r.stdout));
+    assert_eq!(v["outcome"], "failed");
+    // The workflow commands still reach the runner, on stderr.
+    assert!(r.stderr.contains("::group::deploy: health"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("::error title=deploy step `health` failed::"),
+        "{}",
+        r.stderr
+    );
+}

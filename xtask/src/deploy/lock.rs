@@ -198,18 +198,23 @@ fn try_acquire(place: &LockPlace, info: &LockInfo) -> Result<Option<Option<LockI
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
             }
-            match std::fs::OpenOptions::new()
+            // The lock file appears whole or not at all: the info is written to a private temp
+            // file, then hard-linked to the lock path (fails if it exists). Another taker can
+            // never read a half-written lock, call it unreadable, and break a live one.
+            let tmp = temp_path(path);
+            let linked = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    f.write_all(json.as_bytes())
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| Error::write(path, e))?;
-                    Ok(None)
-                }
+                .open(&tmp)
+                .and_then(|mut f| {
+                    f.write_all(json.as_bytes())?;
+                    f.sync_all()
+                })
+                .and_then(|()| std::fs::hard_link(&tmp, path));
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = std::fs::read_to_string(path).unwrap_or_default();
                     Ok(Some(serde_json::from_str(&text).ok()))
@@ -236,10 +241,30 @@ fn try_acquire(place: &LockPlace, info: &LockInfo) -> Result<Option<Option<LockI
     }
 }
 
+/// A fresh temp file name next to the lock file (unique per process and call).
+fn temp_path(path: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// The lock directory appears with its `info.json` already in it (built in a temp directory, then
+/// renamed into place, which fails when the lock exists), so a racing taker never sees a lock
+/// without its information and breaks it as "unreadable".
 const REMOTE_ACQUIRE: &str = r#"set -eu
 mkdir -p "$1"
-if mkdir "$1/.deploy.lock" 2>/dev/null; then
-  umask 077; cat > "$1/.deploy.lock/info.json"; echo acquired
+umask 077
+tmp="$1/.deploy.lock.tmp.$$"
+rm -rf "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp"
+cat > "$tmp/info.json"
+if [ ! -e "$1/.deploy.lock" ] && mv -T "$tmp" "$1/.deploy.lock" 2>/dev/null; then
+  echo acquired
 else
   echo held; cat "$1/.deploy.lock/info.json" 2>/dev/null || true
 fi
@@ -332,5 +357,112 @@ mod tests {
         assert_eq!(read_file_lock(&path).unwrap().token, "new");
         drop(g);
         assert!(!path.exists());
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+
+    /// The remote acquire script, run by `sh` here: while one taker is still sending its lock
+    /// information, another must not find a lock without it.
+    #[test]
+    fn remote_lock_never_shows_without_its_information() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_str().unwrap().to_string();
+        let run = |stdin: Stdio| {
+            Command::new("sh")
+                .args(["-c", REMOTE_ACQUIRE, "xtask", &dir])
+                .stdin(stdin)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        // A: slow to send its information (its stdin stays open).
+        let mut a = run(Stdio::piped());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // B: sends at once.
+        let mut b = run(Stdio::piped());
+        let info_b = serde_json::to_string(&LockInfo::new("abc1234", 60, "b".into())).unwrap();
+        b.stdin
+            .take()
+            .unwrap()
+            .write_all(info_b.as_bytes())
+            .unwrap();
+        let out_b = String::from_utf8(b.wait_with_output().unwrap().stdout).unwrap();
+        let mut lines = out_b.splitn(2, '\n');
+        match lines.next() {
+            Some("acquired") => {}
+            Some("held") => {
+                let info = lines.next().unwrap_or("");
+                assert!(
+                    serde_json::from_str::<LockInfo>(info.trim()).is_ok(),
+                    "B saw a lock without readable information: {info:?}"
+                );
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+        let info_a = serde_json::to_string(&LockInfo::new("abc1234", 60, "a".into())).unwrap();
+        a.stdin
+            .take()
+            .unwrap()
+            .write_all(info_a.as_bytes())
+            .unwrap();
+        let out_a = String::from_utf8(a.wait_with_output().unwrap().stdout).unwrap();
+        // Exactly one of them holds it, and the lock carries the holder's token.
+        let acquired = [&out_a, &out_b]
+            .iter()
+            .filter(|o| o.starts_with("acquired"))
+            .count();
+        assert_eq!(acquired, 1, "A: {out_a:?} B: {out_b:?}");
+        let held: LockInfo = serde_json::from_str(
+            &std::fs::read_to_string(d.path().join(".deploy.lock/info.json")).unwrap(),
+        )
+        .unwrap();
+        let winner = if out_a.starts_with("acquired") {
+            "a"
+        } else {
+            "b"
+        };
+        assert_eq!(held.token, winner);
+        // No temp directory is left behind.
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [".deploy.lock"]);
+    }
+    use std::sync::{Arc, Barrier, Mutex};
+
+    /// Many deploys racing for the lock, all with --force-unlock: exactly one may hold it. (A
+    /// taker must never see a half-written lock file, call it unreadable, and break a live lock.)
+    #[test]
+    fn racing_takers_with_force_unlock_never_both_hold_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        for round in 0..300 {
+            let place = LockPlace::File(d.path().join(format!("deploy-{round}.lock")));
+            let n = 6;
+            let barrier = Arc::new(Barrier::new(n));
+            let held = Arc::new(Mutex::new(Vec::new()));
+            let threads: Vec<_> = (0..n)
+                .map(|i| {
+                    let (place, barrier, held) = (place.clone(), barrier.clone(), held.clone());
+                    std::thread::spawn(move || {
+                        let info = LockInfo::new("abc1234", 600, format!("r{round}t{i}"));
+                        barrier.wait();
+                        if let Ok((g, _)) = acquire(&place, &info, true) {
+                            held.lock().unwrap().push(g);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let held = held.lock().unwrap();
+            assert_eq!(held.len(), 1, "round {round}: {} holders", held.len());
+        }
     }
 }

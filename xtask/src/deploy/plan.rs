@@ -237,6 +237,12 @@ pub fn rfc3339_ms(ms: u128) -> String {
     )
 }
 
+/// Milliseconds from `start_ms` to `end_ms`, 0 when the wall clock stepped back in between (an NTP
+/// correction must not crash a deploy after its steps ran).
+pub fn elapsed_ms(start_ms: u128, end_ms: u128) -> u64 {
+    u64::try_from(end_ms.saturating_sub(start_ms)).unwrap_or(u64::MAX)
+}
+
 pub fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -290,6 +296,12 @@ mod tests {
         assert!(s.contains("No migration was run"), "{s}");
         let s = failure_summary(Step::Health, &[Step::VerifyRedis]);
         assert!(!s.contains("No migration"), "{s}");
+    }
+
+    #[test]
+    fn elapsed_survives_a_clock_step_back() {
+        assert_eq!(elapsed_ms(1_000, 3_500), 2_500);
+        assert_eq!(elapsed_ms(5_000, 4_000), 0);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::ssh;
 use super::audit::{Audit, Record};
 use super::lock::{self, LockGuard, LockInfo, LockPlace};
 use super::plan::{
-    failure_summary, now_ms, rfc3339_ms, PlannedStep, Report, Sha, Status, Step, StepReport,
+    elapsed_ms, failure_summary, now_ms, rfc3339_ms, PlannedStep, Report, Sha, Status, Step,
+    StepReport,
 };
 use super::remote;
 use super::verified::VerifiedBackup;
@@ -81,6 +82,10 @@ impl<'a> Pipeline<'a> {
             )),
             None => None,
         };
+        if args.json {
+            // stdout carries only the JSON report.
+            gha::commands_to_stderr();
+        }
         let interrupted = Arc::new(AtomicBool::new(false));
         let flag = interrupted.clone();
         // Children get the terminal's SIGINT themselves; we finish the running step's bookkeeping.
@@ -128,7 +133,7 @@ impl<'a> Pipeline<'a> {
             status: status.as_str().to_string(),
             start: rfc3339_ms(start_ms),
             end: rfc3339_ms(end_ms),
-            duration_ms: (end_ms - start_ms) as u64,
+            duration_ms: elapsed_ms(start_ms, end_ms),
             sha: self.sha.as_str().to_string(),
             actor: super::actor(),
             run_url: super::run_url(),

@@ -397,11 +397,21 @@ fn location_file(paths: &LocalPaths) -> PathBuf {
     paths.root.join("postgres.location")
 }
 
+/// The recorded fallback location, only if it has the shape [`pg_base_for`] gives it
+/// (`/var/tmp/xtask-local-<16 hex>/postgres`): `local down --purge` deletes its parent, so a
+/// hand-edited or corrupt file must never name some other directory.
 fn recorded_pg_base(paths: &LocalPaths) -> Option<PathBuf> {
-    std::fs::read_to_string(location_file(paths))
-        .ok()
-        .map(|s| PathBuf::from(s.trim()))
-        .filter(|p| p.is_absolute())
+    let text = std::fs::read_to_string(location_file(paths)).ok()?;
+    let p = PathBuf::from(text.trim());
+    let hash = p
+        .parent()?
+        .to_str()?
+        .strip_prefix("/var/tmp/xtask-local-")?
+        .to_string();
+    let ok = p.file_name()? == "postgres"
+        && hash.len() == 16
+        && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then_some(p)
 }
 
 /// Where the cluster goes: `paths.pg_base` when the `postgres` user can traverse every directory
@@ -448,4 +458,55 @@ pub fn postgres_can_traverse(dir: &Path) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_never_deletes_a_directory_a_bad_location_file_names() {
+        let d = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
+        )
+        .unwrap();
+        let envs = Environments::parse(&text, Path::new("environments.toml"), d.path()).unwrap();
+        let env = envs.get("local").unwrap();
+        let paths = LocalPaths::of(env).unwrap();
+        std::fs::create_dir_all(&paths.root).unwrap();
+        LocalState {
+            pg_port: 1,
+            pg_password: "x".into(),
+            redis_port: 2,
+            redis_password: "y".into(),
+        }
+        .save(&paths.state_file)
+        .unwrap();
+        let victim = d.path().join("victim");
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("keep.txt"), "precious").unwrap();
+        std::fs::write(
+            location_file(&paths),
+            victim.join("postgres").display().to_string(),
+        )
+        .unwrap();
+        assert_eq!(recorded_pg_base(&paths), None);
+        down(env, true).unwrap();
+        assert!(victim.join("keep.txt").exists(), "purge deleted {victim:?}");
+        assert!(!paths.root.exists());
+        // The shape pg_base_for writes is accepted.
+        std::fs::create_dir_all(&paths.root).unwrap();
+        std::fs::write(
+            location_file(&paths),
+            "/var/tmp/xtask-local-0123456789abcdef/postgres\n",
+        )
+        .unwrap();
+        assert_eq!(
+            recorded_pg_base(&paths),
+            Some(PathBuf::from(
+                "/var/tmp/xtask-local-0123456789abcdef/postgres"
+            ))
+        );
+    }
 }

@@ -163,7 +163,33 @@ impl Drop for RedisServer {
     }
 }
 
+/// The pid in a pidfile, if that process is alive and is a redis-server: a stale pidfile (after a
+/// reboot or a crash) may name a pid the system gave to an unrelated process, which we must never
+/// signal.
 fn read_pid(pidfile: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "redis-server").then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_pidfile_naming_another_process_is_not_signalled() {
+        let d = tempfile::tempdir().unwrap();
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        let pidfile = d.path().join("redis.pid");
+        std::fs::write(&pidfile, format!("{}\n", other.id())).unwrap();
+        RedisServer::stop_pidfile(&pidfile, Duration::from_secs(2)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let alive = other.try_wait().unwrap().is_none();
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(
+            alive,
+            "an unrelated process named by a stale pidfile was killed"
+        );
+    }
 }
