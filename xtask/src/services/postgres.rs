@@ -208,8 +208,15 @@ impl Cluster {
             .arg(&self.data_dir)
             .args(["-m", "fast", "-w", "-t", "60", "stop"])
             .timeout(Duration::from_secs(90))
-            .output()
+            .read()
             .map(|_| ())
+            .map_err(|e| {
+                e.context(format!(
+                    "PostgreSQL in {} did not stop (see {})",
+                    self.data_dir.display(),
+                    self.log_file.display()
+                ))
+            })
     }
 
     /// libpq connection variables (TCP on loopback). The password is not included: pass it as
