@@ -153,27 +153,26 @@ pub fn check(envs: &Environments) -> Result<Vec<Stale>> {
 pub fn write(envs: &Environments) -> Result<Vec<PathBuf>> {
     let files = render(&collect(envs)?);
     let mut changed = Vec::new();
-    for s in stale(&envs.root, &files) {
-        let content = &files
-            .iter()
-            .find(|(rel, _)| envs.root.join(rel) == s.path)
-            .expect("stale file is one of ours")
-            .1;
-        let dir = s.path.parent().unwrap_or(Path::new("."));
+    for (rel, content) in &files {
+        let path = envs.root.join(rel);
+        if std::fs::read_to_string(&path).unwrap_or_default() == *content {
+            continue;
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
         // A temp file is created 0600: give the doc the mode it had (0644 when new), not that.
-        let perms = match std::fs::metadata(&s.path) {
+        let perms = match std::fs::metadata(&path) {
             Ok(m) => m.permissions(),
             Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
         };
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::write(dir, e))?;
         std::io::Write::write_all(&mut tmp, content.as_bytes())
             .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| Error::write(&s.path, e))?;
-        std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(&s.path, e))?;
-        tmp.persist(&s.path)
-            .map_err(|e| Error::write(&s.path, e.error))?;
-        changed.push(s.path);
+            .map_err(|e| Error::write(&path, e))?;
+        std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(&path, e))?;
+        tmp.persist(&path)
+            .map_err(|e| Error::write(&path, e.error))?;
+        changed.push(path);
     }
     Ok(changed)
 }
