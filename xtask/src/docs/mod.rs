@@ -160,18 +160,7 @@ pub fn write(envs: &Environments) -> Result<Vec<PathBuf>> {
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
-        // A temp file is created 0600: give the doc the mode it had (0644 when new), not that.
-        let perms = match std::fs::metadata(&path) {
-            Ok(m) => m.permissions(),
-            Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::write(dir, e))?;
-        std::io::Write::write_all(&mut tmp, content.as_bytes())
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| Error::write(&path, e))?;
-        std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(&path, e))?;
-        tmp.persist(&path)
-            .map_err(|e| Error::write(&path, e.error))?;
+        crate::compose::write_atomic(&path, content, Some(0o644))?;
         changed.push(path);
     }
     Ok(changed)
