@@ -20,7 +20,6 @@ pub struct Stack {
     pub cli: ComposeCli,
     pub args: Vec<String>,
     pub redis: String,
-    pub postgres: String,
 }
 
 const SHORT: Duration = Duration::from_secs(60);
@@ -32,7 +31,6 @@ impl Stack {
             cli: cli.clone(),
             args: env.compose_args(),
             redis: env.services.redis.clone(),
-            postgres: env.services.postgres.clone(),
         }
     }
 
