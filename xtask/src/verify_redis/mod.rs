@@ -232,24 +232,25 @@ fn live_parse(target: &str, text: &str) -> Result<Vec<info::Persistence>> {
 pub fn collect(mut source: Source, opts: &Options) -> Result<Report> {
     let target = source.target();
     let transport = source.transport();
-    if let Source::Text { name, text } = &source {
-        return from_text(name, text, opts);
-    }
-    let (tx, rx) = mpsc::channel();
-    let worker_opts = opts.clone();
-    let deadline = Instant::now() + opts.budget();
-    std::thread::spawn(move || {
-        let _ = tx.send(ask(&mut source, &worker_opts, deadline));
-    });
-    // The watchdog: a little grace so that the worker's own timeout error (more precise) wins.
-    let limit = opts.budget() + Duration::from_millis(500);
-    let facts = match rx.recv_timeout(limit) {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(Error::unavailable(format!(
-                "{target}: no complete answer within {:.1}s",
-                opts.budget().as_secs_f64()
-            )))
+    let facts = if let Source::Text { name, text } = &source {
+        from_text(name, text)?
+    } else {
+        let (tx, rx) = mpsc::channel();
+        let worker_opts = opts.clone();
+        let deadline = Instant::now() + opts.budget();
+        std::thread::spawn(move || {
+            let _ = tx.send(ask(&mut source, &worker_opts, deadline));
+        });
+        // The watchdog: a little grace so that the worker's own timeout error (more precise) wins.
+        let limit = opts.budget() + Duration::from_millis(500);
+        match rx.recv_timeout(limit) {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::unavailable(format!(
+                    "{target}: no complete answer within {:.1}s",
+                    opts.budget().as_secs_f64()
+                )))
+            }
         }
     };
     Ok(Report {
@@ -337,13 +338,14 @@ fn ask(source: &mut Source, opts: &Options, deadline: Instant) -> Result<Facts> 
     })
 }
 
-fn from_text(name: &str, text: &str, opts: &Options) -> Result<Report> {
+/// The facts in captured INFO text (`--info-file`): no questions asked.
+fn from_text(name: &str, text: &str) -> Result<Facts> {
     let file = std::path::Path::new(if name == "-" { "<stdin>" } else { name });
     let parsed = info::parse(text).map_err(|e| Error::input(file, e.line, e.col, e.message))?;
     let samples = parsed
         .persistence()
         .map_err(|e| Error::input(file, e.line, e.col, e.message))?;
-    let facts = Facts {
+    Ok(Facts {
         samples,
         server: parsed.server(),
         config: Config::Unknown(
@@ -352,15 +354,6 @@ fn from_text(name: &str, text: &str, opts: &Options) -> Result<Report> {
         aof_files: None,
         waited_secs: None,
         interval_ms: 0,
-    };
-    Ok(Report {
-        target: format!("file:{name}"),
-        transport: "file",
-        server: facts.server.clone(),
-        samples: facts.samples.len(),
-        waited_secs: None,
-        strict: opts.strict,
-        checks: checks::evaluate(&facts),
     })
 }
 
