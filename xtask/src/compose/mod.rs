@@ -522,10 +522,7 @@ fn redis_data_volume_text(
     service: Option<&str>,
 ) -> std::result::Result<Option<String>, model::At> {
     let doc = yaml::parse(text).map_err(|e| model::at(e.at, e.message))?;
-    let svc = model::find_redis(text, &doc.root, service)?;
-    Ok(model::data_mount(text, &svc)?
-        .filter(|m| m.kind == model::MountKind::Volume)
-        .and_then(|m| m.source))
+    model::data_volume(text, &model::find_redis(text, &doc.root, service)?)
 }
 
 /// [`RedisFacts`] of the service `service` in `text` (pure; `file` only names errors).
@@ -551,8 +548,10 @@ pub fn redis_server_args(compose_file: &Path, service: &str) -> Result<Vec<Strin
 /// The named volume the redis service mounts at `/data` (e.g. `redis_aof`), if any.
 pub fn redis_data_volume(compose_file: &Path, service: &str) -> Result<Option<String>> {
     let text = read_text(compose_file)?;
-    parse_for(compose_file, &text)?;
-    redis_data_volume_text(&text, Some(service)).map_err(|e| input(compose_file, e))
+    let doc = parse_for(compose_file, &text)?;
+    let svc =
+        model::find_redis(&text, &doc.root, Some(service)).map_err(|e| input(compose_file, e))?;
+    model::data_volume(&text, &svc).map_err(|e| input(compose_file, e))
 }
 
 #[cfg(test)]

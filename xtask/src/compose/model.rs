@@ -658,6 +658,13 @@ pub struct RedisFacts {
     pub ports: Vec<String>,
 }
 
+/// The named volume mounted at `/data`, if any (a bind mount or tmpfs there is none).
+pub fn data_volume(text: &str, svc: &Service) -> Result<Option<String>, At> {
+    Ok(data_mount(text, svc)?
+        .filter(|m| m.kind == MountKind::Volume)
+        .and_then(|m| m.source))
+}
+
 /// Collect [`RedisFacts`] for a service.
 pub fn facts(text: &str, svc: &Service) -> Result<RedisFacts, At> {
     let inv = invocation(text, svc)?;
@@ -667,9 +674,7 @@ pub fn facts(text: &str, svc: &Service) -> Result<RedisFacts, At> {
             .get(k)
             .and_then(|l| l.value.as_str().map(str::to_string))
     };
-    let data_volume = data_mount(text, svc)?
-        .filter(|m| m.kind == MountKind::Volume)
-        .and_then(|m| m.source);
+    let data_volume = data_volume(text, svc)?;
     let ports = svc
         .node
         .get("ports")
