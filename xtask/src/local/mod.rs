@@ -262,12 +262,14 @@ pub fn up(env: &Environment) -> Result<Local> {
 
     // PostgreSQL.
     let cluster = local.cluster()?;
-    if !cluster.is_initialized() {
-        cluster.init(&local.state.pg_password)?;
-    } else if !pg_running {
-        set_pg_port(&cluster)?;
+    if !pg_running {
+        if !cluster.is_initialized() {
+            cluster.init(&local.state.pg_password)?;
+        } else {
+            set_pg_port(&cluster)?;
+        }
+        cluster.start()?;
     }
-    cluster.start()?;
     let db = &env.database;
     let exists = cluster.psql(
         "postgres",
@@ -307,9 +309,7 @@ pub fn up(env: &Environment) -> Result<Local> {
 pub fn down(env: &Environment, purge: bool) -> Result<()> {
     let paths = LocalPaths::of(env)?;
     if let Ok(l) = Local::open(env) {
-        if l.cluster()?.is_initialized() {
-            l.cluster()?.stop()?;
-        }
+        l.cluster()?.stop()?;
         RedisServer::stop_pidfile(&l.redis_pidfile(), Duration::from_secs(30))?;
         if purge && l.pg_base != paths.pg_base {
             remove_dir(l.pg_base.parent().unwrap_or(&l.pg_base))?;
