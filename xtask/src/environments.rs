@@ -183,16 +183,6 @@ impl Environment {
         })
     }
 
-    /// Whether this environment's configuration (SSH host) is present in the process environment.
-    pub fn is_configured(&self) -> bool {
-        match &self.ssh {
-            Some(spec) => std::env::var(&spec.host_env)
-                .map(|v| !v.is_empty())
-                .unwrap_or(false),
-            None => true,
-        }
-    }
-
     /// `docker compose -p <project> -f <file> [-f <override>]... [--env-file <file>]` arguments, with
     /// paths as given (absolute locally; the caller rewrites them for a remote directory).
     pub fn compose_args(&self) -> Vec<String> {

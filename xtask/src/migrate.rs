@@ -128,6 +128,9 @@ pub fn migration_script(m: &Migration, sql: &str) -> String {
     )
 }
 
+/// Options of every psql run (and of the `--dry-run` line that stands for one).
+const PSQL_OPTS: [&str; 4] = ["-X", "-q", "-v", "ON_ERROR_STOP=1"];
+
 /// psql invocations for an environment (local cluster, compose container, or over SSH).
 struct Psql<'a> {
     env: &'a Environment,
@@ -136,43 +139,41 @@ struct Psql<'a> {
 
 impl Psql<'_> {
     fn cmd(&self, extra: &[&str]) -> Result<Cmd> {
-        let mut args: Vec<String> = ["-X", "-q", "-v", "ON_ERROR_STOP=1"]
-            .map(String::from)
-            .to_vec();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<String> = PSQL_OPTS
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
         let env = self.env;
+        // `compose exec` words running psql in the postgres container (both Compose transports).
+        let exec = || -> Vec<String> {
+            [
+                "exec",
+                "-T",
+                &env.services.postgres,
+                "psql",
+                "-U",
+                &env.db_user,
+                "-d",
+                &env.database,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(args.iter().cloned())
+            .collect()
+        };
         Ok(match env.transport {
             Transport::Local => crate::local::Local::open(env)?
                 .pg_client("psql")?
-                .args(args)
+                .args(&args)
                 .timeout(Duration::from_secs(600)),
             Transport::Docker => crate::docker::compose(env)?
-                .args([
-                    "exec",
-                    "-T",
-                    &env.services.postgres,
-                    "psql",
-                    "-U",
-                    &env.db_user,
-                    "-d",
-                    &env.database,
-                ])
-                .args(args)
+                .args(exec())
                 .timeout(Duration::from_secs(600)),
             Transport::Ssh => {
                 let t = env.ssh_target()?;
-                let mut words: Vec<String> = ["docker", "compose", "exec", "-T"]
-                    .map(String::from)
-                    .to_vec();
-                words.extend([
-                    env.services.postgres.clone(),
-                    "psql".into(),
-                    "-U".into(),
-                    env.db_user.clone(),
-                    "-d".into(),
-                    env.database.clone(),
-                ]);
-                words.extend(args);
+                let mut words: Vec<String> = vec!["docker".into(), "compose".into()];
+                words.extend(exec());
                 crate::deploy::remote::compose_env_cmd(env, &t, self.sha.as_str(), &words)?
                     .timeout(Duration::from_secs(600))
             }
@@ -195,9 +196,9 @@ pub fn plan_commands(env: &Environment, sha: &Sha) -> Result<Vec<String>> {
                 Ok(match p.cmd(extra) {
                     Ok(c) => c.display(),
                     // Not set up yet (local) or not configured: show the psql part only.
-                    Err(_) => crate::process::quote_words(
-                        &[&["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"][..], extra].concat(),
-                    ),
+                    Err(_) => {
+                        crate::process::quote_words(&[&["psql"][..], &PSQL_OPTS, extra].concat())
+                    }
                 })
             };
             v.push(cmd(&["-A", "-t", "-c", SCHEMA_TABLE_SQL])?);

@@ -2,8 +2,6 @@
 //! machine (`local`, `docker`) or as shell-quoted words over SSH (`ssh`). Secrets only in the child's
 //! environment (`PGPASSWORD` for the local cluster); on servers the container and rclone hold them.
 
-use std::path::{Path, PathBuf};
-
 use crate::environments::{Environment, SshTarget, Transport};
 use crate::error::Result;
 use crate::local::state::{LocalPaths, LocalState};
@@ -158,15 +156,7 @@ impl Host {
                 Ok(c)
             }
             Host::Ssh { target, dir } => {
-                let root = crate::environments::repo_root().ok();
-                let files = std::iter::once(env.compose_file_rel.clone())
-                    .chain(
-                        env.compose_overrides
-                            .iter()
-                            .map(|p| relative(p, root.as_deref())),
-                    )
-                    .map(|p| p.display().to_string())
-                    .collect();
+                let files = crate::deploy::remote::remote_compose_file_list(env);
                 vars.extend(compose_vars(
                     files,
                     env.env_file_rel.as_ref().map(|p| p.display().to_string()),
@@ -218,23 +208,7 @@ impl Host {
 
     fn compose_args(&self, env: &Environment) -> Vec<String> {
         match self {
-            Host::Ssh { .. } => {
-                let root = crate::environments::repo_root().ok();
-                let mut a = vec!["-p".to_string(), env.compose_project.clone()];
-                for f in std::iter::once(env.compose_file_rel.clone()).chain(
-                    env.compose_overrides
-                        .iter()
-                        .map(|p| relative(p, root.as_deref())),
-                ) {
-                    a.push("-f".into());
-                    a.push(f.display().to_string());
-                }
-                if let Some(e) = &env.env_file_rel {
-                    a.push("--env-file".into());
-                    a.push(e.display().to_string());
-                }
-                a
-            }
+            Host::Ssh { .. } => crate::deploy::remote::remote_compose_args(env),
             _ => env.compose_args(),
         }
     }
@@ -256,11 +230,4 @@ impl Host {
                 .args(args),
         }
     }
-}
-
-/// A repository path relative to the root (for the same layout under a server's `remote_dir`).
-fn relative(p: &Path, root: Option<&Path>) -> PathBuf {
-    root.and_then(|r| p.strip_prefix(r).ok())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| p.to_path_buf())
 }

@@ -216,8 +216,7 @@ fn try_acquire(place: &LockPlace, info: &LockInfo) -> Result<Option<Option<LockI
             match linked {
                 Ok(()) => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let text = std::fs::read_to_string(path).unwrap_or_default();
-                    Ok(Some(serde_json::from_str(&text).ok()))
+                    Ok(Some(read_file_lock(path)))
                 }
                 Err(e) => Err(Error::write(path, e)),
             }
@@ -280,8 +279,7 @@ if [ -z "$2" ] || grep -qF -- "$2" "$lock/info.json" 2>/dev/null; then rm -rf "$
 fn release(place: &LockPlace, token: &str) -> Result<()> {
     match place {
         LockPlace::File(path) => {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let ours = serde_json::from_str::<LockInfo>(&text)
+            let ours = read_file_lock(path)
                 .map(|i| i.token == token)
                 .unwrap_or(token.is_empty());
             if ours {
@@ -311,7 +309,7 @@ fn break_stale(place: &LockPlace, token: &str) -> Result<()> {
     release(place, token)
 }
 
-/// Read the current lock, if any (for `status`-like reporting and tests).
+/// Read the current lock file, if there is one and it parses.
 pub fn read_file_lock(path: &Path) -> Option<LockInfo> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }

@@ -102,6 +102,27 @@ pub fn remote_compose_files(env: &Environment) -> String {
         .join(":")
 }
 
+/// `-p P -f F [-f O]... [--env-file E]` as run in the environment's remote directory (`cargo xtask
+/// backup` and `verify-redis` over SSH): the compose and env files as written in the environments
+/// file, overrides by [`remote_path`].
+pub fn remote_compose_args(env: &Environment) -> Vec<String> {
+    let mut args = vec!["-p".to_string(), env.compose_project.clone()];
+    for f in remote_compose_file_list(env) {
+        args.extend(["-f".to_string(), f]);
+    }
+    if let Some(e) = &env.env_file_rel {
+        args.extend(["--env-file".to_string(), e.display().to_string()]);
+    }
+    args
+}
+
+/// The compose files for [`remote_compose_args`] (and `backup-db.sh`'s `BACKUP_COMPOSE_FILES`).
+pub fn remote_compose_file_list(env: &Environment) -> Vec<String> {
+    std::iter::once(env.compose_file_rel.display().to_string())
+        .chain(env.compose_overrides.iter().map(|p| remote_path(env, p)))
+        .collect()
+}
+
 fn remote_env_file(env: &Environment) -> String {
     env.env_file
         .as_deref()

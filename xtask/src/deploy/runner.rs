@@ -126,6 +126,15 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// The backup of this run for the audit log and the report: the verified one, else the one
+    /// created (not verified yet, or its verification failed).
+    fn backup_object(&self) -> Option<String> {
+        self.verified
+            .as_ref()
+            .map(|v| v.object().path.clone())
+            .or_else(|| self.created.as_ref().map(|c| c.path.clone()))
+    }
+
     fn record(&self, step: &str, status: Status, start_ms: u128, end_ms: u128, message: &str) {
         let r = Record {
             env: self.env.name.clone(),
@@ -137,11 +146,7 @@ impl<'a> Pipeline<'a> {
             sha: self.sha.as_str().to_string(),
             actor: super::actor(),
             run_url: super::run_url(),
-            backup_object: self
-                .verified
-                .as_ref()
-                .map(|v| v.object().path.clone())
-                .or_else(|| self.created.as_ref().map(|c| c.path.clone())),
+            backup_object: self.backup_object(),
             message: message.to_string(),
         };
         if let Err(e) = self.audit.append(&r) {
@@ -254,11 +259,7 @@ impl<'a> Pipeline<'a> {
             sha: self.sha.clone(),
             outcome,
             steps: reports,
-            backup_object: self
-                .verified
-                .as_ref()
-                .map(|v| v.object().path.clone())
-                .or_else(|| self.created.as_ref().map(|c| c.path.clone())),
+            backup_object: self.backup_object(),
             duration_ms: total.as_millis(),
         };
         gha::summary(&summary_table(&report));

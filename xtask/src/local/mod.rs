@@ -16,7 +16,7 @@ use crate::environments::{Environment, Environments, Transport};
 use crate::error::{Error, ExitCode, Result};
 use crate::process::{self, quote};
 use crate::services::postgres::Cluster;
-use crate::services::redis::{RedisConfig, RedisServer};
+use crate::services::redis::{self, RedisConfig, RedisServer};
 use crate::services::{self, free_port};
 use state::{LocalPaths, LocalState};
 
@@ -143,11 +143,11 @@ impl Local {
     }
 
     pub fn redis_pidfile(&self) -> PathBuf {
-        self.paths.redis_dir.join("redis.pid")
+        redis::pidfile_in(&self.paths.redis_dir)
     }
 
     pub fn redis_running(&self) -> bool {
-        pid_alive(&self.redis_pidfile()) && RedisServer::is_up(self.state.redis_port)
+        redis_running(&self.paths, self.state.redis_port)
     }
 
     /// Shell exports; passwords only with `secrets`.
@@ -222,20 +222,13 @@ pub fn up(env: &Environment) -> Result<Local> {
     let pg_base = pg_base_for(&paths)?;
 
     // Ports: keep the recorded ones when our own server holds them or they are free.
-    let probe = Local {
-        env: env.clone(),
-        paths: paths.clone(),
-        state: previous.clone().unwrap_or(LocalState {
-            pg_port: 0,
-            pg_password: String::new(),
-            redis_port: 0,
-            redis_password: String::new(),
-        }),
-        pg_base: pg_base.clone(),
+    let pg_running = match &previous {
+        Some(s) => Cluster::at(&pg_base, s.pg_port, &env.db_user)?.is_running(),
+        None => false,
     };
-    let pg_running = previous.is_some()
-        && Cluster::at(&pg_base, probe.state.pg_port, &env.db_user)?.is_running();
-    let redis_running = previous.is_some() && probe.redis_running();
+    let redis_running = previous
+        .as_ref()
+        .is_some_and(|s| redis_running(&paths, s.redis_port));
     let pick = |old: Option<u16>, ours: bool| -> Result<u16> {
         match old {
             Some(p) if p != 0 && (ours || port_is_free(p)) => Ok(p),
@@ -269,12 +262,14 @@ pub fn up(env: &Environment) -> Result<Local> {
 
     // PostgreSQL.
     let cluster = local.cluster()?;
-    if !cluster.is_initialized() {
-        cluster.init(&local.state.pg_password)?;
-    } else if !pg_running {
-        set_pg_port(&cluster)?;
+    if !pg_running {
+        if !cluster.is_initialized() {
+            cluster.init(&local.state.pg_password)?;
+        } else {
+            set_pg_port(&cluster)?;
+        }
+        cluster.start()?;
     }
-    cluster.start()?;
     let db = &env.database;
     let exists = cluster.psql(
         "postgres",
@@ -314,9 +309,7 @@ pub fn up(env: &Environment) -> Result<Local> {
 pub fn down(env: &Environment, purge: bool) -> Result<()> {
     let paths = LocalPaths::of(env)?;
     if let Ok(l) = Local::open(env) {
-        if l.cluster()?.is_initialized() {
-            l.cluster()?.stop()?;
-        }
+        l.cluster()?.stop()?;
         RedisServer::stop_pidfile(&l.redis_pidfile(), Duration::from_secs(30))?;
         if purge && l.pg_base != paths.pg_base {
             remove_dir(l.pg_base.parent().unwrap_or(&l.pg_base))?;
@@ -374,11 +367,10 @@ fn port_is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-fn pid_alive(pidfile: &Path) -> bool {
-    std::fs::read_to_string(pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+/// Whether the redis-server of the pidfile under `paths.redis_dir` is alive and something answers
+/// on `port`.
+fn redis_running(paths: &LocalPaths, port: u16) -> bool {
+    redis::read_pid(&redis::pidfile_in(&paths.redis_dir)).is_some() && RedisServer::is_up(port)
 }
 
 /// Append the (new) port to postgresql.conf: the last setting wins.

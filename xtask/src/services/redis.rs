@@ -59,7 +59,7 @@ impl RedisServer {
             "--dir".into(),
             dir.display().to_string(),
             "--pidfile".into(),
-            dir.join("redis.pid").display().to_string(),
+            pidfile_in(dir).display().to_string(),
             "--logfile".into(),
             dir.join("redis.log").display().to_string(),
             "--daemonize".into(),
@@ -82,7 +82,7 @@ impl RedisServer {
         let s = RedisServer {
             port,
             dir: dir.to_path_buf(),
-            pidfile: dir.join("redis.pid"),
+            pidfile: pidfile_in(dir),
             child: Some(child),
         };
         super::wait_for_port(port, Duration::from_secs(20))?;
@@ -100,7 +100,7 @@ impl RedisServer {
         Ok(RedisServer {
             port,
             dir: dir.to_path_buf(),
-            pidfile: dir.join("redis.pid"),
+            pidfile: pidfile_in(dir),
             child: None,
         })
     }
@@ -163,10 +163,15 @@ impl Drop for RedisServer {
     }
 }
 
+/// Where a server started in `dir` writes its pid.
+pub fn pidfile_in(dir: &Path) -> PathBuf {
+    dir.join("redis.pid")
+}
+
 /// The pid in a pidfile, if that process is alive and is a redis-server: a stale pidfile (after a
 /// reboot or a crash) may name a pid the system gave to an unrelated process, which we must never
 /// signal.
-fn read_pid(pidfile: &Path) -> Option<u32> {
+pub fn read_pid(pidfile: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim() == "redis-server").then_some(pid)

@@ -500,7 +500,7 @@ impl Exec {
             via: Via::Ssh {
                 target,
                 dir: env.remote_dir.clone(),
-                compose_args: remote_compose_args(env),
+                compose_args: crate::deploy::remote::remote_compose_args(env),
                 service: env.services.redis.clone(),
             },
         })
@@ -638,20 +638,6 @@ impl Exec {
             aof_files,
         })
     }
-}
-
-/// Compose arguments for the remote directory: paths relative to the repository root, as the
-/// environment's files are laid out under `remote_dir`.
-pub fn remote_compose_args(env: &Environment) -> Vec<String> {
-    let mut args = vec!["-p".to_string(), env.compose_project.clone()];
-    args.extend(["-f".to_string(), env.compose_file_rel.display().to_string()]);
-    for o in &env.compose_overrides {
-        args.extend(["-f".to_string(), crate::deploy::remote::remote_path(env, o)]);
-    }
-    if let Some(e) = &env.env_file_rel {
-        args.extend(["--env-file".to_string(), e.display().to_string()]);
-    }
-    args
 }
 
 /// Split the script's output into its parts: name → (text, exit code). Pure.
