@@ -50,12 +50,14 @@ impl VerifiedBackup {
     }
 }
 
-/// The newest listed object whose file name carries `label` (`..._<label>.sql.gz`).
+/// The newest listed object whose file name is a backup name with exactly `label`
+/// (`station_backup_<YYYYmmdd_HHMMSS>_<label>.sql.gz`): `..._<label>.old.sql.gz` or
+/// `..._x_<label>.sql.gz` are other labels.
 pub fn newest_with_label<'a>(objects: &'a [RemoteObject], label: &str) -> Option<&'a RemoteObject> {
-    let tag = format!("_{label}.");
     objects.iter().rfind(|o| {
         let name = o.path.rsplit('/').next().unwrap_or(&o.path);
-        name.contains(&tag) && o.size > 0
+        o.size > 0
+            && crate::backup::result::BackupName::parse(name).is_some_and(|n| n.label == label)
     })
 }
 
@@ -125,20 +127,35 @@ mod tests {
     fn finds_the_newest_object_for_the_label() {
         let l = [
             obj(
-                "b2:x/p/202611/station_backup_1_pre-deploy-abc1234.sql.gz",
+                "b2:x/p/202611/station_backup_20261101_000001_pre-deploy-abc1234.sql.gz",
                 5,
                 "1",
             ),
-            obj("b2:x/p/202611/station_backup_2_manual.sql.gz", 5, "2"),
             obj(
-                "b2:x/p/202611/station_backup_3_pre-deploy-abc1234.sql.gz",
+                "b2:x/p/202611/station_backup_20261101_000002_manual.sql.gz",
+                5,
+                "2",
+            ),
+            obj(
+                "b2:x/p/202611/station_backup_20261101_000003_pre-deploy-abc1234.sql.gz",
                 5,
                 "3",
             ),
             obj(
-                "b2:x/p/202611/station_backup_4_pre-deploy-abc12345.sql.gz",
+                "b2:x/p/202611/station_backup_20261101_000004_pre-deploy-abc12345.sql.gz",
                 5,
                 "4",
+            ),
+            // Other labels that merely contain the wanted one.
+            obj(
+                "b2:x/p/202611/station_backup_20261101_000005_pre-deploy-abc1234.old.sql.gz",
+                5,
+                "5",
+            ),
+            obj(
+                "b2:x/p/202611/station_backup_20261101_000006_x_pre-deploy-abc1234.sql.gz",
+                5,
+                "6",
             ),
         ];
         assert_eq!(
