@@ -6,6 +6,7 @@ pub mod cli;
 pub mod docker;
 pub mod environments;
 pub mod error;
+pub mod fnv;
 pub mod gha;
 pub mod process;
 pub mod services;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::fnv::Fnv;
 use crate::process::Cmd;
 
 pub const REDIS_IMAGE: &str = "station-e2e/redis:test";
@@ -197,33 +198,6 @@ fn collect(list: &HostFiles) -> Result<Rootfs> {
         libs,
         applets,
     })
-}
-
-/// FNV-1a, 64 bit: a stable content hash without a crypto dependency (a cache key, not a MAC).
-#[derive(Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    pub fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    /// A length-prefixed field, so that ("ab","c") and ("a","bc") differ.
-    pub fn field(&mut self, bytes: &[u8]) {
-        self.write(&(bytes.len() as u64).to_le_bytes());
-        self.write(bytes);
-    }
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
 }
 
 fn hash_path(h: &mut Fnv, p: &Path, as_path: &Path, follow: bool) -> Result<()> {
@@ -479,21 +453,5 @@ mod tests {
         assert_eq!(at.line, 2);
         assert!(parse_host_files("/a/../etc/shadow\n", f).is_err());
         assert!(parse_host_files("# nothing\n", f).is_err());
-    }
-
-    #[test]
-    fn fnv_is_stable_and_field_separated() {
-        let mut a = Fnv::default();
-        a.write(b"");
-        assert_eq!(a.hex(), "cbf29ce484222325");
-        let mut b = Fnv::default();
-        b.write(b"a");
-        assert_eq!(b.hex(), "af63dc4c8601ec8c");
-        let (mut x, mut y) = (Fnv::default(), Fnv::default());
-        x.field(b"ab");
-        x.field(b"c");
-        y.field(b"a");
-        y.field(b"bc");
-        assert_ne!(x.hex(), y.hex());
     }
 }

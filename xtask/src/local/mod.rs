@@ -417,13 +417,9 @@ fn pg_base_for(paths: &LocalPaths) -> Result<PathBuf> {
         return Ok(paths.pg_base.clone());
     }
     let abs = std::path::absolute(&paths.root).unwrap_or(paths.root.clone());
-    let hash = abs
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100000001b3)
-        });
-    let dir = PathBuf::from(format!("/var/tmp/xtask-local-{hash:016x}"));
+    let mut hash = crate::fnv::Fnv::default();
+    hash.write(abs.to_string_lossy().as_bytes());
+    let dir = PathBuf::from(format!("/var/tmp/xtask-local-{}", hash.hex()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::write(&dir, e))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
