@@ -37,22 +37,36 @@ fn command_line(line: &str) {
     }
 }
 
-fn annotate(kind: &str, title: &str, msg: &str) {
-    if is_actions() {
-        command_line(&format!(
-            "::{kind} title={}::{}",
-            escape_property(title),
-            escape(msg)
-        ));
+/// `::error` or `::warning` with a title. Goes to stderr when `to_stderr` (or after
+/// [`commands_to_stderr`]), else stdout.
+pub fn annotation(kind: Annotation, title: &str, msg: &str, to_stderr: bool) {
+    if !is_actions() {
+        return;
+    }
+    let kind = match kind {
+        Annotation::Error => "error",
+        Annotation::Warning => "warning",
+    };
+    let line = format!("::{kind} title={}::{}", escape_property(title), escape(msg));
+    if to_stderr {
+        eprintln!("{line}");
+    } else {
+        command_line(&line);
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Annotation {
+    Error,
+    Warning,
+}
+
 pub fn error(title: &str, msg: &str) {
-    annotate("error", title, msg);
+    annotation(Annotation::Error, title, msg, false);
 }
 
 pub fn warning(title: &str, msg: &str) {
-    annotate("warning", title, msg);
+    annotation(Annotation::Warning, title, msg, false);
 }
 
 pub fn group(name: &str) {

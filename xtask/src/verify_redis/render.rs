@@ -206,21 +206,11 @@ pub fn github(r: &Report, json_mode: bool) {
             None => format!("{}: {}", c.value, c.message),
         };
         let kind = if c.status == Status::Fail {
-            "error"
+            gha::Annotation::Error
         } else {
-            "warning"
+            gha::Annotation::Warning
         };
-        if json_mode {
-            eprintln!(
-                "::{kind} title={}::{}",
-                gha::escape_property(&title),
-                gha::escape(&msg)
-            );
-        } else if kind == "error" {
-            gha::error(&title, &msg);
-        } else {
-            gha::warning(&title, &msg);
-        }
+        gha::annotation(kind, &title, &msg, json_mode);
     }
     gha::summary(&markdown(r));
 }
@@ -230,11 +220,7 @@ pub fn github_unreachable(target: &str, error: &str, json_mode: bool) {
     if !gha::is_actions() {
         return;
     }
-    if json_mode {
-        eprintln!("::error title=verify-redis::{}", gha::escape(error));
-    } else {
-        gha::error("verify-redis", error);
-    }
+    gha::annotation(gha::Annotation::Error, "verify-redis", error, json_mode);
     gha::summary(&format!(
         "### verify-redis: {}\n\n❌ no answer: {}\n\n",
         gha::cell(target),
