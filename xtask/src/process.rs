@@ -1,10 +1,30 @@
 //! Running other programs: argument vectors only (never a shell string), secrets only through the
 //! child's environment, bounded waits, and one mapping from "could not run" to exit code 3.
+//!
+//! [`Cmd`] is the policy; [duct](https://docs.rs/duct) is the engine (spawn, environment, `stdin_bytes`
+//! writer, SIGCHLD-driven `wait_timeout`, `kill`, reaping). duct's `Expression` never leaves this
+//! module: its derived `Debug` prints environment values, `Cmd`'s redacts secret ones.
+//!
+//! **One deadline per run.** A timeout bounds the whole run: the child, the stdin writer *and* the
+//! readers of captured output. A child that exits but leaves a background process holding its
+//! stdout/stderr (`sh -c 'sleep 3 & exit 0'`) is a timeout (exit 3, "a process it left in the
+//! background still holds its output"), not a silent wait for the grandchild and not a partial
+//! result: what was read so far may be incomplete, so it is not returned. Without a timeout a run
+//! waits as long as the output is open.
+//!
+//! **Children die with us.** Every child is spawned with `PR_SET_PDEATHSIG(SIGKILL)`, so a `kill -9`
+//! of xtask (a cancelled CI job, an impatient operator) does not leave a `psql` migrating or an
+//! `ssh` session running behind it. Linux delivers that signal when the *spawning thread* exits; every
+//! `Cmd` method spawns and then blocks on the same thread until the child is reaped or killed, so the
+//! signal only ever fires when the process (or that thread) is gone. Grandchildren (a script's own
+//! pipeline) and children that change user (`runuser`, set-uid binaries: the kernel clears the
+//! setting) are not covered.
 
 use std::ffi::OsString;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -32,23 +52,9 @@ pub fn package_for(tool: &str) -> &'static str {
     }
 }
 
-/// Find a program on `PATH`.
+/// Find a program on `PATH` (a name with a `/` is checked as it is), with the `which` crate.
 pub fn which(tool: &str) -> Option<PathBuf> {
-    if tool.contains('/') {
-        let p = PathBuf::from(tool);
-        return is_executable(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    which::which(tool).ok()
 }
 
 /// `which` that fails with exit 3 and the package to install.
@@ -99,6 +105,14 @@ impl Output {
     }
 }
 
+/// Where a pipe reader sends what it reads, besides keeping it.
+#[derive(Clone, Copy)]
+enum Forward {
+    Nowhere,
+    Stdout,
+    Stderr,
+}
+
 impl Cmd {
     pub fn new(program: impl Into<OsString>) -> Self {
         Cmd {
@@ -141,10 +155,13 @@ impl Cmd {
         self
     }
     /// Bytes written to the child's standard input (then closed). Use for secrets over SSH.
+    /// Without it the child's stdin is `/dev/null`.
     pub fn stdin_bytes(mut self, b: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(b.into());
         self
     }
+    /// Bound the whole run (child, stdin writer, output readers); past it the child is killed and
+    /// the run fails with exit 3.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
@@ -172,19 +189,26 @@ impl Cmd {
         parts.join(" ")
     }
 
-    fn command(&self) -> Command {
-        let mut c = Command::new(&self.program);
-        c.args(&self.args);
-        for k in &self.env_remove {
-            c.env_remove(k);
+    /// The duct expression for this command. Private: its `Debug` would print secret values.
+    fn expression(&self) -> duct::Expression {
+        let mut e = duct::cmd(&self.program, &self.args).unchecked();
+        // duct applies the innermost (first-added) setting last, so it wins: add the variables in
+        // reverse to keep `Command`'s "the last `env` wins", and the removals outside them so a
+        // variable both removed and set is set.
+        for (k, v, _) in self.env.iter().rev() {
+            e = e.env(k, v);
         }
-        for (k, v, _) in &self.env {
-            c.env(k, v);
+        for k in &self.env_remove {
+            e = e.env_remove(k);
         }
         if let Some(d) = &self.dir {
-            c.current_dir(d);
+            e = e.dir(d);
         }
-        c
+        e = match &self.stdin {
+            Some(bytes) => e.stdin_bytes(bytes.clone()),
+            None => e.stdin_null(),
+        };
+        die_with_parent(e)
     }
 
     fn spawn_err(&self, e: std::io::Error) -> Error {
@@ -195,24 +219,53 @@ impl Cmd {
         }
     }
 
-    fn spawn(&self, out: Stdio, err: Stdio) -> Result<Child> {
-        let mut c = self.command();
-        c.stdout(out).stderr(err);
-        c.stdin(if self.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let mut child = c.spawn().map_err(|e| self.spawn_err(e))?;
-        if let Some(bytes) = &self.stdin {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            let bytes = bytes.clone();
-            std::thread::spawn(move || {
-                use std::io::Write;
-                let _ = pipe.write_all(&bytes);
-            });
+    fn deadline(&self, started: Instant) -> Option<Instant> {
+        self.timeout.and_then(|t| started.checked_add(t))
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::unavailable(format!(
+            "`{}` did not finish within {:.1}s",
+            self.program(),
+            self.timeout.unwrap_or_default().as_secs_f64()
+        ))
+    }
+
+    fn output_held(&self, status: ExitStatus) -> Error {
+        Error::unavailable(format!(
+            "`{}` {}, but a process it left in the background still holds its output open \
+             after {:.1}s (redirect that process's output, e.g. `>/dev/null 2>&1`)",
+            self.program(),
+            describe(status),
+            self.timeout.unwrap_or_default().as_secs_f64()
+        ))
+    }
+
+    /// Wait for the child (and duct's stdin writer) until the deadline; past it, kill the child.
+    fn wait(&self, handle: &duct::Handle, deadline: Option<Instant>) -> Result<ExitStatus> {
+        let waited = match deadline {
+            None => handle.wait().map(Some),
+            Some(d) => handle.wait_deadline(d),
+        };
+        match waited.map_err(|e| self.spawn_err(e))? {
+            Some(out) => Ok(out.status),
+            None => {
+                let running = handle.pids().first().is_some_and(|&pid| is_running(pid));
+                let _ = handle.kill();
+                // Reap it (bounded: a grandchild may still hold the stdin pipe).
+                let _ = handle.wait_timeout(Duration::from_millis(500));
+                if running {
+                    Err(self.timed_out())
+                } else {
+                    Err(Error::unavailable(format!(
+                        "`{}` exited, but a process it left in the background still holds its \
+                         stdin open after {:.1}s",
+                        self.program(),
+                        self.timeout.unwrap_or_default().as_secs_f64()
+                    )))
+                }
+            }
         }
-        Ok(child)
     }
 
     /// Run with inherited stdout/stderr (streamed to the user). Non-zero exit is `Error::Failed`.
@@ -232,61 +285,62 @@ impl Cmd {
     /// Run with inherited stdout/stderr and return the exit status (timeout: exit 3).
     pub fn status(&self) -> Result<ExitStatus> {
         let started = Instant::now();
-        let mut child = self.spawn(Stdio::inherit(), Stdio::inherit())?;
-        let r = self.wait(&mut child);
+        let r = self
+            .expression()
+            .start()
+            .map_err(|e| self.spawn_err(e))
+            .and_then(|h| self.wait(&h, self.deadline(started)));
         count_child_time(started);
         r
     }
 
-    fn wait(&self, child: &mut Child) -> Result<ExitStatus> {
-        let Some(limit) = self.timeout else {
-            return child.wait().map_err(|e| self.spawn_err(e));
-        };
-        let start = Instant::now();
-        loop {
-            if let Some(s) = child.try_wait().map_err(|e| self.spawn_err(e))? {
-                return Ok(s);
+    /// Run with stdout and stderr on pipes read by threads of ours (forwarded as they come when
+    /// asked), all of it under the one deadline.
+    fn piped(&self, out: Forward, err: Forward) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+        let started = Instant::now();
+        let deadline = self.deadline(started);
+        let pipes = || std::io::pipe().map_err(|e| Error::unavailable(format!("pipe: {e}")));
+        let (out_r, out_w) = pipes()?;
+        let (err_r, err_w) = pipes()?;
+        // The expression holds our copies of the write ends: it is dropped right after the spawn
+        // so that the readers see end-of-file when the child (and whatever inherited them) is done.
+        let handle = self
+            .expression()
+            .stdout_file(out_w)
+            .stderr_file(err_w)
+            .start();
+        let handle = handle.map_err(|e| self.spawn_err(e))?;
+        let (tx, rx) = mpsc::channel();
+        read_pipe(out_r, out, 0, tx.clone());
+        read_pipe(err_r, err, 1, tx);
+        let r = self.wait(&handle, deadline).and_then(|status| {
+            let mut got: [Option<Vec<u8>>; 2] = [None, None];
+            for _ in 0..2 {
+                let next = match deadline {
+                    None => rx.recv().ok(),
+                    Some(d) => rx
+                        .recv_timeout(d.saturating_duration_since(Instant::now()))
+                        .ok(),
+                };
+                match next {
+                    Some((i, bytes)) => got[i] = Some(bytes),
+                    None => return Err(self.output_held(status)),
+                }
             }
-            if start.elapsed() >= limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::unavailable(format!(
-                    "`{}` did not finish within {:.1}s",
-                    self.program(),
-                    limit.as_secs_f64()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            let [o, e] = got;
+            Ok((status, o.unwrap_or_default(), e.unwrap_or_default()))
+        });
+        count_child_time(started);
+        r
     }
 
     /// Run and capture stdout and stderr, whatever the exit status.
     pub fn output(&self) -> Result<Output> {
-        let started = Instant::now();
-        let r = self.output_inner();
-        count_child_time(started);
-        r
-    }
-
-    fn output_inner(&self) -> Result<Output> {
-        let mut child = self.spawn(Stdio::piped(), Stdio::piped())?;
-        let mut out = child.stdout.take().expect("piped");
-        let mut err = child.stderr.take().expect("piped");
-        let t_out = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = out.read_to_end(&mut b);
-            b
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = err.read_to_end(&mut b);
-            b
-        });
-        let status = self.wait(&mut child)?;
+        let (status, stdout, stderr) = self.piped(Forward::Nowhere, Forward::Nowhere)?;
         Ok(Output {
             status,
-            stdout: t_out.join().unwrap_or_default(),
-            stderr: t_err.join().unwrap_or_default(),
+            stdout,
+            stderr,
         })
     }
 
@@ -304,6 +358,106 @@ impl Cmd {
             )))
         }
     }
+
+    /// Run, forwarding the child's stdout (to our stderr when `stdout_to_stderr`) and stderr line
+    /// by line as they come, and keep the lines: (status, stdout lines, stderr lines).
+    pub fn stream(&self, stdout_to_stderr: bool) -> Result<(ExitStatus, Vec<String>, Vec<String>)> {
+        let out = if stdout_to_stderr {
+            Forward::Stderr
+        } else {
+            Forward::Stdout
+        };
+        let (status, stdout, stderr) = self.piped(out, Forward::Stderr)?;
+        let lines = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        Ok((status, lines(&stdout), lines(&stderr)))
+    }
+}
+
+/// Spawn every child with `PR_SET_PDEATHSIG(SIGKILL)` (see the module docs for what it covers).
+#[cfg(target_os = "linux")]
+fn die_with_parent(e: duct::Expression) -> duct::Expression {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    e.before_spawn(move |c| {
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // We may have died between the fork and the prctl: then nobody will signal.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::other("parent exited before exec"));
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(e: duct::Expression) -> duct::Expression {
+    e
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| !matches!(state, "Z" | "X")),
+        Err(_) => false,
+    }
+}
+
+/// Read a pipe to its end on a thread, forwarding line by line if asked, then send (idx, bytes).
+/// A reader still blocked at the deadline is left behind; it ends when the last writer closes.
+fn read_pipe(
+    pipe: std::io::PipeReader,
+    forward: Forward,
+    idx: usize,
+    tx: mpsc::Sender<(usize, Vec<u8>)>,
+) {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut r = std::io::BufReader::new(pipe);
+        match forward {
+            Forward::Nowhere => {
+                let _ = r.read_to_end(&mut all);
+            }
+            Forward::Stdout | Forward::Stderr => loop {
+                let from = all.len();
+                match r.read_until(b'\n', &mut all) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let text = String::from_utf8_lossy(&all[from..]);
+                let line = text.strip_suffix('\n').unwrap_or(&text);
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if matches!(forward, Forward::Stdout) {
+                    println!("{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+            },
+        }
+        let _ = tx.send((idx, all));
+    });
 }
 
 static CHILD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -311,52 +465,6 @@ static CHILD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 fn count_child_time(started: Instant) {
     let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
     CHILD_NANOS.fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
-}
-
-impl Cmd {
-    /// Run, forwarding the child's stdout (to our stderr when `stdout_to_stderr`) and stderr line
-    /// by line as they come, and keep the lines: (status, stdout lines, stderr lines).
-    pub fn stream(&self, stdout_to_stderr: bool) -> Result<(ExitStatus, Vec<String>, Vec<String>)> {
-        use std::io::BufRead;
-        let started = Instant::now();
-        // Through `spawn`: `stdin_bytes` is written, and both pipes are read on their own threads so
-        // the timeout below bounds the run even while the child holds its stdout open.
-        let mut child = self.spawn(Stdio::piped(), Stdio::piped())?;
-        let err = child.stderr.take().expect("piped");
-        let t_err = std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            for line in std::io::BufReader::new(err)
-                .lines()
-                .map_while(std::result::Result::ok)
-            {
-                eprintln!("{line}");
-                kept.push(line);
-            }
-            kept
-        });
-        let out = child.stdout.take().expect("piped");
-        let t_out = std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            for line in std::io::BufReader::new(out)
-                .lines()
-                .map_while(std::result::Result::ok)
-            {
-                if stdout_to_stderr {
-                    eprintln!("{line}");
-                } else {
-                    println!("{line}");
-                }
-                kept.push(line);
-            }
-            kept
-        });
-        let status = self.wait(&mut child);
-        count_child_time(started);
-        let status = status?;
-        let out_lines = t_out.join().unwrap_or_default();
-        let err_lines = t_err.join().unwrap_or_default();
-        Ok((status, out_lines, err_lines))
-    }
 }
 
 /// Total wall time this process spent running child processes through [`Cmd`] (spawn to reap).
@@ -375,25 +483,27 @@ pub fn describe(s: ExitStatus) -> String {
     }
 }
 
-/// POSIX-shell quoting of one word (for display, and for commands sent over SSH).
+/// POSIX-shell quoting of one word (for display, and for commands sent over SSH), by
+/// `shlex::try_quote`: bare when only `[A-Za-z0-9+-./:@]_` (labels, SHAs, plain paths), quoted
+/// otherwise, also `= , % ^` and `!` for a remote interactive-ish login shell. A word with a NUL
+/// byte (which no argv can carry) falls back to plain single quotes.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%^".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
+    match shlex::try_quote(s) {
+        Ok(q) => q.into_owned(),
+        Err(_) => format!("'{}'", s.replace('\'', r"'\''")),
     }
 }
 
-/// Quote every word and join: a command line that a POSIX shell splits back into exactly `words`.
+/// Quote every word and join (`shlex::try_join`): a command line that a POSIX shell splits back
+/// into exactly `words`.
 pub fn quote_words<S: AsRef<str>>(words: &[S]) -> String {
-    words
-        .iter()
-        .map(|w| quote(w.as_ref()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    shlex::try_join(words.iter().map(AsRef::as_ref)).unwrap_or_else(|_| {
+        words
+            .iter()
+            .map(|w| quote(w.as_ref()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
 }
 
 #[cfg(test)]
@@ -412,6 +522,12 @@ mod tests {
             "",
             "*",
             "\n",
+            "a=b",
+            "x,y",
+            "100%",
+            "^caret",
+            "!bang",
+            "tab\there",
         ];
         let line = quote_words(&words);
         let out = Cmd::new("sh")
@@ -467,5 +583,131 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.exit_code(), crate::error::ExitCode::Unavailable);
         assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    /// A child that exits at once but leaves a background process holding its stdout and stderr:
+    /// the timeout must bound the readers too, not only the wait for the child.
+    fn grandchild_holds_output() -> Cmd {
+        Cmd::new("sh")
+            .args(["-c", "echo started; sleep 3 & exit 0"])
+            .timeout(Duration::from_millis(300))
+    }
+
+    fn assert_bounded(what: &str, started: Instant, r: Result<()>) {
+        let took = started.elapsed();
+        let e = r.expect_err(what);
+        assert_eq!(
+            e.exit_code(),
+            crate::error::ExitCode::Unavailable,
+            "{what}: {e}"
+        );
+        assert!(e.to_string().contains("background"), "{what}: {e}");
+        assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+    }
+
+    #[test]
+    fn output_is_bounded_when_a_grandchild_holds_the_pipes() {
+        let t = Instant::now();
+        assert_bounded("output", t, grandchild_holds_output().output().map(drop));
+    }
+
+    #[test]
+    fn read_is_bounded_when_a_grandchild_holds_the_pipes() {
+        let t = Instant::now();
+        assert_bounded("read", t, grandchild_holds_output().read().map(drop));
+    }
+
+    #[test]
+    fn stream_is_bounded_when_a_grandchild_holds_the_pipes() {
+        let t = Instant::now();
+        assert_bounded(
+            "stream",
+            t,
+            grandchild_holds_output().stream(true).map(drop),
+        );
+    }
+
+    #[test]
+    fn quoting_leaves_labels_and_paths_bare_and_quotes_shell_specials() {
+        for bare in [
+            "pre-deploy-abc1234",
+            "/srv/station/app.yml",
+            "b2:bucket/x",
+            "a+b@c",
+        ] {
+            assert_eq!(quote(bare), bare);
+        }
+        for special in ["a=b", "x,y", "50%", "^x", "!x", "a b", ""] {
+            assert_ne!(quote(special), special, "{special}");
+        }
+        assert_eq!(quote_words(&["ls", "-l", "a b"]), "ls -l 'a b'");
+    }
+
+    #[test]
+    fn the_last_env_wins_and_a_removed_variable_can_be_set_again() {
+        let out = Cmd::new("sh")
+            .args(["-c", "echo \"$A ${HOME-unset} $B\""])
+            .env("A", "1")
+            .env("A", "2")
+            .env_remove("HOME")
+            .env("B", "set")
+            .env_remove("B")
+            .timeout(Duration::from_secs(10))
+            .read()
+            .unwrap();
+        assert_eq!(out.trim(), "2 unset set");
+    }
+
+    #[test]
+    fn stdin_is_dev_null_unless_bytes_are_given() {
+        let fd0 = |c: Cmd| {
+            c.args(["-c", "readlink /proc/self/fd/0"])
+                .timeout(Duration::from_secs(10))
+                .read()
+                .unwrap()
+        };
+        assert_eq!(fd0(Cmd::new("sh")).trim(), "/dev/null");
+        assert_ne!(fd0(Cmd::new("sh").stdin_bytes("x")).trim(), "/dev/null");
+    }
+
+    #[test]
+    fn a_background_process_with_its_own_output_does_not_hold_the_run() {
+        let t = Instant::now();
+        let out = Cmd::new("sh")
+            .args(["-c", "sleep 3 >/dev/null 2>&1 & echo ok; echo warn >&2"])
+            .timeout(Duration::from_secs(2))
+            .output()
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(
+            (out.stdout_str().as_str(), out.stderr_str().as_str()),
+            ("ok\n", "warn\n")
+        );
+    }
+
+    #[test]
+    fn a_child_still_running_at_the_deadline_is_named_as_such() {
+        let e = Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(200))
+            .read()
+            .unwrap_err();
+        assert!(e.to_string().contains("did not finish within 0.2s"), "{e}");
+    }
+
+    #[test]
+    fn which_checks_paths_and_skips_non_executables() {
+        let sh = which("sh").expect("sh on PATH");
+        assert!(sh.is_absolute());
+        assert_eq!(which(sh.to_str().unwrap()), Some(sh.clone()));
+        let d = tempfile::tempdir().unwrap();
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        assert_eq!(which(plain.to_str().unwrap()), None);
+        assert_eq!(which(d.path().to_str().unwrap()), None);
+        assert_eq!(which("no-such-tool-xtask"), None);
+        let e = require("no-such-tool-xtask").unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Unavailable);
+        assert!(e.to_string().contains("apt-get install"), "{e}");
     }
 }

@@ -189,7 +189,7 @@ fn rename_prints_project_prefixed_carry_commands() {
         cmds,
         [
             format!("docker compose -p demo -f {} stop redis", abs.display()),
-            "docker volume create --label com.docker.compose.project=demo --label com.docker.compose.volume=redis_aof demo_redis_aof".to_string(),
+            "docker volume create --label 'com.docker.compose.project=demo' --label 'com.docker.compose.volume=redis_aof' demo_redis_aof".to_string(),
             "docker run --rm -v demo_redis_data:/from:ro -v demo_redis_aof:/to xtask-helper:local cp -a /from/. /to/".to_string(),
             format!("docker run --rm -v demo_redis_aof:/data xtask-helper:local sh -c {}", xtask::process::quote(xtask::compose::carry::AOF_CONVERT_SH)),
         ]
@@ -205,7 +205,7 @@ fn rename_prints_project_prefixed_carry_commands() {
     let r = xtask(tmp.path(), &["compose", "apply", "--file", "c.yml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let cmds = carry_commands(&r.stdout);
-    assert_eq!(cmds[1], "docker volume create --label com.docker.compose.project=station --label com.docker.compose.volume=redis_aof station_redis_aof");
+    assert_eq!(cmds[1], "docker volume create --label 'com.docker.compose.project=station' --label 'com.docker.compose.volume=redis_aof' station_redis_aof");
     assert_eq!(
         cmds[2],
         "docker run --rm -v station_redis_data:/from:ro -v station_redis_aof:/to redis:7.2-alpine cp -a /from/. /to/"
@@ -589,14 +589,14 @@ fn without_flags_apply_fixes_production_and_staging_from_the_environments_file()
         blocks[0],
         [
             "docker compose -p station -f /opt/station/docker-compose.prod.yml --env-file /opt/station/.env.production stop redis".to_string(),
-            "docker volume create --label com.docker.compose.project=station --label com.docker.compose.volume=redis_aof station_redis_aof".into(),
+            "docker volume create --label 'com.docker.compose.project=station' --label 'com.docker.compose.volume=redis_aof' station_redis_aof".into(),
             "docker run --rm -v station_redis_data:/from:ro -v station_redis_aof:/to redis:7.2-alpine cp -a /from/. /to/".into(),
             format!("docker run --rm -v station_redis_aof:/data redis:7.2-alpine sh -c {}", xtask::process::quote(xtask::compose::carry::AOF_CONVERT_SH)),
         ]
     );
     assert_eq!(
         blocks[1][1],
-        "docker volume create --label com.docker.compose.project=station-staging --label com.docker.compose.volume=redis_staging_aof station-staging_redis_staging_aof"
+        "docker volume create --label 'com.docker.compose.project=station-staging' --label 'com.docker.compose.volume=redis_staging_aof' station-staging_redis_staging_aof"
     );
     let (code, _) = run(&["compose", "check"]);
     assert_eq!(code, Some(0));

@@ -220,7 +220,7 @@ fn e2e_passes_on_the_docker_engine_and_leaves_nothing() {
         // compose apply's own output, and its carry commands run one by one
         "appended --appendonly yes --appendfsync everysec to the redis-server arguments",
         "| To carry the data:",
-        "$ docker volume create --label com.docker.compose.project=station-e2e",
+        "$ docker volume create --label 'com.docker.compose.project=station-e2e'",
         "$ docker run --rm -v station-e2e_redis_staging_data:/from:ro",
         "all 200 keys present in station-e2e_redis_staging_aof, aof_enabled:1",
         // the real backup, its drill, and the e2e's own content check
