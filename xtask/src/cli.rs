@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::error::ExitCode;
-use crate::{backup, ci, compose, deploy, docs, e2e, local, migrate, verify_redis};
+use crate::{backup, ci, compose, deploy, docs, e2e, lint, local, migrate, verify_redis};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +41,8 @@ pub enum Command {
     Ci(ci::Args),
     /// End-to-end on the Docker engine: the staging stack survives kills, restarts and the volume move.
     E2e(e2e::Args),
+    /// Everything to run before pushing: fmt, clippy, shellcheck, compose/docs/ci checks, zizmor.
+    Lint(lint::Args),
 }
 
 /// Parse, run, print the error if any, and return the process exit code.
@@ -66,6 +68,7 @@ pub fn main() -> i32 {
         Command::Docs(a) => docs::run(a),
         Command::Ci(a) => ci::run(a),
         Command::E2e(a) => e2e::run(a),
+        Command::Lint(a) => lint::run(a),
     };
     match result {
         Ok(code) => code as i32,

@@ -20,6 +20,7 @@ pub mod compose;
 pub mod deploy;
 pub mod docs;
 pub mod e2e;
+pub mod lint;
 pub mod local;
 pub mod migrate;
 pub mod verify_redis;
