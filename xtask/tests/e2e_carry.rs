@@ -20,6 +20,14 @@ fn cli(port: u16, args: &[&str]) -> String {
         .unwrap()
 }
 
+fn ping(port: u16) -> bool {
+    Cmd::new("redis-cli")
+        .args(["-p", &port.to_string(), "PING"])
+        .timeout(Duration::from_secs(10))
+        .output()
+        .is_ok_and(|o| o.stdout_str().contains("PONG"))
+}
+
 /// Start redis-server daemonized on `dir`, run `f`, shut it down (SHUTDOWN saves/fsyncs).
 fn with_redis(dir: &Path, extra: &[&str], f: impl FnOnce(u16)) {
     let port = free_port().unwrap();
@@ -40,8 +48,9 @@ fn with_redis(dir: &Path, extra: &[&str], f: impl FnOnce(u16)) {
         .timeout(Duration::from_secs(10))
         .run()
         .unwrap();
+    // `--daemonize yes` returns before the server listens: poll (a refused PING is not an error).
     let start = Instant::now();
-    while !cli(port, &["PING"]).contains("PONG") {
+    while !ping(port) {
         assert!(start.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(20));
     }
