@@ -237,7 +237,7 @@ fn rename_override_must_match_a_data_volume() {
         &["compose", "apply", "--file", "c.yml", "--rename", "bad"],
     );
     assert_eq!(r.code, 2);
-    // OLD=OLD keeps the name; only the command changes.
+    // OLD=OLD without `_aof` would leave a volume `compose check` rejects: refused (issue 12).
     let r = xtask(
         tmp.path(),
         &[
@@ -249,10 +249,8 @@ fn rename_override_must_match_a_data_volume() {
             "redis_data=redis_data",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("redis_data:/data") && text.contains("--appendonly yes"));
-    assert!(!r.stdout.contains("To carry the data:"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
 }
 
 #[test]

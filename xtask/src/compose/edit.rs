@@ -338,7 +338,7 @@ fn volume_edits(
             {
                 return Err(at(
                     om.at,
-                    format!("service `{}` also mounts volume `{old}`: renaming it would break that service; rename both by hand, or keep the name with --rename {old}={old}", other.name),
+                    format!("service `{}` also mounts volume `{old}`: renaming it would break that service: rename it to an `*_aof` name in both services and the top-level `volumes:` by hand", other.name),
                 ));
             }
         }
@@ -366,7 +366,7 @@ fn volume_edits(
         if e.value.as_str() == Some("true") {
             return Err(at(
                 key.start,
-                format!("volume `{old}` is external (created outside Compose): rename it yourself, or keep the name with --rename {old}={old}"),
+                format!("volume `{old}` is external (created outside Compose), so apply does not rename it: create an `*_aof` volume, copy the data into it and name that one here by hand"),
             ));
         }
     }

@@ -53,7 +53,7 @@ pub struct ApplyArgs {
     pub renames: Vec<(String, String)>,
     /// Compose project name for the printed volume commands (default: the environment's, the
     /// file's `name:`, or its directory name).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_project)]
     pub project: Option<String>,
     /// Image for the printed data-copy command (default: the redis service's image).
     #[arg(long, value_name = "IMAGE")]
@@ -73,6 +73,26 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// Compose's project-name rule: lowercase letters, digits, `_` and `-`, starting with a letter or
+/// a digit.
+pub fn valid_project_name(s: &str) -> bool {
+    s.bytes()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+fn parse_project(s: &str) -> std::result::Result<String, String> {
+    if valid_project_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a Compose project name: lowercase letters, digits, `_` and `-`, starting with a letter or digit"
+        ))
+    }
+}
+
 fn parse_rename(s: &str) -> std::result::Result<(String, String), String> {
     let (o, n) = s
         .split_once('=')
@@ -85,6 +105,14 @@ fn parse_rename(s: &str) -> std::result::Result<(String, String), String> {
     if !ok(o) || !ok(n) {
         return Err(format!(
             "volume names are letters, digits, `_`, `-`, `.`: {s:?}"
+        ));
+    }
+    // `compose check` requires an `*_aof` volume at the data directory: a NEW it would then
+    // reject is refused here rather than written.
+    if !n.ends_with("_aof") || n == "_aof" {
+        return Err(format!(
+            "the new name must end in `_aof` (`compose check` requires an `*_aof` volume): {n:?}, e.g. `{o}={}_aof`",
+            o.strip_suffix("_data").unwrap_or(o)
         ));
     }
     Ok((o.to_string(), n.to_string()))
@@ -132,8 +160,66 @@ fn resolve(t: &Targets) -> Result<Vec<Target>> {
     Ok(out)
 }
 
+/// The most `compose`/`ci` read from one input file: real compose files are a few KB.
+pub const MAX_INPUT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Read a user-named input file, bounded: regular files only (a device such as `/dev/zero` or a
+/// FIFO is refused before it is opened, so nothing blocks or grows), at most [`MAX_INPUT_BYTES`].
+pub fn read_capped(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let not_regular = |m: &std::fs::Metadata| {
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
+            "a FIFO"
+        } else if std::os::unix::fs::FileTypeExt::is_char_device(&ft)
+            || std::os::unix::fs::FileTypeExt::is_block_device(&ft)
+        {
+            "a device"
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        Error::usage(format!(
+            "{}: cannot read: {what}, not a regular file (inputs are regular files of at most {} MiB)",
+            file.display(),
+            MAX_INPUT_BYTES / (1024 * 1024)
+        ))
+    };
+    let m = std::fs::metadata(file).map_err(|e| Error::read(file, e))?;
+    if !m.is_file() {
+        return Err(not_regular(&m));
+    }
+    let too_big = || {
+        Error::usage(format!(
+            "{}: cannot read: larger than the {} MiB cap for an input file",
+            file.display(),
+            MAX_INPUT_BYTES / (1024 * 1024)
+        ))
+    };
+    if m.len() > MAX_INPUT_BYTES {
+        return Err(too_big());
+    }
+    let f = std::fs::File::open(file).map_err(|e| Error::read(file, e))?;
+    // Swapped between the stat and the open: check what was opened.
+    let m = f.metadata().map_err(|e| Error::read(file, e))?;
+    if !m.is_file() {
+        return Err(not_regular(&m));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::read(file, e))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
 fn read_text(file: &Path) -> Result<String> {
-    let bytes = std::fs::read(file).map_err(|e| Error::read(file, e))?;
+    let bytes = read_capped(file)?;
     let text = yaml::decode(&bytes)
         .map_err(|e| Error::input(file, e.at.line, e.at.col, e.message))?
         .to_string();
@@ -152,17 +238,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// Write `text` to `file` atomically: a temp file in the same directory, the original's
-/// permissions, fsync, rename. A file that cannot be stat'ed gets `new_mode`, or is an error when
-/// there is none (`compose apply` only replaces a file it has read; `docs` also creates them).
+/// permissions, owner and group, fsync, rename. A symlink is followed: its target is replaced
+/// (the temp file is made beside the target) and the link stays a link. A file that cannot be
+/// stat'ed gets `new_mode`, or is an error when there is none (`compose apply` only replaces a
+/// file it has read; `docs` also creates them).
 pub fn write_atomic(file: &Path, text: &str, new_mode: Option<u32>) -> Result<()> {
-    let dir = file
+    let real = match std::fs::canonicalize(file) {
+        Ok(p) => p,
+        Err(_) if new_mode.is_some() => file.to_path_buf(),
+        Err(e) => return Err(Error::write(file, e)),
+    };
+    let dir = real
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // A temp file is created 0600: give the file the mode it had (or `new_mode`), not that.
-    let perms = match (std::fs::metadata(file), new_mode) {
-        (Ok(m), _) => m.permissions(),
-        (Err(_), Some(mode)) => std::os::unix::fs::PermissionsExt::from_mode(mode),
+    // A temp file is created 0600 and owned by us: give it the mode, owner and group the file
+    // had (or `new_mode`), not those.
+    let (perms, owner) = match (std::fs::metadata(&real), new_mode) {
+        (Ok(m), _) => {
+            use std::os::unix::fs::MetadataExt;
+            (m.permissions(), Some((m.uid(), m.gid())))
+        }
+        (Err(_), Some(mode)) => (std::os::unix::fs::PermissionsExt::from_mode(mode), None),
         (Err(e), None) => return Err(Error::write(file, e)),
     };
     let mut tmp = tempfile::Builder::new()
@@ -172,8 +269,39 @@ pub fn write_atomic(file: &Path, text: &str, new_mode: Option<u32>) -> Result<()
     tmp.write_all(text.as_bytes())
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| Error::write(file, e))?;
+    if let Some((uid, gid)) = owner {
+        use std::os::unix::fs::MetadataExt;
+        let mine = tmp
+            .as_file()
+            .metadata()
+            .map_err(|e| Error::write(file, e))?;
+        if (mine.uid(), mine.gid()) != (uid, gid) {
+            std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).map_err(|e| {
+                Error::failed(format!(
+                    "{}: cannot keep its owner {uid}:{gid} ({e}): nothing written; run as its owner or as root",
+                    file.display()
+                ))
+            })?;
+        }
+    }
     std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(file, e))?;
-    tmp.persist(file).map_err(|e| Error::write(file, e.error))?;
+    tmp.persist(&real)
+        .map_err(|e| Error::write(file, e.error))?;
+    Ok(())
+}
+
+/// `compose apply` replaces only a file it may write: a read-only file (no write bit for anyone,
+/// e.g. 0444) is refused, not overwritten through the directory.
+fn writable(file: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(file).map_err(|e| Error::read(file, e))?;
+    let mode = m.permissions().mode() & 0o7777;
+    if mode & 0o222 == 0 {
+        return Err(Error::usage(format!(
+            "{}: is read-only (mode {mode:04o}): not overwritten; make it writable (`chmod u+w`) and run again, or use --dry-run",
+            file.display()
+        )));
+    }
     Ok(())
 }
 
@@ -190,7 +318,7 @@ pub fn project_name(
     if let Some(e) = env {
         return e.compose_project.clone();
     }
-    if let Some(n) = top_name.filter(|n| !n.is_empty() && !n.contains('$')) {
+    if let Some(n) = top_name.filter(|n| valid_project_name(n)) {
         return n.to_string();
     }
     let dir = std::path::absolute(file)
@@ -320,7 +448,8 @@ pub fn carry_instructions(
         quote_words(&carry::start(&carry))
     ));
     lines.push(format!(
-        "Or start empty instead (Redis is a cache: its data is rebuilt, nothing else is lost): skip the copy; `up` creates `{new_real}` empty. Once the new volume works, `docker volume rm {old_real}` frees the old one."
+        "Or start empty instead (Redis is a cache: its data is rebuilt, nothing else is lost): skip the copy; `up` creates `{new_real}` empty. Once the new volume works, `{}` frees the old one.",
+        quote_words(&["docker".to_string(), "volume".to_string(), "rm".to_string(), old_real.clone()])
     ));
     lines
 }
@@ -333,6 +462,9 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
         let text = read_text(&t.file)?;
         let applied =
             edit::apply(&text, t.service.as_deref(), &a.renames).map_err(|e| input(&t.file, e))?;
+        if applied.text != text && !a.dry_run {
+            writable(&t.file)?;
+        }
         planned.push((t, text, applied));
     }
     for (old, new) in &a.renames {
