@@ -381,7 +381,6 @@ fn check_flags_passwords_ports_and_volumes_in_json() {
         .collect();
     let want: Vec<(String, u64, u64)> = [
         ("password-argv", 4, 67),
-        ("password-argv", 4, 81),
         ("data-volume", 14, 9),
         ("password-argv", 12, 34),
         ("port", 6, 9),

@@ -7,6 +7,15 @@ use super::model::{self, at, At, MountKind, RedisFacts, Service};
 use super::shell::{self, Dialect, Tok};
 use crate::yaml::{self, Node, Pos};
 
+/// How bad a finding is: an `error` fails `compose check`; a `warning` fails it only with
+/// `--strict`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
 /// One finding, before the file name is attached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -15,7 +24,18 @@ pub struct Finding {
     /// A short rule id: `aof`, `appendfsync`, `data-volume`, `password-argv`, `port`,
     /// `duplicate-key`, `mirror`, `command`.
     pub rule: &'static str,
+    pub severity: Severity,
     pub message: String,
+}
+
+impl Finding {
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+    /// Whether it fails the gate (`strict`: warnings do too).
+    pub fn fails(&self, strict: bool) -> bool {
+        strict || self.is_error()
+    }
 }
 
 fn finding(p: Pos, rule: &'static str, message: impl Into<String>) -> Finding {
@@ -23,7 +43,15 @@ fn finding(p: Pos, rule: &'static str, message: impl Into<String>) -> Finding {
         line: p.line,
         col: p.col,
         rule,
+        severity: Severity::Error,
         message: message.into(),
+    }
+}
+
+fn warning(p: Pos, rule: &'static str, message: impl Into<String>) -> Finding {
+    Finding {
+        severity: Severity::Warning,
+        ..finding(p, rule, message)
     }
 }
 
@@ -184,25 +212,93 @@ fn secret_name(v: &str) -> bool {
         .any(|k| u.contains(k))
 }
 
+/// `$$NAME` / `$${NAME}` in a raw (pre-interpolation) value: the variable the container's shell
+/// reads.
+pub fn shell_var(s: &str) -> Option<String> {
+    let i = s.find("$$")?;
+    let rest = s[i + 2..].trim_start_matches('{');
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The variable a password value names (`${X:?}` interpolated or `$$X` shell), for fix lines.
+fn var_of(v: &str) -> String {
+    interpolated_vars(v)
+        .into_iter()
+        .next()
+        .or_else(|| shell_var(v))
+        .unwrap_or_else(|| "REDIS_PASSWORD".into())
+}
+
+/// The edited line that passes a password to redis-server without exposing it: the config-file
+/// form of docker-compose.prod.yml.
+pub fn config_file_fix(var: &str) -> String {
+    format!("- umask 077 && printf 'requirepass \"%s\"\\n' \"$${var}\" > /tmp/redis.conf && exec redis-server /tmp/redis.conf ...")
+}
+
+/// The edited health check that authenticates without argv.
+pub fn cli_fix(var: &str) -> String {
+    format!("test: [\"CMD-SHELL\", \"REDISCLI_AUTH=\\\"$${var}\\\" redis-cli --no-auth-warning ping | grep -q PONG\"]")
+}
+
 fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
     let args = inv.arg_values();
     let (_, opts) = model::parse_server_args(&args);
+    let mut reported = std::collections::HashSet::new();
     for o in &opts {
-        if model::SECRET_OPTIONS.contains(&o.name.as_str()) {
+        if !model::SECRET_OPTIONS.contains(&o.name.as_str()) {
+            continue;
+        }
+        let name = &o.name;
+        let at = inv.args[o.index].at;
+        let Some(&vi) = o.values.first() else {
+            continue;
+        };
+        reported.insert(vi);
+        let v = &args[vi];
+        let var = var_of(v);
+        if !interpolated_vars(v).is_empty() {
             out.push(finding(
-                inv.args[o.index].at,
+                at,
                 "password-argv",
-                format!("`--{}` passes the password on redis-server's command line (visible in `ps` and `docker inspect`): write it to a config file inside the container (see docker-compose.prod.yml)", o.name),
+                format!("`--{name} {v}`: Compose interpolates the password into the command, so its value is in `docker inspect` (Cmd) and in redis-server's argv: pass it through `environment:` (`{var}: {v}`) and read it in the container's shell into a config file: `command:` `{}` (`compose apply` does this)", config_file_fix(&var)),
+            ));
+        } else if shell_var(v).is_some() && inv.in_script {
+            out.push(warning(
+                at,
+                "password-argv",
+                format!("`--{name} {v}` is read by the container's shell: `docker inspect` shows only `${var}` (the environment holds the value either way), but redis-server's argv holds the value for the start-up instant before it rewrites its process title (`ps`, /proc/<pid>/cmdline); to expose it nowhere, edit the script to `{}`", config_file_fix(&var)),
+            ));
+        } else if shell_var(v).is_some() {
+            out.push(finding(
+                at,
+                "password-argv",
+                format!("`--{name} {v}`: no shell reads this command, so redis-server gets the literal text `${var}` as the password: read it in the container's shell into a config file: `command:` `{}` (`compose apply` does this)", config_file_fix(&var)),
+            ));
+        } else {
+            out.push(finding(
+                at,
+                "password-argv",
+                format!("`--{name}` is given a literal password: it is in this file, in `docker inspect` (Cmd) and in redis-server's argv: put it in an env file, pass it as `environment:` `REDIS_PASSWORD: ${{REDIS_PASSWORD:?}}`, and edit the command to `{}`", config_file_fix("REDIS_PASSWORD")),
             ));
         }
     }
+    // Secret-named variables interpolated elsewhere in the command (once per variable and word;
+    // the ones already reported as an option's value are not repeated).
+    let reported: std::collections::HashSet<String> = reported
+        .iter()
+        .flat_map(|&i| interpolated_vars(&args[i]))
+        .collect();
     for w in &inv.words {
         for var in interpolated_vars(&w.value) {
-            if secret_name(&var) {
+            if secret_name(&var) && !reported.contains(&var) {
                 out.push(finding(
                     w.at,
                     "password-argv",
-                    format!("`${var}` is interpolated by Compose into the command (visible in `docker inspect`): use `$${var}` inside `sh -c` so the container's shell reads it from the environment"),
+                    format!("`${var}` is interpolated by Compose into the command, so its value is in `docker inspect` (Cmd): pass it through `environment:` (`{var}: ${{{var}}}`) and write `\"$${var}\"` inside `sh -c` so the container's shell reads it"),
                 ));
             }
         }
@@ -216,7 +312,7 @@ fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
     );
 }
 
-/// `redis-cli -a PASSWORD` / `-u redis://:pw@` among words (`None` words are separators).
+/// `redis-cli -a PASSWORD` / `-u redis://:pw@` among words (empty words are separators).
 fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
     let mut in_cli = false;
     for (i, (w, p)) in words.iter().enumerate() {
@@ -225,7 +321,7 @@ fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
             continue;
         }
         let base = w.rsplit('/').next().unwrap_or(w);
-        if base == "redis-cli" || base == "valkey-cli" {
+        if matches!(base, "redis-cli" | "valkey-cli" | "keydb-cli") {
             in_cli = true;
             continue;
         }
@@ -237,17 +333,21 @@ fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
                 .and_then(|(_, rest)| rest.split_once('@'))
                 .is_some_and(|(cred, _)| cred.contains(':'))
         };
-        if w == "-a"
-            || w == "--pass"
-            || w.starts_with("-a") && w.len() > 2 && !w.starts_with("--")
-            || (w == "-u" && words.get(i + 1).is_some_and(|(n, _)| uri_with_password(n)))
-        {
-            out.push(finding(
-                *p,
-                "password-argv",
-                "redis-cli gets the password on its command line (visible in `ps`): use `REDISCLI_AUTH=\"$$REDIS_PASSWORD\" redis-cli ...` instead",
-            ));
-        }
+        let value = if w == "-a" || w == "--pass" {
+            words.get(i + 1).map(|(n, _)| n.as_str())
+        } else if w.starts_with("-a") && w.len() > 2 && !w.starts_with("--") {
+            Some(&w[2..])
+        } else if w == "-u" && words.get(i + 1).is_some_and(|(n, _)| uri_with_password(n)) {
+            words.get(i + 1).map(|(n, _)| n.as_str())
+        } else {
+            continue;
+        };
+        let var = value.map(var_of).unwrap_or_else(|| "REDIS_PASSWORD".into());
+        out.push(finding(
+            *p,
+            "password-argv",
+            format!("redis-cli keeps the password given to `{w}` in its argv for the whole run of every health check (`ps` on the host sees it each interval): edit it to `{}`", cli_fix(&var)),
+        ));
     }
 }
 
@@ -287,18 +387,21 @@ fn check_healthcheck(text: &str, svc: &Service, out: &mut Vec<Finding>) {
         }
     }
     let _ = text;
+    let mut cli = Vec::new();
+    redis_cli_auth(&words, &mut cli);
     for (w, p) in &words {
         for var in interpolated_vars(w) {
-            if secret_name(&var) {
+            // A `-a ${X}` is reported once, as the redis-cli finding at the same place.
+            if secret_name(&var) && !cli.iter().any(|f| (f.line, f.col) == (p.line, p.col)) {
                 out.push(finding(
                     *p,
                     "password-argv",
-                    format!("`${var}` is interpolated by Compose into the health check (visible in `docker inspect`): use `$${var}` so the container's shell reads it"),
+                    format!("`${var}` is interpolated by Compose into the health check, so its value is in `docker inspect` (Healthcheck): pass it through `environment:` and write `\"$${var}\"` in a `CMD-SHELL` test so the container's shell reads it, e.g. `{}`", cli_fix(&var)),
                 ));
             }
         }
     }
-    redis_cli_auth(&words, out);
+    out.extend(cli);
 }
 
 fn loopback(host: &str) -> bool {
@@ -478,7 +581,6 @@ mod tests {
                 ("aof", 4, 40),
                 ("appendfsync", 4, 14),
                 ("password-argv", 4, 43),
-                ("password-argv", 4, 57),
                 ("data-volume", 6, 15),
                 ("port", 5, 13),
             ]

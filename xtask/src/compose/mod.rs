@@ -71,6 +71,9 @@ pub struct CheckArgs {
     /// Print findings as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Warnings fail the check too (exit 1), not only errors.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Compose's project-name rule: lowercase letters, digits, `_` and `-`, starting with a letter or
@@ -591,16 +594,53 @@ pub struct Checked {
     pub files: Vec<String>,
 }
 
-/// `file:line:col: message [rule]`
+/// `file:line:col: message [rule]` for an error, `file:line:col: warning: message [rule]` for a
+/// warning.
 pub fn finding_line(file: &Path, f: &check::Finding) -> String {
     format!(
-        "{}:{}:{}: {} [{}]",
+        "{}:{}:{}: {}{} [{}]",
         file.display(),
         f.line,
         f.col,
+        if f.is_error() { "" } else { "warning: " },
         f.message,
         f.rule
     )
+}
+
+/// What `compose apply` would fix of `findings` in `file` (pure: apply's result is checked
+/// again): rule names, for the closing hint; `Err` says why apply cannot edit the file.
+fn apply_would_fix(
+    file: &Path,
+    service: Option<&str>,
+    findings: &[&check::Finding],
+) -> std::result::Result<Vec<&'static str>, String> {
+    let text = read_text(file).map_err(|e| e.to_string())?;
+    let applied = edit::apply(&text, service, &[]).map_err(|e| {
+        format!("{}:{}:{}: {}", file.display(), e.at.line, e.at.col, e.message)
+    })?;
+    let after = check::check_text(&applied.text, Some(&applied.service))
+        .map(|(fs, _)| fs)
+        .unwrap_or_default();
+    let mut fixed: Vec<&'static str> = Vec::new();
+    for f in findings {
+        let before = findings.iter().filter(|g| g.rule == f.rule).count();
+        let left = after.iter().filter(|g| g.rule == f.rule).count();
+        if left < before && !fixed.contains(&f.rule) {
+            fixed.push(f.rule);
+        }
+    }
+    Ok(fixed)
+}
+
+fn rule_words(rule: &str) -> &str {
+    match rule {
+        "aof" => "AOF (`appendonly yes`)",
+        "appendfsync" => "`appendfsync everysec`",
+        "data-volume" => "the data volume name",
+        "password-argv" => "the password on argv",
+        other => other,
+    }
 }
 
 fn run_check(a: CheckArgs) -> Result<ExitCode> {
@@ -614,8 +654,8 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
                 f,
             })
             .collect();
-        let doc =
-            serde_json::json!({ "ok": findings.is_empty(), "files": files, "findings": list });
+        let ok = !findings.iter().any(|(_, f)| f.fails(a.strict));
+        let doc = serde_json::json!({ "ok": ok, "files": files, "findings": list });
         let _ = writeln!(
             out,
             "{}",
@@ -625,19 +665,68 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
         for (file, f) in &findings {
             let _ = writeln!(out, "{}", finding_line(file, f));
         }
-        if findings.is_empty() {
-            let _ = writeln!(out, "compose check: ok ({})", files.join(", "));
+        let failing: Vec<&(PathBuf, check::Finding)> =
+            findings.iter().filter(|(_, f)| f.fails(a.strict)).collect();
+        let warnings = findings.iter().filter(|(_, f)| !f.is_error()).count();
+        if failing.is_empty() {
+            let w = if warnings > 0 {
+                format!(", {warnings} warning(s); --strict fails on them")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "compose check: ok ({}{w})", files.join(", "));
         } else {
-            eprintln!(
-                "compose check: {} finding(s); `cargo xtask compose apply` fixes AOF and the volume name",
-                findings.len()
-            );
+            // Name only what apply really fixes: apply each file (in memory) and check again.
+            let targets = resolve(&a.targets)?;
+            let mut fixes: Vec<String> = Vec::new();
+            let mut cannot: Vec<String> = Vec::new();
+            let mut fixed_count = 0;
+            for t in &targets {
+                let mine: Vec<&check::Finding> = failing
+                    .iter()
+                    .filter(|(f, _)| *f == t.file)
+                    .map(|(_, f)| f)
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                match apply_would_fix(&t.file, t.service.as_deref(), &mine) {
+                    Ok(rules) => {
+                        fixed_count += mine.iter().filter(|f| rules.contains(&f.rule)).count();
+                        for r in rules {
+                            let w = rule_words(r).to_string();
+                            if !fixes.contains(&w) {
+                                fixes.push(w);
+                            }
+                        }
+                    }
+                    Err(e) => cannot.push(e),
+                }
+            }
+            let hint = if fixes.is_empty() {
+                "`cargo xtask compose apply` fixes none of them: edit the lines as each message says".to_string()
+            } else {
+                let left = failing.len().saturating_sub(fixed_count);
+                format!(
+                    "`cargo xtask compose apply` fixes {}{}",
+                    fixes.join(", "),
+                    if left > 0 {
+                        "; edit the other lines as each message says".to_string()
+                    } else {
+                        String::new()
+                    }
+                )
+            };
+            eprintln!("compose check: {} finding(s); {hint}", failing.len());
+            for c in cannot {
+                eprintln!("compose apply cannot edit this file: {c}");
+            }
         }
     }
-    Ok(if findings.is_empty() {
-        ExitCode::Ok
-    } else {
+    Ok(if findings.iter().any(|(_, f)| f.fails(a.strict)) {
         ExitCode::Failed
+    } else {
+        ExitCode::Ok
     })
 }
 
