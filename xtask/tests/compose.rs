@@ -492,9 +492,8 @@ fn a_literal_password_is_never_printed() {
     );
     let r = xtask(tmp.path(), &["compose", "check", "--file", "c.yml"]);
     assert!(
-        r.stdout.contains(
-            "c.yml:4:27: `--requirepass` passes the password on redis-server's command line"
-        ),
+        r.stdout
+            .contains("c.yml:4:27: `--requirepass` is given a literal password"),
         "{}",
         r.stdout
     );

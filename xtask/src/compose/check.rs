@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use super::channel::{self, Channel};
+use super::env;
 use super::model::{self, at, At, MountKind, RedisFacts, Service};
 use super::shell::{self, Dialect, Tok};
 use crate::yaml::{self, Node, Pos};
@@ -85,9 +87,42 @@ pub fn check_text(
         return Ok((out, None));
     }
     let svc = model::find_redis(text, &doc.root, service)?;
-    let inv = model::invocation(text, &svc)?;
-    check_durability(&svc, &inv, &mut out);
-    check_argv_secrets(&inv, &mut out);
+    channel::refuse_extends(&doc.root, &svc)?;
+    let ch = channel::channel(text, &svc)?;
+    match &ch {
+        Channel::Command {
+            family,
+            image_default,
+        } => {
+            let inv = model::invocation(text, &svc)?;
+            let label = Label::Command {
+                binary: family.binary(),
+                image_default: *image_default,
+                default_command: family.default_command(),
+                service: svc.name,
+            };
+            check_durability(&svc, &inv, &label, &mut out);
+            check_argv_secrets(&inv, &mut out);
+        }
+        Channel::Stack => {
+            let env = env::read(&svc)?;
+            match env.entries.iter().find(|e| e.key == "REDIS_ARGS") {
+                Some(e) => {
+                    let inv = channel::env_invocation(text, e)?;
+                    check_durability(&svc, &inv, &Label::Stack { at: e.at }, &mut out);
+                    check_env_secrets(&inv, "REDIS_ARGS", &mut out);
+                }
+                None => {
+                    let p = svc
+                        .node
+                        .get("image")
+                        .map_or(svc.key.start, |l| l.value.start);
+                    out.push(finding(p, "aof", format!("Redis Stack starts without `--appendonly yes` (no REDIS_ARGS): add `REDIS_ARGS: \"{}\"` to `environment:`{}", DURABLE_ARGS, env_file_note(&svc))));
+                }
+            }
+        }
+        Channel::Bitnami { prefix, .. } => check_bitnami(text, &svc, prefix, &mut out)?,
+    }
     check_volume(text, &doc.root, &svc, &mut out)?;
     check_healthcheck(text, &svc, &mut out);
     check_ports(&svc, &mut out);
@@ -118,7 +153,34 @@ pub fn check_text(
     Ok((out, snapshot))
 }
 
-fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Finding>) {
+/// The durable server arguments, as one string.
+pub const DURABLE_ARGS: &str = "--appendonly yes --appendfsync everysec";
+
+/// Where the server's arguments are, for messages.
+enum Label<'a> {
+    Command {
+        binary: &'static str,
+        image_default: bool,
+        default_command: Vec<&'static str>,
+        service: &'a str,
+    },
+    Stack {
+        at: Pos,
+    },
+    Bitnami {
+        var: String,
+    },
+}
+
+fn env_file_note(svc: &Service) -> &'static str {
+    if svc.node.get("env_file").is_some() {
+        " (or to the service's `env_file:`, if REDIS_ARGS is set there)"
+    } else {
+        ""
+    }
+}
+
+fn check_durability(svc: &Service, inv: &model::Invocation, label: &Label, out: &mut Vec<Finding>) {
     let args = inv.arg_values();
     let (_, opts) = model::parse_server_args(&args);
     let where_ = inv
@@ -126,7 +188,15 @@ fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Findin
         .as_ref()
         .map(|w| w.at)
         .or(inv.node.as_ref().map(|n| n.start))
-        .unwrap_or(svc.key.start);
+        .unwrap_or(match label {
+            Label::Stack { at } => *at,
+            _ => svc.key.start,
+        });
+    let who = match label {
+        Label::Command { binary, .. } => binary.to_string(),
+        Label::Stack { .. } => "Redis Stack (REDIS_ARGS)".into(),
+        Label::Bitnami { var } => format!("the Bitnami image ({var})"),
+    };
     for (name, want, rule) in [
         ("appendonly", "yes", "aof"),
         ("appendfsync", "everysec", "appendfsync"),
@@ -147,29 +217,100 @@ fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Findin
             .map(|o| inv.args[o.values.first().copied().unwrap_or(o.index)].at)
             .unwrap_or(where_);
         match values.last() {
-            None => out.push(finding(
-                p,
-                rule,
-                if inv.node.is_none() {
-                    format!("redis service `{}` has no command: the image default runs without `--{name} {want}`; run `cargo xtask compose apply`", svc.name)
-                } else {
-                    format!("redis-server runs without `--{name} {want}`: run `cargo xtask compose apply`")
-                },
-            )),
+            None => {
+                // Bitnami's defaults are `appendonly yes` (REDIS_AOF_ENABLED) and everysec.
+                if matches!(label, Label::Bitnami { .. }) {
+                    continue;
+                }
+                let msg = match label {
+                    Label::Command {
+                        image_default: true,
+                        default_command,
+                        service,
+                        ..
+                    } => {
+                        let mut list: Vec<String> = default_command.iter().map(|w| format!("\"{w}\"")).collect();
+                        list.extend(["\"--appendonly\"", "\"yes\"", "\"--appendfsync\"", "\"everysec\""].map(String::from));
+                        format!("redis service `{service}` has no command: the image default runs without `--{name} {want}`; add `command: [{}]` (`compose apply` does this)", list.join(", "))
+                    }
+                    Label::Stack { .. } => format!("{who} runs without `--{name} {want}`: append `--{name} {want}` to REDIS_ARGS (`compose apply` does this)"),
+                    _ => format!("{who} runs without `--{name} {want}`: append `--{name} {want}` to its arguments (`compose apply` does this)"),
+                };
+                out.push(finding(p, rule, msg));
+            }
             Some(v) if !v.eq_ignore_ascii_case(want) => out.push(finding(
                 p,
                 rule,
-                format!("redis-server runs with `--{name} {v}`, expected `--{name} {want}`: run `cargo xtask compose apply`"),
+                format!("{who} runs with `--{name} {v}`, expected `--{name} {want}`: edit it to `--{name} {want}` (`compose apply` does this)"),
             )),
             Some(_) => {
                 if values.iter().any(|v| !v.eq_ignore_ascii_case(want)) {
                     out.push(finding(
                         p,
                         rule,
-                        format!("`--{name}` is given more than once with different values ({}): keep one `--{name} {want}`", values.join(", ")),
+                        format!("`--{name}` is given more than once with different values ({}): keep one `--{name} {want}` (`compose apply` rewrites the others)", values.join(", ")),
                     ));
                 }
             }
+        }
+    }
+}
+
+/// Bitnami: `<P>_AOF_ENABLED` (default `yes`) and `<P>_EXTRA_FLAGS`.
+fn check_bitnami(
+    text: &str,
+    svc: &Service,
+    prefix: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), At> {
+    let env = env::read(svc)?;
+    let var = format!("{prefix}_AOF_ENABLED");
+    if let Some(e) = env.entries.iter().find(|e| e.key == var) {
+        let v = e.value.clone().unwrap_or_default();
+        if !v.eq_ignore_ascii_case("yes") {
+            out.push(finding(
+                e.at,
+                "aof",
+                format!("`{var}` is `{v}`: the Bitnami image then runs without AOF; edit it to `{var}: \"yes\"` (`compose apply` does this)"),
+            ));
+        }
+    }
+    let flags = format!("{prefix}_EXTRA_FLAGS");
+    if let Some(e) = env.entries.iter().find(|e| e.key == flags) {
+        let inv = channel::env_invocation(text, e)?;
+        check_durability(svc, &inv, &Label::Bitnami { var: flags.clone() }, out);
+        check_env_secrets(&inv, &flags, out);
+    }
+    Ok(())
+}
+
+/// Passwords in an environment variable that the image's entrypoint passes to the server
+/// (`REDIS_ARGS`): the container's environment holds it anyway; redis-server's argv too, for its
+/// start-up instant. A literal is in the file too.
+fn check_env_secrets(inv: &model::Invocation, var: &str, out: &mut Vec<Finding>) {
+    let args = inv.arg_values();
+    let (_, opts) = model::parse_server_args(&args);
+    for o in &opts {
+        if !model::SECRET_OPTIONS.contains(&o.name.as_str()) {
+            continue;
+        }
+        let Some(&vi) = o.values.first() else {
+            continue;
+        };
+        let v = &args[vi];
+        let at = inv.args[o.index].at;
+        if v.contains('$') {
+            out.push(warning(
+                at,
+                "password-argv",
+                format!("`--{} {v}` in {var}: the entrypoint passes it to redis-server, whose argv holds the value for the start-up instant before it rewrites its process title (the container's environment holds it either way); to expose it nowhere, give the image a config file with `requirepass` instead", o.name),
+            ));
+        } else {
+            out.push(finding(
+                at,
+                "password-argv",
+                format!("`--{}` in {var} is a literal password: it is in this file and in `docker inspect` (Env): edit it to `--{} ${{REDIS_PASSWORD:?}}` with the value in an env file", o.name, o.name),
+            ));
         }
     }
 }
@@ -457,11 +598,12 @@ fn check_ports(svc: &Service, out: &mut Vec<Finding>) {
 
 fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) -> Result<(), At> {
     let m = model::data_mount(text, svc)?;
+    let dir = model::data_dir(text, svc);
     let Some(m) = m else {
         out.push(finding(
             svc.key.start,
             "data-volume",
-            format!("redis service `{}` mounts nothing at /data: the AOF is lost with the container; mount a named volume `<name>_aof:/data`", svc.name),
+            format!("redis service `{}` mounts nothing at its data directory {dir}: the AOF is lost with the container; add `- {}_aof:{dir}` to its `volumes:` and `{}_aof:` to the top-level `volumes:`", svc.name, svc.name, svc.name),
         ));
         return Ok(());
     };
@@ -472,7 +614,7 @@ fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) 
                 out.push(finding(
                     m.at,
                     "data-volume",
-                    format!("the volume at /data is `{name}`, not an `*_aof` named volume: run `cargo xtask compose apply` (it renames it and prints how to carry the data)"),
+                    format!("the volume at {dir} is `{name}`, not an `*_aof` named volume: rename it to `{}` here and in the top-level `volumes:` (`compose apply` does this and prints how to carry the data)", super::edit::new_volume_name(&name, &[]).unwrap_or_default()),
                 ));
             }
             let declared = root
@@ -495,8 +637,9 @@ fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) 
             m.at,
             "data-volume",
             format!(
-                "/data is a {} mount, not an `*_aof` named volume",
-                format!("{kind:?}").to_lowercase()
+                "{dir} is a {} mount, not an `*_aof` named volume: mount a named volume there (`- {}_aof:{dir}`, declared in the top-level `volumes:`)",
+                format!("{kind:?}").to_lowercase(),
+                svc.name
             ),
         )),
     }

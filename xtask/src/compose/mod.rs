@@ -6,9 +6,12 @@
 //! this file does the I/O: reading files, atomic writes, printing.
 
 pub mod carry;
+pub mod channel;
 pub mod check;
 pub mod edit;
+pub mod env;
 pub mod model;
+pub mod secrets;
 pub mod shell;
 /// The YAML tree is shared (`crate::yaml`, also used by `ci check`); re-exported here for the
 /// compose engine's callers.
@@ -617,7 +620,13 @@ fn apply_would_fix(
 ) -> std::result::Result<Vec<&'static str>, String> {
     let text = read_text(file).map_err(|e| e.to_string())?;
     let applied = edit::apply(&text, service, &[]).map_err(|e| {
-        format!("{}:{}:{}: {}", file.display(), e.at.line, e.at.col, e.message)
+        format!(
+            "{}:{}:{}: {}",
+            file.display(),
+            e.at.line,
+            e.at.col,
+            e.message
+        )
     })?;
     let after = check::check_text(&applied.text, Some(&applied.service))
         .map(|(fs, _)| fs)
