@@ -444,7 +444,7 @@ fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
             }
         }
     }
-    redis_cli_auth(
+    let _ = redis_cli_auth(
         &inv.words
             .iter()
             .map(|w| (w.value.clone(), w.at))
@@ -454,8 +454,10 @@ fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
 }
 
 /// `redis-cli -a PASSWORD` / `-u redis://:pw@` among words (empty words are separators).
-fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
+/// Returns the indices of the password words.
+fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) -> Vec<usize> {
     let mut in_cli = false;
+    let mut values = Vec::new();
     for (i, (w, p)) in words.iter().enumerate() {
         if w.is_empty() {
             in_cli = false;
@@ -475,10 +477,13 @@ fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
                 .is_some_and(|(cred, _)| cred.contains(':'))
         };
         let value = if w == "-a" || w == "--pass" {
+            values.push(i + 1);
             words.get(i + 1).map(|(n, _)| n.as_str())
         } else if w.starts_with("-a") && w.len() > 2 && !w.starts_with("--") {
+            values.push(i);
             Some(&w[2..])
         } else if w == "-u" && words.get(i + 1).is_some_and(|(n, _)| uri_with_password(n)) {
+            values.push(i + 1);
             words.get(i + 1).map(|(n, _)| n.as_str())
         } else {
             continue;
@@ -490,6 +495,7 @@ fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
             format!("redis-cli keeps the password given to `{w}` in its argv for the whole run of every health check (`ps` on the host sees it each interval): edit it to `{}`", cli_fix(&var)),
         ));
     }
+    values
 }
 
 fn check_healthcheck(text: &str, svc: &Service, out: &mut Vec<Finding>) {
@@ -529,11 +535,13 @@ fn check_healthcheck(text: &str, svc: &Service, out: &mut Vec<Finding>) {
     }
     let _ = text;
     let mut cli = Vec::new();
-    redis_cli_auth(&words, &mut cli);
-    for (w, p) in &words {
+    let values = redis_cli_auth(&words, &mut cli);
+    for (i, (w, p)) in words.iter().enumerate() {
         for var in interpolated_vars(w) {
-            // A `-a ${X}` is reported once, as the redis-cli finding at the same place.
-            if secret_name(&var) && !cli.iter().any(|f| (f.line, f.col) == (p.line, p.col)) {
+            // A `-a ${X}` is reported once, as the redis-cli finding.
+            let same = values.contains(&i)
+                || cli.iter().any(|f| (f.line, f.col) == (p.line, p.col));
+            if secret_name(&var) && !same {
                 out.push(finding(
                     *p,
                     "password-argv",

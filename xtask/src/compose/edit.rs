@@ -403,8 +403,10 @@ fn volume_edits(
         text: new.clone(),
     });
     changes.push(format!(
-        "{}:{}: volume {old} -> {new} (mount at /data)",
-        m.at.line, m.at.col
+        "{}:{}: volume {old} -> {new} (mount at {})",
+        m.at.line,
+        m.at.col,
+        m.target
     ));
     changes.push(format!(
         "{}:{}: volume {old} -> {new} (top-level volumes)",

@@ -490,8 +490,25 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for (t, text, applied) in &planned {
         let file = t.file.display().to_string();
+        // What `compose check` would still report on the result (apply's promise is "check
+        // passes" only when this is empty).
+        let left: Vec<check::Finding> = check::check_text(&applied.text, Some(&applied.service))
+            .map(|(fs, _)| fs.into_iter().filter(|f| f.is_error()).collect())
+            .unwrap_or_default();
+        let print_left = |out: &mut std::io::StdoutLock| {
+            if !left.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{file}: `compose check` still reports {} error(s) that apply cannot fix; edit these lines:",
+                    left.len()
+                );
+                for f in &left {
+                    let _ = writeln!(out, "  {}", finding_line(&t.file, f));
+                }
+            }
+        };
         if applied.text == *text {
-            let what = if applied.notes.is_empty() {
+            let what = if applied.notes.is_empty() && left.is_empty() {
                 "already durable"
             } else {
                 "nothing apply can change"
@@ -504,6 +521,7 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
             for n in &applied.notes {
                 let _ = writeln!(out, "{file}: note: {n}");
             }
+            print_left(&mut out);
             continue;
         }
         if a.dry_run {
@@ -519,7 +537,12 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
             let _ = writeln!(out, "{file}: dry run, nothing written");
         } else {
             write_atomic(&t.file, &applied.text, None)?;
-            let _ = writeln!(out, "{file}: made durable (service `{}`):", applied.service);
+            let what = if left.is_empty() {
+                "made durable"
+            } else {
+                "edited, not yet passing `compose check`"
+            };
+            let _ = writeln!(out, "{file}: {what} (service `{}`):", applied.service);
             for c in &applied.changes {
                 let _ = writeln!(out, "  {file}:{c}");
             }
@@ -527,6 +550,7 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
         for n in &applied.notes {
             let _ = writeln!(out, "{file}: note: {n}");
         }
+        print_left(&mut out);
         if let Some(r) = &applied.rename {
             let project = project_name(
                 a.project.as_deref(),
@@ -617,6 +641,7 @@ fn apply_would_fix(
     file: &Path,
     service: Option<&str>,
     findings: &[&check::Finding],
+    strict: bool,
 ) -> std::result::Result<Vec<&'static str>, String> {
     let text = read_text(file).map_err(|e| e.to_string())?;
     let applied = edit::apply(&text, service, &[]).map_err(|e| {
@@ -629,7 +654,7 @@ fn apply_would_fix(
         )
     })?;
     let after = check::check_text(&applied.text, Some(&applied.service))
-        .map(|(fs, _)| fs)
+        .map(|(fs, _)| fs.into_iter().filter(|f| f.fails(strict)).collect::<Vec<_>>())
         .unwrap_or_default();
     let mut fixed: Vec<&'static str> = Vec::new();
     for f in findings {
@@ -699,7 +724,7 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
                 if mine.is_empty() {
                     continue;
                 }
-                match apply_would_fix(&t.file, t.service.as_deref(), &mine) {
+                match apply_would_fix(&t.file, t.service.as_deref(), &mine, a.strict) {
                     Ok(rules) => {
                         fixed_count += mine.iter().filter(|f| rules.contains(&f.rule)).count();
                         for r in rules {
