@@ -539,8 +539,8 @@ fn check_healthcheck(text: &str, svc: &Service, out: &mut Vec<Finding>) {
     for (i, (w, p)) in words.iter().enumerate() {
         for var in interpolated_vars(w) {
             // A `-a ${X}` is reported once, as the redis-cli finding.
-            let same = values.contains(&i)
-                || cli.iter().any(|f| (f.line, f.col) == (p.line, p.col));
+            let same =
+                values.contains(&i) || cli.iter().any(|f| (f.line, f.col) == (p.line, p.col));
             if secret_name(&var) && !same {
                 out.push(finding(
                     *p,

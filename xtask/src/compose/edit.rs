@@ -404,9 +404,7 @@ fn volume_edits(
     });
     changes.push(format!(
         "{}:{}: volume {old} -> {new} (mount at {})",
-        m.at.line,
-        m.at.col,
-        m.target
+        m.at.line, m.at.col, m.target
     ));
     changes.push(format!(
         "{}:{}: volume {old} -> {new} (top-level volumes)",

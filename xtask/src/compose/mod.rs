@@ -654,7 +654,11 @@ fn apply_would_fix(
         )
     })?;
     let after = check::check_text(&applied.text, Some(&applied.service))
-        .map(|(fs, _)| fs.into_iter().filter(|f| f.fails(strict)).collect::<Vec<_>>())
+        .map(|(fs, _)| {
+            fs.into_iter()
+                .filter(|f| f.fails(strict))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let mut fixed: Vec<&'static str> = Vec::new();
     for f in findings {
