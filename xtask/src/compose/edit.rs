@@ -460,7 +460,8 @@ pub fn apply(
                 expect.converted = true;
                 expect.command_args = sp.command.clone();
             } else {
-                expect.command_args = Some(command_edits(
+                let moved = secrets::script_password(text, &svc, &inv, &env, &mut sp);
+                let mut args = command_edits(
                     text,
                     &svc,
                     &inv,
@@ -468,7 +469,11 @@ pub fn apply(
                     true,
                     &mut edits,
                     &mut changes,
-                )?);
+                )?;
+                for (i, v) in moved {
+                    args[i] = v;
+                }
+                expect.command_args = Some(args);
             }
         }
         Channel::Stack => match env.entries.iter().find(|e| e.key == "REDIS_ARGS") {

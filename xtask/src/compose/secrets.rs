@@ -373,6 +373,85 @@ pub fn command(
     Some(())
 }
 
+/// In an `sh -c` script: a password that Compose interpolates (`--requirepass ${X}`) becomes
+/// `"$$X"`, read by the container's shell from its environment (`X: ${X}` added when missing).
+/// Returns the changed server arguments (index, new value). Each candidate spelling is checked by
+/// re-reading the edited command: quoting differs with the YAML style and Compose's own quotes.
+pub fn script_password(
+    text: &str,
+    svc: &Service,
+    inv: &Invocation,
+    env: &super::env::Env,
+    plan: &mut Plan,
+) -> Vec<(usize, String)> {
+    let mut changed = Vec::new();
+    if !inv.in_script || inv.inherited.is_some() {
+        return changed;
+    }
+    let args = inv.arg_values();
+    let (_, opts) = model::parse_server_args(&args);
+    for o in opts
+        .iter()
+        .filter(|o| model::SECRET_OPTIONS.contains(&o.name.as_str()))
+    {
+        let [vi] = o.values[..] else { continue };
+        let Value::Interpolated { var, text: t } = classify(&args[vi]) else {
+            continue;
+        };
+        let Some(raw) = inv.args[vi].raw.clone() else {
+            continue;
+        };
+        let want = format!("$${var}");
+        let found = [
+            format!("\"$${var}\""),
+            format!("\\\"$${var}\\\""),
+            format!("\\\\\\\"$${var}\\\\\\\""),
+        ]
+        .into_iter()
+        .find(|cand| {
+            let Some(new) = yaml::apply_edits(
+                text,
+                &[Edit {
+                    range: raw.clone(),
+                    text: cand.clone(),
+                }],
+            ) else {
+                return false;
+            };
+            let Ok(doc) = yaml::parse(&new) else {
+                return false;
+            };
+            let Ok(s) = model::find_redis(&new, &doc.root, Some(svc.name)) else {
+                return false;
+            };
+            let Ok(i) = model::invocation(&new, &s) else {
+                return false;
+            };
+            let mut expect = args.clone();
+            expect[vi] = want.clone();
+            // Quoted for the shell too (`"$X"`, not a bare `$X` that it would split).
+            let quoted = format!("\"$${var}\"");
+            i.in_script
+                && i.arg_values() == expect
+                && i.outside == inv.outside
+                && i.words.iter().any(|w| w.value.contains(&quoted))
+        });
+        let Some(cand) = found else { continue };
+        plan.edits.push(Edit {
+            range: raw,
+            text: cand,
+        });
+        add_env(plan, env, &var, &t);
+        plan.changes.push(format!(
+            "{}:{}: --{} {} -> --{} \"$${var}\" (the container's shell reads it from its environment)",
+            inv.args[vi].at.line, inv.args[vi].at.col, o.name, args[vi], o.name
+        ));
+        plan.fixed += 1;
+        changed.push((vi, want));
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
