@@ -236,6 +236,33 @@ fn corpus_apply_then_check_cross_checked_with_compose() {
             "{name}: something besides the redis service's command, environment, health check test and volumes changed"
         );
         let (b, a) = (&cfg_before["services"][&svc], &cfg_after["services"][&svc]);
+        // We read the service as Compose does (extends merged, string commands split), before
+        // and after: its command word for word, and the named volume at the data directory.
+        for (which, text, c) in [
+            ("before", String::from_utf8(before.clone()).unwrap(), b),
+            ("after", got.clone(), a),
+        ] {
+            let ours = xtask::compose::redis_facts_text(&file, &text, Some(&svc)).unwrap();
+            let theirs: Vec<String> = c["command"]
+                .as_array()
+                .map(|v| v.iter().map(|w| w.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            // (Compose prints `$` as `$$`; an interpolated `${X}` it replaces.)
+            if !text.contains("${") {
+                assert_eq!(ours.command, theirs, "{name} {which}: command");
+            }
+            let vol = c["volumes"].as_array().and_then(|v| {
+                v.iter().find_map(|m| {
+                    (m["type"] == "volume" && m["target"] == ours.data_dir.as_str())
+                        .then(|| m["source"].as_str().unwrap_or_default().to_string())
+                })
+            });
+            assert_eq!(
+                vol, ours.data_volume,
+                "{name} {which}: data volume at {}",
+                ours.data_dir
+            );
+        }
         assert_eq!(b["entrypoint"], a["entrypoint"], "{name}: entrypoint");
         let image = b["image"].as_str().unwrap_or_default();
         if image.contains("bitnami") || image.contains("redis-stack") {

@@ -11,7 +11,7 @@
 //!   the server: refused, saying what to add by hand.
 
 use super::model::{self, at, At, Service};
-use crate::yaml::Pos;
+use crate::yaml::{Kind, Node, Pos};
 
 /// The server family (binary names, image defaults).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,49 +253,182 @@ pub fn data_dir(text: &str, svc: &Service, ch: &Channel) -> Result<String, At> {
     })
 }
 
-/// Where `extends:` or `include:` would make the redis service's effective command or mounts
-/// differ from what this file says: refused (exit 2), naming it.
-pub fn refuse_extends(root: &crate::yaml::Node, svc: &Service) -> Result<(), At> {
-    if let Some(l) = svc.node.get("extends") {
-        let base = l
-            .value
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| {
-                l.value
-                    .get("service")
-                    .and_then(|s| s.value.as_str().map(str::to_string))
-            })
-            .unwrap_or_default();
-        let file = l
-            .value
-            .get("file")
-            .and_then(|f| f.value.as_str().map(|s| format!(" in {s}")))
-            .unwrap_or_default();
-        let own_command = svc.node.get("command").is_some();
-        let own_volumes = svc.node.get("volumes").is_some();
-        if !own_command || !own_volumes {
-            let missing: Vec<&str> = [
-                (!own_command).then_some("`command:`"),
-                (!own_volumes).then_some("`volumes:`"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            return Err(at(
-                l.key.start,
-                format!(
-                    "service `{}` takes {} through `extends:` (service `{base}`{file}): this file alone does not say how its server runs, and a new `command:` here would drop the extended command's arguments; run on the file that defines `{base}` (--file), or give `{}` its own complete {} and run again",
-                    svc.name,
-                    missing.join(", "),
-                    svc.name,
-                    missing.join(", ")
-                ),
-            ));
+/// The effective service when it uses `extends:` from a service of the same file (Compose's
+/// merge: `environment:` merged by key and `volumes:` by target, the local entry winning; other
+/// keys replaced by the local ones), or `None` without `extends:`. Nodes keep their spans, so a
+/// value that comes from the extended service points at its line there. `extends:` from another
+/// file, a cycle, or forms that cannot be merged are refused (exit 2), naming `extends`.
+pub fn effective(root: &Node, svc: &Service) -> Result<Option<Node>, At> {
+    if svc.node.get("extends").is_none() {
+        return Ok(None);
+    }
+    let mut seen = vec![svc.name.to_string()];
+    merged(root, svc.node, svc.name, &mut seen).map(Some)
+}
+
+fn merged(root: &Node, node: &Node, name: &str, seen: &mut Vec<String>) -> Result<Node, At> {
+    let Some(l) = node.get("extends") else {
+        return Ok(node.clone());
+    };
+    let (base, file) = match l.value.as_str() {
+        Some(b) => (b.to_string(), None),
+        None => (
+            l.value
+                .get("service")
+                .and_then(|s| s.value.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            l.value
+                .get("file")
+                .and_then(|f| f.value.as_str().map(str::to_string)),
+        ),
+    };
+    if let Some(f) = file {
+        return Err(at(
+            l.key.start,
+            format!("service `{name}` uses `extends:` from another file ({f}, service `{base}`): its effective command and volumes are there; run on that file (--file), or give `{name}` its own complete `command:` and `volumes:` and run again"),
+        ));
+    }
+    if seen.contains(&base) || seen.len() > 8 {
+        return Err(at(
+            l.key.start,
+            format!("`extends:` of service `{name}` loops back to `{base}`"),
+        ));
+    }
+    seen.push(base.clone());
+    let Some(b) = model::services(root)?.into_iter().find(|s| s.name == base) else {
+        return Err(at(
+            l.value.start,
+            format!("service `{name}` has `extends:` service `{base}`, which is not in this file"),
+        ));
+    };
+    let base_node = merged(root, b.node, &base, seen)?;
+    let (
+        Kind::Map { entries: own, .. },
+        Kind::Map {
+            entries: theirs, ..
+        },
+    ) = (&node.kind, &base_node.kind)
+    else {
+        return Err(at(
+            l.key.start,
+            "`extends:` between services that are not mappings",
+        ));
+    };
+    let own_keys: Vec<&str> = own.iter().filter_map(|(k, _)| k.as_str()).collect();
+    let mut entries: Vec<(Node, Node)> = Vec::new();
+    for (k, v) in theirs {
+        let Some(key) = k.as_str() else { continue };
+        if k.is_merge_key() || key == "extends" {
+            continue;
+        }
+        if !own_keys.contains(&key) {
+            entries.push((k.clone(), v.clone()));
         }
     }
-    let _ = root;
-    Ok(())
+    for (k, v) in own {
+        let Some(key) = k.as_str() else { continue };
+        if key == "extends" {
+            continue;
+        }
+        if k.is_merge_key() {
+            entries.push((k.clone(), v.clone()));
+            continue;
+        }
+        let theirs_v = theirs
+            .iter()
+            .find(|(tk, _)| tk.as_str() == Some(key))
+            .map(|(_, tv)| tv);
+        let value = match (key, theirs_v) {
+            ("volumes", Some(tv)) => merge_seq(v, tv, &volume_target, l.key.start)?,
+            ("environment", Some(tv)) => merge_env(v, tv, l.key.start)?,
+            _ => v.clone(),
+        };
+        entries.push((k.clone(), value));
+    }
+    Ok(Node {
+        kind: Kind::Map {
+            entries,
+            flow: false,
+        },
+        ..node.clone()
+    })
+}
+
+fn volume_target(n: &Node) -> Option<String> {
+    match &n.kind {
+        Kind::Scalar { value, .. } => {
+            let parts: Vec<&str> = value.split(':').collect();
+            Some(match parts.as_slice() {
+                [t] => t.to_string(),
+                [_, t, ..] => t.to_string(),
+                [] => return None,
+            })
+        }
+        Kind::Map { .. } => n
+            .get("target")
+            .and_then(|t| t.value.as_str().map(str::to_string)),
+        Kind::Seq { .. } => None,
+    }
+    .map(|t| t.trim_end_matches('/').to_string())
+}
+
+/// Local items, then the extended service's whose key the local ones do not have.
+fn merge_seq(
+    own: &Node,
+    theirs: &Node,
+    key: &dyn Fn(&Node) -> Option<String>,
+    at_: crate::yaml::Pos,
+) -> Result<Node, At> {
+    let (Some(a), Some(b)) = (own.items(), theirs.items()) else {
+        return Err(at(
+            at_,
+            "`extends:` merges lists that are not lists: give the service its own complete entry",
+        ));
+    };
+    let own_keys: Vec<Option<String>> = a.iter().map(key).collect();
+    let mut items: Vec<Node> = a.to_vec();
+    items.extend(b.iter().filter(|n| !own_keys.contains(&key(n))).cloned());
+    Ok(Node {
+        kind: Kind::Seq { items, flow: false },
+        ..own.clone()
+    })
+}
+
+fn merge_env(own: &Node, theirs: &Node, at_: crate::yaml::Pos) -> Result<Node, At> {
+    match (&own.kind, &theirs.kind) {
+        (Kind::Map { entries: a, .. }, Kind::Map { entries: b, .. }) => {
+            let keys: Vec<Option<&str>> = a.iter().map(|(k, _)| k.as_str()).collect();
+            let mut entries = a.clone();
+            entries.extend(b.iter().filter(|(k, _)| !keys.contains(&k.as_str())).cloned());
+            Ok(Node {
+                kind: Kind::Map { entries, flow: false },
+                ..own.clone()
+            })
+        }
+        (Kind::Seq { .. }, Kind::Seq { .. }) => merge_seq(
+            own,
+            theirs,
+            &|n: &Node| n.as_str().map(|s| s.split('=').next().unwrap_or(s).to_string()),
+            at_,
+        ),
+        _ => Err(at(
+            at_,
+            "`extends:` merges an `environment:` mapping with a list: write both the same way (or give the service its whole `environment:`) and run again",
+        )),
+    }
+}
+
+/// The service with its effective node (see [`effective`]).
+pub fn with<'a>(svc: &Service<'a>, merged: Option<&'a Node>) -> Service<'a> {
+    match merged {
+        Some(node) => Service { node, ..*svc },
+        None => *svc,
+    }
+}
+
+/// Whether a position lies in the service's own text (not in an extended service's).
+pub fn own(svc_own: &Node, p: crate::yaml::Pos) -> bool {
+    svc_own.span.contains(&p.offset) || svc_own.span.end == p.offset
 }
 
 /// The position of a top-level `include:`, if any (for the "no redis service" message).

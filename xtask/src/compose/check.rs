@@ -86,8 +86,9 @@ pub fn check_text(
         // Which of the duplicates Compose would use is unknowable: stop here.
         return Ok((out, None));
     }
-    let svc = model::find_redis(text, &doc.root, service)?;
-    channel::refuse_extends(&doc.root, &svc)?;
+    let svc0 = model::find_redis(text, &doc.root, service)?;
+    let merged = channel::effective(&doc.root, &svc0)?;
+    let svc = channel::with(&svc0, merged.as_ref());
     let ch = channel::channel(text, &svc)?;
     match &ch {
         Channel::Command {

@@ -417,6 +417,75 @@ fn volume_edits(
     }))
 }
 
+/// A `command:` for a service whose command comes from `extends:`: the extended command's words,
+/// durable. Placed before the service's first key.
+fn extends_command(
+    text: &str,
+    own: &Service,
+    inv: &model::Invocation,
+) -> Result<(Edit, String, Vec<String>), At> {
+    let args = inv.arg_values();
+    let (_, opts) = model::parse_server_args(&args);
+    let mut new_args = args.clone();
+    for (name, want) in DURABLE {
+        let mine: Vec<_> = opts.iter().filter(|o| o.name == name).collect();
+        if mine.is_empty() {
+            new_args.push(format!("--{name}"));
+            new_args.push(want.to_string());
+        }
+        for o in mine {
+            if o.values.len() != 1 {
+                return Err(at(
+                    inv.args[o.index].at,
+                    format!("`--{name}` has {} values here; expected exactly one (`--{name} {want}`): fix it by hand", o.values.len()),
+                ));
+            }
+            new_args[o.values[0]] = want.to_string();
+        }
+    }
+    let head = inv.words.len() - inv.args.len();
+    let words: Vec<String> = inv.words[..head]
+        .iter()
+        .map(|w| w.value.clone())
+        .chain(new_args.iter().cloned())
+        .collect();
+    let Kind::Map {
+        flow: false,
+        entries,
+    } = &own.node.kind
+    else {
+        return Err(at(
+            own.node.start,
+            "the redis service is not a block mapping: give it its own `command:` by hand",
+        ));
+    };
+    let Some((first, _)) = entries.first() else {
+        return Err(at(own.node.start, "the redis service is empty"));
+    };
+    let indent = col0(text, first.span.start);
+    let list = words
+        .iter()
+        .map(|w| serde_json::to_string(w).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let change = format!(
+        "{}:{}: added command: [{list}] (the command `extends:` supplies, kept, with AOF)",
+        first.start.line, first.start.col
+    );
+    Ok((
+        Edit {
+            range: first.span.start..first.span.start,
+            text: format!(
+                "command: [{list}]{}{}",
+                newline_of(text),
+                " ".repeat(indent)
+            ),
+        },
+        change,
+        new_args,
+    ))
+}
+
 /// What the edited file must say, checked by [`verify`].
 #[derive(Debug, Default)]
 struct Expect {
@@ -443,8 +512,18 @@ pub fn apply(
     if let Some(i) = doc.issues.first() {
         return Err(at(i.at, i.message.clone()));
     }
-    let svc = model::find_redis(text, &doc.root, service)?;
-    channel::refuse_extends(&doc.root, &svc)?;
+    let svc0 = model::find_redis(text, &doc.root, service)?;
+    let merged = channel::effective(&doc.root, &svc0)?;
+    let svc = channel::with(&svc0, merged.as_ref());
+    // What `extends:` supplies is edited in this service (Compose's merge), never in the
+    // extended one, which other services may share.
+    let mine = |p: Pos| channel::own(svc0.node, p);
+    let from_extends = |what: &str, p: Pos| {
+        at(
+            p,
+            format!("{what} comes from the service `{}` extends: editing it there would change every service that extends it; give `{}` its own {what} and run again", svc0.name, svc0.name),
+        )
+    };
     let ch = channel::channel(text, &svc)?;
     let env = env::read(&svc)?;
     let mut edits = Vec::new();
@@ -454,7 +533,21 @@ pub fn apply(
     match &ch {
         Channel::Command { family, .. } => {
             let inv = model::invocation(text, &svc)?;
-            if secrets::command(text, &svc, &inv, family.binary(), &env, &DURABLE, &mut sp)
+            let inherited = inv
+                .node
+                .as_ref()
+                .filter(|n| merged.is_some() && inv.inherited.is_none() && !mine(n.start));
+            if let Some(n) = inherited {
+                // The command comes from `extends:`: this service gets its own, with the
+                // extended command's words kept.
+                if inv.in_script {
+                    return Err(from_extends("`command:` (an `sh -c` script)", n.start));
+                }
+                let (edit, change, args) = extends_command(text, &svc0, &inv)?;
+                edits.push(edit);
+                changes.push(change);
+                expect.command_args = Some(args);
+            } else if secrets::command(text, &svc, &inv, family.binary(), &env, &DURABLE, &mut sp)
                 .is_some()
             {
                 expect.converted = true;
@@ -478,6 +571,9 @@ pub fn apply(
         }
         Channel::Stack => match env.entries.iter().find(|e| e.key == "REDIS_ARGS") {
             Some(e) => {
+                if !mine(e.at) {
+                    return Err(from_extends("`REDIS_ARGS`", e.at));
+                }
                 let mut inv = channel::env_invocation(text, e)?;
                 inv.inherited = env.inherited;
                 if inv.args.is_empty() {
@@ -522,6 +618,9 @@ pub fn apply(
             let var = format!("{prefix}_AOF_ENABLED");
             if let Some(e) = env.entries.iter().find(|e| e.key == var) {
                 let v = e.value.clone().unwrap_or_default();
+                if !v.eq_ignore_ascii_case("yes") && !mine(e.at) {
+                    return Err(from_extends(&format!("`{var}`"), e.at));
+                }
                 if !v.eq_ignore_ascii_case("yes") {
                     edits.push(env::set(text, e, "yes")?);
                     changes.push(format!("{}:{}: {var}: {v} -> yes", e.at.line, e.at.col));
@@ -529,7 +628,12 @@ pub fn apply(
                 }
             }
             let flags = format!("{prefix}_EXTRA_FLAGS");
-            if let Some(e) = env.entries.iter().find(|e| e.key == flags) {
+            if let Some(e) = env
+                .entries
+                .iter()
+                .find(|e| e.key == flags)
+                .filter(|e| mine(e.at))
+            {
                 let mut inv = channel::env_invocation(text, e)?;
                 inv.inherited = env.inherited;
                 let n = edits.len();
@@ -540,9 +644,26 @@ pub fn apply(
             }
         }
     }
-    secrets::healthcheck(text, &svc, &env, &mut sp);
+    let mut hp = secrets::Plan {
+        env_add: sp.env_add.clone(),
+        ..secrets::Plan::default()
+    };
+    secrets::healthcheck(text, &svc, &env, &mut hp);
+    // A health check from `extends:` is left alone (check names its line).
+    if hp
+        .edits
+        .iter()
+        .all(|e| mine(yaml::pos_of(text.as_bytes(), e.range.start)))
+    {
+        sp.env_add = hp.env_add;
+        sp.edits.extend(hp.edits);
+        sp.changes.extend(hp.changes);
+        sp.fixed += hp.fixed;
+        sp.healthcheck = hp.healthcheck;
+    }
     if !sp.env_add.is_empty() {
-        edits.push(env::add(text, &svc, &env, &sp.env_add)?);
+        // Into this service's own `environment:` (Compose merges it with an extended one).
+        edits.push(env::add(text, &svc0, &env::read(&svc0)?, &sp.env_add)?);
         for (k, v) in &sp.env_add {
             if k != "REDIS_ARGS" {
                 changes.push(format!(
@@ -557,7 +678,17 @@ pub fn apply(
     changes.extend(sp.changes);
     expect.healthcheck = sp.healthcheck;
     expect.fixed = sp.fixed;
-    let rename = volume_edits(text, &doc.root, &svc, renames, &mut edits, &mut changes)?;
+    let mut notes = Vec::new();
+    let rename = match model::data_mount(text, &svc)? {
+        Some(m) if !mine(m.at) => {
+            notes.push(format!(
+                "{}:{}: the data volume's mount comes from the service `{}` extends: rename it there (apply does not edit a service others may extend)",
+                m.at.line, m.at.col, svc0.name
+            ));
+            None
+        }
+        _ => volume_edits(text, &doc.root, &svc, renames, &mut edits, &mut changes)?,
+    };
     let image = svc
         .node
         .get("image")
@@ -567,7 +698,6 @@ pub fn apply(
         .get("name")
         .and_then(|l| l.value.as_str().map(str::to_string));
     let name = svc.name.to_string();
-    let mut notes = Vec::new();
     let dir = model::data_dir(text, &svc);
     match model::data_mount(text, &svc)? {
         Some(m) if m.kind == MountKind::Volume => {}
@@ -634,6 +764,10 @@ fn verify(
     }
     let svc = model::find_redis(new_text, &doc.root, Some(service)).map_err(|e| e.message)?;
     let old_svc = model::find_redis(old_text, old_root, Some(service)).map_err(|e| e.message)?;
+    let new_merged = channel::effective(&doc.root, &svc).map_err(|e| e.message)?;
+    let old_merged = channel::effective(old_root, &old_svc).map_err(|e| e.message)?;
+    let svc = channel::with(&svc, new_merged.as_ref());
+    let old_svc = channel::with(&old_svc, old_merged.as_ref());
     let inv = model::invocation(new_text, &svc).map_err(|e| e.message)?;
     if let Some(expected_args) = &expect.command_args {
         let args = inv.arg_values();

@@ -776,19 +776,33 @@ fn parse_for(file: &Path, text: &str) -> Result<yaml::Doc> {
     Ok(doc)
 }
 
+/// Run `f` on the redis service of `root` as Compose sees it (`extends:` merged).
+fn on_effective<T>(
+    text: &str,
+    root: &yaml::Node,
+    service: Option<&str>,
+    f: impl FnOnce(&model::Service) -> std::result::Result<T, model::At>,
+) -> std::result::Result<T, model::At> {
+    let svc0 = model::find_redis(text, root, service)?;
+    let merged = channel::effective(root, &svc0)?;
+    f(&channel::with(&svc0, merged.as_ref()))
+}
+
 fn redis_data_volume_text(
     text: &str,
     service: Option<&str>,
 ) -> std::result::Result<Option<String>, model::At> {
     let doc = yaml::parse(text).map_err(|e| model::at(e.at, e.message))?;
-    model::data_volume(text, &model::find_redis(text, &doc.root, service)?)
+    on_effective(text, &doc.root, service, |svc| {
+        model::data_volume(text, svc)
+    })
 }
 
 /// [`RedisFacts`] of the service `service` in `text` (pure; `file` only names errors).
 pub fn redis_facts_text(file: &Path, text: &str, service: Option<&str>) -> Result<RedisFacts> {
     let doc = parse_for(file, text)?;
-    let svc = model::find_redis(text, &doc.root, service).map_err(|e| input(file, e))?;
-    model::facts(text, &svc).map_err(|e| input(file, e))
+    on_effective(text, &doc.root, service, |svc| model::facts(text, svc))
+        .map_err(|e| input(file, e))
 }
 
 /// [`RedisFacts`] of the redis service `service` in `compose_file`.
@@ -804,13 +818,14 @@ pub fn redis_server_args(compose_file: &Path, service: &str) -> Result<Vec<Strin
     Ok(redis_facts(compose_file, service)?.server_args)
 }
 
-/// The named volume the redis service mounts at `/data` (e.g. `redis_aof`), if any.
+/// The named volume the redis service mounts at its data directory (e.g. `redis_aof`), if any.
 pub fn redis_data_volume(compose_file: &Path, service: &str) -> Result<Option<String>> {
     let text = read_text(compose_file)?;
     let doc = parse_for(compose_file, &text)?;
-    let svc =
-        model::find_redis(&text, &doc.root, Some(service)).map_err(|e| input(compose_file, e))?;
-    model::data_volume(&text, &svc).map_err(|e| input(compose_file, e))
+    on_effective(&text, &doc.root, Some(service), |svc| {
+        model::data_volume(&text, svc)
+    })
+    .map_err(|e| input(compose_file, e))
 }
 
 #[cfg(test)]

@@ -669,7 +669,9 @@ pub struct RedisFacts {
     /// Effective `appendonly` / `appendfsync` from the arguments (`None`: not set on the command line).
     pub appendonly: Option<String>,
     pub appendfsync: Option<String>,
-    /// The named volume mounted at `/data`.
+    /// The server's data directory (`--dir`, the channel's, or the image's: `/data`).
+    pub data_dir: String,
+    /// The named volume mounted at the data directory.
     pub data_volume: Option<String>,
     /// `restart:` policy.
     pub restart: Option<String>,
@@ -751,6 +753,7 @@ pub fn facts(text: &str, svc: &Service) -> Result<RedisFacts, At> {
         server_args: public_args(&args),
         appendonly: effective(&args, "appendonly"),
         appendfsync: effective(&args, "appendfsync"),
+        data_dir: data_dir(text, svc),
         data_volume,
         restart: str_of("restart"),
         healthcheck: svc.node.get("healthcheck").map(|l| l.value.to_json()),
