@@ -3,8 +3,8 @@
 //! Each directory of `fixtures/compose/corpus/` is one real-world shape, written for this test:
 //! `before.yml` (plus any file it includes), and the goldens: `after.yml` (apply's result) or
 //! `refused` (apply and check exit 2; first line: `line:col`, second: a fragment of the message),
-//! `apply.expect` (apply's stdout), `check_before.expect` / `check_after.expect` (`exit N`, then
-//! check's stdout: the golden messages of each severity). Every case is cross-checked with the real
+//! `apply.expect` (apply's stdout), `check_before.expect` / `check_after.expect` (`exit N`, check's stdout: the golden
+//! messages of each severity, then its stderr: the closing hint naming what apply fixes). Every case is cross-checked with the real
 //! Compose CLI (`docker compose config --format json`, no engine needed) before and after apply:
 //! the meaning is kept except the intended change, the image's start-up (entrypoint; no command
 //! added to an image configured through its environment) is untouched, and no password value
@@ -96,7 +96,8 @@ fn check_output(dir: &Path, strict: bool) -> (Run, String) {
         args.push("--strict");
     }
     let r = xtask(dir, &args);
-    let text = format!("exit {}\n{}", r.code, r.stdout);
+    let stderr = r.stderr.replace(&dir.display().to_string(), "<dir>");
+    let text = format!("exit {}\n{}--- stderr\n{stderr}", r.code, r.stdout);
     (r, text)
 }
 
@@ -328,6 +329,24 @@ fn corpus_apply_then_check_cross_checked_with_compose() {
         if text.contains(": warning: ") {
             let (r, _) = check_output(dir, true);
             assert_eq!(r.code, 1, "{name}: --strict fails on warnings");
+            for (strict, ok) in [(false, true), (true, false)] {
+                let mut args = vec!["compose", "check", "--file", "docker-compose.yml", "--json"];
+                if strict {
+                    args.push("--strict");
+                }
+                let r = xtask(dir, &args);
+                let v: Value = serde_json::from_str(&r.stdout).unwrap();
+                assert_eq!(v["ok"], ok, "{name} --json strict={strict}");
+                assert!(
+                    v["findings"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|f| f["severity"] == "warning"),
+                    "{name}: {}",
+                    r.stdout
+                );
+            }
         }
 
         // Idempotent.

@@ -232,24 +232,24 @@ fn check_durability(svc: &Service, inv: &model::Invocation, label: &Label, out: 
                     } => {
                         let mut list: Vec<String> = default_command.iter().map(|w| format!("\"{w}\"")).collect();
                         list.extend(["\"--appendonly\"", "\"yes\"", "\"--appendfsync\"", "\"everysec\""].map(String::from));
-                        format!("redis service `{service}` has no command: the image default runs without `--{name} {want}`; add `command: [{}]` (`compose apply` does this)", list.join(", "))
+                        format!("redis service `{service}` has no command: the image default runs without `--{name} {want}`; add `command: [{}]`", list.join(", "))
                     }
-                    Label::Stack { .. } => format!("{who} runs without `--{name} {want}`: append `--{name} {want}` to REDIS_ARGS (`compose apply` does this)"),
-                    _ => format!("{who} runs without `--{name} {want}`: append `--{name} {want}` to its arguments (`compose apply` does this)"),
+                    Label::Stack { .. } => format!("{who} runs without `--{name} {want}`: append `--{name} {want}` to REDIS_ARGS"),
+                    _ => format!("{who} runs without `--{name} {want}`: append `--{name} {want}` to its arguments"),
                 };
                 out.push(finding(p, rule, msg));
             }
             Some(v) if !v.eq_ignore_ascii_case(want) => out.push(finding(
                 p,
                 rule,
-                format!("{who} runs with `--{name} {v}`, expected `--{name} {want}`: edit it to `--{name} {want}` (`compose apply` does this)"),
+                format!("{who} runs with `--{name} {v}`, expected `--{name} {want}`: edit it to `--{name} {want}`"),
             )),
             Some(_) => {
                 if values.iter().any(|v| !v.eq_ignore_ascii_case(want)) {
                     out.push(finding(
                         p,
                         rule,
-                        format!("`--{name}` is given more than once with different values ({}): keep one `--{name} {want}` (`compose apply` rewrites the others)", values.join(", ")),
+                        format!("`--{name}` is given more than once with different values ({}): keep one `--{name} {want}`", values.join(", ")),
                     ));
                 }
             }
@@ -272,7 +272,7 @@ fn check_bitnami(
             out.push(finding(
                 e.at,
                 "aof",
-                format!("`{var}` is `{v}`: the Bitnami image then runs without AOF; edit it to `{var}: \"yes\"` (`compose apply` does this)"),
+                format!("`{var}` is `{v}`: the Bitnami image then runs without AOF; edit it to `{var}: \"yes\"`"),
             ));
         }
     }
@@ -406,7 +406,7 @@ fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
             out.push(finding(
                 at,
                 "password-argv",
-                format!("`--{name} {v}`: Compose interpolates the password into the command, so its value is in `docker inspect` (Cmd) and in redis-server's argv: pass it through `environment:` (`{var}: {v}`) and read it in the container's shell into a config file: `command:` `{}` (`compose apply` does this)", config_file_fix(&var)),
+                format!("`--{name} {v}`: Compose interpolates the password into the command, so its value is in `docker inspect` (Cmd) and in redis-server's argv: pass it through `environment:` (`{var}: {v}`) and read it in the container's shell into a config file: `command:` `{}`", config_file_fix(&var)),
             ));
         } else if shell_var(v).is_some() && inv.in_script {
             out.push(warning(
@@ -418,7 +418,7 @@ fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
             out.push(finding(
                 at,
                 "password-argv",
-                format!("`--{name} {v}`: no shell reads this command, so redis-server gets the literal text `${var}` as the password: read it in the container's shell into a config file: `command:` `{}` (`compose apply` does this)", config_file_fix(&var)),
+                format!("`--{name} {v}`: no shell reads this command, so redis-server gets the literal text `${var}` as the password: read it in the container's shell into a config file: `command:` `{}`", config_file_fix(&var)),
             ));
         } else {
             out.push(finding(
@@ -623,7 +623,7 @@ fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) 
                 out.push(finding(
                     m.at,
                     "data-volume",
-                    format!("the volume at {dir} is `{name}`, not an `*_aof` named volume: rename it to `{}` here and in the top-level `volumes:` (`compose apply` does this and prints how to carry the data)", super::edit::new_volume_name(&name, &[]).unwrap_or_default()),
+                    format!("the volume at {dir} is `{name}`, not an `*_aof` named volume: rename it to `{}` here and in the top-level `volumes:`, then carry the data (`compose apply` prints the commands)", super::edit::new_volume_name(&name, &[]).unwrap_or_default()),
                 ));
             }
             let declared = root
