@@ -266,6 +266,14 @@ fn check_bitnami(
 ) -> Result<(), At> {
     let env = env::read(svc)?;
     let var = format!("{prefix}_AOF_ENABLED");
+    let in_env = env.entries.iter().any(|e| e.key == var);
+    if let (false, Some(l)) = (in_env, svc.node.get("env_file")) {
+        out.push(warning(
+            l.key.start,
+            "aof",
+            format!("`{var}` is not in `environment:`; the image's default is `yes`, but this service's `env_file:` may set it: make sure it says `{var}=yes`, or add `{var}: \"yes\"` to `environment:` (which wins)"),
+        ));
+    }
     if let Some(e) = env.entries.iter().find(|e| e.key == var) {
         let v = e.value.clone().unwrap_or_default();
         if !v.eq_ignore_ascii_case("yes") {

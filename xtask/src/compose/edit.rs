@@ -864,7 +864,7 @@ fn verify(
     let (new_f, _) = check::check_text(new_text, Some(service)).map_err(|e| e.message)?;
     if let Some(f) = new_f
         .iter()
-        .find(|f| f.rule == "aof" || f.rule == "appendfsync")
+        .find(|f| (f.rule == "aof" || f.rule == "appendfsync") && f.is_error())
     {
         return Err(format!("still not durable after editing ({})", f.message));
     }
