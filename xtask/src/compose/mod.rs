@@ -463,7 +463,7 @@ pub struct Checked {
 pub fn finding_line(file: &Path, f: &check::Finding) -> String {
     format!(
         "{}:{}:{}: {} [{}]",
-        file.display(),
+        crate::error::show_path(file),
         f.line,
         f.col,
         f.message,
