@@ -220,7 +220,7 @@ pub fn check_key_value(var: &str, value: &str) -> Result<()> {
     if value.contains("-----BEGIN") || value.contains("PRIVATE KEY") {
         return Err(not_a_key_path(
             var,
-            "it holds a private key (`-----BEGIN ...`)",
+            "it holds the private key itself (its BEGIN line)",
         ));
     }
     if value.contains(['\n', '\r']) || value.chars().any(char::is_control) || value.len() > 4096 {
