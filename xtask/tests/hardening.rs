@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use deploy_support::{repo, services_and_backup, Run, TestEnv};
 use xtask::services::procscan::ArgvWatch;
 
-/// A throwaway "repository": `infra/environments.toml` (given text), a copy of the production
-/// compose file, a `.git` directory and a file that must survive whatever the tool does.
+/// A throwaway "repository" `<sandbox>/repo`: `infra/environments.toml` (given text), a copy of the
+/// production compose file, a `.git` directory and a file that must survive whatever the tool does.
+/// Inside a sandbox of its own, so that even a broken binary's `..` stays in a temp directory.
 struct FakeRepo {
     dir: tempfile::TempDir,
 }
@@ -25,7 +26,8 @@ impl FakeRepo {
             .prefix("xtask-harden-")
             .tempdir()
             .unwrap();
-        let root = dir.path();
+        std::fs::write(dir.path().join("sandbox.txt"), "keep").unwrap();
+        let root = &dir.path().join("repo");
         std::fs::create_dir_all(root.join("infra")).unwrap();
         std::fs::create_dir_all(root.join(".git")).unwrap();
         std::fs::write(root.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
@@ -39,8 +41,8 @@ impl FakeRepo {
         FakeRepo { dir }
     }
 
-    fn root(&self) -> &Path {
-        self.dir.path()
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("repo")
     }
 
     fn envs_file(&self) -> PathBuf {
@@ -87,11 +89,21 @@ migration_command = "builtin:sql-migrations"
 /// refused (exit 2, positioned at the `state_dir` line) and nothing is touched.
 #[test]
 fn purge_never_deletes_the_repository_a_parent_or_a_directory_outside_it() {
+    // `/` and the parents above the sandbox are refused by the same rule (unit tests in
+    // environments.rs); they are not driven here, where a broken binary would delete them.
     let victim = tempfile::tempdir().unwrap();
     std::fs::write(victim.path().join("unrelated.txt"), "theirs").unwrap();
     let outside = victim.path().display().to_string();
-    for state_dir in [".", "./", "..", "/", "target/../..", outside.as_str()] {
+    for state_dir in [
+        ".",
+        "./",
+        "target/..",
+        "..",
+        "target/../..",
+        outside.as_str(),
+    ] {
         let r = FakeRepo::new(&local_toml(state_dir));
+        assert!(r.dir.path().join("sandbox.txt").exists());
         for args in [&["local", "down", "--purge"][..], &["local", "up"]] {
             let out = r.run(args);
             assert_eq!(out.code, 2, "{state_dir} {args:?}: {}", out.all());
@@ -104,6 +116,7 @@ fn purge_never_deletes_the_repository_a_parent_or_a_directory_outside_it() {
         assert!(r.root().join("precious.txt").exists(), "{state_dir}");
         assert!(r.root().join(".git/HEAD").exists(), "{state_dir}");
         assert!(victim.path().join("unrelated.txt").exists(), "{state_dir}");
+        assert!(r.dir.path().join("sandbox.txt").exists(), "{state_dir}");
     }
 }
 
@@ -214,7 +227,7 @@ fn an_ssh_key_given_as_its_contents_is_refused_before_anything_runs_and_never_le
             "{o}"
         );
     }
-    for log in audit_logs(r.root()) {
+    for log in audit_logs(&r.root()) {
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(
             !text.contains(FAKE_KEY_BODY),
