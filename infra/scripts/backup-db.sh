@@ -230,7 +230,7 @@ timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" 2>"
   "$GZ" "-$BACKUP_GZIP_LEVEL" -c >"$DUMP" || rc=$?
 cat "$TMP_DIR/dump.err" >&2
 # PostgreSQL down (or gone during the dump) is a dependency that could not be reached: exit 3.
-if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qiE 'could not connect|connection to server .*failed|connection refused|server closed the connection unexpectedly|terminating connection due to administrator command|the database system is (shutting down|starting up)|service "?[A-Za-z0-9._-]+"? is not running' "$TMP_DIR/dump.err"; then
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qiE 'connection refused|is the server running|server closed the connection unexpectedly|terminating connection due to administrator command|the database system is (shutting down|starting up|not yet accepting)|could not translate host name|timeout expired|service "?[A-Za-z0-9._-]+"? is not running' "$TMP_DIR/dump.err"; then
   fail dump 3 "PostgreSQL could not be reached (down, or gone during the dump): nothing uploaded. $(tail -n 2 "$TMP_DIR/dump.err" | tr '\n' ' ')"
 fi
 if [ "$rc" -eq 124 ]; then

@@ -1,9 +1,10 @@
 //! `cargo xtask migrate --env X [--sha SHA]`: run the environment's migrations, but only with a
 //! verified pre-deploy backup for the SHA ([`VerifiedBackup`], which only the verify step makes).
 //!
-//! `builtin:sql-migrations`: the files `NNNN_name.sql` of `migrations_dir`, applied in order, each with
-//! `psql -X -v ON_ERROR_STOP=1 --single-transaction -f -` together with its `schema_migrations` row
-//! (so a failing file leaves nothing behind). Locally psql talks to the local cluster (password in
+//! `builtin:sql-migrations`: the files `NNNN_name.sql` of `migrations_dir`, applied in order by one
+//! `psql -X -q -v ON_ERROR_STOP=1 -A -t -f -` session that holds the migration advisory lock
+//! ([`MIGRATION_LOCK`]) for its whole life, each file in its own transaction together with its
+//! `schema_migrations` row (so a failing file leaves nothing behind). Locally psql talks to the local cluster (password in
 //! `PGPASSWORD`); in a compose environment it runs in the postgres container (`exec -T`), over SSH
 //! for remote ones. Any other migration command (e.g. `docker compose run --rm backend pnpm
 //! migration:run`) runs in the environment's directory, remotely for ssh environments.
