@@ -480,42 +480,60 @@ fn two_migration_runners_never_overlap_even_when_one_is_orphaned() {
     assert_eq!(t.psql_ok("SELECT count(*) FROM slow_done"), "1");
 }
 
-/// Case 10: Under GitHub Actions, a file name with a newline and `::warning` once reached the log raw and
-/// was read by the runner as a workflow command.
+/// Case 10: Under GitHub Actions, a file name with a newline and `::warning` once reached the log
+/// raw and was read by the runner as a workflow command. From the command line it is refused (exit 2,
+/// not echoed); from the environments file it is shown quoted, its newline escaped.
 #[test]
 fn a_path_with_a_newline_cannot_inject_a_workflow_command() {
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join("x\n::warning title=pwned::injected.yml");
-    std::fs::write(&bad, "services:\n  web:\n    image: nginx\n").unwrap();
-    let missing = d.path().join("y\n::error::injected");
-    for file in [&bad, &missing] {
-        for args in [
-            &["compose", "check", "--file"][..],
-            &["compose", "apply", "--dry-run", "--file"],
-        ] {
-            let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-                .args(args)
-                .arg(file)
-                .current_dir(repo())
-                .env("XTASK_ROOT", repo())
-                .env("GITHUB_ACTIONS", "true")
+    std::fs::copy(repo().join("docker-compose.prod.yml"), &bad).unwrap();
+    let no_injection = |r: &Run| {
+        // The runner reads any line that starts with `::` (after blanks) as a command.
+        for line in r.all().lines() {
+            let l = line.trim_start();
+            assert!(
+                !l.starts_with("::warning title=pwned") && !l.starts_with("::error::injected"),
+                "a workflow command from a file name: {line:?}\n{}",
+                r.all()
+            );
+        }
+    };
+    let gha = |mut c: Command| {
+        Run::from(
+            c.env("GITHUB_ACTIONS", "true")
                 .env_remove("GITHUB_STEP_SUMMARY")
                 .output()
-                .unwrap();
-            let r = Run::from(out);
-            assert_ne!(r.code, 0, "{}", r.all());
-            assert!(r.all().contains("injected"), "{}", r.all());
-            // The runner reads any line that starts with `::` (after blanks) as a command.
-            for line in r.all().lines() {
-                let l = line.trim_start();
-                assert!(
-                    !l.starts_with("::warning title=pwned") && !l.starts_with("::error::injected"),
-                    "a workflow command from a file name: {line:?}\n{}",
-                    r.all()
-                );
-            }
-        }
+                .unwrap(),
+        )
+    };
+    for args in [
+        &["compose", "check", "--file"][..],
+        &["compose", "apply", "--dry-run", "--file"],
+        &["compose", "apply", "--file"],
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args).arg(&bad).env("XTASK_ROOT", repo());
+        let r = gha(c);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(r.stderr.contains("control character"), "{}", r.stderr);
+        no_injection(&r);
     }
+    // A compose file named in the environments file (its TOML string holds `\n`).
+    let toml = local_toml("target/local").replacen(
+        "compose_file = \"docker-compose.prod.yml\"",
+        "compose_file = \"y\\n::error::injected.yml\"",
+        1,
+    );
+    let r = FakeRepo::new(&toml);
+    let out = gha(r.command(&["compose", "check", "--env", "local"]));
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("y\\n::error::injected.yml"),
+        "{}",
+        out.stderr
+    );
+    no_injection(&out);
     assert_eq!(
         xtask::gha::escape_property("a\n::warning::b,c:d%"),
         "a%0A%3A%3Awarning%3A%3Ab%2Cc%3Ad%25"
