@@ -403,7 +403,7 @@ fn session_result(
     }
     if out.status.success() {
         return Ok(if done.is_empty() {
-            format!("no pending migration ({} applied)", migrations.len())
+            format!("no pending migration (all {} applied)", migrations.len())
         } else {
             format!("applied {}: {}", done.len(), done.join(", "))
         });
