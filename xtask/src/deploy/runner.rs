@@ -192,6 +192,16 @@ impl<'a> Pipeline<'a> {
             let e_ms = now_ms();
             let took = t0.elapsed();
             let child = process::child_wall_time().saturating_sub(c0);
+            // A Ctrl-C that killed the step's child reaches our handler thread a moment later: on a
+            // failure, give it that moment, so the interruption is not reported as the step's fault.
+            if result.is_err() {
+                let t = Instant::now();
+                while !self.interrupted.load(Ordering::SeqCst)
+                    && t.elapsed() < Duration::from_millis(500)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             let interrupted = self.interrupted.load(Ordering::SeqCst);
             let (status, message) = match &result {
                 Ok(m) if !interrupted => (Status::Ok, m.clone()),
