@@ -534,6 +534,32 @@ fn a_path_with_a_newline_cannot_inject_a_workflow_command() {
         out.stderr
     );
     no_injection(&out);
+    // ... and one that exists: `check` says ok and `apply` says already durable, both quoted.
+    let toml = local_toml("target/local").replacen(
+        "compose_file = \"docker-compose.prod.yml\"",
+        "compose_file = \"z\\n::warning title=pwned::injected.yml\"",
+        1,
+    );
+    let r = FakeRepo::new(&toml);
+    std::fs::copy(
+        repo().join("docker-compose.prod.yml"),
+        r.root().join("z\n::warning title=pwned::injected.yml"),
+    )
+    .unwrap();
+    for args in [
+        &["compose", "check", "--env", "local"][..],
+        &["compose", "apply", "--env", "local"],
+    ] {
+        let out = gha(r.command(args));
+        assert_eq!(out.code, 0, "{}", out.all());
+        assert!(
+            out.all()
+                .contains("z\\n::warning title=pwned::injected.yml"),
+            "{}",
+            out.all()
+        );
+        no_injection(&out);
+    }
     assert_eq!(
         xtask::gha::escape_property("a\n::warning::b,c:d%"),
         "a%0A%3A%3Awarning%3A%3Ab%2Cc%3Ad%25"
