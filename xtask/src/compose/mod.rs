@@ -190,7 +190,7 @@ pub fn read_capped(file: &Path) -> Result<Vec<u8>> {
         };
         Error::usage(format!(
             "{}: cannot read: {what}, not a regular file (inputs are regular files of at most {} MiB)",
-            file.display(),
+            crate::error::show_path(file),
             MAX_INPUT_BYTES / (1024 * 1024)
         ))
     };
@@ -201,7 +201,7 @@ pub fn read_capped(file: &Path) -> Result<Vec<u8>> {
     let too_big = || {
         Error::usage(format!(
             "{}: cannot read: larger than the {} MiB cap for an input file",
-            file.display(),
+            crate::error::show_path(file),
             MAX_INPUT_BYTES / (1024 * 1024)
         ))
     };
@@ -285,7 +285,7 @@ pub fn write_atomic(file: &Path, text: &str, new_mode: Option<u32>) -> Result<()
             std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).map_err(|e| {
                 Error::failed(format!(
                     "{}: cannot keep its owner {uid}:{gid} ({e}): nothing written; run as its owner or as root",
-                    file.display()
+                    crate::error::show_path(file)
                 ))
             })?;
         }
@@ -305,7 +305,7 @@ fn writable(file: &Path) -> Result<()> {
     if mode & 0o222 == 0 {
         return Err(Error::usage(format!(
             "{}: is read-only (mode {mode:04o}): not overwritten; make it writable (`chmod u+w`) and run again, or use --dry-run",
-            file.display()
+            crate::error::show_path(file)
         )));
     }
     Ok(())
@@ -489,7 +489,7 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     for (t, text, applied) in &planned {
-        let file = t.file.display().to_string();
+        let file = crate::error::show_path(&t.file);
         // What `compose check` would still report on the result (apply's promise is "check
         // passes" only when this is empty).
         let left: Vec<check::Finding> = check::check_text(&applied.text, Some(&applied.service))
@@ -601,7 +601,7 @@ pub fn findings(targets: &Targets) -> Result<Checked> {
         if let Some(s) = snap {
             snaps.push((t.env.as_ref().map(|e| e.name.clone()), t.file.clone(), s));
         }
-        files.push(t.file.display().to_string());
+        files.push(crate::error::show_path(&t.file));
     }
     let by_env = |n: &str| snaps.iter().find(|(e, _, _)| e.as_deref() == Some(n));
     if let (Some(p), Some(s)) = (by_env("production"), by_env("staging")) {
@@ -626,7 +626,7 @@ pub struct Checked {
 pub fn finding_line(file: &Path, f: &check::Finding) -> String {
     format!(
         "{}:{}:{}: {}{} [{}]",
-        file.display(),
+        crate::error::show_path(file),
         f.line,
         f.col,
         if f.is_error() { "" } else { "warning: " },
@@ -647,7 +647,7 @@ fn apply_would_fix(
     let applied = edit::apply(&text, service, &[]).map_err(|e| {
         format!(
             "{}:{}:{}: {}",
-            file.display(),
+            crate::error::show_path(file),
             e.at.line,
             e.at.col,
             e.message
