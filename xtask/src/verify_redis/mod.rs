@@ -47,7 +47,9 @@
 
 pub mod checks;
 pub mod info;
+pub mod input;
 pub mod render;
+pub mod resp;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -417,13 +419,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else if let Some(path) = &args.info_file {
         let name = path.display().to_string();
         let text = if name == "-" {
-            let mut b = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
-                .map_err(|e| Error::usage(format!("<stdin>: cannot read: {e}")))?;
-            String::from_utf8_lossy(&b).into_owned()
+            input::read_stdin(args.timeout)?
         } else {
-            let b = std::fs::read(path).map_err(|e| Error::read(path, e))?;
-            String::from_utf8_lossy(&b).into_owned()
+            input::read_file(path)?
         };
         Source::Text { name, text }
     } else {
