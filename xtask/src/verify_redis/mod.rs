@@ -66,10 +66,18 @@ use crate::error::{Error, ExitCode, Result};
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["url", "env", "info_file"])))]
 pub struct Args {
-    /// Connect directly: redis://host:port[/db] or redis+unix:///path. The password comes from
-    /// REDISCLI_AUTH or REDIS_PASSWORD (one in the URL works but shows in `ps`; it is never printed).
+    /// Connect directly: redis://host:port[/db], rediss://host:port (TLS) or redis+unix:///path.
+    /// The password comes from REDISCLI_AUTH or REDIS_PASSWORD (one in the URL works but shows in
+    /// `ps`; it is never printed).
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// rediss://: trust only the CA certificates in this PEM file (default: the system's roots).
+    #[arg(long = "ca-file", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// rediss://: accept any certificate and name. Anyone on the path can then read the session
+    /// (password included): for a first look only, never in CI.
+    #[arg(long = "tls-insecure")]
+    pub tls_insecure: bool,
     /// An environment from infra/environments.toml: local (direct, plus the AOF directory), docker
     /// (`docker compose exec`), ssh (the same over SSH).
     #[arg(long, value_name = "NAME")]
@@ -408,9 +416,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         interval: Duration::from_millis(args.interval),
         strict: args.strict,
     };
+    let tls = tls_options(&args)?;
     let source = if let Some(url) = &args.url {
+        let ep = transport::parse_url(url, transport::env_password(), tls.clone())?;
+        if ep.tls.is_none() && tls.is_some() {
+            return Err(Error::usage(
+                "--ca-file and --tls-insecure apply to rediss:// URLs only",
+            ));
+        }
         Source::Direct {
-            conn: Box::new(Direct::from_url(url, transport::env_password())?),
+            conn: Box::new(Direct::new(ep)),
             transport: "url",
         }
     } else if let Some(name) = &args.env {
@@ -430,6 +445,29 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ));
     };
     verify_and_report(source, &opts, args.json, false)
+}
+
+/// `--ca-file` / `--tls-insecure` (with the warning), or `None` when neither was given.
+fn tls_options(args: &Args) -> Result<Option<resp::Tls>> {
+    if args.ca_file.is_none() && !args.tls_insecure {
+        return Ok(None);
+    }
+    if args.ca_file.is_some() && args.tls_insecure {
+        return Err(Error::usage(
+            "--ca-file and --tls-insecure contradict each other: choose one",
+        ));
+    }
+    if args.tls_insecure {
+        eprintln!(
+            "verify-redis: WARNING: --tls-insecure: the server's certificate and name are NOT checked; \
+             anyone on the network path can read and change this session, password included. \
+             Use --ca-file PATH instead."
+        );
+    }
+    Ok(Some(resp::Tls {
+        ca_file: args.ca_file.clone(),
+        insecure: args.tls_insecure,
+    }))
 }
 
 /// Collect from `source`, then [`report`] (on stdout, or on stderr for callers that own stdout).

@@ -566,7 +566,10 @@ mod tls {
                 "{t}: TLS handshake failed ({e}): does this port speak TLS (redis-server --tls-port)? Use redis:// for a plain port"
             ),
             Some(other) => format!("{t}: TLS handshake failed: {other}"),
-            None if super::is_timeout(e) => super::timeout_msg(t, timeout),
+            None if super::is_timeout(e) => format!(
+                "{t}: no answer to the TLS handshake within {:.1}s: does this port speak TLS (redis-server --tls-port)? Use redis:// for a plain port",
+                timeout.as_secs_f64()
+            ),
             None if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::ConnectionReset => format!(
                 "{t}: TLS handshake failed: the server closed the connection ({e}): does this port speak TLS?"
             ),
