@@ -48,8 +48,12 @@
 pub mod checks;
 pub mod info;
 pub mod input;
+pub mod prometheus;
 pub mod render;
+pub mod replication;
 pub mod resp;
+pub mod sentinel;
+pub mod set;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -64,7 +68,7 @@ use crate::environments::{Environment, Environments, Transport};
 use crate::error::{Error, ExitCode, Result};
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["url", "env", "info_file"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["url", "env", "info_file", "sentinel"])))]
 pub struct Args {
     /// Connect directly: redis://host:port[/db], rediss://host:port (TLS) or redis+unix:///path.
     /// The password comes from REDISCLI_AUTH or REDIS_PASSWORD (one in the URL works but shows in
@@ -85,6 +89,23 @@ pub struct Args {
     /// Parse captured INFO text instead (`-` for stdin). Repeated `# Persistence` sections are samples.
     #[arg(long = "info-file", value_name = "PATH|-")]
     pub info_file: Option<PathBuf>,
+    /// With --url (a primary): also verify every replica it lists in INFO replication, at the
+    /// addresses the primary sees (override with --replica-url).
+    #[arg(long, value_name = "discover", value_parser = ["discover"], requires = "url")]
+    pub replicas: Option<String>,
+    /// With --url: a replica to verify too (repeatable), instead of the discovered addresses.
+    #[arg(long = "replica-url", value_name = "URL", requires = "url")]
+    pub replica_url: Vec<String>,
+    /// Ask these Sentinels for the current primary and its replicas, then verify every node.
+    /// Sentinel password: REDIS_SENTINEL_PASSWORD; data nodes: REDISCLI_AUTH / REDIS_PASSWORD.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]", requires = "master")]
+    pub sentinel: Option<String>,
+    /// The master name the Sentinels monitor (with --sentinel).
+    #[arg(long, value_name = "NAME", requires = "sentinel")]
+    pub master: Option<String>,
+    /// Also write every check as a gauge to FILE (node_exporter textfile format, atomically).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
     /// Print the JSON document (schema verify-redis/1) instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -271,6 +292,8 @@ pub fn collect(mut source: Source, opts: &Options) -> Result<Report> {
         waited_secs: facts.waited_secs,
         strict: opts.strict,
         checks: checks::evaluate(&facts),
+        replication: facts.replication.clone(),
+        last_persistence: facts.samples.last().cloned(),
     })
 }
 
@@ -338,6 +361,17 @@ fn ask(source: &mut Source, opts: &Options, deadline: Instant) -> Result<Facts> 
         .as_deref()
         .and_then(|t| info::parse(t).ok())
         .and_then(|i| i.server());
+    let replication = g
+        .replication
+        .as_deref()
+        .map(|t| {
+            replication::parse(t).map_err(|e| {
+                Error::unavailable(format!(
+                    "{target}: unexpected INFO replication reply ({e}): is this Redis?"
+                ))
+            })
+        })
+        .transpose()?;
     Ok(Facts {
         samples,
         server,
@@ -345,6 +379,7 @@ fn ask(source: &mut Source, opts: &Options, deadline: Instant) -> Result<Facts> 
         aof_files: g.aof_files,
         waited_secs: waited,
         interval_ms: opts.interval.as_millis() as u64,
+        replication,
     })
 }
 
@@ -364,48 +399,254 @@ fn from_text(name: &str, text: &str) -> Result<Facts> {
         aof_files: None,
         waited_secs: None,
         interval_ms: 0,
+        replication: parsed
+            .sections
+            .iter()
+            .any(|s| s.name == "replication")
+            .then(|| replication::parse(text).ok())
+            .flatten(),
     })
 }
 
-/// Print a report (table or JSON, plus GitHub Actions output) and return its exit code; for an
-/// error, print what applies (JSON `unreachable` document, annotation) and return it.
+/// Where and how a run's result goes.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    pub json: bool,
+    /// The report on stderr (callers that own stdout: deploy, e2e).
+    pub to_stderr: bool,
+    /// `--prometheus FILE`.
+    pub prometheus: Option<PathBuf>,
+}
+
+impl Output {
+    fn print(&self, text: &str) {
+        if self.to_stderr {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+}
+
+/// Print a report (table or JSON, plus GitHub Actions output, plus `--prometheus`) and return its
+/// exit code; for an error, print what applies (JSON `unreachable` document, annotation) and return it.
 pub fn report(
     result: Result<Report>,
     target: &str,
     transport: &str,
     opts: &Options,
-    json: bool,
-    to_stderr: bool,
+    out: &Output,
 ) -> Result<ExitCode> {
     match result {
         Ok(r) => {
-            let text = if json {
+            let text = if out.json {
                 format!("{}\n", render::json(&r))
             } else {
                 render::human(&r)
             };
-            if to_stderr {
-                eprint!("{text}");
-            } else {
-                print!("{text}");
+            out.print(&text);
+            render::github(&r, out.json || out.to_stderr);
+            if let Some(file) = &out.prometheus {
+                let node = prometheus::Node {
+                    target: &r.target,
+                    role: r.role(),
+                    report: Ok(&r),
+                };
+                let overall = match r.status() {
+                    checks::Status::Ok => 0,
+                    checks::Status::Warn => 1,
+                    checks::Status::Fail => 2,
+                };
+                prometheus::write(
+                    file,
+                    &prometheus::render(&r.target, &[node], &[], overall, prometheus::now()),
+                )?;
             }
-            render::github(&r, json || to_stderr);
             Ok(r.exit_code())
         }
-        Err(e) => {
-            if e.exit_code() == ExitCode::Unavailable {
-                let msg = e.to_string();
-                if json {
-                    println!(
-                        "{}",
-                        render::json_unreachable(target, transport, opts.strict, &msg)
-                    );
-                }
-                render::github_unreachable(target, &msg, json || to_stderr);
-            }
-            Err(e)
+        Err(e) => Err(report_error(e, target, transport, opts, out)),
+    }
+}
+
+/// The output of a run that got no answer (exit 3): JSON document, annotation, Prometheus file.
+fn report_error(e: Error, target: &str, transport: &str, opts: &Options, out: &Output) -> Error {
+    if e.exit_code() != ExitCode::Unavailable {
+        return e;
+    }
+    let msg = e.to_string();
+    if out.json {
+        println!(
+            "{}",
+            render::json_unreachable(target, transport, opts.strict, &msg)
+        );
+    }
+    render::github_unreachable(target, &msg, out.json || out.to_stderr);
+    if let Some(file) = &out.prometheus {
+        let node = prometheus::Node {
+            target,
+            role: None,
+            report: Err(&msg),
+        };
+        if let Err(w) = prometheus::write(
+            file,
+            &prometheus::render(target, &[node], &[], 3, prometheus::now()),
+        ) {
+            eprintln!("verify-redis: {w}");
         }
     }
+    e
+}
+
+/// Print a set's report (table or JSON, GitHub Actions, `--prometheus`) and return its exit code.
+pub fn report_set(
+    result: Result<set::SetReport>,
+    target: &str,
+    transport: &str,
+    opts: &Options,
+    out: &Output,
+) -> Result<ExitCode> {
+    let s = match result {
+        Ok(s) => s,
+        Err(e) => return Err(report_error(e, target, transport, opts, out)),
+    };
+    let text = if out.json {
+        format!("{}\n", set::json(&s))
+    } else {
+        set::human(&s)
+    };
+    out.print(&text);
+    set::github(&s, out.json || out.to_stderr);
+    if let Some(file) = &out.prometheus {
+        let nodes: Vec<prometheus::Node> = s
+            .nodes
+            .iter()
+            .map(|n| prometheus::Node {
+                target: &n.target,
+                role: Some(n.expect.as_str()),
+                report: n.result.as_ref().map_err(String::as_str),
+            })
+            .collect();
+        let overall = match s.status() {
+            checks::Status::Ok => 0,
+            checks::Status::Warn => 1,
+            checks::Status::Fail => 2,
+        };
+        prometheus::write(
+            file,
+            &prometheus::render(&s.target, &nodes, &s.checks, overall, prometheus::now()),
+        )?;
+    }
+    Ok(s.exit_code())
+}
+
+/// `--url PRIMARY --replicas discover` / `--replica-url`: the primary and its replicas.
+fn verify_replicated(
+    primary: resp::Endpoint,
+    replica_urls: &[String],
+    tls: Option<resp::Tls>,
+    opts: &Options,
+    out: &Output,
+) -> Result<ExitCode> {
+    let target = primary.display();
+    let result = (|| {
+        let replicas: Vec<resp::Endpoint> = if !replica_urls.is_empty() {
+            replica_urls
+                .iter()
+                .map(|u| transport::parse_url(u, transport::env_password(), tls.clone()))
+                .collect::<Result<_>>()?
+        } else {
+            let mut d = Direct::new(primary.clone());
+            let text = d.info("replication", opts.timeout)?;
+            let r = replication::parse(&text).map_err(|e| {
+                Error::unavailable(format!(
+                    "{target}: unexpected INFO replication reply ({e}): is this Redis?"
+                ))
+            })?;
+            if r.role != replication::Role::Primary {
+                return Err(Error::usage(format!(
+                    "--replicas discover: {target} is a replica (of {}:{}), not a primary: point --url at the primary, or use --sentinel",
+                    r.master_host.as_deref().unwrap_or("?"),
+                    r.master_port.unwrap_or(0)
+                )));
+            }
+            r.replicas
+                .iter()
+                .map(|e| primary.with_addr(&e.ip, e.port))
+                .collect()
+        };
+        let mut members = vec![set::Member {
+            expect: replication::Role::Primary,
+            source: Source::Direct {
+                conn: Box::new(Direct::new(primary.clone())),
+                transport: "url",
+            },
+        }];
+        members.extend(replicas.into_iter().map(|ep| set::Member {
+            expect: replication::Role::Replica,
+            source: Source::Direct {
+                conn: Box::new(Direct::new(ep)),
+                transport: "url",
+            },
+        }));
+        let nodes = set::verify(members, opts)?;
+        set::assemble(target.clone(), "url", opts.strict, nodes, Vec::new())
+    })();
+    report_set(result, &target, "url", opts, out)
+}
+
+/// `--sentinel LIST --master NAME`: the Sentinels' primary and replicas.
+pub fn verify_sentinel(
+    list: &str,
+    master: &str,
+    tls: Option<resp::Tls>,
+    opts: &Options,
+    out: &Output,
+) -> Result<ExitCode> {
+    let sentinels = sentinel::parse_list(list)?;
+    let target = format!("sentinel:{master} ({list})");
+    let result = (|| {
+        let pw = std::env::var("REDIS_SENTINEL_PASSWORD")
+            .ok()
+            .filter(|v| !v.is_empty());
+        let answers = sentinel::ask(&sentinels, master, &tls, &pw, opts.timeout);
+        let (checks, agreed) = sentinel::evaluate(master, &answers)
+            .map_err(|e| Error::unavailable(format!("{target}: {e}")))?;
+        let mut members = Vec::new();
+        if let Some(a) = agreed {
+            let base = resp::Endpoint {
+                addr: resp::Addr::Tcp {
+                    host: a.primary.0.clone(),
+                    port: a.primary.1,
+                },
+                tls: tls.clone(),
+                username: None,
+                password: transport::env_password(),
+                db: 0,
+            };
+            for r in &a.replicas {
+                members.push(set::Member {
+                    expect: replication::Role::Replica,
+                    source: Source::Direct {
+                        conn: Box::new(Direct::new(base.with_addr(&r.0, r.1))),
+                        transport: "url",
+                    },
+                });
+            }
+            members.insert(
+                0,
+                set::Member {
+                    expect: replication::Role::Primary,
+                    source: Source::Direct {
+                        conn: Box::new(Direct::new(base)),
+                        transport: "url",
+                    },
+                },
+            );
+        }
+        let nodes = set::verify(members, opts)?;
+        set::assemble(target.clone(), "sentinel", opts.strict, nodes, checks)
+    })();
+    report_set(result, &target, "sentinel", opts, out)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -416,13 +657,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         interval: Duration::from_millis(args.interval),
         strict: args.strict,
     };
+    let out = Output {
+        json: args.json,
+        to_stderr: false,
+        prometheus: args.prometheus.clone(),
+    };
     let tls = tls_options(&args)?;
+    if let Some(list) = &args.sentinel {
+        let master = args.master.as_deref().unwrap_or_default();
+        return verify_sentinel(list, master, tls, &opts, &out);
+    }
     let source = if let Some(url) = &args.url {
         let ep = transport::parse_url(url, transport::env_password(), tls.clone())?;
         if ep.tls.is_none() && tls.is_some() {
             return Err(Error::usage(
                 "--ca-file and --tls-insecure apply to rediss:// URLs only",
             ));
+        }
+        if args.replicas.is_some() || !args.replica_url.is_empty() {
+            return verify_replicated(ep, &args.replica_url, tls, &opts, &out);
         }
         Source::Direct {
             conn: Box::new(Direct::new(ep)),
@@ -444,7 +697,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "say where to ask: --url, --env or --info-file",
         ));
     };
-    verify_and_report(source, &opts, args.json, false)
+    verify_and_report(source, &opts, &out)
 }
 
 /// `--ca-file` / `--tls-insecure` (with the warning), or `None` when neither was given.
@@ -471,22 +724,10 @@ fn tls_options(args: &Args) -> Result<Option<resp::Tls>> {
 }
 
 /// Collect from `source`, then [`report`] (on stdout, or on stderr for callers that own stdout).
-fn verify_and_report(
-    source: Source,
-    opts: &Options,
-    json: bool,
-    to_stderr: bool,
-) -> Result<ExitCode> {
+fn verify_and_report(source: Source, opts: &Options, out: &Output) -> Result<ExitCode> {
     let target = source.target();
     let transport = source.transport();
-    report(
-        collect(source, opts),
-        &target,
-        transport,
-        opts,
-        json,
-        to_stderr,
-    )
+    report(collect(source, opts), &target, transport, opts, out)
 }
 
 /// Verify the Redis of an environment (local: direct connection; docker: `docker compose exec`;
@@ -501,5 +742,9 @@ pub fn verify_environment(env: &Environment, timeout: Duration) -> Result<ExitCo
     };
     // Called as a step of other commands (deploy, e2e): the report goes to stderr so their stdout
     // (e.g. `deploy --json`) stays theirs.
-    verify_and_report(Source::for_environment(env)?, &opts, false, true)
+    let out = Output {
+        to_stderr: true,
+        ..Output::default()
+    };
+    verify_and_report(Source::for_environment(env)?, &opts, &out)
 }

@@ -192,7 +192,8 @@ impl Direct {
         })
     }
 
-    fn info(&mut self, section: &str, budget: Duration) -> Result<String> {
+    /// `INFO <section>` as text.
+    pub fn info(&mut self, section: &str, budget: Duration) -> Result<String> {
         let t = self.target.clone();
         match self.query(&["INFO", section], budget)? {
             Reply::Ok(v) => resp::text(&v).ok_or_else(|| {
