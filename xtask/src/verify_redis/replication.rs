@@ -136,9 +136,15 @@ fn check(
 }
 
 /// The replication checks for one node, in a fixed order: primary → `replicas`, `min_replicas`;
-/// replica → `replica_link`.
+/// replica → `replica_link`. A standalone primary (no replica, `min-replicas-to-write` 0) gets none:
+/// its report stays what it always was.
 pub fn checks(r: &Replication, config: &Config) -> Vec<Check> {
+    let min = config
+        .get("min-replicas-to-write")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
     match r.role {
+        Role::Primary if r.replicas.is_empty() && min == 0 => Vec::new(),
         Role::Primary => vec![replicas(r), min_replicas(r, config)],
         Role::Replica => vec![replica_link(r)],
     }
@@ -380,6 +386,12 @@ mod tests {
             c[0].message.contains("127.0.0.1:6379 is down for 7s"),
             "{}",
             c[0].message
+        );
+        let standalone = parse("# Replication\nrole:master\nconnected_slaves:0\n").unwrap();
+        assert!(checks(&standalone, &cfg(&[("min-replicas-to-write", "0")])).is_empty());
+        assert_eq!(
+            checks(&standalone, &cfg(&[("min-replicas-to-write", "1")]))[1].status,
+            Status::Fail
         );
         let up = REPLICA_DOWN
             .replace("link_status:down", "link_status:up")
