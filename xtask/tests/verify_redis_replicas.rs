@@ -406,3 +406,148 @@ fn three_sentinels_find_the_primary_follow_a_failover_and_a_wrong_master_name_is
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stderr.contains("no Sentinel answered"), "{}", r.stderr);
 }
+
+// ---------------------------------------------------------------------------------------------
+// --prometheus
+// ---------------------------------------------------------------------------------------------
+
+/// Each family's `# TYPE` once, its samples together, no label set twice.
+fn assert_textfile_format(text: &str) {
+    let mut families: Vec<&str> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut current = "";
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let name = rest.split_whitespace().next().unwrap();
+            assert!(!families.contains(&name), "{name} declared twice:\n{text}");
+            families.push(name);
+            current = name;
+        } else if !l.starts_with('#') {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            assert!(
+                series.starts_with(current),
+                "{series} outside its family:\n{text}"
+            );
+            value.parse::<f64>().unwrap();
+            assert!(seen.insert(series.to_string()), "{series} twice:\n{text}");
+        }
+    }
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn prometheus_textfile_follows_a_lapse_and_covers_every_node() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, a, b) = replicated(d.path(), &AOF);
+    let out_dir = d.path().join("textfile");
+    std::fs::create_dir(&out_dir).unwrap();
+    let prom = out_dir.join("verify_redis.prom");
+    let f = prom.to_str().unwrap();
+
+    let r = xtask(&["--url", &url(&p), "--prometheus", f]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert_textfile_format(&text);
+    let node = format!("node=\"{}\"", url(&p));
+    let check = |t: &str, id: &str| {
+        sample(
+            t,
+            &format!("xtask_verify_redis_check{{{node},role=\"primary\",check=\"{id}\"}}"),
+        )
+    };
+    assert_eq!(check(&text, "aof_enabled"), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, &format!("redis_aof_enabled{{{node}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("redis_aof_last_write_status{{{node}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("redis_connected_slaves{{{node}}}")),
+        Some(2.0)
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&prom).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
+
+    // Between deploys someone switches the AOF off: the next run says so in the file.
+    cli(p.port, &["CONFIG", "SET", "appendonly", "no"]);
+    let r = xtask(&["--url", &url(&p), "--prometheus", f]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert_eq!(check(&text, "aof_enabled"), Some(2.0), "{text}");
+    assert_eq!(
+        sample(&text, &format!("redis_aof_enabled{{{node}}}")),
+        Some(0.0)
+    );
+    assert!(
+        text.contains(&format!(
+            "xtask_verify_redis_status{{target=\"{}\"}} 2",
+            url(&p)
+        )),
+        "{text}"
+    );
+    cli(p.port, &["CONFIG", "SET", "appendonly", "yes"]);
+
+    // The set: one series per node and check, replicas' link as redis_exporter names it.
+    wait_until("AOF back on", Duration::from_secs(20), || {
+        cli(p.port, &["INFO", "persistence"]).contains("aof_rewrite_in_progress:0")
+    });
+    let r = xtask(&[
+        "--url",
+        &url(&p),
+        "--replicas",
+        "discover",
+        "--prometheus",
+        f,
+    ]);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert_textfile_format(&text);
+    for s in [&a, &b] {
+        let n = format!("node=\"{}\"", url(s));
+        assert_eq!(
+            sample(
+                &text,
+                &format!("xtask_verify_redis_check{{{n},role=\"replica\",check=\"replica_link\"}}")
+            ),
+            Some(0.0),
+            "{}\n{text}",
+            r.all()
+        );
+        assert!(
+            text.contains(&format!(
+                "redis_master_link_up{{{n},master_host=\"127.0.0.1\",master_port=\"{}\"}} 1",
+                p.port
+            )),
+            "{text}"
+        );
+    }
+    // Unreachable: status 3, up 0, and still exit 3.
+    let dead = format!("redis://127.0.0.1:{}", free_port().unwrap());
+    let r = xtask(&["--url", &dead, "--prometheus", f, "--timeout", "1"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains(&format!(
+            "xtask_verify_redis_up{{node=\"{dead}\",role=\"\"}} 0"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("xtask_verify_redis_status{{target=\"{dead}\"}} 3")),
+        "{text}"
+    );
+    // Only our file in the directory (the temp file was renamed into place).
+    let names: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("verify_redis.prom")]);
+}
