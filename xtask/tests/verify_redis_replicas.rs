@@ -1,6 +1,8 @@
 //! verify-redis over a replicated Redis (issue 16): a real primary with two real replicas and three
 //! real Sentinels on loopback, in temp dirs, on free ports.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -550,4 +552,112 @@ fn prometheus_textfile_follows_a_lapse_and_covers_every_node() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("verify_redis.prom")]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// An environment that declares its replicas
+// ---------------------------------------------------------------------------------------------
+
+/// A `local` environment whose Redis is `primary`, declaring `replication` (a TOML table body).
+fn env_file(root: &Path, primary: u16, replication: &str) -> Vec<(String, String)> {
+    let envs = root.join("environments.toml");
+    let text = format!(
+        r#"[environments.local]
+transport = "local"
+description = "test"
+compose_file = "docker-compose.prod.yml"
+compose_project = "station-local"
+state_dir = "{}"
+database = "station"
+db_user = "station"
+migrations_dir = "infra/migrations"
+migration_command = "builtin:sql-migrations"
+health_url = ""
+{tables}
+[environments.local.redis_replication]
+{replication}
+"#,
+        root.display(),
+        tables = common::services_and_backup("local", "station-backups", "postgres"),
+    );
+    std::fs::write(&envs, text).unwrap();
+    xtask::local::state::LocalState {
+        pg_port: 1,
+        pg_password: "unused".into(),
+        redis_port: primary,
+        redis_password: String::new(),
+    }
+    .save(&root.join("state.json"))
+    .unwrap();
+    vec![
+        ("XTASK_ENVIRONMENTS".into(), envs.display().to_string()),
+        ("XTASK_ROOT".into(), common::repo().display().to_string()),
+    ]
+}
+
+fn xtask_env(args: &[&str], env: &[(String, String)]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.arg("verify-redis")
+        .args(args)
+        .env_remove("REDISCLI_AUTH")
+        .env_remove("REDIS_PASSWORD")
+        .env_remove("GITHUB_ACTIONS")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn an_environment_with_declared_replicas_verifies_every_node() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, a, b) = replicated(d.path(), &["--appendonly", "no"]);
+    let root = d.path().join("env");
+    std::fs::create_dir(&root).unwrap();
+    let env = env_file(
+        &root,
+        p.port,
+        &format!(
+            "replica_urls = [\"{}\", \"{}\"]\npassword_env = \"TEST_REPLICAS_PW\"",
+            url(&a),
+            url(&b)
+        ),
+    );
+    let r = xtask_env(&["--env", "local", "--json"], &env);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let v = r.json();
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3, "{v:#}");
+    assert_eq!(v["nodes"][0]["target"], format!("env:local ({})", url(&p)));
+    assert_eq!(v["nodes"][0]["role"], "primary");
+    assert_eq!(node_of(&v, &url(&a))["status"], "ok");
+    assert_eq!(check_status(node_of(&v, &url(&b)), "aof_enabled"), "fail");
+    assert!(
+        v["verdict"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("replica {}", url(&b))),
+        "{}",
+        v["verdict"]
+    );
+
+    // A declaration that makes no sense: exit 2 at the environment, before anything is asked.
+    let env = env_file(
+        &root,
+        p.port,
+        "master = \"station\"\nreplica_urls = [\"redis://127.0.0.1:1\"]",
+    );
+    let r = xtask_env(&["--env", "local"], &env);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("environments.toml:1:1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`master` goes with `sentinels`"),
+        "{}",
+        r.stderr
+    );
 }

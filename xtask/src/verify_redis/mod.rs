@@ -46,6 +46,7 @@
 //! ```
 
 pub mod checks;
+pub mod declared;
 pub mod info;
 pub mod input;
 pub mod prometheus;
@@ -599,15 +600,14 @@ pub fn verify_sentinel(
     list: &str,
     master: &str,
     tls: Option<resp::Tls>,
+    passwords: (Option<String>, Option<String>),
     opts: &Options,
     out: &Output,
 ) -> Result<ExitCode> {
     let sentinels = sentinel::parse_list(list)?;
     let target = format!("sentinel:{master} ({list})");
+    let (pw, data_pw) = passwords;
     let result = (|| {
-        let pw = std::env::var("REDIS_SENTINEL_PASSWORD")
-            .ok()
-            .filter(|v| !v.is_empty());
         let answers = sentinel::ask(&sentinels, master, &tls, &pw, opts.timeout);
         let (checks, agreed) = sentinel::evaluate(master, &answers)
             .map_err(|e| Error::unavailable(format!("{target}: {e}")))?;
@@ -620,7 +620,7 @@ pub fn verify_sentinel(
                 },
                 tls: tls.clone(),
                 username: None,
-                password: transport::env_password(),
+                password: data_pw.clone(),
                 db: 0,
             };
             for r in &a.replicas {
@@ -665,7 +665,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let tls = tls_options(&args)?;
     if let Some(list) = &args.sentinel {
         let master = args.master.as_deref().unwrap_or_default();
-        return verify_sentinel(list, master, tls, &opts, &out);
+        let sentinel_pw = std::env::var("REDIS_SENTINEL_PASSWORD")
+            .ok()
+            .filter(|v| !v.is_empty());
+        return verify_sentinel(
+            list,
+            master,
+            tls,
+            (sentinel_pw, transport::env_password()),
+            &opts,
+            &out,
+        );
     }
     let source = if let Some(url) = &args.url {
         let ep = transport::parse_url(url, transport::env_password(), tls.clone())?;
@@ -683,7 +693,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     } else if let Some(name) = &args.env {
         let envs = Environments::load()?;
-        Source::for_environment(envs.get(name)?)?
+        return verify_env(envs.get(name)?, &opts, &out);
     } else if let Some(path) = &args.info_file {
         let name = path.display().to_string();
         let text = if name == "-" {
@@ -746,5 +756,82 @@ pub fn verify_environment(env: &Environment, timeout: Duration) -> Result<ExitCo
         to_stderr: true,
         ..Output::default()
     };
-    verify_and_report(Source::for_environment(env)?, &opts, &out)
+    verify_env(env, &opts, &out)
+}
+
+/// An environment's Redis through its transport and, when `redis_replication` is declared, every
+/// node of the set (Sentinel's view, or the environment's Redis as primary plus `replica_urls`).
+fn verify_env(env: &Environment, opts: &Options, out: &Output) -> Result<ExitCode> {
+    let Some(rep) = &env.redis_replication else {
+        return verify_and_report(Source::for_environment(env)?, opts, out);
+    };
+    // `ca_file` is repository-relative: the root is the compose file's path minus its relative form.
+    let root = env
+        .compose_file
+        .ancestors()
+        .nth(env.compose_file_rel.components().count())
+        .unwrap_or(std::path::Path::new("."));
+    let tls = match (&rep.ca_file, rep.tls) {
+        (Some(ca), _) => Some(resp::Tls {
+            ca_file: Some(if ca.is_absolute() {
+                ca.clone()
+            } else {
+                root.join(ca)
+            }),
+            insecure: false,
+        }),
+        (None, true) => Some(resp::Tls::default()),
+        (None, false) => None,
+    };
+    let data_pw =
+        declared::RedisReplication::secret(&rep.password_env).or_else(transport::env_password);
+    if !rep.sentinels.is_empty() {
+        let sentinel_pw = declared::RedisReplication::secret(&rep.sentinel_password_env);
+        return verify_sentinel(
+            &rep.sentinels.join(","),
+            rep.master.as_deref().unwrap_or_default(),
+            tls,
+            (sentinel_pw, data_pw),
+            opts,
+            out,
+        );
+    }
+    let primary = Source::for_environment(env)?;
+    let target = format!("env:{} (+{} replicas)", env.name, rep.replica_urls.len());
+    let result = (|| {
+        let mut members = vec![set::Member {
+            expect: replication::Role::Primary,
+            source: primary,
+        }];
+        for u in &rep.replica_urls {
+            members.push(set::Member {
+                expect: replication::Role::Replica,
+                source: Source::Direct {
+                    conn: Box::new(Direct::new(transport::parse_url(
+                        u,
+                        data_pw.clone(),
+                        tls.clone(),
+                    )?)),
+                    transport: "url",
+                },
+            });
+        }
+        let nodes = set::verify(members, opts)?;
+        set::assemble(
+            target.clone(),
+            env_transport(env),
+            opts.strict,
+            nodes,
+            Vec::new(),
+        )
+    })();
+    report_set(result, &target, env_transport(env), opts, out)
+}
+
+fn env_transport(env: &Environment) -> &'static str {
+    match env.transport {
+        Transport::Local => "local",
+        Transport::Docker => "docker",
+        Transport::Ssh => "ssh",
+    }
 }
