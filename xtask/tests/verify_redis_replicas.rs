@@ -661,3 +661,70 @@ fn an_environment_with_declared_replicas_verifies_every_node() {
         r.stderr
     );
 }
+
+#[test]
+fn sentinel_and_node_passwords_come_from_the_environment_and_are_never_printed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = RedisServer::spawn(
+        &d.path().join("p"),
+        free_port().unwrap(),
+        &RedisConfig {
+            args: AOF.iter().map(|s| s.to_string()).collect(),
+            password: Some("N0de-Secret-pw".into()),
+            config_lines: vec![],
+        },
+    )
+    .unwrap();
+    let s = RedisServer::spawn(
+        &d.path().join("s"),
+        free_port().unwrap(),
+        &RedisConfig {
+            args: vec!["--sentinel".into()],
+            password: Some("Sent1nel-Secret-pw".into()),
+            config_lines: vec![
+                format!("sentinel monitor station 127.0.0.1 {} 1", p.port),
+                "sentinel auth-pass station N0de-Secret-pw".into(),
+            ],
+        },
+    )
+    .unwrap();
+    let list = format!("127.0.0.1:{}", s.port);
+    let run = |envs: &[(&str, &str)]| {
+        let env: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        xtask_env(
+            &["--sentinel", &list, "--master", "station", "--json"],
+            &env,
+        )
+    };
+    let secrets = ["N0de-Secret-pw", "Sent1nel-Secret-pw", "Wr0ng-pw"];
+    let ok = run(&[
+        ("REDIS_SENTINEL_PASSWORD", "Sent1nel-Secret-pw"),
+        ("REDISCLI_AUTH", "N0de-Secret-pw"),
+    ]);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    assert_eq!(ok.json()["nodes"][0]["target"], url(&p));
+    let wrong = run(&[
+        ("REDIS_SENTINEL_PASSWORD", "Wr0ng-pw"),
+        ("REDISCLI_AUTH", "N0de-Secret-pw"),
+    ]);
+    assert_eq!(wrong.code, 3, "{}", wrong.all());
+    assert!(
+        wrong.stderr.contains("set REDIS_SENTINEL_PASSWORD"),
+        "{}",
+        wrong.stderr
+    );
+    let node = run(&[
+        ("REDIS_SENTINEL_PASSWORD", "Sent1nel-Secret-pw"),
+        ("REDISCLI_AUTH", "Wr0ng-pw"),
+    ]);
+    assert_eq!(node.code, 3, "{}", node.all());
+    assert!(node.stderr.contains("set REDISCLI_AUTH"), "{}", node.stderr);
+    for r in [&ok, &wrong, &node] {
+        for secret in secrets {
+            assert!(!r.all().contains(secret), "{secret} leaked: {}", r.all());
+        }
+    }
+}

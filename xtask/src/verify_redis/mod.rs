@@ -12,6 +12,8 @@
 //! Time: `--timeout` (default 5 s) bounds every question and the whole run. With `--wait W` and
 //! `--samples N --interval I` the whole run is bounded by `timeout + W + (N-1)·I`: a watchdog
 //! returns exit 3 when that passes, whatever the server does (e.g. accept and never answer).
+//! Several nodes ([`set`]) are asked in parallel, each under that bound, after one discovery round
+//! (the primary's `INFO replication`, or the Sentinels' round, itself bounded by `timeout`).
 //!
 //! # JSON schema (`--json`), stable: `"schema": "verify-redis/1"`
 //!
@@ -33,14 +35,31 @@
 //!   "waited_seconds": number | null,  // time spent waiting for a load (--wait)
 //!   "verdict":   string,         // one sentence in plain words
 //!   "error":     string | null,  // why there was no answer (status "unreachable" only)
-//!   "checks": [                  // fixed order; "aof_files" only for local and exec transports
+//!   "role":      "primary" | "replica" | null,  // from INFO replication (direct transports)
+//!   "checks": [                  // fixed order; "aof_files" only for local and exec transports;
+//!                                // replication checks only on a replica or a primary with replicas
+//!                                // (or min-replicas-to-write > 0); a set's own checks (below)
 //!     {"id": "aof_enabled" | "aof_rewrite" | "aof_write" | "aof_rewrite_failures" | "appendfsync"
-//!            | "no_appendfsync_on_rewrite" | "fsync_delays" | "rdb_bgsave" | "aof_files",
+//!            | "no_appendfsync_on_rewrite" | "fsync_delays" | "rdb_bgsave" | "aof_files"
+//!            | "replicas" | "min_replicas" | "replica_link"       // replication
+//!            | "sentinels" | "sentinel_master" | "sentinels_agree" | "sentinel_quorum"
+//!            | "roles" | "node",                                 // a set's own checks
 //!      "title":   string,        // human title, e.g. "AOF on and live"
 //!      "status":  "ok" | "warn" | "fail",
 //!      "value":   string,        // what we saw, e.g. "aof_enabled:1, appendonly=yes"
 //!      "message": string,        // one line: why this status
 //!      "action":  string | null} // what to do (null when nothing)
+//!   ],
+//!   // Only when several nodes were verified (--replicas, --replica-url, --sentinel, an environment
+//!   // with redis_replication). The top level is then the set: "target" names it ("sentinel:NAME
+//!   // (LIST)", the primary's URL, "env:NAME (+N replicas)"), "status"/"exit_code"/"verdict" are the
+//!   // set's, "server"/"samples"/"waited_seconds" the primary's, "role" null, and "checks" the set's
+//!   // own checks followed by one "node" check per node (value "ROLE TARGET", status that node's).
+//!   "nodes": [
+//!     {"target": string, "expected_role": "primary" | "replica", "role": "primary" | "replica" | null,
+//!      "transport": string, "server": {...} | null, "status": "ok" | "warn" | "fail" | "unreachable",
+//!      "samples": int, "waited_seconds": number | null, "verdict": string, "error": string | null,
+//!      "checks": [ ... as above ... ]}
 //!   ]
 //! }
 //! ```

@@ -388,14 +388,14 @@ fn not_redis(t: &str, head: &[u8]) -> Error {
 fn auth_failed(t: &str, code: &str, message: &str) -> String {
     let what = match code {
         "WRONGPASS" | "NOAUTH" => code.to_string(),
-        _ if message.contains("password") || message.contains("AUTH") => {
-            format!("{code} {message}")
-        }
         _ => format!("{code} {message}"),
     };
-    format!(
-        "{t}: authentication failed ({what}): set REDISCLI_AUTH (or REDIS_PASSWORD) to the right password"
-    )
+    let var = if t.starts_with("sentinel ") {
+        "REDIS_SENTINEL_PASSWORD"
+    } else {
+        "REDISCLI_AUTH (or REDIS_PASSWORD)"
+    };
+    format!("{t}: authentication failed ({what}): set {var} to the right password")
 }
 
 fn unix_error(t: &str, path: &Path, e: io::Error) -> Error {
