@@ -740,11 +740,11 @@ fn tls_options(args: &Args) -> Result<Option<resp::Tls>> {
         ));
     }
     if args.tls_insecure {
-        eprintln!(
-            "verify-redis: WARNING: --tls-insecure: the server's certificate and name are NOT checked; \
-             anyone on the network path can read and change this session, password included. \
-             Use --ca-file PATH instead."
-        );
+        let msg = "--tls-insecure: the server's certificate and name are NOT checked; \
+                   anyone on the network path can read and change this session, password included. \
+                   Use --ca-file PATH instead.";
+        eprintln!("verify-redis: WARNING: {msg}");
+        crate::gha::annotation(crate::gha::Annotation::Warning, "verify-redis", msg, true);
     }
     Ok(Some(resp::Tls {
         ca_file: args.ca_file.clone(),
