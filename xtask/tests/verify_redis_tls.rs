@@ -2,6 +2,8 @@
 //! made with openssl: ok with `--ca-file`, exit 3 with a clear message for a wrong CA, a name
 //! mismatch, a plain port; `--tls-insecure` works and warns.
 
+#![cfg(feature = "tls")]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
