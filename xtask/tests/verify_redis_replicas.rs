@@ -559,6 +559,7 @@ fn prometheus_textfile_follows_a_lapse_and_covers_every_node() {
 // ---------------------------------------------------------------------------------------------
 
 /// A `local` environment whose Redis is `primary`, declaring `replication` (a TOML table body).
+/// `root` stands for the repository; the state dir is `root/state`, a directory of its own inside it.
 fn env_file(root: &Path, primary: u16, replication: &str) -> Vec<(String, String)> {
     let envs = root.join("environments.toml");
     let text = format!(
@@ -577,21 +578,22 @@ health_url = ""
 [environments.local.redis_replication]
 {replication}
 "#,
-        root.display(),
+        root.join("state").display(),
         tables = common::services_and_backup("local", "station-backups", "postgres"),
     );
     std::fs::write(&envs, text).unwrap();
+    std::fs::create_dir_all(root.join("state")).unwrap();
     xtask::local::state::LocalState {
         pg_port: 1,
         pg_password: "unused".into(),
         redis_port: primary,
         redis_password: String::new(),
     }
-    .save(&root.join("state.json"))
+    .save(&root.join("state/state.json"))
     .unwrap();
     vec![
         ("XTASK_ENVIRONMENTS".into(), envs.display().to_string()),
-        ("XTASK_ROOT".into(), common::repo().display().to_string()),
+        ("XTASK_ROOT".into(), root.display().to_string()),
     ]
 }
 
