@@ -11,10 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::deploy::plan::Sha;
-use crate::deploy::verified::VerifiedBackup;
+use crate::backup::VerifiedBackup;
 use crate::environments::{Environment, Environments, MigrationCommand};
 use crate::error::{Error, ExitCode, Result};
+use crate::git::Sha;
 use crate::host::{Host, PSQL_OPTS};
 use crate::process::Cmd;
 
@@ -34,7 +34,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let env = envs.get(&args.env)?;
     let sha = match &args.sha {
         Some(s) => Sha::parse(s)?,
-        None => crate::deploy::head_sha(&envs.root)?,
+        None => crate::git::head_sha(&envs.root)?,
     };
     let backup = VerifiedBackup::find_for_sha(env, &sha)?;
     println!(

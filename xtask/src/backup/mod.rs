@@ -8,6 +8,7 @@
 pub mod drill;
 pub mod label;
 pub mod result;
+pub mod verified;
 
 use std::process::ExitStatus;
 
@@ -17,6 +18,7 @@ use crate::host::{Host, RCLONE_FLAGS};
 use crate::process::{describe, Cmd};
 
 pub use label::Label;
+pub use verified::VerifiedBackup;
 
 /// The script, relative to the repository root and to a server environment's `remote_dir` (the
 /// deploy pipeline syncs it there before it runs).

@@ -21,8 +21,8 @@ use super::plan::{
     StepReport,
 };
 use super::remote;
-use super::verified::VerifiedBackup;
 use super::Args;
+use crate::backup::VerifiedBackup;
 
 /// Free space the local machine needs for a local deploy (KiB).
 const LOCAL_MIN_FREE_KB: u64 = 256 * 1024;
