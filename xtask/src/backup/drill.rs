@@ -38,14 +38,7 @@ pub const COUNT_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) || '|'
 
 /// Download `$1` (an rclone path) and restore it with the psql command given as `$2...`.
 /// `@RCLONE_FLAGS@` stands for [`RCLONE_FLAGS`] (see [`restore_script`]).
-const RESTORE: &str = r#"obj=$1
-shift
-tmp=$(mktemp -d)
-trap 'rm -rf -- "$tmp"' EXIT
-rclone copyto @RCLONE_FLAGS@ "$obj" "$tmp/backup.sql.gz"
-if command -v pigz >/dev/null 2>&1; then gz=pigz; else gz=gzip; fi
-"$gz" -dc "$tmp/backup.sql.gz" | "$@" >/dev/null
-"#;
+const RESTORE: &str = include_str!("drill-restore.sh");
 
 /// [`RESTORE`] with the bounded rclone flags every other xtask rclone call uses.
 fn restore_script() -> String {

@@ -11,8 +11,10 @@ use crate::process::Cmd;
 
 /// `redis-cli` inside the redis container, authenticated from the container's own environment:
 /// the password is on no command line, ours or the container's. Arguments follow as `"$@"`.
-pub const REDIS_CLI_SH: &str =
-    r#"REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli --no-auth-warning "$@""#;
+pub const REDIS_CLI_SH: &str = concat!(
+    include_str!("../host/redis-cli.sh"),
+    "exec \"$xtask_rcli\" --no-auth-warning \"$@\"\n"
+);
 
 /// A Compose project: the CLI plus `-p <project> -f <file>... --env-file <file>`.
 #[derive(Clone, Debug)]
