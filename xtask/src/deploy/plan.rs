@@ -160,10 +160,6 @@ impl PlannedStep {
         self.calls.push(c.into());
         self
     }
-    pub fn cmd(mut self, c: &crate::process::Cmd) -> Self {
-        self.commands.push(c.display());
-        self
-    }
     pub fn text(mut self, c: impl Into<String>) -> Self {
         self.commands.push(c.into());
         self

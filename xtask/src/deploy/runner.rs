@@ -435,7 +435,7 @@ impl<'a> Pipeline<'a> {
                 let info = LockInfo::new(
                     self.sha.as_str(),
                     self.args.lock_ttl,
-                    crate::local::random_secret()?,
+                    crate::random::secret()?,
                 );
                 let (guard, notes) = lock::acquire(&place, &info, self.args.force_unlock)?;
                 for n in &notes {
