@@ -6,7 +6,7 @@
 #   exit 1  a stage failed (dump, verify, upload, remote verification, object already exists)
 #   exit 2  bad input (LABEL, BACKUP_TIMESTAMP, BACKUP_MODE, a missing required variable); nothing ran
 #   exit 3  a dependency could not be reached or run (pg_dump/rclone/docker missing, remote unreachable
-#           or refusing the credentials before anything was dumped)
+#           or refusing the credentials before anything was dumped, PostgreSQL down or gone mid-dump)
 # On success the last line on stdout is machine-readable (cargo xtask backup parses it):
 #   BACKUP_OK path=<remote>:<bucket>/<prefix>/YYYYMM/<file> size=<bytes> hash_type=<md5|sha1> hash=<hex>
 #
@@ -226,8 +226,13 @@ start=$SECONDS
 rc=0
 # Bounded: `timeout` stops the dump (TERM, then KILL 30 s later); --foreground keeps it in our
 # process group so Ctrl-C still reaches it.
-timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" |
+timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" 2>"$TMP_DIR/dump.err" |
   "$GZ" "-$BACKUP_GZIP_LEVEL" -c >"$DUMP" || rc=$?
+cat "$TMP_DIR/dump.err" >&2
+# PostgreSQL down (or gone during the dump) is a dependency that could not be reached: exit 3.
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qiE 'connection refused|is the server running|server closed the connection unexpectedly|terminating connection due to administrator command|the database system is (shutting down|starting up|not yet accepting)|could not translate host name|timeout expired|service "?[A-Za-z0-9._-]+"? is not running' "$TMP_DIR/dump.err"; then
+  fail dump 3 "PostgreSQL could not be reached (down, or gone during the dump): nothing uploaded. $(tail -n 2 "$TMP_DIR/dump.err" | tr '\n' ' ')"
+fi
 if [ "$rc" -eq 124 ]; then
   fail dump 1 "the dump did not finish within ${BACKUP_DUMP_TIMEOUT}s (BACKUP_DUMP_TIMEOUT) and was stopped: nothing uploaded. Check that the database answers and no long lock blocks pg_dump, or raise BACKUP_DUMP_TIMEOUT"
 fi

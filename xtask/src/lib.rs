@@ -8,7 +8,7 @@ pub mod environments;
 pub mod error;
 pub(crate) mod files;
 pub(crate) mod fnv;
-pub(crate) mod gha;
+pub mod gha;
 pub(crate) mod git;
 pub(crate) mod host;
 pub mod process;

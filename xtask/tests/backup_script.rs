@@ -214,11 +214,12 @@ fn a_missing_tool_is_exit_3_and_an_interrupt_still_removes_the_temp_file() {
     // Wait until the temp file holds the dump.
     loop {
         let partial = files(&tmp);
-        if partial.iter().any(|p| p.ends_with(".sql.gz"))
-            && std::fs::metadata(tmp.join(&partial[0]))
-                .map(|m| m.len() > 0)
-                .unwrap_or(false)
-        {
+        if partial.iter().any(|p| {
+            p.ends_with(".sql.gz")
+                && std::fs::metadata(tmp.join(p))
+                    .map(|m| m.len() > 0)
+                    .unwrap_or(false)
+        }) {
             break;
         }
         assert!(start.elapsed().as_secs() < 20, "the dump never started");

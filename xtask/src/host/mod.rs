@@ -550,31 +550,33 @@ impl Host {
             .timeout(Duration::from_secs(30)))
     }
 
-    /// `psql -X -q -v ON_ERROR_STOP=1 EXTRA... -d DB` words as the database user (`-U db_user` in
-    /// the postgres container; libpq variables on this machine). Compose words start with
+    /// `psql [-U user] [-d DB] -X -q -v ON_ERROR_STOP=1 EXTRA...` words as the database user (`-U
+    /// db_user` in the postgres container; libpq variables on this machine, where `-d` is left out
+    /// for the environment's own database, which `PGDATABASE` names). Compose words start with
     /// `compose`: use them in a [`Script::with_compose`] script.
     pub fn psql_words(&self, db: &str, extra: &[&str]) -> Vec<String> {
         let env = &self.env;
+        let local = matches!(self.at, At::Local { .. });
         let mut psql: Vec<String> = vec!["psql".into()];
-        if !matches!(self.at, At::Local { .. }) {
+        if !local {
             psql.extend(["-U".to_string(), env.db_user.clone()]);
+        }
+        if !local || db != env.database {
+            psql.extend(["-d".to_string(), db.to_string()]);
         }
         psql.extend(PSQL_OPTS.iter().map(|s| s.to_string()));
         psql.extend(extra.iter().map(|s| s.to_string()));
-        psql.extend(["-d".to_string(), db.to_string()]);
-        match self.at {
-            At::Local { .. } => psql,
-            _ => {
-                let mut a = vec![
-                    "exec".to_string(),
-                    "-T".into(),
-                    env.services.postgres.clone(),
-                ];
-                a.extend(psql);
-                self.compose_words(&a)
-                    .expect("compose hosts have a project")
-            }
+        if local {
+            return psql;
         }
+        let mut a = vec![
+            "exec".to_string(),
+            "-T".into(),
+            env.services.postgres.clone(),
+        ];
+        a.extend(psql);
+        self.compose_words(&a)
+            .expect("compose hosts have a project")
     }
 
     /// `psql` against database `db` as the database user: SQL on stdin (`-f -`) or in `extra`
@@ -749,14 +751,14 @@ mod tests {
                 "psql",
                 "-U",
                 "station",
+                "-d",
+                "postgres",
                 "-X",
                 "-q",
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-c",
-                "SELECT 1",
-                "-d",
-                "postgres"
+                "SELECT 1"
             ]
         );
     }
@@ -770,6 +772,7 @@ mod tests {
             h.compose(None, &["ps"]).unwrap_err().exit_code(),
             crate::ExitCode::Usage
         );
+        // The local cluster's own database comes from PGDATABASE; any other is named.
         assert_eq!(
             h.psql_words("station", &["-c", "SELECT 1"]),
             [
@@ -779,10 +782,12 @@ mod tests {
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-c",
-                "SELECT 1",
-                "-d",
-                "station"
+                "SELECT 1"
             ]
+        );
+        assert_eq!(
+            h.psql_words("postgres", &["-c", "SELECT 1"])[..3],
+            ["psql", "-d", "postgres"]
         );
     }
 }
