@@ -19,18 +19,26 @@ pub enum Mode {
 }
 
 /// Replace `path` with `bytes` atomically (see the module documentation).
+/// `Keep` also keeps the owner and group, and follows a symlink: its target is replaced (the temp
+/// file is made beside the target) and the link stays a link.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
-    let dir = path
+    use std::os::unix::fs::MetadataExt;
+    let real = match (mode, std::fs::canonicalize(path)) {
+        (Mode::Keep { .. }, Ok(p)) => p,
+        (Mode::Keep { new: None }, Err(e)) => return Err(Error::write(path, e)),
+        _ => path.to_path_buf(),
+    };
+    let dir = real
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let perms = match (mode, std::fs::metadata(path)) {
-        (Mode::Private, _) => std::fs::Permissions::from_mode(0o600),
-        (Mode::Keep { .. }, Ok(m)) => m.permissions(),
-        (Mode::Keep { new: Some(m) }, Err(_)) => std::fs::Permissions::from_mode(m),
+    let (perms, owner) = match (mode, std::fs::metadata(&real)) {
+        (Mode::Private, _) => (std::fs::Permissions::from_mode(0o600), None),
+        (Mode::Keep { .. }, Ok(m)) => (m.permissions(), Some((m.uid(), m.gid()))),
+        (Mode::Keep { new: Some(m) }, Err(_)) => (std::fs::Permissions::from_mode(m), None),
         (Mode::Keep { new: None }, Err(e)) => return Err(Error::write(path, e)),
     };
-    let name = path
+    let name = real
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -40,9 +48,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
         .map_err(|e| Error::write(path, e))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
-        .and_then(|()| std::fs::set_permissions(tmp.path(), perms))
         .map_err(|e| Error::write(path, e))?;
-    tmp.persist(path).map_err(|e| Error::write(path, e.error))?;
+    if let Some((uid, gid)) = owner {
+        let mine = tmp
+            .as_file()
+            .metadata()
+            .map_err(|e| Error::write(path, e))?;
+        if (mine.uid(), mine.gid()) != (uid, gid) {
+            std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).map_err(|e| {
+                Error::failed(format!(
+                    "{}: cannot keep its owner {uid}:{gid} ({e}): nothing written; run as its owner or as root",
+                    crate::error::show_path(path)
+                ))
+            })?;
+        }
+    }
+    std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(path, e))?;
+    tmp.persist(&real)
+        .map_err(|e| Error::write(path, e.error))?;
     Ok(())
 }
 

@@ -3,9 +3,20 @@
 
 use serde::Serialize;
 
+use super::channel::{self, Channel};
+use super::env;
 use super::model::{self, at, At, MountKind, RedisFacts, Service};
 use super::shell::{self, Dialect, Tok};
 use crate::yaml::{self, Node, Pos};
+
+/// How bad a finding is: an `error` fails `compose check`; a `warning` fails it only with
+/// `--strict`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
 
 /// One finding, before the file name is attached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -15,7 +26,18 @@ pub struct Finding {
     /// A short rule id: `aof`, `appendfsync`, `data-volume`, `password-argv`, `port`,
     /// `duplicate-key`, `mirror`, `command`.
     pub rule: &'static str,
+    pub severity: Severity,
     pub message: String,
+}
+
+impl Finding {
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+    /// Whether it fails the gate (`strict`: warnings do too).
+    pub fn fails(&self, strict: bool) -> bool {
+        strict || self.is_error()
+    }
 }
 
 fn finding(p: Pos, rule: &'static str, message: impl Into<String>) -> Finding {
@@ -23,7 +45,15 @@ fn finding(p: Pos, rule: &'static str, message: impl Into<String>) -> Finding {
         line: p.line,
         col: p.col,
         rule,
+        severity: Severity::Error,
         message: message.into(),
+    }
+}
+
+fn warning(p: Pos, rule: &'static str, message: impl Into<String>) -> Finding {
+    Finding {
+        severity: Severity::Warning,
+        ..finding(p, rule, message)
     }
 }
 
@@ -56,10 +86,44 @@ pub fn check_text(
         // Which of the duplicates Compose would use is unknowable: stop here.
         return Ok((out, None));
     }
-    let svc = model::find_redis(text, &doc.root, service)?;
-    let inv = model::invocation(text, &svc)?;
-    check_durability(&svc, &inv, &mut out);
-    check_argv_secrets(&inv, &mut out);
+    let svc0 = model::find_redis(text, &doc.root, service)?;
+    let merged = channel::effective(&doc.root, &svc0)?;
+    let svc = channel::with(&svc0, merged.as_ref());
+    let ch = channel::channel(text, &svc)?;
+    match &ch {
+        Channel::Command {
+            family,
+            image_default,
+        } => {
+            let inv = model::invocation(text, &svc)?;
+            let label = Label::Command {
+                binary: family.binary(),
+                image_default: *image_default,
+                default_command: family.default_command(),
+                service: svc.name,
+            };
+            check_durability(&svc, &inv, &label, &mut out);
+            check_argv_secrets(&inv, &mut out);
+        }
+        Channel::Stack => {
+            let env = env::read(&svc)?;
+            match env.entries.iter().find(|e| e.key == "REDIS_ARGS") {
+                Some(e) => {
+                    let inv = channel::env_invocation(text, e)?;
+                    check_durability(&svc, &inv, &Label::Stack { at: e.at }, &mut out);
+                    check_env_secrets(&inv, "REDIS_ARGS", &mut out);
+                }
+                None => {
+                    let p = svc
+                        .node
+                        .get("image")
+                        .map_or(svc.key.start, |l| l.value.start);
+                    out.push(finding(p, "aof", format!("Redis Stack starts without `--appendonly yes` (no REDIS_ARGS): add `REDIS_ARGS: \"{}\"` to `environment:`{}", DURABLE_ARGS, env_file_note(&svc))));
+                }
+            }
+        }
+        Channel::Bitnami { prefix, .. } => check_bitnami(text, &svc, prefix, &mut out)?,
+    }
     check_volume(text, &doc.root, &svc, &mut out)?;
     check_healthcheck(text, &svc, &mut out);
     check_ports(&svc, &mut out);
@@ -90,7 +154,34 @@ pub fn check_text(
     Ok((out, snapshot))
 }
 
-fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Finding>) {
+/// The durable server arguments, as one string.
+pub const DURABLE_ARGS: &str = "--appendonly yes --appendfsync everysec";
+
+/// Where the server's arguments are, for messages.
+enum Label<'a> {
+    Command {
+        binary: &'static str,
+        image_default: bool,
+        default_command: Vec<&'static str>,
+        service: &'a str,
+    },
+    Stack {
+        at: Pos,
+    },
+    Bitnami {
+        var: String,
+    },
+}
+
+fn env_file_note(svc: &Service) -> &'static str {
+    if svc.node.get("env_file").is_some() {
+        " (or to the service's `env_file:`, if REDIS_ARGS is set there)"
+    } else {
+        ""
+    }
+}
+
+fn check_durability(svc: &Service, inv: &model::Invocation, label: &Label, out: &mut Vec<Finding>) {
     let args = inv.arg_values();
     let (_, opts) = model::parse_server_args(&args);
     let where_ = inv
@@ -98,7 +189,15 @@ fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Findin
         .as_ref()
         .map(|w| w.at)
         .or(inv.node.as_ref().map(|n| n.start))
-        .unwrap_or(svc.key.start);
+        .unwrap_or(match label {
+            Label::Stack { at } => *at,
+            _ => svc.key.start,
+        });
+    let who = match label {
+        Label::Command { binary, .. } => binary.to_string(),
+        Label::Stack { .. } => "Redis Stack (REDIS_ARGS)".into(),
+        Label::Bitnami { var } => format!("the Bitnami image ({var})"),
+    };
     for (name, want, rule) in [
         ("appendonly", "yes", "aof"),
         ("appendfsync", "everysec", "appendfsync"),
@@ -119,19 +218,31 @@ fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Findin
             .map(|o| inv.args[o.values.first().copied().unwrap_or(o.index)].at)
             .unwrap_or(where_);
         match values.last() {
-            None => out.push(finding(
-                p,
-                rule,
-                if inv.node.is_none() {
-                    format!("redis service `{}` has no command: the image default runs without `--{name} {want}`; run `cargo xtask compose apply`", svc.name)
-                } else {
-                    format!("redis-server runs without `--{name} {want}`: run `cargo xtask compose apply`")
-                },
-            )),
+            None => {
+                // Bitnami's defaults are `appendonly yes` (REDIS_AOF_ENABLED) and everysec.
+                if matches!(label, Label::Bitnami { .. }) {
+                    continue;
+                }
+                let msg = match label {
+                    Label::Command {
+                        image_default: true,
+                        default_command,
+                        service,
+                        ..
+                    } => {
+                        let mut list: Vec<String> = default_command.iter().map(|w| format!("\"{w}\"")).collect();
+                        list.extend(["\"--appendonly\"", "\"yes\"", "\"--appendfsync\"", "\"everysec\""].map(String::from));
+                        format!("redis service `{service}` has no command: the image default runs without `--{name} {want}`; add `command: [{}]`", list.join(", "))
+                    }
+                    Label::Stack { .. } => format!("{who} runs without `--{name} {want}`: append `--{name} {want}` to REDIS_ARGS"),
+                    _ => format!("{who} runs without `--{name} {want}`: append `--{name} {want}` to its arguments"),
+                };
+                out.push(finding(p, rule, msg));
+            }
             Some(v) if !v.eq_ignore_ascii_case(want) => out.push(finding(
                 p,
                 rule,
-                format!("redis-server runs with `--{name} {v}`, expected `--{name} {want}`: run `cargo xtask compose apply`"),
+                format!("{who} runs with `--{name} {v}`, expected `--{name} {want}`: edit it to `--{name} {want}`"),
             )),
             Some(_) => {
                 if values.iter().any(|v| !v.eq_ignore_ascii_case(want)) {
@@ -142,6 +253,73 @@ fn check_durability(svc: &Service, inv: &model::Invocation, out: &mut Vec<Findin
                     ));
                 }
             }
+        }
+    }
+}
+
+/// Bitnami: `<P>_AOF_ENABLED` (default `yes`) and `<P>_EXTRA_FLAGS`.
+fn check_bitnami(
+    text: &str,
+    svc: &Service,
+    prefix: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), At> {
+    let env = env::read(svc)?;
+    let var = format!("{prefix}_AOF_ENABLED");
+    let in_env = env.entries.iter().any(|e| e.key == var);
+    if let (false, Some(l)) = (in_env, svc.node.get("env_file")) {
+        out.push(warning(
+            l.key.start,
+            "aof",
+            format!("`{var}` is not in `environment:`; the image's default is `yes`, but this service's `env_file:` may set it: make sure it says `{var}=yes`, or add `{var}: \"yes\"` to `environment:` (which wins)"),
+        ));
+    }
+    if let Some(e) = env.entries.iter().find(|e| e.key == var) {
+        let v = e.value.clone().unwrap_or_default();
+        if !v.eq_ignore_ascii_case("yes") {
+            out.push(finding(
+                e.at,
+                "aof",
+                format!("`{var}` is `{v}`: the Bitnami image then runs without AOF; edit it to `{var}: \"yes\"`"),
+            ));
+        }
+    }
+    let flags = format!("{prefix}_EXTRA_FLAGS");
+    if let Some(e) = env.entries.iter().find(|e| e.key == flags) {
+        let inv = channel::env_invocation(text, e)?;
+        check_durability(svc, &inv, &Label::Bitnami { var: flags.clone() }, out);
+        check_env_secrets(&inv, &flags, out);
+    }
+    Ok(())
+}
+
+/// Passwords in an environment variable that the image's entrypoint passes to the server
+/// (`REDIS_ARGS`): the container's environment holds it anyway; redis-server's argv too, for its
+/// start-up instant. A literal is in the file too.
+fn check_env_secrets(inv: &model::Invocation, var: &str, out: &mut Vec<Finding>) {
+    let args = inv.arg_values();
+    let (_, opts) = model::parse_server_args(&args);
+    for o in &opts {
+        if !model::SECRET_OPTIONS.contains(&o.name.as_str()) {
+            continue;
+        }
+        let Some(&vi) = o.values.first() else {
+            continue;
+        };
+        let v = &args[vi];
+        let at = inv.args[o.index].at;
+        if v.contains('$') {
+            out.push(warning(
+                at,
+                "password-argv",
+                format!("`--{} {v}` in {var}: the entrypoint passes it to redis-server, whose argv holds the value for the start-up instant before it rewrites its process title (the container's environment holds it either way); to expose it nowhere, give the image a config file with `requirepass` instead", o.name),
+            ));
+        } else {
+            out.push(finding(
+                at,
+                "password-argv",
+                format!("`--{}` in {var} is a literal password: it is in this file and in `docker inspect` (Env): edit it to `--{} ${{REDIS_PASSWORD:?}}` with the value in an env file", o.name, o.name),
+            ));
         }
     }
 }
@@ -184,30 +362,98 @@ fn secret_name(v: &str) -> bool {
         .any(|k| u.contains(k))
 }
 
+/// `$$NAME` / `$${NAME}` in a raw (pre-interpolation) value: the variable the container's shell
+/// reads.
+pub fn shell_var(s: &str) -> Option<String> {
+    let i = s.find("$$")?;
+    let rest = s[i + 2..].trim_start_matches('{');
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The variable a password value names (`${X:?}` interpolated or `$$X` shell), for fix lines.
+fn var_of(v: &str) -> String {
+    interpolated_vars(v)
+        .into_iter()
+        .next()
+        .or_else(|| shell_var(v))
+        .unwrap_or_else(|| "REDIS_PASSWORD".into())
+}
+
+/// The edited line that passes a password to redis-server without exposing it: the config-file
+/// form of docker-compose.prod.yml.
+pub fn config_file_fix(var: &str) -> String {
+    format!("- umask 077 && printf 'requirepass \"%s\"\\n' \"$${var}\" > /tmp/redis.conf && exec redis-server /tmp/redis.conf ...")
+}
+
+/// The edited health check that authenticates without argv.
+pub fn cli_fix(var: &str) -> String {
+    format!("test: [\"CMD-SHELL\", \"REDISCLI_AUTH=\\\"$${var}\\\" redis-cli --no-auth-warning ping | grep -q PONG\"]")
+}
+
 fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
     let args = inv.arg_values();
     let (_, opts) = model::parse_server_args(&args);
+    let mut reported = std::collections::HashSet::new();
     for o in &opts {
-        if model::SECRET_OPTIONS.contains(&o.name.as_str()) {
+        if !model::SECRET_OPTIONS.contains(&o.name.as_str()) {
+            continue;
+        }
+        let name = &o.name;
+        let at = inv.args[o.index].at;
+        let Some(&vi) = o.values.first() else {
+            continue;
+        };
+        reported.insert(vi);
+        let v = &args[vi];
+        let var = var_of(v);
+        if !interpolated_vars(v).is_empty() {
             out.push(finding(
-                inv.args[o.index].at,
+                at,
                 "password-argv",
-                format!("`--{}` passes the password on redis-server's command line (visible in `ps` and `docker inspect`): write it to a config file inside the container (see docker-compose.prod.yml)", o.name),
+                format!("`--{name} {v}`: Compose interpolates the password into the command, so its value is in `docker inspect` (Cmd) and in redis-server's argv: pass it through `environment:` (`{var}: {v}`) and read it in the container's shell into a config file: `command:` `{}`", config_file_fix(&var)),
+            ));
+        } else if shell_var(v).is_some() && inv.in_script {
+            out.push(warning(
+                at,
+                "password-argv",
+                format!("`--{name} {v}` is read by the container's shell: `docker inspect` shows only `${var}` (the environment holds the value either way), but redis-server's argv holds the value for the start-up instant before it rewrites its process title (`ps`, /proc/<pid>/cmdline); to expose it nowhere, edit the script to `{}`", config_file_fix(&var)),
+            ));
+        } else if shell_var(v).is_some() {
+            out.push(finding(
+                at,
+                "password-argv",
+                format!("`--{name} {v}`: no shell reads this command, so redis-server gets the literal text `${var}` as the password: read it in the container's shell into a config file: `command:` `{}`", config_file_fix(&var)),
+            ));
+        } else {
+            out.push(finding(
+                at,
+                "password-argv",
+                format!("`--{name}` is given a literal password: it is in this file, in `docker inspect` (Cmd) and in redis-server's argv: put it in an env file, pass it as `environment:` `REDIS_PASSWORD: ${{REDIS_PASSWORD:?}}`, and edit the command to `{}`", config_file_fix("REDIS_PASSWORD")),
             ));
         }
     }
+    // Secret-named variables interpolated elsewhere in the command (once per variable and word;
+    // the ones already reported as an option's value are not repeated).
+    let reported: std::collections::HashSet<String> = reported
+        .iter()
+        .flat_map(|&i| interpolated_vars(&args[i]))
+        .collect();
     for w in &inv.words {
         for var in interpolated_vars(&w.value) {
-            if secret_name(&var) {
+            if secret_name(&var) && !reported.contains(&var) {
                 out.push(finding(
                     w.at,
                     "password-argv",
-                    format!("`${var}` is interpolated by Compose into the command (visible in `docker inspect`): use `$${var}` inside `sh -c` so the container's shell reads it from the environment"),
+                    format!("`${var}` is interpolated by Compose into the command, so its value is in `docker inspect` (Cmd): pass it through `environment:` (`{var}: ${{{var}}}`) and write `\"$${var}\"` inside `sh -c` so the container's shell reads it"),
                 ));
             }
         }
     }
-    redis_cli_auth(
+    let _ = redis_cli_auth(
         &inv.words
             .iter()
             .map(|w| (w.value.clone(), w.at))
@@ -216,16 +462,18 @@ fn check_argv_secrets(inv: &model::Invocation, out: &mut Vec<Finding>) {
     );
 }
 
-/// `redis-cli -a PASSWORD` / `-u redis://:pw@` among words (`None` words are separators).
-fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
+/// `redis-cli -a PASSWORD` / `-u redis://:pw@` among words (empty words are separators).
+/// Returns the indices of the password words.
+fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) -> Vec<usize> {
     let mut in_cli = false;
+    let mut values = Vec::new();
     for (i, (w, p)) in words.iter().enumerate() {
         if w.is_empty() {
             in_cli = false;
             continue;
         }
         let base = w.rsplit('/').next().unwrap_or(w);
-        if base == "redis-cli" || base == "valkey-cli" {
+        if matches!(base, "redis-cli" | "valkey-cli" | "keydb-cli") {
             in_cli = true;
             continue;
         }
@@ -237,18 +485,26 @@ fn redis_cli_auth(words: &[(String, Pos)], out: &mut Vec<Finding>) {
                 .and_then(|(_, rest)| rest.split_once('@'))
                 .is_some_and(|(cred, _)| cred.contains(':'))
         };
-        if w == "-a"
-            || w == "--pass"
-            || w.starts_with("-a") && w.len() > 2 && !w.starts_with("--")
-            || (w == "-u" && words.get(i + 1).is_some_and(|(n, _)| uri_with_password(n)))
-        {
-            out.push(finding(
-                *p,
-                "password-argv",
-                "redis-cli gets the password on its command line (visible in `ps`): use `REDISCLI_AUTH=\"$$REDIS_PASSWORD\" redis-cli ...` instead",
-            ));
-        }
+        let value = if w == "-a" || w == "--pass" {
+            values.push(i + 1);
+            words.get(i + 1).map(|(n, _)| n.as_str())
+        } else if w.starts_with("-a") && w.len() > 2 && !w.starts_with("--") {
+            values.push(i);
+            Some(&w[2..])
+        } else if w == "-u" && words.get(i + 1).is_some_and(|(n, _)| uri_with_password(n)) {
+            values.push(i + 1);
+            words.get(i + 1).map(|(n, _)| n.as_str())
+        } else {
+            continue;
+        };
+        let var = value.map(var_of).unwrap_or_else(|| "REDIS_PASSWORD".into());
+        out.push(finding(
+            *p,
+            "password-argv",
+            format!("redis-cli keeps the password given to `{w}` in its argv for the whole run of every health check (`ps` on the host sees it each interval): edit it to `{}`", cli_fix(&var)),
+        ));
     }
+    values
 }
 
 fn check_healthcheck(text: &str, svc: &Service, out: &mut Vec<Finding>) {
@@ -287,18 +543,23 @@ fn check_healthcheck(text: &str, svc: &Service, out: &mut Vec<Finding>) {
         }
     }
     let _ = text;
-    for (w, p) in &words {
+    let mut cli = Vec::new();
+    let values = redis_cli_auth(&words, &mut cli);
+    for (i, (w, p)) in words.iter().enumerate() {
         for var in interpolated_vars(w) {
-            if secret_name(&var) {
+            // A `-a ${X}` is reported once, as the redis-cli finding.
+            let same =
+                values.contains(&i) || cli.iter().any(|f| (f.line, f.col) == (p.line, p.col));
+            if secret_name(&var) && !same {
                 out.push(finding(
                     *p,
                     "password-argv",
-                    format!("`${var}` is interpolated by Compose into the health check (visible in `docker inspect`): use `$${var}` so the container's shell reads it"),
+                    format!("`${var}` is interpolated by Compose into the health check, so its value is in `docker inspect` (Healthcheck): pass it through `environment:` and write `\"$${var}\"` in a `CMD-SHELL` test so the container's shell reads it, e.g. `{}`", cli_fix(&var)),
                 ));
             }
         }
     }
-    redis_cli_auth(&words, out);
+    out.extend(cli);
 }
 
 fn loopback(host: &str) -> bool {
@@ -354,11 +615,12 @@ fn check_ports(svc: &Service, out: &mut Vec<Finding>) {
 
 fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) -> Result<(), At> {
     let m = model::data_mount(text, svc)?;
+    let dir = model::data_dir(text, svc);
     let Some(m) = m else {
         out.push(finding(
             svc.key.start,
             "data-volume",
-            format!("redis service `{}` mounts nothing at /data: the AOF is lost with the container; mount a named volume `<name>_aof:/data`", svc.name),
+            format!("redis service `{}` mounts nothing at its data directory {dir}: the AOF is lost with the container; add `- {}_aof:{dir}` to its `volumes:` and `{}_aof:` to the top-level `volumes:`", svc.name, svc.name, svc.name),
         ));
         return Ok(());
     };
@@ -369,7 +631,7 @@ fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) 
                 out.push(finding(
                     m.at,
                     "data-volume",
-                    format!("the volume at /data is `{name}`, not an `*_aof` named volume: run `cargo xtask compose apply` (it renames it and prints how to carry the data)"),
+                    format!("the volume at {dir} is `{name}`, not an `*_aof` named volume: rename it to `{}` here and in the top-level `volumes:`, then carry the data (`compose apply` prints the commands)", super::edit::new_volume_name(&name, &[]).unwrap_or_default()),
                 ));
             }
             let declared = root
@@ -392,8 +654,9 @@ fn check_volume(text: &str, root: &Node, svc: &Service, out: &mut Vec<Finding>) 
             m.at,
             "data-volume",
             format!(
-                "/data is a {} mount, not an `*_aof` named volume",
-                format!("{kind:?}").to_lowercase()
+                "{dir} is a {} mount, not an `*_aof` named volume: mount a named volume there (`- {}_aof:{dir}`, declared in the top-level `volumes:`)",
+                format!("{kind:?}").to_lowercase(),
+                svc.name
             ),
         )),
     }
@@ -478,7 +741,6 @@ mod tests {
                 ("aof", 4, 40),
                 ("appendfsync", 4, 14),
                 ("password-argv", 4, 43),
-                ("password-argv", 4, 57),
                 ("data-volume", 6, 15),
                 ("port", 5, 13),
             ]

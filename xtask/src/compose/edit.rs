@@ -1,7 +1,9 @@
 //! `compose apply` without I/O: plan byte edits at the parser's spans, apply them, re-parse and
 //! verify that exactly the intended meaning changed.
 
+use super::channel::{self, Channel};
 use super::model::{self, at, At, Container, MountKind, Service};
+use super::{check, env, secrets};
 use crate::yaml::{self, Edit, Kind, Node, Pos, Style};
 
 /// The settings `apply` enforces, in order.
@@ -83,17 +85,19 @@ fn col0(text: &str, off: usize) -> usize {
 fn command_edits(
     text: &str,
     svc: &Service,
+    inv: &model::Invocation,
+    default_command: &[&str],
+    append_missing: bool,
     edits: &mut Vec<Edit>,
     changes: &mut Vec<String>,
 ) -> Result<Vec<String>, At> {
-    let inv = model::invocation(text, svc)?;
     let args = inv.arg_values();
     let (_, opts) = model::parse_server_args(&args);
     let mut expected = args.clone();
     let mut append: Vec<(&str, &str)> = Vec::new();
     let needs_change = DURABLE.iter().any(|(name, want)| {
         let mine: Vec<_> = opts.iter().filter(|o| o.name == *name).collect();
-        mine.is_empty()
+        (mine.is_empty() && append_missing)
             || mine
                 .iter()
                 .any(|o| o.values.len() != 1 || !args[o.values[0]].eq_ignore_ascii_case(want))
@@ -113,7 +117,9 @@ fn command_edits(
     for (name, want) in DURABLE {
         let mine: Vec<_> = opts.iter().filter(|o| o.name == name).collect();
         if mine.is_empty() {
-            append.push((name, want));
+            if append_missing {
+                append.push((name, want));
+            }
             continue;
         }
         for o in mine {
@@ -158,16 +164,6 @@ fn command_edits(
     let last = inv.args.last().or(inv.server.as_ref());
     match (inv.container, last) {
         (Container::Absent, _) => {
-            let image = svc
-                .node
-                .get("image")
-                .and_then(|l| l.value.as_str())
-                .unwrap_or("");
-            let bin = if image.contains("valkey") {
-                "valkey-server"
-            } else {
-                "redis-server"
-            };
             let Kind::Map {
                 flow: false,
                 entries,
@@ -182,7 +178,9 @@ fn command_edits(
                 return Err(at(svc.node.start, "the redis service is empty"));
             };
             let indent = col0(text, first_key.span.start);
-            let list = std::iter::once(bin.to_string())
+            let list = default_command
+                .iter()
+                .map(|w| w.to_string())
                 .chain(words.iter().cloned())
                 .map(|w| format!("\"{w}\""))
                 .collect::<Vec<_>>()
@@ -212,13 +210,19 @@ fn command_edits(
                 "{}:{}: added command: [{list}] (the image default runs without AOF)",
                 first_key.start.line, first_key.start.col
             ));
-            return Ok(words);
+            let mut expected: Vec<String> = default_command
+                .iter()
+                .skip(1)
+                .map(|w| w.to_string())
+                .collect();
+            expected.extend(words);
+            return Ok(expected);
         }
         (_, None) => {
             let p = inv.node.as_ref().map_or(svc.key.start, |n| n.start);
             return Err(at(
                 p,
-                "the redis command is empty: cannot add arguments to it",
+                "the redis command (or REDIS_ARGS) is empty: cannot add arguments to it",
             ));
         }
         (Container::List { flow }, Some(w)) if !inv.in_script => {
@@ -338,7 +342,7 @@ fn volume_edits(
             {
                 return Err(at(
                     om.at,
-                    format!("service `{}` also mounts volume `{old}`: renaming it would break that service; rename both by hand, or keep the name with --rename {old}={old}", other.name),
+                    format!("service `{}` also mounts volume `{old}`: renaming it would break that service: rename it to an `*_aof` name in both services and the top-level `volumes:` by hand", other.name),
                 ));
             }
         }
@@ -366,7 +370,7 @@ fn volume_edits(
         if e.value.as_str() == Some("true") {
             return Err(at(
                 key.start,
-                format!("volume `{old}` is external (created outside Compose): rename it yourself, or keep the name with --rename {old}={old}"),
+                format!("volume `{old}` is external (created outside Compose), so apply does not rename it: create an `*_aof` volume, copy the data into it and name that one here by hand"),
             ));
         }
     }
@@ -399,8 +403,8 @@ fn volume_edits(
         text: new.clone(),
     });
     changes.push(format!(
-        "{}:{}: volume {old} -> {new} (mount at /data)",
-        m.at.line, m.at.col
+        "{}:{}: volume {old} -> {new} (mount at {})",
+        m.at.line, m.at.col, m.target
     ));
     changes.push(format!(
         "{}:{}: volume {old} -> {new} (top-level volumes)",
@@ -413,6 +417,91 @@ fn volume_edits(
     }))
 }
 
+/// A `command:` for a service whose command comes from `extends:`: the extended command's words,
+/// durable. Placed before the service's first key.
+fn extends_command(
+    text: &str,
+    own: &Service,
+    inv: &model::Invocation,
+) -> Result<(Edit, String, Vec<String>), At> {
+    let args = inv.arg_values();
+    let (_, opts) = model::parse_server_args(&args);
+    let mut new_args = args.clone();
+    for (name, want) in DURABLE {
+        let mine: Vec<_> = opts.iter().filter(|o| o.name == name).collect();
+        if mine.is_empty() {
+            new_args.push(format!("--{name}"));
+            new_args.push(want.to_string());
+        }
+        for o in mine {
+            if o.values.len() != 1 {
+                return Err(at(
+                    inv.args[o.index].at,
+                    format!("`--{name}` has {} values here; expected exactly one (`--{name} {want}`): fix it by hand", o.values.len()),
+                ));
+            }
+            new_args[o.values[0]] = want.to_string();
+        }
+    }
+    let head = inv.words.len() - inv.args.len();
+    let words: Vec<String> = inv.words[..head]
+        .iter()
+        .map(|w| w.value.clone())
+        .chain(new_args.iter().cloned())
+        .collect();
+    let Kind::Map {
+        flow: false,
+        entries,
+    } = &own.node.kind
+    else {
+        return Err(at(
+            own.node.start,
+            "the redis service is not a block mapping: give it its own `command:` by hand",
+        ));
+    };
+    let Some((first, _)) = entries.first() else {
+        return Err(at(own.node.start, "the redis service is empty"));
+    };
+    let indent = col0(text, first.span.start);
+    let list = words
+        .iter()
+        .map(|w| serde_json::to_string(w).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let change = format!(
+        "{}:{}: added command: [{list}] (the command `extends:` supplies, kept, with AOF)",
+        first.start.line, first.start.col
+    );
+    Ok((
+        Edit {
+            range: first.span.start..first.span.start,
+            text: format!(
+                "command: [{list}]{}{}",
+                newline_of(text),
+                " ".repeat(indent)
+            ),
+        },
+        change,
+        new_args,
+    ))
+}
+
+/// What the edited file must say, checked by [`verify`].
+#[derive(Debug, Default)]
+struct Expect {
+    /// The server's arguments on its command line (Command channel).
+    command_args: Option<Vec<String>>,
+    /// The command was rewritten into the config-file form.
+    converted: bool,
+    /// `REDIS_ARGS`'s words (Redis Stack, edited in place).
+    stack_args: Option<Vec<String>>,
+    /// `environment:` changes: key → new value (`None`: changed in place, not compared).
+    env: Vec<(String, Option<String>)>,
+    healthcheck: bool,
+    /// `password-argv` errors the edits remove.
+    fixed: usize,
+}
+
 /// Plan, apply and verify. `service`: the redis service name, or `None` to find it.
 pub fn apply(
     text: &str,
@@ -423,11 +512,183 @@ pub fn apply(
     if let Some(i) = doc.issues.first() {
         return Err(at(i.at, i.message.clone()));
     }
-    let svc = model::find_redis(text, &doc.root, service)?;
+    let svc0 = model::find_redis(text, &doc.root, service)?;
+    let merged = channel::effective(&doc.root, &svc0)?;
+    let svc = channel::with(&svc0, merged.as_ref());
+    // What `extends:` supplies is edited in this service (Compose's merge), never in the
+    // extended one, which other services may share.
+    let mine = |p: Pos| channel::own(svc0.node, p);
+    let from_extends = |what: &str, p: Pos| {
+        at(
+            p,
+            format!("{what} comes from the service `{}` extends: editing it there would change every service that extends it; give `{}` its own {what} and run again", svc0.name, svc0.name),
+        )
+    };
+    let ch = channel::channel(text, &svc)?;
+    let env = env::read(&svc)?;
     let mut edits = Vec::new();
     let mut changes = Vec::new();
-    let expected_args = command_edits(text, &svc, &mut edits, &mut changes)?;
-    let rename = volume_edits(text, &doc.root, &svc, renames, &mut edits, &mut changes)?;
+    let mut expect = Expect::default();
+    let mut sp = secrets::Plan::default();
+    match &ch {
+        Channel::Command { family, .. } => {
+            let inv = model::invocation(text, &svc)?;
+            let inherited = inv
+                .node
+                .as_ref()
+                .filter(|n| merged.is_some() && inv.inherited.is_none() && !mine(n.start));
+            if let Some(n) = inherited {
+                // The command comes from `extends:`: this service gets its own, with the
+                // extended command's words kept.
+                if inv.in_script {
+                    return Err(from_extends("`command:` (an `sh -c` script)", n.start));
+                }
+                let (edit, change, args) = extends_command(text, &svc0, &inv)?;
+                edits.push(edit);
+                changes.push(change);
+                expect.command_args = Some(args);
+            } else if secrets::command(text, &svc, &inv, family.binary(), &env, &DURABLE, &mut sp)
+                .is_some()
+            {
+                expect.converted = true;
+                expect.command_args = sp.command.clone();
+            } else {
+                let moved = secrets::script_password(text, &svc, &inv, &env, &mut sp);
+                let mut args = command_edits(
+                    text,
+                    &svc,
+                    &inv,
+                    &family.default_command(),
+                    true,
+                    &mut edits,
+                    &mut changes,
+                )?;
+                for (i, v) in moved {
+                    args[i] = v;
+                }
+                expect.command_args = Some(args);
+            }
+        }
+        Channel::Stack => match env.entries.iter().find(|e| e.key == "REDIS_ARGS") {
+            Some(e) => {
+                if !mine(e.at) {
+                    return Err(from_extends("`REDIS_ARGS`", e.at));
+                }
+                let mut inv = channel::env_invocation(text, e)?;
+                inv.inherited = env.inherited;
+                if inv.args.is_empty() {
+                    edits.push(env::set(text, e, check::DURABLE_ARGS)?);
+                    changes.push(format!(
+                        "{}:{}: REDIS_ARGS: \"{}\" (Redis Stack's entrypoint passes it to redis-server)",
+                        e.at.line,
+                        e.at.col,
+                        check::DURABLE_ARGS
+                    ));
+                    expect
+                        .env
+                        .push(("REDIS_ARGS".into(), Some(check::DURABLE_ARGS.into())));
+                } else {
+                    let n = edits.len();
+                    let args =
+                        command_edits(text, &svc, &inv, &[], true, &mut edits, &mut changes)?;
+                    if edits.len() > n {
+                        expect.env.push(("REDIS_ARGS".into(), None));
+                    }
+                    expect.stack_args = Some(args);
+                }
+            }
+            None => {
+                if svc.node.get("env_file").is_some() {
+                    return Err(at(
+                        svc.node.get("env_file").map_or(svc.key.start, |l| l.key.start),
+                        format!("Redis Stack takes its server options from REDIS_ARGS, which this service may set in its `env_file:` (a REDIS_ARGS added to `environment:` would replace it): add `{}` to REDIS_ARGS there, or in `environment:`, by hand", check::DURABLE_ARGS),
+                    ));
+                }
+                sp.env_add
+                    .push(("REDIS_ARGS".into(), check::DURABLE_ARGS.into()));
+                changes.push(format!(
+                    "{}:{}: added REDIS_ARGS: \"{}\" to `environment:` (Redis Stack's entrypoint passes it to redis-server and still loads its modules)",
+                    svc.key.start.line,
+                    svc.key.start.col,
+                    check::DURABLE_ARGS
+                ));
+            }
+        },
+        Channel::Bitnami { prefix, .. } => {
+            let var = format!("{prefix}_AOF_ENABLED");
+            if let Some(e) = env.entries.iter().find(|e| e.key == var) {
+                let v = e.value.clone().unwrap_or_default();
+                if !v.eq_ignore_ascii_case("yes") && !mine(e.at) {
+                    return Err(from_extends(&format!("`{var}`"), e.at));
+                }
+                if !v.eq_ignore_ascii_case("yes") {
+                    edits.push(env::set(text, e, "yes")?);
+                    changes.push(format!("{}:{}: {var}: {v} -> yes", e.at.line, e.at.col));
+                    expect.env.push((var.clone(), Some("yes".into())));
+                }
+            }
+            let flags = format!("{prefix}_EXTRA_FLAGS");
+            if let Some(e) = env
+                .entries
+                .iter()
+                .find(|e| e.key == flags)
+                .filter(|e| mine(e.at))
+            {
+                let mut inv = channel::env_invocation(text, e)?;
+                inv.inherited = env.inherited;
+                let n = edits.len();
+                command_edits(text, &svc, &inv, &[], false, &mut edits, &mut changes)?;
+                if edits.len() > n {
+                    expect.env.push((flags, None));
+                }
+            }
+        }
+    }
+    let mut hp = secrets::Plan {
+        env_add: sp.env_add.clone(),
+        ..secrets::Plan::default()
+    };
+    secrets::healthcheck(text, &svc, &env, &mut hp);
+    // A health check from `extends:` is left alone (check names its line).
+    if hp
+        .edits
+        .iter()
+        .all(|e| mine(yaml::pos_of(text.as_bytes(), e.range.start)))
+    {
+        sp.env_add = hp.env_add;
+        sp.edits.extend(hp.edits);
+        sp.changes.extend(hp.changes);
+        sp.fixed += hp.fixed;
+        sp.healthcheck = hp.healthcheck;
+    }
+    if !sp.env_add.is_empty() {
+        // Into this service's own `environment:` (Compose merges it with an extended one).
+        edits.push(env::add(text, &svc0, &env::read(&svc0)?, &sp.env_add)?);
+        for (k, v) in &sp.env_add {
+            if k != "REDIS_ARGS" {
+                changes.push(format!(
+                    "{}:{}: environment: added {k}: {v} (the container's shell reads it)",
+                    svc.key.start.line, svc.key.start.col
+                ));
+            }
+            expect.env.push((k.clone(), Some(v.clone())));
+        }
+    }
+    edits.extend(sp.edits);
+    changes.extend(sp.changes);
+    expect.healthcheck = sp.healthcheck;
+    expect.fixed = sp.fixed;
+    let mut notes = Vec::new();
+    let rename = match model::data_mount(text, &svc)? {
+        Some(m) if !mine(m.at) => {
+            notes.push(format!(
+                "{}:{}: the data volume's mount comes from the service `{}` extends: rename it there (apply does not edit a service others may extend)",
+                m.at.line, m.at.col, svc0.name
+            ));
+            None
+        }
+        _ => volume_edits(text, &doc.root, &svc, renames, &mut edits, &mut changes)?,
+    };
     let image = svc
         .node
         .get("image")
@@ -437,16 +698,16 @@ pub fn apply(
         .get("name")
         .and_then(|l| l.value.as_str().map(str::to_string));
     let name = svc.name.to_string();
-    let mut notes = Vec::new();
+    let dir = model::data_dir(text, &svc);
     match model::data_mount(text, &svc)? {
         Some(m) if m.kind == MountKind::Volume => {}
         Some(m) => notes.push(format!(
-            "{}:{}: /data is not a named volume; apply leaves it alone and `compose check` will flag it",
+            "{}:{}: {dir} is not a named volume; apply leaves it alone and `compose check` will flag it",
             m.at.line, m.at.col
         )),
         None => notes.push(format!(
-            "{}:{}: nothing is mounted at /data, so the AOF dies with the container: add a named volume (`redis_aof:/data`) by hand",
-            svc.key.start.line, svc.key.start.col
+            "{}:{}: nothing is mounted at {dir}, so the AOF dies with the container: add a named volume (`- {}_aof:{dir}`, declared in the top-level `volumes:`) by hand",
+            svc.key.start.line, svc.key.start.col, svc.name
         )),
     }
     if edits.is_empty() {
@@ -466,15 +727,7 @@ pub fn apply(
             "internal: overlapping edits; nothing was written",
         )
     })?;
-    verify(
-        text,
-        &doc.root,
-        &new_text,
-        &name,
-        &expected_args,
-        rename.as_ref(),
-    )
-    .map_err(|m| {
+    verify(text, &doc.root, &new_text, &name, &expect, rename.as_ref()).map_err(|m| {
         at(
             svc.key.start,
             format!("cannot edit in place safely: {m}; nothing was written"),
@@ -497,7 +750,7 @@ fn verify(
     old_root: &Node,
     new_text: &str,
     service: &str,
-    expected_args: &[String],
+    expect: &Expect,
     rename: Option<&Rename>,
 ) -> Result<(), String> {
     let doc = yaml::parse(new_text).map_err(|e| {
@@ -510,38 +763,123 @@ fn verify(
         return Err("the edited file has duplicate keys".into());
     }
     let svc = model::find_redis(new_text, &doc.root, Some(service)).map_err(|e| e.message)?;
-    let inv = model::invocation(new_text, &svc).map_err(|e| e.message)?;
-    let args = inv.arg_values();
-    if args != expected_args {
-        return Err(format!(
-            "the edited redis-server arguments are {:?}, expected {:?}",
-            model::public_args(&args),
-            model::public_args(expected_args)
-        ));
-    }
-    for (name, want) in DURABLE {
-        if model::effective(&args, name).as_deref() != Some(want) {
-            return Err(format!("--{name} is not {want} after editing"));
-        }
-    }
-    // Words outside the server arguments are unchanged.
     let old_svc = model::find_redis(old_text, old_root, Some(service)).map_err(|e| e.message)?;
-    let old_inv = model::invocation(old_text, &old_svc).map_err(|e| e.message)?;
-    if old_inv.container != model::Container::Absent && old_inv.outside != inv.outside {
-        return Err("words of the command other than the redis-server arguments changed".into());
+    let new_merged = channel::effective(&doc.root, &svc).map_err(|e| e.message)?;
+    let old_merged = channel::effective(old_root, &old_svc).map_err(|e| e.message)?;
+    let svc = channel::with(&svc, new_merged.as_ref());
+    let old_svc = channel::with(&old_svc, old_merged.as_ref());
+    let inv = model::invocation(new_text, &svc).map_err(|e| e.message)?;
+    if let Some(expected_args) = &expect.command_args {
+        let args = inv.arg_values();
+        if args != *expected_args {
+            return Err(format!(
+                "the edited redis-server arguments are {:?}, expected {:?}",
+                model::public_args(&args),
+                model::public_args(expected_args)
+            ));
+        }
+        for (name, want) in DURABLE {
+            if model::effective(&args, name).as_deref() != Some(want) {
+                return Err(format!("--{name} is not {want} after editing"));
+            }
+        }
+        if expect.converted {
+            if !inv.in_script {
+                return Err("the rewritten command does not run the server in `sh -c`".into());
+            }
+        } else {
+            // Words outside the server arguments are unchanged.
+            let old_inv = model::invocation(old_text, &old_svc).map_err(|e| e.message)?;
+            if old_inv.container != model::Container::Absent && old_inv.outside != inv.outside {
+                return Err(
+                    "words of the command other than the redis-server arguments changed".into(),
+                );
+            }
+        }
+    } else if old_svc.node.get("command").map(|l| l.value.to_json())
+        != svc.node.get("command").map(|l| l.value.to_json())
+    {
+        return Err("the command changed".into());
+    }
+    let new_env = env::read(&svc).map_err(|e| e.message)?;
+    if let Some(expected) = &expect.stack_args {
+        let e = new_env
+            .entries
+            .iter()
+            .find(|e| e.key == "REDIS_ARGS")
+            .ok_or("REDIS_ARGS is gone")?;
+        let args = channel::env_invocation(new_text, e)
+            .map_err(|e| e.message)?
+            .arg_values();
+        if args != *expected {
+            return Err(format!(
+                "REDIS_ARGS is {args:?} after editing, expected {expected:?}"
+            ));
+        }
     }
     // Everything else in the document is unchanged.
     let mut before = old_root.to_json();
     let mut after = doc.root.to_json();
-    for v in [&mut before, &mut after] {
-        if let Some(s) = v.pointer_mut(&format!(
-            "/services/{}",
-            service.replace('~', "~0").replace('/', "~1")
-        )) {
-            if let Some(o) = s.as_object_mut() {
-                o.remove("command");
+    let svc_ptr = format!(
+        "/services/{}",
+        service.replace('~', "~0").replace('/', "~1")
+    );
+    let env_of = |n: &Node| {
+        n.get("environment")
+            .map(|l| env::as_json(l.value))
+            .unwrap_or_else(|| serde_json::json!({}))
+    };
+    let (mut env_before, mut env_after) = (env_of(old_svc.node), env_of(svc.node));
+    for (k, v) in &expect.env {
+        match v {
+            Some(v) => {
+                env_before[k] = serde_json::Value::String(v.clone());
+            }
+            None => {
+                if let Some(o) = env_before.as_object_mut() {
+                    o.remove(k);
+                }
+                if let Some(o) = env_after.as_object_mut() {
+                    o.remove(k);
+                }
             }
         }
+    }
+    if env_before != env_after {
+        return Err("the service's environment changed beyond the intended variables".into());
+    }
+    for v in [&mut before, &mut after] {
+        if let Some(o) = v.pointer_mut(&svc_ptr).and_then(|s| s.as_object_mut()) {
+            o.remove("command");
+            o.remove("environment");
+            if expect.healthcheck {
+                if let Some(h) = o.get_mut("healthcheck").and_then(|h| h.as_object_mut()) {
+                    h.remove("test");
+                }
+            }
+        }
+    }
+    // Durable now, through whatever channel, and the password errors fixed are gone.
+    let (old_f, _) = check::check_text(old_text, Some(service)).map_err(|e| e.message)?;
+    let (new_f, _) = check::check_text(new_text, Some(service)).map_err(|e| e.message)?;
+    if let Some(f) = new_f
+        .iter()
+        .find(|f| (f.rule == "aof" || f.rule == "appendfsync") && f.is_error())
+    {
+        return Err(format!("still not durable after editing ({})", f.message));
+    }
+    let pw = |fs: &[check::Finding]| {
+        fs.iter()
+            .filter(|f| f.rule == "password-argv" && f.is_error())
+            .count()
+    };
+    if pw(&new_f) + expect.fixed != pw(&old_f) {
+        return Err(format!(
+            "{} password error(s) before, {} fixed, {} after",
+            pw(&old_f),
+            expect.fixed,
+            pw(&new_f)
+        ));
     }
     if let Some(r) = rename {
         let fix = |v: &mut serde_json::Value| {
@@ -624,6 +962,10 @@ mod tests {
         let want: Vec<String> = ["--appendonly", "yes", "--appendfsync", "everysec"]
             .map(String::from)
             .to_vec();
+        let want = Expect {
+            command_args: Some(want),
+            ..Expect::default()
+        };
         let ok = old.replace("--appendonly no", "--appendonly yes --appendfsync everysec");
         assert_eq!(verify(old, &doc.root, &ok, "redis", &want, None), Ok(()));
         let script_changed = ok.replace("umask 077", "umask 000");

@@ -6,9 +6,12 @@
 //! this file does the I/O: reading files, atomic writes, printing.
 
 pub mod carry;
+pub mod channel;
 pub mod check;
 pub mod edit;
+pub mod env;
 pub mod model;
+pub mod secrets;
 pub mod shell;
 /// The YAML tree is shared (`crate::yaml`, also used by `ci check`); re-exported here for the
 /// compose engine's callers.
@@ -53,7 +56,7 @@ pub struct ApplyArgs {
     pub renames: Vec<(String, String)>,
     /// Compose project name for the printed volume commands (default: the environment's, the
     /// file's `name:`, or its directory name).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_project)]
     pub project: Option<String>,
     /// Image for the printed data-copy command (default: the redis service's image).
     #[arg(long, value_name = "IMAGE")]
@@ -71,6 +74,29 @@ pub struct CheckArgs {
     /// Print findings as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Warnings fail the check too (exit 1), not only errors.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Compose's project-name rule: lowercase letters, digits, `_` and `-`, starting with a letter or
+/// a digit.
+pub fn valid_project_name(s: &str) -> bool {
+    s.bytes()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+fn parse_project(s: &str) -> std::result::Result<String, String> {
+    if valid_project_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a Compose project name: lowercase letters, digits, `_` and `-`, starting with a letter or digit"
+        ))
+    }
 }
 
 fn parse_rename(s: &str) -> std::result::Result<(String, String), String> {
@@ -85,6 +111,14 @@ fn parse_rename(s: &str) -> std::result::Result<(String, String), String> {
     if !ok(o) || !ok(n) {
         return Err(format!(
             "volume names are letters, digits, `_`, `-`, `.`: {s:?}"
+        ));
+    }
+    // `compose check` requires an `*_aof` volume at the data directory: a NEW it would then
+    // reject is refused here rather than written.
+    if !n.ends_with("_aof") || n == "_aof" {
+        return Err(format!(
+            "the new name must end in `_aof` (`compose check` requires an `*_aof` volume): {n:?}, e.g. `{o}={}_aof`",
+            o.strip_suffix("_data").unwrap_or(o)
         ));
     }
     Ok((o.to_string(), n.to_string()))
@@ -132,8 +166,66 @@ fn resolve(t: &Targets) -> Result<Vec<Target>> {
     Ok(out)
 }
 
+/// The most `compose`/`ci` read from one input file: real compose files are a few KB.
+pub const MAX_INPUT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Read a user-named input file, bounded: regular files only (a device such as `/dev/zero` or a
+/// FIFO is refused before it is opened, so nothing blocks or grows), at most [`MAX_INPUT_BYTES`].
+pub fn read_capped(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let not_regular = |m: &std::fs::Metadata| {
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
+            "a FIFO"
+        } else if std::os::unix::fs::FileTypeExt::is_char_device(&ft)
+            || std::os::unix::fs::FileTypeExt::is_block_device(&ft)
+        {
+            "a device"
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        Error::usage(format!(
+            "{}: cannot read: {what}, not a regular file (inputs are regular files of at most {} MiB)",
+            crate::error::show_path(file),
+            MAX_INPUT_BYTES / (1024 * 1024)
+        ))
+    };
+    let m = std::fs::metadata(file).map_err(|e| Error::read(file, e))?;
+    if !m.is_file() {
+        return Err(not_regular(&m));
+    }
+    let too_big = || {
+        Error::usage(format!(
+            "{}: cannot read: larger than the {} MiB cap for an input file",
+            crate::error::show_path(file),
+            MAX_INPUT_BYTES / (1024 * 1024)
+        ))
+    };
+    if m.len() > MAX_INPUT_BYTES {
+        return Err(too_big());
+    }
+    let f = std::fs::File::open(file).map_err(|e| Error::read(file, e))?;
+    // Swapped between the stat and the open: check what was opened.
+    let m = f.metadata().map_err(|e| Error::read(file, e))?;
+    if !m.is_file() {
+        return Err(not_regular(&m));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::read(file, e))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
 fn read_text(file: &Path) -> Result<String> {
-    let bytes = std::fs::read(file).map_err(|e| Error::read(file, e))?;
+    let bytes = read_capped(file)?;
     let text = yaml::decode(&bytes)
         .map_err(|e| Error::input(file, e.at.line, e.at.col, e.message))?
         .to_string();
@@ -151,6 +243,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
+/// `compose apply` replaces only a file it may write: a read-only file (no write bit for anyone,
+/// e.g. 0444) is refused, not overwritten through the directory.
+fn writable(file: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(file).map_err(|e| Error::read(file, e))?;
+    let mode = m.permissions().mode() & 0o7777;
+    if mode & 0o222 == 0 {
+        return Err(Error::usage(format!(
+            "{}: is read-only (mode {mode:04o}): not overwritten; make it writable (`chmod u+w`) and run again, or use --dry-run",
+            crate::error::show_path(file)
+        )));
+    }
+    Ok(())
+}
+
 /// The Compose project name: `--project`, the environment's, the file's `name:`, the directory.
 pub fn project_name(
     explicit: Option<&str>,
@@ -164,7 +271,7 @@ pub fn project_name(
     if let Some(e) = env {
         return e.compose_project.clone();
     }
-    if let Some(n) = top_name.filter(|n| !n.is_empty() && !n.contains('$')) {
+    if let Some(n) = top_name.filter(|n| valid_project_name(n)) {
         return n.to_string();
     }
     let dir = std::path::absolute(file)
@@ -294,7 +401,8 @@ pub fn carry_instructions(
         quote_words(&carry::start(&carry))
     ));
     lines.push(format!(
-        "Or start empty instead (Redis is a cache: its data is rebuilt, nothing else is lost): skip the copy; `up` creates `{new_real}` empty. Once the new volume works, `docker volume rm {old_real}` frees the old one."
+        "Or start empty instead (Redis is a cache: its data is rebuilt, nothing else is lost): skip the copy; `up` creates `{new_real}` empty. Once the new volume works, `{}` frees the old one.",
+        quote_words(&["docker".to_string(), "volume".to_string(), "rm".to_string(), old_real.clone()])
     ));
     lines
 }
@@ -307,6 +415,9 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
         let text = read_text(&t.file)?;
         let applied =
             edit::apply(&text, t.service.as_deref(), &a.renames).map_err(|e| input(&t.file, e))?;
+        if applied.text != text && !a.dry_run {
+            writable(&t.file)?;
+        }
         planned.push((t, text, applied));
     }
     for (old, new) in &a.renames {
@@ -326,8 +437,25 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for (t, text, applied) in &planned {
         let file = crate::error::show_path(&t.file);
+        // What `compose check` would still report on the result (apply's promise is "check
+        // passes" only when this is empty).
+        let left: Vec<check::Finding> = check::check_text(&applied.text, Some(&applied.service))
+            .map(|(fs, _)| fs.into_iter().filter(|f| f.is_error()).collect())
+            .unwrap_or_default();
+        let print_left = |out: &mut std::io::StdoutLock| {
+            if !left.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{file}: `compose check` still reports {} error(s) that apply cannot fix; edit these lines:",
+                    left.len()
+                );
+                for f in &left {
+                    let _ = writeln!(out, "  {}", finding_line(&t.file, f));
+                }
+            }
+        };
         if applied.text == *text {
-            let what = if applied.notes.is_empty() {
+            let what = if applied.notes.is_empty() && left.is_empty() {
                 "already durable"
             } else {
                 "nothing apply can change"
@@ -340,6 +468,7 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
             for n in &applied.notes {
                 let _ = writeln!(out, "{file}: note: {n}");
             }
+            print_left(&mut out);
             continue;
         }
         if a.dry_run {
@@ -359,7 +488,12 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
                 applied.text.as_bytes(),
                 crate::files::Mode::Keep { new: None },
             )?;
-            let _ = writeln!(out, "{file}: made durable (service `{}`):", applied.service);
+            let what = if left.is_empty() {
+                "made durable"
+            } else {
+                "edited, not yet passing `compose check`"
+            };
+            let _ = writeln!(out, "{file}: {what} (service `{}`):", applied.service);
             for c in &applied.changes {
                 let _ = writeln!(out, "  {file}:{c}");
             }
@@ -367,6 +501,7 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
         for n in &applied.notes {
             let _ = writeln!(out, "{file}: note: {n}");
         }
+        print_left(&mut out);
         if let Some(r) = &applied.rename {
             let project = project_name(
                 a.project.as_deref(),
@@ -437,16 +572,64 @@ pub struct Checked {
     pub files: Vec<String>,
 }
 
-/// `file:line:col: message [rule]`
+/// `file:line:col: message [rule]` for an error, `file:line:col: warning: message [rule]` for a
+/// warning.
 pub fn finding_line(file: &Path, f: &check::Finding) -> String {
     format!(
-        "{}:{}:{}: {} [{}]",
+        "{}:{}:{}: {}{} [{}]",
         crate::error::show_path(file),
         f.line,
         f.col,
+        if f.is_error() { "" } else { "warning: " },
         f.message,
         f.rule
     )
+}
+
+/// What `compose apply` would fix of `findings` in `file` (pure: apply's result is checked
+/// again): rule names, for the closing hint; `Err` says why apply cannot edit the file.
+fn apply_would_fix(
+    file: &Path,
+    service: Option<&str>,
+    findings: &[&check::Finding],
+    strict: bool,
+) -> std::result::Result<Vec<&'static str>, String> {
+    let text = read_text(file).map_err(|e| e.to_string())?;
+    let applied = edit::apply(&text, service, &[]).map_err(|e| {
+        format!(
+            "{}:{}:{}: {}",
+            crate::error::show_path(file),
+            e.at.line,
+            e.at.col,
+            e.message
+        )
+    })?;
+    let after = check::check_text(&applied.text, Some(&applied.service))
+        .map(|(fs, _)| {
+            fs.into_iter()
+                .filter(|f| f.fails(strict))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut fixed: Vec<&'static str> = Vec::new();
+    for f in findings {
+        let before = findings.iter().filter(|g| g.rule == f.rule).count();
+        let left = after.iter().filter(|g| g.rule == f.rule).count();
+        if left < before && !fixed.contains(&f.rule) {
+            fixed.push(f.rule);
+        }
+    }
+    Ok(fixed)
+}
+
+fn rule_words(rule: &str) -> &str {
+    match rule {
+        "aof" => "AOF (`appendonly yes`)",
+        "appendfsync" => "`appendfsync everysec`",
+        "data-volume" => "the data volume name",
+        "password-argv" => "the password on argv",
+        other => other,
+    }
 }
 
 fn run_check(a: CheckArgs) -> Result<ExitCode> {
@@ -460,8 +643,8 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
                 f,
             })
             .collect();
-        let doc =
-            serde_json::json!({ "ok": findings.is_empty(), "files": files, "findings": list });
+        let ok = !findings.iter().any(|(_, f)| f.fails(a.strict));
+        let doc = serde_json::json!({ "ok": ok, "files": files, "findings": list });
         let _ = writeln!(
             out,
             "{}",
@@ -471,19 +654,68 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
         for (file, f) in &findings {
             let _ = writeln!(out, "{}", finding_line(file, f));
         }
-        if findings.is_empty() {
-            let _ = writeln!(out, "compose check: ok ({})", files.join(", "));
+        let failing: Vec<&(PathBuf, check::Finding)> =
+            findings.iter().filter(|(_, f)| f.fails(a.strict)).collect();
+        let warnings = findings.iter().filter(|(_, f)| !f.is_error()).count();
+        if failing.is_empty() {
+            let w = if warnings > 0 {
+                format!(", {warnings} warning(s); --strict fails on them")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "compose check: ok ({}{w})", files.join(", "));
         } else {
-            eprintln!(
-                "compose check: {} finding(s); `cargo xtask compose apply` fixes AOF and the volume name",
-                findings.len()
-            );
+            // Name only what apply really fixes: apply each file (in memory) and check again.
+            let targets = resolve(&a.targets)?;
+            let mut fixes: Vec<String> = Vec::new();
+            let mut cannot: Vec<String> = Vec::new();
+            let mut fixed_count = 0;
+            for t in &targets {
+                let mine: Vec<&check::Finding> = failing
+                    .iter()
+                    .filter(|(f, _)| *f == t.file)
+                    .map(|(_, f)| f)
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                match apply_would_fix(&t.file, t.service.as_deref(), &mine, a.strict) {
+                    Ok(rules) => {
+                        fixed_count += mine.iter().filter(|f| rules.contains(&f.rule)).count();
+                        for r in rules {
+                            let w = rule_words(r).to_string();
+                            if !fixes.contains(&w) {
+                                fixes.push(w);
+                            }
+                        }
+                    }
+                    Err(e) => cannot.push(e),
+                }
+            }
+            let hint = if fixes.is_empty() {
+                "`cargo xtask compose apply` fixes none of them: edit the lines as each message says".to_string()
+            } else {
+                let left = failing.len().saturating_sub(fixed_count);
+                format!(
+                    "`cargo xtask compose apply` fixes {}{}",
+                    fixes.join(", "),
+                    if left > 0 {
+                        "; edit the other lines as each message says".to_string()
+                    } else {
+                        String::new()
+                    }
+                )
+            };
+            eprintln!("compose check: {} finding(s); {hint}", failing.len());
+            for c in cannot {
+                eprintln!("compose apply cannot edit this file: {c}");
+            }
         }
     }
-    Ok(if findings.is_empty() {
-        ExitCode::Ok
-    } else {
+    Ok(if findings.iter().any(|(_, f)| f.fails(a.strict)) {
         ExitCode::Failed
+    } else {
+        ExitCode::Ok
     })
 }
 
@@ -495,19 +727,33 @@ fn parse_for(file: &Path, text: &str) -> Result<yaml::Doc> {
     Ok(doc)
 }
 
+/// Run `f` on the redis service of `root` as Compose sees it (`extends:` merged).
+fn on_effective<T>(
+    text: &str,
+    root: &yaml::Node,
+    service: Option<&str>,
+    f: impl FnOnce(&model::Service) -> std::result::Result<T, model::At>,
+) -> std::result::Result<T, model::At> {
+    let svc0 = model::find_redis(text, root, service)?;
+    let merged = channel::effective(root, &svc0)?;
+    f(&channel::with(&svc0, merged.as_ref()))
+}
+
 fn redis_data_volume_text(
     text: &str,
     service: Option<&str>,
 ) -> std::result::Result<Option<String>, model::At> {
     let doc = yaml::parse(text).map_err(|e| model::at(e.at, e.message))?;
-    model::data_volume(text, &model::find_redis(text, &doc.root, service)?)
+    on_effective(text, &doc.root, service, |svc| {
+        model::data_volume(text, svc)
+    })
 }
 
 /// [`RedisFacts`] of the service `service` in `text` (pure; `file` only names errors).
 pub fn redis_facts_text(file: &Path, text: &str, service: Option<&str>) -> Result<RedisFacts> {
     let doc = parse_for(file, text)?;
-    let svc = model::find_redis(text, &doc.root, service).map_err(|e| input(file, e))?;
-    model::facts(text, &svc).map_err(|e| input(file, e))
+    on_effective(text, &doc.root, service, |svc| model::facts(text, svc))
+        .map_err(|e| input(file, e))
 }
 
 /// [`RedisFacts`] of the redis service `service` in `compose_file`.
@@ -523,13 +769,14 @@ pub fn redis_server_args(compose_file: &Path, service: &str) -> Result<Vec<Strin
     Ok(redis_facts(compose_file, service)?.server_args)
 }
 
-/// The named volume the redis service mounts at `/data` (e.g. `redis_aof`), if any.
+/// The named volume the redis service mounts at its data directory (e.g. `redis_aof`), if any.
 pub fn redis_data_volume(compose_file: &Path, service: &str) -> Result<Option<String>> {
     let text = read_text(compose_file)?;
     let doc = parse_for(compose_file, &text)?;
-    let svc =
-        model::find_redis(&text, &doc.root, Some(service)).map_err(|e| input(compose_file, e))?;
-    model::data_volume(&text, &svc).map_err(|e| input(compose_file, e))
+    on_effective(&text, &doc.root, Some(service), |svc| {
+        model::data_volume(&text, svc)
+    })
+    .map_err(|e| input(compose_file, e))
 }
 
 #[cfg(test)]

@@ -35,9 +35,9 @@ pub struct Service<'a> {
     pub node: &'a Node,
 }
 
-const SERVER_BINARIES: [&str; 2] = ["redis-server", "valkey-server"];
+const SERVER_BINARIES: [&str; 3] = ["redis-server", "valkey-server", "keydb-server"];
 
-fn basename(w: &str) -> &str {
+pub fn basename(w: &str) -> &str {
     w.rsplit('/').next().unwrap_or(w)
 }
 
@@ -76,17 +76,21 @@ fn looks_like_redis(text: &str, s: &Service) -> bool {
         .and_then(|l| l.value.as_str())
         .unwrap_or("");
     let image_name = image.rsplit('/').next().unwrap_or(image);
-    if image_name.contains("redis") || image_name.contains("valkey") {
+    if ["redis", "valkey", "keydb", "dragonfly"]
+        .iter()
+        .any(|n| image_name.contains(n))
+    {
         return true;
     }
     match s.node.get("command") {
         Some(l) => command_words(text, l.value)
             .map(|ws| {
                 ws.iter().any(|w| {
-                    is_server(&w.value)
+                    let server = |x: &str| is_server(x) || basename(x) == "dragonfly";
+                    server(&w.value)
                         || w.value
                             .split_whitespace()
-                            .any(|x| is_server(x.trim_matches(['"', '\''])))
+                            .any(|x| server(x.trim_matches(['"', '\''])))
                 })
             })
             .unwrap_or(false),
@@ -117,7 +121,10 @@ pub fn find_redis<'a>(text: &str, root: &'a Node, wanted: Option<&str>) -> Resul
         1 => Ok(found[0]),
         0 => Err(at(
             services_at,
-            "no redis service: none is named `redis`, has a redis/valkey image or runs redis-server",
+            match root.get("include") {
+                Some(_) => "no redis service in this file: none is named `redis`, has a redis/valkey/keydb image or runs the server; this file has `include:`: run on the included file that defines it (--file)",
+                None => "no redis service: none is named `redis`, has a redis/valkey/keydb image or runs redis-server",
+            },
         )),
         _ => Err(at(
             found[1].key.start,
@@ -174,7 +181,7 @@ pub fn command_words(text: &str, node: &Node) -> Result<Vec<Word>, At> {
 }
 
 /// Split `value` (whose bytes map to the file through `smap`) into words; also return separators.
-fn sub_words(
+pub fn sub_words(
     text: &str,
     value: &str,
     smap: Option<&[usize]>,
@@ -624,12 +631,26 @@ pub fn mounts(text: &str, svc: &Service) -> Result<(Vec<Mount>, Option<Pos>), At
     Ok((out, inherited))
 }
 
-/// The mount at `/data`, if any.
+/// The server's data directory (see [`super::channel::data_dir`]); `/data` when the channel is
+/// refused (the caller reports that).
+pub fn data_dir(text: &str, svc: &Service) -> String {
+    super::channel::channel(text, svc)
+        .and_then(|c| super::channel::data_dir(text, svc, &c))
+        .unwrap_or_else(|_| "/data".into())
+}
+
+/// The mount that holds the server's data directory: at it, or else at its nearest parent.
 pub fn data_mount(text: &str, svc: &Service) -> Result<Option<Mount>, At> {
+    let dir = data_dir(text, svc);
     Ok(mounts(text, svc)?
         .0
         .into_iter()
-        .find(|m| m.target == "/data"))
+        .filter(|m| {
+            m.target == dir
+                || (dir.starts_with(&m.target)
+                    && (m.target == "/" || dir.as_bytes().get(m.target.len()) == Some(&b'/')))
+        })
+        .max_by_key(|m| m.target.len()))
 }
 
 /// What the docs generator and other commands need to know about the redis service.
@@ -648,7 +669,9 @@ pub struct RedisFacts {
     /// Effective `appendonly` / `appendfsync` from the arguments (`None`: not set on the command line).
     pub appendonly: Option<String>,
     pub appendfsync: Option<String>,
-    /// The named volume mounted at `/data`.
+    /// The server's data directory (`--dir`, the channel's, or the image's: `/data`).
+    pub data_dir: String,
+    /// The named volume mounted at the data directory.
     pub data_volume: Option<String>,
     /// `restart:` policy.
     pub restart: Option<String>,
@@ -656,6 +679,42 @@ pub struct RedisFacts {
     pub healthcheck: Option<serde_json::Value>,
     /// `ports:` entries as written (short syntax) or JSON text (long syntax).
     pub ports: Vec<String>,
+}
+
+/// The server's arguments through its configuration channel: the command's; Redis Stack's
+/// `REDIS_ARGS`; for Bitnami `--appendonly` from `<P>_AOF_ENABLED` (default `yes`) and then
+/// `<P>_EXTRA_FLAGS`.
+fn server_args_of(text: &str, svc: &Service, inv: &Invocation) -> Result<Vec<String>, At> {
+    use super::channel::{self, Channel};
+    let env = || super::env::read(svc);
+    Ok(match channel::channel(text, svc)? {
+        Channel::Command { .. } => inv.arg_values(),
+        Channel::Stack => match env()?.entries.iter().find(|e| e.key == "REDIS_ARGS") {
+            Some(e) => channel::env_invocation(text, e)?.arg_values(),
+            None => Vec::new(),
+        },
+        Channel::Bitnami { prefix, .. } => {
+            let env = env()?;
+            let aof = env
+                .entries
+                .iter()
+                .find(|e| e.key == format!("{prefix}_AOF_ENABLED"))
+                .and_then(|e| e.value.clone())
+                .unwrap_or_else(|| "yes".into());
+            let mut args = vec!["--appendonly".to_string(), aof.to_ascii_lowercase()];
+            if let Some(e) = env
+                .entries
+                .iter()
+                .find(|e| e.key == format!("{prefix}_EXTRA_FLAGS"))
+            {
+                args.extend(channel::env_invocation(text, e)?.arg_values());
+            }
+            if effective(&args, "appendfsync").is_none() {
+                args.extend(["--appendfsync".to_string(), "everysec".to_string()]);
+            }
+            args
+        }
+    })
 }
 
 /// The named volume mounted at `/data`, if any (a bind mount or tmpfs there is none).
@@ -668,7 +727,7 @@ pub fn data_volume(text: &str, svc: &Service) -> Result<Option<String>, At> {
 /// Collect [`RedisFacts`] for a service.
 pub fn facts(text: &str, svc: &Service) -> Result<RedisFacts, At> {
     let inv = invocation(text, svc)?;
-    let args = inv.arg_values();
+    let args = server_args_of(text, svc, &inv)?;
     let str_of = |k: &str| {
         svc.node
             .get(k)
@@ -694,6 +753,7 @@ pub fn facts(text: &str, svc: &Service) -> Result<RedisFacts, At> {
         server_args: public_args(&args),
         appendonly: effective(&args, "appendonly"),
         appendfsync: effective(&args, "appendfsync"),
+        data_dir: data_dir(text, svc),
         data_volume,
         restart: str_of("restart"),
         healthcheck: svc.node.get("healthcheck").map(|l| l.value.to_json()),

@@ -80,6 +80,30 @@ pub fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, (usize, String)> {
             if dialect == Dialect::Sh && is_op(c) {
                 break;
             }
+            // A Compose interpolation `${...}` is one unit: Compose replaces it before any
+            // splitting (`${X:?set it}` is not two words). In a script, `$${...}` (the shell's
+            // own `${...}` once Compose has unescaped it) is one unit too.
+            let interp = if c == b'$' && b.get(i + 1) == Some(&b'{') && (i == 0 || b[i - 1] != b'$')
+            {
+                Some(i + 2)
+            } else if dialect == Dialect::Sh
+                && c == b'$'
+                && b.get(i + 1) == Some(&b'$')
+                && b.get(i + 2) == Some(&b'{')
+            {
+                Some(i + 3)
+            } else {
+                None
+            };
+            if let Some(open) = interp {
+                if let Some(close) = s[open..].find('}') {
+                    let end = open + close + 1;
+                    value.extend_from_slice(&b[i..end]);
+                    map.extend(i..end);
+                    i = end;
+                    continue;
+                }
+            }
             match c {
                 b'\'' => {
                     let open = i;
@@ -199,6 +223,22 @@ mod tests {
         assert_eq!(
             vals("redis-server --save '' a&&b", Dialect::Compose),
             ["redis-server", "--save", "", "a&&b"]
+        );
+    }
+
+    #[test]
+    fn an_interpolation_is_one_unit() {
+        assert_eq!(
+            vals("a --requirepass ${P:?set it} b", Dialect::Sh),
+            ["a", "--requirepass", "${P:?set it}", "b"]
+        );
+        assert_eq!(
+            vals("a $${P:-x y} b", Dialect::Sh),
+            ["a", "$${P:-x y}", "b"]
+        );
+        assert_eq!(
+            vals("redis-server --requirepass ${P:?set it}", Dialect::Compose),
+            ["redis-server", "--requirepass", "${P:?set it}"]
         );
     }
 
