@@ -6,23 +6,27 @@ pub mod cli;
 pub mod docker;
 pub mod environments;
 pub mod error;
-pub mod fnv;
+pub(crate) mod files;
+pub(crate) mod fnv;
 pub mod gha;
+pub(crate) mod git;
+pub(crate) mod host;
 pub mod process;
+pub(crate) mod random;
 pub mod services;
-pub mod ssh;
+pub(crate) mod ssh;
 pub mod yaml;
 
 // One module per command.
 pub mod backup;
-pub mod ci;
+pub(crate) mod ci;
 pub mod compose;
-pub mod deploy;
+pub(crate) mod deploy;
 pub mod docs;
 pub mod e2e;
 pub mod lint;
 pub mod local;
-pub mod migrate;
+pub(crate) mod migrate;
 pub mod verify_redis;
 
 pub use error::{Error, ExitCode, Result};

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{host, host::Host, list_with, RemoteObject};
+use super::{list_with, RemoteObject};
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
+use crate::host::{Host, Script, RCLONE_FLAGS};
 use crate::process::quote_words;
 
 #[derive(clap::Args, Debug)]
@@ -36,19 +37,12 @@ pub const COUNT_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) || '|'
  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1";
 
 /// Download `$1` (an rclone path) and restore it with the psql command given as `$2...`.
-/// `@RCLONE_FLAGS@` stands for [`host::RCLONE_FLAGS`] (see [`restore_script`]).
-const RESTORE: &str = r#"obj=$1
-shift
-tmp=$(mktemp -d)
-trap 'rm -rf -- "$tmp"' EXIT
-rclone copyto @RCLONE_FLAGS@ "$obj" "$tmp/backup.sql.gz"
-if command -v pigz >/dev/null 2>&1; then gz=pigz; else gz=gzip; fi
-"$gz" -dc "$tmp/backup.sql.gz" | "$@" >/dev/null
-"#;
+/// `@RCLONE_FLAGS@` stands for [`RCLONE_FLAGS`] (see [`restore_script`]).
+const RESTORE: &str = include_str!("drill-restore.sh");
 
 /// [`RESTORE`] with the bounded rclone flags every other xtask rclone call uses.
 fn restore_script() -> String {
-    RESTORE.replace("@RCLONE_FLAGS@", &quote_words(&host::RCLONE_FLAGS))
+    RESTORE.replace("@RCLONE_FLAGS@", &quote_words(&RCLONE_FLAGS))
 }
 
 /// Run the command given as arguments (psql words, possibly through `compose`).
@@ -182,8 +176,10 @@ pub fn compare(
 }
 
 fn sql(host: &Host, env: &Environment, db: &str, sql: &str) -> Result<String> {
-    let words = host.psql_words(env, db, &["-A", "-t", "-c", sql]);
-    let o = host.bash(env, RUN, &words).output()?;
+    let words = host.psql_words(db, &["-A", "-t", "-c", sql]);
+    let o = host
+        .script(&Script::bash(RUN).with_compose(), &words)?
+        .output()?;
     if o.status.success() {
         Ok(o.stdout_str())
     } else {
@@ -262,8 +258,11 @@ pub fn drill(env: &Environment, object: Option<&str>) -> Result<Report> {
     };
     let start = Instant::now();
     let mut args = vec![obj.path.clone()];
-    args.extend(host.psql_words(env, &name, &["--single-transaction"]));
-    let o = host.bash(env, &restore_script(), &args).output()?;
+    args.extend(host.psql_words(&name, &["--single-transaction"]));
+    let text = restore_script();
+    let o = host
+        .script(&Script::bash(&text).with_compose(), &args)?
+        .output()?;
     if !o.status.success() {
         let err = o.stderr_str();
         let tail: Vec<&str> = err.lines().rev().take(5).collect();

@@ -243,59 +243,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-/// Write `text` to `file` atomically: a temp file in the same directory, the original's
-/// permissions, owner and group, fsync, rename. A symlink is followed: its target is replaced
-/// (the temp file is made beside the target) and the link stays a link. A file that cannot be
-/// stat'ed gets `new_mode`, or is an error when there is none (`compose apply` only replaces a
-/// file it has read; `docs` also creates them).
-pub fn write_atomic(file: &Path, text: &str, new_mode: Option<u32>) -> Result<()> {
-    let real = match std::fs::canonicalize(file) {
-        Ok(p) => p,
-        Err(_) if new_mode.is_some() => file.to_path_buf(),
-        Err(e) => return Err(Error::write(file, e)),
-    };
-    let dir = real
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    // A temp file is created 0600 and owned by us: give it the mode, owner and group the file
-    // had (or `new_mode`), not those.
-    let (perms, owner) = match (std::fs::metadata(&real), new_mode) {
-        (Ok(m), _) => {
-            use std::os::unix::fs::MetadataExt;
-            (m.permissions(), Some((m.uid(), m.gid())))
-        }
-        (Err(_), Some(mode)) => (std::os::unix::fs::PermissionsExt::from_mode(mode), None),
-        (Err(e), None) => return Err(Error::write(file, e)),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".xtask-compose-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::write(file, e))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| Error::write(file, e))?;
-    if let Some((uid, gid)) = owner {
-        use std::os::unix::fs::MetadataExt;
-        let mine = tmp
-            .as_file()
-            .metadata()
-            .map_err(|e| Error::write(file, e))?;
-        if (mine.uid(), mine.gid()) != (uid, gid) {
-            std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).map_err(|e| {
-                Error::failed(format!(
-                    "{}: cannot keep its owner {uid}:{gid} ({e}): nothing written; run as its owner or as root",
-                    crate::error::show_path(file)
-                ))
-            })?;
-        }
-    }
-    std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(file, e))?;
-    tmp.persist(&real)
-        .map_err(|e| Error::write(file, e.error))?;
-    Ok(())
-}
-
 /// `compose apply` replaces only a file it may write: a read-only file (no write bit for anyone,
 /// e.g. 0444) is refused, not overwritten through the directory.
 fn writable(file: &Path) -> Result<()> {
@@ -536,7 +483,11 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
             }
             let _ = writeln!(out, "{file}: dry run, nothing written");
         } else {
-            write_atomic(&t.file, &applied.text, None)?;
+            crate::files::write_atomic(
+                &t.file,
+                applied.text.as_bytes(),
+                crate::files::Mode::Keep { new: None },
+            )?;
             let what = if left.is_empty() {
                 "made durable"
             } else {

@@ -84,8 +84,9 @@ use checks::{Config, Facts};
 use render::Report;
 use transport::{Direct, Exec, Gathered};
 
-use crate::environments::{Environment, Environments, Transport};
+use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
+use crate::host::Host;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["url", "env", "info_file", "sentinel"])))]
@@ -225,10 +226,10 @@ impl Source {
     /// The source for an environment: local → direct + AOF dir; docker → compose exec; ssh → the
     /// same over SSH.
     pub fn for_environment(env: &Environment) -> Result<Self> {
-        match env.transport {
-            Transport::Local => {
+        let host = Host::of(env)?;
+        match host.local_paths() {
+            Some(paths) => {
                 let state = crate::local::state::LocalState::load(env)?;
-                let paths = crate::local::state::LocalPaths::of(env)?;
                 Ok(Source::Direct {
                     conn: Box::new(Direct::local(
                         &env.name,
@@ -236,16 +237,12 @@ impl Source {
                         &state.redis_password,
                         &paths.redis_dir,
                     )?),
-                    transport: "local",
+                    transport: host.transport(),
                 })
             }
-            Transport::Docker => Ok(Source::Exec {
-                exec: Exec::compose(env),
-                transport: "docker",
-            }),
-            Transport::Ssh => Ok(Source::Exec {
-                exec: Exec::ssh(env)?,
-                transport: "ssh",
+            None => Ok(Source::Exec {
+                transport: host.transport(),
+                exec: Exec::on(host),
             }),
         }
     }
@@ -848,9 +845,5 @@ fn verify_env(env: &Environment, opts: &Options, out: &Output) -> Result<ExitCod
 }
 
 fn env_transport(env: &Environment) -> &'static str {
-    match env.transport {
-        Transport::Local => "local",
-        Transport::Docker => "docker",
-        Transport::Ssh => "ssh",
-    }
+    Host::planned(env).map(|h| h.transport()).unwrap_or("ssh")
 }

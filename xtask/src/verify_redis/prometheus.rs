@@ -251,7 +251,11 @@ pub fn render(
 
 /// Write the file atomically (mode 0644 when new: node_exporter must read it).
 pub fn write(path: &Path, text: &str) -> Result<()> {
-    crate::compose::write_atomic(path, text, Some(0o644))
+    crate::files::write_atomic(
+        path,
+        text.as_bytes(),
+        crate::files::Mode::Keep { new: Some(0o644) },
+    )
 }
 
 /// Seconds since the epoch.

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use super::checks::{AofFiles, Config};
 use super::resp::{self, Addr, Conn, Endpoint, Reply, Tls};
-use crate::environments::{Environment, SshTarget};
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::process::Cmd;
 
 /// What one full round of questions returned.
@@ -372,95 +372,17 @@ fn tail(s: &str) -> String {
 /// Runs inside the Redis container (busybox `sh`: builtins, `redis-cli`, `redis-check-aof` only;
 /// Valkey's `valkey-cli`/`valkey-check-aof` when the redis-named ones are absent).
 /// `$1` is `full` or `sample`; `$2` an optional port. Output: `@@xtask-begin NAME` ... `@@xtask-end RC`.
-pub const SCRIPT: &str = r#"mode=$1
-port=${2:-}
-if [ -n "${REDIS_PASSWORD:-}" ] && [ -z "${REDISCLI_AUTH:-}" ]; then
-  REDISCLI_AUTH=$REDIS_PASSWORD
-  export REDISCLI_AUTH
-fi
-rcli=$(command -v redis-cli || command -v valkey-cli || echo redis-cli)
-cli() {
-  if [ -n "$port" ]; then
-    "$rcli" --no-auth-warning -e -p "$port" "$@"
-  else
-    "$rcli" --no-auth-warning -e "$@"
-  fi
-}
-part() {
-  printf '@@xtask-begin %s\n%s\n@@xtask-end %s\n' "$1" "$2" "$3"
-}
-val() {
-  printf '%s\n' "$2" | {
-    while read -r k; do
-      read -r v || break
-      if [ "$k" = "$1" ]; then printf '%s' "$v"; break; fi
-    done
-  }
-}
-out=$(cli INFO persistence 2>&1); part persistence "$out" $?
-[ "$mode" = sample ] && exit 0
-out=$(cli INFO server 2>&1); part server "$out" $?
-append=$(cli CONFIG GET 'append*' 2>&1); part config-append "$append" $?
-out=$(cli CONFIG GET no-appendfsync-on-rewrite 2>&1); part config-rewrite "$out" $?
-out=$(cli CONFIG GET stop-writes-on-bgsave-error 2>&1); part config-bgsave "$out" $?
-dirs=$(cli CONFIG GET dir 2>&1); part config-dir "$dirs" $?
-dir=$(val dir "$dirs")
-[ -n "$dir" ] || dir=$(cd /proc/1/cwd 2>/dev/null && pwd -P)
-adn=$(val appenddirname "$append"); [ -n "$adn" ] || adn=appendonlydir
-afn=$(val appendfilename "$append"); [ -n "$afn" ] || afn=appendonly.aof
-echo "@@xtask-begin aof"
-target=
-if [ -z "$dir" ]; then
-  echo "unknown-dir"
-elif [ -f "$dir/$adn/$afn.manifest" ]; then
-  target="$dir/$adn/$afn.manifest"
-  n=0
-  while read -r w name rest; do
-    [ "$w" = file ] || continue
-    n=$((n + 1))
-    [ -f "$dir/$adn/$name" ] || echo "missing $name"
-  done < "$target"
-  echo "files $n"
-elif [ -f "$dir/$afn" ] && [ ! -d "$dir/$adn" ]; then
-  target="$dir/$afn"
-  echo "files 1"
-else
-  echo "absent $dir/$adn/$afn.manifest"
-fi
-if [ -n "$target" ]; then
-  echo "path $target"
-  chk=$(command -v redis-check-aof || command -v valkey-check-aof)
-  if [ -z "$chk" ]; then
-    echo "no-check-tool"
-  else
-    res=$("$chk" "$target" 2>&1) || res=$("$chk" "$target" 2>&1)
-    rc=$?
-    if [ "$rc" = 0 ]; then
-      echo "check ok"
-    else
-      echo "check failed $rc"
-      printf '%s\n' "$res" | while read -r l; do echo "out $l"; done
-    fi
-  fi
-fi
-echo "@@xtask-end 0"
-"#;
-
-/// Selects compose v2 (`docker compose`) or the standalone `docker-compose` on the remote host.
-const REMOTE_COMPOSE: &str = "if docker compose version >/dev/null 2>&1; then exec docker compose \"$@\"; else exec docker-compose \"$@\"; fi";
+pub const SCRIPT: &str = concat!(
+    include_str!("../host/redis-cli.sh"),
+    include_str!("redis-facts.sh")
+);
 
 /// How the script reaches the Redis container.
 #[derive(Clone, Debug)]
 pub enum Via {
-    /// `docker compose -p .. -f .. exec -T <service>` on this machine's engine.
-    Compose(Box<Environment>),
-    /// The same compose exec, on the environment's host over SSH.
-    Ssh {
-        target: SshTarget,
-        dir: Option<String>,
-        compose_args: Vec<String>,
-        service: String,
-    },
+    /// `compose exec -T <redis service>` on the environment's [`Host`] (this machine's engine, or
+    /// the server over SSH), with the Compose CLI of the one decision.
+    Host(Box<Host>),
     /// The script run by a shell on this machine against 127.0.0.1:`port` (the container-less case:
     /// used by the tests to run the very script the containers run). `env` is added to the shell's
     /// environment (the container's `REDIS_PASSWORD`).
@@ -479,31 +401,23 @@ pub struct Exec {
 }
 
 impl Exec {
-    pub fn compose(env: &Environment) -> Self {
-        Exec {
-            target: format!(
+    /// The Redis container of a Compose environment, reached through its host.
+    pub fn on(host: Host) -> Self {
+        let env = host.env();
+        let target = match host.remote() {
+            Some(r) => format!(
+                "env:{} (ssh {}@{} docker compose exec {})",
+                env.name, r.target.user, r.target.host, env.services.redis
+            ),
+            None => format!(
                 "env:{} (docker compose exec {})",
                 env.name, env.services.redis
             ),
-            via: Via::Compose(Box::new(env.clone())),
+        };
+        Exec {
+            target,
+            via: Via::Host(Box::new(host)),
         }
-    }
-
-    pub fn ssh(env: &Environment) -> Result<Self> {
-        let target = env.ssh_target()?;
-        let shown = format!(
-            "env:{} (ssh {}@{} docker compose exec {})",
-            env.name, target.user, target.host, env.services.redis
-        );
-        Ok(Exec {
-            target: shown,
-            via: Via::Ssh {
-                target,
-                dir: env.remote_dir.clone(),
-                compose_args: crate::deploy::remote::remote_compose_args(env),
-                service: env.services.redis.clone(),
-            },
-        })
     }
 
     fn command(&self, mode: &str, budget: Duration) -> Result<Cmd> {
@@ -519,26 +433,7 @@ impl Exec {
             w
         };
         let cmd = match &self.via {
-            Via::Compose(env) => crate::docker::compose(env)?
-                .args(["exec", "-T", env.services.redis.as_str()])
-                .args(script_words(&[])),
-            Via::Ssh {
-                target,
-                dir,
-                compose_args,
-                service,
-            } => {
-                let mut words = vec![
-                    "sh".to_string(),
-                    "-c".to_string(),
-                    REMOTE_COMPOSE.to_string(),
-                    "xtask".to_string(),
-                ];
-                words.extend(compose_args.iter().cloned());
-                words.extend(["exec".to_string(), "-T".to_string(), service.clone()]);
-                words.extend(script_words(&[]));
-                crate::ssh::command(target, dir.as_deref(), &words)
-            }
+            Via::Host(host) => host.compose_exec(&host.env().services.redis, &script_words(&[]))?,
             Via::Shell { shell, env, port } => {
                 let (prog, rest) = shell
                     .split_first()
