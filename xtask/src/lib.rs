@@ -14,7 +14,7 @@ pub(crate) mod host;
 pub mod process;
 pub(crate) mod random;
 pub mod services;
-pub(crate) mod ssh;
+pub mod ssh;
 pub mod yaml;
 
 // One module per command.
