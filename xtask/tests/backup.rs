@@ -133,8 +133,10 @@ fn a_wrong_database_name_fails_the_dump_and_uploads_nothing() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("stage=dump"), "{stderr}");
-    assert!(stderr.contains("failed at stage `dump`"), "{stderr}");
+    // The first connection (the snapshot session) is refused: the database does not exist.
+    assert!(stderr.contains("stage=snapshot"), "{stderr}");
+    assert!(stderr.contains("failed at stage `snapshot`"), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(files(&f.objects()).is_empty(), "{:?}", files(&f.objects()));
 }
 

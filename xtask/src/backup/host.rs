@@ -105,12 +105,25 @@ impl Host {
 
     /// `bash backup-db.sh` with the environment variables it documents.
     pub fn script(&self, env: &Environment, label: &str) -> Result<Cmd> {
+        self.script_with(env, label, None)
+    }
+
+    /// [`Host::script`] with `BACKUP_GIT_SHA` (validated by the caller: 40 lowercase hex).
+    pub fn script_with(
+        &self,
+        env: &Environment,
+        label: &str,
+        git_sha: Option<&str>,
+    ) -> Result<Cmd> {
         let mut vars: Vec<(String, String)> = vec![
             ("LABEL".into(), label.to_string()),
             ("BACKUP_REMOTE".into(), env.backup.remote.clone()),
             ("BACKUP_BUCKET".into(), env.backup.bucket.clone()),
             ("BACKUP_PREFIX".into(), env.backup.prefix.clone()),
         ];
+        if let Some(g) = git_sha {
+            vars.push(("BACKUP_GIT_SHA".into(), g.to_string()));
+        }
         let compose_vars = |files: Vec<String>, env_file: Option<String>| {
             let mut v: Vec<(String, String)> = vec![
                 ("BACKUP_MODE".into(), "compose".into()),
