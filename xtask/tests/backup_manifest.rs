@@ -421,3 +421,113 @@ fn cargo_xtask_backup_proves_the_manifest() {
     std::fs::remove_file(&mfile).unwrap();
     assert_eq!(backup::read_manifest(&env, path).unwrap(), None);
 }
+
+fn scratch_dbs(f: &Fixture) -> String {
+    f.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'xtask_drill_%'",
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn the_drill_checks_the_restore_against_the_manifest() {
+    let f = Fixture::new();
+    let env = f.env("t");
+    f.psql(
+        "station",
+        &format!(
+            "{}; INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init'), (2, '0002_add_orders')",
+            xtask::migrate::SCHEMA_TABLE_SQL
+        ),
+    );
+    let c = backup::create(&env, &Label::parse("drill").unwrap()).unwrap();
+    let name = c.path.rsplit('/').next().unwrap().to_string();
+    // A bad migration after the backup changes the live database: the drill still passes, because
+    // it compares with the manifest (and reports the newest migration it restored).
+    f.psql(
+        "station",
+        "DROP TABLE \"Audit Log\"; INSERT INTO schema_migrations VALUES (3, '0003_bad'); DELETE FROM accounts",
+    );
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", "--strict", "--json", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["reference"], "manifest");
+    assert_eq!(r["manifest"], format!("{}.json", c.path));
+    assert_eq!(r["newest_migration"]["restored"], "0002_add_orders");
+    assert_eq!(r["newest_migration"]["manifest"], "0002_add_orders");
+    assert_eq!(r["tables"].as_array().unwrap().len(), 3);
+
+    // A manifest that disagrees with the dump fails the drill, naming what differs.
+    let mfile = local_file(&f, &manifest::manifest_path(&c.path));
+    let original = std::fs::read_to_string(&mfile).unwrap();
+    let mut m = manifest::parse(&original, "x").unwrap();
+    *m.tables.get_mut("public.accounts").unwrap() += 1;
+    std::fs::write(&mfile, m.to_json()).unwrap();
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", &name])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("FAIL public.accounts: manifest 5001, restored 5000"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("differs from the manifest in public.accounts"),
+        "{stderr}"
+    );
+
+    let mut m = manifest::parse(&original, "x").unwrap();
+    m.newest_migration = Some("0003_bad".into());
+    std::fs::write(&mfile, m.to_json()).unwrap();
+    let r = xtask::backup::drill::drill(&env, Some(&name)).unwrap();
+    assert!(!r.passed);
+    assert!(r.tables.iter().all(|t| t.ok()));
+    assert!(!r.newest_migration.as_ref().unwrap().ok());
+
+    // The downloaded dump is checked against the manifest's sha256 before it is restored.
+    std::fs::write(&mfile, &original).unwrap();
+    let dump = local_file(&f, &c.path);
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&dump, &bytes).unwrap();
+    let e = xtask::backup::drill::drill(&env, Some(&name)).unwrap_err();
+    assert_eq!(e.exit_code(), xtask::ExitCode::Failed);
+    assert!(e.to_string().contains("sha256"), "{e}");
+    assert_eq!(scratch_dbs(&f), "0", "scratch database left behind");
+
+    // No manifest: a warning and the live comparison; --strict: exit 1, nothing restored.
+    std::fs::remove_file(&mfile).unwrap();
+    bytes[mid] ^= 0xff;
+    std::fs::write(&dump, &bytes).unwrap();
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", &name])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("has no manifest"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("live database 0, restored 5000"),
+        "{stdout}"
+    );
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", "--strict", &name])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--strict refuses"), "{stderr}");
+    assert!(!stderr.contains("restoring"), "{stderr}");
+    assert_eq!(scratch_dbs(&f), "0");
+}
