@@ -267,15 +267,20 @@ base_dir=${BACKUP_TMPDIR:-${TMPDIR:-/tmp}}
 [ -d "$base_dir" ] || fail remote 2 "BACKUP_TMPDIR $base_dir is not a directory"
 TMP_DIR=$(mktemp -d "$base_dir/backup-db.XXXXXXXX")
 say "target $OBJECT"
-for target in "$OBJECT" "$MANIFEST"; do
-  rc=0
-  remote_stat "$target" md5 >/dev/null || rc=$?
-  case "$rc" in
-    0) fail remote 1 "$target already exists: refusing to overwrite a backup" ;;
-    10) ;;
-    *) fail remote 3 "cannot reach $BACKUP_REMOTE: (rclone exit $rc) $(rclone_err)" ;;
-  esac
-done
+# One listing of the month's folder answers for both the dump and its manifest (each rclone call
+# costs a start-up and, on B2, an authorization round trip).
+rc=0
+listing=$("$RCLONE" lsjson --files-only --no-mimetype --include "/$FILE" --include "/$FILE.json" \
+  "${rclone_flags[@]}" "${OBJECT%/*}/" 2>"$TMP_DIR/rclone.err") || rc=$?
+case "$rc" in
+  0) for target in "$FILE" "$FILE.json"; do
+       if grep -q -F "\"Path\":\"$target\"" <<<"$listing"; then
+         fail remote 1 "${OBJECT%/*}/$target already exists: refusing to overwrite a backup"
+       fi
+     done ;;
+  3) ;; # the month's folder does not exist yet
+  *) fail remote 3 "cannot reach $BACKUP_REMOTE: (rclone exit $rc) $(rclone_err)" ;;
+esac
 
 # ---- snapshot: one REPEATABLE READ transaction exports its snapshot and stays open ----------------
 # psql runs the fixed statements below, then reads its stdin (fd 7 here, a fifo) until we close it,

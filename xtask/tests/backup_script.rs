@@ -18,11 +18,18 @@ fn executable(path: &Path, body: &str) {
 #[test]
 fn shellcheck_is_clean() {
     let mut files = vec![script()];
-    let bench = repo_root().join("bench/backup.sh");
-    if bench.exists() {
+    for b in ["bench/backup.sh", "bench/restore.sh", "bench/pg-bench.sh"] {
+        let bench = repo_root().join(b);
+        assert!(bench.exists(), "{b} is missing");
         files.push(bench);
     }
-    let out = Command::new("shellcheck").args(&files).output().unwrap();
+    // -x: follow the benches' `source bench/pg-bench.sh` (paths relative to the repository root).
+    let out = Command::new("shellcheck")
+        .arg("-x")
+        .args(&files)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stdout));
 }
 
