@@ -74,6 +74,7 @@ umask 077
 STAGE=input
 TMP_DIR=""
 SNAP_PID=""
+HELPER_PIDS=()
 PROG=backup-db
 
 say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
@@ -93,6 +94,11 @@ cleanup() {
     kill "$SNAP_PID" 2>/dev/null || true
     wait "$SNAP_PID" 2>/dev/null || true
   fi
+  local pid
+  for pid in "${HELPER_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   if [ -n "$TMP_DIR" ] && [ -d "$TMP_DIR" ]; then
     rm -rf -- "$TMP_DIR"
   fi
@@ -349,14 +355,27 @@ start=$SECONDS
 # One pass: pg_dump | compress | tee FILE | decompress | tail. The decompressor reads exactly the bytes
 # written to the file, so it does what `gzip -t` does (CRC and length; a corrupt or truncated .gz fails
 # it) without reading the file again, and hands us the last bytes of the SQL for the trailer check.
+# tee also feeds sha256sum (for the manifest) and md5sum (for the remote check) through fifos, so
+# nothing reads the file again before the upload.
 # Bounded: `timeout` stops the dump (TERM, then KILL 30 s later); --foreground keeps it in our
 # process group so Ctrl-C still reaches it.
+mkfifo "$TMP_DIR/sha256.fifo" "$TMP_DIR/md5.fifo"
+sha256sum <"$TMP_DIR/sha256.fifo" >"$TMP_DIR/dump.sha256" &
+sha_pid=$!
+md5sum <"$TMP_DIR/md5.fifo" >"$TMP_DIR/dump.md5" &
+md5_pid=$!
+HELPER_PIDS=("$sha_pid" "$md5_pid")
 st=()
 {
   timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" --snapshot="$snapshot" "${dump_db[@]}" |
-    "$GZ" "${gz_opts[@]}" -c | tee "$DUMP" | "$GUNZIP" -dc | tail -c 4096 >"$TMP_DIR/tail.sql"
+    "$GZ" "${gz_opts[@]}" -c | tee "$DUMP" "$TMP_DIR/sha256.fifo" "$TMP_DIR/md5.fifo" |
+    "$GUNZIP" -dc | tail -c 4096 >"$TMP_DIR/tail.sql"
   st=("${PIPESTATUS[@]}")
 } || true
+hash_rc=0
+wait "$sha_pid" || hash_rc=$?
+wait "$md5_pid" || hash_rc=$?
+HELPER_PIDS=()
 # Which part failed: 141 is SIGPIPE, the echo of a later part stopping.
 if [ "${st[0]}" -eq 124 ]; then
   fail dump 1 "the dump did not finish within ${BACKUP_DUMP_TIMEOUT}s (BACKUP_DUMP_TIMEOUT) and was stopped: nothing uploaded. Check that the database answers and no long lock blocks pg_dump, or raise BACKUP_DUMP_TIMEOUT"
@@ -367,6 +386,8 @@ fi
 if [ "${st[1]}" -ne 0 ] && [ "${st[1]}" -ne 141 ]; then
   fail dump 1 "the compressor ${GZ##*/} exited ${st[1]}: nothing uploaded"
 fi
+# (A hasher that died makes tee stop, which truncates what the decompressor sees: name it first.)
+[ "$hash_rc" -eq 0 ] || fail hash 1 "hashing the dump failed (sha256sum/md5sum exit $hash_rc)"
 if [ "${st[3]}" -ne 0 ]; then
   fail verify 1 "gzip integrity test failed (${GUNZIP##*/} -d exit ${st[3]}): the compressed dump is corrupt"
 fi
@@ -402,16 +423,18 @@ size=$(wc -c <"$DUMP" | tr -d ' ')
   fail verify 1 "the compressed dump is $size bytes, below the floor of $BACKUP_MIN_BYTES bytes"
 say "dump ok: $size bytes compressed in $((SECONDS - start))s, trailer present"
 
-# ---- hash: sha256 of the .sql.gz for the manifest ------------------------------------------------
+# ---- hash: sha256 of the .sql.gz for the manifest, md5 for the remote check (both from the pass) ---
 STAGE='hash'
-sha256=$(sha256sum "$DUMP" | cut -d' ' -f1)
-[[ "$sha256" =~ ^[0-9a-f]{64}$ ]] || fail hash 1 "sha256sum gave no digest"
+sha256=$(cut -d' ' -f1 <"$TMP_DIR/dump.sha256")
+dump_md5=$(cut -d' ' -f1 <"$TMP_DIR/dump.md5")
+[[ "$sha256" =~ ^[0-9a-f]{64}$ && "$dump_md5" =~ ^[0-9a-f]{32}$ ]] || fail hash 1 "sha256sum/md5sum gave no digest"
 
-# upload_verified STAGE LOCAL OBJECT: copy without ever overwriting, then prove the remote object has
-# the local file's size and hash. Sets hash_type and local_hash.
+# upload_verified STAGE LOCAL OBJECT [MD5]: copy without ever overwriting, then prove the remote object
+# has the local file's size and hash (MD5: the local file's md5 when already known). Sets hash_type and
+# local_hash.
 hash_type="" local_hash=""
 upload_verified() {
-  local stage=$1 src=$2 dst=$3 ht json remote_hash="" remote_size="" lsize
+  local stage=$1 src=$2 dst=$3 known_md5=${4:-} ht json remote_hash="" remote_size="" lsize
   STAGE=$stage
   say "upload to $dst"
   rc=0
@@ -434,13 +457,17 @@ upload_verified() {
   lsize=$(wc -c <"$src" | tr -d ' ')
   [ "$remote_size" = "$lsize" ] || fail "$STAGE" 1 "remote size of $dst ${remote_size:-?} != local size $lsize"
   [ -n "$hash_type" ] || fail "$STAGE" 1 "the remote reports neither an md5 nor a sha1 hash for $dst"
-  local_hash=$("${hash_type}sum" "$src" | cut -d' ' -f1)
+  if [ "$hash_type" = md5 ] && [ -n "$known_md5" ]; then
+    local_hash=$known_md5
+  else
+    local_hash=$("${hash_type}sum" "$src" | cut -d' ' -f1)
+  fi
   [ "$remote_hash" = "$local_hash" ] ||
     fail "$STAGE" 1 "remote $hash_type $remote_hash != local $local_hash of $dst (was the object written by someone else?)"
 }
 
 # ---- upload + remote-verify: never overwrite; bounded retries and timeouts -------------------------
-upload_verified upload "$DUMP" "$OBJECT"
+upload_verified upload "$DUMP" "$OBJECT" "$dump_md5"
 dump_hash_type=$hash_type dump_hash=$local_hash
 say "verified: $OBJECT ($size bytes, $hash_type $local_hash)"
 
