@@ -438,7 +438,9 @@ upload_verified() {
   STAGE=$stage
   say "upload to $dst"
   rc=0
-  "$RCLONE" copyto --ignore-existing "${rclone_flags[@]}" "$src" "$dst" 2>"$TMP_DIR/rclone.err" || rc=$?
+  # --ignore-checksum: rclone's own after-copy hash check would hash both sides once more; the
+  # remote check below compares the remote object's hash with ours anyway.
+  "$RCLONE" copyto --ignore-existing --ignore-checksum "${rclone_flags[@]}" "$src" "$dst" 2>"$TMP_DIR/rclone.err" || rc=$?
   [ "$rc" -eq 0 ] || fail "$stage" 1 "rclone copyto exited $rc: $(rclone_err)"
   if [ "$stage" = upload ]; then STAGE=remote-verify; fi
   hash_type=""

@@ -317,8 +317,10 @@ pub fn render_backups(facts: &Facts) -> String {
     let mut o = String::from(HEADER);
     o.push_str("# PostgreSQL backups\n\n");
     o.push_str(
-        "Every backup is a plain `pg_dump` compressed with gzip (pigz when installed), checked before upload \
-(the dump ends with `-- PostgreSQL database dump complete`, `gzip -t` passes, the size is above a floor), \
+        "Every backup is a plain `pg_dump` compressed to ordinary gzip (`igzip` from Debian's `isal` when \
+installed, else pigz, else gzip), checked before upload \
+(the dump ends with `-- PostgreSQL database dump complete`, the gzip stream passes the integrity check \
+`gzip -t` does, both checked while the dump is written, and the size is above a floor), \
 uploaded with `rclone copyto` (never overwriting an object), and verified after upload: the remote \
 object's size and hash must match the local file. `infra/scripts/backup-db.sh` does this; \
 `cargo xtask backup` runs it for an environment and reports the object.\n\n\
