@@ -6,7 +6,7 @@
 #   exit 1  a stage failed (dump, verify, upload, remote verification, object already exists)
 #   exit 2  bad input (LABEL, BACKUP_TIMESTAMP, BACKUP_MODE, a missing required variable); nothing ran
 #   exit 3  a dependency could not be reached or run (pg_dump/rclone/docker missing, remote unreachable
-#           or refusing the credentials before anything was dumped)
+#           or refusing the credentials before anything was dumped, PostgreSQL down or gone mid-dump)
 # On success the last line on stdout is machine-readable (cargo xtask backup parses it):
 #   BACKUP_OK path=<remote>:<bucket>/<prefix>/YYYYMM/<file> size=<bytes> hash_type=<md5|sha1> hash=<hex>
 #             sha256=<hex> manifest=<path>.json
@@ -288,6 +288,9 @@ case "$rc" in
   *) fail remote 3 "cannot reach $BACKUP_REMOTE: (rclone exit $rc) $(rclone_err)" ;;
 esac
 
+# libpq/psql/pg_dump/compose messages that mean "the server is not there" (exit 3, not 1).
+PG_UNREACHABLE='could not connect|connection refused|is the server running|server closed the connection unexpectedly|terminating connection due to administrator command|the database system is (shutting down|starting up|not yet accepting)|could not translate host name|timeout expired|service "?[A-Za-z0-9._-]+"? is not running'
+
 # ---- snapshot: one REPEATABLE READ transaction exports its snapshot and stays open ----------------
 # psql runs the fixed statements below, then reads its stdin (fd 7 here, a fifo) until we close it,
 # which ends the transaction after the dump. pg_dump imports the exported snapshot, so the counts read
@@ -331,10 +334,10 @@ snap_failed() {
   fi
   wait "$SNAP_PID" || rc=$?
   SNAP_PID=""
-  # psql exits 2 when the connection fails or is lost: exit 3 when the server is not reachable at
-  # all; a reachable server refusing us (no such database, authentication) is a failed stage.
-  if [ "$rc" -eq 2 ] && grep -q -i -E 'could not connect|connection refused|no such file or directory|could not translate host|timeout expired|server closed the connection|is not running' "$TMP_DIR/psql.err"; then
-    fail "$STAGE" 3 "PostgreSQL is not reachable (psql exit 2): $why"
+  # Exit 3 when the server is not reachable at all (psql exits 2; `compose exec` 1 when the service
+  # is down); a reachable server refusing us (no such database, authentication) is a failed stage.
+  if grep -qiE "$PG_UNREACHABLE" "$TMP_DIR/psql.err"; then
+    fail "$STAGE" 3 "PostgreSQL could not be reached (psql exit $rc): nothing dumped. $why"
   fi
   fail "$STAGE" 1 "the snapshot session ended early (psql exit $rc): $why"
 }
@@ -367,7 +370,7 @@ md5_pid=$!
 HELPER_PIDS=("$sha_pid" "$md5_pid")
 st=()
 {
-  timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" --snapshot="$snapshot" "${dump_db[@]}" |
+  timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" --snapshot="$snapshot" "${dump_db[@]}" 2>"$TMP_DIR/dump.err" |
     "$GZ" "${gz_opts[@]}" -c | tee "$DUMP" "$TMP_DIR/sha256.fifo" "$TMP_DIR/md5.fifo" |
     "$GUNZIP" -dc | tail -c 4096 >"$TMP_DIR/tail.sql"
   st=("${PIPESTATUS[@]}")
@@ -376,6 +379,11 @@ hash_rc=0
 wait "$sha_pid" || hash_rc=$?
 wait "$md5_pid" || hash_rc=$?
 HELPER_PIDS=()
+cat "$TMP_DIR/dump.err" >&2
+# PostgreSQL down (or gone during the dump) is a dependency that could not be reached: exit 3.
+if [ "${st[0]}" -ne 0 ] && [ "${st[0]}" -ne 124 ] && grep -qiE "$PG_UNREACHABLE" "$TMP_DIR/dump.err"; then
+  fail dump 3 "PostgreSQL could not be reached (down, or gone during the dump): nothing uploaded. $(tail -n 2 "$TMP_DIR/dump.err" | tr '\n' ' ')"
+fi
 # Which part failed: 141 is SIGPIPE, the echo of a later part stopping.
 if [ "${st[0]}" -eq 124 ]; then
   fail dump 1 "the dump did not finish within ${BACKUP_DUMP_TIMEOUT}s (BACKUP_DUMP_TIMEOUT) and was stopped: nothing uploaded. Check that the database answers and no long lock blocks pg_dump, or raise BACKUP_DUMP_TIMEOUT"

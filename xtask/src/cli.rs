@@ -45,6 +45,15 @@ pub enum Command {
 
 /// Parse, run, print the error if any, and return the process exit code.
 pub fn main() -> i32 {
+    if let Some(i) = control_character_argument(std::env::args_os().skip(1)) {
+        // Not echoed: printed, a newline would start a line of its own, which GitHub Actions reads
+        // as a workflow command (`::warning::...`).
+        eprintln!(
+            "error: argument {i} holds a control character (a newline, tab or escape): no file name, \
+             label or value of ours needs one; refused before anything ran"
+        );
+        return ExitCode::Usage as i32;
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -76,11 +85,37 @@ pub fn main() -> i32 {
     }
 }
 
+/// The 1-based position of the first argument holding a control character, if any.
+pub fn control_character_argument(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Option<usize> {
+    args.into_iter()
+        .position(|a| a.to_string_lossy().chars().any(char::is_control))
+        .map(|i| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
     use super::Cli;
+
+    #[test]
+    fn an_argument_with_a_control_character_is_found() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            super::control_character_argument(args(&["compose", "check", "--file", "a.yml"])),
+            None
+        );
+        assert_eq!(
+            super::control_character_argument(args(&["compose", "--file", "a\n::warning::x"])),
+            Some(3)
+        );
+        assert_eq!(
+            super::control_character_argument(args(&["x", "\u{1b}[2J"])),
+            Some(2)
+        );
+    }
 
     #[test]
     fn the_cli_definition_is_valid_and_docs_help_names_both_files() {

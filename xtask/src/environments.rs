@@ -139,7 +139,11 @@ pub struct Environment {
 impl Environment {
     /// Resolve the SSH target from the process environment (exit 2 when a variable is missing).
     pub fn ssh_target(&self) -> Result<SshTarget> {
-        self.ssh_target_from(|k| std::env::var(k).ok())
+        let t = self.ssh_target_from(|k| std::env::var(k).ok())?;
+        if let (Some(key), Some(spec)) = (&t.key, &self.ssh) {
+            check_key_file(&spec.key_env, key)?;
+        }
+        Ok(t)
     }
 
     pub fn ssh_target_from(&self, get: impl Fn(&str) -> Option<String>) -> Result<SshTarget> {
@@ -171,9 +175,11 @@ impl Environment {
             })?,
         };
         let known_hosts = PathBuf::from(need(&spec.known_hosts_env)?);
-        let key = get(&spec.key_env)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+        let key = get(&spec.key_env).filter(|v| !v.is_empty());
+        if let Some(k) = &key {
+            check_key_value(&spec.key_env, k)?;
+        }
+        let key = key.map(PathBuf::from);
         Ok(SshTarget {
             host,
             user: spec.user.clone(),
@@ -199,6 +205,48 @@ impl Environment {
     }
 }
 
+/// What to say when `$<var>` holds a key instead of naming a file (never the value itself).
+fn not_a_key_path(var: &str, what: &str) -> Error {
+    Error::usage(format!(
+        "${var} must be a path, not the key: {what}. Write the key to a file readable only by you \
+         (e.g. `install -m 600 /dev/null ~/.ssh/deploy_key`, then paste it there) and set ${var} to \
+         that file's path (nothing was run)"
+    ))
+}
+
+/// `$<ENV>_SSH_KEY` names a file: a value holding a private key itself (its `-----BEGIN` line, or
+/// several lines) would end up on ssh's command line, in errors and in the audit log. Pure.
+pub fn check_key_value(var: &str, value: &str) -> Result<()> {
+    if value.contains("-----BEGIN") || value.contains("PRIVATE KEY") {
+        return Err(not_a_key_path(
+            var,
+            "it holds the private key itself (its BEGIN line)",
+        ));
+    }
+    if value.contains(['\n', '\r']) || value.chars().any(char::is_control) || value.len() > 4096 {
+        return Err(not_a_key_path(
+            var,
+            "it holds several lines or control characters, not a file name",
+        ));
+    }
+    Ok(())
+}
+
+/// The key file exists and is readable (checked before anything runs; exit 2 otherwise).
+fn check_key_file(var: &str, key: &Path) -> Result<()> {
+    match std::fs::File::open(key) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(()),
+        Ok(_) => Err(not_a_key_path(
+            var,
+            &format!("{} is not a regular file", crate::error::show_path(key)),
+        )),
+        Err(e) => Err(not_a_key_path(
+            var,
+            &format!("{} cannot be read ({e})", crate::error::show_path(key)),
+        )),
+    }
+}
+
 /// All environments, by name, plus the repository root they were resolved against.
 #[derive(Clone, Debug)]
 pub struct Environments {
@@ -211,11 +259,13 @@ impl Environments {
     /// Find the repository root and load the environments file (`XTASK_ENVIRONMENTS` overrides it).
     pub fn load() -> Result<Self> {
         let root = repo_root()?;
+        let root = std::path::absolute(&root).unwrap_or(root);
         let file = match std::env::var_os("XTASK_ENVIRONMENTS") {
             Some(f) if !f.is_empty() => PathBuf::from(f),
             _ => root.join(ENVIRONMENTS_FILE),
         };
         let text = std::fs::read_to_string(&file).map_err(|e| Error::read(&file, e))?;
+        let file = std::path::absolute(&file).unwrap_or(file);
         Self::parse(&text, &file, &root)
     }
 
@@ -281,6 +331,17 @@ impl Environments {
                     }
                 }
                 Transport::Docker => {}
+            }
+            if let Some(dir) = &r.state_dir {
+                if let Err(msg) = check_state_dir(dir, root, file) {
+                    let (line, col) = find_key(text, &name, "state_dir");
+                    return Err(Error::input(
+                        file,
+                        line,
+                        col,
+                        format!("environment `{name}`: {msg}"),
+                    ));
+                }
             }
             if let Some(ssh) = &r.ssh {
                 if !valid_user(&ssh.user) {
@@ -445,6 +506,77 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Where `key = ...` of `[environments.<name>]` starts (the table header when not found).
+fn find_key(text: &str, name: &str, key: &str) -> (usize, usize) {
+    let header = format!("[environments.{name}]");
+    let Some(start) = text.find(&header) else {
+        return (1, 1);
+    };
+    let body = start + header.len();
+    let end = text[body..].find("\n[").map_or(text.len(), |o| body + o);
+    let mut offset = body;
+    for line in text[body..end].split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return line_col(text, offset + (line.len() - t.len()));
+        }
+        offset += line.len();
+    }
+    line_col(text, start)
+}
+
+/// `a/./b/../c` → `a/c` without touching the file system (`..` at the root stays at the root).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `local down --purge` deletes under `state_dir`, so it must be a directory of its own: strictly
+/// inside the repository (or inside the directory of an environments file kept outside it, as tests
+/// and benchmarks do), never `/`, the repository itself or one of its parents. Lexical: a relative
+/// `state_dir` is resolved against the repository root.
+pub fn check_state_dir(dir: &Path, root: &Path, file: &Path) -> std::result::Result<(), String> {
+    let root = normalize(root);
+    let abs = normalize(&root.join(dir));
+    let file_dir = normalize(&root.join(file.parent().unwrap_or(Path::new(""))));
+    let shown = dir.display();
+    if abs.parent().is_none() {
+        return Err(format!("state_dir {shown:?} is `/`: it must be a directory of its own inside the repository, such as target/local"));
+    }
+    if root.starts_with(&abs) {
+        return Err(format!(
+            "state_dir {shown:?} is the repository {} or a parent of it: `local down --purge` deletes what is under it; use a directory inside the repository, such as target/local",
+            root.display()
+        ));
+    }
+    let inside = |base: &Path| abs.starts_with(base) && abs != base;
+    let outside_repo_file = !file_dir.starts_with(&root);
+    if inside(&root) || (outside_repo_file && inside(&file_dir)) {
+        return Ok(());
+    }
+    Err(format!(
+        "state_dir {shown:?} is outside the repository {}{}: `local down --purge` deletes what is under it; use a directory inside the repository, such as target/local",
+        root.display(),
+        if outside_repo_file {
+            format!(" and outside the directory of {}", file.display())
+        } else {
+            String::new()
+        }
+    ))
+}
+
 fn find_table(text: &str, name: &str) -> (usize, usize) {
     let header = format!("[environments.{name}]");
     text.find(&header)
@@ -498,6 +630,31 @@ mod tests {
     }
 
     #[test]
+    fn an_ssh_key_variable_holding_the_key_itself_is_refused_without_echoing_it() {
+        let envs = repo();
+        let prod = envs.get("production").unwrap();
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n";
+        for value in [key, "b3BlbnNzaC1rZXktdjEAAAAABG5v\nbmUAAAAEbm9uZQ"] {
+            let vars = |k: &str| match k {
+                "PRODUCTION_SSH_HOST" => Some("vps.example.org".to_string()),
+                "PRODUCTION_SSH_KNOWN_HOSTS" => Some("/tmp/kh".to_string()),
+                "PRODUCTION_SSH_KEY" => Some(value.to_string()),
+                _ => None,
+            };
+            let e = prod.ssh_target_from(vars).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::ExitCode::Usage);
+            let m = e.to_string();
+            assert!(m.contains("a path, not the key"), "{m}");
+            assert!(!m.contains("b3BlbnNzaC1rZXktdjEAAAAABG5v"), "{m}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        assert!(check_key_file("K", d.path()).is_err());
+        assert!(check_key_file("K", &d.path().join("missing")).is_err());
+        std::fs::write(d.path().join("k"), "x").unwrap();
+        check_key_file("K", &d.path().join("k")).unwrap();
+    }
+
+    #[test]
     fn ssh_user_cannot_become_an_ssh_option() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let file = root.join(ENVIRONMENTS_FILE);
@@ -514,6 +671,49 @@ mod tests {
         };
         assert!(message.contains("ssh user"), "{message}");
         assert!(at.line > 1, "{err}");
+    }
+
+    #[test]
+    fn state_dir_must_be_a_directory_of_its_own_inside_the_repository() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let file = root.join(ENVIRONMENTS_FILE);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let line = "state_dir = \"target/local\"";
+        let want = text[..text.find(line).unwrap()].matches('\n').count() + 1;
+        for bad in [
+            ".",
+            "./",
+            "target/..",
+            "..",
+            "/",
+            "/tmp/elsewhere",
+            "target/../../x",
+            root.to_str().unwrap(),
+            root.parent().unwrap().to_str().unwrap(),
+        ] {
+            let t = text.replacen(line, &format!("state_dir = {bad:?}"), 1);
+            let err = Environments::parse(&t, &file, root).unwrap_err();
+            let Error::Input { at, message } = &err else {
+                panic!("{bad}: {err:?}")
+            };
+            assert_eq!((at.line, at.col), (want, 1), "{bad}: {err}");
+            assert!(message.contains("state_dir"), "{message}");
+        }
+        for good in ["target/local", "target/./x/../local", "state"] {
+            let t = text.replacen(line, &format!("state_dir = {good:?}"), 1);
+            Environments::parse(&t, &file, root).unwrap();
+        }
+        // An environments file kept outside the repository may keep state below its own directory.
+        let outside = Path::new("/tmp/xtask-envs/environments.toml");
+        for (dir, ok) in [
+            ("/tmp/xtask-envs/state", true),
+            ("/tmp/xtask-envs", false),
+            ("/tmp", false),
+            ("/tmp/other", false),
+        ] {
+            let t = text.replacen(line, &format!("state_dir = {dir:?}"), 1);
+            assert_eq!(Environments::parse(&t, outside, root).is_ok(), ok, "{dir}");
+        }
     }
 
     #[test]

@@ -31,7 +31,19 @@ pub struct Position {
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+        write!(f, "{}:{}:{}", show_path(&self.file), self.line, self.col)
+    }
+}
+
+/// A path for messages: as is, unless it holds control characters (a newline would start a line of
+/// its own, which GitHub Actions reads as a workflow command, e.g. `::warning::`; an escape sequence
+/// would drive the terminal): then quoted with them escaped (`"a\n::warning::b"`).
+pub fn show_path(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    if s.chars().any(char::is_control) {
+        format!("{s:?}")
+    } else {
+        s.into_owned()
     }
 }
 
@@ -69,11 +81,11 @@ impl Error {
     }
     /// An I/O error on a file the user named: a missing or unreadable input is bad input (exit 2).
     pub fn read(file: &Path, err: std::io::Error) -> Self {
-        Error::Usage(format!("{}: cannot read: {err}", file.display()))
+        Error::Usage(format!("{}: cannot read: {err}", show_path(file)))
     }
     /// An I/O error while writing our own output or state: the step failed (exit 1).
     pub fn write(file: &Path, err: std::io::Error) -> Self {
-        Error::Failed(format!("{}: cannot write: {err}", file.display()))
+        Error::Failed(format!("{}: cannot write: {err}", show_path(file)))
     }
 
     pub fn exit_code(&self) -> ExitCode {

@@ -1,9 +1,10 @@
 //! `cargo xtask migrate --env X [--sha SHA]`: run the environment's migrations, but only with a
 //! verified pre-deploy backup for the SHA ([`VerifiedBackup`], which only the verify step makes).
 //!
-//! `builtin:sql-migrations`: the files `NNNN_name.sql` of `migrations_dir`, applied in order, each with
-//! `psql -X -v ON_ERROR_STOP=1 --single-transaction -f -` together with its `schema_migrations` row
-//! (so a failing file leaves nothing behind). Locally psql talks to the local cluster (password in
+//! `builtin:sql-migrations`: the files `NNNN_name.sql` of `migrations_dir`, applied in order by one
+//! `psql -X -q -v ON_ERROR_STOP=1 -A -t -f -` session that holds the migration advisory lock
+//! ([`MIGRATION_LOCK`]) for its whole life, each file in its own transaction together with its
+//! `schema_migrations` row (so a failing file leaves nothing behind). Locally psql talks to the local cluster (password in
 //! `PGPASSWORD`); in a compose environment it runs in the postgres container (`exec -T`), over SSH
 //! for remote ones. Any other migration command (e.g. `docker compose run --rm backend pnpm
 //! migration:run`) runs in the environment's directory, remotely for ssh environments.
@@ -19,8 +20,8 @@ use crate::process::Cmd;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Environment to migrate.
-    #[arg(long, default_value = "local")]
+    /// Environment to migrate (required: a migration is never aimed at an environment by default).
+    #[arg(long)]
     pub env: String,
     /// The release being deployed (default: `git rev-parse HEAD`); its `pre-deploy-<sha7>` backup
     /// must exist in the bucket.
@@ -128,8 +129,58 @@ pub fn migration_script(m: &Migration, sql: &str) -> String {
     )
 }
 
+/// The advisory lock every migration runner takes (`pg_try_advisory_lock(int, int)`: "xtas", "migr"),
+/// held by the session that runs the migrations, so it lives exactly as long as that psql: two
+/// runners never overlap, even when one was orphaned (its xtask killed) and `--force-unlock` broke
+/// the deploy lock; the orphan keeps the database's lock until its psql ends.
+pub const MIGRATION_LOCK: (i32, i32) = (0x7874_6173, 0x6d69_6772);
+
+/// Markers the session script prints (one per line) so `apply` knows what happened.
+const M_HELD: &str = "XTASK_MIGRATION_LOCK_HELD";
+const M_START: &str = "XTASK_MIGRATION_START ";
+const M_DONE: &str = "XTASK_MIGRATION_DONE ";
+
+/// The one psql session of a migrate step: take the advisory lock (or say who holds it and stop),
+/// create `schema_migrations`, then each migration not applied yet (checked inside the session, under
+/// the lock) in its own transaction with its row. Versions and names are validated, so the literals
+/// are safe; `label` is a validated SHA.
+pub fn session_script(migrations: &[(Migration, String)], label: &str) -> String {
+    let (k1, k2) = MIGRATION_LOCK;
+    let mut s = format!(
+        "SELECT pg_try_advisory_lock({k1}, {k2}) AS xtask_locked \\gset\n\
+         \\if :xtask_locked\n\
+         \\else\n\
+         \\echo {M_HELD}\n\
+         SELECT 'pid ' || a.pid || ' (' || COALESCE(NULLIF(a.application_name, ''), 'no application name') || \
+         ', connected since ' || date_trunc('second', a.backend_start) || ')' FROM pg_locks l JOIN pg_stat_activity a \
+         ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.classid = {k1} AND l.objid = {k2} AND l.objsubid = 2 \
+         AND l.granted;\n\
+         \\quit\n\
+         \\endif\n\
+         SET application_name = 'xtask migrate {label}';\n\
+         {SCHEMA_TABLE_SQL};\n"
+    );
+    for (m, sql) in migrations {
+        s.push_str(&format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM schema_migrations WHERE version = {v}) AS xtask_pending \\gset\n\
+             \\if :xtask_pending\n\
+             \\echo {M_START}{v}\n\
+             BEGIN;\n\
+             {body}\
+             COMMIT;\n\
+             \\echo {M_DONE}{v}\n\
+             \\endif\n",
+            v = m.version,
+            body = migration_script(m, sql),
+        ));
+    }
+    s
+}
+
 /// Options of every psql run (and of the `--dry-run` line that stands for one).
 const PSQL_OPTS: [&str; 4] = ["-X", "-q", "-v", "ON_ERROR_STOP=1"];
+/// The migrate session: unaligned tuples only, script on stdin.
+const SESSION_OPTS: &[&str] = &["-A", "-t", "-f", "-"];
 
 /// psql invocations for an environment (local cluster, compose container, or over SSH).
 struct Psql<'a> {
@@ -179,10 +230,6 @@ impl Psql<'_> {
             }
         })
     }
-
-    fn query(&self, sql: &str) -> Result<String> {
-        self.cmd(&["-A", "-t", "-c", sql])?.read()
-    }
 }
 
 /// The commands `apply` would run (for `deploy --dry-run`; secrets redacted).
@@ -201,15 +248,17 @@ pub fn plan_commands(env: &Environment, sha: &Sha) -> Result<Vec<String>> {
                     }
                 })
             };
-            v.push(cmd(&["-A", "-t", "-c", SCHEMA_TABLE_SQL])?);
-            for m in discover(&dir)? {
-                v.push(format!(
-                    "{}  < {} + its schema_migrations row (only if version {} is not applied yet)",
-                    cmd(&["--single-transaction", "-f", "-"])?,
-                    m.file.display(),
-                    m.version
-                ));
-            }
+            let files: Vec<String> = discover(&dir)?
+                .iter()
+                .map(|m| m.file.display().to_string())
+                .collect();
+            v.push(format!(
+                "{}  < one session: pg_try_advisory_lock{:?} (held until it ends), schema_migrations, \
+                 then each of {} not applied yet in its own transaction with its row",
+                cmd(SESSION_OPTS)?,
+                MIGRATION_LOCK,
+                files.join(", ")
+            ));
             Ok(v)
         }
         MigrationCommand::Command(words) => Ok(vec![command_cmd(env, sha, words)
@@ -298,42 +347,104 @@ pub fn apply(env: &Environment, sha: &Sha, _proof: &VerifiedBackup) -> Result<St
             ))
         }
         MigrationCommand::BuiltinSql => {
-            let migrations = discover(&migrations_dir(env)?)?;
+            let migrations = discover(&migrations_dir(env)?)?
+                .into_iter()
+                .map(|m| {
+                    let sql =
+                        std::fs::read_to_string(&m.file).map_err(|e| Error::read(&m.file, e))?;
+                    Ok((m, sql))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let psql = Psql { env, sha };
-            psql.query(SCHEMA_TABLE_SQL)
-                .map_err(|e| e.context("creating schema_migrations"))?;
-            let applied: Vec<u32> = psql
-                .query("SELECT version FROM schema_migrations ORDER BY version")?
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect();
-            let mut done = Vec::new();
-            for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
-                let sql = std::fs::read_to_string(&m.file).map_err(|e| Error::read(&m.file, e))?;
-                let cmd = psql
-                    .cmd(&["--single-transaction", "-f", "-"])?
-                    .stdin_bytes(migration_script(m, &sql));
-                let out = cmd.output()?;
-                if !out.status.success() {
-                    let applied_note = if done.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (applied before it: {})", done.join(", "))
-                    };
-                    return Err(Error::failed(format!(
-                        "migration {} failed and was rolled back{applied_note}: {}",
-                        m.file.display(),
-                        out.stderr_str().trim()
-                    )));
-                }
-                done.push(m.name.clone());
-            }
-            Ok(if done.is_empty() {
-                format!("no pending migration ({} applied)", applied.len())
-            } else {
-                format!("applied {}: {}", done.len(), done.join(", "))
-            })
+            let out = psql
+                .cmd(SESSION_OPTS)?
+                .stdin_bytes(session_script(&migrations, sha.as_str()))
+                .output()?;
+            session_result(&migrations, &out)
         }
+    }
+}
+
+/// What the migrate session did, from its exit status and markers.
+fn session_result(
+    migrations: &[(Migration, String)],
+    out: &crate::process::Output,
+) -> Result<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let stdout = out.stdout_str();
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    let version =
+        |prefix: &str, l: &str| l.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok());
+    let name_of = |v: u32| {
+        migrations
+            .iter()
+            .find(|(m, _)| m.version == v)
+            .map(|(m, _)| m)
+    };
+    let done: Vec<String> = lines
+        .iter()
+        .filter_map(|l| version(M_DONE, l))
+        .filter_map(|v| name_of(v).map(|m| m.name.clone()))
+        .collect();
+    let applied_note = if done.is_empty() {
+        String::new()
+    } else {
+        format!(" (applied before it: {})", done.join(", "))
+    };
+    if let Some(i) = lines.iter().position(|l| *l == M_HELD) {
+        let holder = lines.get(i + 1).filter(|h| !h.is_empty()).copied();
+        return Err(Error::failed(format!(
+            "another migration runner holds the database's migration lock (pg_advisory_lock{:?}, {}): \
+             nothing was migrated. Two runners never overlap; wait for it to finish (an orphaned psql \
+             of a killed deploy keeps it until its migration ends)",
+            MIGRATION_LOCK,
+            holder.map_or("holder unknown".to_string(), |h| format!("held by backend {h}"))
+        )));
+    }
+    if out.status.success() {
+        return Ok(if done.is_empty() {
+            format!("no pending migration (all {} applied)", migrations.len())
+        } else {
+            format!("applied {}: {}", done.len(), done.join(", "))
+        });
+    }
+    // The migration that was running: started, not done.
+    let running = lines
+        .iter()
+        .rev()
+        .find_map(|l| version(M_START, l))
+        .filter(|v| !lines.iter().any(|l| version(M_DONE, l) == Some(*v)))
+        .and_then(name_of);
+    let what = match running {
+        Some(m) => format!("migration {}", m.file.display()),
+        None => "the migration session (before any migration ran)".to_string(),
+    };
+    let stderr = out.stderr_str();
+    match (out.status.code(), out.status.signal()) {
+        (None, Some(sig)) => Err(Error::unavailable(format!(
+            "{what} did not finish: psql was killed by signal {sig}{}; its transaction was rolled back \
+             by the server{applied_note}. The migration itself did not fail",
+            signal_name(sig)
+        ))),
+        // psql: 2 = the connection to the server went bad.
+        (Some(2), _) => Err(Error::unavailable(format!(
+            "{what} did not finish: the database went away (psql lost its connection){applied_note}: {}",
+            stderr.trim()
+        ))),
+        _ => Err(Error::failed(format!(
+            "{what} failed and was rolled back{applied_note}: {}",
+            stderr.trim()
+        ))),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => " (SIGHUP)",
+        2 => " (SIGINT)",
+        9 => " (SIGKILL)",
+        15 => " (SIGTERM)",
+        _ => "",
     }
 }
 
@@ -371,6 +482,32 @@ mod tests {
             s.ends_with("VALUES (1, '0001_create_core_tables');\n"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn the_session_takes_the_advisory_lock_before_anything_and_checks_each_version_under_it() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/migrations");
+        let ms: Vec<(Migration, String)> = discover(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m, "SELECT 1;".to_string()))
+            .collect();
+        let s = session_script(&ms, "abc1234");
+        let lock = s
+            .find("pg_try_advisory_lock(2020893043, 1835624306)")
+            .unwrap();
+        assert!(
+            lock < s
+                .find("CREATE TABLE IF NOT EXISTS schema_migrations")
+                .unwrap()
+        );
+        assert!(
+            s.contains("\\gset\n\\if :xtask_locked\n\\else\n\\echo XTASK_MIGRATION_LOCK_HELD\n")
+        );
+        assert!(s.contains("SET application_name = 'xtask migrate abc1234';"));
+        assert!(s.contains("WHERE version = 2) AS xtask_pending \\gset\n\\if :xtask_pending\n\\echo XTASK_MIGRATION_START 2\nBEGIN;\nSELECT 1;"));
+        assert_eq!(s.matches("BEGIN;").count(), ms.len());
+        assert_eq!(s.matches("COMMIT;").count(), ms.len());
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn dry_run_prints_every_step_redacted_and_changes_nothing() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout
-            .contains("PGPASSWORD='***' psql -X -q -v ON_ERROR_STOP=1 --single-transaction -f -"),
+            .contains("PGPASSWORD='***' psql -X -q -v ON_ERROR_STOP=1 -A -t -f -  < one session: pg_try_advisory_lock"),
         "{}",
         r.stdout
     );

@@ -135,7 +135,7 @@ fn deploy_from_scratch_then_new_and_failing_migrations() {
 fn migrate_alone_needs_a_verified_backup_for_the_sha() {
     let t = TestEnv::local(0o711);
     assert_eq!(t.run(&["local", "up"]).code, 0);
-    let r = t.run(&["migrate", "--sha", "abcdef0123"]);
+    let r = t.run(&["migrate", "--env", "local", "--sha", "abcdef0123"]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("refusing to migrate"), "{}", r.stderr);
     assert!(r.stderr.contains("pre-deploy-abcdef0"), "{}", r.stderr);
@@ -151,7 +151,7 @@ fn migrate_alone_needs_a_verified_backup_for_the_sha() {
         "ALTER TABLE stations ADD COLUMN notes text;\n",
     )
     .unwrap();
-    let r = t.run(&["migrate", "--sha", "abcdef0123"]);
+    let r = t.run(&["migrate", "--env", "local", "--sha", "abcdef0123"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout
@@ -165,7 +165,7 @@ fn migrate_alone_needs_a_verified_backup_for_the_sha() {
         r.stdout
     );
     // Another SHA's backup does not count.
-    let r = t.run(&["migrate", "--sha", "9999999"]);
+    let r = t.run(&["migrate", "--env", "local", "--sha", "9999999"]);
     assert_eq!(r.code, 1, "{}", r.all());
 }
 

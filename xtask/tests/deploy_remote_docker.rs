@@ -591,6 +591,15 @@ fn a_remote_deploy_over_ssh_stops_closed_at_a_broken_backup_then_runs_every_step
         std::fs::read_to_string(s.root.join("target/deploy/staging/audit.jsonl")).unwrap(),
         std::fs::read_to_string(s.remote_dir.join("deploy-audit.jsonl")).unwrap(),
     ];
+    // Both audit logs are readable by their owner only.
+    for log in [
+        s.root.join("target/deploy/staging/audit.jsonl"),
+        s.remote_dir.join("deploy-audit.jsonl"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", log.display());
+    }
     for text in [failed.all(), ok.all()].iter().chain(&logs) {
         for secret in &secrets {
             assert!(

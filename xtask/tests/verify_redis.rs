@@ -138,8 +138,9 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// A `local` environment whose state lives in `root` (redis dir `root/redis`): environments file,
-/// state.json. Returns the env vars that make `--env local` use it.
+/// A `local` environment whose state lives in `root/state` (redis dir `root/state/redis`; the state
+/// dir must be a directory of its own inside the repository `root`): environments file, state.json.
+/// Returns the env vars that make `--env local` use it.
 fn local_env(root: &Path, port: u16, password: &str) -> Vec<(String, String)> {
     let envs = root.join("environments.toml");
     let text = format!(
@@ -155,7 +156,7 @@ migrations_dir = "infra/migrations"
 migration_command = "builtin:sql-migrations"
 health_url = ""
 {tables}"#,
-        root.display(),
+        root.join("state").display(),
         tables = services_and_backup("local", "station-backups", "postgres"),
     );
     std::fs::write(&envs, text).unwrap();
@@ -165,7 +166,7 @@ health_url = ""
         redis_port: port,
         redis_password: password.into(),
     }
-    .save(&root.join("state.json"))
+    .save(&root.join("state/state.json"))
     .unwrap();
     vec![
         ("XTASK_ENVIRONMENTS".into(), envs.display().to_string()),
@@ -272,7 +273,7 @@ fn appendfsync_no_fails() {
 fn first_rewrite_after_config_set_appendonly_warns_until_it_finishes() {
     let root = tempfile::tempdir().unwrap();
     let s = start(
-        &root.path().join("redis"),
+        &root.path().join("state/redis"),
         &[],
         Some("pw-first-rewrite"),
         &["enable-debug-command yes"],
@@ -545,7 +546,7 @@ fn local_env_checks_the_aof_directory_and_a_truncated_incr_file_fails() {
     let root = tempfile::tempdir().unwrap();
     let pw = "L0cal-Env-pw";
     let s = start(
-        &root.path().join("redis"),
+        &root.path().join("state/redis"),
         &["--appendonly", "yes", "--appendfsync", "always"],
         Some(pw),
         &[],
@@ -574,7 +575,7 @@ fn local_env_checks_the_aof_directory_and_a_truncated_incr_file_fails() {
     assert!(!r.all().contains(pw));
 
     // Cut the last bytes of the incr file: a torn write.
-    let incr = std::fs::read_dir(root.path().join("redis/appendonlydir"))
+    let incr = std::fs::read_dir(root.path().join("state/redis/appendonlydir"))
         .unwrap()
         .flatten()
         .map(|e| e.path())

@@ -351,7 +351,7 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     for (t, text, applied) in &planned {
-        let file = t.file.display().to_string();
+        let file = crate::error::show_path(&t.file);
         if applied.text == *text {
             let what = if applied.notes.is_empty() {
                 "already durable"
@@ -439,7 +439,7 @@ pub fn findings(targets: &Targets) -> Result<Checked> {
         if let Some(s) = snap {
             snaps.push((t.env.as_ref().map(|e| e.name.clone()), t.file.clone(), s));
         }
-        files.push(t.file.display().to_string());
+        files.push(crate::error::show_path(&t.file));
     }
     let by_env = |n: &str| snaps.iter().find(|(e, _, _)| e.as_deref() == Some(n));
     if let (Some(p), Some(s)) = (by_env("production"), by_env("staging")) {
@@ -463,7 +463,7 @@ pub struct Checked {
 pub fn finding_line(file: &Path, f: &check::Finding) -> String {
     format!(
         "{}:{}:{}: {} [{}]",
-        file.display(),
+        crate::error::show_path(file),
         f.line,
         f.col,
         f.message,

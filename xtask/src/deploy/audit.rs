@@ -4,6 +4,7 @@
 //! the server.
 
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -45,11 +46,22 @@ impl Audit {
         if let Some(dir) = self.local.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
         }
+        // 0600: the log names hosts, objects and errors. A log created before (0644) is fixed too.
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.local)
             .map_err(|e| Error::write(&self.local, e))?;
+        let mode = f
+            .metadata()
+            .map_err(|e| Error::write(&self.local, e))?
+            .permissions()
+            .mode();
+        if mode & 0o777 != 0o600 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::write(&self.local, e))?;
+        }
         f.write_all(line.as_bytes())
             .map_err(|e| Error::write(&self.local, e))?;
         if let Some((t, file)) = &self.remote {
@@ -75,4 +87,38 @@ pub fn read(path: &std::path::Path) -> Result<Vec<Record>> {
                 .map_err(|e| Error::input(path, i + 1, e.column(), e.to_string()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_log_is_0600_also_when_it_existed_with_another_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let audit = Audit {
+            local: d.path().join("deploy/audit.jsonl"),
+            remote: None,
+        };
+        let r = Record {
+            env: "local".into(),
+            step: "lock".into(),
+            status: "ok".into(),
+            start: String::new(),
+            end: String::new(),
+            duration_ms: 0,
+            sha: "abc1234".into(),
+            actor: "me".into(),
+            run_url: None,
+            backup_object: None,
+            message: String::new(),
+        };
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        audit.append(&r).unwrap();
+        assert_eq!(mode(&audit.local), 0o600);
+        std::fs::set_permissions(&audit.local, std::fs::Permissions::from_mode(0o644)).unwrap();
+        audit.append(&r).unwrap();
+        assert_eq!(mode(&audit.local), 0o600);
+        assert_eq!(audit.read().unwrap().len(), 2);
+    }
 }

@@ -53,6 +53,7 @@ trap - EXIT
 const APPEND: &str = r#"set -eu
 umask 077
 cat >> "$1"
+chmod 600 "$1"
 "#;
 
 /// Bounded health polling from the server: `$1` URL, `$2` tries, 2 s apart.

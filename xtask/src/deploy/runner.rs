@@ -192,11 +192,24 @@ impl<'a> Pipeline<'a> {
             let e_ms = now_ms();
             let took = t0.elapsed();
             let child = process::child_wall_time().saturating_sub(c0);
+            // A Ctrl-C that killed the step's child reaches our handler thread a moment later: on a
+            // failure, give it that moment, so the interruption is not reported as the step's fault.
+            if result.is_err() {
+                let t = Instant::now();
+                while !self.interrupted.load(Ordering::SeqCst)
+                    && t.elapsed() < Duration::from_millis(500)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             let interrupted = self.interrupted.load(Ordering::SeqCst);
             let (status, message) = match &result {
                 Ok(m) if !interrupted => (Status::Ok, m.clone()),
                 Ok(m) => (Status::Interrupted, format!("{m} (then interrupted)")),
-                Err(e) if interrupted => (Status::Interrupted, e.to_string()),
+                Err(e) if interrupted => (
+                    Status::Interrupted,
+                    format!("{INTERRUPTED} during this step; it stopped with: {e}"),
+                ),
                 Err(e) => (Status::Failed, e.to_string()),
             };
             self.record(step.name(), status, s_ms, e_ms, &message);
@@ -283,12 +296,24 @@ impl<'a> Pipeline<'a> {
                 self.say(&summary_msg);
                 Ok(ExitCode::Ok)
             }
+            Some((step, e)) if outcome == Status::Interrupted => {
+                // Not the step's fault: whatever the interrupted child said (rclone "cannot reach",
+                // psql "connection lost") is not what to fix.
+                let msg = format!(
+                    "the deploy was {INTERRUPTED} during step `{}` (it stopped with: {e})\n{summary_msg}\n\
+                     fix: nothing is broken by the step itself; rerun `cargo xtask deploy --env {}` when you want to deploy",
+                    step.name(),
+                    self.env.name
+                );
+                gha::error(&format!("deploy interrupted at `{}`", step.name()), &msg);
+                Err(Error::failed(msg))
+            }
             Some((step, e)) => {
                 gha::error(
                     &format!("deploy step `{}` failed", step.name()),
-                    &format!("{e}\n{summary_msg}\nFix: {}", fix_hint(step, self.env)),
+                    &format!("{e}\n{summary_msg}\nFix: {}", fix_hint(step, self.env, &e)),
                 );
-                let msg = format!("{e}\n{summary_msg}\nfix: {}", fix_hint(step, self.env));
+                let msg = format!("{e}\n{summary_msg}\nfix: {}", fix_hint(step, self.env, &e));
                 Err(match e.exit_code() {
                     ExitCode::Unavailable => Error::unavailable(msg),
                     ExitCode::Usage => Error::usage(msg),
@@ -585,9 +610,13 @@ fn free_kb(dir: &Path) -> Result<u64> {
         .ok_or_else(|| Error::failed(format!("cannot read `df -Pk` output: {out:?}")))
 }
 
-fn fix_hint(step: Step, env: &Environment) -> String {
+/// What an interrupted deploy says (the handler runs on SIGINT, SIGTERM and SIGHUP).
+const INTERRUPTED: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
+
+fn fix_hint(step: Step, env: &Environment, err: &Error) -> String {
     let e = &env.name;
     match step {
+        Step::Migrate if err.exit_code() == ExitCode::Unavailable => format!("the migration did not fail on its own: the database went away or psql was killed (see above); its transaction was rolled back. Check that PostgreSQL runs (`cargo xtask local status` locally), then rerun `cargo xtask deploy --env {e}`"),
         Step::Preflight => format!("fix what preflight names (install the tool, pin the host key, copy the env file), then rerun `cargo xtask deploy --env {e}`"),
         Step::Lock => "wait for the other deploy to finish; if it died, rerun with --force-unlock once its lock is stale".into(),
         Step::Sync => "check the SSH connection and that the remote directory is writable".into(),

@@ -214,6 +214,10 @@ pub fn up(env: &Environment) -> Result<Local> {
     }
     let paths = LocalPaths::of(env)?;
     std::fs::create_dir_all(&paths.root).map_err(|e| Error::write(&paths.root, e))?;
+    if !paths.marker.exists() {
+        std::fs::write(&paths.marker, state::MARKER_TEXT)
+            .map_err(|e| Error::write(&paths.marker, e))?;
+    }
     let previous = paths
         .state_file
         .exists()
@@ -305,10 +309,29 @@ pub fn up(env: &Environment) -> Result<Local> {
     Ok(local)
 }
 
-/// Stop both servers; with `purge`, delete every file of the environment.
+/// Stop both servers; with `purge`, delete what `local up` created (never anything else). Refused
+/// while a live deploy holds the environment's lock (it would lose its database mid-step); holds the
+/// lock itself while it works, so no deploy starts meanwhile.
 pub fn down(env: &Environment, purge: bool) -> Result<()> {
     let paths = LocalPaths::of(env)?;
-    if let Ok(l) = Local::open(env) {
+    if !paths.root.exists() {
+        return Ok(());
+    }
+    if purge && !paths.marker.is_file() {
+        return Err(Error::failed(format!(
+            "{} was not set up by `cargo xtask local up` (no {} in it): nothing stopped or deleted. \
+             Delete it yourself if it is yours, or run `cargo xtask local up` first to adopt it",
+            paths.root.display(),
+            state::MARKER
+        )));
+    }
+    // A corrupt state file is an error (exit 2), not "nothing runs": servers may be up.
+    let local = match paths.state_file.exists() {
+        true => Some(Local::open(env)?),
+        false => None,
+    };
+    let mut lock = hold_lock(&paths)?;
+    if let Some(l) = &local {
         l.cluster()?.stop()?;
         RedisServer::stop_pidfile(&l.redis_pidfile(), Duration::from_secs(30))?;
         if purge && l.pg_base != paths.pg_base {
@@ -316,9 +339,61 @@ pub fn down(env: &Environment, purge: bool) -> Result<()> {
         }
     }
     if purge {
-        remove_dir(&paths.root)?;
+        for p in paths.owned() {
+            if p == paths.lock_file {
+                lock.release()?;
+            } else {
+                remove_path(p)?;
+            }
+        }
+        // The directory itself only if nothing else is left in it.
+        match std::fs::remove_dir(&paths.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => eprintln!(
+                "note: {} still holds files `local up` did not create; they were kept",
+                paths.root.display()
+            ),
+        }
     }
     Ok(())
+}
+
+/// Take the environment's deploy lock for `local down`: exit 1 naming the holder when a live deploy
+/// holds it; a stale one (dead process, past its TTL) is broken and said so.
+fn hold_lock(paths: &LocalPaths) -> Result<crate::deploy::lock::LockGuard> {
+    use crate::deploy::lock::{self, LockInfo, LockPlace};
+    let place = LockPlace::File(paths.lock_file.clone());
+    let busy = |holder: String| {
+        Error::failed(format!(
+            "a deploy holds the lock {}: {holder}. `local down` would stop PostgreSQL and Redis under \
+             it: wait for it to finish (nothing was stopped or deleted)",
+            paths.lock_file.display()
+        ))
+    };
+    if let Some(held) = lock::read_file_lock(&paths.lock_file) {
+        if held.stale_reason(crate::deploy::plan::now_unix()).is_none() {
+            return Err(busy(held.describe()));
+        }
+    }
+    let info = LockInfo::new("local down", 600, random_secret()?);
+    let (guard, notes) = lock::acquire(&place, &info, true).map_err(|e| match e {
+        Error::Failed(m) if m.contains("another deploy holds the lock") => busy(m),
+        e => e,
+    })?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(guard)
+}
+
+fn remove_path(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::write(p, e)),
+        Ok(m) if m.is_dir() => remove_dir(p),
+        Ok(_) => std::fs::remove_file(p).map_err(|e| Error::write(p, e)),
+    }
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
@@ -330,16 +405,15 @@ fn remove_dir(dir: &Path) -> Result<()> {
 }
 
 fn status(env: &Environment) -> Result<ExitCode> {
-    let l = match Local::open(env) {
-        Ok(l) => l,
-        Err(_) => {
-            println!(
-                "local environment `{}`: not set up (run `cargo xtask local up`)",
-                env.name
-            );
-            return Ok(ExitCode::Failed);
-        }
-    };
+    if !LocalPaths::of(env)?.state_file.exists() {
+        println!(
+            "local environment `{}`: not set up (run `cargo xtask local up`)",
+            env.name
+        );
+        return Ok(ExitCode::Failed);
+    }
+    // A state file that exists but does not parse is reported as corrupt, with its position.
+    let l = Local::open(env)?;
     let pg = l.cluster()?.is_running();
     let redis = l.redis_running();
     let word = |b: bool| if b { "running" } else { "stopped" };
@@ -386,7 +460,7 @@ fn set_pg_port(c: &Cluster) -> Result<()> {
 
 /// File recording where the cluster lives when it is not at `paths.pg_base`.
 fn location_file(paths: &LocalPaths) -> PathBuf {
-    paths.root.join("postgres.location")
+    paths.location_file.clone()
 }
 
 /// The recorded fallback location, only if it has the shape [`pg_base_for`] gives it
@@ -463,6 +537,7 @@ mod tests {
         let env = envs.get("local").unwrap();
         let paths = LocalPaths::of(env).unwrap();
         std::fs::create_dir_all(&paths.root).unwrap();
+        std::fs::write(&paths.marker, state::MARKER_TEXT).unwrap();
         LocalState {
             pg_port: 1,
             pg_password: "x".into(),
@@ -496,5 +571,40 @@ mod tests {
                 "/var/tmp/xtask-local-0123456789abcdef/postgres"
             ))
         );
+    }
+    #[test]
+    fn purge_deletes_only_what_local_up_created() {
+        let d = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
+        )
+        .unwrap();
+        let envs = Environments::parse(&text, Path::new("environments.toml"), d.path()).unwrap();
+        let env = envs.get("local").unwrap();
+        let paths = LocalPaths::of(env).unwrap();
+        // Without the marker: nothing is deleted, and it says why.
+        std::fs::create_dir_all(paths.objects.join("b")).unwrap();
+        std::fs::write(paths.root.join("notes.txt"), "mine").unwrap();
+        let e = down(env, true).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not set up by `cargo xtask local up`"),
+            "{e}"
+        );
+        assert!(paths.objects.join("b").exists());
+        // With it: our sub-paths go, a file we did not create stays (and so does the directory).
+        std::fs::write(&paths.marker, state::MARKER_TEXT).unwrap();
+        std::fs::write(&paths.audit_log, "{}").unwrap();
+        down(env, true).unwrap();
+        assert!(!paths.objects.exists() && !paths.audit_log.exists() && !paths.marker.exists());
+        assert_eq!(
+            std::fs::read_to_string(paths.root.join("notes.txt")).unwrap(),
+            "mine"
+        );
+        // Nothing left but ours: the directory goes too.
+        std::fs::remove_file(paths.root.join("notes.txt")).unwrap();
+        std::fs::write(&paths.marker, state::MARKER_TEXT).unwrap();
+        down(env, true).unwrap();
+        assert!(!paths.root.exists());
     }
 }

@@ -30,6 +30,10 @@ pub struct LocalPaths {
     /// Deploy audit log and lock live here too.
     pub audit_log: PathBuf,
     pub lock_file: PathBuf,
+    /// Written by `local up` into a directory it set up; `local down --purge` deletes nothing without it.
+    pub marker: PathBuf,
+    /// Where the cluster lives when the `postgres` user cannot reach `pg_base` (see `local::pg_base_for`).
+    pub location_file: PathBuf,
 }
 
 impl LocalPaths {
@@ -45,10 +49,32 @@ impl LocalPaths {
             objects: root.join("objects"),
             audit_log: root.join("deploy-audit.jsonl"),
             lock_file: root.join("deploy.lock"),
+            marker: root.join(MARKER),
+            location_file: root.join("postgres.location"),
             root,
         })
     }
+
+    /// Everything `local up` (and a local deploy) creates under the state dir, the marker last: the
+    /// only paths `local down --purge` deletes.
+    pub fn owned(&self) -> [&Path; 8] {
+        [
+            &self.pg_base,
+            &self.redis_dir,
+            &self.objects,
+            &self.audit_log,
+            &self.lock_file,
+            &self.state_file,
+            &self.location_file,
+            &self.marker,
+        ]
+    }
 }
+
+/// The marker file's name, and what it says.
+pub const MARKER: &str = ".xtask-local";
+pub const MARKER_TEXT: &str = "Created by `cargo xtask local up`. `cargo xtask local down --purge` deletes only what it \
+created here: postgres/ redis/ objects/ state.json postgres.location deploy-audit.jsonl deploy.lock and this file.\n";
 
 impl LocalState {
     pub fn load(env: &Environment) -> Result<Self> {
@@ -57,14 +83,27 @@ impl LocalState {
     }
 
     pub fn load_from(file: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(file).map_err(|_| {
-            Error::unavailable(format!(
-                "the local environment is not set up ({} is missing): run `cargo xtask local up`",
-                file.display()
-            ))
-        })?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::input(file, e.line(), e.column(), e.to_string()))
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::unavailable(format!(
+                    "the local environment is not set up ({} is missing): run `cargo xtask local up`",
+                    file.display()
+                )))
+            }
+            Err(e) => return Err(Error::read(file, e)),
+        };
+        serde_json::from_str(&text).map_err(|e| {
+            Error::input(
+                file,
+                e.line().max(1),
+                e.column().max(1),
+                format!(
+                    "the local environment's state file is corrupt ({e}): repair it, or stop its \
+                     servers by hand and remove it, then `cargo xtask local up`"
+                ),
+            )
+        })
     }
 
     pub fn save(&self, file: &Path) -> Result<()> {

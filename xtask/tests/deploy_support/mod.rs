@@ -126,6 +126,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        // No deploy of this test runs any more: a lock left behind (a test's fake holder, a killed
+        // deploy) must not keep `local down` from stopping the servers.
+        let _ = std::fs::remove_file(self.state_dir.join("deploy.lock"));
         let _ = self.command(&["local", "down", "--purge"]).output();
     }
 }
