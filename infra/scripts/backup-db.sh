@@ -296,6 +296,9 @@ PG_UNREACHABLE='could not connect|connection refused|is the server running|serve
 # which ends the transaction after the dump. pg_dump imports the exported snapshot, so the counts read
 # in this transaction (concurrently with the dump) describe exactly the rows the dump contains.
 STAGE=snapshot
+# The session sits idle in its transaction while pg_dump runs: a server-wide
+# idle_in_transaction_session_timeout or statement_timeout must not end it (pg_dump lifts them too).
+SESSION_SQL="SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0"
 BEGIN_SQL="BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 EXPORT_SQL="SELECT pg_export_snapshot()"
 # Fixed SQL: identifiers quoted by PostgreSQL (format %I); the optional migration tables are only read
@@ -321,7 +324,7 @@ META_SQL="SELECT json_build_object(
     WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') t))::text"
 mkfifo "$TMP_DIR/snap.in" "$TMP_DIR/snap.out"
-"${psql_cmd[@]}" -c "$BEGIN_SQL" -c "$EXPORT_SQL" -c "$META_SQL" -f - \
+"${psql_cmd[@]}" -c "$SESSION_SQL" -c "$BEGIN_SQL" -c "$EXPORT_SQL" -c "$META_SQL" -f - \
   <"$TMP_DIR/snap.in" >"$TMP_DIR/snap.out" 2>"$TMP_DIR/psql.err" &
 SNAP_PID=$!
 exec 7>"$TMP_DIR/snap.in" 8<"$TMP_DIR/snap.out"

@@ -531,3 +531,34 @@ fn the_drill_checks_the_restore_against_the_manifest() {
     assert!(!stderr.contains("restoring"), "{stderr}");
     assert_eq!(scratch_dbs(&f), "0");
 }
+
+#[test]
+fn a_server_idle_in_transaction_timeout_does_not_end_the_snapshot_session() {
+    let f = Fixture::new();
+    let tmp = f.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // The snapshot session idles in its transaction while pg_dump starts (1 s later here): a
+    // server-side timeout of 300 ms would end it, and pg_dump could no longer import the snapshot.
+    f.psql(
+        "postgres",
+        "ALTER DATABASE station SET idle_in_transaction_session_timeout = '300ms'",
+    );
+    let late = f.dir.path().join("pg_dump_late");
+    executable(&late, "#!/bin/bash\nsleep 1\nexec pg_dump \"$@\"\n");
+    let out = f
+        .script(&tmp)
+        .env("LABEL", "idle-timeout")
+        .env("BACKUP_PG_DUMP", &late)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = text(&out.stdout);
+    let mpath = ok_field(&stdout, "manifest");
+    let m = manifest::parse(
+        &std::fs::read_to_string(local_file(&f, mpath)).unwrap(),
+        mpath,
+    )
+    .unwrap();
+    assert_eq!(m.tables, counts(&f, "station"));
+}
