@@ -16,6 +16,7 @@ APT_PACKAGES=(
   shellcheck                     # lints infra/scripts
   util-linux                     # runuser
   hyperfine time                 # benchmarks (wall time, peak RSS)
+  openssl                        # throwaway CAs for the verify-redis TLS tests
   busybox-static                 # a static sh/cp for the locally built e2e images
   python3-pip ca-certificates git
 )

@@ -92,6 +92,7 @@ struct RawEnvironment {
     services: Services,
     backup: Backup,
     ssh: Option<SshSpec>,
+    redis_replication: Option<crate::verify_redis::declared::RedisReplication>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -134,6 +135,8 @@ pub struct Environment {
     pub services: Services,
     pub backup: Backup,
     pub ssh: Option<SshSpec>,
+    /// Replicas / Sentinels of its Redis (verified with it), when declared.
+    pub redis_replication: Option<crate::verify_redis::declared::RedisReplication>,
 }
 
 impl Environment {
@@ -361,6 +364,9 @@ impl Environments {
                     )));
                 }
             }
+            if let Some(rep) = &r.redis_replication {
+                rep.validate().map_err(&at)?;
+            }
             let migration = if r.migration_command == "builtin:sql-migrations" {
                 if r.migrations_dir.is_none() {
                     return Err(at("builtin:sql-migrations needs migrations_dir".into()));
@@ -407,6 +413,7 @@ impl Environments {
                     services: r.services,
                     backup: r.backup,
                     ssh: r.ssh,
+                    redis_replication: r.redis_replication,
                 },
             );
         }

@@ -227,3 +227,30 @@ fn generated_markdown_is_well_formed_and_every_command_parses() {
         assert!(redis.contains(must), "redis.md lacks {must:?}");
     }
 }
+
+#[test]
+fn a_replicated_environment_is_covered_node_by_node_and_a_timer_is_shown() {
+    let tmp = copy_repo();
+    let root = tmp.path();
+    let envs = root.join(ENVIRONMENTS_FILE);
+    let mut text = std::fs::read_to_string(&envs).unwrap();
+    text.push_str(
+        "\n[environments.production.redis_replication]\nsentinels = [\"10.0.0.5:26379\", \"10.0.0.6:26379\"]\nmaster = \"station\"\npassword_env = \"PRODUCTION_REDIS_PASSWORD\"\n",
+    );
+    std::fs::write(&envs, text).unwrap();
+    let files = docs::render(&docs::collect(&load(root)).unwrap());
+    let redis = &files[0].1;
+    for must in [
+        "`10.0.0.5:26379`, `10.0.0.6:26379`",
+        "primary of `station`",
+        "password from `PRODUCTION_REDIS_PASSWORD`",
+        "verify-redis --env production --prometheus",
+        "systemctl enable --now verify-redis-production.timer",
+    ] {
+        assert!(redis.contains(must), "redis.md lacks {must:?}");
+    }
+    // The repository's own docs (no replication declared) do not claim any.
+    let own = &docs::render(&docs::collect(&load(&repo_root())).unwrap())[0].1;
+    assert!(!own.contains("watched by Redis Sentinel"));
+    assert!(own.contains("### Between deploys"));
+}

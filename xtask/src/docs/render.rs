@@ -213,6 +213,8 @@ server and says in plain words whether data survives a crash:\n\n",
 `loading:1` means Redis is still reading its AOF after a restart: wait, then look again (it is not \"off\"). \
 `aof_rewrite_in_progress:1` right after enabling AOF means the first rewrite is still running.\n\n",
     );
+    replicated_nodes(&mut o, facts);
+    between_deploys(&mut o, facts);
 
     o.push_str("## 3. If Redis data is lost\n\n");
     o.push_str(
@@ -410,4 +412,81 @@ pre-deploy backup for the SHA exists in the bucket.\n\n",
             .collect::<Vec<_>>(),
     );
     o
+}
+
+/// For environments that declare `redis_replication`: which nodes the verifier (and deploy's verify
+/// step) covers, and where their passwords come from.
+fn replicated_nodes(o: &mut String, facts: &Facts) {
+    for e in &facts.envs {
+        let Some(rep) = &e.env.redis_replication else {
+            continue;
+        };
+        let pw = rep
+            .password_env
+            .as_deref()
+            .map(|v| format!(" (password from `{v}`)"))
+            .unwrap_or_default();
+        if !rep.sentinels.is_empty() {
+            let _ = writeln!(
+                o,
+                "{} runs replicas watched by Redis Sentinel. `verify-redis --env {}` (and `deploy`'s verify step) asks the Sentinels {} for the primary of `{}`, its replicas and the failover quorum, then verifies every node{pw}: a replica without AOF would become a primary without AOF after a failover. Sentinels that disagree on the primary fail the check.\n",
+                title(e),
+                quote(&e.env.name),
+                rep.sentinels.iter().map(|s| code(s)).collect::<Vec<_>>().join(", "),
+                rep.master.as_deref().unwrap_or("")
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "{} has replicas: `verify-redis --env {}` (and `deploy`'s verify step) verifies its Redis and every replica{pw}: {}.\n",
+                title(e),
+                quote(&e.env.name),
+                rep.replica_urls.iter().map(|u| code(u)).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+}
+
+/// How to keep verifying between deploys: a systemd timer writing the Prometheus textfile.
+fn between_deploys(o: &mut String, facts: &Facts) {
+    o.push_str(
+        "### Between deploys
+
+",
+    );
+    o.push_str(
+        "Durability can lapse after a deploy: a full disk turns every write into `MISCONF`, someone runs \
+`CONFIG SET appendonly no`. Run the verifier from a timer on a machine that has the environment's SSH \
+settings, with `--prometheus`: it writes every check as a gauge (`xtask_verify_redis_check{node,role,check}`: \
+0 ok, 1 warn, 2 fail; `xtask_verify_redis_up`; redis_exporter's names such as `redis_aof_enabled` and \
+`redis_aof_last_write_status` where they overlap) to a file node_exporter's textfile collector reads, \
+replaced atomically on every run. Alert on `max(xtask_verify_redis_check) > 1` and on a stale \
+`xtask_verify_redis_last_run_timestamp_seconds`.\n\n",
+    );
+    for e in &facts.envs {
+        let name = &e.env.name;
+        let file = name.replace('-', "_");
+        let _ = writeln!(
+            o,
+            "{} (the `EnvironmentFile`, mode 0600, holds the environment's `*_SSH_*` variables and any \
+`password_env` named in the environments file):\n",
+            title(e)
+        );
+        let _ = writeln!(
+            o,
+            "```sh\nsudo tee /etc/systemd/system/verify-redis-{name}.service >/dev/null <<'EOF'\n[Unit]\n\
+Description=verify-redis --env {name}\n\n[Service]\nType=oneshot\nWorkingDirectory=/opt/station-infra\n\
+EnvironmentFile=/etc/station/verify-redis-{name}.env\n\
+ExecStart=/opt/station-infra/target/release/xtask verify-redis --env {name} --prometheus \
+/var/lib/node_exporter/textfile_collector/verify_redis_{file}.prom\nSuccessExitStatus=1\nEOF\n\
+sudo tee /etc/systemd/system/verify-redis-{name}.timer >/dev/null <<'EOF'\n[Unit]\n\
+Description=verify-redis --env {name} every 5 minutes\n\n[Timer]\nOnCalendar=*:0/5\nRandomizedDelaySec=30\n\n\
+[Install]\nWantedBy=timers.target\nEOF\nsudo systemctl daemon-reload\n\
+sudo systemctl enable --now verify-redis-{name}.timer\n```\n"
+        );
+    }
+    o.push_str(
+        "A failed check (exit 1) is in the file and does not fail the unit; no answer (exit 3) fails the unit \
+and writes `xtask_verify_redis_status 3`.\n\n",
+    );
 }

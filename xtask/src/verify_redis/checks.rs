@@ -85,6 +85,8 @@ pub struct Facts {
     pub waited_secs: Option<f64>,
     /// `--interval` between samples, for messages.
     pub interval_ms: u64,
+    /// `INFO replication` (direct transport only).
+    pub replication: Option<super::replication::Replication>,
 }
 
 const FIRST_REWRITE_ACTION: &str =
@@ -104,6 +106,9 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     ];
     if let Some(files) = &f.aof_files {
         out.push(aof_files(f, files));
+    }
+    if let Some(r) = &f.replication {
+        out.extend(super::replication::checks(r, &f.config));
     }
     out
 }
@@ -659,6 +664,7 @@ mod tests {
             aof_files: None,
             waited_secs: None,
             interval_ms: 1000,
+            replication: None,
         }
     }
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::checks::{overall, verdict, Check, Status};
 use super::info::ServerVersion;
+use super::replication::Replication;
 use crate::gha;
 
 /// Everything we report about one run.
@@ -17,9 +18,18 @@ pub struct Report {
     pub waited_secs: Option<f64>,
     pub strict: bool,
     pub checks: Vec<Check>,
+    /// `INFO replication` as parsed (direct transport only).
+    pub replication: Option<Replication>,
+    /// The last `INFO persistence` sample (for `--prometheus`).
+    pub last_persistence: Option<super::info::Persistence>,
 }
 
 impl Report {
+    /// `primary` / `replica` when INFO replication was asked.
+    pub fn role(&self) -> Option<&'static str> {
+        self.replication.as_ref().map(|r| r.role.as_str())
+    }
+
     pub fn status(&self) -> Status {
         overall(&self.checks)
     }
@@ -49,6 +59,8 @@ pub struct JsonReport<'a> {
     pub waited_seconds: Option<f64>,
     pub verdict: String,
     pub error: Option<String>,
+    /// `primary` / `replica` from INFO replication; null when not asked (exec, files) or no answer.
+    pub role: Option<&'static str>,
     pub checks: &'a [Check],
 }
 
@@ -67,6 +79,7 @@ pub fn json(r: &Report) -> String {
         waited_seconds: r.waited_secs.map(|w| (w * 10.0).round() / 10.0),
         verdict: verdict(&r.checks),
         error: None,
+        role: r.role(),
         checks: &r.checks,
     };
     serde_json::to_string_pretty(&doc).expect("serializable")
@@ -86,6 +99,7 @@ pub fn json_unreachable(target: &str, transport: &str, strict: bool, error: &str
         waited_seconds: None,
         verdict: "No answer from Redis: nothing is proven.".into(),
         error: Some(error.to_string()),
+        role: None,
         checks: &[],
     };
     serde_json::to_string_pretty(&doc).expect("serializable")

@@ -1,7 +1,8 @@
 //! Where the answer comes from (all the I/O of verify-redis).
 //!
-//! - [`Direct`]: a connection with the `redis` crate (`--url`, and `--env local` which also inspects
-//!   the AOF directory on this machine).
+//! - [`Direct`]: our own connection ([`super::resp`]: TCP, unix socket, TLS; replies capped) for
+//!   `--url`, replicas and Sentinel-found nodes, and `--env local` (which also inspects the AOF
+//!   directory on this machine).
 //! - [`Exec`]: a fixed POSIX script ([`SCRIPT`]) run inside the Redis container with `docker compose
 //!   exec -T`, locally or over SSH. It uses only shell builtins, `redis-cli` and `redis-check-aof`
 //!   (our e2e images are `FROM scratch` plus a busybox `sh`). The password never passes through our
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::checks::{AofFiles, Config};
+use super::resp::{self, Addr, Conn, Endpoint, Reply, Tls};
 use crate::environments::{Environment, SshTarget};
 use crate::error::{Error, Result};
 use crate::process::Cmd;
@@ -25,6 +27,8 @@ pub struct Gathered {
     pub persistence: String,
     /// `INFO server` text, when allowed.
     pub server: Option<String>,
+    /// `INFO replication` text (direct transport only).
+    pub replication: Option<String>,
     pub config: Config,
     /// `None` when this transport cannot see the server's files.
     pub aof_files: Option<AofFiles>,
@@ -42,12 +46,11 @@ pub const CONFIG_PATTERNS: [&str; 4] = [
 // Direct connection
 // ---------------------------------------------------------------------------------------------
 
-/// A direct connection with the `redis` crate.
+/// A direct connection ([`resp::Conn`]: TCP, unix socket or TLS, replies capped).
 pub struct Direct {
-    info: redis::ConnectionInfo,
+    endpoint: Endpoint,
     target: String,
-    password: Option<String>,
-    conn: Option<redis::Connection>,
+    conn: Option<Conn>,
     /// `--env local`: Redis's `dir` on this machine, to inspect the AOF directory.
     local_dir: Option<PathBuf>,
 }
@@ -67,69 +70,90 @@ pub fn env_password() -> Option<String> {
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
 }
 
-impl Direct {
-    /// `redis://[user[:password]@]host[:port][/db]`, `redis+unix:///path[?db=N]`, `unix:///path`.
-    /// The password comes from the URL, else from `password` (the environment). Errors never quote
-    /// the URL (it may hold a password).
-    pub fn from_url(url: &str, password: Option<String>) -> Result<Self> {
-        use redis::IntoConnectionInfo;
-        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-        match scheme {
-            "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix" => {}
-            "rediss" | "valkeys" => {
-                return Err(Error::usage(
-                    "rediss:// (TLS) is not supported by this build: reach the server with --env \
-                     (docker compose exec / SSH) or through a TLS tunnel such as stunnel",
-                ))
-            }
-            _ => return Err(Error::usage(
-                "--url must look like redis://host:port[/db] or redis+unix:///path/to/redis.sock",
-            )),
-        }
-        let parsed = redis::parse_redis_url(url).ok_or_else(|| {
-            Error::usage("--url is not a valid URL (expected redis://host:port[/db])")
-        })?;
-        let unix = scheme.ends_with("unix");
-        let target = if unix {
-            format!("redis+unix://{}", parsed.path())
-        } else {
-            let host = parsed.host_str().unwrap_or("");
-            let db = parsed.path().trim_start_matches('/');
-            format!(
-                "redis://{host}:{}{}",
-                parsed.port().unwrap_or(6379),
-                if db.is_empty() || db == "0" {
-                    String::new()
-                } else {
-                    format!("/{db}")
-                }
-            )
-        };
-        let url_password = parsed
-            .password()
-            .filter(|p| !p.is_empty())
-            .map(|p| p.to_string());
-        let info = parsed.into_connection_info().map_err(|e| {
-            Error::usage(format!(
-                "--url: {}",
-                scrub(&e.to_string(), url_password.as_deref())
+/// Parse `redis://[user[:password]@]host[:port][/db]`, `rediss://…` (TLS with `tls`),
+/// `redis+unix:///path[?db=N]`, `unix:///path`. The password comes from the URL, else from
+/// `password` (the environment). Errors never quote the URL (it may hold a password).
+pub fn parse_url(url: &str, password: Option<String>, tls: Option<Tls>) -> Result<Endpoint> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    let secure = match scheme {
+        "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix" => false,
+        "rediss" | "valkeys" => true,
+        _ => {
+            return Err(Error::usage(
+                "--url must look like redis://host:port[/db], rediss://host:port (TLS) or redis+unix:///path/to/redis.sock",
             ))
-        })?;
-        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-        let password = match url_password {
-            Some(p) => Some(p),
-            None => password,
-        };
-        if let Some(p) = &password {
-            settings = settings.set_password(p);
         }
-        Ok(Direct {
-            info: info.set_redis_settings(settings),
-            target,
+    };
+    let parsed = redis::parse_redis_url(url).ok_or_else(|| {
+        Error::usage("--url is not a valid URL (expected redis://host:port[/db])")
+    })?;
+    let url_password = parsed
+        .password()
+        .filter(|p| !p.is_empty())
+        .map(|p| p.to_string());
+    let password = url_password.or(password);
+    let username = Some(parsed.username())
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
+    let bad_db = || Error::usage("--url: the database must be a number (redis://host:port/2)");
+    if scheme.ends_with("unix") {
+        if parsed.path().is_empty() {
+            return Err(Error::usage("--url: redis+unix:// needs a socket path"));
+        }
+        let db = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "db")
+            .map(|(_, v)| v.parse::<i64>().map_err(|_| bad_db()))
+            .transpose()?
+            .unwrap_or(0);
+        return Ok(Endpoint {
+            addr: Addr::Unix(PathBuf::from(parsed.path())),
+            tls: None,
+            username,
             password,
+            db,
+        });
+    }
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| Error::usage("--url: no host (expected redis://host:port)"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let db_text = parsed.path().trim_start_matches('/');
+    let db = if db_text.is_empty() {
+        0
+    } else {
+        db_text.parse::<i64>().map_err(|_| bad_db())?
+    };
+    Ok(Endpoint {
+        addr: Addr::Tcp {
+            host,
+            port: parsed.port().unwrap_or(6379),
+        },
+        tls: secure.then(|| tls.unwrap_or_default()),
+        username,
+        password,
+        db,
+    })
+}
+
+impl Direct {
+    /// A URL (see [`parse_url`]), plain TLS settings.
+    pub fn from_url(url: &str, password: Option<String>) -> Result<Self> {
+        Ok(Self::new(parse_url(url, password, None)?))
+    }
+
+    /// A node at `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Direct {
+            target: endpoint.display(),
+            endpoint,
             conn: None,
             local_dir: None,
-        })
+        }
     }
 
     /// The `local` environment `name`'s redis-server: 127.0.0.1:`port`, AOF under `dir`.
@@ -145,60 +169,42 @@ impl Direct {
         &self.target
     }
 
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
+        self.endpoint.password.as_deref()
     }
 
-    fn error(&self, e: redis::RedisError, budget: Duration) -> Error {
-        let code = e.code().unwrap_or("").to_string();
-        let t = &self.target;
-        let msg = if e.is_timeout() {
-            format!(
-                "{t}: no answer within {:.1}s (the server accepted the connection, or the connect attempt, and then said nothing): check that this is Redis and that it is not blocked",
-                budget.as_secs_f64()
-            )
-        } else if e.is_connection_refusal() {
-            format!("{t}: connection refused: is Redis running and listening there?")
-        } else if e.kind() == redis::ErrorKind::AuthenticationFailed
-            || code == "NOAUTH"
-            || code == "WRONGPASS"
-        {
-            format!(
-                "{t}: authentication failed ({}): set REDISCLI_AUTH (or REDIS_PASSWORD) to the right password",
-                if code.is_empty() { "AUTH rejected" } else { &code }
-            )
-        } else if code == "NOPERM" {
-            format!("{t}: this user may not run INFO (NOPERM): grant it `+info` (ACL SETUSER <user> +info)")
-        } else {
-            format!("{t}: {e}")
-        };
-        Error::unavailable(scrub(&msg, self.password.as_deref()))
-    }
-
-    fn connection(&mut self, budget: Duration) -> Result<&mut redis::Connection> {
+    /// Ask one command (connecting first if needed). A transport error drops the connection.
+    pub fn query(&mut self, args: &[&str], budget: Duration) -> Result<Reply> {
         if self.conn.is_none() {
-            let client = redis::Client::open(self.info.clone())
-                .map_err(|e| Error::usage(format!("--url: {}", e.detail().unwrap_or("invalid"))))?;
-            let c = client
-                .get_connection_with_timeout(budget)
-                .map_err(|e| self.error(e, budget))?;
-            self.conn = Some(c);
+            self.conn = Some(Conn::open(&self.endpoint, &self.target, budget)?);
         }
-        let c = self.conn.as_mut().expect("just set");
-        let _ = c.set_read_timeout(Some(budget));
-        let _ = c.set_write_timeout(Some(budget));
-        Ok(c)
+        let r = self.conn.as_mut().expect("just set").query(args, budget);
+        if r.is_err() {
+            self.conn = None;
+        }
+        r.map_err(|e| match e {
+            Error::Unavailable(m) => Error::unavailable(scrub(&m, self.password())),
+            other => other,
+        })
     }
 
-    fn info(&mut self, section: &str, budget: Duration) -> Result<String> {
-        let r = {
-            let c = self.connection(budget)?;
-            redis::cmd("INFO").arg(section).query::<String>(c)
-        };
-        r.map_err(|e| {
-            self.conn = None;
-            self.error(e, budget)
-        })
+    /// `INFO <section>` as text.
+    pub fn info(&mut self, section: &str, budget: Duration) -> Result<String> {
+        let t = self.target.clone();
+        match self.query(&["INFO", section], budget)? {
+            Reply::Ok(v) => resp::text(&v).ok_or_else(|| {
+                Error::unavailable(format!("{t}: INFO {section} answered something else than text: is this Redis?"))
+            }),
+            Reply::Err { code, message } => Err(Error::unavailable(match code.as_str() {
+                "NOPERM" => format!("{t}: this user may not run INFO (NOPERM): grant it `+info` (ACL SETUSER <user> +info)"),
+                "NOAUTH" | "WRONGPASS" => format!("{t}: authentication failed ({code}): set REDISCLI_AUTH (or REDIS_PASSWORD) to the right password"),
+                _ => format!("{t}: INFO {section} failed: {code} {message}"),
+            })),
+        }
     }
 
     /// `INFO persistence` only.
@@ -206,39 +212,29 @@ impl Direct {
         self.info("persistence", budget)
     }
 
-    /// Everything: INFO persistence and server, CONFIG GET, and (local) the AOF directory.
+    /// Everything: INFO persistence, server and replication, CONFIG GET, and (local) the AOF
+    /// directory.
     pub fn gather(&mut self, budget: impl Fn() -> Duration) -> Result<Gathered> {
         let persistence = self.info("persistence", budget())?;
         let server = Some(self.info("server", budget())?);
+        let replication = Some(self.info("replication", budget())?);
         let mut map = BTreeMap::new();
         let mut config = None;
-        for pattern in CONFIG_PATTERNS {
-            let r = {
-                let c = self.connection(budget())?;
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg(pattern)
-                    .query::<Vec<String>>(c)
-            };
-            match r {
-                Ok(kv) => {
-                    for pair in kv.chunks(2) {
+        for pattern in CONFIG_PATTERNS.iter().chain(&DIRECT_CONFIG_PATTERNS) {
+            match self.query(&["CONFIG", "GET", pattern], budget())? {
+                Reply::Ok(v) => {
+                    for pair in resp::strings(&v).unwrap_or_default().chunks(2) {
                         if let [k, v] = pair {
                             map.insert(k.clone(), v.clone());
                         }
                     }
                 }
-                Err(e) if e.code().is_some() && !e.is_io_error() => {
+                Reply::Err { code, .. } => {
                     // NOPERM (ACL) or CONFIG renamed/blocked (managed services): not fatal.
-                    let code = e.code().unwrap_or("ERR");
                     config = Some(Config::Unknown(format!(
                         "CONFIG GET is not allowed for this user ({code})"
                     )));
                     break;
-                }
-                Err(e) => {
-                    self.conn = None;
-                    return Err(self.error(e, budget()));
                 }
             }
         }
@@ -250,11 +246,15 @@ impl Direct {
         Ok(Gathered {
             persistence,
             server,
+            replication,
             config,
             aof_files,
         })
     }
 }
+
+/// Asked by the direct transport only (the exec script asks [`CONFIG_PATTERNS`]).
+pub const DIRECT_CONFIG_PATTERNS: [&str; 1] = ["min-replicas-*"];
 
 /// Replace every occurrence of the password (if any) with `***`.
 pub fn scrub(s: &str, password: Option<&str>) -> String {
@@ -634,6 +634,7 @@ impl Exec {
         Ok(Gathered {
             persistence,
             server,
+            replication: None,
             config,
             aof_files,
         })
@@ -761,11 +762,7 @@ mod tests {
 
     #[test]
     fn urls_never_echo_the_password() {
-        for bad in [
-            "http://u:hunter2@h:1",
-            "rediss://:hunter2@h:1",
-            "redis://:hunter2@[::1",
-        ] {
+        for bad in ["http://u:hunter2@h:1", "redis://:hunter2@[::1"] {
             let e = Direct::from_url(bad, None).unwrap_err().to_string();
             assert!(!e.contains("hunter2"), "{e}");
         }
