@@ -26,7 +26,7 @@ pub mod docs;
 pub mod e2e;
 pub mod lint;
 pub mod local;
-pub(crate) mod migrate;
+pub mod migrate;
 pub mod verify_redis;
 
 pub use error::{Error, ExitCode, Result};

@@ -18,12 +18,14 @@ fn head() -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// The dumps (`*_<label>.sql.gz`, not their `.json` manifests) in the remote's directory.
 fn backup_objects(t: &TestEnv, label: &str) -> Vec<std::path::PathBuf> {
     let mut v = Vec::new();
     let base = t.state_dir.join("objects/station-backups/postgres");
     for month in std::fs::read_dir(&base).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(month.path()).unwrap().flatten() {
-            if f.file_name().to_string_lossy().contains(label) {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(&format!("_{label}.sql.gz")) {
                 v.push(f.path());
             }
         }
@@ -49,6 +51,12 @@ fn deploy_from_scratch_then_new_and_failing_migrations() {
     assert_eq!(objs.len(), 1, "{objs:?}");
     let bytes = std::fs::read(&objs[0]).unwrap();
     assert!(bytes.len() > 20 && bytes[..2] == [0x1f, 0x8b]);
+    // Beside it, its manifest, recording the deployed commit (deploy passes BACKUP_GIT_SHA).
+    let mpath = format!("{}.json", objs[0].display());
+    let m =
+        xtask::backup::manifest::parse(&std::fs::read_to_string(&mpath).unwrap(), &mpath).unwrap();
+    assert_eq!(m.git_sha.as_deref(), Some(sha.as_str()));
+    assert_eq!(m.size, bytes.len() as u64);
 
     // Migrations applied, in order, recorded.
     assert_eq!(
