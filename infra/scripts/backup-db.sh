@@ -9,11 +9,28 @@
 #           or refusing the credentials before anything was dumped)
 # On success the last line on stdout is machine-readable (cargo xtask backup parses it):
 #   BACKUP_OK path=<remote>:<bucket>/<prefix>/YYYYMM/<file> size=<bytes> hash_type=<md5|sha1> hash=<hex>
+#             sha256=<hex> manifest=<path>.json
+# (one line; the first four fields are the ones older parsers read).
 #
-# Stages: input -> tools -> remote (reachable, object absent) -> dump (to a temp file, pipefail) ->
+# Stages: input -> tools -> remote (reachable, object and manifest absent) -> snapshot (a REPEATABLE
+# READ transaction exports its snapshot and stays open) -> dump (pg_dump --snapshot, to a temp file,
+# pipefail) -> counts (metadata and exact row counts, read in that same snapshot while the dump ran) ->
 # verify (gzip integrity + `-- PostgreSQL database dump complete` trailer + size floor) -> hash ->
-# upload (rclone copyto, bounded retries/timeouts, --ignore-existing) -> remote-verify (size + hash).
-# The temp directory is removed on every exit path (success, failure, INT/TERM/HUP).
+# upload (rclone copyto, bounded retries/timeouts, --ignore-existing) -> remote-verify (size + hash) ->
+# manifest (written, uploaded beside the dump as <object>.json, verified remotely).
+# The temp directory is removed and the snapshot session ended on every exit path (success, failure,
+# INT/TERM/HUP).
+#
+# The manifest (schema `backup-manifest/1`, parsed by xtask/src/backup/manifest.rs):
+#   {"schema","file","sha256","size","label","git_sha","created_at","database","server_version",
+#    "newest_migration","tables"}: sha256 and size of the .sql.gz, git_sha from BACKUP_GIT_SHA (else
+#   null), created_at = when the snapshot was taken (UTC), newest_migration = the greatest version's name
+#   in `schema_migrations`, else TypeORM's newest `migrations` name, else null; tables = exact count(*)
+#   of every ordinary and partitioned table outside the system schemas, keyed as PostgreSQL quotes
+#   `schema.table` (format('%I.%I'): public.users, public."Audit Log"), sorted, all read in the snapshot
+#   the dump was taken from, so they equal what the dump restores even while writers keep writing.
+#   It is uploaded only after the dump is verified remotely; a failed manifest upload fails the backup
+#   (the verified dump stays, without a manifest: `backup drill --strict` refuses such a backup).
 #
 # Environment (cargo xtask backup sets these; a cron job on the server can too):
 #   LABEL                  suffix of the file name, [A-Za-z0-9._-], 1-80 chars, starts with a letter or
@@ -39,6 +56,8 @@
 #   BACKUP_DUMP_TIMEOUT    seconds the dump may take before it is stopped (default: 3600): a pg_dump
 #                          waiting on a lock or a silent server fails the dump stage instead of hanging
 #   BACKUP_TIMESTAMP       YYYYmmdd_HHMMSS to use instead of now (UTC), e.g. to re-run a failed nightly
+#   BACKUP_GIT_SHA         40-hex commit of the release being deployed (deploy sets it), for the manifest
+#   BACKUP_PSQL            direct mode: the psql program holding the snapshot (default: psql)
 #   BACKUP_GZIP            compressor (default: pigz when present, else gzip; both write .gz)
 #   BACKUP_GZIP_LEVEL      1-9 (default: 1). Measured on a 412 MB dump, 2 cores: pigz -1 is 2.6x faster
 #                          than -6 (4.5 s vs 11.8 s for pg_dump | pigz) for a 5% larger file.
@@ -50,6 +69,7 @@ umask 077
 
 STAGE=input
 TMP_DIR=""
+SNAP_PID=""
 PROG=backup-db
 
 say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
@@ -63,6 +83,12 @@ fail() {
 }
 
 cleanup() {
+  # End the snapshot session: EOF on its stdin ends psql (and `compose exec`); then make sure.
+  if [ -n "$SNAP_PID" ]; then
+    exec 7>&- 8<&-
+    kill "$SNAP_PID" 2>/dev/null || true
+    wait "$SNAP_PID" 2>/dev/null || true
+  fi
   if [ -n "$TMP_DIR" ] && [ -d "$TMP_DIR" ]; then
     rm -rf -- "$TMP_DIR"
   fi
@@ -120,13 +146,23 @@ if [ -n "${BACKUP_TIMESTAMP:-}" ]; then
 else
   TIMESTAMP=$(date -u +%Y%m%d_%H%M%S)
 fi
+BACKUP_GIT_SHA="${BACKUP_GIT_SHA:-}"
+if [ -n "$BACKUP_GIT_SHA" ] && ! [[ "$BACKUP_GIT_SHA" =~ ^[0-9a-f]{40}$ ]]; then
+  fail input 2 "BACKUP_GIT_SHA must be a full commit SHA (40 lowercase hex characters)"
+fi
 FILE="station_backup_${TIMESTAMP}_${LABEL}.sql.gz"
 OBJECT="${BACKUP_REMOTE}:${BACKUP_BUCKET}/${BACKUP_PREFIX}/${TIMESTAMP:0:6}/${FILE}"
+MANIFEST="${OBJECT}.json"
 
+# Both programs run with these; `dump_cmd` gets `--snapshot=<id>` once the snapshot exists.
+psql_opts=(-X -q -A -t -v ON_ERROR_STOP=1)
 dump_cmd=()
+dump_db=()
+psql_cmd=()
 case "$BACKUP_MODE" in
   direct)
     dump_cmd=("${BACKUP_PG_DUMP:-pg_dump}" --no-password)
+    psql_cmd=("${BACKUP_PSQL:-psql}" --no-password "${psql_opts[@]}")
     ;;
   compose)
     [[ "${BACKUP_COMPOSE_PROJECT:-}" =~ ^[a-z0-9][a-z0-9_-]*$ ]] || fail input 2 "BACKUP_COMPOSE_PROJECT is required in compose mode"
@@ -153,9 +189,12 @@ fi
 need "$GZ" "$GZ"
 need md5sum coreutils
 need sha1sum coreutils
+need sha256sum coreutils
+need mkfifo coreutils
 need timeout coreutils
 if [ "$BACKUP_MODE" = direct ]; then
   need "${dump_cmd[0]}" postgresql-client
+  need "${psql_cmd[0]}" postgresql-client
 else
   compose=()
   if [ -n "${BACKUP_COMPOSE_CMD:-}" ]; then
@@ -172,7 +211,9 @@ else
   IFS=: read -r -a files <<<"$BACKUP_COMPOSE_FILES"
   for f in "${files[@]}"; do compose+=(-f "$f"); done
   if [ -n "${BACKUP_COMPOSE_ENV_FILE:-}" ]; then compose+=(--env-file "$BACKUP_COMPOSE_ENV_FILE"); fi
-  dump_cmd=("${compose[@]}" exec -T "$service" pg_dump -U "$BACKUP_DB_USER" "$BACKUP_DB_NAME")
+  dump_cmd=("${compose[@]}" exec -T "$service" pg_dump -U "$BACKUP_DB_USER")
+  dump_db=("$BACKUP_DB_NAME")
+  psql_cmd=("${compose[@]}" exec -T "$service" psql -U "$BACKUP_DB_USER" -d "$BACKUP_DB_NAME" "${psql_opts[@]}")
 fi
 
 rclone_flags=(
@@ -210,13 +251,74 @@ base_dir=${BACKUP_TMPDIR:-${TMPDIR:-/tmp}}
 [ -d "$base_dir" ] || fail remote 2 "BACKUP_TMPDIR $base_dir is not a directory"
 TMP_DIR=$(mktemp -d "$base_dir/backup-db.XXXXXXXX")
 say "target $OBJECT"
+for target in "$OBJECT" "$MANIFEST"; do
+  rc=0
+  remote_stat "$target" md5 >/dev/null || rc=$?
+  case "$rc" in
+    0) fail remote 1 "$target already exists: refusing to overwrite a backup" ;;
+    10) ;;
+    *) fail remote 3 "cannot reach $BACKUP_REMOTE: (rclone exit $rc) $(rclone_err)" ;;
+  esac
+done
+
+# ---- snapshot: one REPEATABLE READ transaction exports its snapshot and stays open ----------------
+# psql runs the fixed statements below, then reads its stdin (fd 7 here, a fifo) until we close it,
+# which ends the transaction after the dump. pg_dump imports the exported snapshot, so the counts read
+# in this transaction (concurrently with the dump) describe exactly the rows the dump contains.
+STAGE=snapshot
+BEGIN_SQL="BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+EXPORT_SQL="SELECT pg_export_snapshot()"
+# Fixed SQL: identifiers quoted by PostgreSQL (format %I); the optional migration tables are only read
+# when they exist with the expected columns (query_to_xml runs the query text only in that branch).
+META_SQL="SELECT json_build_object(
+  'database', current_database(),
+  'server_version', split_part(current_setting('server_version'), ' ', 1),
+  'newest_migration', CASE
+    WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations')
+          AND attname IN ('version', 'name') AND NOT attisdropped) = 2
+      THEN (xpath('/row/m/text()', query_to_xml(
+        'SELECT name AS m FROM schema_migrations ORDER BY version DESC LIMIT 1', false, true, '')))[1]::text
+    WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('migrations')
+          AND attname IN ('timestamp', 'name') AND NOT attisdropped) = 2
+      THEN (xpath('/row/m/text()', query_to_xml(
+        'SELECT name AS m FROM migrations ORDER BY \"timestamp\" DESC LIMIT 1', false, true, '')))[1]::text
+  END,
+  'tables', (SELECT coalesce(json_object_agg(t.k, t.n ORDER BY t.k COLLATE \"C\"), '{}'::json) FROM (
+    SELECT format('%I.%I', n.nspname, c.relname) AS k,
+      (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname,
+        c.relname), false, true, '')))[1]::text::bigint AS n
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') t))::text"
+mkfifo "$TMP_DIR/snap.in" "$TMP_DIR/snap.out"
+"${psql_cmd[@]}" -c "$BEGIN_SQL" -c "$EXPORT_SQL" -c "$META_SQL" -f - \
+  <"$TMP_DIR/snap.in" >"$TMP_DIR/snap.out" 2>"$TMP_DIR/psql.err" &
+SNAP_PID=$!
+exec 7>"$TMP_DIR/snap.in" 8<"$TMP_DIR/snap.out"
+# snap_failed CODE HOW: psql ended (or never answered) before giving what we asked for.
+snap_failed() {
+  local why rc=0
+  why=$(grep -v -e '^[[:space:]]*$' "$TMP_DIR/psql.err" | tail -n 3 | tr '\n' ' ' || true)
+  if [ "$1" = timeout ]; then
+    fail "$STAGE" 1 "PostgreSQL did not answer within ${BACKUP_DUMP_TIMEOUT}s (BACKUP_DUMP_TIMEOUT): nothing uploaded. $why"
+  fi
+  wait "$SNAP_PID" || rc=$?
+  SNAP_PID=""
+  # psql exits 2 when the connection fails or is lost: exit 3 when the server is not reachable at
+  # all; a reachable server refusing us (no such database, authentication) is a failed stage.
+  if [ "$rc" -eq 2 ] && grep -q -i -E 'could not connect|connection refused|no such file or directory|could not translate host|timeout expired|server closed the connection|is not running' "$TMP_DIR/psql.err"; then
+    fail "$STAGE" 3 "PostgreSQL is not reachable (psql exit 2): $why"
+  fi
+  fail "$STAGE" 1 "the snapshot session ended early (psql exit $rc): $why"
+}
+snapshot=""
 rc=0
-remote_stat "$OBJECT" md5 >/dev/null || rc=$?
-case "$rc" in
-  0) fail remote 1 "$OBJECT already exists: refusing to overwrite a backup" ;;
-  10) ;;
-  *) fail remote 3 "cannot reach $BACKUP_REMOTE: (rclone exit $rc) $(rclone_err)" ;;
-esac
+read -r -t "$BACKUP_DUMP_TIMEOUT" -u 8 snapshot || rc=$?
+# read: >128 when the timeout expired, 1 at end of file (psql ended).
+if [ "$rc" -gt 128 ]; then snap_failed timeout; elif [ "$rc" -ne 0 ]; then snap_failed eof; fi
+[[ "$snapshot" =~ ^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$ ]] || fail snapshot 1 "unexpected snapshot id from pg_export_snapshot(): ${snapshot:0:80}"
+CREATED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+say "snapshot $snapshot exported at $CREATED_AT"
 
 # ---- dump: to a temp file; with pipefail a failing pg_dump fails the pipeline ----------------------
 STAGE=dump
@@ -226,12 +328,28 @@ start=$SECONDS
 rc=0
 # Bounded: `timeout` stops the dump (TERM, then KILL 30 s later); --foreground keeps it in our
 # process group so Ctrl-C still reaches it.
-timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" |
+timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" --snapshot="$snapshot" "${dump_db[@]}" |
   "$GZ" "-$BACKUP_GZIP_LEVEL" -c >"$DUMP" || rc=$?
 if [ "$rc" -eq 124 ]; then
   fail dump 1 "the dump did not finish within ${BACKUP_DUMP_TIMEOUT}s (BACKUP_DUMP_TIMEOUT) and was stopped: nothing uploaded. Check that the database answers and no long lock blocks pg_dump, or raise BACKUP_DUMP_TIMEOUT"
 fi
 [ "$rc" -eq 0 ] || fail dump 1 "the dump pipeline exited $rc (pg_dump or $GZ failed): nothing uploaded"
+
+# ---- counts: database, server version, newest migration and row counts, from the same snapshot -----
+STAGE=counts
+meta=""
+rc=0
+read -r -t "$BACKUP_DUMP_TIMEOUT" -u 8 meta || rc=$?
+# read: >128 when the timeout expired, 1 at end of file (psql ended).
+if [ "$rc" -gt 128 ]; then snap_failed timeout; elif [ "$rc" -ne 0 ]; then snap_failed eof; fi
+[[ "$meta" == '{'*'}' ]] || fail counts 1 "unexpected answer to the row count query: ${meta:0:80}"
+# End the transaction (EOF on psql's stdin) and check that the session ended cleanly.
+exec 7>&-
+rc=0
+wait "$SNAP_PID" || rc=$?
+SNAP_PID=""
+exec 8<&-
+[ "$rc" -eq 0 ] || fail counts 1 "the snapshot session exited $rc: $(tail -n 3 "$TMP_DIR/psql.err" | tr '\n' ' ')"
 
 # ---- verify: gzip integrity, the completeness trailer, the size floor ----------------------------
 STAGE=verify
@@ -250,34 +368,59 @@ size=$(wc -c <"$DUMP" | tr -d ' ')
   fail verify 1 "the compressed dump is $size bytes, below the floor of $BACKUP_MIN_BYTES bytes"
 say "dump ok: $size bytes compressed in $((SECONDS - start))s, trailer present"
 
-# ---- upload: never overwrite; bounded retries and timeouts ---------------------------------------
-STAGE=upload
-say "upload to $OBJECT"
-rc=0
-"$RCLONE" copyto --ignore-existing "${rclone_flags[@]}" "$DUMP" "$OBJECT" 2>"$TMP_DIR/rclone.err" || rc=$?
-[ "$rc" -eq 0 ] || fail upload 1 "rclone copyto exited $rc: $(rclone_err)"
+# ---- hash: sha256 of the .sql.gz for the manifest ------------------------------------------------
+STAGE='hash'
+sha256=$(sha256sum "$DUMP" | cut -d' ' -f1)
+[[ "$sha256" =~ ^[0-9a-f]{64}$ ]] || fail hash 1 "sha256sum gave no digest"
 
-# ---- remote-verify: the object's size and hash equal the local file's ----------------------------
-STAGE=remote-verify
-hash_type="" remote_hash="" remote_size=""
-for ht in md5 sha1; do
+# upload_verified STAGE LOCAL OBJECT: copy without ever overwriting, then prove the remote object has
+# the local file's size and hash. Sets hash_type and local_hash.
+hash_type="" local_hash=""
+upload_verified() {
+  local stage=$1 src=$2 dst=$3 ht json remote_hash="" remote_size="" lsize
+  STAGE=$stage
+  say "upload to $dst"
   rc=0
-  json=$(remote_stat "$OBJECT" "$ht") || rc=$?
-  [ "$rc" -ne 10 ] || fail remote-verify 1 "$OBJECT is not on the remote after the upload"
-  [ "$rc" -eq 0 ] || fail remote-verify 1 "cannot stat $OBJECT (rclone exit $rc): $(rclone_err)"
-  remote_size=$(printf '%s' "$json" | json_num Size)
-  remote_hash=$(printf '%s' "$json" | json_hash "$ht")
-  if [ -n "$remote_hash" ]; then
-    hash_type=$ht
-    break
-  fi
-done
-[ "$remote_size" = "$size" ] || fail remote-verify 1 "remote size ${remote_size:-?} != local size $size"
-[ -n "$hash_type" ] || fail remote-verify 1 "the remote reports neither an md5 nor a sha1 hash for $OBJECT"
-local_hash=$("${hash_type}sum" "$DUMP" | cut -d' ' -f1)
-[ "$remote_hash" = "$local_hash" ] ||
-  fail remote-verify 1 "remote $hash_type $remote_hash != local $local_hash (was the object written by someone else?)"
+  "$RCLONE" copyto --ignore-existing "${rclone_flags[@]}" "$src" "$dst" 2>"$TMP_DIR/rclone.err" || rc=$?
+  [ "$rc" -eq 0 ] || fail "$stage" 1 "rclone copyto exited $rc: $(rclone_err)"
+  if [ "$stage" = upload ]; then STAGE=remote-verify; fi
+  hash_type=""
+  for ht in md5 sha1; do
+    rc=0
+    json=$(remote_stat "$dst" "$ht") || rc=$?
+    [ "$rc" -ne 10 ] || fail "$STAGE" 1 "$dst is not on the remote after the upload"
+    [ "$rc" -eq 0 ] || fail "$STAGE" 1 "cannot stat $dst (rclone exit $rc): $(rclone_err)"
+    remote_size=$(printf '%s' "$json" | json_num Size)
+    remote_hash=$(printf '%s' "$json" | json_hash "$ht")
+    if [ -n "$remote_hash" ]; then
+      hash_type=$ht
+      break
+    fi
+  done
+  lsize=$(wc -c <"$src" | tr -d ' ')
+  [ "$remote_size" = "$lsize" ] || fail "$STAGE" 1 "remote size of $dst ${remote_size:-?} != local size $lsize"
+  [ -n "$hash_type" ] || fail "$STAGE" 1 "the remote reports neither an md5 nor a sha1 hash for $dst"
+  local_hash=$("${hash_type}sum" "$src" | cut -d' ' -f1)
+  [ "$remote_hash" = "$local_hash" ] ||
+    fail "$STAGE" 1 "remote $hash_type $remote_hash != local $local_hash of $dst (was the object written by someone else?)"
+}
+
+# ---- upload + remote-verify: never overwrite; bounded retries and timeouts -------------------------
+upload_verified upload "$DUMP" "$OBJECT"
+dump_hash_type=$hash_type dump_hash=$local_hash
+say "verified: $OBJECT ($size bytes, $hash_type $local_hash)"
+
+# ---- manifest: beside the dump, only now that the dump is verified remotely ----------------------
+STAGE=manifest
+git_json=null
+[ -z "$BACKUP_GIT_SHA" ] || git_json="\"$BACKUP_GIT_SHA\""
+# Every value spliced here is validated above (file name and label charset, hex, digits, timestamp);
+# the database's own values come JSON-encoded from PostgreSQL (`meta`).
+printf '{"schema": "backup-manifest/1", "file": "%s", "sha256": "%s", "size": %s, "label": "%s", "git_sha": %s, "created_at": "%s", %s\n' \
+  "$FILE" "$sha256" "$size" "$LABEL" "$git_json" "$CREATED_AT" "${meta#\{}" >"$TMP_DIR/$FILE.json"
+upload_verified manifest "$TMP_DIR/$FILE.json" "$MANIFEST"
+say "manifest verified: $MANIFEST"
 
 STAGE=finished
-say "verified: $OBJECT ($size bytes, $hash_type $local_hash)"
-printf 'BACKUP_OK path=%s size=%s hash_type=%s hash=%s\n' "$OBJECT" "$size" "$hash_type" "$local_hash"
+printf 'BACKUP_OK path=%s size=%s hash_type=%s hash=%s sha256=%s manifest=%s\n' \
+  "$OBJECT" "$size" "$dump_hash_type" "$dump_hash" "$sha256" "$MANIFEST"

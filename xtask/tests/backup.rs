@@ -59,13 +59,28 @@ fn local_backup_is_verified_listed_and_restored_by_the_drill() {
     );
     assert_eq!(scratch.trim(), "0", "scratch database left behind");
 
-    // The source moves on: the same backup no longer matches, and the drill says so.
+    // The source moves on: the drill compares with the backup's manifest, not the live database,
+    // so the same backup still passes.
+    assert_eq!(report.reference, drill::Reference::Manifest);
     f.psql("station", "DELETE FROM accounts WHERE id <= 10");
-    let report = drill::drill(&env, Some(obj.path.rsplit('/').next().unwrap())).unwrap();
+    let name = obj.path.rsplit('/').next().unwrap();
+    let report = drill::drill(&env, Some(name)).unwrap();
+    assert!(report.passed, "{report:?}");
+    assert!(report.warnings.is_empty());
+    // Without its manifest (a backup from before manifests) the drill warns and compares with the
+    // live database: the deleted rows show up; --strict refuses it.
+    let mfile = f.objects().join(format!("{rel}.json"));
+    std::fs::remove_file(&mfile).unwrap();
+    let report = drill::drill(&env, Some(name)).unwrap();
+    assert_eq!(report.reference, drill::Reference::LiveDatabase);
     assert!(!report.passed);
+    assert!(report.warnings[0].contains("has no manifest"), "{report:?}");
     let bad: Vec<_> = report.tables.iter().filter(|t| !t.ok()).collect();
     assert_eq!(bad.len(), 1);
     assert_eq!((bad[0].source, bad[0].restored), (Some(4990), Some(5000)));
+    let e = drill::drill_with(&env, Some(name), true).unwrap_err();
+    assert_eq!(e.exit_code(), ExitCode::Failed);
+    assert!(e.to_string().contains("--strict"), "{e}");
     let scratch = f.psql(
         "postgres",
         "SELECT count(*) FROM pg_database WHERE datname LIKE 'xtask_drill_%'",
@@ -133,8 +148,10 @@ fn a_wrong_database_name_fails_the_dump_and_uploads_nothing() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("stage=dump"), "{stderr}");
-    assert!(stderr.contains("failed at stage `dump`"), "{stderr}");
+    // The first connection (the snapshot session) is refused: the database does not exist.
+    assert!(stderr.contains("stage=snapshot"), "{stderr}");
+    assert!(stderr.contains("failed at stage `snapshot`"), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(files(&f.objects()).is_empty(), "{:?}", files(&f.objects()));
 }
 

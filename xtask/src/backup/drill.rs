@@ -1,9 +1,14 @@
-//! `cargo xtask backup drill [--env NAME] [OBJECT]`: turn "a file exists" into "we can restore".
+//! `cargo xtask backup drill [--env NAME] [OBJECT] [--strict]`: turn "a file exists" into "we can
+//! restore".
 //!
-//! Download the backup on the environment's host, pipe it through `gzip -dc` into
+//! Read the backup's manifest ([`super::manifest`]), download the backup on the environment's host,
+//! check its sha256 and size against the manifest, pipe it through `gzip -dc` into
 //! `psql -X -v ON_ERROR_STOP=1 --single-transaction` against a fresh scratch database, count the rows
-//! of every table in the scratch database and in the source, drop the scratch database (also when
-//! anything fails), and pass only when both sides have the same tables with the same counts.
+//! of every table in the scratch database and read its newest migration, drop the scratch database
+//! (also when anything fails), and pass only when the restore has exactly the manifest's tables, counts
+//! and newest migration. The manifest is the reference, not the live database: after a bad migration
+//! or later writes the live database is the wrong one. A backup without a manifest (made before
+//! manifests) is compared with the live database instead, with a warning; `--strict` refuses it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -25,6 +30,9 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Refuse (exit 1) a backup that has no manifest instead of comparing with the live database.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Exact row counts of every ordinary and partitioned table outside the system schemas, as
@@ -36,14 +44,37 @@ pub const COUNT_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) || '|'
  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1";
 
-/// Download `$1` (an rclone path) and restore it with the psql command given as `$2...`.
+/// The newest applied migration, the way `backup-db.sh` records it in the manifest: the name of the
+/// greatest `version` in the builtin `schema_migrations`, else TypeORM's newest `migrations` name,
+/// else nothing (an empty line). Fixed SQL; the tables are only read when they exist with those columns.
+pub const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
+ WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') \
+ AND attname IN ('version', 'name') AND NOT attisdropped) = 2 \
+ THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM schema_migrations \
+ ORDER BY version DESC LIMIT 1', false, true, '')))[1]::text \
+ WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('migrations') \
+ AND attname IN ('timestamp', 'name') AND NOT attisdropped) = 2 \
+ THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM migrations \
+ ORDER BY \"timestamp\" DESC LIMIT 1', false, true, '')))[1]::text \
+ END";
+
+/// Download `$1` (an rclone path), check its sha256 against `$2` (`-`: no check) and restore it with
+/// the psql command given as `$3...`. Exit 65 on a sha256 mismatch, before anything is restored.
 /// `@RCLONE_FLAGS@` stands for [`RCLONE_FLAGS`] (see [`restore_script`]).
 const RESTORE: &str = r#"obj=$1
-shift
+want=$2
+shift 2
 tmp=$(mktemp -d)
 trap 'rm -rf -- "$tmp"' EXIT
 rclone copyto @RCLONE_FLAGS@ "$obj" "$tmp/backup.sql.gz"
-if command -v pigz >/dev/null 2>&1; then gz=pigz; else gz=gzip; fi
+if [ "$want" != - ]; then
+  got=$(sha256sum "$tmp/backup.sql.gz" | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then
+    echo "sha256 of the downloaded backup is $got, its manifest says $want: corrupt or replaced" >&2
+    exit 65
+  fi
+fi
+if command -v igzip >/dev/null 2>&1; then gz=igzip; elif command -v pigz >/dev/null 2>&1; then gz=pigz; else gz=gzip; fi
 "$gz" -dc "$tmp/backup.sql.gz" | "$@" >/dev/null
 "#;
 
@@ -55,6 +86,8 @@ fn restore_script() -> String {
 /// Run the command given as arguments (psql words, possibly through `compose`).
 const RUN: &str = "\"$@\"\n";
 
+/// One table's row count in the reference (`source`: the manifest, or the live database for a backup
+/// without one) and in the restored scratch database.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TableCount {
     pub table: String,
@@ -68,31 +101,84 @@ impl TableCount {
     }
 }
 
+/// What the restore was compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reference {
+    /// The backup's manifest (counts taken in the dump's own snapshot).
+    Manifest,
+    /// The live database: only for backups made before manifests, and only without `--strict`.
+    LiveDatabase,
+}
+
+/// The newest migration in the manifest and in the restore (only compared with a manifest).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MigrationCheck {
+    pub manifest: Option<String>,
+    pub restored: Option<String>,
+}
+
+impl MigrationCheck {
+    pub fn ok(&self) -> bool {
+        self.manifest == self.restored
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
     pub env: String,
     pub object: RemoteObject,
+    pub reference: Reference,
+    /// The manifest's object path, when the backup has one.
+    pub manifest: Option<String>,
     pub scratch_database: String,
     pub passed: bool,
     pub tables: Vec<TableCount>,
+    /// `None` when compared with the live database.
+    pub newest_migration: Option<MigrationCheck>,
+    pub warnings: Vec<String>,
     pub restore_seconds: f64,
+}
+
+impl Report {
+    fn compute_passed(&self) -> bool {
+        !self.tables.is_empty()
+            && self.tables.iter().all(TableCount::ok)
+            && self
+                .newest_migration
+                .as_ref()
+                .is_none_or(MigrationCheck::ok)
+    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
-    let report = drill(env, args.object.as_deref())?;
+    let report = drill_with(env, args.object.as_deref(), args.strict)?;
+    let what = match report.reference {
+        Reference::Manifest => "manifest",
+        Reference::LiveDatabase => "live database",
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report).expect("serializable"));
     } else {
+        let n = |v: Option<u64>| v.map_or("missing".to_string(), |v| v.to_string());
         for t in &report.tables {
-            let n = |v: Option<u64>| v.map_or("missing".to_string(), |v| v.to_string());
             println!(
-                "  {} {}: source {}, restored {}",
+                "  {} {}: {what} {}, restored {}",
                 if t.ok() { "ok  " } else { "FAIL" },
                 t.table,
                 n(t.source),
                 n(t.restored)
+            );
+        }
+        if let Some(m) = &report.newest_migration {
+            let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+            println!(
+                "  {} newest migration: manifest {}, restored {}",
+                if m.ok() { "ok  " } else { "FAIL" },
+                s(&m.manifest),
+                s(&m.restored)
             );
         }
     }
@@ -100,7 +186,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if !args.json {
             let rows: u64 = report.tables.iter().filter_map(|t| t.restored).sum();
             println!(
-                "drill passed: {} restored into a scratch database in {:.1}s, {} tables and {rows} rows match the source",
+                "drill passed: {} restored into a scratch database in {:.1}s, {} tables and {rows} rows match the {what}",
                 report.object.path,
                 report.restore_seconds,
                 report.tables.len()
@@ -108,18 +194,27 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Ok(ExitCode::Ok)
     } else {
-        let bad: Vec<&str> = report
+        let mut bad: Vec<&str> = report
             .tables
             .iter()
             .filter(|t| !t.ok())
             .map(|t| t.table.as_str())
             .collect();
+        if report.newest_migration.as_ref().is_some_and(|m| !m.ok()) {
+            bad.push("the newest migration");
+        }
+        let hint = match report.reference {
+            Reference::Manifest => "the dump does not restore what it was taken from",
+            Reference::LiveDatabase => {
+                "writes since the backup also show up here: drill a backup with a manifest to tell \
+                 them apart"
+            }
+        };
         Err(Error::failed(format!(
-            "drill FAILED for {}: row counts differ from the source in {} (writes since the backup \
-             also show up here: drill a fresh backup to tell them apart)",
+            "drill FAILED for {}: the restore differs from the {what} in {} ({hint})",
             report.object.path,
             if bad.is_empty() {
-                "no tables: the source has none".to_string()
+                format!("no tables: the {what} has none")
             } else {
                 bad.join(", ")
             }
@@ -233,8 +328,29 @@ impl Drop for Scratch<'_> {
     }
 }
 
-/// Run the drill and return its report (`passed` says whether counts match).
+/// Run the drill (not strict) and return its report (`passed` says whether everything matches).
 pub fn drill(env: &Environment, object: Option<&str>) -> Result<Report> {
+    drill_with(env, object, false)
+}
+
+/// The warning (or, `strict`, the refusal) for a backup without a manifest.
+pub fn no_manifest(object: &str, strict: bool) -> std::result::Result<String, Error> {
+    let path = super::manifest::manifest_path(object);
+    if strict {
+        Err(Error::failed(format!(
+            "{object} has no manifest ({path} does not exist): --strict refuses a backup that cannot be \
+             checked against what it was taken from"
+        )))
+    } else {
+        Ok(format!(
+            "{object} has no manifest ({path}; made before manifests?): comparing with the live \
+             database instead, which differs by every write since the backup"
+        ))
+    }
+}
+
+/// Run the drill and return its report. `strict`: a backup without a manifest is refused (exit 1).
+pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Result<Report> {
     let host = Host::of(env)?;
     let base = env.backup.base();
     if let Some(w) = object.filter(|w| w.contains(':')) {
@@ -242,6 +358,16 @@ pub fn drill(env: &Environment, object: Option<&str>) -> Result<Report> {
     }
     let objects = list_with(env, &host)?;
     let obj = choose(&objects, object, &base)?;
+    let manifest = super::read_manifest(env, &obj.path)?;
+    let mut warnings = Vec::new();
+    match &manifest {
+        Some(m) => m.check_dump(&obj.path, obj.size, None)?,
+        None => {
+            let w = no_manifest(&obj.path, strict)?;
+            eprintln!("warning: {w}");
+            warnings.push(w);
+        }
+    }
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -264,12 +390,20 @@ pub fn drill(env: &Environment, object: Option<&str>) -> Result<Report> {
         dropped: false,
     };
     let start = Instant::now();
-    let mut args = vec![obj.path.clone()];
+    let want = manifest.as_ref().map_or("-", |m| m.sha256.as_str());
+    let mut args = vec![obj.path.clone(), want.to_string()];
     args.extend(host.psql_words(&name, &["--single-transaction"]));
     let text = restore_script();
     let o = host
         .script(&Script::bash(&text).with_compose(), &args)?
         .output()?;
+    if o.status.code() == Some(65) {
+        return Err(Error::failed(format!(
+            "drill FAILED: {}: {}",
+            obj.path,
+            o.stderr_str().trim()
+        )));
+    }
     if !o.status.success() {
         let err = o.stderr_str();
         let tail: Vec<&str> = err.lines().rev().take(5).collect();
@@ -282,18 +416,39 @@ pub fn drill(env: &Environment, object: Option<&str>) -> Result<Report> {
     }
     let restore_seconds = start.elapsed().as_secs_f64();
     let restored = parse_counts(&sql(&host, env, &name, COUNT_SQL)?)?;
-    let source = parse_counts(&sql(&host, env, &env.database, COUNT_SQL)?)?;
+    let (reference, source, newest_migration) = match &manifest {
+        Some(m) => {
+            let restored_migration = sql(&host, env, &name, NEWEST_MIGRATION_SQL)?;
+            let restored_migration =
+                Some(restored_migration.trim().to_string()).filter(|s| !s.is_empty());
+            let check = MigrationCheck {
+                manifest: m.newest_migration.clone(),
+                restored: restored_migration,
+            };
+            (Reference::Manifest, m.tables.clone(), Some(check))
+        }
+        None => {
+            let live = parse_counts(&sql(&host, env, &env.database, COUNT_SQL)?)?;
+            (Reference::LiveDatabase, live, None)
+        }
+    };
     scratch.drop_now()?;
-    let tables = compare(&source, &restored);
-    let passed = !tables.is_empty() && tables.iter().all(TableCount::ok);
-    Ok(Report {
+    let mut report = Report {
         env: env.name.clone(),
+        manifest: manifest
+            .as_ref()
+            .map(|_| super::manifest::manifest_path(&obj.path)),
         object: obj,
+        reference,
         scratch_database: name,
-        passed,
-        tables,
+        passed: false,
+        tables: compare(&source, &restored),
+        newest_migration,
+        warnings,
         restore_seconds,
-    })
+    };
+    report.passed = report.compute_passed();
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //!
 //! `backup` runs `infra/scripts/backup-db.sh` for an environment on its [`Host`], streams its output,
 //! parses its `BACKUP_OK` line ([`result`]) and proves the upload once more from here with
-//! `rclone lsjson --stat --hash`. `backup drill` ([`drill`]) restores a backup into a scratch database
-//! and compares per-table row counts with the source.
+//! `rclone lsjson --stat --hash`, then reads the manifest the script uploaded beside the dump
+//! ([`manifest`]) and checks that it describes that dump. `backup drill` ([`drill`]) restores a backup
+//! into a scratch database and compares per-table row counts and the newest migration with its manifest.
 
 pub mod drill;
 pub mod label;
+pub mod manifest;
 pub mod result;
 pub mod verified;
 
@@ -27,7 +29,7 @@ pub const SCRIPT: &str = "infra/scripts/backup-db.sh";
 /// `bash backup-db.sh` on the host with the variables it documents: `direct` mode against the local
 /// cluster, `compose` mode (`compose exec -T <postgres> pg_dump`) with the project as the host sees
 /// it and the Compose CLI of `host`'s one decision (`BACKUP_COMPOSE_CMD`).
-pub fn script_cmd(host: &Host, label: &str) -> Result<Cmd> {
+pub fn script_cmd(host: &Host, label: &str, git_sha: Option<&str>) -> Result<Cmd> {
     let env = host.env();
     let mut vars: Vec<(String, String)> = vec![
         ("LABEL".into(), label.to_string()),
@@ -35,6 +37,9 @@ pub fn script_cmd(host: &Host, label: &str) -> Result<Cmd> {
         ("BACKUP_BUCKET".into(), env.backup.bucket.clone()),
         ("BACKUP_PREFIX".into(), env.backup.prefix.clone()),
     ];
+    if let Some(g) = git_sha {
+        vars.push(("BACKUP_GIT_SHA".into(), g.to_string()));
+    }
     match host.compose_project() {
         None => vars.push(("BACKUP_MODE".into(), "direct".into())),
         Some(p) => {
@@ -92,7 +97,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let env = envs.get(&args.env)?;
     let host = Host::of(env)?;
     if args.dry_run {
-        let cmd = script_cmd(&host, label.as_str())?;
+        let cmd = script_cmd(&host, label.as_str(), None)?;
         let object = format!(
             "{}/YYYYMM/station_backup_YYYYmmdd_HHMMSS_{}.sql.gz",
             env.backup.base(),
@@ -108,13 +113,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Ok);
     }
-    let obj = create_with(env, &host, &label, args.json)?;
+    let c = create_with(env, &host, &label, None, args.json)?;
     if args.json {
-        println!("{}", serde_json::to_string(&obj).expect("serializable"));
+        let mut v = serde_json::to_value(&c.object).expect("serializable");
+        v["sha256"] = c.manifest.sha256.clone().into();
+        v["manifest"] = c.manifest_path.clone().into();
+        println!("{v}");
     } else {
+        let obj = &c.object;
         println!(
             "backup ok: {} ({} bytes, {} {})",
             obj.path, obj.size, obj.hash_type, obj.hash
+        );
+        println!(
+            "manifest ok: {} ({} tables, {} rows, newest migration {})",
+            c.manifest_path,
+            c.manifest.tables.len(),
+            c.manifest.total_rows(),
+            c.manifest.newest_migration.as_deref().unwrap_or("none")
         );
     }
     Ok(ExitCode::Ok)
@@ -131,43 +147,125 @@ pub struct RemoteObject {
     pub hash_type: String,
 }
 
+/// A backup just made: the verified dump object and its verified manifest.
+#[derive(Clone, Debug)]
+pub struct Created {
+    pub object: RemoteObject,
+    pub manifest: manifest::Manifest,
+    /// `<object path>.json`
+    pub manifest_path: String,
+}
+
 /// Run `infra/scripts/backup-db.sh` for the environment with the label, streaming its output, and
 /// return the uploaded object (already verified by the script against the local file).
 /// The script's output goes to our stderr, so a caller's stdout (e.g. `deploy --json`) stays clean.
 pub fn create(env: &Environment, label: &Label) -> Result<RemoteObject> {
+    create_for(env, label, None).map(|c| c.object)
+}
+
+/// [`create`] recording `git_sha` (40 lowercase hex, e.g. the release a deploy rolls out) in the
+/// manifest, and returning the manifest too.
+pub fn create_for(env: &Environment, label: &Label, git_sha: Option<&str>) -> Result<Created> {
     let host = Host::of(env)?;
-    create_with(env, &host, label, true)
+    create_with(env, &host, label, git_sha, true)
 }
 
 fn create_with(
     env: &Environment,
     host: &Host,
     label: &Label,
+    git_sha: Option<&str>,
     quiet_stdout: bool,
-) -> Result<RemoteObject> {
-    let cmd = script_cmd(host, label.as_str())?;
+) -> Result<Created> {
+    if let Some(g) = git_sha {
+        if g.len() != 40
+            || !g
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(Error::usage(format!(
+                "git SHA {g:?} for the backup manifest: 40 lowercase hex characters expected"
+            )));
+        }
+    }
+    let cmd = script_cmd(host, label.as_str(), git_sha)?;
     let (status, out, err) = cmd.stream(quiet_stdout)?;
     if !status.success() {
         return Err(script_error(env, host.remote().is_some(), status, &err));
     }
-    let obj = result::find_ok(&out)?;
+    let ok = result::find_ok(&out)?;
+    let obj = ok.object;
     // Prove it once more from here: the object is where the script says, with that size and hash.
     match stat(env, &obj.path)? {
         Some(seen)
             if seen.size == obj.size
-                && (seen.hash_type != obj.hash_type || seen.hash == obj.hash) =>
-        {
-            Ok(obj)
-        }
-        Some(seen) => Err(Error::failed(format!(
+                && (seen.hash_type != obj.hash_type || seen.hash == obj.hash) => {}
+        Some(seen) => {
+            return Err(Error::failed(format!(
             "{} on the remote has size {} and {} {:?}, but the script uploaded {} bytes with {} {}",
             obj.path, seen.size, seen.hash_type, seen.hash, obj.size, obj.hash_type, obj.hash
-        ))),
-        None => Err(Error::failed(format!(
-            "backup-db.sh reported {} but it is not on the remote",
-            obj.path
-        ))),
+        )))
+        }
+        None => {
+            return Err(Error::failed(format!(
+                "backup-db.sh reported {} but it is not on the remote",
+                obj.path
+            )))
+        }
     }
+    // And its manifest: there, parseable, and describing exactly this dump.
+    let (Some(manifest_path), Some(sha256)) = (ok.manifest, ok.sha256) else {
+        return Err(Error::failed(format!(
+            "backup-db.sh uploaded {} but reported no manifest: the script on `{}` predates manifests \
+             (sync infra/scripts/backup-db.sh, e.g. with a deploy) and this backup counts as failed",
+            obj.path, env.name
+        )));
+    };
+    let m = read_manifest(env, &obj.path)?.ok_or_else(|| {
+        Error::failed(format!(
+            "backup-db.sh reported {manifest_path} but it is not on the remote"
+        ))
+    })?;
+    m.check_dump(&obj.path, obj.size, Some(&sha256))?;
+    if m.label != label.as_str() || m.git_sha.as_deref() != git_sha {
+        return Err(Error::failed(format!(
+            "{manifest_path} says label {:?} and git SHA {:?}, expected {:?} and {:?}",
+            m.label,
+            m.git_sha,
+            label.as_str(),
+            git_sha
+        )));
+    }
+    Ok(Created {
+        object: obj,
+        manifest: m,
+        manifest_path,
+    })
+}
+
+/// The manifest of the dump object `object` (see [`manifest::manifest_path`]): `None` when there is
+/// none (a backup made before manifests), an error (exit 1) when it is there but malformed.
+pub fn read_manifest(env: &Environment, object: &str) -> Result<Option<manifest::Manifest>> {
+    let path = manifest::manifest_path(object);
+    let Some(seen) = stat(env, &path)? else {
+        return Ok(None);
+    };
+    let host = Host::of(env)?;
+    let mut args = vec!["cat".to_string()];
+    args.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
+    args.push(path.clone());
+    let o = host.rclone(&args).output()?;
+    if !o.status.success() {
+        return Err(rclone_failed(env, "cat", &o));
+    }
+    if o.stdout.len() as u64 != seen.size {
+        return Err(Error::failed(format!(
+            "{path}: read {} bytes, the remote lists {}",
+            o.stdout.len(),
+            seen.size
+        )));
+    }
+    manifest::parse(&o.stdout_str(), &path).map(Some)
 }
 
 /// Map the script's (or ssh's) exit status to our exit codes, naming the failed stage.

@@ -8,10 +8,20 @@ use crate::error::{Error, Result};
 /// The success line `backup-db.sh` prints last on stdout.
 pub const OK_PREFIX: &str = "BACKUP_OK ";
 
-/// Parse `BACKUP_OK path=<p> size=<n> hash_type=<t> hash=<hex>`.
-pub fn parse_ok_line(line: &str) -> Option<RemoteObject> {
+/// What the `BACKUP_OK` line says: the verified dump object, and since the manifest exists, the dump's
+/// sha256 and the manifest's path (absent in lines of older scripts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OkLine {
+    pub object: RemoteObject,
+    pub sha256: Option<String>,
+    pub manifest: Option<String>,
+}
+
+/// Parse `BACKUP_OK path=<p> size=<n> hash_type=<t> hash=<hex> [sha256=<hex> manifest=<p>.json]`.
+pub fn parse_ok(line: &str) -> Option<OkLine> {
     let rest = line.trim_end().strip_prefix(OK_PREFIX)?;
     let (mut path, mut size, mut hash_type, mut hash) = (None, None, None, None);
+    let (mut sha256, mut manifest) = (None, None);
     for field in rest.split(' ') {
         let (k, v) = field.split_once('=')?;
         match k {
@@ -19,6 +29,8 @@ pub fn parse_ok_line(line: &str) -> Option<RemoteObject> {
             "size" => size = v.parse::<u64>().ok(),
             "hash_type" => hash_type = Some(v.to_string()),
             "hash" => hash = Some(v.to_string()),
+            "sha256" => sha256 = Some(v.to_string()),
+            "manifest" => manifest = Some(v.to_string()),
             _ => return None,
         }
     }
@@ -33,21 +45,36 @@ pub fn parse_ok_line(line: &str) -> Option<RemoteObject> {
         "sha1" => 40,
         _ => return None,
     };
-    (obj.hash.len() == hex_len && obj.hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(obj)
+    let hex = |h: &str, len: usize| h.len() == len && h.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(&obj.hash, hex_len) || sha256.as_deref().is_some_and(|h| !hex(h, 64)) {
+        return None;
+    }
+    if manifest
+        .as_deref()
+        .is_some_and(|m| m != super::manifest::manifest_path(&obj.path))
+    {
+        return None;
+    }
+    Some(OkLine {
+        object: obj,
+        sha256,
+        manifest,
+    })
+}
+
+/// Parse the `BACKUP_OK` line's object (the first four fields).
+pub fn parse_ok_line(line: &str) -> Option<RemoteObject> {
+    parse_ok(line).map(|l| l.object)
 }
 
 /// The last success line among the script's stdout lines.
-pub fn find_ok(lines: &[String]) -> Result<RemoteObject> {
-    lines
-        .iter()
-        .rev()
-        .find_map(|l| parse_ok_line(l))
-        .ok_or_else(|| {
-            Error::failed(
-                "backup-db.sh exited 0 but printed no `BACKUP_OK path=... size=... hash_type=... \
+pub fn find_ok(lines: &[String]) -> Result<OkLine> {
+    lines.iter().rev().find_map(|l| parse_ok(l)).ok_or_else(|| {
+        Error::failed(
+            "backup-db.sh exited 0 but printed no `BACKUP_OK path=... size=... hash_type=... \
                  hash=...` line: the upload is not proven",
-            )
-        })
+        )
+    })
 }
 
 /// `(stage, message)` of the last `backup-db: FAILED stage=<stage>: <message>` line.
@@ -163,6 +190,22 @@ mod tests {
         assert_eq!(o.hash, MD5);
         assert_eq!(o.hash_type, "md5");
         assert!(o.path.ends_with("_x1.sql.gz"));
+        // The current script's line adds the dump's sha256 and the manifest's path.
+        let sha = "ab".repeat(32);
+        let path = "b2:bk/postgres/202611/station_backup_20261125_181140_x1.sql.gz";
+        let l = parse_ok(&format!(
+            "BACKUP_OK path={path} size=1 hash_type=md5 hash={MD5} sha256={sha} manifest={path}.json"
+        ))
+        .unwrap();
+        assert_eq!(l.sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(l.manifest, Some(format!("{path}.json")));
+        // A manifest elsewhere than beside the dump, or a short sha256, is not our line.
+        for bad in [
+            format!("BACKUP_OK path={path} size=1 hash_type=md5 hash={MD5} manifest=b2:x.json"),
+            format!("BACKUP_OK path={path} size=1 hash_type=md5 hash={MD5} sha256=abc"),
+        ] {
+            assert!(parse_ok(&bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

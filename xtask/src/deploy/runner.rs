@@ -317,7 +317,10 @@ impl<'a> Pipeline<'a> {
             }
             Step::Backup => {
                 let label = backup::Label::parse(&self.sha.backup_label())?;
-                let created = backup::create(self.env, &label)?;
+                // The manifest records the release only for a full SHA (the contract: 40 hex).
+                let sha = self.sha.as_str();
+                let full = (sha.len() == 40).then_some(sha);
+                let created = backup::create_for(self.env, &label, full)?.object;
                 let msg = format!("{} ({} bytes)", created.path, created.size);
                 self.created = Some(created);
                 Ok(msg)

@@ -321,7 +321,13 @@ pub fn render_backups(facts: &Facts) -> String {
 (the dump ends with `-- PostgreSQL database dump complete`, `gzip -t` passes, the size is above a floor), \
 uploaded with `rclone copyto` (never overwriting an object), and verified after upload: the remote \
 object's size and hash must match the local file. `infra/scripts/backup-db.sh` does this; \
-`cargo xtask backup` runs it for an environment and reports the object.\n\n",
+`cargo xtask backup` runs it for an environment and reports the object.\n\n\
+Beside every dump the script uploads, only once the dump is verified, its manifest `<object>.json` \
+(schema `backup-manifest/1`): sha256 and size of the `.sql.gz`, database, server version, label, the \
+deployed git SHA, when the snapshot was taken, the newest applied migration and the exact row count of \
+every table, counted in the same snapshot the dump was taken from (a REPEATABLE READ transaction exports \
+it and stays open while `pg_dump --snapshot` runs), so the counts are what the dump restores even while \
+the app keeps writing. A backup whose manifest upload fails counts as failed.\n\n",
     );
     o.push_str("## Naming and labels\n\n");
     let _ = write!(
@@ -370,9 +376,11 @@ in this repository.\n\n",
     o.push_str("## Restore drill\n\n");
     o.push_str(
         "A file that exists is not a backup until it restores. The drill downloads a backup (the newest by \
-default), restores it into a scratch database with `psql -X -v ON_ERROR_STOP=1 --single-transaction`, \
-compares every table's row count with the source database, drops the scratch database and says pass or \
-fail:\n\n",
+default), checks its sha256 against its manifest, restores it into a scratch database with \
+`psql -X -v ON_ERROR_STOP=1 --single-transaction`, compares every table's row count and the newest \
+migration with the manifest (not with the live database, which after a bad migration is the wrong \
+reference), drops the scratch database and says pass or fail. A backup made before manifests is compared \
+with the live database, with a warning; `--strict` refuses it:\n\n",
     );
     sh_block(
         &mut o,
