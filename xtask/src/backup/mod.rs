@@ -10,6 +10,7 @@ pub mod drill;
 pub mod label;
 pub mod manifest;
 pub mod result;
+pub mod status;
 pub mod verified;
 
 use std::process::ExitStatus;
@@ -85,11 +86,15 @@ pub struct Args {
 pub enum Sub {
     /// Restore a backup (default: the newest) into a scratch database and compare row counts.
     Drill(drill::Args),
+    /// Freshness, manifest and size of the newest backup per label class; exit 1 on a bad nightly.
+    Status(status::Args),
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    if let Some(Sub::Drill(d)) = args.command {
-        return drill::run(d);
+    match args.command {
+        Some(Sub::Drill(d)) => return drill::run(d),
+        Some(Sub::Status(a)) => return status::run(a),
+        None => {}
     }
     // The label is checked before anything else is read or run.
     let label = Label::parse(&args.label)?;
