@@ -9,6 +9,7 @@
 pub mod drill;
 pub mod label;
 pub mod manifest;
+pub mod prune;
 pub mod result;
 pub mod status;
 pub mod verified;
@@ -88,12 +89,15 @@ pub enum Sub {
     Drill(drill::Args),
     /// Freshness, manifest and size of the newest backup per label class; exit 1 on a bad nightly.
     Status(status::Args),
+    /// Thin the bucket (restic-forget style): a dry run printing keep/delete and the rule, `--apply` deletes.
+    Prune(prune::Args),
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Some(Sub::Drill(d)) => return drill::run(d),
         Some(Sub::Status(a)) => return status::run(a),
+        Some(Sub::Prune(a)) => return prune::run(a),
         None => {}
     }
     // The label is checked before anything else is read or run.
