@@ -284,6 +284,8 @@ pub struct Report {
     pub ok: bool,
     pub classes: Vec<ClassStatus>,
     pub last_drill: Option<DrillResult>,
+    /// The installed nightly job, where it can be read (see `backup schedule`).
+    pub schedule: Option<super::schedule::JobStatus>,
     /// Why the status failed (exit 1).
     pub failures: Vec<String>,
     pub warnings: Vec<String>,
@@ -382,6 +384,7 @@ pub fn evaluate(
         ok: failures.is_empty(),
         classes,
         last_drill,
+        schedule: None,
         failures,
         warnings,
     }
@@ -425,6 +428,12 @@ pub fn render_text(r: &Report) -> String {
                 .unwrap_or_default()
         )),
         None => s.push_str("  last drill: none recorded\n"),
+    }
+    match &r.schedule {
+        Some(j) => s.push_str(&format!("  schedule: {}\n", j.describe())),
+        None => {
+            s.push_str("  schedule: no nightly job installed (`cargo xtask backup schedule`)\n")
+        }
     }
     for w in &r.warnings {
         s.push_str(&format!("warning: {w}\n"));
@@ -609,7 +618,15 @@ pub fn status_of(env: &Environment, root: &Path, max_age: i64) -> Result<Report>
     let es = entries(&listed, &env.backup.base());
     let records = audit_records(&host, root)?;
     let now = crate::deploy::plan::now_unix() as i64;
-    Ok(evaluate(&env.name, &es, now, max_age, last_drill(&records)))
+    let mut r = evaluate(&env.name, &es, now, max_age, last_drill(&records));
+    r.schedule = super::schedule::job_status(&host, root);
+    if let Some(j) = &r.schedule {
+        if j.last_result.as_deref().is_some_and(|x| x != "ok") {
+            r.warnings
+                .push(format!("the last scheduled run failed: {}", j.describe()));
+        }
+    }
+    Ok(r)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
