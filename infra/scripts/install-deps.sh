@@ -18,6 +18,8 @@ APT_PACKAGES=(
   hyperfine time                 # benchmarks (wall time, peak RSS)
   busybox-static                 # a static sh/cp for the locally built e2e images
   python3-pip ca-certificates git
+  curl                           # the nightly job's dead-man's-switch pings (backup schedule tests)
+  systemd                        # systemd-analyze verify of the nightly job's units
 )
 
 missing=()
