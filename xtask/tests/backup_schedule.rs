@@ -409,3 +409,14 @@ fn systemd_units_pass_systemd_analyze_verify() {
         "the dry run wrote files"
     );
 }
+
+#[test]
+fn the_job_scripts_are_shellcheck_clean() {
+    let src = repo_root().join("xtask/src/backup");
+    let out = Command::new("shellcheck")
+        .arg(src.join("nightly.sh"))
+        .arg(src.join("schedule.sh"))
+        .output()
+        .expect("shellcheck (Debian package shellcheck)");
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
