@@ -210,9 +210,20 @@ fn crontab_job_installs_idempotently_runs_by_hand_pings_and_is_removed() {
     assert_eq!(cron.text(), format!("{theirs}\n"));
     assert!(!jobdir.exists());
 
-    // Installed: our tagged line beside theirs, the job's files private.
-    let (code, out, err) = xtask(&f, &cron, &args);
+    // Installed: our tagged line beside theirs, the job's files private; the local password (in the
+    // 0600 environment file) never on an argv while it is written.
+    let mut c = f.xtask(&args);
+    c.env("PATH", cron.path_env())
+        .env("FAKE_CRONTAB_FILE", &cron.file);
+    let (o, hits, _) = run_watching_argv(c, PASSWORD);
+    let (code, out, err) = (
+        o.status.code().unwrap_or(-1),
+        text(&o.stdout),
+        text(&o.stderr),
+    );
     assert_eq!(code, 0, "{out}\n{err}");
+    assert!(hits.is_empty(), "password on an argv: {hits:?}");
+    assert!(!err.contains(PASSWORD));
     let line = our_line(&cron);
     assert!(line.starts_with("7 3 * * * /bin/bash "), "{line}");
     assert!(
