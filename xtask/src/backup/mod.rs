@@ -215,8 +215,10 @@ fn create_with(
     }
     let ok = result::find_ok(&out)?;
     let obj = ok.object;
-    // Prove it once more from here: the object is where the script says, with that size and hash.
-    match stat(env, &obj.path)? {
+    // Prove it once more from here: the object is where the script says, with that size and hash,
+    // and so is its manifest (one listing for both).
+    let (dump, listed_manifest) = stat_with_manifest(env, host, &obj.path)?;
+    match dump {
         Some(seen)
             if seen.size == obj.size
                 && (seen.hash_type != obj.hash_type || seen.hash == obj.hash) => {}
@@ -241,11 +243,19 @@ fn create_with(
             obj.path, env.name
         )));
     };
-    let m = read_manifest(env, &obj.path)?.ok_or_else(|| {
+    let missing = || {
         Error::failed(format!(
             "backup-db.sh reported {manifest_path} but it is not on the remote"
         ))
-    })?;
+    };
+    let listed_manifest = listed_manifest.ok_or_else(missing)?;
+    let (m, bytes) = read_manifest_with(env, host, &obj.path)?.ok_or_else(missing)?;
+    if bytes != listed_manifest.size {
+        return Err(Error::failed(format!(
+            "{manifest_path}: read {bytes} bytes, the remote lists {}",
+            listed_manifest.size
+        )));
+    }
     m.check_dump(&obj.path, obj.size, Some(&sha256))?;
     if m.label != label.as_str() || m.git_sha.as_deref() != git_sha {
         return Err(Error::failed(format!(
@@ -266,26 +276,76 @@ fn create_with(
 /// The manifest of the dump object `object` (see [`manifest::manifest_path`]): `None` when there is
 /// none (a backup made before manifests), an error (exit 1) when it is there but malformed.
 pub fn read_manifest(env: &Environment, object: &str) -> Result<Option<manifest::Manifest>> {
-    let path = manifest::manifest_path(object);
-    let Some(seen) = stat(env, &path)? else {
-        return Ok(None);
-    };
+    check_path(env, object)?;
     let host = Host::of(env)?;
+    Ok(read_manifest_with(env, &host, object)?.map(|(m, _)| m))
+}
+
+/// The parsed manifest and its size in bytes (one `rclone cat`).
+fn read_manifest_with(
+    env: &Environment,
+    host: &Host,
+    object: &str,
+) -> Result<Option<(manifest::Manifest, u64)>> {
+    let path = manifest::manifest_path(object);
     let mut args = vec!["cat".to_string()];
     args.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
     args.push(path.clone());
     let o = host.rclone(&args).output()?;
-    if !o.status.success() {
-        return Err(rclone_failed(env, "cat", &o));
+    match o.status.code() {
+        // Not found. (A missing key can also read as an empty "directory": a manifest is never empty.)
+        Some(3 | 4) => return Ok(None),
+        Some(0) if o.stdout.is_empty() => return Ok(None),
+        Some(0) => {}
+        _ => return Err(rclone_failed(env, "cat", &o)),
     }
-    if o.stdout.len() as u64 != seen.size {
-        return Err(Error::failed(format!(
-            "{path}: read {} bytes, the remote lists {}",
-            o.stdout.len(),
-            seen.size
-        )));
+    let m = manifest::parse(&o.stdout_str(), &path)?;
+    Ok(Some((m, o.stdout.len() as u64)))
+}
+
+/// The dump object and its manifest object as one listing of their folder shows them (`None` for
+/// each one that is not there): one rclone call instead of one per object.
+fn stat_with_manifest(
+    env: &Environment,
+    host: &Host,
+    object: &str,
+) -> Result<(Option<RemoteObject>, Option<RemoteObject>)> {
+    check_path(env, object)?;
+    let (dir, file) = object
+        .rsplit_once('/')
+        .filter(|(_, f)| result::BackupName::parse(f).is_some())
+        .ok_or_else(|| Error::usage(format!("{object:?} is not a backup object path")))?;
+    let mut last = (None, None);
+    for ht in ["md5", "sha1"] {
+        let mut args: Vec<String> = ["lsjson", "--files-only", "--no-mimetype", "--include"]
+            .map(String::from)
+            .into();
+        args.push(format!("/{file}"));
+        args.push("--include".into());
+        args.push(format!("/{file}{}", manifest::SUFFIX));
+        // The trailing `/` says "a folder": rclone's S3 backend then skips probing it as a file.
+        let target = format!("{dir}/");
+        let args = rclone_args(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            ht,
+            &target,
+        );
+        let o = host.rclone(&args).output()?;
+        match o.status.code() {
+            Some(0) => {}
+            Some(3) => return Ok((None, None)),
+            _ => return Err(rclone_failed(env, "lsjson", &o)),
+        }
+        let found = result::parse_dir(&o.stdout_str(), dir, ht)?;
+        let pick = |p: &str| found.iter().find(|o| o.path == p).cloned();
+        let dump = pick(object);
+        let man = pick(&manifest::manifest_path(object));
+        if dump.as_ref().is_none_or(|d| !d.hash.is_empty()) {
+            return Ok((dump, man));
+        }
+        last = (dump, man);
     }
-    manifest::parse(&o.stdout_str(), &path).map(Some)
+    Ok(last)
 }
 
 /// Map the script's (or ssh's) exit status to our exit codes, naming the failed stage.

@@ -164,6 +164,20 @@ pub fn parse_list(json: &str, base: &str, hash_type: &str) -> Result<Vec<RemoteO
     Ok(found.into_iter().map(|(_, o)| o).collect())
 }
 
+/// `rclone lsjson --files-only` of the folder `dir`: its files as objects `<dir>/<name>`.
+pub fn parse_dir(json: &str, dir: &str, hash_type: &str) -> Result<Vec<RemoteObject>> {
+    let entries: Vec<LsEntry> = serde_json::from_str(json)
+        .map_err(|e| Error::failed(format!("cannot parse `rclone lsjson` output: {e}")))?;
+    Ok(entries
+        .into_iter()
+        .filter(|e| !e.is_dir && !e.path.contains('/'))
+        .map(|e| {
+            let path = format!("{}/{}", dir.trim_end_matches('/'), e.path);
+            entry_object(e, path, hash_type)
+        })
+        .collect())
+}
+
 /// `rclone lsjson --stat` of one object.
 pub fn parse_stat(json: &str, path: &str, hash_type: &str) -> Result<RemoteObject> {
     let e: LsEntry = serde_json::from_str(json)
@@ -277,5 +291,21 @@ mod tests {
         assert_eq!((l[0].hash.as_str(), l[0].hash_type.as_str()), ("", ""));
         assert_eq!((l[1].size, l[1].hash.as_str()), (5, MD5));
         assert!(parse_list("[{", "b2:x", "md5").is_err());
+    }
+
+    #[test]
+    fn dir_listing_gives_files_of_that_folder() {
+        let json = format!(
+            r#"[{{"Path":"a.sql.gz","Size":5,"IsDir":false,"Hashes":{{"md5":"{MD5}"}}}},
+ {{"Path":"a.sql.gz.json","Size":2,"IsDir":false}},
+ {{"Path":"sub/x","Size":2,"IsDir":false}},
+ {{"Path":"sub","Size":-1,"IsDir":true}}]"#
+        );
+        let l = parse_dir(&json, "b2:bk/postgres/202612/", "md5").unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].path, "b2:bk/postgres/202612/a.sql.gz");
+        assert_eq!((l[0].hash.as_str(), l[0].hash_type.as_str()), (MD5, "md5"));
+        assert_eq!((l[1].size, l[1].hash.as_str()), (2, ""));
+        assert!(parse_dir("{", "b2:x", "md5").is_err());
     }
 }
