@@ -10,7 +10,6 @@ mod support;
 use std::process::Command;
 
 use support::*;
-use xtask::deploy::lock::{self, LockInfo, LockPlace};
 
 /// (BACKUP_TIMESTAMP, LABEL, keep?) — the golden table. Deploys in the audit log: eeeeeee,
 /// ddddddd, bbbbbbb (newest first); bbbbbbb's backup was used by a restore just now; flags
@@ -188,13 +187,22 @@ fn fourteen_months_golden_plan_dry_run_and_apply() {
 
     // A deploy holds the lock: --apply refuses, nothing deleted.
     {
-        let place = LockPlace::File(f.state_dir.join("deploy.lock"));
-        let info = LockInfo::new("abc1234", 600, "test-token".into());
-        let (_guard, _) = lock::acquire(&place, &info, false).unwrap();
+        // A live deploy's lock file (this test process is its "deploy", alive, on this host).
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let lock_file = f.state_dir.join("deploy.lock");
+        let lock = serde_json::json!({
+            "owner": "ci", "host": host.trim(), "pid": std::process::id(), "sha": "abc1234",
+            "started_unix": 1_796_000_000u64, "expires_unix": 4_000_000_000u64, "run_url": null,
+            "token": "test-token"
+        });
+        std::fs::write(&lock_file, lock.to_string()).unwrap();
         let (code, _, err) = prune(&f, &["--apply"]);
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("another deploy holds the lock"), "{err}");
         assert_eq!(files(&f.objects()), before);
+        // Not ours: left in place.
+        assert!(lock_file.exists());
+        std::fs::remove_file(&lock_file).unwrap();
     }
 
     // --apply: exactly the planned objects and their manifests go.

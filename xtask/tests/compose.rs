@@ -154,13 +154,13 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
 }
 
 /// The commands after `To carry the data:`, each on its own line with two leading spaces.
+/// The carry commands after the first `To carry the data:`, each re-quoted on one line (the
+/// converter script's quoted argument spans several lines of the output).
 fn carry_commands(stdout: &str) -> Vec<String> {
-    stdout
-        .lines()
-        .skip_while(|l| *l != "To carry the data:")
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .map(|l| l[2..].to_string())
+    xtask::e2e::carry::parse_carry_commands(stdout)
+        .unwrap()
+        .iter()
+        .map(|words| xtask::process::quote_words(words))
         .collect()
 }
 
@@ -574,15 +574,10 @@ fn without_flags_apply_fixes_production_and_staging_from_the_environments_file()
         );
     }
     // Two carry blocks: production then staging, with each environment's project and env file.
-    let blocks: Vec<Vec<&str>> = stdout
+    let blocks: Vec<Vec<String>> = stdout
         .split("To carry the data:\n")
         .skip(1)
-        .map(|b| {
-            b.lines()
-                .take_while(|l| l.starts_with("  "))
-                .map(|l| &l[2..])
-                .collect()
-        })
+        .map(|b| carry_commands(&format!("To carry the data:\n{b}")))
         .collect();
     assert!(stdout.contains("Run these on the `production` host (files in /opt/station)."));
     assert_eq!(

@@ -61,22 +61,7 @@ pub const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
 /// Download `$1` (an rclone path), check its sha256 against `$2` (`-`: no check) and restore it with
 /// the psql command given as `$3...`. Exit 65 on a sha256 mismatch, before anything is restored.
 /// `@RCLONE_FLAGS@` stands for [`RCLONE_FLAGS`] (see [`restore_script`]).
-const RESTORE: &str = r#"obj=$1
-want=$2
-shift 2
-tmp=$(mktemp -d)
-trap 'rm -rf -- "$tmp"' EXIT
-rclone copyto @RCLONE_FLAGS@ "$obj" "$tmp/backup.sql.gz"
-if [ "$want" != - ]; then
-  got=$(sha256sum "$tmp/backup.sql.gz" | cut -d' ' -f1)
-  if [ "$got" != "$want" ]; then
-    echo "sha256 of the downloaded backup is $got, its manifest says $want: corrupt or replaced" >&2
-    exit 65
-  fi
-fi
-if command -v igzip >/dev/null 2>&1; then gz=igzip; elif command -v pigz >/dev/null 2>&1; then gz=pigz; else gz=gzip; fi
-"$gz" -dc "$tmp/backup.sql.gz" | "$@" >/dev/null
-"#;
+const RESTORE: &str = include_str!("drill-restore.sh");
 
 /// [`RESTORE`] with the bounded rclone flags every other xtask rclone call uses.
 fn restore_script() -> String {

@@ -382,8 +382,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // objects disappear, and none that runs now is pruned under.
     let _lock = if args.apply {
         let place = crate::deploy::runner::lock_place(&host, &envs.root);
-        let info =
-            crate::deploy::lock::LockInfo::new("prune", 3600, crate::local::random_secret()?);
+        let info = crate::deploy::lock::LockInfo::new("prune", 3600, crate::random::secret()?);
         Some(crate::deploy::lock::acquire(&place, &info, false)?.0)
     } else {
         None

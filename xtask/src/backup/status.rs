@@ -635,7 +635,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let env = envs.get(&args.env)?;
     let report = status_of(env, &envs.root, max_age)?;
     if let Some(file) = &args.prometheus {
-        crate::compose::write_atomic(file, &render_prometheus(&report), Some(0o644))?;
+        crate::files::write_atomic(
+            file,
+            render_prometheus(&report).as_bytes(),
+            crate::files::Mode::Keep { new: Some(0o644) },
+        )?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&report).expect("serializable"));

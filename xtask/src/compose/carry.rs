@@ -9,18 +9,7 @@
 /// `redis-check-aof`. An AOF already present is left alone (it is newer than any RDB beside it);
 /// no RDB means there is nothing to convert. Bounded waits only. Needs `sh`, `redis-server`,
 /// `redis-cli`, `redis-check-aof` in the image (the redis service's own image has them).
-pub const AOF_CONVERT_SH: &str = "set -e; \
-if [ -f /data/appendonlydir/appendonly.aof.manifest ]; then echo 'AOF present: nothing to convert'; exit 0; fi; \
-if [ ! -f /data/dump.rdb ]; then echo 'no dump.rdb: Redis starts empty'; exit 0; fi; \
-s=/tmp/carry.sock; \
-redis-server --port 0 --unixsocket $s --dir /data --appendonly no --daemonize yes --logfile /tmp/carry.log; \
-i=0; until redis-cli -s $s ping 2>/dev/null | grep -q PONG; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; \
-redis-cli -s $s config set appendonly yes | grep -q OK; \
-i=0; until redis-cli -s $s info persistence | grep -q 'aof_rewrite_in_progress:0' && redis-cli -s $s info persistence | grep -q 'aof_rewrite_scheduled:0' && [ -f /data/appendonlydir/appendonly.aof.manifest ]; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; \
-redis-cli -s $s info persistence | grep -q 'aof_last_bgrewrite_status:ok'; \
-redis-cli -s $s shutdown >/dev/null 2>&1 || true; \
-i=0; while [ -S $s ]; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; \
-redis-check-aof /data/appendonlydir/appendonly.aof.manifest";
+pub const AOF_CONVERT_SH: &str = include_str!("carry-convert.sh");
 
 /// What to carry, with the engine's (project-prefixed) volume names.
 #[derive(Clone, Debug)]

@@ -151,32 +151,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-/// Write `text` to `file` atomically: a temp file in the same directory, the original's
-/// permissions, fsync, rename. A file that cannot be stat'ed gets `new_mode`, or is an error when
-/// there is none (`compose apply` only replaces a file it has read; `docs` also creates them).
-pub fn write_atomic(file: &Path, text: &str, new_mode: Option<u32>) -> Result<()> {
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    // A temp file is created 0600: give the file the mode it had (or `new_mode`), not that.
-    let perms = match (std::fs::metadata(file), new_mode) {
-        (Ok(m), _) => m.permissions(),
-        (Err(_), Some(mode)) => std::os::unix::fs::PermissionsExt::from_mode(mode),
-        (Err(e), None) => return Err(Error::write(file, e)),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".xtask-compose-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::write(file, e))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| Error::write(file, e))?;
-    std::fs::set_permissions(tmp.path(), perms).map_err(|e| Error::write(file, e))?;
-    tmp.persist(file).map_err(|e| Error::write(file, e.error))?;
-    Ok(())
-}
-
 /// The Compose project name: `--project`, the environment's, the file's `name:`, the directory.
 pub fn project_name(
     explicit: Option<&str>,
@@ -380,7 +354,11 @@ fn run_apply(a: ApplyArgs) -> Result<ExitCode> {
             }
             let _ = writeln!(out, "{file}: dry run, nothing written");
         } else {
-            write_atomic(&t.file, &applied.text, None)?;
+            crate::files::write_atomic(
+                &t.file,
+                applied.text.as_bytes(),
+                crate::files::Mode::Keep { new: None },
+            )?;
             let _ = writeln!(out, "{file}: made durable (service `{}`):", applied.service);
             for c in &applied.changes {
                 let _ = writeln!(out, "  {file}:{c}");

@@ -58,21 +58,4 @@ impl Audit {
         }
         Ok(())
     }
-
-    /// Every record of the local copy (for tests and `--json` consumers).
-    pub fn read(&self) -> Result<Vec<Record>> {
-        read(&self.local)
-    }
-}
-
-pub fn read(path: &std::path::Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| Error::input(path, i + 1, e.column(), e.to_string()))
-        })
-        .collect()
 }

@@ -254,27 +254,10 @@ fn temp_path(path: &Path) -> PathBuf {
 /// The lock directory appears with its `info.json` already in it (built in a temp directory, then
 /// renamed into place, which fails when the lock exists), so a racing taker never sees a lock
 /// without its information and breaks it as "unreadable".
-const REMOTE_ACQUIRE: &str = r#"set -eu
-mkdir -p "$1"
-umask 077
-tmp="$1/.deploy.lock.tmp.$$"
-rm -rf "$tmp"
-trap 'rm -rf "$tmp"' EXIT
-mkdir "$tmp"
-cat > "$tmp/info.json"
-if [ ! -e "$1/.deploy.lock" ] && mv -T "$tmp" "$1/.deploy.lock" 2>/dev/null; then
-  echo acquired
-else
-  echo held; cat "$1/.deploy.lock/info.json" 2>/dev/null || true
-fi
-"#;
+const REMOTE_ACQUIRE: &str = include_str!("lock-acquire.sh");
 
 /// Remove the lock only if it still carries `token` (`$2`).
-const REMOTE_RELEASE: &str = r#"set -eu
-lock="$1/.deploy.lock"
-[ -d "$lock" ] || exit 0
-if [ -z "$2" ] || grep -qF -- "$2" "$lock/info.json" 2>/dev/null; then rm -rf "$lock"; fi
-"#;
+const REMOTE_RELEASE: &str = include_str!("lock-release.sh");
 
 fn release(place: &LockPlace, token: &str) -> Result<()> {
     match place {

@@ -91,6 +91,53 @@ mod tests {
     use super::*;
     use crate::environments::Environments;
 
+    /// The server preflight with fake `docker`/`docker-compose` first on PATH: a server with only a
+    /// standalone Compose v2 passes (it used to fail: preflight wanted the plugin while backup and
+    /// verify-redis fell back to `docker-compose`), Compose 1.x is refused with exit 3.
+    #[test]
+    fn preflight_takes_the_one_compose_decision() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        let dir = d.path().join("srv");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".env"), "").unwrap();
+        let fake = |name: &str, body: &str| {
+            let p = bin.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        // `docker compose ...` is not there; `docker-compose` is, in the version under test.
+        fake("docker", "exit 1");
+        let run = |standalone: &str| {
+            fake("docker-compose", &format!("echo {standalone}"));
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+            Cmd::new("sh")
+                .arg("-c")
+                .arg(PREFLIGHT.text())
+                .args(["xtask", &dir.display().to_string(), ".env", "1"])
+                .env("PATH", path)
+                .env_remove("XTASK_COMPOSE")
+                .output()
+                .unwrap()
+        };
+        let v2 = run("2.27.0");
+        assert!(v2.status.success(), "{}", v2.stderr_str());
+        assert!(
+            v2.stdout_str().contains("(Compose CLI: standalone)"),
+            "{}",
+            v2.stdout_str()
+        );
+        let v1 = run("1.29.2");
+        assert_eq!(v1.status.code(), Some(3), "{}", v1.stdout_str());
+        assert!(
+            v1.stderr_str().contains("Compose 1.x"),
+            "{}",
+            v1.stderr_str()
+        );
+    }
+
     #[test]
     fn files_keep_their_repository_paths_on_the_server() {
         let text = std::fs::read_to_string(

@@ -160,7 +160,11 @@ pub fn write(envs: &Environments) -> Result<Vec<PathBuf>> {
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
-        crate::compose::write_atomic(&path, content, Some(0o644))?;
+        crate::files::write_atomic(
+            &path,
+            content.as_bytes(),
+            crate::files::Mode::Keep { new: Some(0o644) },
+        )?;
         changed.push(path);
     }
     Ok(changed)

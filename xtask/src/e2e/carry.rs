@@ -37,16 +37,37 @@ pub fn parse_carry_commands(output: &str) -> Result<Vec<Vec<String>>> {
         return Ok(Vec::new());
     }
     let mut cmds = Vec::new();
-    for line in lines {
-        let Some(cmd) = line.strip_prefix("  ") else {
+    while let Some(line) = lines.next() {
+        let Some(first) = line.strip_prefix("  ") else {
             break;
         };
-        if cmd.trim().is_empty() {
+        if first.trim().is_empty() {
             break;
         }
-        let words = shlex::split(cmd)
-            .filter(|w| !w.is_empty())
-            .ok_or_else(|| Error::failed(format!("cannot split the carry command {cmd:?}")))?;
+        // A quoted argument may span lines (the converter script): read on until it closes.
+        let mut cmd = first.to_string();
+        let words = loop {
+            if let Some(w) = shlex::split(&cmd) {
+                break w;
+            }
+            match lines.next() {
+                Some(more) => {
+                    cmd.push('\n');
+                    cmd.push_str(more);
+                }
+                None => {
+                    return Err(Error::failed(format!(
+                        "cannot split the carry command {cmd:?}"
+                    )))
+                }
+            }
+        };
+        let words: Vec<String> = words;
+        if words.is_empty() {
+            return Err(Error::failed(format!(
+                "cannot split the carry command {cmd:?}"
+            )));
+        }
         if words[0] != "docker" && words[0] != "docker-compose" {
             return Err(Error::failed(format!(
                 "refusing to run a carry command that is not `docker ...`/`docker-compose ...`: {cmd:?}"

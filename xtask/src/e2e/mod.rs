@@ -25,7 +25,7 @@ pub mod stack;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::docker::{engine_available, ComposeCli};
+use crate::docker::engine_available;
 use crate::environments::{Environment, Environments, Transport};
 use crate::error::{Error, ExitCode, Result};
 use crate::process::Cmd;
@@ -57,7 +57,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
              engine (systemctl start docker) or run where one is available.",
         ));
     }
-    let cli = ComposeCli::detect()?;
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?.clone();
     if env.transport != Transport::Docker {
@@ -67,18 +66,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         )));
     }
     let _lock = lock()?;
+    let stack = Stack::of(&env)?;
     println!(
         "e2e: environment `{}` (project {}), compose: {} ",
         env.name,
         env.compose_project,
-        cli.words().join(" ")
+        stack.cmd().display()
     );
     let start = Instant::now();
     let guard = Cleanup::new(args.keep, args.remove_images);
     let mut e2e = E2e {
         root: envs.root.clone(),
-        stack: Stack::of(&cli, &env),
-        cli,
+        stack,
         env,
         guard,
         times: Vec::new(),
@@ -132,7 +131,6 @@ fn lock() -> Result<std::fs::File> {
 
 struct E2e {
     root: PathBuf,
-    cli: ComposeCli,
     env: Environment,
     stack: Stack,
     guard: Cleanup,
@@ -382,7 +380,7 @@ impl E2e {
         std::fs::write(&copy, carry::old_layout(&current)?).map_err(|e| Error::write(&copy, e))?;
         let mut old_env = self.env.clone();
         old_env.compose_file = copy.clone();
-        let old = Stack::of(&self.cli, &old_env);
+        let old = Stack::of(&old_env)?;
         self.guard.dir(dir);
         self.guard.stack(&old);
         self.guard.volume(&old_vol);

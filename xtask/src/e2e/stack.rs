@@ -4,20 +4,25 @@
 
 use std::time::{Duration, Instant};
 
-use crate::docker::ComposeCli;
 use crate::environments::Environment;
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::process::Cmd;
 
 /// `redis-cli` inside the redis container, authenticated from the container's own environment:
 /// the password is on no command line, ours or the container's. Arguments follow as `"$@"`.
-pub const REDIS_CLI_SH: &str =
-    r#"REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli --no-auth-warning "$@""#;
+pub const REDIS_CLI_SH: &str = concat!(
+    include_str!("../host/redis-cli.sh"),
+    "exec \"$xtask_rcli\" --no-auth-warning \"$@\"\n"
+);
 
-/// A Compose project: the CLI plus `-p <project> -f <file>... --env-file <file>`.
+/// A Compose project on this machine's engine: its environment's [`Host`] (the one Compose CLI
+/// decision plus `-p <project> -f <file>... --env-file <file>`).
 #[derive(Clone, Debug)]
 pub struct Stack {
-    pub cli: ComposeCli,
+    /// `compose -p .. -f ..` with no subcommand yet.
+    base: Cmd,
+    /// The project arguments, to tell stacks apart.
     pub args: Vec<String>,
     pub redis: String,
 }
@@ -26,12 +31,15 @@ const SHORT: Duration = Duration::from_secs(60);
 const LONG: Duration = Duration::from_secs(180);
 
 impl Stack {
-    pub fn of(cli: &ComposeCli, env: &Environment) -> Stack {
-        Stack {
-            cli: *cli,
-            args: env.compose_args(),
+    /// The stack of a `docker` environment (exit 3 without a usable Compose CLI).
+    pub fn of(env: &Environment) -> Result<Stack> {
+        let host = Host::of(env)?;
+        let none: &[&str] = &[];
+        Ok(Stack {
+            base: host.compose(None, none)?,
+            args: host.compose_project().map(|p| p.args()).unwrap_or_default(),
             redis: env.services.redis.clone(),
-        }
+        })
     }
 
     /// The project name (`-p <name>`).
@@ -44,7 +52,7 @@ impl Stack {
 
     /// `docker compose <project args>`.
     pub fn cmd(&self) -> Cmd {
-        self.cli.base().args(&self.args)
+        self.base.clone()
     }
 
     fn run(&self, what: &[&str], limit: Duration) -> Result<String> {

@@ -8,7 +8,6 @@
 
 pub mod state;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -245,12 +244,12 @@ pub fn up(env: &Environment) -> Result<Local> {
         pg_password: previous
             .as_ref()
             .map(|s| s.pg_password.clone())
-            .unwrap_or(random_secret()?),
+            .unwrap_or(crate::random::secret()?),
         redis_port,
         redis_password: previous
             .as_ref()
             .map(|s| s.redis_password.clone())
-            .unwrap_or(random_secret()?),
+            .unwrap_or(crate::random::secret()?),
     };
     state.save(&paths.state_file)?;
     let local = Local {
@@ -354,15 +353,6 @@ fn status(env: &Environment) -> Result<ExitCode> {
     })
 }
 
-/// A 48-character hex secret from /dev/urandom.
-pub fn random_secret() -> Result<String> {
-    let mut b = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| Error::unavailable(format!("cannot read /dev/urandom: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 fn port_is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -430,9 +420,10 @@ fn pg_base_for(paths: &LocalPaths) -> Result<PathBuf> {
         paths.root.display(),
         base.display()
     );
-    crate::services::postgres::write_private(
+    crate::files::write_atomic(
         &location_file(paths),
         base.display().to_string().as_bytes(),
+        crate::files::Mode::Private,
     )?;
     Ok(base)
 }

@@ -69,7 +69,7 @@ impl LocalState {
 
     pub fn save(&self, file: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("serializable");
-        crate::services::postgres::write_private(file, text.as_bytes())
+        crate::files::write_atomic(file, text.as_bytes(), crate::files::Mode::Private)
     }
 
     /// `redis://127.0.0.1:<port>` (no password: pass it as `REDISCLI_AUTH` / `REDIS_PASSWORD`).

@@ -1,10 +1,15 @@
 //! Real servers on this machine: PostgreSQL clusters and redis-server processes, used by the `local`
-//! environment and by the integration tests (loopback only, free ports, directories we own).
+//! environment and by the integration tests (loopback only, free ports, directories we own). The
+//! test kit (feature `testkit`, on for the integration tests only): `s3` (`rclone serve s3`),
+//! `sshd` (a real sshd with pinned throwaway keys), `procscan` (watches every argv for secrets).
 
 pub mod postgres;
+#[cfg(any(test, feature = "testkit"))]
 pub mod procscan;
 pub mod redis;
+#[cfg(any(test, feature = "testkit"))]
 pub mod s3;
+#[cfg(any(test, feature = "testkit"))]
 pub mod sshd;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -5,7 +5,7 @@
 //! `postgresql.conf` (never through `pg_ctl -o`, which pg_ctl hands to a shell).
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -113,7 +113,7 @@ impl Cluster {
         self.own(base)?;
         self.own(&self.socket_dir)?;
         let pwfile = base.join(".pwfile");
-        write_private(&pwfile, password.as_bytes())?;
+        crate::files::write_atomic(&pwfile, password.as_bytes(), crate::files::Mode::Private)?;
         if let Some(user) = &self.run_as {
             if let Some((uid, gid)) = user_ids(user) {
                 let _ = std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid));
@@ -248,42 +248,6 @@ impl Cluster {
     }
 }
 
-/// Write a file readable only by its owner (0600), replacing it atomically: the bytes go to a
-/// fresh 0600 temp file in the same directory, which is synced and renamed over `path`. A crash or
-/// a full disk leaves the old file whole (never a half-written `state.json`), and no temp file.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Unique per process and call (threads may write the same file).
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.xtask-tmp.{}.{n}", std::process::id()));
-    // Left by a crashed earlier process that had our pid: nobody else writes this name.
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::write(path, e));
-    }
-    Ok(())
-}
-
 /// A temporary directory the `postgres` user can traverse (0711), for test clusters.
 pub fn temp_base() -> Result<tempfile::TempDir> {
     let d = tempfile::Builder::new()
@@ -293,35 +257,4 @@ pub fn temp_base() -> Result<tempfile::TempDir> {
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711))
         .map_err(|e| Error::write(d.path(), e))?;
     Ok(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-
-    #[test]
-    fn write_private_replaces_the_file_atomically_and_leaves_no_temp_file() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("state.json");
-        write_private(&path, b"{\"old\": true}").unwrap();
-        // A reader that opened the old file keeps seeing it whole: the new content is a new file
-        // renamed over it, never the old one truncated and rewritten in place.
-        let mut reader = std::fs::File::open(&path).unwrap();
-        write_private(&path, b"{\"new\": 1}").unwrap();
-        let mut seen = String::new();
-        reader.read_to_string(&mut seen).unwrap();
-        assert_eq!(seen, "{\"old\": true}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"new\": 1}");
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        let names: Vec<String> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["state.json"], "temp file left behind");
-        // A failed write names the file and leaves nothing behind.
-        let e = write_private(&d.path().join("no/such/dir/state.json"), b"x").unwrap_err();
-        assert!(e.to_string().contains("state.json"), "{e}");
-    }
 }

@@ -47,7 +47,7 @@ impl RedisServer {
             text.push_str(l);
             text.push('\n');
         }
-        super::postgres::write_private(&conf, text.as_bytes())?;
+        crate::files::write_atomic(&conf, text.as_bytes(), crate::files::Mode::Private)?;
         let mut argv = vec![conf.display().to_string()];
         argv.extend(cfg.args.iter().cloned());
         // Ours come last: "last setting wins" for redis-server arguments.

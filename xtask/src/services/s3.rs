@@ -149,21 +149,7 @@ pub fn serve_s3_rclone() -> Result<PathBuf> {
     ))
 }
 
-/// Hex of `n` random bytes from the kernel.
+/// Hex of `n` random bytes from the kernel (a test key; panics without /dev/urandom).
 pub fn random_hex(n: usize) -> String {
-    use std::io::Read;
-    let mut buf = vec![0u8; n];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
-    if read.is_err() {
-        // Not secret-grade, but unique enough for a test key when /dev/urandom is missing.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            ^ u128::from(std::process::id());
-        buf.iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = (t >> ((i % 16) * 8)) as u8);
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random::hex(n).expect("/dev/urandom")
 }
