@@ -40,7 +40,7 @@ pub struct Args {
     /// Pre-deploy backups of the last N deploys in the audit log.
     #[arg(long, default_value_t = 20)]
     pub keep_pre_deploy: usize,
-    /// Also delete backups with this label (`manual-2025`, or a prefix: `manual-*`); the
+    /// Also delete manual and other backups with this label (`manual-2025`, or a prefix: `manual-*`); the
     /// never-delete rules still apply. Repeatable.
     #[arg(long = "label", value_name = "LABEL")]
     pub labels: Vec<String>,
