@@ -19,6 +19,8 @@ APT_PACKAGES=(
   openssl                        # throwaway CAs for the verify-redis TLS tests
   busybox-static                 # a static sh/cp for the locally built e2e images
   python3-pip ca-certificates git
+  curl                           # the nightly job's dead-man's-switch pings (backup schedule tests)
+  systemd                        # systemd-analyze verify of the nightly job's units
 )
 
 missing=()

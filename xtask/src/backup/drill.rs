@@ -139,7 +139,9 @@ impl Report {
 pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
-    let report = drill_with(env, args.object.as_deref(), args.strict)?;
+    let result = drill_with(env, args.object.as_deref(), args.strict);
+    super::status::record_drill(env, &envs.root, &result);
+    let report = result?;
     let what = match report.reference {
         Reference::Manifest => "manifest",
         Reference::LiveDatabase => "live database",

@@ -9,7 +9,10 @@
 pub mod drill;
 pub mod label;
 pub mod manifest;
+pub mod prune;
 pub mod result;
+pub mod schedule;
+pub mod status;
 pub mod verified;
 
 use std::process::ExitStatus;
@@ -30,6 +33,13 @@ pub const SCRIPT: &str = "infra/scripts/backup-db.sh";
 /// cluster, `compose` mode (`compose exec -T <postgres> pg_dump`) with the project as the host sees
 /// it and the Compose CLI of `host`'s one decision (`BACKUP_COMPOSE_CMD`).
 pub fn script_cmd(host: &Host, label: &str, git_sha: Option<&str>) -> Result<Cmd> {
+    let vars = script_vars(host, label, git_sha);
+    host.run_file(SCRIPT, &vars, Some("BACKUP_COMPOSE_CMD"))
+}
+
+/// The variables `backup-db.sh` gets on `host` (see [`script_cmd`]; `backup schedule` writes them
+/// into the nightly job's environment file).
+pub fn script_vars(host: &Host, label: &str, git_sha: Option<&str>) -> Vec<(String, String)> {
     let env = host.env();
     let mut vars: Vec<(String, String)> = vec![
         ("LABEL".into(), label.to_string()),
@@ -59,7 +69,7 @@ pub fn script_cmd(host: &Host, label: &str, git_sha: Option<&str>) -> Result<Cmd
             }
         }
     }
-    host.run_file(SCRIPT, &vars, Some("BACKUP_COMPOSE_CMD"))
+    vars
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,11 +95,21 @@ pub struct Args {
 pub enum Sub {
     /// Restore a backup (default: the newest) into a scratch database and compare row counts.
     Drill(drill::Args),
+    /// Freshness, manifest and size of the newest backup per label class; exit 1 on a bad nightly.
+    Status(status::Args),
+    /// Thin the bucket (restic-forget style): a dry run printing keep/delete and the rule, `--apply` deletes.
+    Prune(prune::Args),
+    /// Install (or `--remove`) the nightly backup job on the environment's host: systemd timer or cron.
+    Schedule(schedule::Args),
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    if let Some(Sub::Drill(d)) = args.command {
-        return drill::run(d);
+    match args.command {
+        Some(Sub::Drill(d)) => return drill::run(d),
+        Some(Sub::Status(a)) => return status::run(a),
+        Some(Sub::Prune(a)) => return prune::run(a),
+        Some(Sub::Schedule(a)) => return schedule::run(a),
+        None => {}
     }
     // The label is checked before anything else is read or run.
     let label = Label::parse(&args.label)?;
