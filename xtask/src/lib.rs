@@ -8,6 +8,8 @@ pub mod environments;
 pub mod error;
 pub mod fnv;
 pub mod gha;
+pub mod git;
+pub mod host;
 pub mod process;
 pub mod services;
 pub mod ssh;

@@ -11,10 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::deploy::plan::Sha;
-use crate::deploy::verified::VerifiedBackup;
-use crate::environments::{Environment, Environments, MigrationCommand, Transport};
+use crate::backup::VerifiedBackup;
+use crate::environments::{Environment, Environments, MigrationCommand};
 use crate::error::{Error, ExitCode, Result};
+use crate::git::Sha;
+use crate::host::{Host, PSQL_OPTS};
 use crate::process::Cmd;
 
 #[derive(clap::Args, Debug)]
@@ -33,7 +34,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let env = envs.get(&args.env)?;
     let sha = match &args.sha {
         Some(s) => Sha::parse(s)?,
-        None => crate::deploy::head_sha(&envs.root)?,
+        None => crate::git::head_sha(&envs.root)?,
     };
     let backup = VerifiedBackup::find_for_sha(env, &sha)?;
     println!(
@@ -128,56 +129,18 @@ pub fn migration_script(m: &Migration, sql: &str) -> String {
     )
 }
 
-/// Options of every psql run (and of the `--dry-run` line that stands for one).
-const PSQL_OPTS: [&str; 4] = ["-X", "-q", "-v", "ON_ERROR_STOP=1"];
-
-/// psql invocations for an environment (local cluster, compose container, or over SSH).
+/// psql against the environment's database on its host (local cluster, compose container, or the
+/// container on the server).
 struct Psql<'a> {
-    env: &'a Environment,
-    sha: &'a Sha,
+    host: &'a Host,
 }
 
 impl Psql<'_> {
     fn cmd(&self, extra: &[&str]) -> Result<Cmd> {
-        let args: Vec<String> = PSQL_OPTS
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect();
-        let env = self.env;
-        // `compose exec` words running psql in the postgres container (both Compose transports).
-        let exec = || -> Vec<String> {
-            [
-                "exec",
-                "-T",
-                &env.services.postgres,
-                "psql",
-                "-U",
-                &env.db_user,
-                "-d",
-                &env.database,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(args.iter().cloned())
-            .collect()
-        };
-        Ok(match env.transport {
-            Transport::Local => crate::local::Local::open(env)?
-                .pg_client("psql")?
-                .args(&args)
-                .timeout(Duration::from_secs(600)),
-            Transport::Docker => crate::docker::compose(env)?
-                .args(exec())
-                .timeout(Duration::from_secs(600)),
-            Transport::Ssh => {
-                let t = env.ssh_target()?;
-                let mut words: Vec<String> = vec!["docker".into(), "compose".into()];
-                words.extend(exec());
-                crate::deploy::remote::compose_env_cmd(env, &t, self.sha.as_str(), &words)?
-                    .timeout(Duration::from_secs(600))
-            }
-        })
+        Ok(self
+            .host
+            .psql(&self.host.env().database, extra)?
+            .timeout(Duration::from_secs(600)))
     }
 
     fn query(&self, sql: &str) -> Result<String> {
@@ -187,10 +150,11 @@ impl Psql<'_> {
 
 /// The commands `apply` would run (for `deploy --dry-run`; secrets redacted).
 pub fn plan_commands(env: &Environment, sha: &Sha) -> Result<Vec<String>> {
+    let host = Host::planned(env)?;
     match &env.migration {
         MigrationCommand::BuiltinSql => {
             let dir = migrations_dir(env)?;
-            let p = Psql { env, sha };
+            let p = Psql { host: &host };
             let mut v = Vec::new();
             let cmd = |extra: &[&str]| -> Result<String> {
                 Ok(match p.cmd(extra) {
@@ -212,7 +176,7 @@ pub fn plan_commands(env: &Environment, sha: &Sha) -> Result<Vec<String>> {
             }
             Ok(v)
         }
-        MigrationCommand::Command(words) => Ok(vec![command_cmd(env, sha, words)
+        MigrationCommand::Command(words) => Ok(vec![command_cmd(&host, sha, words)
             .map(|c| c.display())
             .unwrap_or_else(|_| crate::process::quote_words(words))]),
     }
@@ -227,41 +191,17 @@ fn migrations_dir(env: &Environment) -> Result<PathBuf> {
     })
 }
 
-fn command_cmd(env: &Environment, sha: &Sha, words: &[String]) -> Result<Cmd> {
-    Ok(match env.transport {
-        Transport::Ssh => {
-            let t = env.ssh_target()?;
-            crate::deploy::remote::compose_env_cmd(env, &t, sha.as_str(), words)?
-        }
-        Transport::Local | Transport::Docker => {
-            let root = env
-                .compose_file
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            let files: Vec<String> = std::iter::once(&env.compose_file)
-                .chain(&env.compose_overrides)
-                .map(|p| p.display().to_string())
-                .collect();
-            let mut c = Cmd::new(&words[0])
-                .args(&words[1..])
-                .dir(root)
-                .env("COMPOSE_FILE", files.join(":"))
-                .env("COMPOSE_PROJECT_NAME", &env.compose_project)
-                .env("STATION_TAG", sha.as_str());
-            if let Some(f) = &env.env_file {
-                c = c.env("COMPOSE_ENV_FILES", f.display().to_string());
-            }
-            c
-        }
-    }
-    .timeout(Duration::from_secs(1800)))
+fn command_cmd(host: &Host, sha: &Sha, words: &[String]) -> Result<Cmd> {
+    Ok(host
+        .in_project(sha.as_str(), words)?
+        .timeout(Duration::from_secs(1800)))
 }
 
 /// The outcome of the configured migration command: its own failure is a failed step (exit 1)
 /// whatever code it exits with (psql's 3 or a tool's 2 are not "unreachable"/"bad input"); only
 /// ssh's own 255 means the server could not be reached (exit 3).
-fn command_result(env: &Environment, out: crate::process::Output) -> Result<String> {
+fn command_result(host: &Host, out: crate::process::Output) -> Result<String> {
+    let env = host.env();
     if out.status.success() {
         return Ok(out.stdout_str());
     }
@@ -271,22 +211,21 @@ fn command_result(env: &Environment, out: crate::process::Output) -> Result<Stri
         crate::process::describe(out.status),
         out.stderr_str().trim()
     );
-    Err(
-        if env.transport == Transport::Ssh && out.status.code() == Some(255) {
-            Error::unavailable(format!("{msg} (ssh could not reach the server)"))
-        } else {
-            Error::failed(msg)
-        },
-    )
+    Err(if host.unreachable(&out) {
+        Error::unavailable(format!("{msg} (ssh could not reach the server)"))
+    } else {
+        Error::failed(msg)
+    })
 }
 
 /// Apply the pending migrations. `_proof` is the verified backup: only the verify step can make one,
 /// so no code path reaches a migration without it.
 pub fn apply(env: &Environment, sha: &Sha, _proof: &VerifiedBackup) -> Result<String> {
+    let host = Host::of(env)?;
     match &env.migration {
         MigrationCommand::Command(words) => {
-            let cmd = command_cmd(env, sha, words)?;
-            let text = command_result(env, cmd.output()?)?;
+            let cmd = command_cmd(&host, sha, words)?;
+            let text = command_result(&host, cmd.output()?)?;
             Ok(format!(
                 "ran `{}`{}",
                 env.migration_command_text,
@@ -299,7 +238,7 @@ pub fn apply(env: &Environment, sha: &Sha, _proof: &VerifiedBackup) -> Result<St
         }
         MigrationCommand::BuiltinSql => {
             let migrations = discover(&migrations_dir(env)?)?;
-            let psql = Psql { env, sha };
+            let psql = Psql { host: &host };
             psql.query(SCHEMA_TABLE_SQL)
                 .map_err(|e| e.context("creating schema_migrations"))?;
             let applied: Vec<u32> = psql
@@ -388,19 +327,19 @@ mod tests {
                 .unwrap()
         };
         for name in ["local", "staging"] {
-            let env = envs.get(name).unwrap();
+            let host = Host::planned(envs.get(name).unwrap()).unwrap();
             for code in [1, 2, 3] {
-                let e = command_result(env, run(code)).unwrap_err();
+                let e = command_result(&host, run(code)).unwrap_err();
                 assert_eq!(e.exit_code(), ExitCode::Failed, "{name} exit {code}: {e}");
                 assert!(e.to_string().contains("boom"), "{e}");
             }
         }
-        let ssh = envs.get("staging").unwrap();
+        let ssh = Host::planned(envs.get("staging").unwrap()).unwrap();
         assert_eq!(
-            command_result(ssh, run(255)).unwrap_err().exit_code(),
+            command_result(&ssh, run(255)).unwrap_err().exit_code(),
             ExitCode::Unavailable
         );
-        assert_eq!(command_result(ssh, run(0)).unwrap(), "");
+        assert_eq!(command_result(&ssh, run(0)).unwrap(), "");
     }
 
     #[test]

@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{host, host::Host, list_with, RemoteObject};
+use super::{list_with, RemoteObject};
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
+use crate::host::{Host, Script, RCLONE_FLAGS};
 use crate::process::quote_words;
 
 #[derive(clap::Args, Debug)]
@@ -59,7 +60,7 @@ pub const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
 
 /// Download `$1` (an rclone path), check its sha256 against `$2` (`-`: no check) and restore it with
 /// the psql command given as `$3...`. Exit 65 on a sha256 mismatch, before anything is restored.
-/// `@RCLONE_FLAGS@` stands for [`host::RCLONE_FLAGS`] (see [`restore_script`]).
+/// `@RCLONE_FLAGS@` stands for [`RCLONE_FLAGS`] (see [`restore_script`]).
 const RESTORE: &str = r#"obj=$1
 want=$2
 shift 2
@@ -79,7 +80,7 @@ if command -v igzip >/dev/null 2>&1; then gz=igzip; elif command -v pigz >/dev/n
 
 /// [`RESTORE`] with the bounded rclone flags every other xtask rclone call uses.
 fn restore_script() -> String {
-    RESTORE.replace("@RCLONE_FLAGS@", &quote_words(&host::RCLONE_FLAGS))
+    RESTORE.replace("@RCLONE_FLAGS@", &quote_words(&RCLONE_FLAGS))
 }
 
 /// Run the command given as arguments (psql words, possibly through `compose`).
@@ -277,8 +278,10 @@ pub fn compare(
 }
 
 fn sql(host: &Host, env: &Environment, db: &str, sql: &str) -> Result<String> {
-    let words = host.psql_words(env, db, &["-A", "-t", "-c", sql]);
-    let o = host.bash(env, RUN, &words).output()?;
+    let words = host.psql_words(db, &["-A", "-t", "-c", sql]);
+    let o = host
+        .script(&Script::bash(RUN).with_compose(), &words)?
+        .output()?;
     if o.status.success() {
         Ok(o.stdout_str())
     } else {
@@ -389,8 +392,11 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
     let start = Instant::now();
     let want = manifest.as_ref().map_or("-", |m| m.sha256.as_str());
     let mut args = vec![obj.path.clone(), want.to_string()];
-    args.extend(host.psql_words(env, &name, &["--single-transaction"]));
-    let o = host.bash(env, &restore_script(), &args).output()?;
+    args.extend(host.psql_words(&name, &["--single-transaction"]));
+    let text = restore_script();
+    let o = host
+        .script(&Script::bash(&text).with_compose(), &args)?
+        .output()?;
     if o.status.code() == Some(65) {
         return Err(Error::failed(format!(
             "drill FAILED: {}: {}",

@@ -1,25 +1,67 @@
 //! `cargo xtask backup` and `backup drill`.
 //!
-//! `backup` runs `infra/scripts/backup-db.sh` for an environment (see [`host`]), streams its output,
+//! `backup` runs `infra/scripts/backup-db.sh` for an environment on its [`Host`], streams its output,
 //! parses its `BACKUP_OK` line ([`result`]) and proves the upload once more from here with
 //! `rclone lsjson --stat --hash`, then reads the manifest the script uploaded beside the dump
 //! ([`manifest`]) and checks that it describes that dump. `backup drill` ([`drill`]) restores a backup
 //! into a scratch database and compares per-table row counts and the newest migration with its manifest.
 
 pub mod drill;
-pub mod host;
 pub mod label;
 pub mod manifest;
 pub mod result;
+pub mod verified;
 
 use std::process::ExitStatus;
 
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
-use crate::process::describe;
+use crate::host::{Host, RCLONE_FLAGS};
+use crate::process::{describe, Cmd};
 
-pub use host::Host;
 pub use label::Label;
+pub use verified::VerifiedBackup;
+
+/// The script, relative to the repository root and to a server environment's `remote_dir` (the
+/// deploy pipeline syncs it there before it runs).
+pub const SCRIPT: &str = "infra/scripts/backup-db.sh";
+
+/// `bash backup-db.sh` on the host with the variables it documents: `direct` mode against the local
+/// cluster, `compose` mode (`compose exec -T <postgres> pg_dump`) with the project as the host sees
+/// it and the Compose CLI of `host`'s one decision (`BACKUP_COMPOSE_CMD`).
+pub fn script_cmd(host: &Host, label: &str, git_sha: Option<&str>) -> Result<Cmd> {
+    let env = host.env();
+    let mut vars: Vec<(String, String)> = vec![
+        ("LABEL".into(), label.to_string()),
+        ("BACKUP_REMOTE".into(), env.backup.remote.clone()),
+        ("BACKUP_BUCKET".into(), env.backup.bucket.clone()),
+        ("BACKUP_PREFIX".into(), env.backup.prefix.clone()),
+    ];
+    // BACKUP_GIT_SHA: validated by the caller (40 lowercase hex).
+    if let Some(g) = git_sha {
+        vars.push(("BACKUP_GIT_SHA".into(), g.to_string()));
+    }
+    match host.compose_project() {
+        None => vars.push(("BACKUP_MODE".into(), "direct".into())),
+        Some(p) => {
+            vars.extend([
+                ("BACKUP_MODE".to_string(), "compose".to_string()),
+                ("BACKUP_COMPOSE_PROJECT".into(), p.project),
+                ("BACKUP_COMPOSE_FILES".into(), p.files.join(":")),
+                (
+                    "BACKUP_COMPOSE_SERVICE".into(),
+                    env.services.postgres.clone(),
+                ),
+                ("BACKUP_DB_USER".into(), env.db_user.clone()),
+                ("BACKUP_DB_NAME".into(), env.database.clone()),
+            ]);
+            if let Some(f) = p.env_file {
+                vars.push(("BACKUP_COMPOSE_ENV_FILE".into(), f));
+            }
+        }
+    }
+    host.run_file(SCRIPT, &vars, Some("BACKUP_COMPOSE_CMD"))
+}
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -56,7 +98,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let env = envs.get(&args.env)?;
     let host = Host::of(env)?;
     if args.dry_run {
-        let cmd = host.script(env, label.as_str())?;
+        let cmd = script_cmd(&host, label.as_str(), None)?;
         let object = format!(
             "{}/YYYYMM/station_backup_YYYYmmdd_HHMMSS_{}.sql.gz",
             env.backup.base(),
@@ -147,10 +189,10 @@ fn create_with(
             )));
         }
     }
-    let cmd = host.script_with(env, label.as_str(), git_sha)?;
+    let cmd = script_cmd(host, label.as_str(), git_sha)?;
     let (status, out, err) = cmd.stream(quiet_stdout)?;
     if !status.success() {
-        return Err(script_error(env, status, &err));
+        return Err(script_error(env, host.remote().is_some(), status, &err));
     }
     let ok = result::find_ok(&out)?;
     let obj = ok.object;
@@ -211,9 +253,9 @@ pub fn read_manifest(env: &Environment, object: &str) -> Result<Option<manifest:
     };
     let host = Host::of(env)?;
     let mut args = vec!["cat".to_string()];
-    args.extend(host::RCLONE_FLAGS.iter().map(|s| s.to_string()));
+    args.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
     args.push(path.clone());
-    let o = host.rclone(env, &args).output()?;
+    let o = host.rclone(&args).output()?;
     if !o.status.success() {
         return Err(rclone_failed(env, "cat", &o));
     }
@@ -228,7 +270,12 @@ pub fn read_manifest(env: &Environment, object: &str) -> Result<Option<manifest:
 }
 
 /// Map the script's (or ssh's) exit status to our exit codes, naming the failed stage.
-fn script_error(env: &Environment, status: ExitStatus, stderr: &[String]) -> Error {
+fn script_error(
+    env: &Environment,
+    unreachable: bool,
+    status: ExitStatus,
+    stderr: &[String],
+) -> Error {
     let what = match result::failure(stderr) {
         Some((stage, msg)) => format!("backup of `{}` failed at stage `{stage}`: {msg}", env.name),
         None => format!(
@@ -240,7 +287,7 @@ fn script_error(env: &Environment, status: ExitStatus, stderr: &[String]) -> Err
     match status.code() {
         Some(2) => Error::usage(what),
         Some(3) => Error::unavailable(what),
-        Some(255) if env.transport == crate::environments::Transport::Ssh => {
+        Some(255) if unreachable => {
             Error::unavailable(format!("{what} (ssh could not connect or run the script)"))
         }
         _ => Error::failed(format!(
@@ -270,7 +317,7 @@ fn check_path(env: &Environment, path: &str) -> Result<()> {
 fn rclone_args(first: &[&str], hash_type: &str, target: &str) -> Vec<String> {
     let mut a: Vec<String> = first.iter().map(|s| s.to_string()).collect();
     a.extend(["--hash-type".to_string(), hash_type.to_string()]);
-    a.extend(host::RCLONE_FLAGS.iter().map(|s| s.to_string()));
+    a.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
     a.push(target.to_string());
     a
 }
@@ -295,7 +342,7 @@ pub fn stat(env: &Environment, path: &str) -> Result<Option<RemoteObject>> {
     let mut last = None;
     for ht in ["md5", "sha1"] {
         let o = host
-            .rclone(env, &rclone_args(&["lsjson", "--stat"], ht, path))
+            .rclone(&rclone_args(&["lsjson", "--stat"], ht, path))
             .output()?;
         match o.status.code() {
             Some(0) => {}
@@ -322,10 +369,7 @@ fn list_with(env: &Environment, host: &Host) -> Result<Vec<RemoteObject>> {
     let mut last = Vec::new();
     for ht in ["md5", "sha1"] {
         let o = host
-            .rclone(
-                env,
-                &rclone_args(&["lsjson", "-R", "--files-only"], ht, &base),
-            )
+            .rclone(&rclone_args(&["lsjson", "-R", "--files-only"], ht, &base))
             .output()?;
         match o.status.code() {
             Some(0) => {}

@@ -3,22 +3,19 @@
 //! health → verify Redis. Any failure stops it, says what did not run, releases the lock and records
 //! the outcome in the audit log.
 //!
-//! Layout: `plan` (pure: SHA, steps, report, timestamps), `verified` (the verify step and the
-//! `VerifiedBackup` the migration needs), `lock`, `audit`, `remote` (fixed SSH scripts, file sync),
-//! `runner` (executes the steps, GitHub Actions groups and summary, Ctrl-C).
+//! Layout: `plan` (pure: steps, report, timestamps; the SHA is `crate::git::Sha`), `lock`, `audit`,
+//! `remote` (the server's preflight and health scripts, the files it needs), `runner` (executes the
+//! steps, GitHub Actions groups and summary, Ctrl-C). Where commands run is `crate::host`; the
+//! `VerifiedBackup` gate is `crate::backup::verified`.
 
 pub mod audit;
 pub mod lock;
 pub mod plan;
 pub mod remote;
 pub mod runner;
-pub mod verified;
-
-use std::path::Path;
 
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
-use crate::process::Cmd;
 use plan::{Sha, Step};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -55,7 +52,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let env = envs.get(&args.env)?;
     let sha = match &args.sha {
         Some(s) => Sha::parse(s)?,
-        None => head_sha(&envs.root)?,
+        None => crate::git::head_sha(&envs.root)?,
     };
     let steps = plan::steps_for(env.transport, args.step)?;
     if args.dry_run {
@@ -84,23 +81,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     runner::Pipeline::new(env, &envs.root, sha, args.clone())?.run(&steps)
-}
-
-/// `git rev-parse HEAD` of the repository (exit 2 when there is no git checkout: pass --sha).
-pub fn head_sha(root: &Path) -> Result<Sha> {
-    let out = Cmd::new("git")
-        .args(["rev-parse", "HEAD"])
-        .dir(root)
-        .timeout(std::time::Duration::from_secs(20))
-        .output()
-        .map_err(|e| Error::usage(format!("cannot ask git for the commit ({e}): pass --sha")))?;
-    if !out.status.success() {
-        return Err(Error::usage(format!(
-            "cannot determine the commit (`git rev-parse HEAD`: {}): pass --sha",
-            out.stderr_str().trim()
-        )));
-    }
-    Sha::parse(out.stdout_str().trim())
 }
 
 /// Who is deploying: `GITHUB_ACTOR` in Actions, else the login name.

@@ -5,33 +5,7 @@ use serde::Serialize;
 use crate::environments::Transport;
 use crate::error::{Error, Result};
 
-/// A validated git commit SHA (hex, 7–40 characters, stored lowercase).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Sha(String);
-
-impl Sha {
-    pub fn parse(s: &str) -> Result<Sha> {
-        let s = s.trim();
-        if (7..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(Sha(s.to_ascii_lowercase()))
-        } else {
-            Err(Error::usage(format!(
-                "--sha {s:?}: a commit SHA is 7 to 40 hexadecimal characters"
-            )))
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    pub fn short(&self) -> &str {
-        &self.0[..7]
-    }
-    /// The backup label of the pre-deploy backup for this SHA: `pre-deploy-<sha7>`.
-    pub fn backup_label(&self) -> String {
-        format!("pre-deploy-{}", self.short())
-    }
-}
+pub use crate::git::Sha;
 
 /// The pipeline's steps, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]

