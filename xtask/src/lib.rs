@@ -24,6 +24,7 @@ pub mod docs;
 pub mod e2e;
 pub mod local;
 pub mod migrate;
+pub mod restore;
 pub mod verify_redis;
 
 pub use error::{Error, ExitCode, Result};
