@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 
 use crate::error::ExitCode;
-use crate::{backup, ci, compose, deploy, docs, e2e, local, migrate, restore, verify_redis};
+use crate::{
+    backup, ci, compose, deploy, docs, e2e, local, migrate, restore, rollback, verify_redis,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +35,9 @@ pub enum Command {
     /// Put a backup back into the live database (restored beside it, then swapped; the replaced
     /// database is kept). `--kept` lists kept databases, `--drop-kept` removes one.
     Restore(restore::Args),
+    /// Undo the last deploy that ran its migrations: restore its pre-deploy backup, put the previous
+    /// release back, check health and Redis.
+    Rollback(rollback::Args),
     /// Manage the local environment (real PostgreSQL, redis-server, rclone remote under target/).
     #[command(subcommand)]
     Local(local::Args),
@@ -66,6 +71,7 @@ pub fn main() -> i32 {
         Command::Deploy(a) => deploy::run(a),
         Command::Migrate(a) => migrate::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Rollback(a) => rollback::run(a),
         Command::Local(a) => local::run(a),
         Command::Docs(a) => docs::run(a),
         Command::Ci(a) => ci::run(a),

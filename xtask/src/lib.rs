@@ -25,6 +25,7 @@ pub mod e2e;
 pub mod local;
 pub mod migrate;
 pub mod restore;
+pub mod rollback;
 pub mod verify_redis;
 
 pub use error::{Error, ExitCode, Result};

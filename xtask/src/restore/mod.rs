@@ -149,6 +149,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::Ok)
         }
+        Outcome::Failed(r, e) => {
+            if opts.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("serializable")
+                );
+            }
+            Err(e)
+        }
     }
 }
 
@@ -166,6 +175,8 @@ pub fn start_app(t: &Target) -> Result<String> {
 pub enum Outcome {
     DryRun,
     Done(Box<Report>),
+    /// A step failed (the report says which; the error says why).
+    Failed(Box<Report>, Error),
 }
 
 /// What the plan step found: the object, its manifest, the databases.
@@ -612,15 +623,7 @@ pub fn restore(
             }
             Ok(Outcome::Done(Box::new(report)))
         }
-        Err(e) => {
-            if opts.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serializable")
-                );
-            }
-            Err(e)
-        }
+        Err(e) => Ok(Outcome::Failed(Box::new(report), e)),
     }
 }
 
