@@ -12,7 +12,7 @@ APT_PACKAGES=(
   redis-server redis-tools       # redis-server, redis-cli, redis-check-aof
   rclone                         # backup uploads (Debian's 1.60 is enough for the local backend)
   openssh-server openssh-client  # remote-deploy tests against a real sshd on loopback
-  pigz gzip                      # parallel gzip for backups
+  isal pigz gzip                 # backup compression: igzip (isa-l), else pigz, else gzip
   shellcheck                     # lints infra/scripts
   util-linux                     # runuser
   hyperfine time                 # benchmarks (wall time, peak RSS)

@@ -205,15 +205,16 @@ fn a_missing_tool_is_exit_3_and_an_interrupt_still_removes_the_temp_file() {
         .script(&tmp)
         .env("LABEL", "interrupted")
         .env("BACKUP_PG_DUMP", &slow)
+        .env("BACKUP_GZIP", "pigz")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
-    // Wait until the temp file holds the dump.
+    // Wait until the temp file holds the dump. (The temp dir also holds the snapshot session's fifos
+    // and logs; gzip and igzip hold back their output until the end of such a small input, pigz does not.)
     loop {
-        // (The temp dir also holds the snapshot session's fifos and logs.)
         let partial = files(&tmp);
         if partial.iter().any(|p| {
             p.ends_with(".sql.gz")
@@ -315,4 +316,67 @@ fn a_dump_that_hangs_is_stopped_by_the_dump_timeout() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// A PATH directory with every program of /usr/bin except `without` (as symlinks).
+fn path_without(dir: &Path, without: &[&str]) -> std::path::PathBuf {
+    let bin = dir.join(format!("bin-without-{}", without.join("-")));
+    std::fs::create_dir_all(&bin).unwrap();
+    for e in std::fs::read_dir("/usr/bin").unwrap().flatten() {
+        let name = e.file_name();
+        if !without.iter().any(|w| name == std::ffi::OsStr::new(w)) {
+            std::os::unix::fs::symlink(e.path(), bin.join(&name)).unwrap();
+        }
+    }
+    bin
+}
+
+#[test]
+fn compression_prefers_igzip_then_pigz_then_gzip_and_stays_plain_gzip() {
+    let f = Fixture::new();
+    let tmp = f.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    assert!(
+        xtask::process::which("igzip").is_some(),
+        "igzip is not installed: run infra/scripts/install-deps.sh (Debian package isal)"
+    );
+    for (label, without, expect) in [
+        ("gz-igzip", vec![], "igzip -1 -T"),
+        ("gz-pigz", vec!["igzip"], "pigz -1"),
+        ("gz-gzip", vec!["igzip", "pigz"], "gzip -1"),
+    ] {
+        let mut c = f.script(&tmp);
+        c.env("LABEL", label);
+        if !without.is_empty() {
+            c.env("PATH", path_without(f.dir.path(), &without));
+        }
+        let out = c.output().unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{label}: {stderr}");
+        assert!(
+            stderr.contains(&format!("compressing with {expect}")),
+            "{label}: {stderr}"
+        );
+        let path = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("BACKUP_OK path="))
+            .and_then(|l| l.split(' ').next())
+            .unwrap();
+        let file = f.objects().join(path.strip_prefix("b2:").unwrap());
+        // Ordinary gzip: `gzip -t` accepts it and `gzip -dc` gives the whole dump.
+        let t = Command::new("gzip").arg("-t").arg(&file).output().unwrap();
+        assert!(t.status.success(), "{label}: {}", text(&t.stderr));
+        let sql = Command::new("gzip").arg("-dc").arg(&file).output().unwrap();
+        let sql = text(&sql.stdout);
+        assert!(
+            sql.contains("-- PostgreSQL database dump complete"),
+            "{label}"
+        );
+        assert!(sql.contains("COPY public.accounts"), "{label}");
+    }
+    assert!(
+        files(&tmp).is_empty(),
+        "temp left behind: {:?}",
+        files(&tmp)
+    );
 }
