@@ -63,14 +63,20 @@ pub fn script(t: &SshTarget, dir: Option<&str>, script: &str, args: &[String]) -
     command(t, dir, &words)
 }
 
-/// Check that the host answers with a key in known_hosts (exit 3 otherwise).
-pub fn probe(t: &SshTarget) -> crate::error::Result<()> {
+/// The known_hosts file must exist: the host key is pinned (exit 2 otherwise).
+pub fn require_known_hosts(t: &SshTarget) -> crate::error::Result<()> {
     if !t.known_hosts.is_file() {
         return Err(crate::error::Error::usage(format!(
             "known_hosts file {} does not exist: pin the host key (ssh-keyscan, then verify the fingerprint)",
             t.known_hosts.display()
         )));
     }
+    Ok(())
+}
+
+/// Check that the host answers with a key in known_hosts (exit 3 otherwise).
+pub fn probe(t: &SshTarget) -> crate::error::Result<()> {
+    require_known_hosts(t)?;
     let out = command(t, None, &["true".to_string()])
         .timeout(Duration::from_secs(20))
         .output()?;

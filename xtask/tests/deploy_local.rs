@@ -6,7 +6,7 @@
 
 mod deploy_support;
 
-use deploy_support::{repo, steps, TestEnv};
+use deploy_support::{repo, steps, Run, TestEnv};
 use xtask::services::procscan::ArgvWatch;
 
 fn head() -> String {
@@ -91,8 +91,47 @@ fn deploy_from_scratch_then_new_and_failing_migrations() {
         "ALTER TABLE stations ADD COLUMN notes text;\n",
     )
     .unwrap();
-    let r = t.run(&["deploy", "--sha", "1111111aaaa", "--json"]);
+    // The dry run lists exactly the commands the real run then executes (XTASK_DEPLOY_TRACE
+    // records each one as the runner runs it, redacted like the plan).
+    let plan = t.run(&["deploy", "--sha", "1111111aaaa", "--dry-run", "--json"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let planned: Vec<String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["commands"].as_array().unwrap().clone())
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        planned
+            .iter()
+            .any(|c| c.contains("psql") && c.contains("SELECT 1")),
+        "{planned:?}"
+    );
+    let trace = t.state_dir.join("../deploy-trace.txt");
+    let _ = std::fs::remove_file(&trace);
+    let r = Run::from(
+        t.command(&["deploy", "--sha", "1111111aaaa", "--json"])
+            .env("XTASK_DEPLOY_TRACE", &trace)
+            .output()
+            .unwrap(),
+    );
     assert_eq!(r.code, 0, "{}", r.all());
+    let executed: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    // Locally the only commands are the health poll's; a poll that needs another round runs the
+    // same commands again.
+    assert!(
+        !executed.is_empty() && executed.len().is_multiple_of(planned.len()),
+        "{executed:?}"
+    );
+    for round in executed.chunks(planned.len()) {
+        assert_eq!(round, planned);
+    }
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(report["outcome"], "ok");
     assert_eq!(report["steps"][4]["step"], "migrate");

@@ -13,6 +13,7 @@ pub mod lock;
 pub mod plan;
 pub mod remote;
 pub mod runner;
+pub mod steps;
 
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
@@ -59,9 +60,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(s) => Sha::parse(s)?,
         None => crate::git::head_sha(&envs.root)?,
     };
-    let steps = plan::steps_for(env.transport, args.step)?;
+    let host = crate::host::Host::planned(env)?;
+    let steps = plan::steps_for(host.remote().is_some(), args.step)?;
     if args.dry_run {
-        let planned = runner::dry_run(env, &envs.root, &sha, &steps, &args)?;
+        let planned = steps::dry_run(
+            &steps::Ctx {
+                host: &host,
+                root: &envs.root,
+                sha: &sha,
+                args: &args,
+            },
+            &steps,
+        )?;
         if args.json {
             println!(
                 "{}",
@@ -78,7 +88,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
             for (i, p) in planned.iter().enumerate() {
                 println!("{}. {}: {}", i + 1, p.step.name(), p.what);
-                for c in &p.commands {
+                for c in p.calls.iter().chain(&p.commands) {
                     println!("     $ {c}");
                 }
             }

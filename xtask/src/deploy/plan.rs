@@ -2,7 +2,6 @@
 
 use serde::Serialize;
 
-use crate::environments::Transport;
 use crate::error::{Error, Result};
 
 pub use crate::git::Sha;
@@ -68,7 +67,8 @@ impl Step {
 }
 
 /// The steps for a transport, or for one `--step` (with the lock when it changes something).
-pub fn steps_for(transport: Transport, only: Option<Step>) -> Result<Vec<Step>> {
+/// `remote`: the environment's host is a server (only then are files synced).
+pub fn steps_for(remote: bool, only: Option<Step>) -> Result<Vec<Step>> {
     if let Some(s) = only {
         if !s.selectable() {
             return Err(Error::usage(format!(
@@ -77,7 +77,7 @@ pub fn steps_for(transport: Transport, only: Option<Step>) -> Result<Vec<Step>> 
                 if s == Step::Migrate { "migrate" } else { "backup" }
             )));
         }
-        if s == Step::Sync && transport != Transport::Ssh {
+        if s == Step::Sync && !remote {
             return Err(Error::usage(
                 "--step sync: only remote (ssh) environments sync files",
             ));
@@ -90,7 +90,7 @@ pub fn steps_for(transport: Transport, only: Option<Step>) -> Result<Vec<Step>> 
     }
     Ok(Step::ALL
         .into_iter()
-        .filter(|s| *s != Step::Sync || transport == Transport::Ssh)
+        .filter(|s| *s != Step::Sync || remote)
         .collect())
 }
 
@@ -141,7 +141,10 @@ pub struct Report {
 pub struct PlannedStep {
     pub step: Step,
     pub what: String,
+    /// The commands the runner executes on the host, in order (secrets redacted).
     pub commands: Vec<String>,
+    /// Work xtask does itself, as the command a user would type for it.
+    pub calls: Vec<String>,
 }
 
 impl PlannedStep {
@@ -150,7 +153,12 @@ impl PlannedStep {
             step,
             what: what.into(),
             commands: Vec::new(),
+            calls: Vec::new(),
         }
+    }
+    pub fn call(mut self, c: impl Into<String>) -> Self {
+        self.calls.push(c.into());
+        self
     }
     pub fn cmd(mut self, c: &crate::process::Cmd) -> Self {
         self.commands.push(c.display());
@@ -249,19 +257,19 @@ mod tests {
 
     #[test]
     fn steps_per_transport() {
-        let local = steps_for(Transport::Local, None).unwrap();
+        let local = steps_for(false, None).unwrap();
         assert!(!local.contains(&Step::Sync));
-        let ssh = steps_for(Transport::Ssh, None).unwrap();
+        let ssh = steps_for(true, None).unwrap();
         let pos = |s| ssh.iter().position(|x| *x == s).unwrap();
         assert!(pos(Step::Sync) < pos(Step::Backup));
         assert!(pos(Step::Backup) < pos(Step::VerifyBackup));
         assert!(pos(Step::VerifyBackup) < pos(Step::Migrate));
         assert_eq!(
-            steps_for(Transport::Ssh, Some(Step::Rollout)).unwrap(),
+            steps_for(true, Some(Step::Rollout)).unwrap(),
             [Step::Lock, Step::Rollout]
         );
-        assert!(steps_for(Transport::Ssh, Some(Step::Migrate)).is_err());
-        assert!(steps_for(Transport::Local, Some(Step::Sync)).is_err());
+        assert!(steps_for(true, Some(Step::Migrate)).is_err());
+        assert!(steps_for(false, Some(Step::Sync)).is_err());
     }
 
     #[test]

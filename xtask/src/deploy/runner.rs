@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backup::{self, RemoteObject};
-use crate::environments::{Environment, Transport};
+use crate::environments::Environment;
 use crate::error::{Error, ExitCode, Result};
 use crate::gha;
 use crate::host::{self, Host};
@@ -17,10 +17,10 @@ use crate::process::{self, Cmd};
 use super::audit::{Audit, Record};
 use super::lock::{self, LockGuard, LockInfo, LockPlace};
 use super::plan::{
-    elapsed_ms, failure_summary, now_ms, rfc3339_ms, PlannedStep, Report, Sha, Status, Step,
-    StepReport,
+    elapsed_ms, failure_summary, now_ms, rfc3339_ms, Report, Sha, Status, Step, StepReport,
 };
 use super::remote;
+use super::steps::{self, Action, Call, Executor, Note};
 use super::Args;
 use crate::backup::VerifiedBackup;
 
@@ -38,6 +38,7 @@ pub struct Pipeline<'a> {
     created: Option<RemoteObject>,
     verified: Option<VerifiedBackup>,
     interrupted: Arc<AtomicBool>,
+    exec: Box<dyn Executor>,
 }
 
 /// Where the lock lives for an environment: in the server's directory, else beside the audit log.
@@ -61,7 +62,11 @@ pub fn audit_path(host: &Host, root: &Path) -> PathBuf {
 
 impl<'a> Pipeline<'a> {
     pub fn new(env: &'a Environment, root: &Path, sha: Sha, args: Args) -> Result<Self> {
-        let host = Host::of(env)?;
+        Self::on(env, Host::of(env)?, root, sha, args)
+    }
+
+    /// The pipeline on a given host (`new` builds it from the environment).
+    pub fn on(env: &'a Environment, host: Host, root: &Path, sha: Sha, args: Args) -> Result<Self> {
         let remote_audit = host
             .remote()
             .map(|r| (r.target.clone(), format!("{}/deploy-audit.jsonl", r.dir)));
@@ -98,6 +103,7 @@ impl<'a> Pipeline<'a> {
             created: None,
             verified: None,
             interrupted,
+            exec: Box::new(steps::Real),
         })
     }
 
@@ -288,10 +294,150 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// The step's plan, built now (a local environment's commands exist once preflight brought it
+    /// up), executed action by action.
     fn step(&mut self, step: Step) -> Result<String> {
-        match step {
-            Step::Preflight => self.preflight(),
-            Step::Lock => {
+        let plan = steps::plan(
+            step,
+            &steps::Ctx {
+                host: &self.host,
+                root: &self.root,
+                sha: &self.sha,
+                args: &self.args,
+            },
+        )?;
+        let mut notes = Vec::new();
+        for action in &plan.actions {
+            if let Some(n) = self.act(action)? {
+                notes.push(n);
+            }
+        }
+        Ok(notes.join("; "))
+    }
+
+    fn act(&mut self, action: &Action) -> Result<Option<String>> {
+        match action {
+            Action::Run {
+                what,
+                cmd,
+                stdin_file,
+                echo_stderr,
+                note,
+            } => {
+                let cmd = match stdin_file {
+                    Some(f) => cmd.clone().stdin_bytes(remote::read_for_sync(f)?),
+                    None => cmd.clone(),
+                };
+                let out = self.exec.output(&cmd)?;
+                if *echo_stderr {
+                    eprint!("{}", out.stderr_str());
+                }
+                let stdout = host::outcome(what, out)?;
+                Ok(Some(match note {
+                    Note::Stdout => stdout.trim().to_string(),
+                    Note::Text(t) => t.clone(),
+                    Note::Services(want) => {
+                        let running: Vec<&str> = stdout.lines().map(str::trim).collect();
+                        for s in want {
+                            if !running.contains(&s.as_str()) {
+                                return Err(Error::failed(format!("service {s} is not running")));
+                            }
+                        }
+                        format!("running: {}", running.join(", "))
+                    }
+                }))
+            }
+            Action::Poll { checks, tries } => {
+                let mut last = String::new();
+                for i in 0..*tries {
+                    let mut all = true;
+                    let mut seen = Vec::new();
+                    for (cmd, want) in checks {
+                        let ok = self
+                            .exec
+                            .output(cmd)
+                            .map(|o| o.status.success() && o.stdout_str().trim() == *want);
+                        all &= matches!(ok, Ok(true));
+                        seen.push(format!("{} → {ok:?}", cmd.program()));
+                    }
+                    if all {
+                        return Ok(Some(format!(
+                            "PostgreSQL answers SELECT 1, Redis answers PONG (poll {})",
+                            i + 1
+                        )));
+                    }
+                    last = seen.join(", ");
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Err(Error::failed(format!(
+                    "not healthy after {tries} polls: {last}"
+                )))
+            }
+            Action::Call { call, shown } => match self.exec.call(call, shown) {
+                Some(r) => r,
+                None => self.call(call),
+            },
+        }
+    }
+
+    fn call(&mut self, call: &Call) -> Result<Option<String>> {
+        let env = self.env;
+        Ok(Some(match call {
+            Call::Tools(tools) => {
+                for t in tools {
+                    process::require(t)?;
+                }
+                "tools present".into()
+            }
+            Call::ComposeCheck => {
+                super::compose_check(env)?;
+                "compose check clean".into()
+            }
+            Call::LocalUp => {
+                let l = crate::local::up(env)?;
+                let kb = free_kb(&l.paths.root)?;
+                if kb < LOCAL_MIN_FREE_KB {
+                    return Err(Error::failed(format!(
+                        "only {kb} KiB free under {} (need {LOCAL_MIN_FREE_KB})",
+                        l.paths.root.display()
+                    )));
+                }
+                format!(
+                    "local environment up (PostgreSQL :{}, Redis :{}); {} MiB free",
+                    l.state.pg_port,
+                    l.state.redis_port,
+                    kb / 1024
+                )
+            }
+            Call::LocalRunning => {
+                let l = Local::open(env)?;
+                if !l.cluster()?.is_running() || !l.redis_running() {
+                    return Err(Error::failed(
+                        "the local PostgreSQL or redis-server is not running: `cargo xtask local up`",
+                    ));
+                }
+                "nothing to pull: the local environment runs PostgreSQL and redis-server directly (both running)".into()
+            }
+            Call::Engine => {
+                if !crate::docker::engine_available() {
+                    return Err(Error::unavailable(
+                        "the Docker engine does not answer (`docker info`)",
+                    ));
+                }
+                if let Some(f) = &env.env_file {
+                    if !f.is_file() {
+                        return Err(Error::usage(format!("{} is missing", f.display())));
+                    }
+                }
+                "docker engine answers".into()
+            }
+            Call::KnownHosts => {
+                if let Some(r) = self.host.remote() {
+                    crate::ssh::require_known_hosts(r.target)?;
+                }
+                return Ok(None);
+            }
+            Call::Lock => {
                 let place = lock_place(&self.host, &self.root);
                 let info = LockInfo::new(
                     self.sha.as_str(),
@@ -304,40 +450,29 @@ impl<'a> Pipeline<'a> {
                     gha::warning("deploy lock", n);
                 }
                 self.lock = Some(guard);
-                Ok(format!(
+                format!(
                     "{} (expires in {}s){}",
                     place.describe(),
                     self.args.lock_ttl,
                     notes.first().map(|n| format!("; {n}")).unwrap_or_default()
-                ))
+                )
             }
-            Step::Sync => {
-                let mut done = Vec::new();
-                for (local, name, mode) in remote::files_to_sync(self.env, &self.root) {
-                    let cmd = self
-                        .host
-                        .put_file(&name, mode, remote::read_for_sync(&local)?)?;
-                    host::outcome(&format!("copying {name}"), cmd.output()?)?;
-                    done.push(name);
-                }
-                Ok(format!("copied {}", done.join(", ")))
-            }
-            Step::Backup => {
+            Call::Backup => {
                 let label = backup::Label::parse(&self.sha.backup_label())?;
                 // The manifest records the release only for a full SHA (the contract: 40 hex).
                 let sha = self.sha.as_str();
                 let full = (sha.len() == 40).then_some(sha);
-                let created = backup::create_for(self.env, &label, full)?.object;
+                let created = backup::create_for(env, &label, full)?.object;
                 let msg = format!("{} ({} bytes)", created.path, created.size);
                 self.created = Some(created);
-                Ok(msg)
+                msg
             }
-            Step::VerifyBackup => {
+            Call::VerifyBackup => {
                 let created = self
                     .created
                     .as_ref()
                     .ok_or_else(|| Error::failed("no backup was made in this run"))?;
-                let v = VerifiedBackup::verify_created(self.env, created)?;
+                let v = VerifiedBackup::verify_created(env, created)?;
                 let msg = format!(
                     "{}: {} bytes, {} {} match the upload",
                     v.object().path,
@@ -346,186 +481,26 @@ impl<'a> Pipeline<'a> {
                     v.object().hash
                 );
                 self.verified = Some(v);
-                Ok(msg)
+                msg
             }
-            Step::Migrate => {
+            Call::Migrate => {
                 let v = self.verified.as_ref().ok_or_else(|| {
                     Error::failed("no verified backup in this run: refusing to migrate")
                 })?;
-                crate::migrate::apply(self.env, &self.sha, v)
+                crate::migrate::apply(env, &self.sha, v)?
             }
-            Step::Rollout => self.rollout(),
-            Step::Health => self.health(),
-            Step::VerifyRedis => {
-                match crate::verify_redis::verify_environment(self.env, Duration::from_secs(30))? {
-                    ExitCode::Ok => {
-                        Ok("Redis data survives a crash (AOF on, fsync everysec)".into())
-                    }
-                    code => Err(Error::failed(format!(
+            Call::VerifyRedis => {
+                match crate::verify_redis::verify_environment(env, Duration::from_secs(30))? {
+                    ExitCode::Ok => "Redis data survives a crash (AOF on, fsync everysec)".into(),
+                    code => {
+                        return Err(Error::failed(format!(
                         "verify-redis says Redis is not durable (exit {}): see its report above",
                         code as i32
-                    ))),
-                }
-            }
-        }
-    }
-
-    fn preflight(&mut self) -> Result<String> {
-        let env = self.env;
-        let mut notes = Vec::new();
-        for t in self.host.tools() {
-            process::require(t)?;
-        }
-        notes.push("tools present".to_string());
-        super::compose_check(env)?;
-        notes.push("compose check clean".into());
-        match env.transport {
-            Transport::Local => {
-                let l = crate::local::up(env)?;
-                notes.push(format!(
-                    "local environment up (PostgreSQL :{}, Redis :{})",
-                    l.state.pg_port, l.state.redis_port
-                ));
-                let kb = free_kb(&l.paths.root)?;
-                if kb < LOCAL_MIN_FREE_KB {
-                    return Err(Error::failed(format!(
-                        "only {kb} KiB free under {} (need {LOCAL_MIN_FREE_KB})",
-                        l.paths.root.display()
-                    )));
-                }
-                notes.push(format!("{} MiB free", kb / 1024));
-            }
-            Transport::Docker => {
-                if !crate::docker::engine_available() {
-                    return Err(Error::unavailable(
-                        "the Docker engine does not answer (`docker info`)",
-                    ));
-                }
-                if let Some(f) = &env.env_file {
-                    if !f.is_file() {
-                        return Err(Error::usage(format!("{} is missing", f.display())));
+                    )))
                     }
                 }
-                notes.push("docker engine answers".into());
             }
-            Transport::Ssh => {
-                self.host.probe()?;
-                notes.push(format!(
-                    "ssh {} with the pinned host key",
-                    self.host.describe()
-                ));
-                let cmd = remote::preflight_cmd(&self.host)?;
-                let out = host::outcome("server preflight", cmd.output()?)?;
-                notes.push(out.trim().to_string());
-            }
-        }
-        Ok(notes.join("; "))
-    }
-
-    fn rollout(&mut self) -> Result<String> {
-        let env = self.env;
-        match env.transport {
-            Transport::Local => {
-                let l = Local::open(env)?;
-                if !l.cluster()?.is_running() || !l.redis_running() {
-                    return Err(Error::failed(
-                        "the local PostgreSQL or redis-server is not running: `cargo xtask local up`",
-                    ));
-                }
-                Ok("nothing to pull: the local environment runs PostgreSQL and redis-server directly (both running)".into())
-            }
-            Transport::Docker => {
-                // Captured (not inherited) so `--json` keeps stdout for the report.
-                let cmd = self
-                    .host
-                    .compose_up_wait(self.sha.as_str(), 180)?
-                    .timeout(Duration::from_secs(300));
-                let out = cmd.output()?;
-                eprint!("{}", out.stderr_str());
-                host::outcome("compose up", out)?;
-                Ok("compose up -d --wait".into())
-            }
-            Transport::Ssh => {
-                for words in rollout_words() {
-                    let cmd = self
-                        .host
-                        .compose(Some(self.sha.as_str()), &words)?
-                        .timeout(Duration::from_secs(900));
-                    let out = cmd.output()?;
-                    host::outcome(&format!("compose {}", words.join(" ")), out)?;
-                }
-                Ok(format!(
-                    "compose pull && up -d in {} (STATION_TAG={})",
-                    self.host.describe(),
-                    self.sha.as_str()
-                ))
-            }
-        }
-    }
-
-    fn health(&mut self) -> Result<String> {
-        let env = self.env;
-        let tries = self.args.health_tries;
-        match env.transport {
-            Transport::Local => {
-                let l = Local::open(env)?;
-                let pg = l
-                    .pg_client("psql")?
-                    .args(["-X", "-A", "-t", "-c", "SELECT 1"]);
-                let redis = l.redis_cli().arg("PING");
-                let mut last = String::new();
-                for i in 0..tries {
-                    let pg_ok = pg
-                        .clone()
-                        .timeout(Duration::from_secs(10))
-                        .output()
-                        .map(|o| o.status.success() && o.stdout_str().trim() == "1");
-                    let redis_ok = redis
-                        .clone()
-                        .timeout(Duration::from_secs(10))
-                        .output()
-                        .map(|o| o.stdout_str().trim() == "PONG");
-                    match (pg_ok, redis_ok) {
-                        (Ok(true), Ok(true)) => {
-                            return Ok(format!(
-                                "PostgreSQL answers SELECT 1, Redis answers PONG (poll {})",
-                                i + 1
-                            ))
-                        }
-                        (a, b) => last = format!("postgres ok: {a:?}, redis ok: {b:?}"),
-                    }
-                    std::thread::sleep(Duration::from_secs(2));
-                }
-                Err(Error::failed(format!(
-                    "not healthy after {tries} polls: {last}"
-                )))
-            }
-            Transport::Docker => {
-                let out = self
-                    .host
-                    .compose(None, &["ps", "--status", "running", "--services"])?
-                    .timeout(Duration::from_secs(60))
-                    .read()?;
-                let running: Vec<&str> = out.lines().map(str::trim).collect();
-                for s in [&env.services.postgres, &env.services.redis] {
-                    if !running.contains(&s.as_str()) {
-                        return Err(Error::failed(format!("service {s} is not running")));
-                    }
-                }
-                Ok(format!("running: {}", running.join(", ")))
-            }
-            Transport::Ssh => {
-                if env.health_url.is_empty() {
-                    return Err(Error::usage(format!(
-                        "environment `{}` has no health_url",
-                        env.name
-                    )));
-                }
-                let cmd = remote::health_cmd(&self.host, &env.health_url, tries)?;
-                let out = host::outcome("health", cmd.output()?)?;
-                Ok(out.trim().to_string())
-            }
-        }
+        }))
     }
 }
 
@@ -537,13 +512,6 @@ fn skipped(step: Step) -> StepReport {
         child_ms: 0,
         message: String::new(),
     }
-}
-
-fn rollout_words() -> [Vec<String>; 2] {
-    [
-        ["pull"].map(String::from).to_vec(),
-        ["up", "-d", "--remove-orphans"].map(String::from).to_vec(),
-    ]
 }
 
 /// Free KiB in the filesystem holding `dir` (`df -Pk`).
@@ -608,144 +576,107 @@ fn summary_table(r: &Report) -> String {
     s
 }
 
-/// The `--dry-run` plan: what every step would do, with its exact commands (secrets redacted).
-pub fn dry_run(
-    env: &Environment,
-    root: &Path,
-    sha: &Sha,
-    steps: &[Step],
-    args: &Args,
-) -> Result<Vec<PlannedStep>> {
-    // Unconfigured SSH settings are shown as placeholders: a plan must work on a laptop.
-    let host = Host::planned(env)?;
-    let mut out = Vec::new();
-    for &step in steps {
-        let p = match step {
-            Step::Preflight => {
-                let mut p = PlannedStep::new(
-                    step,
-                    format!(
-                        "check tools ({}), `cargo xtask compose check`, free disk{}",
-                        host.tools().join(", "),
-                        match env.transport {
-                            Transport::Local => ", and bring the local environment up (`cargo xtask local up`, idempotent)",
-                            Transport::Docker => ", the Docker engine and the env file",
-                            Transport::Ssh => ", SSH with the pinned host key, the server's docker/compose/env file/disk",
-                        }
-                    ),
-                );
-                if let Some(probe) = host.probe_cmd() {
-                    p = p.cmd(&probe).cmd(&remote::preflight_cmd(&host)?);
-                }
-                p
-            }
-            Step::Lock => {
-                let place = lock_place(&host, root);
-                PlannedStep::new(
-                    step,
-                    format!(
-                        "take the deploy lock {} (TTL {}s{})",
-                        place.describe(),
-                        args.lock_ttl,
-                        if args.force_unlock {
-                            ", breaking a stale lock"
-                        } else {
-                            ""
-                        }
-                    ),
-                )
-            }
-            Step::Sync => {
-                let dir = crate::host::remote_dir(env)?;
-                let mut p = PlannedStep::new(
-                    step,
-                    format!("copy the files the server needs into {dir} (stdin → temp file → mv)"),
-                );
-                for (local, name, mode) in remote::files_to_sync(env, root) {
-                    p = p.text(format!(
-                        "{} < {}",
-                        host.put_file(&name, mode, Vec::new())?.display(),
-                        local.display()
-                    ));
-                }
-                p
-            }
-            Step::Backup => PlannedStep::new(
-                step,
-                format!(
-                    "back up the database with LABEL={} through `cargo xtask backup` (infra/scripts/backup-db.sh) into {}",
-                    sha.backup_label(),
-                    env.backup.base()
-                ),
-            )
-            .text(format!(
-                "cargo xtask backup --env {} --label {}",
-                env.name,
-                sha.backup_label()
-            )),
-            Step::VerifyBackup => PlannedStep::new(
-                step,
-                "check that the uploaded object exists remotely with the size and hash the upload reported",
-            )
-            .text(format!(
-                "rclone lsjson --hash {}/YYYYMM/<object of the backup step>",
-                env.backup.base()
-            )),
-            Step::Migrate => {
-                let mut p = PlannedStep::new(
-                    step,
-                    format!(
-                        "run the migrations ({}) with the verified backup",
-                        env.migration_command_text
-                    ),
-                );
-                for c in crate::migrate::plan_commands(env, sha)? {
-                    p = p.text(c);
-                }
-                p
-            }
-            Step::Rollout => match (&env.transport, host.remote()) {
-                (Transport::Ssh, Some(_)) => {
-                    let mut p = PlannedStep::new(
-                        step,
-                        format!("pull and start the release {} on the server", sha.as_str()),
-                    );
-                    for w in rollout_words() {
-                        p = p.cmd(&host.compose(Some(sha.as_str()), &w)?);
-                    }
-                    p
-                }
-                (Transport::Docker, _) => PlannedStep::new(step, "start the compose project")
-                    .cmd(&host.compose_up_wait(sha.as_str(), 180)?),
-                _ => PlannedStep::new(
-                    step,
-                    "nothing to pull: check that PostgreSQL and redis-server run",
-                ),
-            },
-            Step::Health => match host.remote() {
-                Some(_) => PlannedStep::new(
-                    step,
-                    format!(
-                        "poll {} from the server, {} tries 2 s apart",
-                        env.health_url, args.health_tries
-                    ),
-                )
-                .cmd(&remote::health_cmd(&host, &env.health_url, args.health_tries)?),
-                None => PlannedStep::new(
-                    step,
-                    format!(
-                        "poll PostgreSQL (SELECT 1) and Redis (PING), {} tries 2 s apart",
-                        args.health_tries
-                    ),
-                ),
-            },
-            Step::VerifyRedis => PlannedStep::new(
-                step,
-                "ask the live Redis whether its data survives a crash (INFO persistence, CONFIG GET)",
-            )
-            .text(format!("cargo xtask verify-redis --env {}", env.name)),
-        };
-        out.push(p);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environments::Environments;
+    use crate::process::Output;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// Records what the runner executes and answers like a healthy host, running nothing.
+    #[derive(Default)]
+    struct Recorder {
+        log: std::rc::Rc<std::cell::RefCell<(Vec<String>, Vec<String>)>>,
     }
-    Ok(out)
+
+    impl Executor for Recorder {
+        fn output(&mut self, cmd: &Cmd) -> Result<Output> {
+            self.log.borrow_mut().0.push(cmd.display());
+            let stdout = if cmd.get_args().any(|a| a.contains("--services")) {
+                "postgres\nredis\nbackend\n"
+            } else {
+                "ok\n"
+            };
+            Ok(Output {
+                status: std::process::ExitStatus::from_raw(0),
+                stdout: stdout.into(),
+                stderr: Vec::new(),
+            })
+        }
+        fn call(&mut self, _call: &Call, shown: &[String]) -> Option<Result<Option<String>>> {
+            self.log.borrow_mut().1.extend(shown.iter().cloned());
+            Some(Ok(None))
+        }
+    }
+
+    fn args() -> Args {
+        Args {
+            env: String::new(),
+            sha: None,
+            dry_run: false,
+            json: true,
+            force_unlock: false,
+            lock_ttl: 600,
+            step: None,
+            health_tries: 3,
+            rollback_on_failure: false,
+        }
+    }
+
+    /// For a server (ssh) and a Compose project on this machine (docker): a run of the pipeline
+    /// executes exactly the commands, and makes exactly the calls, that its dry run lists, in order.
+    #[test]
+    fn a_dry_run_lists_exactly_what_a_run_executes() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = tempfile::tempdir().unwrap();
+        for f in ["docker-compose.staging.yml", crate::backup::SCRIPT] {
+            let to = root.path().join(f);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(repo.join(f), to).unwrap();
+        }
+        let migrations = root.path().join("infra/migrations");
+        std::fs::create_dir_all(&migrations).unwrap();
+        for m in std::fs::read_dir(repo.join("infra/migrations")).unwrap() {
+            let m = m.unwrap();
+            std::fs::copy(m.path(), migrations.join(m.file_name())).unwrap();
+        }
+        let text = std::fs::read_to_string(repo.join("infra/environments.toml")).unwrap();
+        let envs = Environments::parse(&text, Path::new("environments.toml"), root.path()).unwrap();
+        let sha = Sha::parse("0123abcdef").unwrap();
+        for name in ["staging", "e2e"] {
+            let env = envs.get(name).unwrap();
+            let host = Host::planned(env).unwrap();
+            let steps = super::super::plan::steps_for(host.remote().is_some(), None).unwrap();
+            let planned = steps::dry_run(
+                &steps::Ctx {
+                    host: &host,
+                    root: root.path(),
+                    sha: &sha,
+                    args: &args(),
+                },
+                &steps,
+            )
+            .unwrap();
+            let recorder = Recorder::default();
+            let log = recorder.log.clone();
+            let mut p = Pipeline::on(env, host, root.path(), sha.clone(), args()).unwrap();
+            p.audit.remote = None;
+            p.exec = Box::new(recorder);
+            assert_eq!(p.run(&steps).unwrap(), ExitCode::Ok, "{name}");
+            let (commands, calls) = log.borrow().clone();
+            let want: Vec<String> = planned.iter().flat_map(|s| s.commands.clone()).collect();
+            let want_calls: Vec<String> = planned.iter().flat_map(|s| s.calls.clone()).collect();
+            // Sync's commands get the file on stdin; the plan shows it as `< file`.
+            let want: Vec<String> = want
+                .into_iter()
+                .map(|c| match c.rsplit_once(" < ") {
+                    Some((cmd, _)) => cmd.to_string(),
+                    None => c,
+                })
+                .collect();
+            assert!(!want.is_empty() && !want_calls.is_empty(), "{name}");
+            assert_eq!(commands, want, "{name}");
+            assert_eq!(calls, want_calls, "{name}");
+        }
+    }
 }

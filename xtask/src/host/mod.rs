@@ -621,8 +621,10 @@ impl Host {
 
     /// The command [`Host::probe`] runs, for plans.
     pub fn probe_cmd(&self) -> Option<Cmd> {
-        self.remote()
-            .map(|r| crate::ssh::command(r.target, None, &["true".to_string()]))
+        self.remote().map(|r| {
+            crate::ssh::command(r.target, None, &["true".to_string()])
+                .timeout(Duration::from_secs(20))
+        })
     }
 
     /// Whether a failure with this exit status means the host itself could not be reached (ssh's
