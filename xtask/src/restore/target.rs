@@ -12,12 +12,15 @@ use crate::process::{describe, Cmd};
 
 /// `$1` object → a fresh temp dir on the host; prints `DIR SHA256 SIZE`.
 const FETCH: Script = Script::bash(include_str!("fetch.sh")).anywhere();
-/// `$1` dump file (gzip) → the psql command given as `$2...`.
-const REPLAY: Script = Script::bash(include_str!("replay.sh"))
-    .with_compose()
-    .anywhere();
+/// `$1` dump file (gzip) → the psql command given as `$2...` (in the environment's directory: the
+/// Compose words name the project's files relative to it on a server).
+const REPLAY: Script = Script::bash(include_str!("replay.sh")).with_compose();
 /// Remove `$1` (only an `xtask-restore.*` temp dir).
 const CLEANUP: Script = Script::sh(include_str!("cleanup.sh")).anywhere();
+
+/// `STATION_TAG` for `compose stop|start`: the compose files require a value to interpolate, but
+/// stop and start act on the existing containers and never change their image.
+const STOP_START_TAG: &str = "unchanged-by-stop-start";
 
 /// The downloaded object on the host.
 #[derive(Clone, Debug)]
@@ -163,7 +166,7 @@ impl Target {
         }
         let mut a = vec!["stop"];
         a.extend(w.iter().map(String::as_str));
-        self.compose_checked(None, &a, "stopping the app")
+        self.compose_checked(Some(STOP_START_TAG), &a, "stopping the app")
     }
 
     /// `compose start <writers>` (nothing without a Compose project).
@@ -174,7 +177,7 @@ impl Target {
         }
         let mut a = vec!["start"];
         a.extend(w.iter().map(String::as_str));
-        self.compose_checked(None, &a, "starting the app")
+        self.compose_checked(Some(STOP_START_TAG), &a, "starting the app")
     }
 
     /// `compose up -d` with `STATION_TAG=tag`: the release `tag` runs (rollback). `false` when
@@ -216,7 +219,10 @@ impl Target {
             for _ in 0..tries.max(1) {
                 let out = self
                     .host
-                    .compose(None, &["ps", "--status", "running", "--services"])?
+                    .compose(
+                        Some(STOP_START_TAG),
+                        &["ps", "--status", "running", "--services"],
+                    )?
                     .timeout(Duration::from_secs(60))
                     .read()?;
                 running = out.lines().map(|l| l.trim().to_string()).collect();
