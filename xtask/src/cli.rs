@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 
 use crate::error::ExitCode;
-use crate::{backup, ci, compose, deploy, docs, e2e, lint, local, migrate, verify_redis};
+use crate::{
+    backup, ci, compose, deploy, docs, e2e, lint, local, migrate, restore, rollback, verify_redis,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +32,12 @@ pub enum Command {
     Deploy(deploy::Args),
     /// Run migrations (refuses without a verified pre-deploy backup for the SHA).
     Migrate(migrate::Args),
+    /// Put a backup back into the live database (restored beside it, then swapped; the replaced
+    /// database is kept). `--kept` lists kept databases, `--drop-kept` removes one.
+    Restore(restore::Args),
+    /// Undo the last deploy that ran its migrations: restore its pre-deploy backup, put the previous
+    /// release back, check health and Redis.
+    Rollback(rollback::Args),
     /// Manage the local environment (real PostgreSQL, redis-server, rclone remote under target/).
     #[command(subcommand)]
     Local(local::Args),
@@ -73,6 +81,8 @@ pub fn main() -> i32 {
         Command::Backup(a) => backup::run(a),
         Command::Deploy(a) => deploy::run(a),
         Command::Migrate(a) => migrate::run(a),
+        Command::Restore(a) => restore::run(a),
+        Command::Rollback(a) => rollback::run(a),
         Command::Local(a) => local::run(a),
         Command::Docs(a) => docs::run(a),
         Command::Ci(a) => ci::run(a),

@@ -21,12 +21,14 @@ pub mod yaml;
 pub mod backup;
 pub(crate) mod ci;
 pub mod compose;
-pub(crate) mod deploy;
+pub mod deploy;
 pub mod docs;
 pub mod e2e;
 pub mod lint;
 pub mod local;
 pub mod migrate;
+pub mod restore;
+pub mod rollback;
 pub mod verify_redis;
 
 pub use error::{Error, ExitCode, Result};

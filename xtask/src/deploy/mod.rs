@@ -46,6 +46,11 @@ pub struct Args {
     /// Health polls (2 s apart) before the health step fails.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=600))]
     pub health_tries: u32,
+    /// When the deploy fails at migrate, rollout or health, run `cargo xtask rollback` (its pre-deploy
+    /// backup restored, the previous release put back). Without it, the final message names that
+    /// command and what it would do.
+    #[arg(long)]
+    pub rollback_on_failure: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {

@@ -302,7 +302,14 @@ impl<'a> Pipeline<'a> {
                     &format!("deploy step `{}` failed", step.name()),
                     &format!("{e}\n{summary_msg}\nFix: {}", fix_hint(step, self.env, &e)),
                 );
-                let msg = format!("{e}\n{summary_msg}\nfix: {}", fix_hint(step, self.env, &e));
+                let mut msg = format!("{e}\n{summary_msg}\nfix: {}", fix_hint(step, self.env, &e));
+                if matches!(step, Step::Migrate | Step::Rollout | Step::Health) {
+                    msg.push_str(&crate::rollback::after_failed_deploy(
+                        self.env,
+                        &self.root,
+                        self.args.rollback_on_failure,
+                    ));
+                }
                 Err(match e.exit_code() {
                     ExitCode::Unavailable => Error::unavailable(msg),
                     ExitCode::Usage => Error::usage(msg),
@@ -641,6 +648,7 @@ mod tests {
             lock_ttl: 600,
             step: None,
             health_tries: 3,
+            rollback_on_failure: false,
         }
     }
 

@@ -411,6 +411,7 @@ pre-deploy backup for the SHA exists in the bucket.\n\n",
             .map(|e| format!("cargo xtask deploy --env {} --dry-run", quote(&e.env.name)))
             .collect::<Vec<_>>(),
     );
+    render_recovery(&mut o, facts);
     o
 }
 
@@ -489,4 +490,93 @@ sudo systemctl enable --now verify-redis-{name}.timer\n```\n"
         "A failed check (exit 1) is in the file and does not fail the unit; no answer (exit 3) fails the unit \
 and writes `xtask_verify_redis_status 3`.\n\n",
     );
+}
+
+/// The restore/rollback section of backups.md: per environment, the real database, service and
+/// command names.
+fn render_recovery(o: &mut String, facts: &Facts) {
+    use crate::restore::plan::{KEPT_INFIX, SCRATCH_INFIX};
+    o.push_str(
+        "## Restore and rollback
+
+",
+    );
+    o.push_str(
+        "`cargo xtask restore` puts a backup back into the live database without ever writing into it. It \
+prints its plan first (which database is replaced, by which backup, and the **window of writes**: how old \
+the backup is, i.e. which writes the live database has and the backup has not), asks on a terminal \
+(without one it needs `--yes`, else exit 2 and nothing changes), takes the deploy lock (a restore and a \
+deploy never overlap), downloads the object and checks its sha256 and size against the manifest, restores \
+it into a **new** database beside the live one (`psql -X -v ON_ERROR_STOP=1 --single-transaction`) and \
+checks its per-table row counts and newest migration against the manifest. Only then the **swap**: the \
+app's writer service is stopped, new connections to the live database are blocked (`ALLOW_CONNECTIONS \
+false`, `CONNECTION LIMIT 0`), its sessions are ended (`pg_terminate_backend`, bounded by `--swap-wait`, \
+10 s by default: a session that does not end refuses the swap and everything is opened again), and both \
+renames happen in one transaction (if the second fails, the first is undone with it). Then the app is \
+started and must be healthy. The app is down only for the swap, not for the restore. Any failure before \
+the swap, and Ctrl-C, leaves the live database untouched and the app running; the scratch database is \
+dropped. A backup without a manifest restores with a warning; `--strict` refuses it.\n\n\
+The replaced database is **kept**, never dropped: it holds every write made after the backup (the window \
+above), so nothing is lost by restoring: rows can be copied back from it with `pg_dump -t` / `psql`. \
+`--kept` lists kept databases with size and age; `--drop-kept NAME` removes one (only names of that \
+shape).\n\n\
+`cargo xtask rollback` undoes a deploy: from the audit log it takes the last deploy that ran its \
+migrations (whether it then succeeded or failed at rollout or health) and the last successful deploy \
+before it, restores the undone deploy's `pre-deploy-<sha7>` backup (the database just before its \
+migrations) through the same path, starts the previous release's image tag (`docker compose up -d` with \
+`STATION_TAG=<previous SHA>`, `--to SHA` overrides), runs health and verify-redis, and records `rollback` \
+in the audit log. It refuses, saying why, when that backup is missing or has no valid manifest. A deploy \
+that fails at migrate, rollout or health ends with the exact rollback command and what it would do; \
+`cargo xtask deploy --rollback-on-failure` runs it.\n\n",
+    );
+    for e in &facts.envs {
+        let env = &e.env;
+        let db = &env.database;
+        let n = quote(&env.name);
+        let stop = {
+            let mut w = compose_words(e);
+            w.extend(["stop".to_string(), env.services.backend.clone()]);
+            quote_words(&w)
+        };
+        let _ = writeln!(o, "### {}\n", title(e));
+        let _ = writeln!(
+            o,
+            "Database {} is restored into {} beside the live one. During the swap {} runs in {}; {} becomes {} (the kept \
+database) and the restored one becomes {}; then {} starts again and {} must answer. A rollback starts the \
+previous release with `STATION_TAG=<previous SHA>` instead.\n",
+            code(db),
+            code(&format!("{db}{SCRATCH_INFIX}YYYYmmdd_HHMMSS")),
+            code(&stop),
+            code(env.remote_dir.as_deref().unwrap_or(".")),
+            code(db),
+            code(&format!("{db}{KEPT_INFIX}YYYYmmdd_HHMMSS")),
+            code(db),
+            code(&env.services.backend),
+            if env.health_url.is_empty() {
+                "the database".to_string()
+            } else {
+                code(&env.health_url)
+            }
+        );
+        sh_block(
+            o,
+            &[
+                format!("cargo xtask restore --env {n} --label pre-deploy-abc1234 --dry-run"),
+                format!("cargo xtask restore --env {n} --label pre-deploy-abc1234"),
+                format!(
+                    "cargo xtask restore --env {n} {}",
+                    quote(&format!(
+                        "{}/YYYYMM/station_backup_YYYYmmdd_HHMMSS_manual.sql.gz",
+                        env.backup.base()
+                    ))
+                ),
+                format!("cargo xtask restore --env {n} --kept"),
+                format!(
+                    "cargo xtask restore --env {n} --drop-kept {db}{KEPT_INFIX}YYYYmmdd_HHMMSS"
+                ),
+                format!("cargo xtask rollback --env {n} --dry-run"),
+                format!("cargo xtask rollback --env {n} --yes"),
+            ],
+        );
+    }
 }

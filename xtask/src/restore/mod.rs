@@ -1,0 +1,907 @@
+//! `cargo xtask restore --env NAME (OBJECT | --label LABEL) [--yes] [--strict] [--dry-run] [--json]`,
+//! `--kept`, `--drop-kept DBNAME`: put a backup back into the live database, beside it first.
+//!
+//! Steps (each printed and appended to the audit log as `restore:<step>`): plan → lock → download
+//! (sha256 and size against the manifest) → restore into `<db>_restore_<stamp>` (`psql -X -v
+//! ON_ERROR_STOP=1 --single-transaction`) → verify (per-table counts and newest migration against
+//! the manifest) → swap (stop the writers, block connections, end sessions within `--swap-wait`,
+//! both renames in one transaction, allow connections) → start (the app) → health. The replaced
+//! database is kept as `<db>_before_restore_<stamp>`. Before the swap, any failure (or Ctrl-C)
+//! leaves the live database untouched and the app running; the scratch database is dropped by a
+//! guard. Layout: [`plan`] (pure: names, SQL, checks), [`target`] (where the commands run).
+
+pub mod plan;
+pub mod target;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::backup::manifest::{self, Manifest};
+use crate::backup::{self, result::BackupName, Label, RemoteObject};
+use crate::deploy::audit::{Audit, Record};
+use crate::deploy::lock::{self, LockGuard, LockInfo};
+use crate::deploy::plan::{elapsed_ms, now_ms, now_unix, rfc3339_ms};
+use crate::environments::{Environment, Environments};
+use crate::error::{Error, ExitCode, Result};
+
+use plan::{DbName, LiveFacts, Names, Stamp};
+use target::{Fetched, Target};
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["object", "label", "kept", "drop_kept"])))]
+pub struct Args {
+    /// Environment from infra/environments.toml (no default: a restore names its target).
+    #[arg(long)]
+    pub env: String,
+    /// The backup: its full path (`b2:bucket/postgres/YYYYMM/station_backup_...sql.gz`) or its
+    /// file name, as in `backup drill`.
+    pub object: Option<String>,
+    /// The newest backup with this label (e.g. `pre-deploy-abc1234`).
+    #[arg(long, conflicts_with = "object")]
+    pub label: Option<String>,
+    /// Do not ask for confirmation (required without a TTY).
+    #[arg(long)]
+    pub yes: bool,
+    /// Refuse a backup without a manifest (exit 1).
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the plan and the commands, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON on stdout; progress goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// List the kept databases (`<db>_before_restore_<stamp>`) with their size and age.
+    #[arg(long, conflicts_with_all = ["object", "label", "drop_kept"])]
+    pub kept: bool,
+    /// Drop one kept database (only names of the shape `<db>_before_restore_YYYYmmdd_HHMMSS`).
+    #[arg(long, value_name = "DBNAME", conflicts_with_all = ["object", "label"])]
+    pub drop_kept: Option<String>,
+    /// Seconds to wait for the live database's sessions to end before the swap is refused.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub swap_wait: u64,
+}
+
+/// Which backup to restore.
+#[derive(Clone, Debug)]
+pub enum Selector {
+    Object(String),
+    Label(Label),
+}
+
+/// What one restore does (the CLI and `rollback` both build one).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub selector: Selector,
+    pub yes: bool,
+    pub strict: bool,
+    pub dry_run: bool,
+    pub json: bool,
+    pub swap_wait: Duration,
+    /// Audit-log step prefix (`restore`, or `rollback` when rollback drives it).
+    pub audit_prefix: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub step: String,
+    pub status: String,
+    pub duration_ms: u64,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub env: String,
+    pub object: String,
+    pub manifest: bool,
+    pub database: String,
+    pub scratch_database: String,
+    /// The replaced database, kept with every write made after the backup (`None`: there was no
+    /// live database).
+    pub kept_database: Option<String>,
+    pub backup_created_at: Option<String>,
+    pub window_seconds: Option<i64>,
+    pub outcome: String,
+    pub steps: Vec<StepReport>,
+    /// Writers stopped → healthy again.
+    pub downtime_ms: Option<u64>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let envs = Environments::load()?;
+    let env = envs.get(&args.env)?;
+    if args.kept {
+        return list_kept(env, args.json);
+    }
+    if let Some(name) = &args.drop_kept {
+        return drop_kept(env, name, args.json);
+    }
+    let selector = match (&args.object, &args.label) {
+        (Some(o), None) => Selector::Object(o.clone()),
+        (None, Some(l)) => Selector::Label(Label::parse(l)?),
+        _ => return Err(Error::usage("give OBJECT or --label LABEL")),
+    };
+    let opts = Options {
+        selector,
+        yes: args.yes,
+        strict: args.strict,
+        dry_run: args.dry_run,
+        json: args.json,
+        swap_wait: Duration::from_secs(args.swap_wait),
+        audit_prefix: "restore".into(),
+    };
+    let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
+    match outcome {
+        Outcome::DryRun => Ok(ExitCode::Ok),
+        Outcome::Done(r) => {
+            if opts.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("serializable")
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
+        Outcome::Failed(r, e) => {
+            if opts.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("serializable")
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The default "after the swap": start the writers that the swap stopped.
+pub fn start_app(t: &Target) -> Result<String> {
+    let w = t.writers();
+    t.start_writers()?;
+    Ok(if w.is_empty() {
+        "no app services (local): nothing to start".into()
+    } else {
+        format!("started {}", w.join(", "))
+    })
+}
+
+pub enum Outcome {
+    DryRun,
+    Done(Box<Report>),
+    /// A step failed (the report says which; the error says why).
+    Failed(Box<Report>, Error),
+}
+
+/// What the plan step found: the object, its manifest, the databases.
+pub struct Planned {
+    pub object: RemoteObject,
+    pub manifest: Option<Manifest>,
+    pub names: Names,
+    pub live: Option<LiveFacts>,
+    pub created_at: Option<String>,
+    pub window_seconds: Option<i64>,
+}
+
+/// Choose the object, read its manifest (a malformed one fails; a missing one warns, or fails with
+/// `strict`), read the live database's facts. Nothing is changed.
+pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
+    let env = &t.env;
+    let objects = backup::list(env)?;
+    let base = env.backup.base();
+    let object = match &opts.selector {
+        Selector::Object(o) => backup::drill::choose(&objects, Some(o), &base)?,
+        Selector::Label(l) => objects
+            .iter()
+            .rfind(|o| {
+                o.path
+                    .rsplit('/')
+                    .next()
+                    .and_then(BackupName::parse)
+                    .is_some_and(|n| n.label == l.as_str())
+            })
+            .cloned()
+            .ok_or_else(|| Error::failed(format!("no backup with label {l} under {base}")))?,
+    };
+    let mpath = manifest::manifest_path(&object.path);
+    let manifest = match backup::read_manifest(env, &object.path)? {
+        Some(m) => {
+            m.check_dump(&object.path, object.size, None)?;
+            Some(m)
+        }
+        None if opts.strict => {
+            return Err(Error::failed(format!(
+                "{} has no manifest ({mpath} is missing): refused with --strict (without it the \
+                 restore runs with a warning and cannot verify the row counts)",
+                object.path
+            )))
+        }
+        None => None,
+    };
+    if let Some(m) = &manifest {
+        if m.database != env.database {
+            return Err(Error::failed(format!(
+                "{} is a backup of database {:?}, but `{}` runs {:?}: refusing",
+                object.path, m.database, env.name, env.database
+            )));
+        }
+    }
+    let names = Names::new(&env.database, Stamp::at_unix(now_unix()))?;
+    let live = plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&names.live))?)?;
+    for taken in [&names.scratch, &names.kept] {
+        if plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(taken))?)?.is_some() {
+            return Err(Error::failed(format!(
+                "database {taken} already exists: another restore ran this second; retry"
+            )));
+        }
+    }
+    let created_at = match &manifest {
+        Some(m) => Some(m.created_at.clone()),
+        None => object
+            .path
+            .rsplit('/')
+            .next()
+            .and_then(BackupName::parse)
+            .and_then(|n| Stamp::parse(&n.timestamp))
+            .map(|s| rfc3339_ms(s.unix() as u128 * 1000)),
+    };
+    let window_seconds = created_at
+        .as_deref()
+        .and_then(plan::parse_rfc3339_utc)
+        .map(|c| now_unix() as i64 - c);
+    Ok(Planned {
+        object,
+        manifest,
+        names,
+        live,
+        created_at,
+        window_seconds,
+    })
+}
+
+fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
+    let env = &t.env;
+    let n = &p.names;
+    let mut s = format!("restore plan for `{}`:\n", env.name);
+    match &p.live {
+        Some(l) => s.push_str(&format!(
+            "  replace   database {} (owner {}, {} bytes)\n",
+            n.live, l.owner, l.size_bytes
+        )),
+        None => s.push_str(&format!(
+            "  create    database {} (there is none yet)\n",
+            n.live
+        )),
+    }
+    s.push_str(&format!(
+        "  with      {} ({} bytes{})\n",
+        p.object.path,
+        p.object.size,
+        match &p.manifest {
+            Some(m) => format!(
+                ", sha256 {}, {} tables, newest migration {}",
+                m.sha256,
+                m.tables.len(),
+                m.newest_migration.as_deref().unwrap_or("none")
+            ),
+            None => ", NO MANIFEST: size and hash and row counts cannot be checked".into(),
+        }
+    ));
+    match (&p.created_at, p.window_seconds) {
+        (Some(c), Some(w)) => s.push_str(&format!(
+            "  window    the backup was taken {c}, {} ago: writes made to {} since then are NOT in it{}\n",
+            plan::human_age(w),
+            n.live,
+            if p.live.is_some() {
+                format!("; they stay in the kept database {}", n.kept)
+            } else {
+                String::new()
+            }
+        )),
+        _ => s.push_str("  window    unknown (no creation time)\n"),
+    }
+    let writers = t.writers();
+    s.push_str(&format!(
+        "  steps     lock → download + check → restore into {} → verify → swap ({}block connections, \
+         end sessions within {}s, rename {} → {} and {} → {}) → start → health\n",
+        n.scratch,
+        if writers.is_empty() {
+            String::new()
+        } else {
+            format!("stop {}, ", writers.join(", "))
+        },
+        opts.swap_wait.as_secs(),
+        n.live,
+        n.kept,
+        n.scratch,
+        n.live
+    ));
+    s.push_str(&format!(
+        "  kept      {} is never dropped: it holds every write made after the backup \
+         (`cargo xtask restore --env {} --kept`, `--drop-kept {}`)",
+        n.kept, env.name, n.kept
+    ));
+    s
+}
+
+fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
+    let n = &p.names;
+    let owner = p
+        .live
+        .as_ref()
+        .map(|l| l.owner.clone())
+        .unwrap_or_else(|| t.env.db_user.clone());
+    let limit = p.live.as_ref().map(|l| l.conn_limit).unwrap_or(-1);
+    let mut v = vec![
+        t.fetch_cmd(&p.object.path)?.display(),
+        t.sql_cmd("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?
+            .display(),
+        t.replay_cmd("<dir>/backup.sql.gz", n.scratch.as_str())?
+            .display(),
+        t.sql_cmd(n.scratch.as_str(), crate::backup::drill::COUNT_SQL)?
+            .display(),
+    ];
+    for w in t.writers() {
+        v.push(format!("compose stop {w}"));
+    }
+    v.extend([
+        t.sql_cmd("postgres", &plan::block_sql(&n.live))?.display(),
+        t.sql_cmd("postgres", &plan::terminate_sql(&n.live))?
+            .display(),
+        t.sql_cmd("postgres", &plan::swap_sql(n))?.display(),
+        t.sql_cmd("postgres", &plan::unblock_sql(&n.live, limit))?
+            .display(),
+        t.sql_cmd("postgres", &plan::unblock_sql(&n.kept, limit))?
+            .display(),
+    ]);
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ctrl-C: the handler ends the sessions on the scratch database while a restore replays into it
+// (the replay then fails and the guard drops the database); at any other moment it only sets the
+// flag, which is checked between steps. The swap, once begun, is finished.
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static REPLAYING: Mutex<Option<(Target, DbName)>> = Mutex::new(None);
+
+fn install_ctrlc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            eprintln!("interrupted: stopping before the swap (the live database stays as it is)");
+            let current = REPLAYING.lock().ok().and_then(|g| g.clone());
+            if let Some((t, db)) = current {
+                let _ = t.sql("postgres", &plan::terminate_sql(&db));
+            }
+        });
+    });
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Drops the scratch database and removes the downloaded file, however the restore ends, unless
+/// the scratch database became the live one.
+struct Scratch<'a> {
+    t: &'a Target,
+    db: Option<DbName>,
+    dir: Option<String>,
+}
+
+impl Scratch<'_> {
+    fn finish(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Ok(mut g) = REPLAYING.lock() {
+            *g = None;
+        }
+        if let Some(db) = self.db.take() {
+            if let Err(e) = self.t.sql("postgres", &plan::drop_sql(&db)) {
+                warnings.push(format!("could not drop the scratch database {db}: {e}"));
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = self.t.cleanup(&dir) {
+                warnings.push(format!("could not remove {dir}: {e}"));
+            }
+        }
+        warnings
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        for w in self.finish() {
+            eprintln!("warning: {w}");
+        }
+    }
+}
+
+struct Run<'a> {
+    t: &'a Target,
+    root: std::path::PathBuf,
+    opts: &'a Options,
+    audit: Audit,
+    object: String,
+    sha: String,
+    steps: Vec<StepReport>,
+}
+
+impl Run<'_> {
+    fn say(&self, s: &str) {
+        if self.opts.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    }
+
+    /// Run one named step: print it, time it, record it in the audit log.
+    fn step<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<(T, String)>,
+    ) -> Result<T> {
+        self.say(&format!("==> {name}"));
+        let s_ms = now_ms();
+        let t0 = Instant::now();
+        let r = f(self);
+        let e_ms = now_ms();
+        let (status, message, out) = match r {
+            Ok((v, m)) => ("ok", m, Ok(v)),
+            Err(e) => (
+                if interrupted() {
+                    "interrupted"
+                } else {
+                    "failed"
+                },
+                e.to_string(),
+                Err(e),
+            ),
+        };
+        self.say(&format!(
+            "    {name} {status} in {:.2}s{}",
+            t0.elapsed().as_secs_f64(),
+            if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            }
+        ));
+        self.record(name, status, s_ms, e_ms, &message);
+        self.steps.push(StepReport {
+            step: name.into(),
+            status: status.into(),
+            duration_ms: elapsed_ms(s_ms, e_ms),
+            message,
+        });
+        out
+    }
+
+    fn record(&self, name: &str, status: &str, s_ms: u128, e_ms: u128, message: &str) {
+        let r = Record {
+            env: self.t.env.name.clone(),
+            step: format!("{}:{name}", self.opts.audit_prefix),
+            status: status.into(),
+            start: rfc3339_ms(s_ms),
+            end: rfc3339_ms(e_ms),
+            duration_ms: elapsed_ms(s_ms, e_ms),
+            sha: self.sha.clone(),
+            actor: crate::deploy::actor(),
+            run_url: crate::deploy::run_url(),
+            backup_object: Some(self.object.clone()),
+            message: message.into(),
+        };
+        if let Err(e) = self.audit.append(&r) {
+            eprintln!("warning: audit log: {e}");
+        }
+    }
+
+    fn check_interrupt(&self) -> Result<()> {
+        if interrupted() {
+            Err(Error::failed(
+                "interrupted (Ctrl-C) before the swap: the live database is untouched",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The audit log of the environment (the deploy's).
+pub fn audit_of(host: &crate::host::Host, root: &Path) -> Audit {
+    Audit {
+        local: crate::deploy::runner::audit_path(host, root),
+        remote: host
+            .remote()
+            .map(|r| (r.target.clone(), format!("{}/deploy-audit.jsonl", r.dir))),
+    }
+}
+
+/// The whole restore. `after_swap` brings the app back once the restored database is live (the
+/// plain restore starts the writers it stopped; rollback starts the previous release).
+pub fn restore(
+    env: &Environment,
+    root: &Path,
+    opts: &Options,
+    after_swap: &mut dyn FnMut(&Target) -> Result<String>,
+) -> Result<Outcome> {
+    let t = Target::of(env)?;
+    let planned = plan_restore(&t, opts)?;
+    let text = plan_text(&t, &planned, opts);
+    let say = |s: &str| {
+        if opts.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    say(&text);
+    if planned.manifest.is_none() {
+        eprintln!(
+            "warning: {} has no manifest: its hash and row counts cannot be checked (--strict refuses such a backup)",
+            planned.object.path
+        );
+    }
+    if opts.dry_run {
+        say("commands (dry run: nothing is changed):");
+        for c in dry_run_commands(&t, &planned)? {
+            say(&format!("  $ {c}"));
+        }
+        return Ok(Outcome::DryRun);
+    }
+    if !opts.yes {
+        confirm(&planned.names.live)?;
+    }
+    install_ctrlc();
+    let mut run = Run {
+        t: &t,
+        root: root.to_path_buf(),
+        opts,
+        audit: audit_of(&t.host, root),
+        object: planned.object.path.clone(),
+        sha: planned
+            .manifest
+            .as_ref()
+            .and_then(|m| m.git_sha.clone())
+            .unwrap_or_default(),
+        steps: Vec::new(),
+    };
+    run.record("plan", "ok", now_ms(), now_ms(), &text);
+    let result = execute(&mut run, &planned, after_swap);
+    let (outcome, downtime) = match &result {
+        Ok(d) => ("ok", *d),
+        Err(_) if interrupted() => ("interrupted", None),
+        Err(_) => ("failed", None),
+    };
+    let msg = match &result {
+        Ok(_) => format!(
+            "restored {} into {}{}",
+            planned.object.path,
+            planned.names.live,
+            if planned.live.is_some() {
+                format!("; the replaced database is kept as {}", planned.names.kept)
+            } else {
+                String::new()
+            }
+        ),
+        Err(e) => e.to_string(),
+    };
+    run.record("pipeline", outcome, now_ms(), now_ms(), &msg);
+    let report = Report {
+        env: env.name.clone(),
+        object: planned.object.path.clone(),
+        manifest: planned.manifest.is_some(),
+        database: planned.names.live.to_string(),
+        scratch_database: planned.names.scratch.to_string(),
+        kept_database: planned
+            .live
+            .as_ref()
+            .map(|_| planned.names.kept.to_string()),
+        backup_created_at: planned.created_at.clone(),
+        window_seconds: planned.window_seconds,
+        outcome: outcome.into(),
+        steps: run.steps.clone(),
+        downtime_ms: downtime,
+    };
+    match result {
+        Ok(_) => {
+            run.say(&msg);
+            if let Some(d) = downtime {
+                run.say(&format!(
+                    "app downtime (writers stopped → healthy): {:.2}s",
+                    d as f64 / 1000.0
+                ));
+            }
+            Ok(Outcome::Done(Box::new(report)))
+        }
+        Err(e) => Ok(Outcome::Failed(Box::new(report), e)),
+    }
+}
+
+/// Ask on the terminal; without one, exit 2 having changed nothing.
+fn confirm(live: &DbName) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage(
+            "restore replaces a live database: confirm on a terminal, or pass --yes (nothing was changed)",
+        ));
+    }
+    eprint!("type the database name ({live}) to replace it: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::usage(format!("cannot read the confirmation: {e}")))?;
+    if line.trim() == live.as_str() {
+        Ok(())
+    } else {
+        Err(Error::usage("not confirmed: nothing was changed"))
+    }
+}
+
+/// Steps 2-6. Returns the downtime (ms) once the restored database is live and healthy.
+fn execute(
+    run: &mut Run,
+    p: &Planned,
+    after_swap: &mut dyn FnMut(&Target) -> Result<String>,
+) -> Result<Option<u64>> {
+    let t = run.t;
+    let n = &p.names;
+    let _lock: LockGuard = run.step("lock", |r| {
+        let place = crate::deploy::runner::lock_place(&r.t.host, &r.root);
+        let info = LockInfo::new("restore", 6 * 3600, crate::random::secret()?);
+        let (g, _) = lock::acquire(&place, &info, false)
+            .map_err(|e| Error::failed(format!("refusing to restore: {e}")))?;
+        Ok((g, place.describe()))
+    })?;
+    run.check_interrupt()?;
+    let mut scratch = Scratch {
+        t,
+        db: None,
+        dir: None,
+    };
+    let fetched: Fetched = run.step("download", |r| {
+        let f = r.t.fetch(&p.object.path)?;
+        scratch.dir = Some(f.dir.clone());
+        match &p.manifest {
+            Some(m) => {
+                m.check_dump(&p.object.path, f.size, Some(&f.sha256))
+                    .map_err(|e| e.context("nothing was restored"))?;
+                Ok((
+                    f.clone(),
+                    format!(
+                        "sha256 {} and {} bytes match the manifest",
+                        f.sha256, f.size
+                    ),
+                ))
+            }
+            None => Ok((
+                f.clone(),
+                format!(
+                    "sha256 {} ({} bytes); no manifest to check against",
+                    f.sha256, f.size
+                ),
+            )),
+        }
+    })?;
+    run.check_interrupt()?;
+    run.step("restore", |r| {
+        let owner = p
+            .live
+            .as_ref()
+            .map(|l| l.owner.clone())
+            .unwrap_or_else(|| r.t.env.db_user.clone());
+        r.t.sql("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?;
+        scratch.db = Some(n.scratch.clone());
+        if let Ok(mut g) = REPLAYING.lock() {
+            *g = Some((r.t.clone(), n.scratch.clone()));
+        }
+        // A Ctrl-C between the check above and here: the handler found nothing to end.
+        r.check_interrupt()?;
+        let t0 = Instant::now();
+        let res = r.t.replay(
+            &format!("{}/backup.sql.gz", fetched.dir),
+            n.scratch.as_str(),
+        );
+        if let Ok(mut g) = REPLAYING.lock() {
+            *g = None;
+        }
+        r.check_interrupt()?;
+        res?;
+        Ok((
+            (),
+            format!("into {} in {:.1}s", n.scratch, t0.elapsed().as_secs_f64()),
+        ))
+    })?;
+    run.check_interrupt()?;
+    run.step("verify", |r| {
+        let restored = backup::drill::parse_counts(&r.t.sql(n.scratch.as_str(), backup::drill::COUNT_SQL)?)?;
+        let migration = r.t.sql(n.scratch.as_str(), backup::drill::NEWEST_MIGRATION_SQL)?;
+        let migration = Some(migration.trim()).filter(|s| !s.is_empty());
+        let rows: u64 = restored.values().sum();
+        match &p.manifest {
+            None => Ok(((), format!(
+                "{} tables, {rows} rows, newest migration {} (no manifest: not compared)",
+                restored.len(),
+                migration.unwrap_or("none")
+            ))),
+            Some(m) => {
+                let diff = plan::verify(&m.tables, &restored, m.newest_migration.as_deref(), migration);
+                if diff.is_empty() {
+                    Ok(((), format!(
+                        "{} tables, {rows} rows and newest migration {} equal the manifest",
+                        restored.len(),
+                        migration.unwrap_or("none")
+                    )))
+                } else {
+                    Err(Error::failed(format!(
+                        "the restored database differs from the manifest: {}; the live database is untouched",
+                        diff.iter()
+                            .map(|d| format!("{} manifest {} restored {}", d.what, d.manifest, d.restored))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            }
+        }
+    })?;
+    run.check_interrupt()?;
+    let down_start = Instant::now();
+    run.step("swap", |r| swap(r.t, p, run_swap_wait(r.opts)))?;
+    // The scratch database is the live one now: the guard must not touch that name (it no longer
+    // exists under it, but we do not rely on that).
+    scratch.db = None;
+    for w in scratch.finish() {
+        eprintln!("warning: {w}");
+    }
+    run.step("start", |r| Ok(((), after_swap(r.t)?)))?;
+    run.step("health", |r| Ok(((), r.t.health(n.live.as_str(), 30)?)))?;
+    Ok(Some(down_start.elapsed().as_millis() as u64))
+}
+
+fn run_swap_wait(o: &Options) -> Duration {
+    o.swap_wait
+}
+
+/// Stop the writers, block and end sessions, rename both in one transaction, allow connections.
+/// Any failure before the rename commits puts everything back (connections, writers).
+fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
+    let n = &p.names;
+    t.stop_writers()?;
+    let Some(live) = &p.live else {
+        // No live database: the restored one just takes the name.
+        t.sql(
+            "postgres",
+            &format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                n.scratch.ident(),
+                n.live.ident()
+            ),
+        )
+        .inspect_err(|_| {
+            let _ = t.start_writers();
+        })?;
+        return Ok(((), format!("{} renamed to {}", n.scratch, n.live)));
+    };
+    let undo = |why: Error| -> Error {
+        let mut notes = Vec::new();
+        if let Err(e) = t.sql("postgres", &plan::unblock_sql(&n.live, live.conn_limit)) {
+            notes.push(format!(
+                "could not allow connections to {} again: {e}",
+                n.live
+            ));
+        }
+        if let Err(e) = t.start_writers() {
+            notes.push(format!("could not start the app again: {e}"));
+        }
+        Error::failed(format!(
+            "swap refused: {why}; {} is unchanged and open again{}",
+            n.live,
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" (BUT: {})", notes.join("; "))
+            }
+        ))
+    };
+    t.sql("postgres", &plan::block_sql(&n.live)).map_err(undo)?;
+    let deadline = Instant::now() + wait;
+    loop {
+        t.sql("postgres", &plan::terminate_sql(&n.live))
+            .map_err(undo)?;
+        let left = t
+            .sql("postgres", &plan::sessions_sql(&n.live))
+            .map_err(undo)?;
+        let left: Vec<&str> = left.lines().filter(|l| !l.trim().is_empty()).collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(undo(Error::failed(format!(
+                "{} session(s) on {} did not end within {}s (pid user application: {})",
+                left.len(),
+                n.live,
+                wait.as_secs(),
+                left.join("; ")
+            ))));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.sql("postgres", &plan::swap_sql(n)).map_err(undo)?;
+    // Renamed. Connections: the new live database and the kept one open with the old limit.
+    let mut notes = Vec::new();
+    for db in [&n.live, &n.kept] {
+        if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, live.conn_limit)) {
+            notes.push(format!("could not allow connections to {db}: {e}"));
+        }
+    }
+    if !notes.is_empty() {
+        return Err(Error::failed(format!(
+            "the restored database is live as {}, the old one kept as {}, but {}",
+            n.live,
+            n.kept,
+            notes.join("; ")
+        )));
+    }
+    Ok((
+        (),
+        format!("{} → {}, {} → {}", n.live, n.kept, n.scratch, n.live),
+    ))
+}
+
+fn list_kept(env: &Environment, json: bool) -> Result<ExitCode> {
+    let t = Target::of(env)?;
+    let live = DbName::parse(&env.database)?;
+    let kept = plan::parse_kept_list(
+        &live,
+        &t.sql("postgres", &plan::kept_list_sql(&live))?,
+        now_unix() as i64,
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&kept).expect("serializable")
+        );
+    } else if kept.is_empty() {
+        println!("no kept databases of {live} on `{}`", env.name);
+    } else {
+        println!("kept databases of {live} on `{}` (each holds the writes made after the backup that replaced it):", env.name);
+        for k in &kept {
+            println!(
+                "  {}  {} bytes  {} old",
+                k.database,
+                k.size_bytes,
+                plan::human_age(k.age_seconds)
+            );
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn drop_kept(env: &Environment, name: &str, json: bool) -> Result<ExitCode> {
+    let live = DbName::parse(&env.database)?;
+    let db = plan::parse_kept(&live, name)?;
+    let t = Target::of(env)?;
+    if plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&db))?)?.is_none() {
+        return Err(Error::failed(format!("no database {db} on `{}`", env.name)));
+    }
+    t.sql("postgres", &plan::drop_kept_sql(&db))?;
+    if json {
+        println!("{}", serde_json::json!({"dropped": db.as_str()}));
+    } else {
+        println!("dropped {db}");
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Per-table counts (for callers that compare databases).
+pub fn counts(t: &Target, db: &str) -> Result<BTreeMap<String, u64>> {
+    backup::drill::parse_counts(&t.sql(db, backup::drill::COUNT_SQL)?)
+}

@@ -1,0 +1,490 @@
+//! Pure pieces of `restore`: database names of the fixed shapes, the UTC stamp, the window of writes,
+//! the SQL of each step (identifiers validated, then double-quoted; literals only of validated names),
+//! and the plan text. No I/O here.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Suffix of a scratch database: `<db>_restore_<stamp>`.
+pub const SCRATCH_INFIX: &str = "_restore_";
+/// Suffix of a kept (replaced) database: `<db>_before_restore_<stamp>`.
+pub const KEPT_INFIX: &str = "_before_restore_";
+
+/// A database name we are willing to put in SQL: `[a-z_][a-z0-9_]*`, at most 63 bytes (PostgreSQL's
+/// identifier limit, so nothing is silently truncated).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DbName(String);
+
+impl DbName {
+    pub fn parse(s: &str) -> Result<DbName> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(DbName(s.to_string()))
+        } else {
+            Err(Error::usage(format!(
+                "database name {s:?} is not of the shape [a-z_][a-z0-9_]* (at most 63 bytes)"
+            )))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// `"name"` (the shape excludes quotes, so this is exact).
+    pub fn ident(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+    /// `'name'` as an SQL string literal (the shape excludes quotes).
+    pub fn literal(&self) -> String {
+        format!("'{}'", self.0)
+    }
+}
+
+impl std::fmt::Display for DbName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A UTC stamp `YYYYmmdd_HHMMSS`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Stamp(String);
+
+impl Stamp {
+    pub fn at_unix(secs: u64) -> Stamp {
+        let t = crate::deploy::plan::rfc3339_ms(secs as u128 * 1000);
+        // 2026-12-01T09:00:00.000Z → 20261201_090000
+        let b = t.as_bytes();
+        let s: String = [
+            &b[0..4],
+            &b[5..7],
+            &b[8..10],
+            b"_",
+            &b[11..13],
+            &b[14..16],
+            &b[17..19],
+        ]
+        .concat()
+        .into_iter()
+        .map(char::from)
+        .collect();
+        Stamp(s)
+    }
+    pub fn parse(s: &str) -> Option<Stamp> {
+        let b = s.as_bytes();
+        (b.len() == 15
+            && b[8] == b'_'
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| i == 8 || c.is_ascii_digit()))
+        .then(|| Stamp(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Seconds since the epoch of this stamp (UTC).
+    pub fn unix(&self) -> i64 {
+        let n = |r: std::ops::Range<usize>| self.0[r].parse::<i64>().unwrap_or(0);
+        unix_of(n(0..4), n(4..6), n(6..8), n(9..11), n(11..13), n(13..15))
+    }
+}
+
+/// Days-from-civil (Howard Hinnant), UTC.
+fn unix_of(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hh * 3600 + mm * 60 + ss
+}
+
+/// `2026-12-01T09:00:00Z` (also with fractional seconds or `+00:00`) → seconds since the epoch.
+pub fn parse_rfc3339_utc(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') {
+        return None;
+    }
+    let rest = &s[19..];
+    let rest = rest
+        .strip_prefix('.')
+        .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()))
+        .unwrap_or(rest);
+    if !(rest == "Z" || rest == "+00:00") {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    Some(unix_of(
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    ))
+}
+
+/// The databases one restore works with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Names {
+    pub live: DbName,
+    pub scratch: DbName,
+    pub kept: DbName,
+    pub stamp: Stamp,
+}
+
+impl Names {
+    pub fn new(live: &str, stamp: Stamp) -> Result<Names> {
+        let live = DbName::parse(live)?;
+        let scratch = DbName::parse(&format!("{live}{SCRATCH_INFIX}{}", stamp.as_str()))?;
+        let kept = DbName::parse(&format!("{live}{KEPT_INFIX}{}", stamp.as_str()))?;
+        Ok(Names {
+            live,
+            scratch,
+            kept,
+            stamp,
+        })
+    }
+}
+
+/// A kept database name of `live`, with its stamp, or `None` when `name` is not of that shape.
+pub fn kept_stamp(live: &DbName, name: &str) -> Option<Stamp> {
+    let rest = name.strip_prefix(live.as_str())?.strip_prefix(KEPT_INFIX)?;
+    Stamp::parse(rest)
+}
+
+/// `--drop-kept NAME`: only `<db>_before_restore_<stamp>` of this environment's database.
+pub fn parse_kept(live: &DbName, name: &str) -> Result<DbName> {
+    match kept_stamp(live, name) {
+        Some(_) => DbName::parse(name),
+        None => Err(Error::usage(format!(
+            "--drop-kept {name:?}: only a kept database of the shape {live}{KEPT_INFIX}YYYYmmdd_HHMMSS \
+             can be dropped (`--kept` lists them)"
+        ))),
+    }
+}
+
+/// `3h 12m`, `45s`, `2d 4h`.
+pub fn human_age(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {}s", s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL. Every identifier is a `DbName` (validated shape, double-quoted).
+
+/// Facts of the live database needed before and after the swap: `owner|connlimit|size_bytes`.
+pub fn live_facts_sql(live: &DbName) -> String {
+    format!(
+        "SELECT pg_get_userbyid(datdba) || '|' || datconnlimit || '|' || pg_database_size(datname) \
+         FROM pg_database WHERE datname = {}",
+        live.literal()
+    )
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveFacts {
+    pub owner: String,
+    pub conn_limit: i64,
+    pub size_bytes: u64,
+}
+
+/// Parse [`live_facts_sql`]'s answer; `None` when the database does not exist.
+pub fn parse_live_facts(text: &str) -> Result<Option<LiveFacts>> {
+    let line = text.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let mut it = line.rsplitn(3, '|');
+    let (size, limit, owner) = (it.next(), it.next(), it.next());
+    match (
+        owner,
+        limit.and_then(|l| l.parse().ok()),
+        size.and_then(|s| s.parse().ok()),
+    ) {
+        (Some(o), Some(l), Some(s)) => Ok(Some(LiveFacts {
+            owner: o.to_string(),
+            conn_limit: l,
+            size_bytes: s,
+        })),
+        _ => Err(Error::failed(format!(
+            "unexpected answer about the live database: {line:?}"
+        ))),
+    }
+}
+
+/// A role name as a quoted identifier (`"` doubled).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub fn create_scratch_sql(scratch: &DbName, owner: &str) -> String {
+    format!(
+        "CREATE DATABASE {} TEMPLATE template0 OWNER {}",
+        scratch.ident(),
+        quote_ident(owner)
+    )
+}
+
+pub fn drop_sql(db: &DbName) -> String {
+    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.ident())
+}
+
+/// Drop a kept database: no FORCE (a session on it means someone is looking at it).
+pub fn drop_kept_sql(db: &DbName) -> String {
+    format!("DROP DATABASE {}", db.ident())
+}
+
+/// Block new connections to the live database (also for superusers: `ALLOW_CONNECTIONS false`).
+pub fn block_sql(live: &DbName) -> String {
+    format!(
+        "ALTER DATABASE {0} ALLOW_CONNECTIONS false; ALTER DATABASE {0} CONNECTION LIMIT 0",
+        live.ident()
+    )
+}
+
+/// Allow connections again with the original connection limit.
+pub fn unblock_sql(db: &DbName, conn_limit: i64) -> String {
+    format!(
+        "ALTER DATABASE {0} ALLOW_CONNECTIONS true; ALTER DATABASE {0} CONNECTION LIMIT {1}",
+        db.ident(),
+        conn_limit
+    )
+}
+
+/// End every session on `db` except ours; prints how many are left, then their pids.
+pub fn terminate_sql(db: &DbName) -> String {
+    format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = {} AND pid <> pg_backend_pid()",
+        db.literal()
+    )
+}
+
+/// Pids of the sessions still on `db` (one per line).
+pub fn sessions_sql(db: &DbName) -> String {
+    format!(
+        "SELECT pid || ' ' || coalesce(usename, '?') || ' ' || coalesce(application_name, '') \
+         FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid() ORDER BY pid",
+        db.literal()
+    )
+}
+
+/// Both renames in one transaction: the second failing undoes the first (PostgreSQL rolls the
+/// transaction back), so there is never a moment without a database of the live name... except
+/// inside the transaction, which nobody else can see.
+pub fn swap_sql(n: &Names) -> String {
+    format!(
+        "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
+        n.live.ident(),
+        n.kept.ident(),
+        n.scratch.ident(),
+        n.live.ident()
+    )
+}
+
+/// Kept databases of `live`: `name|size_bytes` lines.
+pub fn kept_list_sql(live: &DbName) -> String {
+    // `_` is a LIKE wildcard: escaped. The shape is checked again in Rust.
+    let pattern = format!("{}{}%", live.as_str(), KEPT_INFIX).replace('_', "\\_");
+    format!(
+        "SELECT datname || '|' || pg_database_size(datname) FROM pg_database \
+         WHERE datname LIKE '{pattern}' ORDER BY datname"
+    )
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    pub database: DbName,
+    pub size_bytes: u64,
+    pub stamp: Stamp,
+    pub age_seconds: i64,
+}
+
+pub fn parse_kept_list(live: &DbName, text: &str, now: i64) -> Vec<Kept> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, size) = l.trim().rsplit_once('|')?;
+            let stamp = kept_stamp(live, name)?;
+            Some(Kept {
+                database: DbName::parse(name).ok()?,
+                size_bytes: size.parse().ok()?,
+                age_seconds: now - stamp.unix(),
+                stamp,
+            })
+        })
+        .collect()
+}
+
+/// One difference between the manifest and the restored database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    pub what: String,
+    pub manifest: String,
+    pub restored: String,
+}
+
+/// Compare per-table counts and the newest migration with the manifest's (empty: all equal).
+pub fn verify(
+    manifest_tables: &BTreeMap<String, u64>,
+    restored_tables: &BTreeMap<String, u64>,
+    manifest_migration: Option<&str>,
+    restored_migration: Option<&str>,
+) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let show = |v: Option<&u64>| v.map_or("missing".to_string(), |n| n.to_string());
+    let mut names: Vec<&String> = manifest_tables
+        .keys()
+        .chain(restored_tables.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    for t in names {
+        let (a, b) = (manifest_tables.get(t), restored_tables.get(t));
+        if a != b {
+            out.push(Mismatch {
+                what: format!("table {t}"),
+                manifest: show(a),
+                restored: show(b),
+            });
+        }
+    }
+    if manifest_migration != restored_migration {
+        out.push(Mismatch {
+            what: "newest migration".into(),
+            manifest: manifest_migration.unwrap_or("none").into(),
+            restored: restored_migration.unwrap_or("none").into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_have_the_fixed_shapes_and_bad_names_are_refused() {
+        let n = Names::new("station", Stamp::at_unix(1_796_115_600)).unwrap();
+        assert_eq!(n.stamp.as_str(), "20261201_090000");
+        assert_eq!(n.scratch.as_str(), "station_restore_20261201_090000");
+        assert_eq!(n.kept.as_str(), "station_before_restore_20261201_090000");
+        assert_eq!(n.stamp.unix(), 1_796_115_600);
+        for bad in [
+            "",
+            "Station",
+            "a-b",
+            "a\"b",
+            "x;DROP",
+            &"a".repeat(64),
+            "1abc",
+        ] {
+            assert!(DbName::parse(bad).is_err(), "{bad}");
+        }
+        // A live name so long that the kept name would exceed 63 bytes is refused, not truncated.
+        assert!(Names::new(&"a".repeat(40), n.stamp.clone()).is_err());
+    }
+
+    #[test]
+    fn only_kept_names_of_this_database_may_be_dropped() {
+        let live = DbName::parse("station").unwrap();
+        assert!(parse_kept(&live, "station_before_restore_20261201_090000").is_ok());
+        for bad in [
+            "station",
+            "station_restore_20261201_090000",
+            "station_before_restore_2026120_090000",
+            "other_before_restore_20261201_090000",
+            "station_before_restore_20261201_090000x",
+            "station_before_restore_20261201_090000\"; DROP DATABASE station; --",
+        ] {
+            let e = parse_kept(&live, bad).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::ExitCode::Usage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_and_ages() {
+        assert_eq!(
+            parse_rfc3339_utc("2026-12-01T09:00:00Z"),
+            Some(1_796_115_600)
+        );
+        assert_eq!(
+            parse_rfc3339_utc("2026-12-01T09:00:00.123Z"),
+            Some(1_796_115_600)
+        );
+        assert_eq!(parse_rfc3339_utc("2026-12-01T09:00:00+02:00"), None);
+        assert_eq!(parse_rfc3339_utc("yesterday"), None);
+        assert_eq!(human_age(3 * 3600 + 12 * 60 + 5), "3h 12m");
+        assert_eq!(human_age(45), "45s");
+        assert_eq!(human_age(2 * 86_400 + 4 * 3600), "2d 4h");
+    }
+
+    #[test]
+    fn swap_is_one_transaction_and_identifiers_are_quoted() {
+        let n = Names::new("station", Stamp::parse("20261201_090000").unwrap()).unwrap();
+        assert_eq!(
+            swap_sql(&n),
+            "BEGIN; ALTER DATABASE \"station\" RENAME TO \"station_before_restore_20261201_090000\"; \
+             ALTER DATABASE \"station_restore_20261201_090000\" RENAME TO \"station\"; COMMIT;"
+        );
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert!(kept_list_sql(&n.live).contains("'station\\_before\\_restore\\_%'"));
+    }
+
+    #[test]
+    fn kept_list_and_facts_parse() {
+        let live = DbName::parse("station").unwrap();
+        let k = parse_kept_list(
+            &live,
+            "station_before_restore_20261201_090000|8000\nstation_before_restore_junk|1\n",
+            1_796_115_600 + 60,
+        );
+        assert_eq!(k.len(), 1);
+        assert_eq!(k[0].age_seconds, 60);
+        assert_eq!(k[0].size_bytes, 8000);
+        assert_eq!(
+            parse_live_facts("station|-1|7000\n").unwrap(),
+            Some(LiveFacts {
+                owner: "station".into(),
+                conn_limit: -1,
+                size_bytes: 7000
+            })
+        );
+        assert_eq!(parse_live_facts("").unwrap(), None);
+        assert!(parse_live_facts("garbage").is_err());
+    }
+
+    #[test]
+    fn verify_names_every_difference() {
+        let m: BTreeMap<String, u64> = [("public.a".into(), 3), ("public.b".into(), 1)].into();
+        let r: BTreeMap<String, u64> = [("public.a".into(), 3), ("public.c".into(), 1)].into();
+        assert!(verify(&m, &m, Some("2"), Some("2")).is_empty());
+        let d = verify(&m, &r, Some("2"), None);
+        let what: Vec<&str> = d.iter().map(|x| x.what.as_str()).collect();
+        assert_eq!(
+            what,
+            ["table public.b", "table public.c", "newest migration"]
+        );
+    }
+}

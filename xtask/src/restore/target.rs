@@ -1,0 +1,255 @@
+//! What restore (and rollback) needs from the environment's [`Host`]: SQL on a database, fetching
+//! and hashing an object on the host, replaying it, the app's writers, health. Every command is a
+//! fixed script (`*.sh` beside this file) or argument vector with positional arguments; where it
+//! runs (this machine, Compose here, Compose over SSH) is the host's business.
+
+use std::time::Duration;
+
+use crate::environments::Environment;
+use crate::error::{Error, Result};
+use crate::host::{Host, Script, RCLONE_FLAGS};
+use crate::process::{describe, Cmd};
+
+/// `$1` object → a fresh temp dir on the host; prints `DIR SHA256 SIZE`.
+const FETCH: Script = Script::bash(include_str!("fetch.sh")).anywhere();
+/// `$1` dump file (gzip) → the psql command given as `$2...` (in the environment's directory: the
+/// Compose words name the project's files relative to it on a server).
+const REPLAY: Script = Script::bash(include_str!("replay.sh")).with_compose();
+/// Remove `$1` (only an `xtask-restore.*` temp dir).
+const CLEANUP: Script = Script::sh(include_str!("cleanup.sh")).anywhere();
+
+/// `STATION_TAG` for `compose stop|start`: the compose files require a value to interpolate, but
+/// stop and start act on the existing containers and never change their image.
+const STOP_START_TAG: &str = "unchanged-by-stop-start";
+
+/// The downloaded object on the host.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub dir: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub env: Environment,
+    pub host: Host,
+}
+
+impl Target {
+    pub fn of(env: &Environment) -> Result<Target> {
+        Ok(Target {
+            env: env.clone(),
+            host: Host::of(env)?,
+        })
+    }
+
+    /// The command [`Target::sql`] runs.
+    pub fn sql_cmd(&self, db: &str, sql: &str) -> Result<Cmd> {
+        Ok(self
+            .host
+            .psql(db, &["-A", "-t", "-c", sql])?
+            .timeout(Duration::from_secs(120)))
+    }
+
+    /// Run SQL on `db` (`postgres` for CREATE/ALTER/DROP DATABASE), unaligned tuples-only output.
+    pub fn sql(&self, db: &str, sql: &str) -> Result<String> {
+        let o = self.sql_cmd(db, sql)?.output()?;
+        if o.status.success() {
+            Ok(o.stdout_str())
+        } else if self.host.unreachable(&o) {
+            Err(Error::unavailable(format!(
+                "psql on `{}`: the host did not answer: {}",
+                self.env.name,
+                o.stderr_str().trim()
+            )))
+        } else {
+            Err(Error::failed(format!(
+                "psql on database {db} of `{}` {}: {}",
+                self.env.name,
+                describe(o.status),
+                o.stderr_str().trim()
+            )))
+        }
+    }
+
+    pub fn fetch_cmd(&self, object: &str) -> Result<Cmd> {
+        let mut args = vec![object.to_string()];
+        args.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
+        Ok(self.host.script(&FETCH, &args)?.env_remove("AWS_CA_BUNDLE"))
+    }
+
+    /// Download the object into a temp dir on the host and hash it there.
+    pub fn fetch(&self, object: &str) -> Result<Fetched> {
+        let o = self.fetch_cmd(object)?.output()?;
+        if !o.status.success() {
+            return Err(Error::unavailable(format!(
+                "downloading {object} {}: {}",
+                describe(o.status),
+                o.stderr_str().trim()
+            )));
+        }
+        let out = o.stdout_str();
+        let mut w = out.split_whitespace();
+        match (w.next(), w.next(), w.next().and_then(|s| s.parse().ok())) {
+            (Some(dir), Some(sum), Some(size)) if sum.len() == 64 => Ok(Fetched {
+                dir: dir.to_string(),
+                sha256: sum.to_string(),
+                size,
+            }),
+            _ => Err(Error::failed(format!(
+                "downloading {object}: unexpected answer {out:?}"
+            ))),
+        }
+    }
+
+    pub fn replay_cmd(&self, file: &str, db: &str) -> Result<Cmd> {
+        let mut args = vec![file.to_string()];
+        args.extend(self.host.psql_words(db, &["--single-transaction"]));
+        self.host.script(&REPLAY, &args)
+    }
+
+    /// `gzip -dc FILE | psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d DB` on the host.
+    pub fn replay(&self, file: &str, db: &str) -> Result<()> {
+        let o = self.replay_cmd(file, db)?.output()?;
+        if o.status.success() {
+            return Ok(());
+        }
+        let err = o.stderr_str();
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        Err(Error::failed(format!(
+            "replaying the dump into {db} {}: {}",
+            describe(o.status),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )))
+    }
+
+    pub fn cleanup(&self, dir: &str) -> Result<()> {
+        let o = self
+            .host
+            .script(&CLEANUP, &[dir.to_string()])?
+            .timeout(Duration::from_secs(60))
+            .output()?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(Error::failed(format!(
+                "removing {dir} {}",
+                describe(o.status)
+            )))
+        }
+    }
+
+    /// The services that write to the database: the app's backend in Compose environments, none
+    /// where there is no Compose project (`local` runs no app).
+    pub fn writers(&self) -> Vec<String> {
+        match self.host.compose_project() {
+            Some(_) => vec![self.env.services.backend.clone()],
+            None => Vec::new(),
+        }
+    }
+
+    fn compose_checked(&self, tag: Option<&str>, args: &[&str], what: &str) -> Result<()> {
+        let o = self
+            .host
+            .compose(tag, args)?
+            .timeout(Duration::from_secs(600))
+            .output()?;
+        crate::host::outcome(&format!("{what} on `{}`", self.env.name), o).map(|_| ())
+    }
+
+    /// `compose stop <writers>` (nothing without a Compose project).
+    pub fn stop_writers(&self) -> Result<()> {
+        let w = self.writers();
+        if w.is_empty() {
+            return Ok(());
+        }
+        let mut a = vec!["stop"];
+        a.extend(w.iter().map(String::as_str));
+        self.compose_checked(Some(STOP_START_TAG), &a, "stopping the app")
+    }
+
+    /// `compose start <writers>` (nothing without a Compose project).
+    pub fn start_writers(&self) -> Result<()> {
+        let w = self.writers();
+        if w.is_empty() {
+            return Ok(());
+        }
+        let mut a = vec!["start"];
+        a.extend(w.iter().map(String::as_str));
+        self.compose_checked(Some(STOP_START_TAG), &a, "starting the app")
+    }
+
+    /// `compose up -d` with `STATION_TAG=tag`: the release `tag` runs (rollback). `false` when
+    /// there is no Compose project (nothing to roll out).
+    pub fn up_with_tag(&self, tag: &str) -> Result<bool> {
+        if self.host.compose_project().is_none() {
+            return Ok(false);
+        }
+        self.compose_checked(Some(tag), &["up", "-d", "--remove-orphans"], "compose up")?;
+        Ok(true)
+    }
+
+    /// Healthy: the database answers on its live name; in Compose environments the writers run;
+    /// where the environment has a health URL, it answers.
+    pub fn health(&self, db: &str, tries: u32) -> Result<String> {
+        let mut notes = Vec::new();
+        let mut last = String::new();
+        let mut ok = false;
+        for _ in 0..tries.max(1) {
+            match self.sql(db, "SELECT 1") {
+                Ok(s) if s.trim() == "1" => {
+                    ok = true;
+                    break;
+                }
+                Ok(s) => last = s,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        if !ok {
+            return Err(Error::failed(format!(
+                "database {db} does not answer: {last}"
+            )));
+        }
+        notes.push(format!("database {db} answers SELECT 1"));
+        let writers = self.writers();
+        if !writers.is_empty() {
+            let mut running = Vec::new();
+            for _ in 0..tries.max(1) {
+                let out = self
+                    .host
+                    .compose(
+                        Some(STOP_START_TAG),
+                        &["ps", "--status", "running", "--services"],
+                    )?
+                    .timeout(Duration::from_secs(60))
+                    .read()?;
+                running = out.lines().map(|l| l.trim().to_string()).collect();
+                if writers.iter().all(|w| running.contains(w)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            let missing: Vec<&String> = writers.iter().filter(|w| !running.contains(w)).collect();
+            if !missing.is_empty() {
+                return Err(Error::failed(format!(
+                    "the app does not run: {} not running (running: {})",
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    running.join(", ")
+                )));
+            }
+            notes.push(format!("{} running", writers.join(", ")));
+        }
+        if !self.env.health_url.is_empty() {
+            let cmd = crate::deploy::remote::health_cmd(&self.host, &self.env.health_url, tries)?;
+            let out = crate::host::outcome("health", cmd.output()?)?;
+            notes.push(out.trim().to_string());
+        }
+        Ok(notes.join("; "))
+    }
+}

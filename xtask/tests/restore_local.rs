@@ -1,0 +1,498 @@
+//! `cargo xtask restore` on the `local` environment, for real: a PostgreSQL cluster, the rclone remote
+//! `b2` (a local directory), backups with manifests made by `cargo xtask backup`. The restore
+//! replaces a changed database exactly (schema text and per-table counts equal the backup's) and
+//! keeps the replaced one; every fault before the swap leaves the live database as it was (schema
+//! and counts) with no scratch database left behind.
+
+mod deploy_support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deploy_support::{steps, TestEnv};
+
+fn pg(t: &TestEnv, tool: &str, db: &str) -> Command {
+    let s = t.state();
+    let mut c = Command::new(tool);
+    c.env("PGHOST", "127.0.0.1")
+        .env("PGPORT", s["pg_port"].as_u64().unwrap().to_string())
+        .env("PGUSER", "station")
+        .env("PGDATABASE", db)
+        .env("PGPASSWORD", s["pg_password"].as_str().unwrap())
+        .stdin(Stdio::null());
+    c
+}
+
+fn sql(t: &TestEnv, db: &str, q: &str) -> String {
+    let o = pg(t, "psql", db)
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", q])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{q}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `pg_dump --schema-only` of `db`, without the per-dump random `\restrict` key lines.
+fn schema(t: &TestEnv, db: &str) -> String {
+    let o = pg(t, "pg_dump", db).arg("--schema-only").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn counts(t: &TestEnv, db: &str) -> String {
+    sql(t, db, xtask::backup::drill::COUNT_SQL)
+}
+
+/// Schema text and per-table counts of the live database.
+fn snapshot(t: &TestEnv) -> (String, String) {
+    (schema(t, "station"), counts(t, "station"))
+}
+
+fn databases(t: &TestEnv, like: &str) -> Vec<String> {
+    sql(
+        t,
+        "postgres",
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}' ORDER BY 1"),
+    )
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+fn scratch_dbs(t: &TestEnv) -> Vec<String> {
+    databases(t, "station\\_restore\\_%")
+}
+
+/// `cargo xtask backup --label LABEL --json` → the object path.
+fn backup(t: &TestEnv, label: &str) -> String {
+    let r = t.run(&["backup", "--env", "local", "--label", label, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    v["path"].as_str().unwrap().to_string()
+}
+
+/// The file behind an object of the local remote.
+fn object_file(t: &TestEnv, object: &str) -> PathBuf {
+    t.state_dir
+        .join("objects")
+        .join(object.strip_prefix("b2:").unwrap())
+}
+
+fn up_with_tables(t: &TestEnv) {
+    let r = t.run(&["local", "up"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    sql(
+        t,
+        "station",
+        "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL); \
+         INSERT INTO accounts SELECT g, 'user' || g || '@example.org' FROM generate_series(1, 3000) g; \
+         CREATE TABLE \"Audit Log\" (at timestamptz DEFAULT now(), what text); \
+         INSERT INTO \"Audit Log\" (what) SELECT 'event ' || g FROM generate_series(1, 321) g; \
+         CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO schema_migrations VALUES (1, '0001_init'), (2, '0002_accounts');",
+    );
+}
+
+#[test]
+fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "before-change");
+    let (schema_b, counts_b) = snapshot(&t);
+
+    // Later writes: rows, a new table, a changed column, a migration.
+    sql(
+        &t,
+        "station",
+        "INSERT INTO accounts SELECT g, 'late' || g FROM generate_series(3001, 3500) g; \
+         DELETE FROM \"Audit Log\" WHERE what = 'event 7'; \
+         CREATE TABLE orders (id int, account int REFERENCES accounts(id)); \
+         INSERT INTO orders VALUES (1, 3001); \
+         ALTER TABLE accounts ADD COLUMN note text; \
+         INSERT INTO schema_migrations VALUES (3, '0003_orders');",
+    );
+    let (schema_late, counts_late) = snapshot(&t);
+    assert_ne!(counts_late, counts_b);
+
+    // The dry run prints the plan and the commands, and changes nothing.
+    let r = t.run(&[
+        "restore",
+        "--env",
+        "local",
+        "--label",
+        "before-change",
+        "--dry-run",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("restore plan for `local`"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(&object), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("writes made to station since then are NOT in it"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("--single-transaction"), "{}", r.stdout);
+    assert_eq!(snapshot(&t), (schema_late.clone(), counts_late.clone()));
+
+    let r = t.run(&[
+        "restore",
+        "--env",
+        "local",
+        "--label",
+        "before-change",
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["outcome"], "ok");
+    assert_eq!(report["object"], object.as_str());
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    assert!(kept.starts_with("station_before_restore_"), "{kept}");
+
+    // The live database is the backup's, exactly; the kept one holds the later writes.
+    assert_eq!(schema(&t, "station"), schema_b);
+    assert_eq!(counts(&t, "station"), counts_b);
+    assert_eq!(schema(&t, &kept), schema_late);
+    assert_eq!(counts(&t, &kept), counts_late);
+    assert!(scratch_dbs(&t).is_empty());
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
+        ),
+        "true -1"
+    );
+
+    // Each step is in the audit log.
+    let s: Vec<String> = steps(&t.audit())
+        .into_iter()
+        .filter(|s| s.starts_with("restore:"))
+        .collect();
+    assert_eq!(
+        s,
+        [
+            "restore:plan ok",
+            "restore:lock ok",
+            "restore:download ok",
+            "restore:restore ok",
+            "restore:verify ok",
+            "restore:swap ok",
+            "restore:start ok",
+            "restore:health ok",
+            "restore:pipeline ok"
+        ]
+    );
+    assert!(!t.state_dir.join("deploy.lock").exists());
+
+    // --kept lists it; --drop-kept takes only names of that shape.
+    let r = t.run(&["restore", "--env", "local", "--kept", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let list: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(list[0]["database"], kept.as_str());
+    assert!(list[0]["size_bytes"].as_u64().unwrap() > 0);
+    for bad in ["station", "postgres", "station_restore_20261201_090000"] {
+        let r = t.run(&["restore", "--env", "local", "--drop-kept", bad]);
+        assert_eq!(r.code, 2, "{bad}: {}", r.all());
+    }
+    assert_eq!(schema(&t, "station"), schema_b);
+    let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+}
+
+#[test]
+fn faults_before_the_swap_leave_the_live_database_as_it_was() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    sql(
+        &t,
+        "station",
+        "CREATE ROLE ghost; CREATE TABLE ghost_notes (x int); ALTER TABLE ghost_notes OWNER TO ghost; \
+         INSERT INTO ghost_notes VALUES (1);",
+    );
+    let ghost = backup(&t, "ghost");
+    sql(
+        &t,
+        "station",
+        "REASSIGN OWNED BY ghost TO station; DROP OWNED BY ghost; DROP ROLE ghost; \
+         INSERT INTO accounts VALUES (99999, 'after the backups');",
+    );
+    let before = snapshot(&t);
+    let unchanged = |what: &str| {
+        assert_eq!(snapshot(&t), before, "{what}: the live database changed");
+        assert!(
+            scratch_dbs(&t).is_empty(),
+            "{what}: scratch left: {:?}",
+            scratch_dbs(&t)
+        );
+        assert!(
+            databases(&t, "station\\_before\\_restore\\_%").is_empty(),
+            "{what}: a swap happened"
+        );
+    };
+    let restore = |extra: &[&str]| {
+        let mut a = vec!["restore", "--env", "local"];
+        a.extend_from_slice(extra);
+        t.run(&a)
+    };
+
+    // No TTY and no --yes: exit 2, nothing changed (the plan was printed first).
+    let r = restore(&["--label", "good"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stdout.contains("restore plan"), "{}", r.stdout);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    unchanged("no tty");
+
+    // A deploy holding the lock: refused.
+    {
+        let place = xtask::deploy::lock::LockPlace::File(t.state_dir.join("deploy.lock"));
+        let info = xtask::deploy::lock::LockInfo::new("abc1234", 600, "held-by-test".into());
+        let (_guard, _) = xtask::deploy::lock::acquire(&place, &info, false).unwrap();
+        let r = restore(&["--label", "good", "--yes"]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(
+            r.stderr.contains("another deploy holds the lock"),
+            "{}",
+            r.stderr
+        );
+        unchanged("lock held");
+    }
+
+    // A corrupted object (same size, one byte changed): the hash check stops it.
+    let file = object_file(&t, &object);
+    let original = std::fs::read(&file).unwrap();
+    let mut bad = original.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    std::fs::write(&file, &bad).unwrap();
+    let r = restore(&["--label", "good", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("sha256") && r.stderr.contains("corrupt"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("nothing was restored"), "{}", r.stderr);
+    unchanged("corrupted object");
+    std::fs::write(&file, &original).unwrap();
+
+    // The manifest missing, with --strict: refused.
+    let manifest = PathBuf::from(format!("{}.json", file.display()));
+    let aside = manifest.with_extension("aside");
+    std::fs::rename(&manifest, &aside).unwrap();
+    let r = restore(&["--label", "good", "--yes", "--strict"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("has no manifest"), "{}", r.stderr);
+    unchanged("missing manifest, --strict");
+    std::fs::rename(&aside, &manifest).unwrap();
+
+    // An SQL error during the restore (the dump names a role that no longer exists).
+    let r = restore(&[ghost.as_str(), "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("role \"ghost\" does not exist"),
+        "{}",
+        r.stderr
+    );
+    unchanged("sql error");
+
+    // A session that cannot be ended (its backend is stopped with SIGSTOP: it cannot act on
+    // pg_terminate_backend): the swap is refused after --swap-wait, connections are allowed again.
+    let mut stuck = pg(&t, "psql", "station")
+        .args(["-X", "-c", "SELECT pg_sleep(120)"])
+        .env("PGAPPNAME", "xtask-test-stuck")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        let p = sql(
+            &t,
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'xtask-test-stuck' AND state = 'active'",
+        );
+        if !p.is_empty() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stuck session never showed up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // A stopped backend also holds up DROP DATABASE (it waits for every backend to absorb a
+    // barrier): the backend is continued once the swap has been refused, so that the guard's drop
+    // of the scratch database can finish.
+    let mut child = t
+        .command(&[
+            "restore",
+            "--env",
+            "local",
+            "--label",
+            "good",
+            "--yes",
+            "--swap-wait",
+            "2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("swap failed") {
+            break;
+        }
+    }
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let out = child.wait_with_output().unwrap();
+    let _ = stuck.kill();
+    let _ = stuck.wait();
+    let r = deploy_support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: seen + &String::from_utf8_lossy(&out.stdout),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("swap refused"), "{}", r.stderr);
+    assert!(r.stderr.contains("did not end within 2s"), "{}", r.stderr);
+    assert!(r.stderr.contains(&pid), "{}", r.stderr);
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
+        ),
+        "true -1"
+    );
+    unchanged("session cannot be ended");
+    assert!(!t.state_dir.join("deploy.lock").exists());
+
+    // Without --strict, a backup without a manifest restores, with a warning.
+    std::fs::rename(&manifest, &aside).unwrap();
+    let r = restore(&[object.as_str(), "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("has no manifest"), "{}", r.stderr);
+    assert_ne!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+}
+
+#[test]
+fn ctrl_c_during_the_restore_leaves_the_live_database_and_no_scratch_database() {
+    let mut t = TestEnv::local(0o711);
+    let tmp = t.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    t.extra_env
+        .push(("TMPDIR".into(), tmp.display().to_string()));
+    up_with_tables(&t);
+    // Big enough that the replay takes a while.
+    sql(
+        &t,
+        "station",
+        "CREATE TABLE big (id int PRIMARY KEY, v text); \
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1500000) g;",
+    );
+    backup(&t, "big");
+    sql(&t, "station", "DELETE FROM big WHERE id % 2 = 0");
+    let before = snapshot(&t);
+
+    let mut child = t
+        .command(&["restore", "--env", "local", "--label", "big", "--yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the dump is being replayed into the scratch database, then SIGINT xtask alone.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = sql(
+            &t,
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'station\\_restore\\_%' \
+             AND state = 'active' AND query LIKE 'COPY%'",
+        );
+        if n != "0" {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restore ended before the replay was seen"
+        );
+        assert!(Instant::now() < deadline, "the replay never started");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
+    assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+    // The downloaded dump is gone too, and the lock released.
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(!t.state_dir.join("deploy.lock").exists());
+    let audit = steps(&t.audit());
+    assert_eq!(
+        audit.last().unwrap(),
+        "restore:pipeline interrupted",
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn the_restore_scripts_are_shellcheck_clean() {
+    let dir = deploy_support::repo().join("xtask/src/restore");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let out = Command::new("shellcheck").args(&files).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
