@@ -377,6 +377,7 @@ impl Server {
     }
 
     /// Backup objects in the server's bucket (paths under `<bucket>/postgres/`).
+    /// The dumps in the bucket (`.sql.gz`; each one's `.json` manifest is checked where it is used).
     fn backups(&self) -> Vec<PathBuf> {
         let base = self.bucket.join("station-backups-staging/postgres");
         let mut v = Vec::new();
@@ -386,11 +387,27 @@ impl Server {
                 .flatten()
                 .flatten()
             {
-                v.push(f.path().strip_prefix(&base).unwrap().to_path_buf());
+                if f.path().to_string_lossy().ends_with(".sql.gz") {
+                    v.push(f.path().strip_prefix(&base).unwrap().to_path_buf());
+                }
             }
         }
         v
     }
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// A repository file as the previous release left it in the server's directory (same relative
@@ -453,6 +470,9 @@ fn a_remote_deploy_over_ssh_stops_closed_at_a_broken_backup_then_runs_every_step
     );
     assert!(!s.table_exists(), "the migration ran without a backup");
     assert!(s.backups().is_empty(), "{:?}", s.backups());
+    // Nor a manifest without its dump.
+    let leftovers: Vec<_> = walk_files(&s.bucket.join("station-backups-staging"));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(
         s.running_services(),
         ["postgres", "redis"],
@@ -525,6 +545,19 @@ fn a_remote_deploy_over_ssh_stops_closed_at_a_broken_backup_then_runs_every_step
     let backups = s.backups();
     assert_eq!(backups.len(), 1, "{backups:?}");
     let object = backups[0].display().to_string();
+    // Its manifest beside it, describing this dump.
+    let manifest_file = s
+        .bucket
+        .join("station-backups-staging/postgres")
+        .join(format!("{object}.json"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_file).unwrap()).unwrap();
+    assert_eq!(manifest["schema"], "backup-manifest/1", "{manifest}");
+    assert_eq!(
+        manifest["file"].as_str(),
+        backups[0].file_name().and_then(|n| n.to_str()),
+        "{manifest}"
+    );
     let month = object.split('/').next().unwrap();
     assert!(
         month.len() == 6 && month.bytes().all(|b| b.is_ascii_digit()),
