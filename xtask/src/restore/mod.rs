@@ -121,7 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return list_kept(env, args.json);
     }
     if let Some(name) = &args.drop_kept {
-        return drop_kept(env, name, args.json);
+        return drop_kept(env, &envs.root, name, &args);
     }
     let selector = match (&args.object, &args.label) {
         (Some(o), None) => Selector::Object(o.clone()),
@@ -885,20 +885,98 @@ fn list_kept(env: &Environment, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-fn drop_kept(env: &Environment, name: &str, json: bool) -> Result<ExitCode> {
+/// Drop one kept database: `--dry-run` only says what it would drop; off a TTY `--yes` is required
+/// (exit 2, nothing dropped); under the deploy lock; recorded as `restore:drop-kept`.
+fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<ExitCode> {
     let live = DbName::parse(&env.database)?;
     let db = plan::parse_kept(&live, name)?;
     let t = Target::of(env)?;
-    if plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&db))?)?.is_none() {
+    let Some(facts) = plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&db))?)?
+    else {
         return Err(Error::failed(format!("no database {db} on `{}`", env.name)));
+    };
+    let sql = plan::drop_kept_sql(&db);
+    let say = |s: &str| {
+        if a.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    if a.dry_run {
+        say(&format!(
+            "would drop {db} on `{}` ({} bytes) (dry run: nothing is dropped)\n  $ {}",
+            env.name,
+            facts.size_bytes,
+            t.sql_cmd("postgres", &sql)?.display()
+        ));
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"dropped": null, "would_drop": db.as_str(), "dry_run": true})
+            );
+        }
+        return Ok(ExitCode::Ok);
     }
-    t.sql("postgres", &plan::drop_kept_sql(&db))?;
-    if json {
+    if !a.yes {
+        confirm_drop(&db)?;
+    }
+    let place = crate::deploy::runner::lock_place(&t.host, root);
+    let info = LockInfo::new("restore", 3600, crate::random::secret()?);
+    let (mut guard, _) = lock::acquire(&place, &info, false)
+        .map_err(|e| Error::failed(format!("refusing to drop {db}: {e} (nothing was dropped)")))?;
+    let s_ms = now_ms();
+    let result = t.sql("postgres", &sql);
+    let e_ms = now_ms();
+    let (status, message) = match &result {
+        Ok(_) => ("ok", format!("dropped {db} ({} bytes)", facts.size_bytes)),
+        Err(e) => ("failed", format!("dropping {db} failed: {e}")),
+    };
+    let record = Record {
+        env: env.name.clone(),
+        step: "restore:drop-kept".into(),
+        status: status.into(),
+        start: rfc3339_ms(s_ms),
+        end: rfc3339_ms(e_ms),
+        duration_ms: elapsed_ms(s_ms, e_ms),
+        sha: String::new(),
+        actor: crate::deploy::actor(),
+        run_url: crate::deploy::run_url(),
+        backup_object: None,
+        message,
+    };
+    if let Err(e) = audit_of(&t.host, root).append(&record) {
+        eprintln!("warning: audit log: {e}");
+    }
+    if let Err(e) = guard.release() {
+        eprintln!("warning: {e}");
+    }
+    result?;
+    if a.json {
         println!("{}", serde_json::json!({"dropped": db.as_str()}));
     } else {
         println!("dropped {db}");
     }
     Ok(ExitCode::Ok)
+}
+
+/// Ask on the terminal for the kept database's name; without one, exit 2 having dropped nothing.
+fn confirm_drop(db: &DbName) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage(format!(
+            "--drop-kept deletes {db} for good: confirm on a terminal, or pass --yes (nothing was dropped)"
+        )));
+    }
+    eprint!("type the database name ({db}) to drop it: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::usage(format!("cannot read the confirmation: {e}")))?;
+    if line.trim() == db.as_str() {
+        Ok(())
+    } else {
+        Err(Error::usage("not confirmed: nothing was dropped"))
+    }
 }
 
 /// Per-table counts (for callers that compare databases).
