@@ -770,11 +770,31 @@ fn run_swap_wait(o: &Options) -> Duration {
     o.swap_wait
 }
 
+/// `stop`; when it fails (`compose stop` may have stopped some writers before it failed or timed
+/// out), `start` them again, best effort, so a refused swap never leaves the app stopped. The error
+/// says whether they were started again.
+fn stop_or_start_again(
+    stop: impl FnOnce() -> Result<()>,
+    start: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let Err(e) = stop() else {
+        return Ok(());
+    };
+    Err(match start() {
+        Ok(()) => Error::failed(format!(
+            "swap refused: {e}; the app was started again and the live database is unchanged"
+        )),
+        Err(s) => Error::failed(format!(
+            "swap refused: {e}; the live database is unchanged, BUT starting the app again failed too: {s}"
+        )),
+    })
+}
+
 /// Stop the writers, block and end sessions, rename both in one transaction, allow connections.
 /// Any failure before the rename commits puts everything back (connections, writers).
 fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
     let n = &p.names;
-    t.stop_writers()?;
+    stop_or_start_again(|| t.stop_writers(), || t.start_writers())?;
     let Some(live) = &p.live else {
         // No live database: the restored one just takes the name.
         t.sql(
@@ -982,4 +1002,53 @@ fn confirm_drop(db: &DbName) -> Result<()> {
 /// Per-table counts (for callers that compare databases).
 pub fn counts(t: &Target, db: &str) -> Result<BTreeMap<String, u64>> {
     backup::drill::parse_counts(&t.sql(db, backup::drill::COUNT_SQL)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_failed_stop_of_the_writers_starts_them_again() {
+        // Regression: `t.stop_writers()?` returned at once, leaving a half-stopped app stopped.
+        let started = Cell::new(0);
+        let e = stop_or_start_again(
+            || Err(Error::failed("compose stop timed out")),
+            || {
+                started.set(started.get() + 1);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(started.get(), 1);
+        assert_eq!(e.exit_code(), ExitCode::Failed);
+        let m = e.to_string();
+        assert!(
+            m.contains("compose stop timed out") && m.contains("started again"),
+            "{m}"
+        );
+        // Starting fails too: both errors are named.
+        let e = stop_or_start_again(
+            || Err(Error::failed("stop failed")),
+            || Err(Error::failed("start failed")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("stop failed") && e.contains("start failed"),
+            "{e}"
+        );
+        // A successful stop starts nothing.
+        let started = Cell::new(0);
+        stop_or_start_again(
+            || Ok(()),
+            || {
+                started.set(started.get() + 1);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(started.get(), 0);
+    }
 }
