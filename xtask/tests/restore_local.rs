@@ -267,6 +267,51 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
 }
 
 #[test]
+fn a_live_database_found_blocked_is_opened_by_the_restore() {
+    // Regression: the swap re-applied the live database's limit of 0 (and ignored
+    // datallowconn), so a database left blocked stayed blocked after the next restore.
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "blocked");
+    sql(&t, "postgres", "ALTER DATABASE station CONNECTION LIMIT 0");
+    let conn = |db: &str| {
+        sql(
+            &t,
+            "postgres",
+            &format!("SELECT datallowconn || '|' || datconnlimit FROM pg_database WHERE datname = '{db}'"),
+        )
+    };
+    assert_eq!(conn("station"), "true|0");
+    let r = t.run(&[
+        "restore", "--env", "local", "--label", "blocked", "--yes", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("found blocked (datallowconn=true, datconnlimit=0)"),
+        "{}",
+        r.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    assert_eq!(conn("station"), "true|-1");
+    assert_eq!(conn(&kept), "true|-1");
+    // The station user (no superuser) connects to the new live database.
+    assert_eq!(sql(&t, "station", "SELECT 1"), "1");
+    // The swap's audit record keeps the original values.
+    let audit = t.audit();
+    let swap = audit.iter().rfind(|r| r["step"] == "restore:swap").unwrap();
+    assert_eq!(swap["status"], "ok");
+    assert!(
+        swap["message"]
+            .as_str()
+            .unwrap()
+            .contains("datallowconn=true, datconnlimit=0"),
+        "{swap}"
+    );
+}
+
+#[test]
 fn faults_before_the_swap_leave_the_live_database_as_it_was() {
     let t = TestEnv::local(0o711);
     up_with_tables(&t);

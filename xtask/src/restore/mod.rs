@@ -337,7 +337,7 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
         .as_ref()
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
-    let limit = p.live.as_ref().map(|l| l.conn_limit).unwrap_or(-1);
+    let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
     let mut v = vec![
         t.fetch_cmd(&p.object.path)?.display(),
         t.sql_cmd("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?
@@ -550,6 +550,9 @@ pub fn restore(
             "warning: {} has no manifest: its hash and row counts cannot be checked (--strict refuses such a backup)",
             planned.object.path
         );
+    }
+    if let Some(l) = planned.live.as_ref().filter(|l| l.blocked()) {
+        eprintln!("warning: {}", l.connections_note());
     }
     if opts.dry_run {
         say("commands (dry run: nothing is changed):");
@@ -812,7 +815,7 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
     };
     let undo = |why: Error| -> Error {
         let mut notes = Vec::new();
-        if let Err(e) = t.sql("postgres", &plan::unblock_sql(&n.live, live.conn_limit)) {
+        if let Err(e) = t.sql("postgres", &plan::unblock_sql(&n.live, live.reopen_limit())) {
             notes.push(format!(
                 "could not allow connections to {} again: {e}",
                 n.live
@@ -855,10 +858,11 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
         std::thread::sleep(Duration::from_millis(200));
     }
     t.sql("postgres", &plan::swap_sql(n)).map_err(undo)?;
-    // Renamed. Connections: the new live database and the kept one open with the old limit.
+    // Renamed. Connections: the new live database and the kept one open with the old limit (-1
+    // when the live one was found blocked: see `LiveFacts::reopen_limit`).
     let mut notes = Vec::new();
     for db in [&n.live, &n.kept] {
-        if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, live.conn_limit)) {
+        if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, live.reopen_limit())) {
             notes.push(format!("could not allow connections to {db}: {e}"));
         }
     }
@@ -872,7 +876,14 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
     }
     Ok((
         (),
-        format!("{} → {}, {} → {}", n.live, n.kept, n.scratch, n.live),
+        format!(
+            "{} → {}, {} → {}; {}",
+            n.live,
+            n.kept,
+            n.scratch,
+            n.live,
+            live.connections_note()
+        ),
     ))
 }
 
