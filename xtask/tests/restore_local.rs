@@ -211,9 +211,104 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
         assert_eq!(r.code, 2, "{bad}: {}", r.all());
     }
     assert_eq!(schema(&t, "station"), schema_b);
+    // --dry-run says what it would drop and drops nothing; off a TTY without --yes: exit 2.
+    let r = t.run(&[
+        "restore",
+        "--env",
+        "local",
+        "--drop-kept",
+        &kept,
+        "--dry-run",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("would drop {kept}")),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        databases(&t, "station\\_before\\_restore\\_%"),
+        vec![kept.clone()]
+    );
     let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("pass --yes"), "{}", r.stderr);
+    assert_eq!(
+        databases(&t, "station\\_before\\_restore\\_%"),
+        vec![kept.clone()]
+    );
+    assert!(!steps(&t.audit())
+        .iter()
+        .any(|s| s.starts_with("restore:drop-kept")));
+    // While a deploy holds the lock: refused, nothing dropped.
+    // (a live deploy's lock file: this test process is its "deploy", alive, on this host).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = serde_json::json!({
+        "owner": "ci", "host": host.trim(), "pid": std::process::id(), "sha": "abc1234",
+        "started_unix": 1_796_000_000u64, "expires_unix": 4_000_000_000u64, "run_url": null,
+        "token": "test-token"
+    });
+    std::fs::write(t.state_dir.join("deploy.lock"), lock.to_string()).unwrap();
+    let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept, "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(
+        databases(&t, "station\\_before\\_restore\\_%"),
+        vec![kept.clone()]
+    );
+    std::fs::remove_file(t.state_dir.join("deploy.lock")).unwrap();
+    let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept, "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+    assert!(!t.state_dir.join("deploy.lock").exists());
+    assert_eq!(
+        steps(&t.audit()).last().map(String::as_str),
+        Some("restore:drop-kept ok")
+    );
+}
+
+#[test]
+fn a_live_database_found_blocked_is_opened_by_the_restore() {
+    // Regression: the swap re-applied the live database's limit of 0 (and ignored
+    // datallowconn), so a database left blocked stayed blocked after the next restore.
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "blocked");
+    sql(&t, "postgres", "ALTER DATABASE station CONNECTION LIMIT 0");
+    let conn = |db: &str| {
+        sql(
+            &t,
+            "postgres",
+            &format!("SELECT datallowconn || '|' || datconnlimit FROM pg_database WHERE datname = '{db}'"),
+        )
+    };
+    assert_eq!(conn("station"), "true|0");
+    let r = t.run(&[
+        "restore", "--env", "local", "--label", "blocked", "--yes", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("found blocked (datallowconn=true, datconnlimit=0)"),
+        "{}",
+        r.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    assert_eq!(conn("station"), "true|-1");
+    assert_eq!(conn(&kept), "true|-1");
+    // The station user (no superuser) connects to the new live database.
+    assert_eq!(sql(&t, "station", "SELECT 1"), "1");
+    // The swap's audit record keeps the original values.
+    let audit = t.audit();
+    let swap = audit.iter().rfind(|r| r["step"] == "restore:swap").unwrap();
+    assert_eq!(swap["status"], "ok");
+    assert!(
+        swap["message"]
+            .as_str()
+            .unwrap()
+            .contains("datallowconn=true, datconnlimit=0"),
+        "{swap}"
+    );
 }
 
 #[test]

@@ -195,3 +195,43 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
         (Some("rollback"), Some(V4))
     );
 }
+
+#[test]
+fn a_failed_health_only_deploy_names_no_rollback_of_an_older_deploy() {
+    // Regression: `deploy --step health` runs no migrations; when it failed, the rollback of the
+    // last deploy that did (v1, yesterday's) was offered, and with --rollback-on-failure run.
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["deploy", "--sha", V1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Health fails: PostgreSQL and Redis are stopped.
+    let r = t.run(&["local", "down"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for extra in [&[][..], &["--rollback-on-failure"][..]] {
+        let mut args = vec![
+            "deploy",
+            "--sha",
+            V2,
+            "--step",
+            "health",
+            "--health-tries",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let r = t.run(&args);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(
+            r.stderr.contains("no rollback offered")
+                && r.stderr.contains("did not run its migrations"),
+            "{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("to undo this deploy"), "{}", r.stderr);
+        assert!(!r.stderr.contains("rolled back"), "{}", r.stderr);
+        assert!(!r.stderr.contains("pre-deploy-1111111"), "{}", r.stderr);
+        assert!(
+            !steps(&t.audit()).iter().any(|s| s.starts_with("rollback")),
+            "{:?}",
+            steps(&t.audit())
+        );
+    }
+}

@@ -304,9 +304,17 @@ impl<'a> Pipeline<'a> {
                 );
                 let mut msg = format!("{e}\n{summary_msg}\nfix: {}", fix_hint(step, self.env, &e));
                 if matches!(step, Step::Migrate | Step::Rollout | Step::Health) {
+                    // Whether this run's migrate step ran (ok, failed or interrupted): only then
+                    // has it anything to undo.
+                    let migrated = report
+                        .steps
+                        .iter()
+                        .any(|r| r.step == Step::Migrate && r.status != Status::Skipped);
                     msg.push_str(&crate::rollback::after_failed_deploy(
                         self.env,
                         &self.root,
+                        self.sha.as_str(),
+                        migrated,
                         self.args.rollback_on_failure,
                     ));
                 }

@@ -519,7 +519,8 @@ dropped. A backup without a manifest restores with a warning; `--strict` refuses
 The replaced database is **kept**, never dropped: it holds every write made after the backup (the window \
 above), so nothing is lost by restoring: rows can be copied back from it with `pg_dump -t` / `psql`. \
 `--kept` lists kept databases with size and age; `--drop-kept NAME` removes one (only names of that \
-shape).\n\n\
+shape; it asks for the name on a terminal, else needs `--yes`; it takes the deploy lock and is recorded \
+as `restore:drop-kept`; `--dry-run` only says what it would drop).\n\n\
 `cargo xtask rollback` undoes a deploy: from the audit log it takes the last deploy that ran its \
 migrations (whether it then succeeded or failed at rollout or health) and the last successful deploy \
 before it, restores the undone deploy's `pre-deploy-<sha7>` backup (the database just before its \

@@ -121,7 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return list_kept(env, args.json);
     }
     if let Some(name) = &args.drop_kept {
-        return drop_kept(env, name, args.json);
+        return drop_kept(env, &envs.root, name, &args);
     }
     let selector = match (&args.object, &args.label) {
         (Some(o), None) => Selector::Object(o.clone()),
@@ -337,7 +337,7 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
         .as_ref()
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
-    let limit = p.live.as_ref().map(|l| l.conn_limit).unwrap_or(-1);
+    let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
     let mut v = vec![
         t.fetch_cmd(&p.object.path)?.display(),
         t.sql_cmd("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?
@@ -550,6 +550,9 @@ pub fn restore(
             "warning: {} has no manifest: its hash and row counts cannot be checked (--strict refuses such a backup)",
             planned.object.path
         );
+    }
+    if let Some(l) = planned.live.as_ref().filter(|l| l.blocked()) {
+        eprintln!("warning: {}", l.connections_note());
     }
     if opts.dry_run {
         say("commands (dry run: nothing is changed):");
@@ -770,11 +773,31 @@ fn run_swap_wait(o: &Options) -> Duration {
     o.swap_wait
 }
 
+/// `stop`; when it fails (`compose stop` may have stopped some writers before it failed or timed
+/// out), `start` them again, best effort, so a refused swap never leaves the app stopped. The error
+/// says whether they were started again.
+fn stop_or_start_again(
+    stop: impl FnOnce() -> Result<()>,
+    start: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let Err(e) = stop() else {
+        return Ok(());
+    };
+    Err(match start() {
+        Ok(()) => Error::failed(format!(
+            "swap refused: {e}; the app was started again and the live database is unchanged"
+        )),
+        Err(s) => Error::failed(format!(
+            "swap refused: {e}; the live database is unchanged, BUT starting the app again failed too: {s}"
+        )),
+    })
+}
+
 /// Stop the writers, block and end sessions, rename both in one transaction, allow connections.
 /// Any failure before the rename commits puts everything back (connections, writers).
 fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
     let n = &p.names;
-    t.stop_writers()?;
+    stop_or_start_again(|| t.stop_writers(), || t.start_writers())?;
     let Some(live) = &p.live else {
         // No live database: the restored one just takes the name.
         t.sql(
@@ -792,7 +815,7 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
     };
     let undo = |why: Error| -> Error {
         let mut notes = Vec::new();
-        if let Err(e) = t.sql("postgres", &plan::unblock_sql(&n.live, live.conn_limit)) {
+        if let Err(e) = t.sql("postgres", &plan::unblock_sql(&n.live, live.reopen_limit())) {
             notes.push(format!(
                 "could not allow connections to {} again: {e}",
                 n.live
@@ -835,10 +858,11 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
         std::thread::sleep(Duration::from_millis(200));
     }
     t.sql("postgres", &plan::swap_sql(n)).map_err(undo)?;
-    // Renamed. Connections: the new live database and the kept one open with the old limit.
+    // Renamed. Connections: the new live database and the kept one open with the old limit (-1
+    // when the live one was found blocked: see `LiveFacts::reopen_limit`).
     let mut notes = Vec::new();
     for db in [&n.live, &n.kept] {
-        if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, live.conn_limit)) {
+        if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, live.reopen_limit())) {
             notes.push(format!("could not allow connections to {db}: {e}"));
         }
     }
@@ -852,7 +876,14 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
     }
     Ok((
         (),
-        format!("{} → {}, {} → {}", n.live, n.kept, n.scratch, n.live),
+        format!(
+            "{} → {}, {} → {}; {}",
+            n.live,
+            n.kept,
+            n.scratch,
+            n.live,
+            live.connections_note()
+        ),
     ))
 }
 
@@ -885,15 +916,74 @@ fn list_kept(env: &Environment, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-fn drop_kept(env: &Environment, name: &str, json: bool) -> Result<ExitCode> {
+/// Drop one kept database: `--dry-run` only says what it would drop; off a TTY `--yes` is required
+/// (exit 2, nothing dropped); under the deploy lock; recorded as `restore:drop-kept`.
+fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<ExitCode> {
     let live = DbName::parse(&env.database)?;
     let db = plan::parse_kept(&live, name)?;
     let t = Target::of(env)?;
-    if plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&db))?)?.is_none() {
+    let Some(facts) = plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&db))?)?
+    else {
         return Err(Error::failed(format!("no database {db} on `{}`", env.name)));
+    };
+    let sql = plan::drop_kept_sql(&db);
+    let say = |s: &str| {
+        if a.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    if a.dry_run {
+        say(&format!(
+            "would drop {db} on `{}` ({} bytes) (dry run: nothing is dropped)\n  $ {}",
+            env.name,
+            facts.size_bytes,
+            t.sql_cmd("postgres", &sql)?.display()
+        ));
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"dropped": null, "would_drop": db.as_str(), "dry_run": true})
+            );
+        }
+        return Ok(ExitCode::Ok);
     }
-    t.sql("postgres", &plan::drop_kept_sql(&db))?;
-    if json {
+    if !a.yes {
+        confirm_drop(&db)?;
+    }
+    let place = crate::deploy::runner::lock_place(&t.host, root);
+    let info = LockInfo::new("restore", 3600, crate::random::secret()?);
+    let (mut guard, _) = lock::acquire(&place, &info, false)
+        .map_err(|e| Error::failed(format!("refusing to drop {db}: {e} (nothing was dropped)")))?;
+    let s_ms = now_ms();
+    let result = t.sql("postgres", &sql);
+    let e_ms = now_ms();
+    let (status, message) = match &result {
+        Ok(_) => ("ok", format!("dropped {db} ({} bytes)", facts.size_bytes)),
+        Err(e) => ("failed", format!("dropping {db} failed: {e}")),
+    };
+    let record = Record {
+        env: env.name.clone(),
+        step: "restore:drop-kept".into(),
+        status: status.into(),
+        start: rfc3339_ms(s_ms),
+        end: rfc3339_ms(e_ms),
+        duration_ms: elapsed_ms(s_ms, e_ms),
+        sha: String::new(),
+        actor: crate::deploy::actor(),
+        run_url: crate::deploy::run_url(),
+        backup_object: None,
+        message,
+    };
+    if let Err(e) = audit_of(&t.host, root).append(&record) {
+        eprintln!("warning: audit log: {e}");
+    }
+    if let Err(e) = guard.release() {
+        eprintln!("warning: {e}");
+    }
+    result?;
+    if a.json {
         println!("{}", serde_json::json!({"dropped": db.as_str()}));
     } else {
         println!("dropped {db}");
@@ -901,7 +991,75 @@ fn drop_kept(env: &Environment, name: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
+/// Ask on the terminal for the kept database's name; without one, exit 2 having dropped nothing.
+fn confirm_drop(db: &DbName) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage(format!(
+            "--drop-kept deletes {db} for good: confirm on a terminal, or pass --yes (nothing was dropped)"
+        )));
+    }
+    eprint!("type the database name ({db}) to drop it: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::usage(format!("cannot read the confirmation: {e}")))?;
+    if line.trim() == db.as_str() {
+        Ok(())
+    } else {
+        Err(Error::usage("not confirmed: nothing was dropped"))
+    }
+}
+
 /// Per-table counts (for callers that compare databases).
 pub fn counts(t: &Target, db: &str) -> Result<BTreeMap<String, u64>> {
     backup::drill::parse_counts(&t.sql(db, backup::drill::COUNT_SQL)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_failed_stop_of_the_writers_starts_them_again() {
+        // Regression: `t.stop_writers()?` returned at once, leaving a half-stopped app stopped.
+        let started = Cell::new(0);
+        let e = stop_or_start_again(
+            || Err(Error::failed("compose stop timed out")),
+            || {
+                started.set(started.get() + 1);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(started.get(), 1);
+        assert_eq!(e.exit_code(), ExitCode::Failed);
+        let m = e.to_string();
+        assert!(
+            m.contains("compose stop timed out") && m.contains("started again"),
+            "{m}"
+        );
+        // Starting fails too: both errors are named.
+        let e = stop_or_start_again(
+            || Err(Error::failed("stop failed")),
+            || Err(Error::failed("start failed")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("stop failed") && e.contains("start failed"),
+            "{e}"
+        );
+        // A successful stop starts nothing.
+        let started = Cell::new(0);
+        stop_or_start_again(
+            || Ok(()),
+            || {
+                started.set(started.get() + 1);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(started.get(), 0);
+    }
 }

@@ -194,11 +194,12 @@ pub fn human_age(secs: i64) -> String {
 // ---------------------------------------------------------------------------------------------
 // SQL. Every identifier is a `DbName` (validated shape, double-quoted).
 
-/// Facts of the live database needed before and after the swap: `owner|connlimit|size_bytes`.
+/// Facts of the live database needed before and after the swap:
+/// `owner|allow_connections|connlimit|size_bytes`.
 pub fn live_facts_sql(live: &DbName) -> String {
     format!(
-        "SELECT pg_get_userbyid(datdba) || '|' || datconnlimit || '|' || pg_database_size(datname) \
-         FROM pg_database WHERE datname = {}",
+        "SELECT pg_get_userbyid(datdba) || '|' || datallowconn || '|' || datconnlimit || '|' || \
+         pg_database_size(datname) FROM pg_database WHERE datname = {}",
         live.literal()
     )
 }
@@ -206,8 +207,44 @@ pub fn live_facts_sql(live: &DbName) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LiveFacts {
     pub owner: String,
+    /// `datallowconn`.
+    pub allow_connections: bool,
+    /// `datconnlimit` (-1: no limit).
     pub conn_limit: i64,
     pub size_bytes: u64,
+}
+
+impl LiveFacts {
+    /// Blocked (`datallowconn = false` or a limit of 0), e.g. left so by an interrupted swap or by
+    /// hand: the databases are not re-blocked after the swap.
+    pub fn blocked(&self) -> bool {
+        !self.allow_connections || self.conn_limit == 0
+    }
+
+    /// The connection limit the live and kept databases get after the swap (and the live one
+    /// when a swap is refused): the original one, or -1 when the live database was found blocked.
+    pub fn reopen_limit(&self) -> i64 {
+        if self.blocked() {
+            -1
+        } else {
+            self.conn_limit
+        }
+    }
+
+    /// The original values, for the swap's message and audit record.
+    pub fn connections_note(&self) -> String {
+        let orig = format!(
+            "datallowconn={}, datconnlimit={}",
+            self.allow_connections, self.conn_limit
+        );
+        if self.blocked() {
+            format!(
+                "the live database was found blocked ({orig}): connections are allowed again with limit -1"
+            )
+        } else {
+            format!("connections as before ({orig})")
+        }
+    }
 }
 
 /// Parse [`live_facts_sql`]'s answer; `None` when the database does not exist.
@@ -216,15 +253,22 @@ pub fn parse_live_facts(text: &str) -> Result<Option<LiveFacts>> {
     if line.is_empty() {
         return Ok(None);
     }
-    let mut it = line.rsplitn(3, '|');
-    let (size, limit, owner) = (it.next(), it.next(), it.next());
+    let mut it = line.rsplitn(4, '|');
+    let (size, limit, allow, owner) = (it.next(), it.next(), it.next(), it.next());
+    let allow = match allow {
+        Some("true" | "t") => Some(true),
+        Some("false" | "f") => Some(false),
+        _ => None,
+    };
     match (
         owner,
+        allow,
         limit.and_then(|l| l.parse().ok()),
         size.and_then(|s| s.parse().ok()),
     ) {
-        (Some(o), Some(l), Some(s)) => Ok(Some(LiveFacts {
+        (Some(o), Some(a), Some(l), Some(s)) => Ok(Some(LiveFacts {
             owner: o.to_string(),
+            allow_connections: a,
             conn_limit: l,
             size_bytes: s,
         })),
@@ -463,14 +507,44 @@ mod tests {
         assert_eq!(k.len(), 1);
         assert_eq!(k[0].age_seconds, 60);
         assert_eq!(k[0].size_bytes, 8000);
+        let open = LiveFacts {
+            owner: "station".into(),
+            allow_connections: true,
+            conn_limit: -1,
+            size_bytes: 7000,
+        };
         assert_eq!(
-            parse_live_facts("station|-1|7000\n").unwrap(),
-            Some(LiveFacts {
-                owner: "station".into(),
-                conn_limit: -1,
-                size_bytes: 7000
-            })
+            parse_live_facts("station|true|-1|7000\n").unwrap(),
+            Some(open.clone())
         );
+        assert!(!open.blocked());
+        assert_eq!(open.reopen_limit(), -1);
+        // A limit of 20 is kept.
+        let limited = LiveFacts {
+            conn_limit: 20,
+            ..open.clone()
+        };
+        assert_eq!(limited.reopen_limit(), 20);
+        // Found blocked (an interrupted swap, by hand): opened with -1, and said so.
+        for (allow, limit) in [
+            ("false", "-1"),
+            ("true", "0"),
+            ("false", "0"),
+            ("false", "20"),
+        ] {
+            let f = parse_live_facts(&format!("station|{allow}|{limit}|7000"))
+                .unwrap()
+                .unwrap();
+            assert!(f.blocked(), "{allow} {limit}");
+            assert_eq!(f.reopen_limit(), -1);
+            let note = f.connections_note();
+            assert!(
+                note.contains("found blocked")
+                    && note.contains(&format!("datallowconn={allow}, datconnlimit={limit}")),
+                "{note}"
+            );
+        }
+        assert!(parse_live_facts("station|maybe|-1|7000").is_err());
         assert_eq!(parse_live_facts("").unwrap(), None);
         assert!(parse_live_facts("garbage").is_err());
     }

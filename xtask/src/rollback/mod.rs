@@ -323,13 +323,33 @@ fn confirm() -> Result<()> {
 /// For the final message of a deploy that failed at migrate, rollout or health: the exact rollback
 /// command and what it would do, or why there is none. With `run_it` (`deploy
 /// --rollback-on-failure`) the rollback runs, and the text says how it went.
-pub fn after_failed_deploy(env: &Environment, root: &Path, run_it: bool) -> String {
+///
+/// Offered only for this deploy (`sha`, whose migrate step ran when `migrated`): see
+/// [`plan::offer_after_failed_deploy`]; otherwise the text says no rollback is offered and why.
+pub fn after_failed_deploy(
+    env: &Environment,
+    root: &Path,
+    sha: &str,
+    migrated: bool,
+    run_it: bool,
+) -> String {
     let planned = Target::of(env).and_then(|t| {
+        let runs = plan::runs(&read_audit(&t.host, root)?);
+        if let Err(why) = plan::offer_after_failed_deploy(&runs, sha, migrated) {
+            return Ok(Err(why));
+        }
         let p = plan_rollback(&t, root, None)?;
-        Ok((t, p))
+        if p.choice.undo.sha != sha {
+            return Ok(Err(format!(
+                "the rollback plan would undo {}, not this deploy ({sha})",
+                p.choice.undo.sha
+            )));
+        }
+        Ok(Ok((t, p)))
     });
     let (t, p) = match planned {
-        Ok(x) => x,
+        Ok(Ok(x)) => x,
+        Ok(Err(why)) => return format!("\nno rollback offered: {why}"),
         Err(e) => return format!("\nno rollback possible: {e}"),
     };
     let cmd = format!("cargo xtask rollback --env {} --yes", env.name);

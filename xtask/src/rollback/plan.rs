@@ -117,6 +117,35 @@ pub fn choose(runs: &[DeployRun], to: Option<&str>, need_previous: bool) -> Resu
     Ok(Choice { undo, previous })
 }
 
+/// After a deploy of `sha` failed: whether a rollback may be offered (or run, with
+/// `--rollback-on-failure`), or why not. Only when this run ran its migrations (`migrated`, from
+/// the runner) and the audit log's newest run is this one, migrated and not undone: otherwise a
+/// rollback would undo some older deploy (a `--step health` run, or one failing before migrate,
+/// left the database as it was).
+pub fn offer_after_failed_deploy(
+    runs: &[DeployRun],
+    sha: &str,
+    migrated: bool,
+) -> std::result::Result<(), String> {
+    if !migrated {
+        return Err(format!(
+            "this deploy ({sha}) did not run its migrations, so its database is unchanged and there is \
+             nothing of it to undo (a rollback now would undo an older deploy)"
+        ));
+    }
+    match runs.last() {
+        Some(r) if r.sha == sha && r.migrated && !r.undone => Ok(()),
+        Some(r) => Err(format!(
+            "the newest deploy in the audit log is {} (not this deploy, {sha}, with its migrations), \
+             so a rollback would not undo this deploy",
+            r.sha
+        )),
+        None => Err(format!(
+            "this deploy ({sha}) is not in the audit log, so a rollback would not undo it"
+        )),
+    }
+}
+
 /// `pre-deploy-<sha7>`, the label of the backup the deploy of `sha` made before its migrations.
 pub fn pre_deploy_label(sha: &str) -> String {
     format!("pre-deploy-{}", &sha[..sha.len().min(7)])
@@ -224,6 +253,39 @@ mod tests {
         log2.extend(deploy(B, None));
         log2.push(rec(ROLLBACK_STEP, "failed", B));
         assert_eq!(choose(&runs(&log2), None, true).unwrap().undo.sha, B);
+    }
+
+    #[test]
+    fn after_a_failed_deploy_only_this_runs_migrations_are_offered_for_undo() {
+        let mut log = deploy(A, None);
+        log.extend(deploy(B, Some("health")));
+        // C ran `--step health` only (no migrate) and failed: yesterday's B must not be offered.
+        log.extend(
+            deploy(C, Some("health"))
+                .into_iter()
+                .filter(|r| matches!(r.step.as_str(), "health" | "pipeline")),
+        );
+        let r = runs(&log);
+        assert_eq!(choose(&r, None, true).unwrap().undo.sha, B, "the old trap");
+        let e = offer_after_failed_deploy(&r, C, false).unwrap_err();
+        assert!(e.contains("did not run its migrations"), "{e}");
+        // Even if the runner claimed a migrate, the log's newest run did not migrate.
+        let e = offer_after_failed_deploy(&r, C, true).unwrap_err();
+        assert!(e.contains("not this deploy"), "{e}");
+        // A run failing before migrate.
+        let mut log2 = deploy(A, None);
+        log2.extend(deploy(C, Some("backup")));
+        assert!(offer_after_failed_deploy(&runs(&log2), C, false).is_err());
+        // Another SHA is the newest run.
+        assert!(offer_after_failed_deploy(&runs(&log2), A, true).is_err());
+        // This run migrated and is the newest: offered.
+        let mut log3 = deploy(A, None);
+        log3.extend(deploy(B, Some("migrate")));
+        assert_eq!(offer_after_failed_deploy(&runs(&log3), B, true), Ok(()));
+        // Already rolled back (e.g. by hand in between): not offered again.
+        log3.push(rec(ROLLBACK_STEP, "ok", B));
+        assert!(offer_after_failed_deploy(&runs(&log3), B, true).is_err());
+        assert!(offer_after_failed_deploy(&[], B, true).is_err());
     }
 
     #[test]
