@@ -89,12 +89,26 @@ fn container_cmd(argv: &[String], env: &BTreeMap<String, String>) -> Command {
     c
 }
 
-/// The server in its own mount (private tmpfs /tmp) and network (loopback only) namespaces.
-fn start(dir: &Path, command: &[String], env: &BTreeMap<String, String>) -> Child {
+/// The server in its own mount (private tmpfs /tmp), network (loopback only) and PID namespaces.
+/// The PID namespace's first process dies with `unshare` (`--kill-child`), and every process in the
+/// namespace with it: a server that the command's shell did not `exec` is not left behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, command: &[String], env: &BTreeMap<String, String>) -> Server {
     let mut argv: Vec<String> = [
         "unshare",
         "--mount",
         "--net",
+        "--pid",
+        "--fork",
+        "--kill-child",
         "sh",
         "-c",
         "cd \"$0\" && mount -t tmpfs tmpfs /tmp && busybox ip link set lo up && exec \"$@\"",
@@ -107,7 +121,7 @@ fn start(dir: &Path, command: &[String], env: &BTreeMap<String, String>) -> Chil
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    c.spawn().expect("unshare (util-linux)")
+    Server(c.spawn().expect("unshare (util-linux)"))
 }
 
 /// Run `argv` inside the server's namespaces.
@@ -163,8 +177,8 @@ fn run(case: &str, which: &str, service: &str) -> Seen {
     std::fs::create_dir_all(&data).unwrap();
 
     let watch = ArgvWatch::start(std::slice::from_ref(&pw));
-    let mut child = start(&data, &command, &env);
-    let pid = child.id();
+    let mut server = start(&data, &command, &env);
+    let pid = server.0.id();
     let hc = healthcheck_argv(&svc);
     let deadline = Instant::now() + Duration::from_secs(20);
     let healthy = loop {
@@ -174,7 +188,7 @@ fn run(case: &str, which: &str, service: &str) -> Seen {
         {
             break true;
         }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+        if Instant::now() > deadline || server.0.try_wait().unwrap().is_some() {
             break false;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -191,8 +205,7 @@ fn run(case: &str, which: &str, service: &str) -> Seen {
     let noauth = cli(&["ping"], false);
     let aof = cli(&["config", "get", "appendonly"], true);
     let fsync = cli(&["config", "get", "appendfsync"], true);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let scans = watch.scans();
     let leaks = watch.stop();
     Seen {
