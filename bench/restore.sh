@@ -86,8 +86,9 @@ if [ "$have_restore" = 1 ]; then
   awk -v f="$floor" -v x="$xt" 'BEGIN {
     printf "  xtask restore (end to end)                 %7.2f s  %5.2fx floor  (goal <= 1.15)\n", x, x / f
   }'
-  # Downtime as the restore command reports it (any numeric field named like *downtime*).
-  jq -r '[.. | objects | to_entries[] | select((.key | test("downtime")) and (.value | type == "number")) | .value]
+  # Downtime as the restore command reports it (any numeric field named like *downtime*; *_ms in ms).
+  jq -r '[.. | objects | to_entries[] | select((.key | test("downtime")) and (.value | type == "number"))
+         | if (.key | endswith("_ms")) then .value / 1000 else .value end]
          | if length > 0 then "  downtime (writers stopped -> healthy): \(map(. * 100 | round / 100) | join(", ")) s  (goal <= 5)"
            else "  downtime: not in `restore --json` output" end' "$WORK/out/restore.jsonl" | sort -u
 fi
