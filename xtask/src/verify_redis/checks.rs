@@ -117,7 +117,8 @@ fn last(f: &Facts) -> &Persistence {
     f.samples.last().expect("at least one sample")
 }
 
-fn check(
+/// A [`Check`] (also built by the replication and Sentinel checks).
+pub(super) fn check(
     id: &'static str,
     title: &'static str,
     status: Status,

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::checks::{Check, Config, Status};
+use super::checks::{check, Check, Config, Status};
 use super::info;
 
 /// Seconds since a replica's last ACK (`lag=`, sent every second) above which it is behind.
@@ -117,24 +117,6 @@ pub fn parse(text: &str) -> Result<Replication, String> {
     })
 }
 
-fn check(
-    id: &'static str,
-    title: &'static str,
-    status: Status,
-    value: String,
-    message: String,
-    action: Option<&str>,
-) -> Check {
-    Check {
-        id,
-        title,
-        status,
-        value,
-        message,
-        action: action.map(str::to_string),
-    }
-}
-
 /// The replication checks for one node, in a fixed order: primary → `replicas`, `min_replicas`;
 /// replica → `replica_link`. A standalone primary (no replica, `min-replicas-to-write` 0) gets none:
 /// its report stays what it always was.
@@ -158,8 +140,8 @@ fn replicas(r: &Replication) -> Check {
             ID,
             T,
             Status::Ok,
-            "connected_slaves:0".into(),
-            "no replica is connected: this node is the only copy of the data".into(),
+            "connected_slaves:0",
+            "no replica is connected: this node is the only copy of the data",
             None,
         );
     }
@@ -195,7 +177,7 @@ fn replicas(r: &Replication) -> Check {
             T,
             Status::Ok,
             value,
-            "every replica is online and acknowledged within the last seconds".into(),
+            "every replica is online and acknowledged within the last seconds",
             None,
         )
     } else {
@@ -221,8 +203,8 @@ fn min_replicas(r: &Replication, config: &Config) -> Check {
             ID,
             T,
             Status::Ok,
-            "unknown".into(),
-            "CONFIG GET min-replicas-to-write was not answered; writes may or may not wait for replicas".into(),
+            "unknown",
+            "CONFIG GET min-replicas-to-write was not answered; writes may or may not wait for replicas",
             None,
         );
     };
@@ -241,7 +223,7 @@ fn min_replicas(r: &Replication, config: &Config) -> Check {
             T,
             Status::Ok,
             value,
-            "writes do not wait for any replica (the default); replication is asynchronous".into(),
+            "writes do not wait for any replica (the default); replication is asynchronous",
             None,
         );
     }

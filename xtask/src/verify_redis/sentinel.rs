@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::checks::{Check, Status};
+use super::checks::{check, Check, Status};
 use super::resp::{self, Addr, Conn, Endpoint, Reply, Tls};
 use crate::error::{Error, Result};
 
@@ -214,24 +214,6 @@ fn addr(a: &(String, u16)) -> String {
     }
 }
 
-fn check(
-    id: &'static str,
-    title: &'static str,
-    status: Status,
-    value: String,
-    message: String,
-    action: Option<&str>,
-) -> Check {
-    Check {
-        id,
-        title,
-        status,
-        value,
-        message,
-        action: action.map(str::to_string),
-    }
-}
-
 /// The Sentinels' checks and the set they describe (the primary most of them name; the replicas
 /// those Sentinels list). Pure. Error (exit 3) when no Sentinel answered.
 pub fn evaluate(master: &str, answers: &[Answer]) -> Result<(Vec<Check>, Option<Agreed>)> {
@@ -261,7 +243,7 @@ pub fn evaluate(master: &str, answers: &[Answer]) -> Result<(Vec<Check>, Option<
             "Sentinels reachable",
             Status::Ok,
             format!("{}/{}", reached.len(), answers.len()),
-            "every Sentinel answered".into(),
+            "every Sentinel answered",
             None,
         )
     } else {
@@ -319,7 +301,7 @@ pub fn evaluate(master: &str, answers: &[Answer]) -> Result<(Vec<Check>, Option<
             "sentinels_agree",
             "Sentinels agree on the primary",
             Status::Fail,
-            "none".into(),
+            "none",
             format!("no Sentinel names a primary for {master:?}"),
             Some("check --master and the Sentinels' configuration"),
         ),
@@ -355,8 +337,8 @@ pub fn evaluate(master: &str, answers: &[Answer]) -> Result<(Vec<Check>, Option<
             "sentinel_quorum",
             "Failover quorum",
             Status::Fail,
-            "unknown".into(),
-            "no Sentinel could check the quorum".into(),
+            "unknown",
+            "no Sentinel could check the quorum",
             None,
         )
     } else if noquorum.is_empty() {
@@ -364,7 +346,7 @@ pub fn evaluate(master: &str, answers: &[Answer]) -> Result<(Vec<Check>, Option<
             "sentinel_quorum",
             "Failover quorum",
             Status::Ok,
-            "ckquorum OK".into(),
+            "ckquorum OK",
             ok_text,
             None,
         )
@@ -373,7 +355,7 @@ pub fn evaluate(master: &str, answers: &[Answer]) -> Result<(Vec<Check>, Option<
             "sentinel_quorum",
             "Failover quorum",
             Status::Fail,
-            "NOQUORUM".into(),
+            "NOQUORUM",
             format!("a failover cannot be authorized: {}", noquorum.join("; ")),
             Some("bring Sentinels back until a majority is up (SENTINEL ckquorum)"),
         )
