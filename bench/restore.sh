@@ -92,3 +92,9 @@ if [ "$have_restore" = 1 ]; then
          | if length > 0 then "  downtime (writers stopped -> healthy): \(map(. * 100 | round / 100) | join(", ")) s  (goal <= 5)"
            else "  downtime: not in `restore --json` output" end' "$WORK/out/restore.jsonl" | sort -u
 fi
+if [ "$have_restore" = 1 ]; then
+  # Where the xtask leg's time goes: each step's mean over the runs (from `restore --json`).
+  echo "  xtask restore by step (mean):"
+  jq -s -r '[.[].steps[]] | group_by(.step) | map({step: .[0].step, ms: (map(.duration_ms) | add / length)})
+            | sort_by(-.ms) | .[] | "    \(.step)\t\(.ms / 1000 * 100 | round / 100) s"' "$WORK/out/restore.jsonl"
+fi

@@ -102,6 +102,32 @@ fn up_with_tables(t: &TestEnv) {
     );
 }
 
+/// `gzip -dc` / `gzip -c` through the system gzip (the test needs no compression crate).
+fn gz(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut c = Command::new("gzip")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let input = input.to_vec();
+    let w = std::thread::spawn(move || stdin.write_all(&input));
+    let out = c.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn gunzip(b: &[u8]) -> String {
+    String::from_utf8(gz(&["-dc"], b)).unwrap()
+}
+
+fn gzip(s: &str) -> Vec<u8> {
+    gz(&["-c"], s.as_bytes())
+}
+
 #[test]
 fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
     let t = TestEnv::local(0o711);
@@ -145,7 +171,18 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("--single-transaction"), "{}", r.stdout);
+    // One pass, committed only on a match: the manifest's sha256 is the script's argument.
+    assert!(r.stdout.contains("rclone cat"), "{}", r.stdout);
+    assert!(r.stdout.contains("COMMIT;"), "{}", r.stdout);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("{}.json", object_file(&t, &object).display())).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        r.stdout.contains(manifest["sha256"].as_str().unwrap()),
+        "{}",
+        r.stdout
+    );
     assert_eq!(snapshot(&t), (schema_late.clone(), counts_late.clone()));
 
     let r = t.run(&[
@@ -189,7 +226,6 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
         [
             "restore:plan ok",
             "restore:lock ok",
-            "restore:download ok",
             "restore:restore ok",
             "restore:verify ok",
             "restore:swap ok",
@@ -370,7 +406,8 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
         unchanged("lock held");
     }
 
-    // A corrupted object (same size, one byte changed): the hash check stops it.
+    // A corrupted object (same size, one byte changed): gzip's own check or the hash stops it,
+    // and nothing was committed.
     let file = object_file(&t, &object);
     let original = std::fs::read(&file).unwrap();
     let mut bad = original.clone();
@@ -379,13 +416,24 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
     std::fs::write(&file, &bad).unwrap();
     let r = restore(&["--label", "good", "--yes"]);
     assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("corrupt"), "{}", r.stderr);
+    assert!(r.stderr.contains("nothing was committed"), "{}", r.stderr);
+    unchanged("corrupted object");
+    // Same size, and still a valid gzip stream (a byte of the header's MTIME field, which gzip
+    // does not check): only the sha256 can tell, read to the end of the object before the COMMIT
+    // would be sent.
+    let mut other = original.clone();
+    other[4] ^= 0x01;
+    std::fs::write(&file, &other).unwrap();
+    let r = restore(&["--label", "good", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
     assert!(
-        r.stderr.contains("sha256") && r.stderr.contains("corrupt"),
+        r.stderr.contains("sha256") && r.stderr.contains("corrupt or was replaced"),
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("nothing was restored"), "{}", r.stderr);
-    unchanged("corrupted object");
+    assert!(r.stderr.contains("nothing was committed"), "{}", r.stderr);
+    unchanged("substituted object");
     std::fs::write(&file, &original).unwrap();
 
     // The manifest missing, with --strict: refused.
@@ -573,6 +621,96 @@ fn ctrl_c_during_the_restore_leaves_the_live_database_and_no_scratch_database() 
     );
 }
 
+/// A dump planted in the bucket (here without a manifest, so nothing but the replay's own guard
+/// stands in the way) cannot run psql meta-commands: not with `\!`, not after `\unrestrict` with
+/// the dump's own key, not with `\connect`. A dump without pg_dump's `\restrict` lines (an older
+/// pg_dump) still restores.
+#[test]
+fn a_dump_cannot_run_psql_meta_commands() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    let file = object_file(&t, &object);
+    let text = gunzip(&std::fs::read(&file).unwrap());
+    let key_line = text
+        .lines()
+        .find(|l| l.starts_with("\\restrict "))
+        .expect("pg_dump 15.14+ writes \\restrict")
+        .to_string();
+    let key = key_line.trim_start_matches("\\restrict ").to_string();
+    let before = snapshot(&t);
+    let mark = t.dir.path().join("pwned");
+    // Each planted object gets a name of the backup shape (a later second each) and no manifest.
+    let plant = |n: u32, sql: &str| -> String {
+        let name = file
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace("_good.sql.gz", &format!("_planted-{n}.sql.gz"));
+        std::fs::write(file.with_file_name(&name), gzip(sql)).unwrap();
+        name
+    };
+    let shell = format!("\\! touch {}\n", mark.display());
+    let cases = [
+        (
+            "a shell escape",
+            text.replacen(
+                "SET statement_timeout",
+                &format!("{shell}SET statement_timeout"),
+                1,
+            ),
+        ),
+        (
+            "a shell escape after \\unrestrict with the dump's own key",
+            text.replacen(
+                "SET statement_timeout",
+                &format!("\\unrestrict {key}\n{shell}SET statement_timeout"),
+                1,
+            ),
+        ),
+        (
+            "a meta-command in the middle of a line",
+            text.replacen(
+                "SET statement_timeout = 0;",
+                &format!("SET statement_timeout = 0; \\! touch {}", mark.display()),
+                1,
+            ),
+        ),
+        (
+            "\\connect",
+            text.replacen(
+                "SET statement_timeout",
+                "\\connect postgres\nSET statement_timeout",
+                1,
+            ),
+        ),
+    ];
+    for (i, (what, sql)) in cases.iter().enumerate() {
+        let o = plant(i as u32 + 1, sql);
+        let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
+        assert_eq!(r.code, 1, "{what}: {}", r.all());
+        assert!(!mark.exists(), "{what}: the dump ran a shell command");
+        assert!(
+            r.stderr.contains("nothing was committed"),
+            "{what}: {}",
+            r.stderr
+        );
+        assert_eq!(snapshot(&t), before, "{what}: the live database changed");
+        assert!(scratch_dbs(&t).is_empty(), "{what}: {:?}", scratch_dbs(&t));
+    }
+    // Without pg_dump's \\restrict and \\unrestrict lines: restored (with the no-manifest warning).
+    let old_style: String = text
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let o = plant(9, &old_style);
+    let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!mark.exists());
+}
+
 #[test]
 fn the_restore_scripts_are_shellcheck_clean() {
     let dir = deploy_support::repo().join("xtask/src/restore");
@@ -583,7 +721,7 @@ fn the_restore_scripts_are_shellcheck_clean() {
         .filter(|p| p.extension().is_some_and(|x| x == "sh"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(files.len(), 1, "{files:?}");
     let out = Command::new("shellcheck").args(&files).output().unwrap();
     assert!(
         out.status.success(),

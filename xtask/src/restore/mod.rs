@@ -31,7 +31,7 @@ use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
 
 use plan::{DbName, LiveFacts, Names, Stamp};
-use target::{Fetched, Target};
+use target::{Expect, Fetched, Target};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["object", "label", "kept", "drop_kept"])))]
@@ -308,7 +308,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     }
     let writers = t.writers();
     s.push_str(&format!(
-        "  steps     lock → download + check → restore into {} → verify → swap ({}block connections, \
+        "  steps     lock → download, check and restore into {} in one pass (committed only when the object matches the manifest) → verify → swap ({}block connections, \
          end sessions within {}s, rename {} → {} and {} → {}) → start → health\n",
         n.scratch,
         if writers.is_empty() {
@@ -339,11 +339,17 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
         .unwrap_or_else(|| t.env.db_user.clone());
     let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
     let mut v = vec![
-        t.fetch_cmd(&p.object.path)?.display(),
         t.sql_cmd("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?
             .display(),
-        t.replay_cmd("<dir>/backup.sql.gz", n.scratch.as_str())?
-            .display(),
+        t.replay_cmd(
+            &p.object.path,
+            p.manifest.as_ref().map(|m| Expect {
+                sha256: &m.sha256,
+                size: m.size,
+            }),
+            n.scratch.as_str(),
+        )?
+        .display(),
         t.sql_cmd(n.scratch.as_str(), crate::backup::drill::COUNT_SQL)?
             .display(),
     ];
@@ -389,12 +395,11 @@ fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// Drops the scratch database and removes the downloaded file, however the restore ends, unless
+/// Drops the scratch database however the restore ends, unless
 /// the scratch database became the live one.
 struct Scratch<'a> {
     t: &'a Target,
     db: Option<DbName>,
-    dir: Option<String>,
 }
 
 impl Scratch<'_> {
@@ -406,11 +411,6 @@ impl Scratch<'_> {
         if let Some(db) = self.db.take() {
             if let Err(e) = self.t.sql("postgres", &plan::drop_sql(&db)) {
                 warnings.push(format!("could not drop the scratch database {db}: {e}"));
-            }
-        }
-        if let Some(dir) = self.dir.take() {
-            if let Err(e) = self.t.cleanup(&dir) {
-                warnings.push(format!("could not remove {dir}: {e}"));
             }
         }
         warnings
@@ -665,36 +665,7 @@ fn execute(
         Ok((g, place.describe()))
     })?;
     run.check_interrupt()?;
-    let mut scratch = Scratch {
-        t,
-        db: None,
-        dir: None,
-    };
-    let fetched: Fetched = run.step("download", |r| {
-        let f = r.t.fetch(&p.object.path)?;
-        scratch.dir = Some(f.dir.clone());
-        match &p.manifest {
-            Some(m) => {
-                m.check_dump(&p.object.path, f.size, Some(&f.sha256))
-                    .map_err(|e| e.context("nothing was restored"))?;
-                Ok((
-                    f.clone(),
-                    format!(
-                        "sha256 {} and {} bytes match the manifest",
-                        f.sha256, f.size
-                    ),
-                ))
-            }
-            None => Ok((
-                f.clone(),
-                format!(
-                    "sha256 {} ({} bytes); no manifest to check against",
-                    f.sha256, f.size
-                ),
-            )),
-        }
-    })?;
-    run.check_interrupt()?;
+    let mut scratch = Scratch { t, db: None };
     run.step("restore", |r| {
         let owner = p
             .live
@@ -709,18 +680,31 @@ fn execute(
         // A Ctrl-C between the check above and here: the handler found nothing to end.
         r.check_interrupt()?;
         let t0 = Instant::now();
-        let res = r.t.replay(
-            &format!("{}/backup.sql.gz", fetched.dir),
-            n.scratch.as_str(),
-        );
+        let expect = p.manifest.as_ref().map(|m| Expect {
+            sha256: &m.sha256,
+            size: m.size,
+        });
+        let res = r.t.replay(&p.object.path, expect, n.scratch.as_str());
         if let Ok(mut g) = REPLAYING.lock() {
             *g = None;
         }
         r.check_interrupt()?;
-        res?;
+        let f: Fetched = res?;
         Ok((
             (),
-            format!("into {} in {:.1}s", n.scratch, t0.elapsed().as_secs_f64()),
+            format!(
+                "downloaded {} ({} bytes, sha256 {}{}) and replayed it into {} in {:.1}s",
+                p.object.path,
+                f.size,
+                f.sha256,
+                if p.manifest.is_some() {
+                    ", equal to the manifest: committed only then"
+                } else {
+                    "; no manifest to check against"
+                },
+                n.scratch,
+                t0.elapsed().as_secs_f64()
+            ),
         ))
     })?;
     run.check_interrupt()?;
