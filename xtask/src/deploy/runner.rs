@@ -13,12 +13,11 @@ use crate::gha;
 use crate::host::{self, Host};
 use crate::local::Local;
 use crate::process::{self, Cmd};
+use crate::time::{elapsed_ms, now_ms, rfc3339_ms};
 
 use super::audit::{Audit, Record};
 use super::lock::{self, LockGuard, LockInfo, LockPlace};
-use super::plan::{
-    elapsed_ms, failure_summary, now_ms, rfc3339_ms, Report, Sha, Status, Step, StepReport,
-};
+use super::plan::{failure_summary, Report, Sha, Status, Step, StepReport};
 use super::remote;
 use super::steps::{self, Action, Call, Executor, Note};
 use super::Args;

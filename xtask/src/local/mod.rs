@@ -371,7 +371,7 @@ fn hold_lock(paths: &LocalPaths) -> Result<crate::deploy::lock::LockGuard> {
         ))
     };
     if let Some(held) = lock::read_file_lock(&paths.lock_file) {
-        if held.stale_reason(crate::deploy::plan::now_unix()).is_none() {
+        if held.stale_reason(crate::time::now_unix()).is_none() {
             return Err(busy(held.describe()));
         }
     }
