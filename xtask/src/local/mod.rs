@@ -520,11 +520,7 @@ mod tests {
     #[test]
     fn purge_never_deletes_a_directory_a_bad_location_file_names() {
         let d = tempfile::tempdir().unwrap();
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
-        )
-        .unwrap();
-        let envs = Environments::parse(&text, Path::new("environments.toml"), d.path()).unwrap();
+        let envs = crate::environments::testing::repo_at(d.path());
         let env = envs.get("local").unwrap();
         let paths = LocalPaths::of(env).unwrap();
         std::fs::create_dir_all(&paths.root).unwrap();
@@ -566,11 +562,7 @@ mod tests {
     #[test]
     fn purge_deletes_only_what_local_up_created() {
         let d = tempfile::tempdir().unwrap();
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
-        )
-        .unwrap();
-        let envs = Environments::parse(&text, Path::new("environments.toml"), d.path()).unwrap();
+        let envs = crate::environments::testing::repo_at(d.path());
         let env = envs.get("local").unwrap();
         let paths = LocalPaths::of(env).unwrap();
         // Without the marker: nothing is deleted, and it says why.
