@@ -591,6 +591,36 @@ fn find_table(text: &str, name: &str) -> (usize, usize) {
         .unwrap_or((1, 1))
 }
 
+/// For the unit tests of other modules: the repository's own environments file.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// `infra/environments.toml` of the repository, parsed with `root` as the repository root.
+    pub fn repo_at(root: &Path) -> Environments {
+        edited_repo_at(root, |t| t)
+    }
+
+    /// The same with `staging` given the e2e override (`compose_overrides`), for server layouts.
+    pub fn repo_with_staging_override(root: &Path) -> Environments {
+        edited_repo_at(root, |t| {
+            t.replace(
+                "compose_project = \"station-staging\"",
+                "compose_project = \"station-staging\"\ncompose_overrides = [\"infra/e2e/docker-compose.e2e.yml\"]",
+            )
+        })
+    }
+
+    fn edited_repo_at(root: &Path, edit: impl FnOnce(String) -> String) -> Environments {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join(ENVIRONMENTS_FILE);
+        let text = edit(std::fs::read_to_string(file).unwrap());
+        Environments::parse(&text, Path::new("environments.toml"), root).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod process;
 pub(crate) mod random;
 pub mod services;
 pub mod ssh;
+pub(crate) mod time;
 pub mod yaml;
 
 // One module per command.

@@ -452,12 +452,7 @@ mod tests {
 
     #[test]
     fn a_failing_migration_command_is_a_failed_step_whatever_its_exit_code() {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
-        )
-        .unwrap();
-        let envs =
-            Environments::parse(&text, Path::new("environments.toml"), Path::new("/repo")).unwrap();
+        let envs = crate::environments::testing::repo_at(Path::new("/repo"));
         let run = |code: u8| {
             Cmd::new("sh")
                 .args(["-c", &format!("echo boom >&2; exit {code}")])

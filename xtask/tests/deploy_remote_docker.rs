@@ -1,10 +1,7 @@
 //! The whole remote pipeline for real: `cargo xtask deploy --env staging` over a real `sshd` on a
-//! loopback port (pinned host key, throwaway user key) whose "server" is this machine's Docker engine.
-//! The server side is a temp directory (`remote_dir`) and a Compose project with a unique name, built
-//! from the staging compose file plus two overrides that live in subdirectories of the repository,
-//! as the e2e one does: `infra/e2e/docker-compose.e2e.yml` (the locally built PostgreSQL and Redis
-//! images) and a test override giving backend/frontend a busybox `httpd` image tagged with the
-//! release SHA (`pull_policy: never`: `docker compose pull` skips them) and free ports.
+//! loopback port whose "server" is this machine's Docker engine (the harness is
+//! `common/remote_docker.rs`). The test override gives backend/frontend a busybox `httpd` image tagged
+//! with the release SHA (`pull_policy: never`: `docker compose pull` skips them) and free ports.
 //!
 //! Before the deploy, the "previous release" runs (postgres + redis, `up -d --wait`) with some data.
 //! Then, with the server's rclone config pointing at a dead S3 endpoint, the deploy must stop at the
@@ -15,17 +12,16 @@
 //! rollout (`docker compose pull` + `up -d`) → health (the health_url polled from the server) →
 //! verify-redis (exec over SSH). No password on any argv (every process is watched), none in output.
 
-mod deploy_support;
+#[path = "common/remote_docker.rs"]
+mod remote_docker;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use deploy_support::{repo, Run};
+use remote_docker::{Server, Spec};
 use xtask::e2e::images;
 use xtask::services::procscan::ArgvWatch;
-use xtask::services::sshd::{Sshd, SshdOptions};
 
 const SHA: &str = "c0ffee1234567890abcdef0123456789abcdef01";
 const MIGRATED_TABLE: &str = "remote_migration";
@@ -65,272 +61,26 @@ services:
     )
 }
 
-fn environment_toml(project: &str, remote_dir: &Path, health_url: &str, user: &str) -> String {
-    format!(
-        r#"[environments.staging]
-transport = "ssh"
-description = "staging on a test sshd, the server being this machine's Docker engine"
-compose_file = "docker-compose.staging.yml"
-compose_overrides = ["infra/e2e/docker-compose.e2e.yml", "infra/test/docker-compose.remote-test.yml"]
-compose_project = "{project}"
-env_file = ".env.staging"
-remote_dir = "{remote_dir}"
-database = "station"
-db_user = "station"
-migration_command = '''docker compose exec -T postgres psql -X -q -v ON_ERROR_STOP=1 -U station -d station -c "CREATE TABLE {MIGRATED_TABLE} (id integer PRIMARY KEY, note text NOT NULL); INSERT INTO {MIGRATED_TABLE} VALUES (1, 'applied over ssh')"'''
-health_url = "{health_url}"
-
-[environments.staging.services]
-redis = "redis"
-postgres = "postgres"
-backend = "backend"
-frontend = "frontend"
-
-[environments.staging.backup]
-remote = "b2"
-bucket = "station-backups-staging"
-prefix = "postgres"
-
-[environments.staging.ssh]
-host_env = "STAGING_SSH_HOST"
-user = "{user}"
-port_env = "STAGING_SSH_PORT"
-known_hosts_env = "STAGING_SSH_KNOWN_HOSTS"
-key_env = "STAGING_SSH_KEY"
-"#,
-        remote_dir = remote_dir.display()
-    )
-}
-
-fn whoami() -> String {
-    let o = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn copy_into(root: &Path, rel: &str) {
-    let dst = root.join(rel);
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    std::fs::copy(repo().join(rel), &dst).unwrap_or_else(|e| panic!("{rel}: {e}"));
-}
-
-/// The server, its repository checkout and the Compose project; `down -v` and untag on drop (also
-/// when the test fails). Fields drop after `drop()`: the files `down` needs are still there.
-struct Server {
-    project: String,
-    app_image: String,
-    root: PathBuf,
-    remote_dir: PathBuf,
-    bucket: PathBuf,
-    rclone_conf: PathBuf,
-    envs_file: PathBuf,
-    pg_password: String,
-    redis_password: String,
-    sshd: Sshd,
-    _dir: tempfile::TempDir,
+/// The server with the previous release (postgres + redis, two accounts) running, its rclone config
+/// empty (each part of the test writes its own).
+fn start() -> Server {
+    Server::start(Spec {
+        name: "remote",
+        app_override,
+        migration_command: format!(
+            r#"docker compose exec -T postgres psql -X -q -v ON_ERROR_STOP=1 -U station -d station -c "CREATE TABLE {MIGRATED_TABLE} (id integer PRIMARY KEY, note text NOT NULL); INSERT INTO {MIGRATED_TABLE} VALUES (1, 'applied over ssh')""#
+        ),
+        // The redis test image: busybox has httpd.
+        app_from: images::REDIS_IMAGE,
+        releases: &[SHA],
+        previous_release_files: true,
+        seed_sql: "CREATE TABLE accounts (id integer PRIMARY KEY, email text NOT NULL); \
+                   INSERT INTO accounts VALUES (1, 'ada@example.org'), (2, 'grace@example.org');",
+        health_tries: "15",
+    })
 }
 
 impl Server {
-    fn start() -> Server {
-        assert!(
-            xtask::docker::engine_available(),
-            "this test needs the Docker engine (`docker info` must answer)"
-        );
-        for spec in &images::IMAGES {
-            images::ensure(&repo(), spec).unwrap_or_else(|e| panic!("building {}: {e}", spec.tag));
-        }
-        let pid = std::process::id();
-        let project = format!("xtask-remote-{pid}");
-        let app_image = format!("xtask-remote-{pid}/app");
-
-        let dir = tempfile::Builder::new()
-            .prefix("xtask-remote-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let rclone_conf = d.join("rclone.conf");
-        let sshd = Sshd::start(SshdOptions {
-            set_env: vec![
-                ("RCLONE_CONFIG".into(), rclone_conf.display().to_string()),
-                ("PATH".into(), std::env::var("PATH").unwrap()),
-            ],
-        })
-        .expect("sshd (apt-get install openssh-server)");
-
-        let root = d.join("repo");
-        for rel in [
-            "docker-compose.staging.yml",
-            "infra/e2e/docker-compose.e2e.yml",
-            "infra/scripts/backup-db.sh",
-        ] {
-            copy_into(&root, rel);
-        }
-        let backend_port = xtask::services::free_port().unwrap();
-        let frontend_port = loop {
-            let p = xtask::services::free_port().unwrap();
-            if p != backend_port {
-                break p;
-            }
-        };
-        let over = root.join("infra/test/docker-compose.remote-test.yml");
-        std::fs::create_dir_all(over.parent().unwrap()).unwrap();
-        std::fs::write(&over, app_override(&app_image, backend_port, frontend_port)).unwrap();
-
-        let remote_dir = d.join("server/opt/station-staging");
-        std::fs::create_dir_all(&remote_dir).unwrap();
-        let pg_password = format!("pg-{}", xtask::services::s3::random_hex(12));
-        let redis_password = format!("redis-{}", xtask::services::s3::random_hex(12));
-        let env_file = remote_dir.join(".env.staging");
-        std::fs::write(
-            &env_file,
-            format!("POSTGRES_PASSWORD={pg_password}\nREDIS_PASSWORD={redis_password}\n"),
-        )
-        .unwrap();
-        std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-
-        let envs_file = d.join("environments.toml");
-        std::fs::write(
-            &envs_file,
-            environment_toml(
-                &project,
-                &remote_dir,
-                &format!("http://127.0.0.1:{backend_port}/api/health"),
-                &whoami(),
-            ),
-        )
-        .unwrap();
-        let server = Server {
-            project,
-            app_image,
-            root,
-            remote_dir,
-            bucket: d.join("bucket"),
-            rclone_conf,
-            envs_file,
-            pg_password,
-            redis_password,
-            sshd,
-            _dir: dir,
-        };
-        // From here on, drop cleans up. The app image: the redis test image (busybox has httpd).
-        let tag = Command::new("docker")
-            .args([
-                "tag",
-                images::REDIS_IMAGE,
-                &format!("{}:{SHA}", server.app_image),
-            ])
-            .status()
-            .unwrap();
-        assert!(tag.success());
-        // The server already runs the previous release's database and Redis, with data.
-        for f in [
-            "docker-compose.staging.yml",
-            "infra/e2e/docker-compose.e2e.yml",
-            "infra/test/docker-compose.remote-test.yml",
-        ] {
-            copy_into_server(&server.root, &server.remote_dir, f);
-        }
-        let up = server
-            .compose(&[
-                "up",
-                "-d",
-                "--wait",
-                "--wait-timeout",
-                "120",
-                "postgres",
-                "redis",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            up.status.success(),
-            "starting the previous release: {}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-        server.psql(
-            "CREATE TABLE accounts (id integer PRIMARY KEY, email text NOT NULL); \
-             INSERT INTO accounts VALUES (1, 'ada@example.org'), (2, 'grace@example.org');",
-        );
-        server
-    }
-
-    /// `docker compose` for the project, run in the server's directory like the deploy runs it.
-    fn compose(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("docker");
-        c.arg("compose")
-            .args(args)
-            .current_dir(&self.remote_dir)
-            .env(
-                "COMPOSE_FILE",
-                "docker-compose.staging.yml:infra/e2e/docker-compose.e2e.yml:infra/test/docker-compose.remote-test.yml",
-            )
-            .env("COMPOSE_PROJECT_NAME", &self.project)
-            .env("COMPOSE_ENV_FILES", ".env.staging")
-            .env("STATION_TAG", SHA)
-            .env_remove("COMPOSE_PROFILES");
-        c
-    }
-
-    /// psql in the postgres container (as `station`, over the container's trusted local socket).
-    fn psql(&self, sql: &str) -> String {
-        let o = self
-            .compose(&[
-                "exec",
-                "-T",
-                "postgres",
-                "psql",
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                "station",
-                "-d",
-                "station",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-
-    fn deploy(&self) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args([
-                "deploy",
-                "--env",
-                "staging",
-                "--sha",
-                SHA,
-                "--health-tries",
-                "15",
-            ])
-            .current_dir(&self.root)
-            .env("XTASK_ENVIRONMENTS", &self.envs_file)
-            .env("XTASK_ROOT", &self.root)
-            .env("STAGING_SSH_HOST", "127.0.0.1")
-            .env("STAGING_SSH_PORT", self.sshd.port.to_string())
-            .env("STAGING_SSH_KNOWN_HOSTS", self.sshd.known_hosts())
-            .env("STAGING_SSH_KEY", self.sshd.user_key())
-            .env_remove("GITHUB_ACTIONS")
-            .env_remove("GITHUB_STEP_SUMMARY")
-            .env_remove("AWS_CA_BUNDLE")
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     /// `step status` of every record of an audit log (JSON lines).
     fn audit(file: &Path) -> Vec<String> {
         std::fs::read_to_string(file)
@@ -357,9 +107,10 @@ impl Server {
     }
 
     fn table_exists(&self) -> bool {
-        self.psql(&format!(
-            "SELECT to_regclass('public.{MIGRATED_TABLE}') IS NOT NULL"
-        )) == "t"
+        self.psql(
+            "station",
+            &format!("SELECT to_regclass('public.{MIGRATED_TABLE}') IS NOT NULL"),
+        ) == "t"
     }
 
     fn running_services(&self) -> Vec<String> {
@@ -410,35 +161,10 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A repository file as the previous release left it in the server's directory (same relative
-/// path, one line different: the deploy's sync step must replace it).
-fn copy_into_server(root: &Path, remote_dir: &Path, rel: &str) {
-    let dst = remote_dir.join(rel);
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    let text = std::fs::read_to_string(root.join(rel)).unwrap();
-    std::fs::write(dst, format!("# previous release\n{text}")).unwrap();
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let t = Instant::now();
-        let _ = self
-            .compose(&["down", "-v", "--remove-orphans", "--timeout", "5"])
-            .output();
-        let _ = Command::new("docker")
-            .args(["image", "rm", &format!("{}:{SHA}", self.app_image)])
-            .output();
-        eprintln!(
-            "teardown (compose down -v) {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-}
-
 #[test]
 fn a_remote_deploy_over_ssh_stops_closed_at_a_broken_backup_then_runs_every_step() {
     let t0 = Instant::now();
-    let s = Server::start();
+    let s = start();
     let setup = t0.elapsed();
     let secrets = [s.pg_password.clone(), s.redis_password.clone()];
     let watch = ArgvWatch::start(&secrets);
@@ -454,7 +180,7 @@ fn a_remote_deploy_over_ssh_stops_closed_at_a_broken_backup_then_runs_every_step
     )
     .unwrap();
     let t1 = Instant::now();
-    let failed = s.deploy();
+    let failed = s.deploy(SHA);
     let failed_took = t1.elapsed();
     // Exit 3: a dependency (the backup remote) could not be reached.
     assert_eq!(failed.code, 3, "{}", failed.all());
@@ -493,13 +219,9 @@ fn a_remote_deploy_over_ssh_stops_closed_at_a_broken_backup_then_runs_every_step
     assert_eq!(s.remote_audit(), expected_failed);
 
     // 2. The backup remote works (an rclone alias of the server's bucket directory): every step.
-    std::fs::write(
-        &s.rclone_conf,
-        format!("[b2]\ntype = alias\nremote = {}\n", s.bucket.display()),
-    )
-    .unwrap();
+    s.use_bucket_alias();
     let t2 = Instant::now();
-    let ok = s.deploy();
+    let ok = s.deploy(SHA);
     let ok_took = t2.elapsed();
     assert!(
         watch.scans() > 10 && watch.argvs_read() > 100,
@@ -589,24 +311,17 @@ fn a_remote_deploy_over_ssh_stops_closed_at_a_broken_backup_then_runs_every_step
     // The migration ran on the server, against the stack's database.
     assert!(s.table_exists());
     assert_eq!(
-        s.psql(&format!("SELECT note FROM {MIGRATED_TABLE}")),
+        s.psql("station", &format!("SELECT note FROM {MIGRATED_TABLE}")),
         "applied over ssh"
     );
-    assert_eq!(s.psql("SELECT count(*) FROM accounts"), "2");
+    assert_eq!(s.psql("station", "SELECT count(*) FROM accounts"), "2");
 
     // Rolled out: the release's image tag runs and answers the health URL with its SHA.
     assert_eq!(
         s.running_services(),
         ["backend", "frontend", "postgres", "redis"]
     );
-    let image = s
-        .compose(&["ps", "--format", "{{.Image}}", "backend"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&image.stdout).trim(),
-        format!("{}:{SHA}", s.app_image)
-    );
+    assert_eq!(s.backend_image(), format!("{}:{SHA}", s.app_image));
     assert!(
         ok.stdout.contains("healthy: http://127.0.0.1:"),
         "{}",

@@ -19,6 +19,7 @@ use crate::deploy::audit::Record;
 use crate::environments::Environments;
 use crate::error::{Error, ExitCode, Result};
 use crate::host::{Host, RCLONE_FLAGS};
+use crate::time::{date, now_unix};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -151,21 +152,6 @@ fn week_key(unix: i64) -> i64 {
     d - (d + 3).rem_euclid(7)
 }
 
-fn date_of(days: i64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 /// The plan (pure). `entries` as [`status::entries`] gives them (oldest first); the result is in the
 /// same order.
 pub fn plan(entries: &[Entry], now: i64, policy: &Policy, history: &History) -> Vec<Decision> {
@@ -197,13 +183,13 @@ pub fn plan(entries: &[Entry], now: i64, policy: &Policy, history: &History) -> 
     type Bucket = fn(i64) -> (i64, String);
     let buckets: [(&str, usize, Bucket); 3] = [
         ("daily", policy.keep_daily, |t| {
-            (day_key(t), date_of(day_key(t)))
+            (day_key(t), date(day_key(t)))
         }),
         ("weekly", policy.keep_weekly, |t| {
-            (week_key(t), format!("week of {}", date_of(week_key(t))))
+            (week_key(t), format!("week of {}", date(week_key(t))))
         }),
         ("monthly", policy.keep_monthly, |t| {
-            let d = date_of(day_key(t));
+            let d = date(day_key(t));
             let ym: i64 =
                 d[..4].parse::<i64>().unwrap_or(0) * 12 + d[5..7].parse::<i64>().unwrap_or(0);
             (ym, d[..7].to_string())
@@ -389,7 +375,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let listed = status::list_all(&host)?;
     let entries = status::entries(&listed, &env.backup.base());
-    let now = crate::deploy::plan::now_unix() as i64;
+    let now = now_unix() as i64;
     let history = History::from_records(&status::audit_records(&host, &envs.root)?, now);
     let decisions = plan(&entries, now, &policy, &history);
     if !args.json {
@@ -660,9 +646,9 @@ keep    b2:bk/postgres/202611/station_backup_20261129_030000_nightly.sql.gz +man
     #[test]
     fn weeks_start_on_monday() {
         let t = |s| timestamp_unix(s).unwrap();
-        assert_eq!(date_of(week_key(t("20261129_235959"))), "2026-11-23");
-        assert_eq!(date_of(week_key(t("20261130_000000"))), "2026-11-30");
-        assert_eq!(date_of(week_key(t("20260101_120000"))), "2025-12-29");
+        assert_eq!(date(week_key(t("20261129_235959"))), "2026-11-23");
+        assert_eq!(date(week_key(t("20261130_000000"))), "2026-11-30");
+        assert_eq!(date(week_key(t("20260101_120000"))), "2025-12-29");
         assert_eq!(
             rfc3339_unix("2026-12-01T09:30:00.123Z"),
             Some(t("20261201_093000"))

@@ -283,7 +283,7 @@ pub fn next_cron_run(line: &str, now: i64) -> Option<String> {
     if t <= now {
         t += 86_400;
     }
-    Some(crate::deploy::plan::rfc3339_ms(t as u128 * 1000).replace(".000Z", "Z"))
+    Some(crate::time::rfc3339_ms(t as u128 * 1000).replace(".000Z", "Z"))
 }
 
 /// Parse `schedule.sh status` (pure); `None` when no job is installed.
@@ -332,7 +332,7 @@ pub fn job_status(host: &Host, root: &std::path::Path) -> Option<JobStatus> {
     if !out.status.success() {
         return None;
     }
-    parse_status(&out.stdout_str(), crate::deploy::plan::now_unix() as i64)
+    parse_status(&out.stdout_str(), crate::time::now_unix() as i64)
 }
 
 /// The variables the job needs: the script's, and on this machine the local environment's libpq

@@ -16,6 +16,7 @@ use crate::deploy::audit::Record;
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
 use crate::host::{Host, Script, RCLONE_FLAGS};
+use crate::time::{days_from_civil, human_age};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -156,17 +157,6 @@ pub fn entries(listed: &[Listed], base: &str) -> Vec<Entry> {
     out
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// `YYYYmmdd_HHMMSS` (UTC) as Unix seconds; `None` for an impossible date or time.
 pub fn timestamp_unix(ts: &str) -> Option<i64> {
     let n = |r: std::ops::Range<usize>| ts.get(r)?.parse::<i64>().ok();
@@ -234,23 +224,6 @@ pub fn parse_duration(s: &str) -> Result<i64> {
         return Err(bad());
     }
     Ok(total)
-}
-
-/// `3d 4h`, `2h 5m`, `42s`: an age for people.
-pub fn human_age(secs: i64) -> String {
-    if secs < 0 {
-        return format!("{}s in the future", -secs);
-    }
-    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {}s", secs % 60)
-    } else {
-        format!("{secs}s")
-    }
 }
 
 /// The newest backup of a class and how it compares with the one before.
@@ -560,8 +533,8 @@ pub fn audit_records(host: &Host, root: &Path) -> Result<Vec<Record>> {
 /// Append one record for a backup command (`drill`, `prune`) to the environment's audit log (this
 /// machine's copy and, on a server, the server's).
 pub fn record(host: &Host, root: &Path, step: &str, status: &str, object: Option<&str>, msg: &str) {
-    let now = crate::deploy::plan::now_unix();
-    let at = crate::deploy::plan::rfc3339_ms(now as u128 * 1000);
+    let now = crate::time::now_unix();
+    let at = crate::time::rfc3339_ms(now as u128 * 1000);
     let r = Record {
         env: host.env().name.clone(),
         step: step.to_string(),
@@ -617,7 +590,7 @@ pub fn status_of(env: &Environment, root: &Path, max_age: i64) -> Result<Report>
     let listed = list_all(&host)?;
     let es = entries(&listed, &env.backup.base());
     let records = audit_records(&host, root)?;
-    let now = crate::deploy::plan::now_unix() as i64;
+    let now = crate::time::now_unix() as i64;
     let mut r = evaluate(&env.name, &es, now, max_age, last_drill(&records));
     r.schedule = super::schedule::job_status(&host, root);
     if let Some(j) = &r.schedule {

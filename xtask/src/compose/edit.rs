@@ -2,9 +2,9 @@
 //! verify that exactly the intended meaning changed.
 
 use super::channel::{self, Channel};
-use super::model::{self, at, At, Container, MountKind, Service};
+use super::model::{self, at, block_entries, col0, newline_of, At, Container, MountKind, Service};
 use super::{check, env, secrets};
-use crate::yaml::{self, Edit, Kind, Node, Pos, Style};
+use crate::yaml::{self, Edit, Node, Pos, Style};
 
 /// The settings `apply` enforces, in order.
 pub const DURABLE: [(&str, &str); 2] = [("appendonly", "yes"), ("appendfsync", "everysec")];
@@ -66,19 +66,6 @@ fn line_end(text: &str, off: usize) -> usize {
         i -= 1;
     }
     i
-}
-
-fn newline_of(text: &str) -> &'static str {
-    if text.contains("\r\n") {
-        "\r\n"
-    } else {
-        "\n"
-    }
-}
-
-/// Column (0-based, bytes) of offset `off` in its line.
-fn col0(text: &str, off: usize) -> usize {
-    off - text[..off].rfind('\n').map_or(0, |i| i + 1)
 }
 
 /// Plan the command edits: rewrite wrong values, append missing options.
@@ -164,19 +151,11 @@ fn command_edits(
     let last = inv.args.last().or(inv.server.as_ref());
     match (inv.container, last) {
         (Container::Absent, _) => {
-            let Kind::Map {
-                flow: false,
-                entries,
-            } = &svc.node.kind
-            else {
-                return Err(at(
-                    svc.node.start,
-                    "the redis service has no `command:` and is not a block mapping: add `command: [\"redis-server\", \"--appendonly\", \"yes\", \"--appendfsync\", \"everysec\"]` by hand",
-                ));
-            };
-            let Some((first_key, _)) = entries.first() else {
-                return Err(at(svc.node.start, "the redis service is empty"));
-            };
+            let (entries, first_key) = block_entries(
+                svc.node,
+                "the redis service has no `command:` and is not a block mapping: add `command: [\"redis-server\", \"--appendonly\", \"yes\", \"--appendfsync\", \"everysec\"]` by hand",
+                "the redis service is empty",
+            )?;
             let indent = col0(text, first_key.span.start);
             let list = default_command
                 .iter()
@@ -449,19 +428,11 @@ fn extends_command(
         .map(|w| w.value.clone())
         .chain(new_args.iter().cloned())
         .collect();
-    let Kind::Map {
-        flow: false,
-        entries,
-    } = &own.node.kind
-    else {
-        return Err(at(
-            own.node.start,
-            "the redis service is not a block mapping: give it its own `command:` by hand",
-        ));
-    };
-    let Some((first, _)) = entries.first() else {
-        return Err(at(own.node.start, "the redis service is empty"));
-    };
+    let (_, first) = block_entries(
+        own.node,
+        "the redis service is not a block mapping: give it its own `command:` by hand",
+        "the redis service is empty",
+    )?;
     let indent = col0(text, first.span.start);
     let list = words
         .iter()

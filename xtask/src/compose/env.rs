@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::model::{at, At, Service};
+use super::model::{at, block_entries, col0, newline_of, At, Service};
 use crate::yaml::{self, Edit, Kind, Node, Pos, Style};
 
 /// One variable of `environment:`.
@@ -159,18 +159,6 @@ pub fn set(text: &str, e: &Entry, value: &str) -> Result<Edit, At> {
     }
 }
 
-fn col0(text: &str, off: usize) -> usize {
-    off - text[..off].rfind('\n').map_or(0, |i| i + 1)
-}
-
-fn nl(text: &str) -> &'static str {
-    if text.contains("\r\n") {
-        "\r\n"
-    } else {
-        "\n"
-    }
-}
-
 /// The edit that adds `vars` (`key`, `value`) to the service's environment (creating
 /// `environment:` when there is none), placed before the first entry so no multi-line value is
 /// split.
@@ -187,24 +175,14 @@ pub fn add(text: &str, svc: &Service, env: &Env, vars: &[(String, String)]) -> R
         ));
     }
     let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
-    let nl = nl(text);
+    let nl = newline_of(text);
     let Some(l) = svc.node.get("environment").filter(|l| !l.value.is_null()) else {
         // No environment: a new block entry before the service's first key.
-        let Kind::Map {
-            flow: false,
-            entries,
-        } = &svc.node.kind
-        else {
-            return Err(at(
-                svc.node.start,
-                format!(
-                    "the service is not a block mapping: add {keys} to its `environment:` by hand"
-                ),
-            ));
-        };
-        let Some((first, _)) = entries.first() else {
-            return Err(at(svc.node.start, "the service is empty"));
-        };
+        let (_, first) = block_entries(
+            svc.node,
+            format!("the service is not a block mapping: add {keys} to its `environment:` by hand"),
+            "the service is empty",
+        )?;
         if svc.node.get("environment").is_some() {
             return Err(at(
                 svc.node.start,

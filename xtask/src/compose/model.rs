@@ -27,6 +27,43 @@ pub fn pos_in(text: &str, offset: usize) -> Pos {
     yaml::pos_of(text.as_bytes(), offset)
 }
 
+/// Column (0-based, bytes) of offset `off` in its line.
+pub fn col0(text: &str, off: usize) -> usize {
+    off - text[..off].rfind('\n').map_or(0, |i| i + 1)
+}
+
+/// The file's line ending: `\r\n` if it has one anywhere, else `\n`.
+pub fn newline_of(text: &str) -> &'static str {
+    if text.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    }
+}
+
+/// A mapping's key/value pairs.
+pub type MapEntries = [(Node, Node)];
+
+/// A block mapping's entries and its first key (a new key goes before it, at its indent); `not_block`
+/// is the message for a flow mapping or anything else, `empty` for a mapping without a key.
+pub fn block_entries<'a>(
+    node: &'a Node,
+    not_block: impl Into<String>,
+    empty: &str,
+) -> Result<(&'a MapEntries, &'a Node), At> {
+    let Kind::Map {
+        flow: false,
+        entries,
+    } = &node.kind
+    else {
+        return Err(at(node.start, not_block));
+    };
+    let Some((first, _)) = entries.first() else {
+        return Err(at(node.start, empty));
+    };
+    Ok((entries, first))
+}
+
 /// A service found in `services:`.
 #[derive(Clone, Copy, Debug)]
 pub struct Service<'a> {
@@ -773,6 +810,30 @@ pub fn quote_like(style: Option<Style>, word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_entries_find_the_first_key_and_refuse_flow_scalar_and_empty() {
+        let text = "redis:\r\n  image: redis\r\n  ports: [1]\r\nflow: {a: 1}\r\nscalar: x\r\nempty: {}\r\n";
+        let doc = yaml::parse(text).unwrap();
+        let node = |k: &str| doc.root.get(k).unwrap().value;
+        let (entries, first) = block_entries(node("redis"), "not block", "empty").unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(first.as_str(), Some("image"));
+        assert_eq!(col0(text, first.span.start), 2);
+        assert_eq!(newline_of(text), "\r\n");
+        assert_eq!(newline_of("a: 1\n"), "\n");
+        assert_eq!(col0("abc", 0), 0);
+        // `{}` is a flow mapping: a block mapping always has a key, `empty` is only a guard.
+        for (k, want) in [
+            ("flow", "not block"),
+            ("scalar", "not block"),
+            ("empty", "not block"),
+        ] {
+            let e = block_entries(node(k), "not block", "empty").unwrap_err();
+            assert_eq!(e.message, want, "{k}");
+            assert_eq!(e.at, node(k).start, "{k}");
+        }
+    }
 
     fn inv(text: &str) -> Invocation {
         let doc = yaml::parse(text).unwrap();

@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::environments::SshTarget;
 use crate::error::{Error, Result};
 use crate::ssh;
-
-use super::plan::{now_unix, rfc3339_ms};
+use crate::time::{now_unix, rfc3339_ms};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LockInfo {

@@ -1,10 +1,12 @@
-//! Pure pieces of the pipeline: the SHA, the step names and order, timestamps, the report.
+//! Pure pieces of the pipeline: the SHA, the step names and order, the report.
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 
 pub use crate::git::Sha;
+// The clock moved to `crate::time`; restore/ and rollback/ still import it from here.
+pub(crate) use crate::time::{elapsed_ms, now_ms, now_unix, rfc3339_ms};
 
 /// The pipeline's steps, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -183,51 +185,6 @@ pub fn failure_summary(failed: Step, not_run: &[Step]) -> String {
     s
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// RFC 3339 UTC timestamp of a Unix time in milliseconds (`2026-11-25T18:07:24.123Z`).
-pub fn rfc3339_ms(ms: u128) -> String {
-    let secs = (ms / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-/// Milliseconds from `start_ms` to `end_ms`, 0 when the wall clock stepped back in between (an NTP
-/// correction must not crash a deploy after its steps ran).
-pub fn elapsed_ms(start_ms: u128, end_ms: u128) -> u64 {
-    u64::try_from(end_ms.saturating_sub(start_ms)).unwrap_or(u64::MAX)
-}
-
-pub fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,18 +231,5 @@ mod tests {
         assert!(s.contains("No migration was run"), "{s}");
         let s = failure_summary(Step::Health, &[Step::VerifyRedis]);
         assert!(!s.contains("No migration"), "{s}");
-    }
-
-    #[test]
-    fn elapsed_survives_a_clock_step_back() {
-        assert_eq!(elapsed_ms(1_000, 3_500), 2_500);
-        assert_eq!(elapsed_ms(5_000, 4_000), 0);
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_795_626_444_123), "2026-11-25T17:07:24.123Z");
-        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -89,7 +89,6 @@ pub fn read_for_sync(local: &Path) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::environments::Environments;
 
     /// The server preflight with fake `docker`/`docker-compose` first on PATH: a server with only a
     /// standalone Compose v2 passes (it used to fail: preflight wanted the plugin while backup and
@@ -140,16 +139,8 @@ mod tests {
 
     #[test]
     fn files_keep_their_repository_paths_on_the_server() {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
-        )
-        .unwrap()
-        .replace(
-            "compose_project = \"station-staging\"",
-            "compose_project = \"station-staging\"\ncompose_overrides = [\"infra/e2e/docker-compose.e2e.yml\"]",
-        );
         let root = Path::new("/repo");
-        let envs = Environments::parse(&text, Path::new("environments.toml"), root).unwrap();
+        let envs = crate::environments::testing::repo_with_staging_override(root);
         let env = envs.get("staging").unwrap();
         let names: Vec<String> = files_to_sync(env, root)
             .into_iter()

@@ -13,12 +13,11 @@ use crate::gha;
 use crate::host::{self, Host};
 use crate::local::Local;
 use crate::process::{self, Cmd};
+use crate::time::{elapsed_ms, now_ms, rfc3339_ms};
 
 use super::audit::{Audit, Record};
 use super::lock::{self, LockGuard, LockInfo, LockPlace};
-use super::plan::{
-    elapsed_ms, failure_summary, now_ms, rfc3339_ms, Report, Sha, Status, Step, StepReport,
-};
+use super::plan::{failure_summary, Report, Sha, Status, Step, StepReport};
 use super::remote;
 use super::steps::{self, Action, Call, Executor, Note};
 use super::Args;
@@ -616,7 +615,6 @@ fn summary_table(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::environments::Environments;
     use crate::process::Output;
     use std::os::unix::process::ExitStatusExt;
 
@@ -677,8 +675,7 @@ mod tests {
             let m = m.unwrap();
             std::fs::copy(m.path(), migrations.join(m.file_name())).unwrap();
         }
-        let text = std::fs::read_to_string(repo.join("infra/environments.toml")).unwrap();
-        let envs = Environments::parse(&text, Path::new("environments.toml"), root.path()).unwrap();
+        let envs = crate::environments::testing::repo_at(root.path());
         let sha = Sha::parse("0123abcdef").unwrap();
         for name in ["staging", "e2e"] {
             let env = envs.get(name).unwrap();

@@ -682,15 +682,7 @@ mod tests {
     use crate::environments::Environments;
 
     fn envs() -> Environments {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
-        )
-        .unwrap()
-        .replace(
-            "compose_project = \"station-staging\"",
-            "compose_project = \"station-staging\"\ncompose_overrides = [\"infra/e2e/docker-compose.e2e.yml\"]",
-        );
-        Environments::parse(&text, Path::new("environments.toml"), Path::new("/repo")).unwrap()
+        crate::environments::testing::repo_with_staging_override(Path::new("/repo"))
     }
 
     #[test]

@@ -371,7 +371,7 @@ fn hold_lock(paths: &LocalPaths) -> Result<crate::deploy::lock::LockGuard> {
         ))
     };
     if let Some(held) = lock::read_file_lock(&paths.lock_file) {
-        if held.stale_reason(crate::deploy::plan::now_unix()).is_none() {
+        if held.stale_reason(crate::time::now_unix()).is_none() {
             return Err(busy(held.describe()));
         }
     }
@@ -520,11 +520,7 @@ mod tests {
     #[test]
     fn purge_never_deletes_a_directory_a_bad_location_file_names() {
         let d = tempfile::tempdir().unwrap();
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
-        )
-        .unwrap();
-        let envs = Environments::parse(&text, Path::new("environments.toml"), d.path()).unwrap();
+        let envs = crate::environments::testing::repo_at(d.path());
         let env = envs.get("local").unwrap();
         let paths = LocalPaths::of(env).unwrap();
         std::fs::create_dir_all(&paths.root).unwrap();
@@ -566,11 +562,7 @@ mod tests {
     #[test]
     fn purge_deletes_only_what_local_up_created() {
         let d = tempfile::tempdir().unwrap();
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environments.toml"),
-        )
-        .unwrap();
-        let envs = Environments::parse(&text, Path::new("environments.toml"), d.path()).unwrap();
+        let envs = crate::environments::testing::repo_at(d.path());
         let env = envs.get("local").unwrap();
         let paths = LocalPaths::of(env).unwrap();
         // Without the marker: nothing is deleted, and it says why.

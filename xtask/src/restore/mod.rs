@@ -296,7 +296,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     match (&p.created_at, p.window_seconds) {
         (Some(c), Some(w)) => s.push_str(&format!(
             "  window    the backup was taken {c}, {} ago: writes made to {} since then are NOT in it{}\n",
-            plan::human_age(w),
+            crate::time::human_age(w.max(0)),
             n.live,
             if p.live.is_some() {
                 format!("; they stay in the kept database {}", n.kept)
@@ -893,7 +893,7 @@ fn list_kept(env: &Environment, json: bool) -> Result<ExitCode> {
                 "  {}  {} bytes  {} old",
                 k.database,
                 k.size_bytes,
-                plan::human_age(k.age_seconds)
+                crate::time::human_age(k.age_seconds.max(0))
             );
         }
     }

@@ -176,21 +176,6 @@ pub fn parse_kept(live: &DbName, name: &str) -> Result<DbName> {
     }
 }
 
-/// `3h 12m`, `45s`, `2d 4h`.
-pub fn human_age(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {}s", s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // SQL. Every identifier is a `DbName` (validated shape, double-quoted).
 
@@ -479,9 +464,6 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_utc("2026-12-01T09:00:00+02:00"), None);
         assert_eq!(parse_rfc3339_utc("yesterday"), None);
-        assert_eq!(human_age(3 * 3600 + 12 * 60 + 5), "3h 12m");
-        assert_eq!(human_age(45), "45s");
-        assert_eq!(human_age(2 * 86_400 + 4 * 3600), "2d 4h");
     }
 
     #[test]

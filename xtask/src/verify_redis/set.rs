@@ -57,6 +57,21 @@ impl SetReport {
         }
     }
 
+    /// The set-level checks as one node's report (no server facts), for the table renderers.
+    fn as_report(&self) -> Report {
+        Report {
+            target: self.target.clone(),
+            transport: self.transport,
+            server: None,
+            samples: 1,
+            waited_secs: None,
+            strict: self.strict,
+            checks: self.checks.clone(),
+            replication: None,
+            last_persistence: None,
+        }
+    }
+
     /// The node that should be the primary, if it answered.
     pub fn primary(&self) -> Option<&Report> {
         self.nodes
@@ -351,17 +366,7 @@ pub fn human(s: &SetReport) -> String {
         out.push('\n');
     }
     out.push_str("== the set\n");
-    let set = Report {
-        target: s.target.clone(),
-        transport: s.transport,
-        server: None,
-        samples: 1,
-        waited_secs: None,
-        strict: s.strict,
-        checks: s.checks.clone(),
-        replication: None,
-        last_persistence: None,
-    };
+    let set = s.as_report();
     let table = render::human(&set);
     // The table without its own header and verdict lines.
     let lines: Vec<&str> = table.lines().collect();
@@ -384,16 +389,6 @@ pub fn github(s: &SetReport, json_mode: bool) {
             render::github(r, json_mode);
         }
     }
-    let set = Report {
-        target: s.target.clone(),
-        transport: s.transport,
-        server: None,
-        samples: 1,
-        waited_secs: None,
-        strict: s.strict,
-        checks: s.checks.clone(),
-        replication: None,
-        last_persistence: None,
-    };
+    let set = s.as_report();
     render::github(&set, json_mode);
 }
