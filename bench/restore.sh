@@ -10,7 +10,8 @@
 # app's downtime (goal <= 5 s whatever the size). Every leg's result is checked against the backup's
 # manifest (row count) so a fast wrong restore cannot look good.
 #
-# Usage: bench/restore.sh [ROWS]       (default 4000000; BENCH_RUNS=3)
+# Usage: bench/restore.sh [ROWS]       (default 4000000; BENCH_RUNS=3; BENCH_RECORD=1 records the
+# figures in infra/docs/restore-bench.json for the generated docs)
 # Needs what bench/backup.sh needs (PostgreSQL server binaries, rclone, hyperfine, jq, gzip, root or
 # the postgres user). The machine's load average is printed: on a shared machine, repeat when quiet.
 set -Eeuo pipefail
@@ -97,4 +98,24 @@ if [ "$have_restore" = 1 ]; then
   echo "  xtask restore by step (mean):"
   jq -s -r '[.[].steps[]] | group_by(.step) | map({step: .[0].step, ms: (map(.duration_ms) | add / length)})
             | sort_by(-.ms) | .[] | "    \(.step)\t\(.ms / 1000 * 100 | round / 100) s"' "$WORK/out/restore.jsonl"
+fi
+# BENCH_RECORD=1: record the figures for the generated docs (infra/docs/restore-bench.json; then run
+# `cargo xtask docs`), only from a complete run with the restore leg.
+if [ "${BENCH_RECORD:-0}" = 1 ] && [ "$have_restore" = 1 ]; then
+  jq -n --slurpfile runs "$WORK/out/restore.jsonl" \
+    --arg on "$(date -u +%Y-%m-%d)" --argjson rows "$ROWS" --argjson bytes "$(wc -c <"$file")" \
+    --argjson cores "$(nproc)" --argjson n "$RUNS" --arg load "$load_before" \
+    --arg pg "$(psql -X -q -A -t -d postgres -c 'SHOW server_version' | cut -d' ' -f1)" \
+    --argjson floor "$floor" --argjson ref "$ref" --argjson xt "$(mean xtask)" '{
+      measured_on: $on, rows: $rows, compressed_bytes: $bytes, cores: $cores, runs: $n,
+      load_before: $load, postgres: $pg,
+      floor_s: ($floor * 100 | round / 100), reference_s: ($ref * 100 | round / 100),
+      xtask_s: ($xt * 100 | round / 100),
+      downtime_s: ([$runs[].downtime_ms] | add / length / 10 | round / 100),
+      steps: ([$runs[].steps[]] | group_by(.step)
+              | map([.[0].step, (map(.duration_ms) | add / length / 10 | round / 100)])
+              | sort_by(-.[1]))
+    }' >"$ROOT/infra/docs/restore-bench.json.tmp"
+  mv "$ROOT/infra/docs/restore-bench.json.tmp" "$ROOT/infra/docs/restore-bench.json"
+  echo "== recorded in infra/docs/restore-bench.json: run \`cargo xtask docs\`"
 fi

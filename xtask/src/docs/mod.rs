@@ -2,7 +2,8 @@
 //! environment model, the compose files and the recorded durability figures. `--check` writes
 //! nothing and fails (exit 1, unified diff) when a file is stale.
 //!
-//! Data flow: [`collect`] (I/O: environments file, compose files, `infra/docs/durability.json`) →
+//! Data flow: [`collect`] (I/O: environments file, compose files, `infra/docs/durability.json`,
+//! `infra/docs/restore-bench.json`) →
 //! [`render`] (pure: facts → Markdown) → compare or write.
 
 mod render;
@@ -27,6 +28,8 @@ pub struct Args {
 pub const REDIS_DOC: &str = "infra/docs/redis.md";
 pub const BACKUPS_DOC: &str = "infra/docs/backups.md";
 pub const DURABILITY_FILE: &str = "infra/docs/durability.json";
+/// What `BENCH_RECORD=1 bench/restore.sh` measured (the restore section shows it).
+pub const RESTORE_BENCH_FILE: &str = "infra/docs/restore-bench.json";
 
 /// What the durability integration test measured (`XTASK_RECORD_DURABILITY=1` records it).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -35,6 +38,24 @@ pub struct Durability {
     pub rdb_only: Tally,
     pub redis_version: String,
     pub write_seconds: u64,
+}
+
+/// One run of `bench/restore.sh` (seconds are hyperfine means).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct RestoreBench {
+    pub measured_on: String,
+    pub rows: u64,
+    pub compressed_bytes: u64,
+    pub cores: u64,
+    pub runs: u64,
+    pub load_before: String,
+    pub postgres: String,
+    pub floor_s: f64,
+    pub reference_s: f64,
+    pub xtask_s: f64,
+    pub downtime_s: f64,
+    /// `(step, mean seconds)`, longest first.
+    pub steps: Vec<(String, f64)>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -60,6 +81,7 @@ pub struct EnvFacts {
 pub struct Facts {
     pub envs: Vec<EnvFacts>,
     pub durability: Option<Durability>,
+    pub restore_bench: Option<RestoreBench>,
     pub environments_file: String,
 }
 
@@ -80,12 +102,14 @@ pub fn collect(envs: &Environments) -> Result<Facts> {
             volume_engine_name,
         });
     }
-    let dfile = envs.root.join(DURABILITY_FILE);
-    let durability = match std::fs::read_to_string(&dfile) {
-        Ok(t) => Some(serde_json::from_str(&t).map_err(|e| json_error(&dfile, &e))?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::read(&dfile, e)),
-    };
+    let durability = read_recorded(
+        &envs.root.join(DURABILITY_FILE),
+        "the durability test records it with XTASK_RECORD_DURABILITY=1",
+    )?;
+    let restore_bench = read_recorded(
+        &envs.root.join(RESTORE_BENCH_FILE),
+        "BENCH_RECORD=1 bench/restore.sh records it",
+    )?;
     let environments_file = envs
         .file
         .strip_prefix(&envs.root)
@@ -95,18 +119,31 @@ pub fn collect(envs: &Environments) -> Result<Facts> {
     Ok(Facts {
         envs: out,
         durability,
+        restore_bench,
         environments_file,
     })
 }
 
+/// A recorded measurement: `None` when the file does not exist; bad JSON is bad input at its
+/// position, with `how` saying what writes the file.
+fn read_recorded<T: serde::de::DeserializeOwned>(file: &Path, how: &str) -> Result<Option<T>> {
+    match std::fs::read_to_string(file) {
+        Ok(t) => Ok(Some(
+            serde_json::from_str(&t).map_err(|e| json_error(file, &e, how))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::read(file, e)),
+    }
+}
+
 /// A JSON syntax error as `file:line:col: message`: serde_json counts the column of an error at
 /// the start of a line (e.g. an early end of file) as 0, and repeats the position in its message.
-fn json_error(file: &Path, e: &serde_json::Error) -> Error {
+fn json_error(file: &Path, e: &serde_json::Error, how: &str) -> Error {
     let (line, col) = (e.line().max(1), e.column().max(1));
     let msg = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
-    Error::input(file, line, col, format!("{msg}: fix or delete it (the durability test records it with XTASK_RECORD_DURABILITY=1)"))
+    Error::input(file, line, col, format!("{msg}: fix or delete it ({how})"))
 }
 
 /// The generated files: (repository-relative path, content).

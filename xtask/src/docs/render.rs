@@ -494,6 +494,60 @@ and writes `xtask_verify_redis_status 3`.\n\n",
 
 /// The restore/rollback section of backups.md: per environment, the real database, service and
 /// command names.
+/// The figures `bench/restore.sh` recorded, or how to record them.
+fn restore_figures(o: &mut String, facts: &Facts) {
+    let Some(b) = &facts.restore_bench else {
+        o.push_str(
+            "No restore figures are recorded yet: `BENCH_RECORD=1 bench/restore.sh` measures them and \
+records them in `infra/docs/restore-bench.json`.\n\n",
+        );
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "Measured by `bench/restore.sh` on {} ({} rows, {:.0} MB compressed, {} cores, PostgreSQL {}, mean \
+of {} run(s), load average before {}):\n",
+        b.measured_on,
+        b.rows,
+        b.compressed_bytes as f64 / 1e6,
+        b.cores,
+        b.postgres,
+        b.runs,
+        b.load_before
+    );
+    o.push_str("| way | time | vs. the floor |\n|---|---|---|\n");
+    let ratio = |x: f64| if b.floor_s > 0.0 { x / b.floor_s } else { 0.0 };
+    let _ = writeln!(
+        o,
+        "| floor: `gunzip \\| psql -1` into a fresh database, file already here | {:.2} s | 1.00× |",
+        b.floor_s
+    );
+    let _ = writeln!(
+        o,
+        "| the reference app's way: drop, recreate, replay (the app is down throughout) | {:.2} s | {:.2}× |",
+        b.reference_s,
+        ratio(b.reference_s)
+    );
+    let _ = writeln!(
+        o,
+        "| `cargo xtask restore` end to end (plan, download, check, restore beside, verify, swap, health) | \
+{:.2} s | {:.2}× |\n",
+        b.xtask_s,
+        ratio(b.xtask_s)
+    );
+    let _ = writeln!(
+        o,
+        "The app is down only for the swap: {:.2} s from writers stopped to healthy, whatever the size of \
+the database. Where the restore's time goes: {}.\n",
+        b.downtime_s,
+        b.steps
+            .iter()
+            .map(|(s, t)| format!("{s} {t:.2} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
 fn render_recovery(o: &mut String, facts: &Facts) {
     use crate::restore::plan::{KEPT_INFIX, SCRATCH_INFIX};
     o.push_str(
@@ -506,9 +560,13 @@ fn render_recovery(o: &mut String, facts: &Facts) {
 prints its plan first (which database is replaced, by which backup, and the **window of writes**: how old \
 the backup is, i.e. which writes the live database has and the backup has not), asks on a terminal \
 (without one it needs `--yes`, else exit 2 and nothing changes), takes the deploy lock (a restore and a \
-deploy never overlap), downloads the object and checks its sha256 and size against the manifest, restores \
-it into a **new** database beside the live one (`psql -X -v ON_ERROR_STOP=1 --single-transaction`) and \
-checks its per-table row counts and newest migration against the manifest. Only then the **swap**: the \
+deploy never overlap), then downloads the object and restores it into a **new** database beside the live \
+one in one pass and one transaction (`rclone cat | gunzip | psql -X -v ON_ERROR_STOP=1`, no copy on the \
+server's disk), sending `COMMIT` only once the whole object was read and its sha256 and size equal the \
+manifest's: a corrupted, truncated or replaced object is never committed. psql runs under `\\restrict` \
+with a key of the restore's own (pg_dump's own `\\restrict`/`\\unrestrict` lines are taken out), so a dump \
+planted in the bucket cannot run psql meta-commands such as `\\!` or `\\connect`. Then it checks the \
+restored per-table row counts and newest migration against the manifest. Only then the **swap**: the \
 app's writer service is stopped, new connections to the live database are blocked (`ALLOW_CONNECTIONS \
 false`, `CONNECTION LIMIT 0`), its sessions are ended (`pg_terminate_backend`, bounded by `--swap-wait`, \
 10 s by default: a session that does not end refuses the swap and everything is opened again), and both \
@@ -530,6 +588,7 @@ in the audit log. It refuses, saying why, when that backup is missing or has no 
 that fails at migrate, rollout or health ends with the exact rollback command and what it would do; \
 `cargo xtask deploy --rollback-on-failure` runs it.\n\n",
     );
+    restore_figures(o, facts);
     for e in &facts.envs {
         let env = &e.env;
         let db = &env.database;
