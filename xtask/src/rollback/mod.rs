@@ -199,7 +199,7 @@ fn plan_text(t: &Target, p: &Planned, locked: bool) -> String {
     for (i, u) in c.undone.iter().enumerate() {
         s.push_str(&format!(
             "  {}  {}\n",
-            if i == 0 { "undo     " } else { "         " },
+            if i == 0 { "undo    " } else { "        " },
             u.describe()
         ));
     }
