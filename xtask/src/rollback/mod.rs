@@ -51,7 +51,7 @@ pub struct Args {
     /// Do not ask for confirmation (required without a TTY).
     #[arg(long)]
     pub yes: bool,
-    /// Print the plan and the commands, change nothing.
+    /// Print the plan and the commands, change nothing (planned without taking the deploy lock).
     #[arg(long)]
     pub dry_run: bool,
     /// Print the report as JSON on stdout; progress goes to stderr.
@@ -516,5 +516,38 @@ pub fn after_failed_deploy(
     match rollback(env, root, None, &args) {
         Ok(_) => format!("\nrolled back (--rollback-on-failure): `{cmd}` {what}: done"),
         Err(e) => format!("\n--rollback-on-failure: `{cmd}` FAILED: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The release to put back is pulled where a deploy pulls (a server), with its tag; nothing is
+    /// pulled where the images are this machine's (Compose here) or there are none (`local`).
+    #[test]
+    fn the_release_is_pulled_only_where_a_deploy_pulls() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(repo.join("infra/environments.toml")).unwrap();
+        let envs = Environments::parse(&text, Path::new("environments.toml"), &repo).unwrap();
+        let target = |name: &str| {
+            let env = envs.get(name).unwrap().clone();
+            let host = crate::host::Host::planned(&env).unwrap();
+            Target { env, host }
+        };
+        let t = target("staging");
+        let cmd = t.pull_cmd("abc1234").unwrap().expect("a server pulls");
+        let words = shlex::split(&cmd.get_args().last().unwrap()).unwrap();
+        assert_eq!(words.last().map(String::as_str), Some("pull"), "{words:?}");
+        assert!(words.iter().any(|w| w == "abc1234"), "{words:?}");
+        assert!(put_back_text(&t, Some("abc1234")).contains("`compose pull` before the swap"));
+        for name in ["local", "e2e"] {
+            let t = target(name);
+            assert!(t.pull_cmd("abc1234").unwrap().is_none(), "{name}");
+            assert!(
+                !put_back_text(&t, Some("abc1234")).contains("pull"),
+                "{name}"
+            );
+        }
     }
 }
