@@ -389,4 +389,21 @@ fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
         std::fs::read_to_string(&log).unwrap(),
         format!("{before}not json\n")
     );
+    drop(_guard);
+    // A stale lock (a killed deploy's: its process is gone) refuses too, naming --force-unlock,
+    // which breaks it; then the log is read.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let stale = serde_json::json!({
+        "owner": "ci", "host": host.trim(), "pid": 999_999_999u32, "sha": V2,
+        "started_unix": 1_796_000_000u64, "expires_unix": 4_000_000_000u64, "run_url": null,
+        "token": "killed-deploy"
+    });
+    std::fs::write(t.state_dir.join("deploy.lock"), stale.to_string()).unwrap();
+    let r = t.run(&["rollback", "--env", "local", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("--force-unlock"), "{}", r.stderr);
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--force-unlock"]);
+    assert_eq!(r.code, 2, "past the lock, the bad log line: {}", r.all());
+    assert!(r.stderr.contains("broke a stale lock"), "{}", r.stderr);
+    assert!(!t.state_dir.join("deploy.lock").exists(), "released again");
 }

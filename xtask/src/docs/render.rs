@@ -538,7 +538,7 @@ run, and a `rollback` record marks every undone run, so a later rollback does no
 hex digits; every deploy after it is undone; an unknown SHA or one being undone is exit 2 with the \
 candidates). A second `rollback` with no deploy that migrated since is refused (exit 1, naming the \
 rollback already done); `--again` undoes the deploy before on purpose. `--dry-run` plans without the \
-lock and says so. It refuses, saying why, when the backup is missing or has no valid manifest. A deploy \
+lock and says so; `--force-unlock` breaks a stale lock (a killed deploy's), never a live one. It refuses, saying why, when the backup is missing or has no valid manifest. A deploy \
 that fails at migrate, rollout or health ends with the exact rollback command and what it would do; \
 `cargo xtask deploy --rollback-on-failure` runs it.\n\n",
     );

@@ -48,6 +48,10 @@ pub struct Args {
     /// undoes the deploy before the one already rolled back, on purpose).
     #[arg(long)]
     pub again: bool,
+    /// Break a stale deploy lock (past its TTL, or left by a dead process on this host, e.g. a
+    /// deploy that was killed); a live one still refuses the rollback.
+    #[arg(long)]
+    pub force_unlock: bool,
     /// Do not ask for confirmation (required without a TTY).
     #[arg(long)]
     pub yes: bool,
@@ -253,10 +257,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// Take the deploy lock for a rollback (exit 1, naming the holder, when a deploy or restore holds
 /// it).
-fn take_lock(t: &Target, root: &Path) -> Result<LockGuard> {
+fn take_lock(t: &Target, root: &Path, force: bool) -> Result<LockGuard> {
     let place = crate::deploy::runner::lock_place(&t.host, root);
     let info = LockInfo::new("rollback", 6 * 3600, crate::random::secret()?);
-    let (g, notes) = lock::acquire(&place, &info, false).map_err(|e| {
+    let (g, notes) = lock::acquire(&place, &info, force).map_err(|e| {
         Error::failed(format!(
             "refusing to roll back: {e} (nothing was read or changed)"
         ))
@@ -286,7 +290,7 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
     let mut guard = if args.dry_run {
         None
     } else {
-        Some(take_lock(&t, root)?)
+        Some(take_lock(&t, root, args.force_unlock)?)
     };
     let p = plan_rollback(&t, root, to, args.again)?;
     say(&plan_text(&t, &p, guard.is_some()));
@@ -508,6 +512,7 @@ pub fn after_failed_deploy(
         env: env.name.clone(),
         to: None,
         again: false,
+        force_unlock: false,
         yes: true,
         dry_run: false,
         json: true,
