@@ -35,8 +35,9 @@ pub enum Command {
     /// Put a backup back into the live database (restored beside it, then swapped; the replaced
     /// database is kept). `--kept` lists kept databases, `--drop-kept` removes one.
     Restore(restore::Args),
-    /// Undo the last deploy that ran its migrations: restore its pre-deploy backup, put the previous
-    /// release back, check health and Redis.
+    /// Undo the deploys since the last good one (under the deploy lock): restore the pre-deploy
+    /// backup of the first of them that migrated, put the last good release back, check health and
+    /// Redis
     Rollback(rollback::Args),
     /// Manage the local environment (real PostgreSQL, redis-server, rclone remote under target/).
     #[command(subcommand)]

@@ -168,9 +168,11 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
     );
     assert_ne!(snapshot(&t, "station"), before_v2, "0003 was applied by v3");
 
-    // With --rollback-on-failure it runs: back to the state before v4 (0003 applied by v3 stays,
-    // since v4's own backup was taken after v3).
+    // With --rollback-on-failure it runs: v3 failed after applying 0003, so v4's own backup holds
+    // v3's migration; the rollback undoes v3 and v4 and restores v3's backup: the state before v3,
+    // which is the state the rollback of v2 left.
     let before_v4 = snapshot(&t, "station");
+    assert_ne!(before_v4, before_v2);
     std::fs::write(
         t.migrations.join("0004_broken.sql"),
         "CREATE TABLE half (x int);\n",
@@ -188,11 +190,23 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
         "{}",
         r.stderr
     );
-    assert_eq!(snapshot(&t, "station"), before_v4);
+    assert!(
+        r.stderr.contains("pre-deploy-3333333.sql.gz") && r.stderr.contains("FIRST of the 2 runs"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&t, "station"), before_v2);
     let last = t.audit().last().unwrap().clone();
     assert_eq!(
         (last["step"].as_str(), last["sha"].as_str()),
         (Some("rollback"), Some(V4))
+    );
+    assert!(
+        last["backup_object"]
+            .as_str()
+            .unwrap()
+            .ends_with("pre-deploy-3333333.sql.gz"),
+        "{last}"
     );
 }
 
@@ -234,4 +248,162 @@ fn a_failed_health_only_deploy_names_no_rollback_of_an_older_deploy() {
             steps(&t.audit())
         );
     }
+}
+
+/// The `pre-deploy-<sha7>` backups of the bucket, oldest first (the names sort by time).
+fn pre_deploy_objects(t: &TestEnv, sha: &str) -> Vec<String> {
+    let label = format!("pre-deploy-{}", &sha[..7]);
+    let base = t.state_dir.join("objects/station-backups/postgres");
+    let mut v = Vec::new();
+    for month in std::fs::read_dir(&base).unwrap().flatten() {
+        for f in std::fs::read_dir(month.path()).unwrap().flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if n.contains(&label) && n.ends_with(".sql.gz") {
+                v.push(n);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn a_retried_failed_deploy_rolls_back_to_the_first_pre_deploy_backup() {
+    // Regression: the retry's pre-deploy backup was taken AFTER the failed run's migration, and
+    // rollback restored that one (the database kept the bad migration).
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["deploy", "--sha", V1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    sql(
+        &t,
+        "station",
+        "INSERT INTO users (email, display_name) VALUES ('a@example.org', 'A'); \
+         INSERT INTO stations (owner_id, name) SELECT 1, 'station ' || g FROM generate_series(1, 50) g",
+    );
+    let before_v2 = snapshot(&t, "station");
+    // v2: 0003 applies (schema and data change), then 0004 fails; the deploy fails after migrating.
+    std::fs::write(
+        t.migrations.join("0003_notes.sql"),
+        "ALTER TABLE stations ADD COLUMN notes text; DELETE FROM stations WHERE id % 2 = 0;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        t.migrations.join("0004_broken.sql"),
+        "SELECT * FROM no_such_table;\n",
+    )
+    .unwrap();
+    for attempt in ["first", "retry"] {
+        let r = t.run(&["deploy", "--sha", V2]);
+        assert_eq!(r.code, 1, "{attempt}: {}", r.all());
+        assert_ne!(
+            snapshot(&t, "station"),
+            before_v2,
+            "{attempt}: 0003 applied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct backup names
+    }
+    let objects = pre_deploy_objects(&t, V2);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+
+    let r = t.run(&["rollback", "--env", "local", "--dry-run", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["outcome"], "dry-run");
+    assert_eq!(plan["planned_under_lock"], false);
+    assert_eq!(plan["undone_runs"].as_array().unwrap().len(), 2, "{plan}");
+    assert!(
+        plan["backup_object"]
+            .as_str()
+            .unwrap()
+            .ends_with(&objects[0]),
+        "{plan}"
+    );
+    assert!(
+        plan["backup_reason"]
+            .as_str()
+            .unwrap()
+            .contains("FIRST of the 2 runs"),
+        "{plan}"
+    );
+    assert!(
+        r.stderr.contains("WITHOUT taking the deploy lock"),
+        "{}",
+        r.stderr
+    );
+
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(report["backup_object"]
+        .as_str()
+        .unwrap()
+        .ends_with(&objects[0]));
+    assert_eq!(report["planned_under_lock"], true);
+    // The database equals the FIRST pre-deploy backup: as it was before v2's migration.
+    assert_eq!(snapshot(&t, "station"), before_v2);
+    assert!(steps(&t.audit()).contains(&"rollback:lock ok".to_string()));
+    assert!(!t.state_dir.join("deploy.lock").exists(), "lock released");
+
+    // Twice in a row: refused, nothing changed, saying how to go further on purpose.
+    let r = t.run(&["rollback", "--env", "local", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains(&format!("deploy {V2} was already rolled back at"))
+            && r.stderr.contains("--again"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&t, "station"), before_v2);
+    assert_eq!(
+        t.audit().last().unwrap()["step"],
+        "rollback",
+        "the refused one wrote nothing"
+    );
+}
+
+#[test]
+fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["deploy", "--sha", V1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // An audit log that cannot be parsed: reading it would be exit 2 (input error).
+    let log = t.state_dir.join("deploy-audit.jsonl");
+    let before = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, format!("{before}not json\n")).unwrap();
+    let r = t.run(&["rollback", "--env", "local", "--yes"]);
+    assert_eq!(r.code, 2, "the log is read without the lock: {}", r.all());
+    // A deploy holding the lock: exit 1 naming it, before the log is read.
+    let place = xtask::deploy::lock::LockPlace::File(t.state_dir.join("deploy.lock"));
+    let info = xtask::deploy::lock::LockInfo::new("abc1234", 600, "held-by-test".into());
+    let (_guard, _) = xtask::deploy::lock::acquire(&place, &info, false).unwrap();
+    let r = t.run(&["rollback", "--env", "local", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("refusing to roll back")
+            && r.stderr.contains("another deploy holds the lock"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("{before}not json\n")
+    );
+    drop(_guard);
+    // A stale lock (a killed deploy's: its process is gone) refuses too, naming --force-unlock,
+    // which breaks it; then the log is read.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let stale = serde_json::json!({
+        "owner": "ci", "host": host.trim(), "pid": 999_999_999u32, "sha": V2,
+        "started_unix": 1_796_000_000u64, "expires_unix": 4_000_000_000u64, "run_url": null,
+        "token": "killed-deploy"
+    });
+    std::fs::write(t.state_dir.join("deploy.lock"), stale.to_string()).unwrap();
+    let r = t.run(&["rollback", "--env", "local", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("--force-unlock"), "{}", r.stderr);
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--force-unlock"]);
+    assert_eq!(r.code, 2, "past the lock, the bad log line: {}", r.all());
+    assert!(r.stderr.contains("broke a stale lock"), "{}", r.stderr);
+    assert!(!t.state_dir.join("deploy.lock").exists(), "released again");
 }

@@ -570,6 +570,7 @@ keep    b2:bk/postgres/202611/station_backup_20261129_030000_nightly.sql.gz +man
             run_url: None,
             backup_object: obj.map(str::to_string),
             message: String::new(),
+            previous: None,
         };
         let sha = |c: char| c.to_string().repeat(40);
         vec![

@@ -28,6 +28,10 @@ pub struct Record {
     pub backup_object: Option<String>,
     #[serde(default)]
     pub message: String,
+    /// A `rollback` record: the release it put back (the plan's G), so the runs it undid can be
+    /// computed again from the log (`rollback::plan::history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +113,7 @@ mod tests {
             run_url: None,
             backup_object: None,
             message: String::new(),
+            previous: None,
         };
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         audit.append(&r).unwrap();

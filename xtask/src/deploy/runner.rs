@@ -136,6 +136,7 @@ impl<'a> Pipeline<'a> {
             run_url: super::run_url(),
             backup_object: self.backup_object(),
             message: message.to_string(),
+            previous: None,
         };
         if let Err(e) = self.audit.append(&r) {
             eprintln!("warning: audit log: {e}");

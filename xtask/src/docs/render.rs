@@ -579,12 +579,24 @@ above), so nothing is lost by restoring: rows can be copied back from it with `p
 `--kept` lists kept databases with size and age; `--drop-kept NAME` removes one (only names of that \
 shape; it asks for the name on a terminal, else needs `--yes`; it takes the deploy lock and is recorded \
 as `restore:drop-kept`; `--dry-run` only says what it would drop).\n\n\
-`cargo xtask rollback` undoes a deploy: from the audit log it takes the last deploy that ran its \
-migrations (whether it then succeeded or failed at rollout or health) and the last successful deploy \
-before it, restores the undone deploy's `pre-deploy-<sha7>` backup (the database just before its \
-migrations) through the same path, starts the previous release's image tag (`docker compose up -d` with \
-`STATION_TAG=<previous SHA>`, `--to SHA` overrides), runs health and verify-redis, and records `rollback` \
-in the audit log. It refuses, saying why, when that backup is missing or has no valid manifest. A deploy \
+`cargo xtask rollback` undoes the deploys since the last good one. It takes the deploy lock first \
+(held by a deploy or restore: exit 1, nothing read), then reads the audit log: X, the newest deploy that \
+ran its migrations (whether it then succeeded or failed at rollout or health; a deploy killed without \
+its `pipeline` record counts as one that may have, once its backup was verified), and G, the last \
+successful deploy before it that was not rolled back. Every run after G up to X is undone, and the \
+backup restored is the `pre-deploy-<sha7>` backup of the **first** of them that ran its migrations: a \
+retried deploy's own backup was taken after the failed run's migrations, so it is never used instead \
+(when the first one's backup is missing, the rollback is refused, saying so). The plan (and `--json`) \
+lists the runs undone and names the backup and why. On a server G's images are pulled (`compose pull` \
+with `STATION_TAG=<G>`) before anything is stopped, so a missing image refuses the rollback with the \
+live database untouched; the backup is restored through the same path as `restore`, under the same \
+lock, G's release is started (`docker compose up -d` with `STATION_TAG=<G>`), health and verify-redis \
+run, and a `rollback` record marks every undone run, so a later rollback does not undo them again. \
+`--to SHA` puts back an older good deploy from the audit log instead (full SHA or a unique prefix of 7+ \
+hex digits; every deploy after it is undone; an unknown SHA or one being undone is exit 2 with the \
+candidates). A second `rollback` with no deploy that migrated since is refused (exit 1, naming the \
+rollback already done); `--again` undoes the deploy before on purpose. `--dry-run` plans without the \
+lock and says so; `--force-unlock` breaks a stale lock (a killed deploy's), never a live one. It refuses, saying why, when the backup is missing or has no valid manifest. A deploy \
 that fails at migrate, rollout or health ends with the exact rollback command and what it would do; \
 `cargo xtask deploy --rollback-on-failure` runs it.\n\n",
     );
@@ -636,6 +648,7 @@ previous release with `STATION_TAG=<previous SHA>` instead.\n",
                 ),
                 format!("cargo xtask rollback --env {n} --dry-run"),
                 format!("cargo xtask rollback --env {n} --yes"),
+                format!("cargo xtask rollback --env {n} --yes --again"),
             ],
         );
     }

@@ -499,6 +499,7 @@ impl Run<'_> {
             run_url: crate::deploy::run_url(),
             backup_object: Some(self.object.clone()),
             message: message.into(),
+            previous: None,
         };
         if let Err(e) = self.audit.append(&r) {
             eprintln!("warning: audit log: {e}");
@@ -532,6 +533,19 @@ pub fn restore(
     env: &Environment,
     root: &Path,
     opts: &Options,
+    after_swap: &mut dyn FnMut(&Target) -> Result<String>,
+) -> Result<Outcome> {
+    restore_under(env, root, opts, None, after_swap)
+}
+
+/// [`restore`], with the deploy lock already held by the caller when `held` is given (rollback
+/// takes it before it reads the audit log and plans): the lock step then records it instead of
+/// taking it again, and the caller releases it.
+pub fn restore_under(
+    env: &Environment,
+    root: &Path,
+    opts: &Options,
+    held: Option<&LockGuard>,
     after_swap: &mut dyn FnMut(&Target) -> Result<String>,
 ) -> Result<Outcome> {
     let t = Target::of(env)?;
@@ -579,7 +593,7 @@ pub fn restore(
         steps: Vec::new(),
     };
     run.record("plan", "ok", now_ms(), now_ms(), &text);
-    let result = execute(&mut run, &planned, after_swap);
+    let result = execute(&mut run, &planned, held, after_swap);
     let (outcome, downtime) = match &result {
         Ok(d) => ("ok", *d),
         Err(_) if interrupted() => ("interrupted", None),
@@ -653,16 +667,27 @@ fn confirm(live: &DbName) -> Result<()> {
 fn execute(
     run: &mut Run,
     p: &Planned,
+    held: Option<&LockGuard>,
     after_swap: &mut dyn FnMut(&Target) -> Result<String>,
 ) -> Result<Option<u64>> {
     let t = run.t;
     let n = &p.names;
-    let _lock: LockGuard = run.step("lock", |r| {
+    let _lock: Option<LockGuard> = run.step("lock", |r| {
         let place = crate::deploy::runner::lock_place(&r.t.host, &r.root);
+        if held.is_some() {
+            return Ok((
+                None,
+                format!(
+                    "{} (already held by {})",
+                    place.describe(),
+                    r.opts.audit_prefix
+                ),
+            ));
+        }
         let info = LockInfo::new("restore", 6 * 3600, crate::random::secret()?);
         let (g, _) = lock::acquire(&place, &info, false)
             .map_err(|e| Error::failed(format!("refusing to restore: {e}")))?;
-        Ok((g, place.describe()))
+        Ok((Some(g), place.describe()))
     })?;
     run.check_interrupt()?;
     let mut scratch = Scratch { t, db: None };
@@ -958,6 +983,7 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
         actor: crate::deploy::actor(),
         run_url: crate::deploy::run_url(),
         backup_object: None,
+        previous: None,
         message,
     };
     if let Err(e) = audit_of(&t.host, root).append(&record) {

@@ -221,6 +221,20 @@ impl Target {
         self.compose_checked(Some(STOP_START_TAG), &a, "starting the app")
     }
 
+    /// `compose pull` with `STATION_TAG=tag` where a deploy pulls its release (a server); `None`
+    /// where the images are this machine's own (Compose here, as the deploy's rollout) or there
+    /// are none (`local`).
+    pub fn pull_cmd(&self, tag: &str) -> Result<Option<Cmd>> {
+        if self.host.remote().is_none() || self.host.compose_project().is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.host
+                .compose(Some(tag), &["pull"])?
+                .timeout(Duration::from_secs(900)),
+        ))
+    }
+
     /// `compose up -d` with `STATION_TAG=tag`: the release `tag` runs (rollback). `false` when
     /// there is no Compose project (nothing to roll out).
     pub fn up_with_tag(&self, tag: &str) -> Result<bool> {

@@ -1,22 +1,28 @@
-//! `cargo xtask rollback --env NAME [--to SHA] [--yes] [--dry-run] [--json]`: undo the last deploy
-//! that ran its migrations.
+//! `cargo xtask rollback --env NAME [--to SHA] [--again] [--yes] [--dry-run] [--json]`: undo the
+//! deploys since the last good one.
 //!
-//! From the audit log ([`plan`]): the deploy to undo and the last successful deploy before it (the
-//! release put back; `--to` overrides). Its `pre-deploy-<sha7>` backup (the database just before its
-//! migrations) must exist with a manifest; it is restored through `restore`'s path (steps recorded
-//! as `rollback:<step>`), and once the restored database is live the previous release is started
-//! (`compose up -d` with `STATION_TAG=<previous>`; `local` has nothing to roll out). Then health and
-//! verify-redis, and a `rollback` record (its `sha` is the undone deploy's) in the audit log.
+//! The deploy lock is taken first; then, from the audit log ([`plan`]): the runs to undo (every
+//! run since the last good deploy G up to the newest that ran its migrations) and G, whose release
+//! is put back (`--to` names an older good deploy). The pre-deploy backup of the FIRST of those runs
+//! that migrated (the database just before the first bad migration) must exist with a manifest; a
+//! server pulls G's images first, then the backup is restored through `restore`'s path under the
+//! same lock (steps recorded as `rollback:<step>`), and once the restored database is live G's
+//! release is started (`compose up -d` with `STATION_TAG=<G>`; `local` has nothing to roll out).
+//! Then health and verify-redis, and a `rollback` record (`sha`: the newest undone run, `previous`:
+//! G) in the audit log, from which the same function computes the undone runs again. A second
+//! rollback with no migrating deploy since is refused unless `--again`.
 
 pub mod plan;
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::backup::{self, result::BackupName};
+use crate::backup;
 use crate::deploy::audit::Record;
+use crate::deploy::lock::{self, LockGuard, LockInfo};
 use crate::deploy::plan::{elapsed_ms, now_ms, rfc3339_ms};
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
@@ -26,18 +32,30 @@ use crate::restore::{self, target::Target, Options, Outcome, Selector};
 
 use plan::{Choice, DeployRun};
 
+pub use plan::ROLLBACK_STEP;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Environment from infra/environments.toml.
     #[arg(long)]
     pub env: String,
-    /// The release to put back (default: the last successful deploy before the undone one).
+    /// The release to put back: a successful, not rolled back deploy in the audit log, older than
+    /// the undone ones (full SHA or a unique prefix of 7+ hex digits). Default: the last one. Every
+    /// deploy after it is undone.
     #[arg(long)]
     pub to: Option<String>,
+    /// Roll back although the newest record is already an ok rollback with no deploy since (this
+    /// undoes the deploy before the one already rolled back, on purpose).
+    #[arg(long)]
+    pub again: bool,
+    /// Break a stale deploy lock (past its TTL, or left by a dead process on this host, e.g. a
+    /// deploy that was killed); a live one still refuses the rollback.
+    #[arg(long)]
+    pub force_unlock: bool,
     /// Do not ask for confirmation (required without a TTY).
     #[arg(long)]
     pub yes: bool,
-    /// Print the plan and the commands, change nothing.
+    /// Print the plan and the commands, change nothing (planned without taking the deploy lock).
     #[arg(long)]
     pub dry_run: bool,
     /// Print the report as JSON on stdout; progress goes to stderr.
@@ -51,9 +69,19 @@ pub struct Args {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub env: String,
+    /// The newest run undone (X).
     pub undone_sha: String,
+    /// Every run undone, oldest first.
+    pub undone_runs: Vec<DeployRun>,
+    /// The release put back (G).
     pub previous: Option<String>,
+    /// The backup restored, the run that made it, and why that one.
     pub backup_object: String,
+    pub backup_of: DeployRun,
+    pub backup_reason: String,
+    /// Whether the plan was made under the deploy lock (a dry run plans without it).
+    pub planned_under_lock: bool,
+    /// `ok`, `failed` or `dry-run`.
     pub outcome: String,
     pub restore: Option<restore::Report>,
     pub message: String,
@@ -98,42 +126,42 @@ pub fn read_audit(host: &Host, root: &Path) -> Result<Vec<Record>> {
 /// What a rollback of `env` would do, from its audit log.
 pub struct Planned {
     pub choice: Choice,
-    /// The pre-deploy backup to restore.
+    /// The pre-deploy backup to restore (of `choice.restore_from`).
     pub object: String,
 }
 
-/// Choose the deploy and the release, and find the pre-deploy backup with its manifest (refused,
-/// with the reason, when the backup is missing or has no valid manifest).
-pub fn plan_rollback(t: &Target, root: &Path, to: Option<&str>) -> Result<Planned> {
+/// Choose the runs and the release, and check the backup of the first run that migrated: it
+/// must be in the bucket with a valid manifest, else refused with the reason (never another
+/// backup instead: a later run's was taken after that run's migrations). `again`: see
+/// [`plan::check_cascade`].
+pub fn plan_rollback(t: &Target, root: &Path, to: Option<&str>, again: bool) -> Result<Planned> {
     let records = read_audit(&t.host, root)?;
-    let runs: Vec<DeployRun> = plan::runs(&records);
-    let choice = plan::choose(&runs, to, t.host.compose_project().is_some())?;
-    let label = plan::pre_deploy_label(&choice.undo.sha);
-    let objects = backup::list(&t.env)?;
-    let is_label = |p: &str| {
-        p.rsplit('/')
-            .next()
-            .and_then(BackupName::parse)
-            .is_some_and(|n| n.label == label)
+    let h = plan::history(&records);
+    plan::check_cascade(&h, again)?;
+    let choice = plan::choose(&h.runs, to, t.host.compose_project().is_some())?;
+    let from = &choice.restore_from;
+    let label = plan::pre_deploy_label(&from.sha);
+    let refuse = |why: String| {
+        Error::failed(format!(
+            "refusing to roll back {}: {why}; no other backup is used instead (a later run's was \
+             taken after that run's migrations)",
+            choice.undo.sha
+        ))
     };
-    let object = choice
-        .undo
-        .backup_object
-        .clone()
-        .filter(|o| is_label(o) && objects.iter().any(|x| &x.path == o))
-        .or_else(|| {
-            objects
-                .iter()
-                .rfind(|o| is_label(&o.path))
-                .map(|o| o.path.clone())
-        })
-        .ok_or_else(|| {
-            Error::failed(format!(
-                "refusing to roll back {}: its pre-deploy backup ({label}) is not in {}",
-                choice.undo.sha,
-                t.env.backup.base()
-            ))
-        })?;
+    let Some(object) = from.backup_object.clone() else {
+        return Err(refuse(format!(
+            "the audit log records no pre-deploy backup ({label}) for {}",
+            from.describe()
+        )));
+    };
+    let objects = backup::list(&t.env)?;
+    if !objects.iter().any(|x| x.path == object) {
+        return Err(refuse(format!(
+            "the pre-deploy backup of {} ({object}, {label}) is not in {}",
+            from.describe(),
+            t.env.backup.base()
+        )));
+    }
     match backup::read_manifest(&t.env, &object) {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -154,54 +182,98 @@ pub fn plan_rollback(t: &Target, root: &Path, to: Option<&str>) -> Result<Planne
     Ok(Planned { choice, object })
 }
 
-fn plan_text(t: &Target, p: &Planned) -> String {
-    let u = &p.choice.undo;
-    format!(
-        "rollback plan for `{}`:\n  undo      deploy {} (ended {}{}; it ran its migrations)\n  restore   {} \
-         (the database just before its migrations; the current one is kept)\n  put back  {}\n  then      health and verify-redis",
-        t.env.name,
-        u.sha,
-        u.end,
-        u.failed_step
-            .as_deref()
-            .map(|s| format!(", failed at {s}"))
-            .unwrap_or_else(|| ", ok".into()),
-        p.object,
-        match (&p.choice.previous, t.host.compose_project().is_some()) {
-            (Some(prev), true) => format!("release {prev} (`compose up -d` with STATION_TAG={prev})"),
-            (_, false) => "nothing to roll out (the local environment runs no app images)".into(),
-            (None, true) => "no release known".into(),
+fn put_back_text(t: &Target, previous: Option<&str>) -> String {
+    match (previous, t.host.compose_project().is_some()) {
+        (Some(prev), true) => format!(
+            "release {prev} ({}`compose up -d` with STATION_TAG={prev})",
+            if t.host.remote().is_some() {
+                "`compose pull` before the swap, "
+            } else {
+                "this machine's images, "
+            }
+        ),
+        (_, false) => "nothing to roll out (the local environment runs no app images)".into(),
+        (None, true) => "no release known".into(),
+    }
+}
+
+fn plan_text(t: &Target, p: &Planned, locked: bool) -> String {
+    let c = &p.choice;
+    let mut s = format!("rollback plan for `{}`:\n", t.env.name);
+    for (i, u) in c.undone.iter().enumerate() {
+        s.push_str(&format!(
+            "  {}  {}\n",
+            if i == 0 { "undo    " } else { "        " },
+            u.describe()
+        ));
+    }
+    s.push_str(&format!(
+        "  restore   {} (the current database is kept)\n            why: {}\n",
+        p.object, c.why
+    ));
+    s.push_str(&format!(
+        "  put back  {}\n  then      health and verify-redis; the `rollback` record marks {} undone",
+        put_back_text(t, c.previous.as_deref()),
+        if c.undone.len() == 1 {
+            "that run".to_string()
+        } else {
+            format!("these {} runs", c.undone.len())
         }
-    )
+    ));
+    if !locked {
+        s.push_str(
+            "\n  (dry run: planned WITHOUT taking the deploy lock; a deploy running now could \
+             change this plan)",
+        );
+    }
+    s
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
     let to = match &args.to {
-        Some(s) => Some(Sha::parse(s)?.as_str().to_string()),
+        Some(s) => Some(
+            Sha::parse(s)
+                .map_err(|_| {
+                    Error::usage(format!(
+                        "--to {s:?}: a commit SHA is 7 to 40 hexadecimal characters"
+                    ))
+                })?
+                .as_str()
+                .to_string(),
+        ),
         None => None,
     };
     let r = rollback(env, &envs.root, to.as_deref(), &args)?;
     if args.json {
-        if let Some(r) = r {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&r).expect("serializable")
-            );
-        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("serializable")
+        );
     }
     Ok(ExitCode::Ok)
 }
 
-/// Plan, confirm, restore with the previous release started after the swap, verify Redis, record.
-/// `None` for a dry run.
-pub fn rollback(
-    env: &Environment,
-    root: &Path,
-    to: Option<&str>,
-    args: &Args,
-) -> Result<Option<Report>> {
+/// Take the deploy lock for a rollback (exit 1, naming the holder, when a deploy or restore holds
+/// it).
+fn take_lock(t: &Target, root: &Path, force: bool) -> Result<LockGuard> {
+    let place = crate::deploy::runner::lock_place(&t.host, root);
+    let info = LockInfo::new("rollback", 6 * 3600, crate::random::secret()?);
+    let (g, notes) = lock::acquire(&place, &info, force).map_err(|e| {
+        Error::failed(format!(
+            "refusing to roll back: {e} (nothing was read or changed)"
+        ))
+    })?;
+    for n in notes {
+        eprintln!("    {n}");
+    }
+    Ok(g)
+}
+
+/// Lock, plan, confirm, pull the release, restore with the release started after the swap, verify
+/// Redis, record, unlock. A dry run plans without the lock and changes nothing.
+pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -> Result<Report> {
     let say = |s: &str| {
         if args.json {
             eprintln!("{s}");
@@ -209,9 +281,33 @@ pub fn rollback(
             println!("{s}");
         }
     };
+    if !args.dry_run && !args.yes && !std::io::stdin().is_terminal() {
+        return Err(Error::usage(
+            "rollback replaces the live database: confirm on a terminal, or pass --yes (nothing was changed)",
+        ));
+    }
     let t = Target::of(env)?;
-    let p = plan_rollback(&t, root, to)?;
-    say(&plan_text(&t, &p));
+    let mut guard = if args.dry_run {
+        None
+    } else {
+        Some(take_lock(&t, root, args.force_unlock)?)
+    };
+    let p = plan_rollback(&t, root, to, args.again)?;
+    say(&plan_text(&t, &p, guard.is_some()));
+    let c = &p.choice;
+    let mut report = Report {
+        env: env.name.clone(),
+        undone_sha: c.undo.sha.clone(),
+        undone_runs: c.undone.clone(),
+        previous: c.previous.clone(),
+        backup_object: p.object.clone(),
+        backup_of: c.restore_from.clone(),
+        backup_reason: c.why.clone(),
+        planned_under_lock: guard.is_some(),
+        outcome: "dry-run".into(),
+        restore: None,
+        message: String::new(),
+    };
     let opts = Options {
         selector: Selector::Object(p.object.clone()),
         yes: true,
@@ -221,11 +317,37 @@ pub fn rollback(
         swap_wait: Duration::from_secs(args.swap_wait),
         audit_prefix: "rollback".into(),
     };
-    if !args.dry_run && !args.yes {
+    let pull = match &c.previous {
+        Some(prev) => t.pull_cmd(prev)?,
+        None => None,
+    };
+    if args.dry_run {
+        if let Some(cmd) = &pull {
+            say(&format!("before the swap: $ {}", cmd.display()));
+        }
+        restore::restore(env, root, &opts, &mut |_| Ok(String::new()))?;
+        report.message = "dry run: nothing was changed".into();
+        return Ok(report);
+    }
+    if !args.yes {
         confirm()?;
     }
     let start_ms = now_ms();
-    let previous = p.choice.previous.clone();
+    let previous = c.previous.clone();
+    let pulled = match (&pull, &previous) {
+        (Some(cmd), Some(prev)) => {
+            say(&format!("==> pull (release {prev})"));
+            crate::host::outcome(&format!("compose pull of release {prev}"), cmd.output()?)
+                .map(|_| say(&format!("    pulled release {prev}")))
+                .map_err(|e| {
+                    e.context(format!(
+                        "refusing to roll back: release {prev} cannot be pulled, so it could not \
+                         be started after the swap; the live database and the app are untouched"
+                    ))
+                })
+        }
+        _ => Ok(()),
+    };
     let mut after_swap = |t: &Target| -> Result<String> {
         match &previous {
             Some(prev) if t.up_with_tag(prev)? => Ok(format!(
@@ -234,35 +356,45 @@ pub fn rollback(
             _ => Ok("nothing to roll out (no app images here)".into()),
         }
     };
-    let result = restore::restore(env, root, &opts, &mut after_swap).and_then(|o| match o {
-        Outcome::DryRun => Ok(None),
-        Outcome::Failed(_, e) => Err(e),
-        Outcome::Done(r) => {
-            say("==> verify-redis");
-            match crate::verify_redis::verify_environment(env, Duration::from_secs(30))? {
-                ExitCode::Ok => say("    verify-redis ok: Redis data survives a crash"),
-                code => {
-                    return Err(Error::failed(format!(
-                        "the database was rolled back and the release put back, but verify-redis \
-                         says Redis is not durable (exit {})",
-                        code as i32
-                    )))
+    let result = pulled.and_then(|()| {
+        restore::restore_under(env, root, &opts, guard.as_ref(), &mut after_swap).and_then(|o| {
+            match o {
+                Outcome::DryRun => Ok(None),
+                Outcome::Failed(_, e) => Err(e),
+                Outcome::Done(r) => {
+                    say("==> verify-redis");
+                    match crate::verify_redis::verify_environment(env, Duration::from_secs(30))? {
+                        ExitCode::Ok => say("    verify-redis ok: Redis data survives a crash"),
+                        code => {
+                            return Err(Error::failed(format!(
+                                "the database was rolled back and the release put back, but \
+                                 verify-redis says Redis is not durable (exit {})",
+                                code as i32
+                            )))
+                        }
+                    }
+                    Ok(Some(*r))
                 }
             }
-            Ok(Some(*r))
-        }
+        })
     });
-    if args.dry_run {
-        return result.map(|_| None);
-    }
     let (status, message) = match &result {
         Ok(_) => (
             "ok",
             format!(
-                "rolled back deploy {}: restored {}; {}",
-                p.choice.undo.sha,
+                "rolled back {} ({}): restored {}; {}",
+                if c.undone.len() == 1 {
+                    format!("deploy {}", c.undo.sha)
+                } else {
+                    format!("{} runs up to deploy {}", c.undone.len(), c.undo.sha)
+                },
+                c.undone
+                    .iter()
+                    .map(|u| format!("{} started {}", u.sha, u.start))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 p.object,
-                match &p.choice.previous {
+                match &c.previous {
                     Some(prev) => format!("release {prev} put back"),
                     None => "nothing to roll out".into(),
                 }
@@ -278,31 +410,32 @@ pub fn rollback(
         start: rfc3339_ms(start_ms),
         end: rfc3339_ms(end_ms),
         duration_ms: elapsed_ms(start_ms, end_ms),
-        sha: p.choice.undo.sha.clone(),
+        sha: c.undo.sha.clone(),
         actor: crate::deploy::actor(),
         run_url: crate::deploy::run_url(),
         backup_object: Some(p.object.clone()),
         message: message.clone(),
+        previous: c.previous.clone(),
     };
+    // Written under the lock: no deploy can come between the plan and this record, so the runs
+    // it marks undone (computed again from the log) are the ones planned.
     if let Err(e) = restore::audit_of(&t.host, root).append(&rec) {
         eprintln!("warning: audit log: {e}");
     }
-    let restored =
-        result.map_err(|e| e.context(format!("rollback of {} failed", p.choice.undo.sha)))?;
+    if let Some(mut g) = guard.take() {
+        if let Err(e) = g.release() {
+            eprintln!("warning: {e}");
+        }
+    }
+    let restored = result.map_err(|e| e.context(format!("rollback of {} failed", c.undo.sha)))?;
     say(&message);
-    Ok(Some(Report {
-        env: env.name.clone(),
-        undone_sha: p.choice.undo.sha.clone(),
-        previous: p.choice.previous.clone(),
-        backup_object: p.object.clone(),
-        outcome: status.into(),
-        restore: restored,
-        message,
-    }))
+    report.outcome = status.into();
+    report.restore = restored;
+    report.message = message;
+    Ok(report)
 }
 
 fn confirm() -> Result<()> {
-    use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         return Err(Error::usage(
             "rollback replaces the live database: confirm on a terminal, or pass --yes (nothing was changed)",
@@ -338,7 +471,7 @@ pub fn after_failed_deploy(
         if let Err(why) = plan::offer_after_failed_deploy(&runs, sha, migrated) {
             return Ok(Err(why));
         }
-        let p = plan_rollback(&t, root, None)?;
+        let p = plan_rollback(&t, root, None, false)?;
         if p.choice.undo.sha != sha {
             return Ok(Err(format!(
                 "the rollback plan would undo {}, not this deploy ({sha})",
@@ -354,12 +487,20 @@ pub fn after_failed_deploy(
     };
     let cmd = format!("cargo xtask rollback --env {} --yes", env.name);
     let what = format!(
-        "restores {} (the database just before this deploy's migrations; the current one is kept as \
-         {}_before_restore_<stamp>) and {}",
+        "restores {} ({}; the current database is kept as {}_before_restore_<stamp>), marks {} \
+         undone and {}",
         p.object,
+        p.choice.why,
         env.database,
+        p.choice
+            .undone
+            .iter()
+            .map(DeployRun::describe)
+            .collect::<Vec<_>>()
+            .join(", "),
         match (&p.choice.previous, t.host.compose_project().is_some()) {
-            (Some(prev), true) => format!("puts release {prev} back (compose up -d, STATION_TAG={prev})"),
+            (Some(prev), true) =>
+                format!("puts release {prev} back (compose up -d, STATION_TAG={prev})"),
             _ => "has nothing to roll out".into(),
         }
     );
@@ -370,6 +511,8 @@ pub fn after_failed_deploy(
     let args = Args {
         env: env.name.clone(),
         to: None,
+        again: false,
+        force_unlock: false,
         yes: true,
         dry_run: false,
         json: true,
@@ -378,5 +521,38 @@ pub fn after_failed_deploy(
     match rollback(env, root, None, &args) {
         Ok(_) => format!("\nrolled back (--rollback-on-failure): `{cmd}` {what}: done"),
         Err(e) => format!("\n--rollback-on-failure: `{cmd}` FAILED: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The release to put back is pulled where a deploy pulls (a server), with its tag; nothing is
+    /// pulled where the images are this machine's (Compose here) or there are none (`local`).
+    #[test]
+    fn the_release_is_pulled_only_where_a_deploy_pulls() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(repo.join("infra/environments.toml")).unwrap();
+        let envs = Environments::parse(&text, Path::new("environments.toml"), &repo).unwrap();
+        let target = |name: &str| {
+            let env = envs.get(name).unwrap().clone();
+            let host = crate::host::Host::planned(&env).unwrap();
+            Target { env, host }
+        };
+        let t = target("staging");
+        let cmd = t.pull_cmd("abc1234").unwrap().expect("a server pulls");
+        let words = shlex::split(&cmd.get_args().last().unwrap()).unwrap();
+        assert_eq!(words.last().map(String::as_str), Some("pull"), "{words:?}");
+        assert!(words.iter().any(|w| w == "abc1234"), "{words:?}");
+        assert!(put_back_text(&t, Some("abc1234")).contains("`compose pull` before the swap"));
+        for name in ["local", "e2e"] {
+            let t = target(name);
+            assert!(t.pull_cmd("abc1234").unwrap().is_none(), "{name}");
+            assert!(
+                !put_back_text(&t, Some("abc1234")).contains("pull"),
+                "{name}"
+            );
+        }
     }
 }

@@ -1,120 +1,413 @@
 //! Pure: read the deploy audit log as runs, and choose what a rollback undoes and what it puts back.
 //!
-//! A deploy run is the records of one `cargo xtask deploy`, ending with its `pipeline` record
-//! (runs never overlap: they hold the lock). Records of restores and rollbacks (`restore:*`,
-//! `rollback:*`) are not part of any run. A `rollback` record with status `ok` marks the latest run
-//! of its SHA before it as undone.
+//! A deploy run is the records of one `cargo xtask deploy`. The runner appends a record when each
+//! step ends and a `pipeline` record at the very end (whose `start` is the run's start). A run that
+//! was killed (SIGKILL, a lost machine) has no `pipeline` record, so a run also ends where the next
+//! one visibly begins: a step that does not come after the previous one in the pipeline's order,
+//! another SHA, a `pipeline` record that started after it, or a restore or rollback (they hold the
+//! lock). Such a run is incomplete: it did not succeed, and it may have run its migrations once its
+//! backup was verified. Other records (`restore:*`, `rollback:*`, `drill`, `prune`) are not part
+//! of any run.
+//!
+//! What a rollback undoes ([`undo_range`]): X, the newest run that ran (or may have run) its
+//! migrations and is not undone, and every not-undone run since G, the last good deploy before it
+//! (succeeded, not undone; `--to` names an older one). It restores the pre-deploy backup of the
+//! FIRST of those runs that migrated: a retry's own backup was taken after the failed run's
+//! migrations. An ok `rollback` record marks the same runs undone (the same function, with the
+//! release it put back), so a later rollback does not undo them again.
 
 use serde::Serialize;
 
 use crate::deploy::audit::Record;
+use crate::deploy::plan::Step;
 use crate::error::{Error, Result};
 
-/// The step name of a rollback's summary record (its `sha` is the SHA of the undone deploy).
+/// The step name of a rollback's summary record (its `sha` is the SHA of the newest undone run,
+/// its `previous` the release put back).
 pub const ROLLBACK_STEP: &str = "rollback";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DeployRun {
     pub sha: String,
-    /// Got as far as running its migrations (the migrate step ran: ok, failed or interrupted).
+    /// Got as far as running its migrations (the migrate step ran: ok, failed or interrupted), or,
+    /// for an incomplete run, got past its verified backup (it may have started migrating).
     pub migrated: bool,
+    /// Ended with its `pipeline` record (false: killed; see the module docs).
+    pub complete: bool,
     /// Its migrations and rollout succeeded and the pipeline ended ok.
     pub succeeded: bool,
-    /// The step that failed, if any.
+    /// The step that failed, if any (for an incomplete run: the step after its last record).
     pub failed_step: Option<String>,
     /// Its pre-deploy backup, as recorded.
     pub backup_object: Option<String>,
-    /// When its pipeline ended.
+    /// When it started (its pipeline record's start, else its first record's).
+    pub start: String,
+    /// When its pipeline ended (for an incomplete run: its last record).
     pub end: String,
     /// Undone by a later rollback.
     pub undone: bool,
 }
 
-/// Group the records into deploy runs, oldest first, and mark the undone ones.
-pub fn runs(records: &[Record]) -> Vec<DeployRun> {
-    let mut out: Vec<DeployRun> = Vec::new();
+impl DeployRun {
+    /// One line for plans and messages.
+    pub fn describe(&self) -> String {
+        let outcome = match (&self.failed_step, self.complete, self.succeeded) {
+            (_, true, true) => "ok".to_string(),
+            (Some(s), true, _) => format!("failed at {s}"),
+            (None, true, _) => "failed".to_string(),
+            (Some(s), false, _) => format!("INCOMPLETE: killed during {s}"),
+            (None, false, _) => "INCOMPLETE: killed".to_string(),
+        };
+        let migrated = match (self.migrated, self.complete) {
+            (true, true) => "ran its migrations",
+            (true, false) => "may have run its migrations",
+            (false, _) => "no migrations",
+        };
+        format!(
+            "deploy {} (started {}, ended {}, {outcome}; {migrated})",
+            self.sha, self.start, self.end
+        )
+    }
+}
+
+/// An ok rollback in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RollbackMark {
+    /// The newest run it undid.
+    pub sha: String,
+    pub end: String,
+    /// How many runs the log held before it.
+    pub after_runs: usize,
+}
+
+/// The deploy runs (oldest first, undone ones marked) and the ok rollbacks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    pub runs: Vec<DeployRun>,
+    pub rollbacks: Vec<RollbackMark>,
+}
+
+fn step_order(step: &str) -> Option<usize> {
+    Step::ALL.iter().position(|s| s.name() == step)
+}
+
+fn close(out: &mut Vec<DeployRun>, recs: &mut Vec<&Record>, pipeline: Option<&Record>) {
+    if recs.is_empty() && pipeline.is_none() {
+        return;
+    }
+    let status = |name: &str| {
+        recs.iter()
+            .rev()
+            .find(|c| c.step == name)
+            .map(|c| c.status.as_str())
+    };
+    let ran_migrate = matches!(status("migrate"), Some("ok" | "failed" | "interrupted"));
+    let (migrated, succeeded, failed_step) = match pipeline {
+        Some(p) => (
+            ran_migrate,
+            p.status == "ok" && status("migrate") == Some("ok") && status("rollout") == Some("ok"),
+            recs.iter()
+                .find(|c| c.status != "ok" && c.status != "skipped")
+                .map(|c| c.step.clone()),
+        ),
+        None => {
+            // Killed: migrate runs right after a verified backup, so from then on it may have.
+            let failed = recs
+                .iter()
+                .find(|c| c.status != "ok" && c.status != "skipped")
+                .map(|c| c.step.clone());
+            let next = recs
+                .last()
+                .and_then(|l| step_order(&l.step))
+                .and_then(|i| Step::ALL.get(i + 1))
+                .map(|s| s.name().to_string());
+            (
+                ran_migrate || status("verify-backup") == Some("ok"),
+                false,
+                failed.or(next),
+            )
+        }
+    };
+    let first = recs.first().copied();
+    let last = recs.last().copied();
+    let sha = pipeline
+        .or(first)
+        .map(|r| r.sha.clone())
+        .unwrap_or_default();
+    out.push(DeployRun {
+        sha,
+        migrated,
+        complete: pipeline.is_some(),
+        succeeded,
+        failed_step,
+        backup_object: pipeline
+            .and_then(|p| p.backup_object.clone())
+            .or_else(|| recs.iter().rev().find_map(|c| c.backup_object.clone())),
+        start: pipeline
+            .or(first)
+            .map(|r| r.start.clone())
+            .unwrap_or_default(),
+        end: pipeline.or(last).map(|r| r.end.clone()).unwrap_or_default(),
+        undone: false,
+    });
+    recs.clear();
+}
+
+/// Group the records into deploy runs, oldest first, mark the undone ones, note the rollbacks.
+pub fn history(records: &[Record]) -> History {
+    let mut h = History::default();
     let mut current: Vec<&Record> = Vec::new();
     for r in records {
-        if r.step.contains(':') {
-            continue;
-        }
-        if r.step == ROLLBACK_STEP {
-            if r.status == "ok" {
-                if let Some(run) = out.iter_mut().rev().find(|d| d.sha == r.sha && !d.undone) {
-                    run.undone = true;
-                }
+        let recovery = r.step == ROLLBACK_STEP
+            || r.step.starts_with("restore:")
+            || r.step.starts_with("rollback:");
+        if recovery {
+            // A restore or rollback holds the lock: no deploy runs meanwhile.
+            close(&mut h.runs, &mut current, None);
+            if r.step == ROLLBACK_STEP && r.status == "ok" {
+                mark_undone(&mut h.runs, r);
+                h.rollbacks.push(RollbackMark {
+                    sha: r.sha.clone(),
+                    end: r.end.clone(),
+                    after_runs: h.runs.len(),
+                });
             }
             continue;
         }
-        if r.step != "pipeline" {
-            current.push(r);
+        if r.step == "pipeline" {
+            // Records that started before this run did belong to an earlier, killed run.
+            let split = current
+                .iter()
+                .position(|c| c.start >= r.start && c.sha == r.sha)
+                .unwrap_or(current.len());
+            let mut mine = current.split_off(split);
+            close(&mut h.runs, &mut current, None);
+            close(&mut h.runs, &mut mine, Some(r));
             continue;
         }
-        let status = |name: &str| {
-            current
-                .iter()
-                .rev()
-                .find(|c| c.step == name)
-                .map(|c| c.status.as_str())
+        let Some(order) = step_order(&r.step) else {
+            continue; // drill, prune, ...: not a deploy step
         };
-        let migrated = matches!(status("migrate"), Some("ok" | "failed" | "interrupted"));
-        let succeeded =
-            r.status == "ok" && status("migrate") == Some("ok") && status("rollout") == Some("ok");
-        out.push(DeployRun {
-            sha: r.sha.clone(),
-            migrated,
-            succeeded,
-            failed_step: current
-                .iter()
-                .find(|c| c.status != "ok" && c.status != "skipped")
-                .map(|c| c.step.clone()),
-            backup_object: r
-                .backup_object
-                .clone()
-                .or_else(|| current.iter().rev().find_map(|c| c.backup_object.clone())),
-            end: r.end.clone(),
-            undone: false,
-        });
-        current.clear();
+        if let Some(last) = current.last() {
+            if last.sha != r.sha || step_order(&last.step).is_some_and(|l| order <= l) {
+                close(&mut h.runs, &mut current, None);
+            }
+        }
+        current.push(r);
     }
-    out
+    close(&mut h.runs, &mut current, None);
+    h
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Choice {
-    /// The deploy to undo.
-    pub undo: DeployRun,
-    /// The release to put back: the last successful deploy before it (or `--to`); `None` when there
-    /// is none and nothing needs rolling out (`local`).
-    pub previous: Option<String>,
+/// Group the records into deploy runs, oldest first, and mark the undone ones.
+pub fn runs(records: &[Record]) -> Vec<DeployRun> {
+    history(records).runs
 }
 
-/// The deploy to undo (the last one, not undone yet, that ran its migrations) and the last
-/// successful deploy before it (`to` overrides). `need_previous`: the environment runs releases
-/// (Compose), so one must be known.
-pub fn choose(runs: &[DeployRun], to: Option<&str>, need_previous: bool) -> Result<Choice> {
-    let Some(i) = runs.iter().rposition(|r| r.migrated && !r.undone) else {
+/// An ok rollback record: mark what it undid, computed as its plan did (the runs it saw and the
+/// release it put back). A record the range does not explain (another newest run) marks only the
+/// newest run of its SHA, as older versions did.
+fn mark_undone(runs: &mut [DeployRun], r: &Record) {
+    match undo_range(runs, r.previous.as_deref()) {
+        Ok(u) if runs[u.newest].sha == r.sha => {
+            for i in u.runs {
+                runs[i].undone = true;
+            }
+        }
+        _ => {
+            if let Some(run) = runs.iter_mut().rev().find(|d| d.sha == r.sha && !d.undone) {
+                run.undone = true;
+            }
+        }
+    }
+}
+
+/// What one rollback undoes, as indices into the runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UndoRange {
+    /// X: the newest run, not undone, that ran (or may have run) its migrations.
+    pub newest: usize,
+    /// G: the release put back (the last good deploy before X, or `--to`); `None`: none in the log.
+    pub good: Option<usize>,
+    /// Every run after G up to X not undone yet, oldest first.
+    pub runs: Vec<usize>,
+    /// The first of them that ran its migrations: its pre-deploy backup is restored.
+    pub first_migrated: usize,
+}
+
+fn is_good(r: &DeployRun) -> bool {
+    r.succeeded && !r.undone
+}
+
+/// The range a rollback undoes. `to`: the release to put back (full SHA or a unique prefix of at
+/// least 7 hex digits); it must be a good deploy before X, else exit 2 listing the candidates.
+pub fn undo_range(runs: &[DeployRun], to: Option<&str>) -> Result<UndoRange> {
+    let Some(newest) = runs.iter().rposition(|r| r.migrated && !r.undone) else {
         return Err(Error::failed(
             "nothing to roll back: no deploy in the audit log ran its migrations (or every one was already rolled back)",
         ));
     };
-    let undo = runs[i].clone();
-    let previous = match to {
-        Some(t) => Some(t.to_string()),
-        None => runs[..i]
-            .iter()
-            .rev()
-            .find(|r| r.succeeded && !r.undone)
-            .map(|r| r.sha.clone()),
+    let default_good = runs[..newest].iter().rposition(is_good);
+    let good = match to {
+        None => default_good,
+        Some(t) => Some(resolve_to(runs, newest, default_good, t)?),
     };
+    let from = good.map_or(0, |g| g + 1);
+    let range: Vec<usize> = (from..=newest).filter(|&i| !runs[i].undone).collect();
+    let first_migrated = *range
+        .iter()
+        .find(|&&i| runs[i].migrated)
+        .expect("the newest run is in the range and migrated");
+    Ok(UndoRange {
+        newest,
+        good,
+        runs: range,
+        first_migrated,
+    })
+}
+
+fn resolve_to(
+    runs: &[DeployRun],
+    newest: usize,
+    default_good: Option<usize>,
+    to: &str,
+) -> Result<usize> {
+    let to = to.trim().to_ascii_lowercase();
+    let candidates: Vec<usize> = (0..newest).filter(|&i| is_good(&runs[i])).collect();
+    let list = || {
+        let mut seen: Vec<&str> = Vec::new();
+        for &i in candidates.iter().rev() {
+            if !seen.contains(&runs[i].sha.as_str()) {
+                seen.push(&runs[i].sha);
+            }
+        }
+        if seen.is_empty() {
+            "none: no successful deploy before it in the audit log".to_string()
+        } else {
+            seen.iter()
+                .map(|s| {
+                    let r = candidates
+                        .iter()
+                        .rev()
+                        .map(|&i| &runs[i])
+                        .find(|r| r.sha == *s);
+                    format!("{s} (ended {})", r.map(|r| r.end.as_str()).unwrap_or("?"))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let undone_from = default_good.map_or(0, |g| g + 1);
+    if (undone_from..=newest).any(|i| !runs[i].undone && runs[i].sha.starts_with(&to)) {
+        return Err(Error::usage(format!(
+            "--to {to}: that is a deploy this rollback undoes (newest: {}); put back a good deploy \
+             before it, one of: {}",
+            runs[newest].sha,
+            list()
+        )));
+    }
+    let matching: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&i| runs[i].sha.starts_with(&to))
+        .collect();
+    let mut shas: Vec<&str> = matching.iter().map(|&i| runs[i].sha.as_str()).collect();
+    shas.dedup();
+    shas.sort_unstable();
+    shas.dedup();
+    match (matching.last(), shas.len()) {
+        (Some(&i), 1) => Ok(i),
+        (Some(_), _) => Err(Error::usage(format!(
+            "--to {to}: the prefix matches several deploys ({}): give more of the SHA",
+            shas.join(", ")
+        ))),
+        (None, _) => Err(Error::usage(format!(
+            "--to {to}: not a successful, not rolled back deploy before {} in the audit log; \
+             candidates: {}",
+            runs[newest].sha,
+            list()
+        ))),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Choice {
+    /// X, the newest deploy undone.
+    pub undo: DeployRun,
+    /// Every run undone (after G up to X, not undone before), oldest first.
+    pub undone: Vec<DeployRun>,
+    /// The run whose pre-deploy backup is restored: the first of `undone` that ran its migrations.
+    pub restore_from: DeployRun,
+    /// Why that backup (for the plan and --json).
+    pub why: String,
+    /// The release to put back: G's SHA; `None` when there is none and nothing needs rolling out
+    /// (`local`).
+    pub previous: Option<String>,
+}
+
+/// The runs to undo and the release to put back (`to` overrides). `need_previous`: the
+/// environment runs releases (Compose), so one must be known.
+pub fn choose(runs: &[DeployRun], to: Option<&str>, need_previous: bool) -> Result<Choice> {
+    let u = undo_range(runs, to)?;
+    let undo = runs[u.newest].clone();
+    let previous = u.good.map(|g| runs[g].sha.clone());
     if previous.is_none() && need_previous {
         return Err(Error::failed(format!(
             "no successful deploy before {} in the audit log, so there is no release to put back: \
-             pass --to SHA",
+             restore its pre-deploy backup with `cargo xtask restore`, then start a known release \
+             with `cargo xtask deploy --step rollout --sha SHA`",
             undo.sha
         )));
     }
-    Ok(Choice { undo, previous })
+    let first = runs[u.first_migrated].clone();
+    let since = match u.good {
+        Some(g) => format!(
+            "the last good deploy {} (ended {})",
+            runs[g].sha, runs[g].end
+        ),
+        None => "the start of the audit log (no good deploy before)".to_string(),
+    };
+    let why =
+        if u.runs.len() == 1 {
+            format!(
+            "the pre-deploy backup of the only run since {since} that {}: the database just before \
+             its migrations",
+            if first.complete { "ran its migrations" } else { "may have run its migrations" }
+        )
+        } else {
+            format!(
+            "the pre-deploy backup of the FIRST of the {} runs since {since} that {} ({}, started \
+             {}): the database just before the first bad migration; the later runs' own backups \
+             were taken after it",
+            u.runs.len(),
+            if first.complete { "ran its migrations" } else { "may have run its migrations" },
+            first.sha,
+            first.start
+        )
+        };
+    Ok(Choice {
+        undo,
+        undone: u.runs.iter().map(|&i| runs[i].clone()).collect(),
+        restore_from: first,
+        why,
+        previous,
+    })
+}
+
+/// `rollback` twice in a row must not cascade: when the newest ok rollback came after the newest
+/// run that ran (or may have run) its migrations, refuse (unless `again`).
+pub fn check_cascade(h: &History, again: bool) -> Result<()> {
+    let Some(last) = h.rollbacks.last() else {
+        return Ok(());
+    };
+    if again || h.runs[last.after_runs..].iter().any(|r| r.migrated) {
+        return Ok(());
+    }
+    Err(Error::failed(format!(
+        "deploy {} was already rolled back at {} and no deploy has run its migrations since: a \
+         second rollback would undo the deploy before it too. To do that on purpose, pass --again",
+        last.sha, last.end
+    )))
 }
 
 /// After a deploy of `sha` failed: whether a rollback may be offered (or run, with
@@ -154,54 +447,113 @@ pub fn pre_deploy_label(sha: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        static CLOCK: Cell<u32> = const { Cell::new(1000) };
+    }
+
+    /// A later timestamp on every call (records are appended in time order).
+    fn tick() -> String {
+        let n = CLOCK.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        format!(
+            "2026-12-01T{:02}:{:02}:{:02}.000Z",
+            n / 3600,
+            (n / 60) % 60,
+            n % 60
+        )
+    }
 
     fn rec(step: &str, status: &str, sha: &str) -> Record {
+        let t = tick();
         Record {
             env: "local".into(),
             step: step.into(),
             status: status.into(),
-            start: "2026-12-01T09:00:00.000Z".into(),
-            end: "2026-12-01T09:00:01.000Z".into(),
+            start: t.clone(),
+            end: t,
             duration_ms: 1,
             sha: sha.into(),
             actor: "t".into(),
             run_url: None,
-            backup_object: (step == "verify-backup" || step == "pipeline").then(|| {
-                format!(
-                    "b2:b/postgres/202612/station_backup_20261201_090000_pre-deploy-{}.sql.gz",
-                    &sha[..7]
-                )
-            }),
+            backup_object: None,
             message: String::new(),
+            previous: None,
         }
     }
 
-    fn deploy(sha: &str, fail_at: Option<&str>) -> Vec<Record> {
+    const STEPS: [&str; 8] = [
+        "preflight",
+        "lock",
+        "backup",
+        "verify-backup",
+        "migrate",
+        "rollout",
+        "health",
+        "verify-redis",
+    ];
+
+    /// The records a run writes up to `last` (its status `last_status`), with the pipeline record
+    /// when `pipeline` (a killed run has none). Every run's backup object is its own.
+    fn run_records(sha: &str, last: &str, last_status: &str, pipeline: bool) -> Vec<Record> {
+        let t0 = tick();
+        let object = format!(
+            "b2:b/postgres/202612/station_backup_{}_pre-deploy-{}.sql.gz",
+            t0.replace([':', '-', '.'], ""),
+            &sha[..7]
+        );
         let mut v = Vec::new();
-        let mut failed = false;
-        for s in [
-            "preflight",
-            "lock",
-            "backup",
-            "verify-backup",
-            "migrate",
-            "rollout",
-            "health",
-            "verify-redis",
-        ] {
-            if failed {
+        for (i, s) in STEPS.iter().enumerate() {
+            let mut r = rec(s, if *s == last { last_status } else { "ok" }, sha);
+            if i >= 2 {
+                r.backup_object = Some(object.clone());
+            }
+            v.push(r);
+            if *s == last {
                 break;
             }
-            let st = if Some(s) == fail_at {
-                failed = true;
-                "failed"
-            } else {
-                "ok"
-            };
-            v.push(rec(s, st, sha));
         }
-        v.push(rec("pipeline", if failed { "failed" } else { "ok" }, sha));
+        if pipeline {
+            let mut p = rec(
+                "pipeline",
+                if last_status == "ok" { "ok" } else { "failed" },
+                sha,
+            );
+            p.start = t0;
+            p.backup_object = v.last().and_then(|r| r.backup_object.clone());
+            v.push(p);
+        }
         v
+    }
+
+    fn deploy(sha: &str, fail_at: Option<&str>) -> Vec<Record> {
+        match fail_at {
+            Some(s) => run_records(sha, s, "failed", true),
+            None => run_records(sha, "verify-redis", "ok", true),
+        }
+    }
+
+    /// A run SIGKILLed during the step after `last`: no pipeline record.
+    fn killed(sha: &str, last: &str) -> Vec<Record> {
+        run_records(sha, last, "ok", false)
+    }
+
+    fn rolled_back(sha: &str, previous: Option<&str>) -> Record {
+        let mut r = rec(ROLLBACK_STEP, "ok", sha);
+        r.previous = previous.map(str::to_string);
+        r
+    }
+
+    fn backup_of(log: &[Record], sha: &str, nth: usize) -> String {
+        runs(log)
+            .into_iter()
+            .filter(|r| r.sha == sha)
+            .nth(nth)
+            .and_then(|r| r.backup_object)
+            .unwrap()
     }
 
     const A: &str = "aaaaaaa1111111111111111111111111111111aa";
@@ -225,15 +577,20 @@ mod tests {
         assert_eq!(c.undo.sha, B);
         assert_eq!(c.previous.as_deref(), Some(A));
         assert!(c
-            .undo
+            .restore_from
             .backup_object
             .as_deref()
             .unwrap()
             .ends_with("pre-deploy-bbbbbbb.sql.gz"));
-        // --to overrides.
+        assert_eq!(c.undone, vec![r[1].clone()]);
+        // --to names a good deploy; C never succeeded.
         assert_eq!(
-            choose(&r, Some(C), true).unwrap().previous.as_deref(),
-            Some(C)
+            choose(&r, Some(A), true).unwrap().previous.as_deref(),
+            Some(A)
+        );
+        assert_eq!(
+            choose(&r, Some(C), true).unwrap_err().exit_code(),
+            crate::error::ExitCode::Usage
         );
     }
 
@@ -295,10 +652,206 @@ mod tests {
         assert!(e.to_string().contains("nothing to roll back"), "{e}");
         let log = deploy(A, None);
         let e = choose(&runs(&log), None, true).unwrap_err();
-        assert!(e.to_string().contains("pass --to SHA"), "{e}");
+        assert!(e.to_string().contains("no release to put back"), "{e}");
         // Local: nothing to roll out, no previous release needed.
         let c = choose(&runs(&log), None, false).unwrap();
         assert_eq!((c.undo.sha.as_str(), c.previous), (A, None));
         assert_eq!(pre_deploy_label(A), "pre-deploy-aaaaaaa");
+    }
+
+    #[test]
+    fn a_retried_failed_deploy_restores_the_first_runs_backup_and_undoes_every_run_since_the_good_one(
+    ) {
+        // A ok; B fails at health after migrating (backup b1, before B's migration); B retried
+        // fails again (its backup b2 was taken AFTER B's bad migration).
+        let mut log = deploy(A, None);
+        log.extend(deploy(B, Some("health")));
+        log.extend(deploy(B, Some("health")));
+        let b1 = backup_of(&log, B, 0);
+        let b2 = backup_of(&log, B, 1);
+        assert_ne!(b1, b2);
+        let r = runs(&log);
+        let c = choose(&r, None, true).unwrap();
+        assert_eq!(
+            c.restore_from.backup_object.as_deref(),
+            Some(b1.as_str()),
+            "not b2"
+        );
+        assert_eq!(c.undone, r[1..].to_vec());
+        assert_eq!((c.undo.sha.as_str(), c.previous.as_deref()), (B, Some(A)));
+        assert!(
+            c.why.contains("FIRST of the 2 runs") && c.why.contains(A),
+            "{}",
+            c.why
+        );
+        // The same with a fix C that fails too.
+        let mut log2 = deploy(A, None);
+        log2.extend(deploy(B, Some("health")));
+        log2.extend(deploy(C, Some("migrate")));
+        let c2 = choose(&runs(&log2), None, true).unwrap();
+        assert_eq!(c2.restore_from.sha, B);
+        assert_eq!(c2.undo.sha, C);
+        assert_eq!(c2.undone.len(), 2);
+        // The ok rollback record marks both runs undone (computed again from the log), so a later
+        // rollback does not undo either of them again: the next one would undo A.
+        log.push(rolled_back(B, Some(A)));
+        let r = runs(&log);
+        assert!(r[1].undone && r[2].undone && !r[0].undone, "{r:?}");
+        let c = choose(&r, None, false).unwrap();
+        assert_eq!(c.undo.sha, A);
+        // A new failing deploy after the rollback: its own backup (taken after the restore) is
+        // the one, and only it is undone.
+        log.extend(deploy(C, Some("health")));
+        let c = choose(&runs(&log), None, true).unwrap();
+        assert_eq!(
+            c.undone.iter().map(|u| u.sha.as_str()).collect::<Vec<_>>(),
+            [C]
+        );
+        assert_eq!(c.restore_from.backup_object, Some(backup_of(&log, C, 0)));
+        assert_eq!(c.previous.as_deref(), Some(A));
+        // A backup missing from the log is not replaced by a later one: there is none to choose.
+        let mut log3 = deploy(A, None);
+        let mut b = deploy(B, Some("health"));
+        for r in &mut b {
+            r.backup_object = None;
+        }
+        log3.extend(b);
+        log3.extend(deploy(B, Some("health")));
+        let c = choose(&runs(&log3), None, true).unwrap();
+        assert_eq!(
+            c.restore_from.backup_object, None,
+            "the first run's, missing"
+        );
+    }
+
+    #[test]
+    fn a_killed_deploy_is_its_own_incomplete_run() {
+        // B is SIGKILLed during migrate: its records end at verify-backup, no pipeline record.
+        let mut log = deploy(A, None);
+        log.extend(killed(B, "verify-backup"));
+        let r = runs(&log);
+        assert_eq!(r.len(), 2);
+        assert!(
+            !r[1].complete && !r[1].succeeded && r[1].migrated,
+            "{:?}",
+            r[1]
+        );
+        assert_eq!(r[1].failed_step.as_deref(), Some("migrate"));
+        assert!(
+            r[1].describe().contains("may have run its migrations"),
+            "{}",
+            r[1].describe()
+        );
+        let c = choose(&r, None, true).unwrap();
+        assert_eq!((c.undo.sha.as_str(), c.previous.as_deref()), (B, Some(A)));
+        assert_eq!(c.restore_from.backup_object, Some(backup_of(&log, B, 0)));
+        assert!(c.why.contains("may have run"), "{}", c.why);
+        // Then C deploys fine: the killed run's records are not merged into C's run.
+        log.extend(deploy(C, None));
+        let r = runs(&log);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert!(r[2].succeeded && r[2].complete);
+        assert_ne!(r[1].backup_object, r[2].backup_object);
+        // Rolling C back undoes the killed B too (C migrated on top of whatever B did) and
+        // restores B's backup.
+        let c = choose(&r, None, true).unwrap();
+        assert_eq!(c.restore_from.sha, B);
+        assert_eq!(c.undone.len(), 2);
+        // Killed during verify-backup: migrate never started.
+        let mut log2 = deploy(A, None);
+        log2.extend(killed(B, "backup"));
+        let r2 = runs(&log2);
+        assert!(!r2[1].migrated && !r2[1].complete);
+        // Killed, then the same SHA's `--step health` run (health, pipeline): two runs, split by
+        // the pipeline record's start.
+        let mut log3 = deploy(A, None);
+        log3.extend(killed(B, "verify-backup"));
+        let mut h = rec("health", "failed", B);
+        let mut p = rec("pipeline", "failed", B);
+        p.start = h.start.clone();
+        h.start = tick();
+        h.end = h.start.clone();
+        p.end = tick();
+        log3.extend([h, p]);
+        let r3 = runs(&log3);
+        assert_eq!(r3.len(), 3, "{r3:?}");
+        assert!(r3[1].migrated && !r3[1].complete);
+        assert!(!r3[2].migrated && r3[2].complete);
+        // A killed run before a rollback record ends there; drill/prune records are no steps.
+        let mut log4 = deploy(A, None);
+        log4.push(rec("drill", "ok", ""));
+        log4.extend(killed(B, "migrate"));
+        log4.push(rec("rollback:plan", "ok", ""));
+        log4.push(rolled_back(B, Some(A)));
+        let r4 = runs(&log4);
+        assert_eq!(r4.len(), 2, "{r4:?}");
+        assert!(r4[0].succeeded && r4[1].undone);
+    }
+
+    #[test]
+    fn to_must_name_a_good_deploy_before_the_undone_runs() {
+        let mut log = deploy(A, None);
+        log.extend(deploy(B, None));
+        log.extend(deploy(C, Some("health")));
+        let r = runs(&log);
+        // A unique prefix of 7+ hex digits, or the full SHA.
+        assert_eq!(
+            choose(&r, Some(&B[..7]), true).unwrap().previous.as_deref(),
+            Some(B)
+        );
+        assert_eq!(
+            choose(&r, Some(B), true).unwrap().previous.as_deref(),
+            Some(B)
+        );
+        // An older release: every deploy after it is undone, the first one's backup restored.
+        let c = choose(&r, Some(A), true).unwrap();
+        assert_eq!(c.previous.as_deref(), Some(A));
+        assert_eq!(c.restore_from.sha, B);
+        assert_eq!(c.undone.len(), 2);
+        // The undone SHA itself, or one not in the log: exit 2 with the candidates.
+        for bad in [C, "0123456789abcdef0123456789abcdef01234567"] {
+            let e = choose(&r, Some(bad), true).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::ExitCode::Usage, "{e}");
+            assert!(
+                e.to_string().contains(A) && e.to_string().contains(B),
+                "{e}"
+            );
+        }
+        assert!(choose(&r, Some(C), true)
+            .unwrap_err()
+            .to_string()
+            .contains("undoes"));
+        // A rolled back deploy is no candidate either.
+        let mut log2 = log.clone();
+        log2.push(rolled_back(C, Some(A)));
+        log2.extend(deploy(C, Some("health")));
+        let e = choose(&runs(&log2), Some(B), true).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Usage, "{e}");
+    }
+
+    #[test]
+    fn a_second_rollback_without_a_deploy_since_is_refused_unless_again() {
+        let mut log = deploy(A, None);
+        log.extend(deploy(B, None));
+        log.extend(deploy(C, Some("health")));
+        assert!(check_cascade(&history(&log), false).is_ok());
+        log.push(rolled_back(C, Some(B)));
+        let e = check_cascade(&history(&log), false).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Failed);
+        assert!(
+            e.to_string()
+                .contains(&format!("deploy {C} was already rolled back at"))
+                && e.to_string().contains("--again"),
+            "{e}"
+        );
+        // --again undoes B on purpose, putting A back.
+        check_cascade(&history(&log), true).unwrap();
+        let c = choose(&runs(&log), None, true).unwrap();
+        assert_eq!((c.undo.sha.as_str(), c.previous.as_deref()), (B, Some(A)));
+        // A deploy failing before migrate changes nothing; one that migrated does.
+        log.extend(deploy(C, Some("preflight")));
+        assert!(check_cascade(&history(&log), false).is_err());
+        log.extend(deploy(C, Some("migrate")));
+        assert!(check_cascade(&history(&log), false).is_ok());
     }
 }
