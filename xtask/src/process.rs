@@ -80,6 +80,7 @@ pub struct Cmd {
     dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    own_group: bool,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -123,6 +124,7 @@ impl Cmd {
             dir: None,
             stdin: None,
             timeout: None,
+            own_group: false,
         }
     }
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -164,6 +166,14 @@ impl Cmd {
     /// the run fails with exit 3.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
+        self
+    }
+    /// Run the child in a process group of its own (`setpgid(0, 0)`), so the terminal's Ctrl-C
+    /// (SIGINT to the whole foreground process group) reaches xtask alone: for work that must be
+    /// finished once begun (restore's swap), where xtask's own handler decides what Ctrl-C means.
+    /// `PR_SET_PDEATHSIG` still applies: the child dies with xtask.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
         self
     }
     pub fn program(&self) -> String {
@@ -208,7 +218,7 @@ impl Cmd {
             Some(bytes) => e.stdin_bytes(bytes.clone()),
             None => e.stdin_null(),
         };
-        die_with_parent(e)
+        die_with_parent(e, self.own_group)
     }
 
     fn spawn_err(&self, e: std::io::Error) -> Error {
@@ -378,12 +388,17 @@ impl Cmd {
     }
 }
 
-/// Spawn every child with `PR_SET_PDEATHSIG(SIGKILL)` (see the module docs for what it covers).
+/// Spawn every child with `PR_SET_PDEATHSIG(SIGKILL)` (see the module docs for what it covers),
+/// in a process group of its own when `own_group` ([`Cmd::own_process_group`]).
 #[cfg(target_os = "linux")]
-fn die_with_parent(e: duct::Expression) -> duct::Expression {
+fn die_with_parent(e: duct::Expression, own_group: bool) -> duct::Expression {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
     e.before_spawn(move |c| {
+        if own_group {
+            // std calls setpgid(0, 0) in the child, before the pre_exec hook below.
+            c.process_group(0);
+        }
         // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
         unsafe {
             c.pre_exec(move || {
@@ -409,8 +424,14 @@ fn die_with_parent(e: duct::Expression) -> duct::Expression {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(e: duct::Expression) -> duct::Expression {
-    e
+fn die_with_parent(e: duct::Expression, own_group: bool) -> duct::Expression {
+    use std::os::unix::process::CommandExt;
+    e.before_spawn(move |c| {
+        if own_group {
+            c.process_group(0);
+        }
+        Ok(())
+    })
 }
 
 /// Whether `pid` is a live (not zombie) process.

@@ -4,9 +4,16 @@
 obj=$1
 shift
 dir=$(mktemp -d "${TMPDIR:-/tmp}/xtask-restore.XXXXXXXX")
-if ! rclone copyto "$@" "$obj" "$dir/backup.sql.gz" >&2; then
+# Exit 4: the object is not there (rclone's 3 "directory not found", 4 "file not found");
+# exit 3: any other rclone failure (the remote out of reach, refused credentials).
+rc=0
+rclone copyto "$@" "$obj" "$dir/backup.sql.gz" >&2 || rc=$?
+if [ "$rc" -ne 0 ]; then
   rm -rf -- "$dir"
-  exit 3
+  case $rc in
+    3 | 4) exit 4 ;;
+    *) exit 3 ;;
+  esac
 fi
 sum=$(sha256sum "$dir/backup.sql.gz" | cut -d' ' -f1)
 size=$(stat -c %s "$dir/backup.sql.gz")
