@@ -591,3 +591,382 @@ fn the_restore_scripts_are_shellcheck_clean() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A directory with stand-ins for `psql` and `rclone`, first on the PATH that xtask gets; each
+/// runs the real tool unless the `XTASK_TEST_*` variables of the run say otherwise (see the
+/// scripts). Returns that PATH.
+fn standins(t: &TestEnv) -> String {
+    let dir = t.dir.path().join("standins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let psql = xtask::process::which("psql").unwrap();
+    let rclone = xtask::process::which("rclone").unwrap();
+    // psql: for the command whose arguments hold $XTASK_TEST_MATCH, $XTASK_TEST_MODE:
+    //   after       the real psql runs, then exit 255 (it did its work, the reply was lost)
+    //   before      exit 255, nothing run (the link dropped before the command got through)
+    //   after-dead  like after, and from then on every psql finds the server unreachable
+    //   slow        a marker file, 3 s of sleep, then the real psql
+    let script = format!(
+        r#"#!/bin/sh
+dead="$XTASK_TEST_DIR/dead"
+if [ -e "$dead" ]; then
+  echo 'psql: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused' >&2
+  exit 2
+fi
+case "$*" in
+  *"${{XTASK_TEST_MATCH:-no match set}}"*)
+    case "$XTASK_TEST_MODE" in
+      after) '{psql}' "$@"; exit 255 ;;
+      before) echo 'Connection to the server closed' >&2; exit 255 ;;
+      after-dead) '{psql}' "$@"; : > "$dead"; exit 255 ;;
+      slow) : > "$XTASK_TEST_DIR/in-swap"; sleep 3; exec '{psql}' "$@" ;;
+    esac ;;
+esac
+exec '{psql}' "$@"
+"#,
+        psql = psql.display()
+    );
+    std::fs::write(dir.join("psql"), script).unwrap();
+    // rclone: for a command whose first word is $XTASK_TEST_RCLONE_OP, $XTASK_TEST_RCLONE_MODE:
+    //   dead  the remote becomes an S3 endpoint on a closed port ($XTASK_TEST_DEAD_PORT)
+    //   gone  the file $XTASK_TEST_GONE (the object) is deleted first, as a prune would
+    let script = format!(
+        r#"#!/bin/sh
+if [ "$1" = "${{XTASK_TEST_RCLONE_OP:-no op set}}" ]; then
+  case "$XTASK_TEST_RCLONE_MODE" in
+    dead)
+      unset RCLONE_CONFIG_B2_REMOTE
+      export RCLONE_CONFIG_B2_TYPE=s3 RCLONE_CONFIG_B2_PROVIDER=Other \
+        RCLONE_CONFIG_B2_ENDPOINT="http://127.0.0.1:$XTASK_TEST_DEAD_PORT" \
+        RCLONE_CONFIG_B2_ACCESS_KEY_ID=test RCLONE_CONFIG_B2_SECRET_ACCESS_KEY=test ;;
+    gone) rm -f -- "$XTASK_TEST_GONE" ;;
+  esac
+fi
+exec '{rclone}' "$@"
+"#,
+        rclone = rclone.display()
+    );
+    std::fs::write(dir.join("rclone"), script).unwrap();
+    for f in ["psql", "rclone"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap())
+}
+
+/// `restore --env local --label LABEL --yes --json` with the stand-ins and `vars`.
+fn restore_with(t: &TestEnv, path: &str, label: &str, vars: &[(&str, &str)]) -> Command {
+    let mut c = t.command(&[
+        "restore", "--env", "local", "--label", label, "--yes", "--json",
+    ]);
+    c.env("PATH", path)
+        .env("XTASK_TEST_DIR", t.dir.path())
+        .stdin(Stdio::null());
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c
+}
+
+fn run_cmd(mut c: Command) -> deploy_support::Run {
+    deploy_support::Run::from(c.output().unwrap())
+}
+
+fn kept_dbs(t: &TestEnv) -> Vec<String> {
+    databases(t, "station\\_before\\_restore\\_%")
+}
+
+#[test]
+fn a_swap_whose_command_fails_is_judged_by_reading_pg_database() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "swap");
+    let counts_b = counts(&t, "station");
+    let path = standins(&t);
+    // A row the backup does not have: where it is tells which database is live.
+    let marker = |n: u32| {
+        sql(
+            &t,
+            "station",
+            &format!("INSERT INTO accounts VALUES ({}, 'marker')", 900_000 + n),
+        );
+    };
+    let has_marker = |db: &str, n: u32| {
+        sql(
+            &t,
+            db,
+            &format!("SELECT count(*) FROM accounts WHERE id = {}", 900_000 + n),
+        ) == "1"
+    };
+
+    // 1. The link drops before the renames get through: not renamed, and it says so having read it.
+    marker(1);
+    let r = run_cmd(restore_with(
+        &t,
+        &path,
+        "swap",
+        &[
+            ("XTASK_TEST_MATCH", "RENAME TO"),
+            ("XTASK_TEST_MODE", "before"),
+        ],
+    ));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("station is unchanged (read back from pg_database: nothing was renamed)"),
+        "{}",
+        r.stderr
+    );
+    assert!(has_marker("station", 1));
+    assert!(kept_dbs(&t).is_empty());
+    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
+        ),
+        "true -1"
+    );
+
+    // 2. The CREATE DATABASE of the scratch database runs, its reply is lost: the guard still
+    //    drops it (regression: the guard was armed only after a CREATE that answered).
+    let r = run_cmd(restore_with(
+        &t,
+        &path,
+        "swap",
+        &[
+            ("XTASK_TEST_MATCH", "CREATE DATABASE"),
+            ("XTASK_TEST_MODE", "after"),
+        ],
+    ));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
+    assert!(has_marker("station", 1));
+
+    // 3. The renames commit, the reply is lost (psql/ssh killed after the COMMIT): the restored
+    //    database is live, the kept one exists, the report says so (regression: "unchanged").
+    let r = run_cmd(restore_with(
+        &t,
+        &path,
+        "swap",
+        &[
+            ("XTASK_TEST_MATCH", "RENAME TO"),
+            ("XTASK_TEST_MODE", "after"),
+        ],
+    ));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.all().contains("unchanged"), "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["outcome"], "ok");
+    let w = report["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.contains("pg_database shows they committed: station is the restored database"),
+        "{report}"
+    );
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    assert_eq!(kept_dbs(&t), vec![kept.clone()]);
+    assert_eq!(counts(&t, "station"), counts_b);
+    assert!(!has_marker("station", 1));
+    assert!(has_marker(&kept, 1));
+    assert!(scratch_dbs(&t).is_empty());
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            &format!(
+                "SELECT string_agg(datallowconn || ' ' || datconnlimit, ',') FROM pg_database \
+                 WHERE datname IN ('station', '{kept}')"
+            )
+        ),
+        "true -1,true -1"
+    );
+
+    // 4. The renames commit and then the server is out of reach: the state cannot be read, so it
+    //    is UNKNOWN (exit 3) with the SQL to check it and both ways to finish.
+    std::thread::sleep(Duration::from_millis(1100)); // a new stamp
+    marker(2);
+    let r = run_cmd(restore_with(
+        &t,
+        &path,
+        "swap",
+        &[
+            ("XTASK_TEST_MATCH", "RENAME TO"),
+            ("XTASK_TEST_MODE", "after-dead"),
+        ],
+    ));
+    std::fs::remove_file(t.dir.path().join("dead")).unwrap();
+    assert_eq!(r.code, 3, "{}", r.all());
+    let e = &r.stderr;
+    assert!(e.contains("the swap's outcome is UNKNOWN"), "{e}");
+    assert!(!e.contains("swap refused"), "{e}");
+    assert!(
+        e.contains("SELECT datname || '|' || oid") && e.contains("FROM pg_database"),
+        "{e}"
+    );
+    assert!(
+        e.contains("the renames committed") && e.contains("nothing was renamed"),
+        "{e}"
+    );
+    assert!(e.contains("DROP DATABASE IF EXISTS"), "{e}");
+    assert!(!e.contains(&t.state()["pg_password"].as_str().unwrap().to_string()));
+    // It did commit: the restored database is live, the replaced one kept.
+    assert_eq!(counts(&t, "station"), counts_b);
+    let kept2: Vec<String> = kept_dbs(&t).into_iter().filter(|k| *k != kept).collect();
+    assert_eq!(kept2.len(), 1, "{kept2:?}");
+    assert!(e.contains(&kept2[0]), "{e}");
+    // Finish by hand as it says (the renames committed): allow connections to the kept one.
+    sql(
+        &t,
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{0}\" ALLOW_CONNECTIONS true; ALTER DATABASE \"{0}\" CONNECTION LIMIT -1",
+            kept2[0]
+        ),
+    );
+    assert!(has_marker(&kept2[0], 2));
+
+    // 5. Ctrl-C to the whole process group (as a terminal sends it) while the renames are in
+    //    flight: the swap is finished, not killed mid-way (regression: psql died with SIGINT).
+    std::thread::sleep(Duration::from_millis(1100));
+    marker(3);
+    let mut c = restore_with(
+        &t,
+        &path,
+        "swap",
+        &[
+            ("XTASK_TEST_MATCH", "RENAME TO"),
+            ("XTASK_TEST_MODE", "slow"),
+        ],
+    );
+    {
+        use std::os::unix::process::CommandExt;
+        c.process_group(0);
+    }
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let in_swap = t.dir.path().join("in-swap");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !in_swap.exists() {
+        assert!(Instant::now() < deadline, "the swap never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = format!("-{}", child.id());
+    assert!(Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let r = deploy_support::Run::from(out);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("the swap has begun and is finished first"),
+        "{}",
+        r.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kept3 = report["kept_database"].as_str().unwrap().to_string();
+    assert!(has_marker(&kept3, 3));
+    assert!(!has_marker("station", 3));
+    assert_eq!(counts(&t, "station"), counts_b);
+    assert!(scratch_dbs(&t).is_empty());
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
+        ),
+        "true -1"
+    );
+}
+
+#[test]
+fn a_missing_object_is_usage_and_a_dead_remote_is_unreachable() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "codes");
+    let path = standins(&t);
+    let before = snapshot(&t);
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let restore = |args: &[&str], vars: &[(&str, &str)]| {
+        let mut a = vec!["restore", "--env", "local", "--yes"];
+        a.extend_from_slice(args);
+        let mut c = t.command(&a);
+        c.env("PATH", &path).stdin(Stdio::null());
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        run_cmd(c)
+    };
+
+    // Named but not there: exit 2, saying what is there.
+    for args in [
+        &["station_backup_20200101_000000_nope.sql.gz"][..],
+        &["--label", "no-such-label"][..],
+    ] {
+        let r = restore(args, &[]);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+        assert!(
+            r.stderr.contains("the newest are")
+                && r.stderr.contains(object.rsplit('/').next().unwrap()),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("cargo xtask backup status --env local"),
+            "{}",
+            r.stderr
+        );
+    }
+
+    // The remote out of reach while the manifest is read, and while the object is downloaded: 3.
+    for op in ["cat", "copyto"] {
+        let r = restore(
+            &["--label", "codes"],
+            &[
+                ("XTASK_TEST_RCLONE_OP", op),
+                ("XTASK_TEST_RCLONE_MODE", "dead"),
+                ("XTASK_TEST_DEAD_PORT", &dead_port),
+            ],
+        );
+        assert_eq!(r.code, 3, "{op}: {}", r.all());
+        assert!(
+            r.stderr.contains("connection refused"),
+            "{op}: {}",
+            r.stderr
+        );
+    }
+    // The whole remote dead: 3.
+    let r = restore(
+        &["--label", "codes"],
+        &[
+            ("XTASK_TEST_RCLONE_OP", "lsjson"),
+            ("XTASK_TEST_RCLONE_MODE", "dead"),
+            ("XTASK_TEST_DEAD_PORT", &dead_port),
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.all());
+
+    // The object deleted between the listing and the download (a prune): exit 2, not 3.
+    let file = object_file(&t, &object);
+    let r = restore(
+        &[object.as_str()],
+        &[
+            ("XTASK_TEST_RCLONE_OP", "copyto"),
+            ("XTASK_TEST_RCLONE_MODE", "gone"),
+            ("XTASK_TEST_GONE", file.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("is not in the bucket"), "{}", r.stderr);
+    assert!(!file.exists());
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+}

@@ -892,11 +892,12 @@ fn swap_unknown(
             .unwrap_or_else(|_| sql.to_string())
     };
     let writers = t.writers();
-    let start = if writers.is_empty() {
-        String::new()
+    let after = if writers.is_empty() {
+        "There are no app writers to start (`local`).".to_string()
     } else {
         format!(
-            ", then start the app (`compose start {}`) and check its health",
+            "The app's writers were left stopped: in both cases start them afterwards \
+             (`compose start {}`) and check the health.",
             writers.join(" ")
         )
     };
@@ -904,32 +905,30 @@ fn swap_unknown(
         "the swap's outcome is UNKNOWN: the command running the renames failed ({why}) and \
          pg_database could not be read back in {READ_BACK_TRIES} tries ({read}). Before the swap \
          {} had oid {} and {} oid {}. Check on the host:\n  $ {}\n\
-         - if {} has oid {} ({} exists{}), the renames committed: the restored database is live; \
+         - if {} has oid {}{}, the renames committed: the restored database is live; \
          finish with\n  $ {}\n\
-         - if {} still exists with oid {}, nothing was renamed: {} is unchanged; finish with\n  $ {}\n\
-         In both cases{}. The app's writers were left stopped{}.",
+         - if {} still exists with oid {}, nothing was renamed: {} is the database it was; \
+         finish with\n  $ {}\n{after}",
         n.live,
         before
             .live
-            .map_or("none (there was no live database)".into(), |o| o.to_string()),
+            .map_or("none (there was no live database)".into(), |o| o
+                .to_string()),
         n.scratch,
         before.scratch,
         show(&plan::swap_state_sql(n)),
         n.live,
         before.scratch,
-        if kept { n.kept.as_str() } else { "no kept database" },
-        if kept { ", the replaced database" } else { "" },
+        if kept {
+            format!(" and {} exists (the replaced database)", n.kept)
+        } else {
+            String::new()
+        },
         show(&done),
         n.scratch,
         before.scratch,
         n.live,
         show(&undone),
-        start,
-        if writers.is_empty() {
-            " (there are none: `local`)"
-        } else {
-            ""
-        },
     ))
 }
 
