@@ -675,40 +675,60 @@ fn kept_dbs(t: &TestEnv) -> Vec<String> {
     databases(t, "station\\_before\\_restore\\_%")
 }
 
-#[test]
-fn a_swap_whose_command_fails_is_judged_by_reading_pg_database() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    backup(&t, "swap");
-    let counts_b = counts(&t, "station");
-    let path = standins(&t);
-    // A row the backup does not have: where it is tells which database is live.
-    let marker = |n: u32| {
+/// A `local` environment with a backup `swap`, the stand-ins, and the backup's per-table counts.
+struct SwapEnv {
+    t: TestEnv,
+    path: String,
+    counts_b: String,
+}
+
+impl SwapEnv {
+    fn new() -> SwapEnv {
+        let t = TestEnv::local(0o711);
+        up_with_tables(&t);
+        backup(&t, "swap");
+        let counts_b = counts(&t, "station");
+        let path = standins(&t);
+        SwapEnv { t, path, counts_b }
+    }
+    /// A row the backup does not have, in the live database: where it is tells which is live.
+    fn marker(&self, n: u32) {
         sql(
-            &t,
+            &self.t,
             "station",
             &format!("INSERT INTO accounts VALUES ({}, 'marker')", 900_000 + n),
         );
-    };
-    let has_marker = |db: &str, n: u32| {
+    }
+    fn has_marker(&self, db: &str, n: u32) -> bool {
         sql(
-            &t,
+            &self.t,
             db,
             &format!("SELECT count(*) FROM accounts WHERE id = {}", 900_000 + n),
         ) == "1"
-    };
+    }
+    fn restore(&self, matching: &str, mode: &str) -> Command {
+        restore_with(
+            &self.t,
+            &self.path,
+            "swap",
+            &[("XTASK_TEST_MATCH", matching), ("XTASK_TEST_MODE", mode)],
+        )
+    }
+    fn conn(&self, db: &str) -> String {
+        sql(
+            &self.t,
+            "postgres",
+            &format!("SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = '{db}'"),
+        )
+    }
+}
 
-    // 1. The link drops before the renames get through: not renamed, and it says so having read it.
-    marker(1);
-    let r = run_cmd(restore_with(
-        &t,
-        &path,
-        "swap",
-        &[
-            ("XTASK_TEST_MATCH", "RENAME TO"),
-            ("XTASK_TEST_MODE", "before"),
-        ],
-    ));
+#[test]
+fn the_link_dropping_before_the_renames_is_read_back_as_not_renamed() {
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(1);
+    let r = run_cmd(e.restore("RENAME TO", "before"));
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
         r.stderr
@@ -716,44 +736,30 @@ fn a_swap_whose_command_fails_is_judged_by_reading_pg_database() {
         "{}",
         r.stderr
     );
-    assert!(has_marker("station", 1));
-    assert!(kept_dbs(&t).is_empty());
-    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
-    assert_eq!(
-        sql(
-            &t,
-            "postgres",
-            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
-        ),
-        "true -1"
-    );
+    assert!(e.has_marker("station", 1));
+    assert!(kept_dbs(t).is_empty());
+    assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
+    assert_eq!(e.conn("station"), "true -1");
+}
 
-    // 2. The CREATE DATABASE of the scratch database runs, its reply is lost: the guard still
-    //    drops it (regression: the guard was armed only after a CREATE that answered).
-    let r = run_cmd(restore_with(
-        &t,
-        &path,
-        "swap",
-        &[
-            ("XTASK_TEST_MATCH", "CREATE DATABASE"),
-            ("XTASK_TEST_MODE", "after"),
-        ],
-    ));
+#[test]
+fn a_create_database_whose_reply_is_lost_is_still_dropped() {
+    // Regression: the guard was armed only after a CREATE DATABASE that answered.
+    let e = SwapEnv::new();
+    let t = &e.t;
+    let r = run_cmd(e.restore("CREATE DATABASE", "after"));
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
-    assert!(has_marker("station", 1));
+    assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
+    assert_eq!(counts(t, "station"), e.counts_b);
+}
 
-    // 3. The renames commit, the reply is lost (psql/ssh killed after the COMMIT): the restored
-    //    database is live, the kept one exists, the report says so (regression: "unchanged").
-    let r = run_cmd(restore_with(
-        &t,
-        &path,
-        "swap",
-        &[
-            ("XTASK_TEST_MATCH", "RENAME TO"),
-            ("XTASK_TEST_MODE", "after"),
-        ],
-    ));
+#[test]
+fn renames_that_committed_though_their_reply_was_lost_are_reported_live() {
+    // Regression: psql/ssh killed after the COMMIT was reported as "station is unchanged".
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(1);
+    let r = run_cmd(e.restore("RENAME TO", "after"));
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!r.all().contains("unchanged"), "{}", r.all());
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -764,80 +770,61 @@ fn a_swap_whose_command_fails_is_judged_by_reading_pg_database() {
         "{report}"
     );
     let kept = report["kept_database"].as_str().unwrap().to_string();
-    assert_eq!(kept_dbs(&t), vec![kept.clone()]);
-    assert_eq!(counts(&t, "station"), counts_b);
-    assert!(!has_marker("station", 1));
-    assert!(has_marker(&kept, 1));
-    assert!(scratch_dbs(&t).is_empty());
-    assert_eq!(
-        sql(
-            &t,
-            "postgres",
-            &format!(
-                "SELECT string_agg(datallowconn || ' ' || datconnlimit, ',') FROM pg_database \
-                 WHERE datname IN ('station', '{kept}')"
-            )
-        ),
-        "true -1,true -1"
-    );
+    assert_eq!(kept_dbs(t), vec![kept.clone()]);
+    assert_eq!(counts(t, "station"), e.counts_b);
+    assert!(!e.has_marker("station", 1));
+    assert!(e.has_marker(&kept, 1));
+    assert!(scratch_dbs(t).is_empty());
+    assert_eq!(e.conn("station"), "true -1");
+    assert_eq!(e.conn(&kept), "true -1");
+}
 
-    // 4. The renames commit and then the server is out of reach: the state cannot be read, so it
-    //    is UNKNOWN (exit 3) with the SQL to check it and both ways to finish.
-    std::thread::sleep(Duration::from_millis(1100)); // a new stamp
-    marker(2);
-    let r = run_cmd(restore_with(
-        &t,
-        &path,
-        "swap",
-        &[
-            ("XTASK_TEST_MATCH", "RENAME TO"),
-            ("XTASK_TEST_MODE", "after-dead"),
-        ],
-    ));
+#[test]
+fn renames_that_committed_before_the_server_went_away_are_unknown_exit_3() {
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(2);
+    let r = run_cmd(e.restore("RENAME TO", "after-dead"));
     std::fs::remove_file(t.dir.path().join("dead")).unwrap();
     assert_eq!(r.code, 3, "{}", r.all());
-    let e = &r.stderr;
-    assert!(e.contains("the swap's outcome is UNKNOWN"), "{e}");
-    assert!(!e.contains("swap refused"), "{e}");
+    let err = &r.stderr;
+    assert!(err.contains("the swap's outcome is UNKNOWN"), "{err}");
+    assert!(!err.contains("swap refused"), "{err}");
     assert!(
-        e.contains("SELECT datname || '|' || oid") && e.contains("FROM pg_database"),
-        "{e}"
+        err.contains("SELECT datname || '|' || oid") && err.contains("FROM pg_database"),
+        "{err}"
     );
     assert!(
-        e.contains("the renames committed") && e.contains("nothing was renamed"),
-        "{e}"
+        err.contains("the renames committed") && err.contains("nothing was renamed"),
+        "{err}"
     );
-    assert!(e.contains("DROP DATABASE IF EXISTS"), "{e}");
-    assert!(!e.contains(&t.state()["pg_password"].as_str().unwrap().to_string()));
-    // It did commit: the restored database is live, the replaced one kept.
-    assert_eq!(counts(&t, "station"), counts_b);
-    let kept2: Vec<String> = kept_dbs(&t).into_iter().filter(|k| *k != kept).collect();
-    assert_eq!(kept2.len(), 1, "{kept2:?}");
-    assert!(e.contains(&kept2[0]), "{e}");
-    // Finish by hand as it says (the renames committed): allow connections to the kept one.
+    assert!(err.contains("DROP DATABASE IF EXISTS"), "{err}");
+    assert!(!err.contains(t.state()["pg_password"].as_str().unwrap()));
+    // It did commit: the restored database is live, the replaced one kept (still blocked).
+    assert_eq!(counts(t, "station"), e.counts_b);
+    let kept = kept_dbs(t);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(err.contains(&kept[0]), "{err}");
+    assert_eq!(e.conn(&kept[0]), "false 0");
+    // Finishing by hand as it says (the renames committed) opens the kept one.
     sql(
-        &t,
+        t,
         "postgres",
         &format!(
             "ALTER DATABASE \"{0}\" ALLOW_CONNECTIONS true; ALTER DATABASE \"{0}\" CONNECTION LIMIT -1",
-            kept2[0]
+            kept[0]
         ),
     );
-    assert!(has_marker(&kept2[0], 2));
+    assert!(e.has_marker(&kept[0], 2));
+}
 
-    // 5. Ctrl-C to the whole process group (as a terminal sends it) while the renames are in
-    //    flight: the swap is finished, not killed mid-way (regression: psql died with SIGINT).
-    std::thread::sleep(Duration::from_millis(1100));
-    marker(3);
-    let mut c = restore_with(
-        &t,
-        &path,
-        "swap",
-        &[
-            ("XTASK_TEST_MATCH", "RENAME TO"),
-            ("XTASK_TEST_MODE", "slow"),
-        ],
-    );
+#[test]
+fn ctrl_c_to_the_process_group_during_the_swap_finishes_the_swap() {
+    // Regression: the terminal's SIGINT reached psql too, which died mid-swap.
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(3);
+    let mut c = e.restore("RENAME TO", "slow");
     {
         use std::os::unix::process::CommandExt;
         c.process_group(0);
@@ -859,8 +846,7 @@ fn a_swap_whose_command_fails_is_judged_by_reading_pg_database() {
         .status()
         .unwrap()
         .success());
-    let out = child.wait_with_output().unwrap();
-    let r = deploy_support::Run::from(out);
+    let r = deploy_support::Run::from(child.wait_with_output().unwrap());
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stderr
@@ -869,53 +855,74 @@ fn a_swap_whose_command_fails_is_judged_by_reading_pg_database() {
         r.stderr
     );
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let kept3 = report["kept_database"].as_str().unwrap().to_string();
-    assert!(has_marker(&kept3, 3));
-    assert!(!has_marker("station", 3));
-    assert_eq!(counts(&t, "station"), counts_b);
-    assert!(scratch_dbs(&t).is_empty());
-    assert_eq!(
-        sql(
-            &t,
-            "postgres",
-            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
-        ),
-        "true -1"
-    );
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    assert!(e.has_marker(&kept, 3));
+    assert!(!e.has_marker("station", 3));
+    assert_eq!(counts(t, "station"), e.counts_b);
+    assert!(scratch_dbs(t).is_empty());
+    assert_eq!(e.conn("station"), "true -1");
 }
 
-#[test]
-fn a_missing_object_is_usage_and_a_dead_remote_is_unreachable() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    let object = backup(&t, "codes");
-    let path = standins(&t);
-    let before = snapshot(&t);
-    let dead_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port().to_string()
-    };
-    let restore = |args: &[&str], vars: &[(&str, &str)]| {
+struct CodesEnv {
+    t: TestEnv,
+    object: String,
+    path: String,
+    dead_port: String,
+}
+
+impl CodesEnv {
+    fn new() -> CodesEnv {
+        let t = TestEnv::local(0o711);
+        up_with_tables(&t);
+        let object = backup(&t, "codes");
+        let path = standins(&t);
+        let dead_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port().to_string()
+        };
+        CodesEnv {
+            t,
+            object,
+            path,
+            dead_port,
+        }
+    }
+    fn restore(&self, args: &[&str], vars: &[(&str, &str)]) -> deploy_support::Run {
         let mut a = vec!["restore", "--env", "local", "--yes"];
         a.extend_from_slice(args);
-        let mut c = t.command(&a);
-        c.env("PATH", &path).stdin(Stdio::null());
+        let mut c = self.t.command(&a);
+        c.env("PATH", &self.path).stdin(Stdio::null());
         for (k, v) in vars {
             c.env(k, v);
         }
         run_cmd(c)
-    };
+    }
+    /// The remote out of reach for the rclone command `op` (`lsjson`, `cat`, `copyto`).
+    fn dead_at(&self, op: &str) -> deploy_support::Run {
+        self.restore(
+            &["--label", "codes"],
+            &[
+                ("XTASK_TEST_RCLONE_OP", op),
+                ("XTASK_TEST_RCLONE_MODE", "dead"),
+                ("XTASK_TEST_DEAD_PORT", &self.dead_port),
+            ],
+        )
+    }
+}
 
-    // Named but not there: exit 2, saying what is there.
+#[test]
+fn a_backup_named_but_not_there_is_usage_with_what_is_there() {
+    // Regression: an unknown label was exit 1; an unknown object pointed at `backup drill`.
+    let e = CodesEnv::new();
     for args in [
         &["station_backup_20200101_000000_nope.sql.gz"][..],
         &["--label", "no-such-label"][..],
     ] {
-        let r = restore(args, &[]);
+        let r = e.restore(args, &[]);
         assert_eq!(r.code, 2, "{args:?}: {}", r.all());
         assert!(
             r.stderr.contains("the newest are")
-                && r.stderr.contains(object.rsplit('/').next().unwrap()),
+                && r.stderr.contains(e.object.rsplit('/').next().unwrap()),
             "{}",
             r.stderr
         );
@@ -925,39 +932,16 @@ fn a_missing_object_is_usage_and_a_dead_remote_is_unreachable() {
             r.stderr
         );
     }
+}
 
-    // The remote out of reach while the manifest is read, and while the object is downloaded: 3.
-    for op in ["cat", "copyto"] {
-        let r = restore(
-            &["--label", "codes"],
-            &[
-                ("XTASK_TEST_RCLONE_OP", op),
-                ("XTASK_TEST_RCLONE_MODE", "dead"),
-                ("XTASK_TEST_DEAD_PORT", &dead_port),
-            ],
-        );
-        assert_eq!(r.code, 3, "{op}: {}", r.all());
-        assert!(
-            r.stderr.contains("connection refused"),
-            "{op}: {}",
-            r.stderr
-        );
-    }
-    // The whole remote dead: 3.
-    let r = restore(
-        &["--label", "codes"],
-        &[
-            ("XTASK_TEST_RCLONE_OP", "lsjson"),
-            ("XTASK_TEST_RCLONE_MODE", "dead"),
-            ("XTASK_TEST_DEAD_PORT", &dead_port),
-        ],
-    );
-    assert_eq!(r.code, 3, "{}", r.all());
-
-    // The object deleted between the listing and the download (a prune): exit 2, not 3.
-    let file = object_file(&t, &object);
-    let r = restore(
-        &[object.as_str()],
+#[test]
+fn an_object_deleted_before_the_download_is_usage_not_unreachable() {
+    // Regression: every failed download was exit 3.
+    let e = CodesEnv::new();
+    let before = snapshot(&e.t);
+    let file = object_file(&e.t, &e.object);
+    let r = e.restore(
+        &[e.object.as_str()],
         &[
             ("XTASK_TEST_RCLONE_OP", "copyto"),
             ("XTASK_TEST_RCLONE_MODE", "gone"),
@@ -967,6 +951,23 @@ fn a_missing_object_is_usage_and_a_dead_remote_is_unreachable() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("is not in the bucket"), "{}", r.stderr);
     assert!(!file.exists());
-    assert_eq!(snapshot(&t), before);
-    assert!(scratch_dbs(&t).is_empty());
+    assert_eq!(snapshot(&e.t), before);
+    assert!(scratch_dbs(&e.t).is_empty());
+}
+
+#[test]
+fn a_remote_out_of_reach_is_exit_3_at_the_listing_the_manifest_and_the_download() {
+    let e = CodesEnv::new();
+    let before = snapshot(&e.t);
+    for op in ["lsjson", "cat", "copyto"] {
+        let r = e.dead_at(op);
+        assert_eq!(r.code, 3, "{op}: {}", r.all());
+        assert!(
+            r.stderr.contains("connection refused"),
+            "{op}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(snapshot(&e.t), before);
+    assert!(scratch_dbs(&e.t).is_empty());
 }
