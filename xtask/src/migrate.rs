@@ -249,7 +249,7 @@ fn command_cmd(host: &Host, sha: &Sha, words: &[String]) -> Result<Cmd> {
 
 /// The outcome of the configured migration command: its own failure is a failed step (exit 1)
 /// whatever code it exits with (psql's 3 or a tool's 2 are not "unreachable"/"bad input"); only
-/// ssh's own 255 means the server could not be reached (exit 3).
+/// ssh's own 255, or the database or its container out of reach ([`Host::unreachable`]), is exit 3.
 fn command_result(host: &Host, out: crate::process::Output) -> Result<String> {
     let env = host.env();
     if out.status.success() {
@@ -262,7 +262,9 @@ fn command_result(host: &Host, out: crate::process::Output) -> Result<String> {
         out.stderr_str().trim()
     );
     Err(if host.unreachable(&out) {
-        Error::unavailable(format!("{msg} (ssh could not reach the server)"))
+        Error::unavailable(format!(
+            "{msg} (the server, its database or its container could not be reached)"
+        ))
     } else {
         Error::failed(msg)
     })

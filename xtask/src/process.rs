@@ -78,8 +78,11 @@ pub struct Cmd {
     env: Vec<(String, OsString, bool)>,
     env_remove: Vec<String>,
     dir: Option<PathBuf>,
-    stdin: Option<Vec<u8>>,
+    /// A boxed slice (16 bytes, not a Vec's 24): `Cmd` sits inside deploy's `Action`s, whose
+    /// variants clippy keeps within 200 bytes of each other.
+    stdin: Option<Box<[u8]>>,
     timeout: Option<Duration>,
+    own_group: bool,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -123,6 +126,7 @@ impl Cmd {
             dir: None,
             stdin: None,
             timeout: None,
+            own_group: false,
         }
     }
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -157,13 +161,21 @@ impl Cmd {
     /// Bytes written to the child's standard input (then closed). Use for secrets over SSH.
     /// Without it the child's stdin is `/dev/null`.
     pub fn stdin_bytes(mut self, b: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(b.into());
+        self.stdin = Some(b.into().into_boxed_slice());
         self
     }
     /// Bound the whole run (child, stdin writer, output readers); past it the child is killed and
     /// the run fails with exit 3.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
+        self
+    }
+    /// Run the child in a process group of its own (`setpgid(0, 0)`), so the terminal's Ctrl-C
+    /// (SIGINT to the whole foreground process group) reaches xtask alone: for work that must be
+    /// finished once begun (restore's swap), where xtask's own handler decides what Ctrl-C means.
+    /// `PR_SET_PDEATHSIG` still applies: the child dies with xtask.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
         self
     }
     pub fn program(&self) -> String {
@@ -205,10 +217,10 @@ impl Cmd {
             e = e.dir(d);
         }
         e = match &self.stdin {
-            Some(bytes) => e.stdin_bytes(bytes.clone()),
+            Some(bytes) => e.stdin_bytes(bytes.to_vec()),
             None => e.stdin_null(),
         };
-        die_with_parent(e)
+        die_with_parent(e, self.own_group)
     }
 
     fn spawn_err(&self, e: std::io::Error) -> Error {
@@ -378,12 +390,17 @@ impl Cmd {
     }
 }
 
-/// Spawn every child with `PR_SET_PDEATHSIG(SIGKILL)` (see the module docs for what it covers).
+/// Spawn every child with `PR_SET_PDEATHSIG(SIGKILL)` (see the module docs for what it covers),
+/// in a process group of its own when `own_group` ([`Cmd::own_process_group`]).
 #[cfg(target_os = "linux")]
-fn die_with_parent(e: duct::Expression) -> duct::Expression {
+fn die_with_parent(e: duct::Expression, own_group: bool) -> duct::Expression {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
     e.before_spawn(move |c| {
+        if own_group {
+            // std calls setpgid(0, 0) in the child, before the pre_exec hook below.
+            c.process_group(0);
+        }
         // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
         unsafe {
             c.pre_exec(move || {
@@ -409,8 +426,14 @@ fn die_with_parent(e: duct::Expression) -> duct::Expression {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(e: duct::Expression) -> duct::Expression {
-    e
+fn die_with_parent(e: duct::Expression, own_group: bool) -> duct::Expression {
+    use std::os::unix::process::CommandExt;
+    e.before_spawn(move |c| {
+        if own_group {
+            c.process_group(0);
+        }
+        Ok(())
+    })
 }
 
 /// Whether `pid` is a live (not zombie) process.

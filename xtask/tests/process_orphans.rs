@@ -11,24 +11,28 @@ use xtask::process::Cmd;
 
 const PIDFILE: &str = "XTASK_ORPHAN_PIDFILE";
 const THREAD: &str = "XTASK_ORPHAN_FROM_THREAD";
+const GROUP: &str = "XTASK_ORPHAN_OWN_GROUP";
 
 fn main() {
     if let Ok(pidfile) = std::env::var(PIDFILE) {
         return holder(pidfile);
     }
-    for from_thread in [false, true] {
-        the_child_dies_with_its_sigkilled_parent(from_thread);
-        println!("test child_dies_with_sigkilled_parent (from_thread={from_thread}) ... ok");
+    for (from_thread, own_group) in [(false, false), (true, false), (false, true)] {
+        the_child_dies_with_its_sigkilled_parent(from_thread, own_group);
+        println!(
+            "test child_dies_with_sigkilled_parent (from_thread={from_thread}, own_group={own_group}) ... ok"
+        );
     }
 }
 
 /// The process that gets SIGKILLed: a child that records its pid and sleeps for a minute.
 fn holder(pidfile: String) {
+    let own_group = std::env::var_os(GROUP).is_some();
     let run = move || {
-        Cmd::new("sh")
+        let c = Cmd::new("sh")
             .args(["-c", r#"echo $$ > "$1"; exec sleep 60"#, "sh", &pidfile])
-            .timeout(Duration::from_secs(120))
-            .status()
+            .timeout(Duration::from_secs(120));
+        if own_group { c.own_process_group() } else { c }.status()
     };
     let r = if std::env::var_os(THREAD).is_some() {
         std::thread::spawn(run).join().unwrap()
@@ -41,12 +45,22 @@ fn holder(pidfile: String) {
 
 /// `Some(state)` from /proc/PID/stat ("S", "R", "Z"...), `None` when there is no such process.
 fn state(pid: &str) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().next().map(str::to_string)
+    stat_field(pid, 0)
 }
 
-fn the_child_dies_with_its_sigkilled_parent(from_thread: bool) {
+/// The process group of `pid` (the 5th field of /proc/PID/stat).
+fn pgrp(pid: &str) -> Option<String> {
+    stat_field(pid, 2)
+}
+
+/// Field `i` after the command name of /proc/PID/stat (0: state, 1: ppid, 2: pgrp).
+fn stat_field(pid: &str, i: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(i).map(str::to_string)
+}
+
+fn the_child_dies_with_its_sigkilled_parent(from_thread: bool, own_group: bool) {
     let d = tempfile::tempdir().unwrap();
     let pidfile = d.path().join("child.pid");
     let mut holder = Command::new(std::env::current_exe().unwrap());
@@ -54,8 +68,20 @@ fn the_child_dies_with_its_sigkilled_parent(from_thread: bool) {
     if from_thread {
         holder.env(THREAD, "1");
     }
+    if own_group {
+        holder.env(GROUP, "1");
+    }
     let mut holder = holder.spawn().unwrap();
     let pid = wait_for_pid(&pidfile);
+    // With `own_process_group` the child leads a group of its own (Ctrl-C at the terminal does
+    // not reach it); without, it shares the holder's (which shares ours).
+    let holder_group = pgrp(&holder.id().to_string()).unwrap();
+    let child_group = pgrp(&pid).unwrap();
+    if own_group {
+        assert_eq!(child_group, pid, "the child should lead its own group");
+    } else {
+        assert_eq!(child_group, holder_group);
+    }
     assert!(
         matches!(state(&pid).as_deref(), Some("S" | "R")),
         "child {pid} should be running: {:?}",

@@ -729,3 +729,387 @@ fn the_restore_scripts_are_shellcheck_clean() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A directory with stand-ins for `psql` and `rclone`, first on the PATH that xtask gets; each
+/// runs the real tool unless the `XTASK_TEST_*` variables of the run say otherwise (see the
+/// scripts). Returns that PATH.
+fn standins(t: &TestEnv) -> String {
+    let dir = t.dir.path().join("standins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let psql = xtask::process::which("psql").unwrap();
+    let rclone = xtask::process::which("rclone").unwrap();
+    // psql: for the command whose arguments hold $XTASK_TEST_MATCH, $XTASK_TEST_MODE:
+    //   after       the real psql runs, then exit 255 (it did its work, the reply was lost)
+    //   before      exit 255, nothing run (the link dropped before the command got through)
+    //   after-dead  like after, and from then on every psql finds the server unreachable
+    //   slow        a marker file, 3 s of sleep, then the real psql
+    let script = format!(
+        r#"#!/bin/sh
+dead="$XTASK_TEST_DIR/dead"
+if [ -e "$dead" ]; then
+  echo 'psql: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused' >&2
+  exit 2
+fi
+case "$*" in
+  *"${{XTASK_TEST_MATCH:-no match set}}"*)
+    case "$XTASK_TEST_MODE" in
+      after) '{psql}' "$@"; exit 255 ;;
+      before) echo 'Connection to the server closed' >&2; exit 255 ;;
+      after-dead) '{psql}' "$@"; : > "$dead"; exit 255 ;;
+      slow) : > "$XTASK_TEST_DIR/in-swap"; sleep 3; exec '{psql}' "$@" ;;
+    esac ;;
+esac
+exec '{psql}' "$@"
+"#,
+        psql = psql.display()
+    );
+    std::fs::write(dir.join("psql"), script).unwrap();
+    // rclone: for a command whose first word is $XTASK_TEST_RCLONE_OP (`cat-dump`: `cat` of the
+    // dump itself, the restore's download, not of its manifest), $XTASK_TEST_RCLONE_MODE:
+    //   dead  the remote becomes an S3 endpoint on a closed port ($XTASK_TEST_DEAD_PORT)
+    //   gone  the file $XTASK_TEST_GONE (the object) is deleted first, as a prune would
+    let script = format!(
+        r#"#!/bin/sh
+op=$1
+for last in "$@"; do :; done
+case "$op:$last" in cat:*.sql.gz) op=cat-dump ;; esac
+if [ "$1" = "${{XTASK_TEST_RCLONE_OP:-no op set}}" ] || [ "$op" = "${{XTASK_TEST_RCLONE_OP:-no op set}}" ]; then
+  case "$XTASK_TEST_RCLONE_MODE" in
+    dead)
+      unset RCLONE_CONFIG_B2_REMOTE
+      export RCLONE_CONFIG_B2_TYPE=s3 RCLONE_CONFIG_B2_PROVIDER=Other \
+        RCLONE_CONFIG_B2_ENDPOINT="http://127.0.0.1:$XTASK_TEST_DEAD_PORT" \
+        RCLONE_CONFIG_B2_ACCESS_KEY_ID=test RCLONE_CONFIG_B2_SECRET_ACCESS_KEY=test ;;
+    gone) rm -f -- "$XTASK_TEST_GONE" ;;
+  esac
+fi
+exec '{rclone}' "$@"
+"#,
+        rclone = rclone.display()
+    );
+    std::fs::write(dir.join("rclone"), script).unwrap();
+    for f in ["psql", "rclone"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap())
+}
+
+/// `restore --env local --label LABEL --yes --json` with the stand-ins and `vars`.
+fn restore_with(t: &TestEnv, path: &str, label: &str, vars: &[(&str, &str)]) -> Command {
+    let mut c = t.command(&[
+        "restore", "--env", "local", "--label", label, "--yes", "--json",
+    ]);
+    c.env("PATH", path)
+        .env("XTASK_TEST_DIR", t.dir.path())
+        .stdin(Stdio::null());
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c
+}
+
+fn run_cmd(mut c: Command) -> deploy_support::Run {
+    deploy_support::Run::from(c.output().unwrap())
+}
+
+fn kept_dbs(t: &TestEnv) -> Vec<String> {
+    databases(t, "station\\_before\\_restore\\_%")
+}
+
+/// A `local` environment with a backup `swap`, the stand-ins, and the backup's per-table counts.
+struct SwapEnv {
+    t: TestEnv,
+    path: String,
+    counts_b: String,
+}
+
+impl SwapEnv {
+    fn new() -> SwapEnv {
+        let t = TestEnv::local(0o711);
+        up_with_tables(&t);
+        backup(&t, "swap");
+        let counts_b = counts(&t, "station");
+        let path = standins(&t);
+        SwapEnv { t, path, counts_b }
+    }
+    /// A row the backup does not have, in the live database: where it is tells which is live.
+    fn marker(&self, n: u32) {
+        sql(
+            &self.t,
+            "station",
+            &format!("INSERT INTO accounts VALUES ({}, 'marker')", 900_000 + n),
+        );
+    }
+    fn has_marker(&self, db: &str, n: u32) -> bool {
+        sql(
+            &self.t,
+            db,
+            &format!("SELECT count(*) FROM accounts WHERE id = {}", 900_000 + n),
+        ) == "1"
+    }
+    fn restore(&self, matching: &str, mode: &str) -> Command {
+        restore_with(
+            &self.t,
+            &self.path,
+            "swap",
+            &[("XTASK_TEST_MATCH", matching), ("XTASK_TEST_MODE", mode)],
+        )
+    }
+    fn conn(&self, db: &str) -> String {
+        sql(
+            &self.t,
+            "postgres",
+            &format!("SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = '{db}'"),
+        )
+    }
+}
+
+#[test]
+fn the_link_dropping_before_the_renames_is_read_back_as_not_renamed() {
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(1);
+    let r = run_cmd(e.restore("RENAME TO", "before"));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("station is unchanged (read back from pg_database: nothing was renamed)"),
+        "{}",
+        r.stderr
+    );
+    assert!(e.has_marker("station", 1));
+    assert!(kept_dbs(t).is_empty());
+    assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
+    assert_eq!(e.conn("station"), "true -1");
+}
+
+#[test]
+fn a_create_database_whose_reply_is_lost_is_still_dropped() {
+    // Regression: the guard was armed only after a CREATE DATABASE that answered.
+    let e = SwapEnv::new();
+    let t = &e.t;
+    let r = run_cmd(e.restore("CREATE DATABASE", "after"));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
+    assert_eq!(counts(t, "station"), e.counts_b);
+}
+
+#[test]
+fn renames_that_committed_though_their_reply_was_lost_are_reported_live() {
+    // Regression: psql/ssh killed after the COMMIT was reported as "station is unchanged".
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(1);
+    let r = run_cmd(e.restore("RENAME TO", "after"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.all().contains("unchanged"), "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["outcome"], "ok");
+    let w = report["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.contains("pg_database shows they committed: station is the restored database"),
+        "{report}"
+    );
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    assert_eq!(kept_dbs(t), vec![kept.clone()]);
+    assert_eq!(counts(t, "station"), e.counts_b);
+    assert!(!e.has_marker("station", 1));
+    assert!(e.has_marker(&kept, 1));
+    assert!(scratch_dbs(t).is_empty());
+    assert_eq!(e.conn("station"), "true -1");
+    assert_eq!(e.conn(&kept), "true -1");
+}
+
+#[test]
+fn renames_that_committed_before_the_server_went_away_are_unknown_exit_3() {
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(2);
+    let r = run_cmd(e.restore("RENAME TO", "after-dead"));
+    std::fs::remove_file(t.dir.path().join("dead")).unwrap();
+    assert_eq!(r.code, 3, "{}", r.all());
+    let err = &r.stderr;
+    assert!(err.contains("the swap's outcome is UNKNOWN"), "{err}");
+    assert!(!err.contains("swap refused"), "{err}");
+    assert!(
+        err.contains("SELECT datname || '|' || oid") && err.contains("FROM pg_database"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the renames committed") && err.contains("nothing was renamed"),
+        "{err}"
+    );
+    assert!(err.contains("DROP DATABASE IF EXISTS"), "{err}");
+    assert!(!err.contains(t.state()["pg_password"].as_str().unwrap()));
+    // It did commit: the restored database is live, the replaced one kept (still blocked).
+    assert_eq!(counts(t, "station"), e.counts_b);
+    let kept = kept_dbs(t);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(err.contains(&kept[0]), "{err}");
+    assert_eq!(e.conn(&kept[0]), "false 0");
+    // Finishing by hand as it says (the renames committed) opens the kept one.
+    sql(
+        t,
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{0}\" ALLOW_CONNECTIONS true; ALTER DATABASE \"{0}\" CONNECTION LIMIT -1",
+            kept[0]
+        ),
+    );
+    assert!(e.has_marker(&kept[0], 2));
+}
+
+#[test]
+fn ctrl_c_to_the_process_group_during_the_swap_finishes_the_swap() {
+    // Regression: the terminal's SIGINT reached psql too, which died mid-swap.
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(3);
+    let mut c = e.restore("RENAME TO", "slow");
+    {
+        use std::os::unix::process::CommandExt;
+        c.process_group(0);
+    }
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let in_swap = t.dir.path().join("in-swap");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !in_swap.exists() {
+        assert!(Instant::now() < deadline, "the swap never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = format!("-{}", child.id());
+    assert!(Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap()
+        .success());
+    let r = deploy_support::Run::from(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("the swap has begun and is finished first"),
+        "{}",
+        r.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    assert!(e.has_marker(&kept, 3));
+    assert!(!e.has_marker("station", 3));
+    assert_eq!(counts(t, "station"), e.counts_b);
+    assert!(scratch_dbs(t).is_empty());
+    assert_eq!(e.conn("station"), "true -1");
+}
+
+struct CodesEnv {
+    t: TestEnv,
+    object: String,
+    path: String,
+    dead_port: String,
+}
+
+impl CodesEnv {
+    fn new() -> CodesEnv {
+        let t = TestEnv::local(0o711);
+        up_with_tables(&t);
+        let object = backup(&t, "codes");
+        let path = standins(&t);
+        let dead_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port().to_string()
+        };
+        CodesEnv {
+            t,
+            object,
+            path,
+            dead_port,
+        }
+    }
+    fn restore(&self, args: &[&str], vars: &[(&str, &str)]) -> deploy_support::Run {
+        let mut a = vec!["restore", "--env", "local", "--yes"];
+        a.extend_from_slice(args);
+        let mut c = self.t.command(&a);
+        c.env("PATH", &self.path).stdin(Stdio::null());
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        run_cmd(c)
+    }
+    /// The remote out of reach for the rclone command `op` (`lsjson`, `cat`, `cat-dump`).
+    fn dead_at(&self, op: &str) -> deploy_support::Run {
+        self.restore(
+            &["--label", "codes"],
+            &[
+                ("XTASK_TEST_RCLONE_OP", op),
+                ("XTASK_TEST_RCLONE_MODE", "dead"),
+                ("XTASK_TEST_DEAD_PORT", &self.dead_port),
+            ],
+        )
+    }
+}
+
+#[test]
+fn a_backup_named_but_not_there_is_usage_with_what_is_there() {
+    // Regression: an unknown label was exit 1; an unknown object pointed at `backup drill`.
+    let e = CodesEnv::new();
+    for args in [
+        &["station_backup_20200101_000000_nope.sql.gz"][..],
+        &["--label", "no-such-label"][..],
+    ] {
+        let r = e.restore(args, &[]);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+        assert!(
+            r.stderr.contains("the newest are")
+                && r.stderr.contains(e.object.rsplit('/').next().unwrap()),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("cargo xtask backup status --env local"),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn an_object_deleted_before_the_download_is_usage_not_unreachable() {
+    // Regression: every failed download was exit 3.
+    let e = CodesEnv::new();
+    let before = snapshot(&e.t);
+    let file = object_file(&e.t, &e.object);
+    let r = e.restore(
+        &[e.object.as_str()],
+        &[
+            ("XTASK_TEST_RCLONE_OP", "cat-dump"),
+            ("XTASK_TEST_RCLONE_MODE", "gone"),
+            ("XTASK_TEST_GONE", file.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("is not in the bucket"), "{}", r.stderr);
+    assert!(!file.exists());
+    assert_eq!(snapshot(&e.t), before);
+    assert!(scratch_dbs(&e.t).is_empty());
+}
+
+#[test]
+fn a_remote_out_of_reach_is_exit_3_at_the_listing_the_manifest_and_the_download() {
+    let e = CodesEnv::new();
+    let before = snapshot(&e.t);
+    for op in ["lsjson", "cat", "cat-dump"] {
+        let r = e.dead_at(op);
+        assert_eq!(r.code, 3, "{op}: {}", r.all());
+        assert!(
+            r.stderr.contains("connection refused"),
+            "{op}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(snapshot(&e.t), before);
+    assert!(scratch_dbs(&e.t).is_empty());
+}

@@ -629,11 +629,49 @@ impl Host {
         })
     }
 
-    /// Whether a failure with this exit status means the host itself could not be reached (ssh's
-    /// own 255).
+    /// Whether a failed command could not reach what it needed (exit 3 material): the server
+    /// (ssh's own 255), the database (libpq's "could not connect", "Connection refused", a
+    /// connection lost mid-way: [`CONNECTION_LOST`]), or the container it execs into (Compose's
+    /// `service "postgres" is not running`, no Docker engine). A command's own failure (an SQL
+    /// error, a migration that fails) is none of these.
     pub fn unreachable(&self, out: &Output) -> bool {
-        matches!(self.at, At::Ssh { .. }) && out.status.code() == Some(255)
+        if out.status.success() {
+            return false;
+        }
+        (matches!(self.at, At::Ssh { .. }) && out.status.code() == Some(255))
+            || unreachable_text(&out.stderr_str())
     }
+
+    /// Whether a failed Compose command names a service the project does not have (`no such
+    /// service: postgres`): the environments file and the compose file disagree (exit 2).
+    pub fn misconfigured(&self, out: &Output) -> bool {
+        !out.status.success() && out.stderr_str().contains("no such service")
+    }
+}
+
+/// What libpq, Compose and Docker print when the database, the container or the engine cannot be
+/// reached (matched case-insensitively in a failed command's stderr).
+pub const CONNECTION_LOST: [&str; 11] = [
+    // libpq: connecting
+    "could not connect to server",
+    "connection refused",
+    "could not translate host name",
+    "no route to host",
+    "network is unreachable",
+    "timeout expired",
+    // libpq: the connection went away mid-session
+    "server closed the connection unexpectedly",
+    "no connection to the server",
+    // Compose / Docker: the container or the engine
+    "is not running",
+    "cannot connect to the docker daemon",
+    "is the docker daemon running",
+];
+
+/// Whether `stderr` holds one of [`CONNECTION_LOST`].
+pub fn unreachable_text(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    CONNECTION_LOST.iter().any(|p| s.contains(p))
 }
 
 /// Turn a finished host command into a result: 255 (ssh's own failure) and 3 are exit 3, 2 is bad
@@ -753,6 +791,43 @@ mod tests {
                 "SELECT 1"
             ]
         );
+    }
+
+    #[test]
+    fn a_database_or_container_out_of_reach_is_unreachable_and_a_missing_service_is_usage() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = |code: i32, err: &str| Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: Vec::new(),
+            stderr: err.as_bytes().to_vec(),
+        };
+        let envs = envs();
+        let local = Host::planned(envs.get("local").unwrap()).unwrap();
+        let ssh = Host::planned(envs.get("staging").unwrap()).unwrap();
+        for err in [
+            "psql: error: connection to server at \"127.0.0.1\", port 5432 failed: Connection refused\n\tIs the server running on that host and accepting TCP/IP connections?",
+            "psql: could not connect to server: No such file or directory",
+            "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally",
+            "service \"postgres\" is not running",
+            "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+        ] {
+            assert!(local.unreachable(&out(2, err)), "{err}");
+            assert!(!local.misconfigured(&out(2, err)), "{err}");
+        }
+        // A command's own failure is not "unreachable", whatever its code.
+        for (code, err) in [
+            (1, "ERROR:  relation \"x\" does not exist"),
+            (2, "FATAL:  database \"nope\" does not exist"),
+            (3, "ERROR:  syntax error at or near \"x\""),
+        ] {
+            assert!(!local.unreachable(&out(code, err)), "{err}");
+            assert!(!ssh.unreachable(&out(code, err)), "{err}");
+        }
+        // ssh's own 255 only over ssh; success never.
+        assert!(ssh.unreachable(&out(255, "")));
+        assert!(!local.unreachable(&out(255, "")));
+        assert!(!local.unreachable(&out(0, "is not running")));
+        assert!(local.misconfigured(&out(1, "no such service: postgress")));
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct Report {
     pub steps: Vec<StepReport>,
     /// Writers stopped → healthy again.
     pub downtime_ms: Option<u64>,
+    /// What went wrong without undoing the outcome (e.g. the swap's psql failed after its commit,
+    /// which pg_database confirmed).
+    pub warnings: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -195,8 +198,27 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
     let env = &t.env;
     let objects = backup::list(env)?;
     let base = env.backup.base();
+    // What the user named is not there: bad input (exit 2), with what is there.
+    let not_found = |what: String| {
+        let newest: Vec<&str> = objects
+            .iter()
+            .rev()
+            .take(5)
+            .filter_map(|o| o.path.rsplit('/').next())
+            .collect();
+        Error::usage(format!(
+            "{what} under {base}: {}; `cargo xtask backup status --env {}` shows the newest of each label",
+            if newest.is_empty() {
+                "there are no backups at all".to_string()
+            } else {
+                format!("the newest are {}", newest.join(", "))
+            },
+            env.name
+        ))
+    };
     let object = match &opts.selector {
-        Selector::Object(o) => backup::drill::choose(&objects, Some(o), &base)?,
+        Selector::Object(o) => backup::drill::choose(&objects, Some(o), &base)
+            .map_err(|_| not_found(format!("no backup {o:?}")))?,
         Selector::Label(l) => objects
             .iter()
             .rfind(|o| {
@@ -207,7 +229,7 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
                     .is_some_and(|n| n.label == l.as_str())
             })
             .cloned()
-            .ok_or_else(|| Error::failed(format!("no backup with label {l} under {base}")))?,
+            .ok_or_else(|| not_found(format!("no backup with label {l}")))?,
     };
     let mpath = manifest::manifest_path(&object.path);
     let manifest = match backup::read_manifest(env, &object.path)? {
@@ -372,9 +394,12 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C: the handler ends the sessions on the scratch database while a restore replays into it
 // (the replay then fails and the guard drops the database); at any other moment it only sets the
-// flag, which is checked between steps. The swap, once begun, is finished.
+// flag, which is checked between steps. The swap, once begun, is finished: its children (psql,
+// ssh, compose, all through `Target`) run in process groups of their own, so the terminal's
+// SIGINT to the foreground group does not kill them mid-commit.
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static SWAPPING: AtomicBool = AtomicBool::new(false);
 static REPLAYING: Mutex<Option<(Target, DbName)>> = Mutex::new(None);
 
 fn install_ctrlc() {
@@ -382,6 +407,12 @@ fn install_ctrlc() {
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             INTERRUPTED.store(true, Ordering::SeqCst);
+            if SWAPPING.load(Ordering::SeqCst) {
+                eprintln!(
+                    "interrupted: the swap has begun and is finished first (then the app is started)"
+                );
+                return;
+            }
             eprintln!("interrupted: stopping before the swap (the live database stays as it is)");
             let current = REPLAYING.lock().ok().and_then(|g| g.clone());
             if let Some((t, db)) = current {
@@ -433,6 +464,7 @@ struct Run<'a> {
     object: String,
     sha: String,
     steps: Vec<StepReport>,
+    warnings: Vec<String>,
 }
 
 impl Run<'_> {
@@ -591,6 +623,7 @@ pub fn restore_under(
             .and_then(|m| m.git_sha.clone())
             .unwrap_or_default(),
         steps: Vec::new(),
+        warnings: Vec::new(),
     };
     run.record("plan", "ok", now_ms(), now_ms(), &text);
     let result = execute(&mut run, &planned, held, after_swap);
@@ -628,6 +661,7 @@ pub fn restore_under(
         outcome: outcome.into(),
         steps: run.steps.clone(),
         downtime_ms: downtime,
+        warnings: run.warnings.clone(),
     };
     match result {
         Ok(_) => {
@@ -697,8 +731,19 @@ fn execute(
             .as_ref()
             .map(|l| l.owner.clone())
             .unwrap_or_else(|| r.t.env.db_user.clone());
-        r.t.sql("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?;
+        // Armed before the CREATE: a CREATE that ran but whose reply was lost (psql or ssh killed,
+        // the link dropped) still leaves a database that the guard must drop. The guard drops
+        // only this exact name (`DROP DATABASE IF EXISTS`); the plan checked it was free and the
+        // lock keeps other restores out, so "already exists" can only be someone else's database.
         scratch.db = Some(n.scratch.clone());
+        if let Err(e) =
+            r.t.sql("postgres", &plan::create_scratch_sql(&n.scratch, &owner))
+        {
+            if e.to_string().contains("already exists") {
+                scratch.db = None;
+            }
+            return Err(e);
+        }
         if let Ok(mut g) = REPLAYING.lock() {
             *g = Some((r.t.clone(), n.scratch.clone()));
         }
@@ -766,7 +811,19 @@ fn execute(
     })?;
     run.check_interrupt()?;
     let down_start = Instant::now();
-    run.step("swap", |r| swap(r.t, p, run_swap_wait(r.opts)))?;
+    SWAPPING.store(true, Ordering::SeqCst);
+    let swapped = run.step("swap", |r| {
+        swap(r.t, p, run_swap_wait(r.opts)).map(|(w, m)| {
+            let m = w.iter().fold(m, |m, w| format!("{m}; WARNING: {w}"));
+            (w, m)
+        })
+    });
+    SWAPPING.store(false, Ordering::SeqCst);
+    let warnings = swapped?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    run.warnings.extend(warnings);
     // The scratch database is the live one now: the guard must not touch that name (it no longer
     // exists under it, but we do not rely on that).
     scratch.db = None;
@@ -802,40 +859,124 @@ fn stop_or_start_again(
     })
 }
 
+/// Tries and per-try bound of the read-back of pg_database after a swap command failed.
+const READ_BACK_TRIES: u32 = 4;
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// pg_database's rows of the swap's names, read again until it answers (bounded: a few tries with a
+/// short timeout each), or the last error.
+fn read_back(t: &Target, n: &Names) -> std::result::Result<Vec<plan::DbRow>, Error> {
+    let mut last = None;
+    for i in 0..READ_BACK_TRIES {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        match t
+            .sql_within("postgres", &plan::swap_state_sql(n), READ_BACK_TIMEOUT)
+            .and_then(|text| plan::parse_db_rows(&text))
+        {
+            Ok(rows) => return Ok(rows),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::unavailable("no answer")))
+}
+
+/// The swap's outcome could not be read: exit 3, saying so, with the SQL that tells and the SQL
+/// that finishes either way. The writers stay stopped: which database they would write to is the
+/// question.
+fn swap_unknown(
+    t: &Target,
+    n: &Names,
+    before: plan::Oids,
+    limit: i64,
+    why: &Error,
+    read: &Error,
+) -> Error {
+    let kept = before.live.is_some();
+    let (done, undone) = plan::finish_by_hand(n, kept, limit);
+    let show = |sql: &str| {
+        t.sql_cmd("postgres", sql)
+            .map(|c| c.display())
+            .unwrap_or_else(|_| sql.to_string())
+    };
+    let writers = t.writers();
+    let after = if writers.is_empty() {
+        "There are no app writers to start (`local`).".to_string()
+    } else {
+        format!(
+            "The app's writers were left stopped: in both cases start them afterwards \
+             (`compose start {}`) and check the health.",
+            writers.join(" ")
+        )
+    };
+    Error::unavailable(format!(
+        "the swap's outcome is UNKNOWN: the command running the renames failed ({why}) and \
+         pg_database could not be read back in {READ_BACK_TRIES} tries ({read}). Before the swap \
+         {} had oid {} and {} oid {}. Check on the host:\n  $ {}\n\
+         - if {} has oid {}{}, the renames committed: the restored database is live; \
+         finish with\n  $ {}\n\
+         - if {} still exists with oid {}, nothing was renamed: {} is the database it was; \
+         finish with\n  $ {}\n{after}",
+        n.live,
+        before
+            .live
+            .map_or("none (there was no live database)".into(), |o| o
+                .to_string()),
+        n.scratch,
+        before.scratch,
+        show(&plan::swap_state_sql(n)),
+        n.live,
+        before.scratch,
+        if kept {
+            format!(" and {} exists (the replaced database)", n.kept)
+        } else {
+            String::new()
+        },
+        show(&done),
+        n.scratch,
+        before.scratch,
+        n.live,
+        show(&undone),
+    ))
+}
+
 /// Stop the writers, block and end sessions, rename both in one transaction, allow connections.
-/// Any failure before the rename commits puts everything back (connections, writers).
-fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
+/// Any failure before the rename commits puts everything back (connections, writers). When the
+/// command running the renames (or the unblock after it) fails, what happened is read back from
+/// pg_database before anything is said: renamed → the swap stands (with a warning), not renamed
+/// → put back as before, unreadable → exit 3, UNKNOWN, with the SQL to check and to finish.
+/// Returns the warnings.
+fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<(Vec<String>, String)> {
     let n = &p.names;
     stop_or_start_again(|| t.stop_writers(), || t.start_writers())?;
-    let Some(live) = &p.live else {
-        // No live database: the restored one just takes the name.
-        t.sql(
-            "postgres",
-            &format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                n.scratch.ident(),
-                n.live.ident()
-            ),
-        )
-        .inspect_err(|_| {
-            let _ = t.start_writers();
-        })?;
-        return Ok(((), format!("{} renamed to {}", n.scratch, n.live)));
-    };
-    let undo = |why: Error| -> Error {
+    let limit = p.live.as_ref().map_or(-1, LiveFacts::reopen_limit);
+    let undo = |why: Error, read_back: bool| -> Error {
         let mut notes = Vec::new();
-        if let Err(e) = t.sql("postgres", &plan::unblock_sql(&n.live, live.reopen_limit())) {
-            notes.push(format!(
-                "could not allow connections to {} again: {e}",
-                n.live
-            ));
+        if p.live.is_some() {
+            if let Err(e) = t.sql("postgres", &plan::unblock_sql(&n.live, limit)) {
+                notes.push(format!(
+                    "could not allow connections to {} again: {e}",
+                    n.live
+                ));
+            }
         }
         if let Err(e) = t.start_writers() {
             notes.push(format!("could not start the app again: {e}"));
         }
         Error::failed(format!(
-            "swap refused: {why}; {} is unchanged and open again{}",
+            "swap refused: {why}; {} is unchanged{}{}{}",
             n.live,
+            if read_back {
+                " (read back from pg_database: nothing was renamed)"
+            } else {
+                ""
+            },
+            if p.live.is_some() {
+                " and open again"
+            } else {
+                ""
+            },
             if notes.is_empty() {
                 String::new()
             } else {
@@ -843,48 +984,150 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<((), String)> {
             }
         ))
     };
-    t.sql("postgres", &plan::block_sql(&n.live)).map_err(undo)?;
-    let deadline = Instant::now() + wait;
-    loop {
-        t.sql("postgres", &plan::terminate_sql(&n.live))
-            .map_err(undo)?;
-        let left = t
-            .sql("postgres", &plan::sessions_sql(&n.live))
-            .map_err(undo)?;
-        let left: Vec<&str> = left.lines().filter(|l| !l.trim().is_empty()).collect();
-        if left.is_empty() {
-            break;
+    // Which database is which, by oid, for the read-back.
+    let before = t
+        .sql("postgres", &plan::swap_state_sql(n))
+        .and_then(|text| plan::parse_db_rows(&text))
+        .and_then(|rows| plan::Oids::of(n, &rows))
+        .map_err(|e| undo(e, false))?;
+    let rename_sql = match &p.live {
+        Some(_) => plan::swap_sql(n),
+        // No live database: the restored one just takes the name.
+        None => format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            n.scratch.ident(),
+            n.live.ident()
+        ),
+    };
+    if p.live.is_some() {
+        t.sql("postgres", &plan::block_sql(&n.live))
+            .map_err(|e| undo(e, false))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            t.sql("postgres", &plan::terminate_sql(&n.live))
+                .map_err(|e| undo(e, false))?;
+            let left = t
+                .sql("postgres", &plan::sessions_sql(&n.live))
+                .map_err(|e| undo(e, false))?;
+            let left: Vec<&str> = left.lines().filter(|l| !l.trim().is_empty()).collect();
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(undo(
+                    Error::failed(format!(
+                        "{} session(s) on {} did not end within {}s (pid user application: {})",
+                        left.len(),
+                        n.live,
+                        wait.as_secs(),
+                        left.join("; ")
+                    )),
+                    false,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        if Instant::now() >= deadline {
-            return Err(undo(Error::failed(format!(
-                "{} session(s) on {} did not end within {}s (pid user application: {})",
-                left.len(),
-                n.live,
-                wait.as_secs(),
-                left.join("; ")
-            ))));
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
-    t.sql("postgres", &plan::swap_sql(n)).map_err(undo)?;
+    let mut warnings = Vec::new();
+    if let Err(why) = t.sql("postgres", &rename_sql) {
+        // The renames may have committed though the reply was lost: read, do not assume.
+        match read_back(t, n) {
+            Err(read) => return Err(swap_unknown(t, n, before, limit, &why, &read)),
+            Ok(now) => match plan::judge_swap(n, before, &now) {
+                plan::SwapState::NotRenamed => return Err(undo(why, true)),
+                plan::SwapState::Renamed => {
+                    warnings.push(format!(
+                        "the command running the renames failed ({why}), but pg_database shows \
+                         they committed: {} is the restored database{}",
+                        n.live,
+                        if p.live.is_some() {
+                            format!(", {} the replaced one", n.kept)
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+                plan::SwapState::Other(state) => {
+                    return Err(Error::failed(format!(
+                        "the command running the renames failed ({why}) and pg_database shows \
+                         neither the old nor the new layout: {state} (before: {} oid {}, {} oid \
+                         {}). Nothing more was done; the app's writers were left stopped",
+                        n.live,
+                        before.live.map_or("none".into(), |o| o.to_string()),
+                        n.scratch,
+                        before.scratch
+                    )))
+                }
+            },
+        }
+    }
+    let Some(live) = &p.live else {
+        return Ok((warnings, format!("{} renamed to {}", n.scratch, n.live)));
+    };
     // Renamed. Connections: the new live database and the kept one open with the old limit (-1
-    // when the live one was found blocked: see `LiveFacts::reopen_limit`).
-    let mut notes = Vec::new();
+    // when the live one was found blocked: see `LiveFacts::reopen_limit`). The restored database
+    // was never blocked; it is unblocked anyway (idempotent) so both end the same.
+    let mut failed = Vec::new();
     for db in [&n.live, &n.kept] {
-        if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, live.reopen_limit())) {
-            notes.push(format!("could not allow connections to {db}: {e}"));
+        if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, limit)) {
+            failed.push((db, e));
         }
     }
-    if !notes.is_empty() {
-        return Err(Error::failed(format!(
-            "the restored database is live as {}, the old one kept as {}, but {}",
-            n.live,
-            n.kept,
-            notes.join("; ")
-        )));
+    if !failed.is_empty() {
+        let errs = failed
+            .iter()
+            .map(|(db, e)| format!("allowing connections to {db}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let fix = || {
+            failed
+                .iter()
+                .map(|(db, _)| plan::unblock_sql(db, limit))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let now = match read_back(t, n) {
+            Ok(now) => now,
+            Err(read) => {
+                return Err(Error::unavailable(format!(
+                    "the restored database is live as {} and the old one kept as {}, but {errs}; \
+                     whether connections are allowed is UNKNOWN (pg_database could not be read \
+                     back: {read}). Check with\n  $ {}\nand finish with\n  $ {}",
+                    n.live,
+                    n.kept,
+                    t.sql_cmd("postgres", &plan::swap_state_sql(n))?.display(),
+                    t.sql_cmd("postgres", &fix())?.display()
+                )))
+            }
+        };
+        let blocked: Vec<String> = failed
+            .iter()
+            .filter(|(db, _)| {
+                !now.iter()
+                    .any(|r| r.name == db.as_str() && r.open_with(limit))
+            })
+            .map(|(db, _)| {
+                now.iter()
+                    .find(|r| r.name == db.as_str())
+                    .map_or(format!("{db} (missing)"), |r| r.to_string())
+            })
+            .collect();
+        if !blocked.is_empty() {
+            return Err(Error::failed(format!(
+                "the restored database is live as {}, the old one kept as {}, but {errs}; \
+                 pg_database shows still blocked: {}. Finish with\n  $ {}",
+                n.live,
+                n.kept,
+                blocked.join(", "),
+                t.sql_cmd("postgres", &fix())?.display()
+            )));
+        }
+        warnings.push(format!(
+            "{errs}; but pg_database shows connections allowed (limit {limit})"
+        ));
     }
     Ok((
-        (),
+        warnings,
         format!(
             "{} → {}, {} → {}; {}",
             n.live,

@@ -409,6 +409,143 @@ pub fn verify(
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// What is true after a swap whose psql failed: read back from pg_database, never assumed.
+
+/// `datname|oid|datallowconn|datconnlimit` of the live, scratch and kept names (those that exist).
+pub fn swap_state_sql(n: &Names) -> String {
+    format!(
+        "SELECT datname || '|' || oid || '|' || datallowconn || '|' || datconnlimit FROM pg_database \
+         WHERE datname IN ({}, {}, {}) ORDER BY datname",
+        n.live.literal(),
+        n.scratch.literal(),
+        n.kept.literal()
+    )
+}
+
+/// One row of [`swap_state_sql`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DbRow {
+    pub name: String,
+    pub oid: u32,
+    pub allow_connections: bool,
+    pub conn_limit: i64,
+}
+
+impl DbRow {
+    /// Open as the swap leaves it: connections allowed with the limit `limit`.
+    pub fn open_with(&self, limit: i64) -> bool {
+        self.allow_connections && self.conn_limit == limit
+    }
+}
+
+impl std::fmt::Display for DbRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (oid {}, datallowconn={}, datconnlimit={})",
+            self.name, self.oid, self.allow_connections, self.conn_limit
+        )
+    }
+}
+
+pub fn parse_db_rows(text: &str) -> Result<Vec<DbRow>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let bad = || Error::failed(format!("unexpected pg_database row {l:?}"));
+            let mut it = l.rsplitn(4, '|');
+            let (limit, allow, oid, name) = (it.next(), it.next(), it.next(), it.next());
+            Ok(DbRow {
+                name: name.ok_or_else(bad)?.to_string(),
+                oid: oid.and_then(|o| o.parse().ok()).ok_or_else(bad)?,
+                allow_connections: match allow {
+                    Some("true" | "t") => true,
+                    Some("false" | "f") => false,
+                    _ => return Err(bad()),
+                },
+                conn_limit: limit.and_then(|c| c.parse().ok()).ok_or_else(bad)?,
+            })
+        })
+        .collect()
+}
+
+/// The oids of the databases before the swap: which database is which, whatever its name now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Oids {
+    /// The live database (`None`: there was none, the restored one only takes the name).
+    pub live: Option<u32>,
+    pub scratch: u32,
+}
+
+impl Oids {
+    pub fn of(n: &Names, rows: &[DbRow]) -> Result<Oids> {
+        let find = |d: &DbName| rows.iter().find(|r| r.name == d.as_str()).map(|r| r.oid);
+        let scratch = find(&n.scratch).ok_or_else(|| {
+            Error::failed(format!(
+                "the restored database {} is not in pg_database before the swap",
+                n.scratch
+            ))
+        })?;
+        Ok(Oids {
+            live: find(&n.live),
+            scratch,
+        })
+    }
+}
+
+/// What pg_database says the swap did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwapState {
+    /// The restored database is live under the name (and the replaced one is kept).
+    Renamed,
+    /// Nothing was renamed: the live database is the one it was, the restored one still scratch.
+    NotRenamed,
+    /// Neither: the rows as they are.
+    Other(String),
+}
+
+/// Judge by oid: the renames are one transaction, so it is all or nothing, but a database that is
+/// missing or renamed by someone else shows as [`SwapState::Other`].
+pub fn judge_swap(n: &Names, before: Oids, rows: &[DbRow]) -> SwapState {
+    let find = |d: &DbName| rows.iter().find(|r| r.name == d.as_str()).map(|r| r.oid);
+    let (live, scratch, kept) = (find(&n.live), find(&n.scratch), find(&n.kept));
+    if live == Some(before.scratch) && scratch.is_none() && kept == before.live {
+        SwapState::Renamed
+    } else if scratch == Some(before.scratch) && live == before.live && kept.is_none() {
+        SwapState::NotRenamed
+    } else {
+        SwapState::Other(if rows.is_empty() {
+            format!("none of {}, {}, {} exists", n.live, n.scratch, n.kept)
+        } else {
+            rows.iter()
+                .map(DbRow::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+}
+
+/// The SQL that finishes a swap by hand, for each outcome (`kept`: there was a live database).
+pub fn finish_by_hand(n: &Names, kept: bool, limit: i64) -> (String, String) {
+    let renamed = if kept {
+        format!(
+            "{}; {}",
+            unblock_sql(&n.live, limit),
+            unblock_sql(&n.kept, limit)
+        )
+    } else {
+        unblock_sql(&n.live, limit)
+    };
+    let not_renamed = if kept {
+        format!("{}; {}", unblock_sql(&n.live, limit), drop_sql(&n.scratch))
+    } else {
+        drop_sql(&n.scratch)
+    };
+    (renamed, not_renamed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +678,69 @@ mod tests {
         assert_eq!(
             what,
             ["table public.b", "table public.c", "newest migration"]
+        );
+    }
+
+    #[test]
+    fn the_swap_is_judged_by_oid_from_pg_database() {
+        let n = Names::new("station", Stamp::at_unix(1_796_115_600)).unwrap();
+        let sql = swap_state_sql(&n);
+        assert!(
+            sql.contains("'station', 'station_restore_20261201_090000', 'station_before_restore_20261201_090000'"),
+            "{sql}"
+        );
+        let rows = |t: &str| parse_db_rows(t).unwrap();
+        let before = rows("station|16384|false|0\nstation_restore_20261201_090000|16390|true|-1\n");
+        let oids = Oids::of(&n, &before).unwrap();
+        assert_eq!(
+            oids,
+            Oids {
+                live: Some(16384),
+                scratch: 16390
+            }
+        );
+        assert_eq!(judge_swap(&n, oids, &before), SwapState::NotRenamed);
+        let after =
+            rows("station|16390|true|-1\nstation_before_restore_20261201_090000|16384|false|0\n");
+        assert_eq!(judge_swap(&n, oids, &after), SwapState::Renamed);
+        assert!(after[0].open_with(-1) && !after[1].open_with(-1));
+        // A live database of another oid, or one name missing: neither layout, the rows named.
+        match judge_swap(&n, oids, &rows("station|20000|true|-1\n")) {
+            SwapState::Other(s) => assert!(s.contains("station (oid 20000"), "{s}"),
+            s => panic!("{s:?}"),
+        }
+        match judge_swap(&n, oids, &[]) {
+            SwapState::Other(s) => assert!(s.contains("none of station"), "{s}"),
+            s => panic!("{s:?}"),
+        }
+        // No live database before: the rename alone.
+        let oids = Oids {
+            live: None,
+            scratch: 16390,
+        };
+        assert_eq!(
+            judge_swap(&n, oids, &rows("station|16390|true|-1")),
+            SwapState::Renamed
+        );
+        assert_eq!(
+            judge_swap(
+                &n,
+                oids,
+                &rows("station_restore_20261201_090000|16390|true|-1")
+            ),
+            SwapState::NotRenamed
+        );
+        assert!(Oids::of(&n, &rows("station|1|true|-1")).is_err());
+        assert!(parse_db_rows("station|x|true|-1").is_err());
+        let (done, undone) = finish_by_hand(&n, true, -1);
+        assert!(
+            done.contains("\"station\" ALLOW_CONNECTIONS true")
+                && done.contains("\"station_before_restore_20261201_090000\" CONNECTION LIMIT -1"),
+            "{done}"
+        );
+        assert!(
+            undone.contains("DROP DATABASE IF EXISTS \"station_restore_20261201_090000\""),
+            "{undone}"
         );
     }
 }

@@ -48,24 +48,43 @@ impl Target {
         })
     }
 
-    /// The command [`Target::sql`] runs.
+    /// The command [`Target::sql`] runs. In a process group of its own: the terminal's Ctrl-C
+    /// reaches xtask alone, whose handler decides (a swap once begun is finished; the replay is
+    /// ended through its session).
     pub fn sql_cmd(&self, db: &str, sql: &str) -> Result<Cmd> {
         Ok(self
             .host
             .psql(db, &["-A", "-t", "-c", sql])?
-            .timeout(Duration::from_secs(120)))
+            .timeout(Duration::from_secs(120))
+            .own_process_group())
     }
 
     /// Run SQL on `db` (`postgres` for CREATE/ALTER/DROP DATABASE), unaligned tuples-only output.
+    /// The database, its container or the server out of reach is exit 3; a Compose service the
+    /// project does not have, exit 2; any other failure (an SQL error), exit 1.
     pub fn sql(&self, db: &str, sql: &str) -> Result<String> {
-        let o = self.sql_cmd(db, sql)?.output()?;
+        self.sql_within(db, sql, Duration::from_secs(120))
+    }
+
+    /// [`Target::sql`] bounded by `timeout`.
+    pub fn sql_within(&self, db: &str, sql: &str, timeout: Duration) -> Result<String> {
+        let o = self.sql_cmd(db, sql)?.timeout(timeout).output()?;
         if o.status.success() {
             Ok(o.stdout_str())
         } else if self.host.unreachable(&o) {
             Err(Error::unavailable(format!(
-                "psql on `{}`: the host did not answer: {}",
+                "psql on `{}` could not reach the database {}: {}",
                 self.env.name,
+                describe(o.status),
                 o.stderr_str().trim()
+            )))
+        } else if self.host.misconfigured(&o) {
+            Err(Error::usage(format!(
+                "psql on `{}`: {} (the environment's services.postgres = {:?} is not a service of \
+                 its Compose project)",
+                self.env.name,
+                o.stderr_str().trim(),
+                self.env.services.postgres
             )))
         } else {
             Err(Error::failed(format!(
@@ -149,10 +168,13 @@ impl Target {
                     fetched.sha256, fetched.size, e.sha256, e.size
                 )))
             }
-            // rclone 3 and 4: directory or file not found (listed in the plan, gone since).
-            ("fetch", rc @ ("3" | "4")) => Err(Error::failed(format!(
-                "{object} was not found when downloading it (rclone exit {rc}): {}; nothing was \
+            // rclone 3 and 4: directory or file not found (listed in the plan, gone since): the
+            // object named is not in the bucket (exit 2), as when the plan does not find it.
+            ("fetch", rc @ ("3" | "4")) => Err(Error::usage(format!(
+                "{object} is not in the bucket (deleted since it was listed?): `cargo xtask backup \
+                 status --env {}` shows the newest backups (rclone exit {rc}: {}); nothing was \
                  committed",
+                self.env.name,
                 tail()
             ))),
             ("fetch", rc) => Err(Error::unavailable(format!(
@@ -190,13 +212,30 @@ impl Target {
         }
     }
 
+    /// A Compose command (in its own process group, like [`Target::sql_cmd`]): the engine out of
+    /// reach is exit 3, a service the project does not have exit 2, else [`crate::host::outcome`].
     fn compose_checked(&self, tag: Option<&str>, args: &[&str], what: &str) -> Result<()> {
         let o = self
             .host
             .compose(tag, args)?
             .timeout(Duration::from_secs(600))
+            .own_process_group()
             .output()?;
-        crate::host::outcome(&format!("{what} on `{}`", self.env.name), o).map(|_| ())
+        let what = format!("{what} on `{}`", self.env.name);
+        if self.host.misconfigured(&o) {
+            return Err(Error::usage(format!(
+                "{what}: {} (check the environment's services table)",
+                o.stderr_str().trim()
+            )));
+        }
+        if self.host.unreachable(&o) {
+            return Err(Error::unavailable(format!(
+                "{what} {}: {}",
+                describe(o.status),
+                o.stderr_str().trim()
+            )));
+        }
+        crate::host::outcome(&what, o).map(|_| ())
     }
 
     /// `compose stop <writers>` (nothing without a Compose project).
