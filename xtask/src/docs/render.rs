@@ -560,12 +560,13 @@ fn render_recovery(o: &mut String, facts: &Facts) {
 prints its plan first (which database is replaced, by which backup, and the **window of writes**: how old \
 the backup is, i.e. which writes the live database has and the backup has not), asks on a terminal \
 (without one it needs `--yes`, else exit 2 and nothing changes), takes the deploy lock (a restore and a \
-deploy never overlap), then downloads the object and restores it into a **new** database beside the live \
-one in one pass and one transaction (`rclone cat | gunzip | psql -X -v ON_ERROR_STOP=1`, no copy on the \
-server's disk), sending `COMMIT` only once the whole object was read and its sha256 and size equal the \
-manifest's: a corrupted, truncated or replaced object is never committed. psql runs under `\\restrict` \
-with a key of the restore's own (pg_dump's own `\\restrict`/`\\unrestrict` lines are taken out), so a dump \
-planted in the bucket cannot run psql meta-commands such as `\\!` or `\\connect`. Then it checks the \
+deploy never overlap), downloads the object (hashing it as it arrives) and checks its sha256 and size \
+against the manifest (a mismatch stops here: nothing of that object ever runs), then restores it into a \
+**new** database beside the live one in one transaction (`gunzip | psql -X -v ON_ERROR_STOP=1`) that is \
+committed only once the whole dump decompressed, so a truncated stream is never committed even when it \
+ends on a statement. psql runs under `\\restrict` with a key of the restore's own (pg_dump's own \
+`\\restrict`/`\\unrestrict` lines are taken out), so a dump planted in the bucket cannot run psql \
+meta-commands such as `\\!` or `\\connect`; a psql too old for `\\restrict` is refused. Then it checks the \
 restored per-table row counts and newest migration against the manifest. Only then the **swap**: the \
 app's writer service is stopped, new connections to the live database are blocked (`ALLOW_CONNECTIONS \
 false`, `CONNECTION LIMIT 0`), its sessions are ended (`pg_terminate_backend`, bounded by `--swap-wait`, \

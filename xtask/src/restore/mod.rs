@@ -31,7 +31,7 @@ use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
 
 use plan::{DbName, LiveFacts, Names, Stamp};
-use target::{Expect, Fetched, Target};
+use target::{Fetched, Target};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["object", "label", "kept", "drop_kept"])))]
@@ -356,7 +356,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     }
     let writers = t.writers();
     s.push_str(&format!(
-        "  steps     lock → download, check and restore into {} in one pass (committed only when the object matches the manifest) → verify → swap ({}block connections, \
+        "  steps     lock → download + check against the manifest → restore into {} (one transaction, committed only when the whole dump decompressed; psql under \\restrict) → verify → swap ({}block connections, \
          end sessions within {}s, rename {} → {} and {} → {}) → start → health\n",
         n.scratch,
         if writers.is_empty() {
@@ -387,17 +387,11 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
         .unwrap_or_else(|| t.env.db_user.clone());
     let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
     let mut v = vec![
+        t.fetch_cmd(&p.object.path)?.display(),
         t.sql_cmd("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?
             .display(),
-        t.replay_cmd(
-            &p.object.path,
-            p.manifest.as_ref().map(|m| Expect {
-                sha256: &m.sha256,
-                size: m.size,
-            }),
-            n.scratch.as_str(),
-        )?
-        .display(),
+        t.replay_cmd("<dir>/backup.sql.gz", n.scratch.as_str())?
+            .display(),
         {
             let [counts, newest] = verify_sql();
             t.sql_each_cmd(n.scratch.as_str(), &[&counts, &newest])?
@@ -466,11 +460,12 @@ fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// Drops the scratch database however the restore ends, unless
+/// Drops the scratch database and removes the downloaded file however the restore ends, unless
 /// the scratch database became the live one.
 struct Scratch<'a> {
     t: &'a Target,
     db: Option<DbName>,
+    dir: Option<String>,
 }
 
 impl Scratch<'_> {
@@ -482,6 +477,11 @@ impl Scratch<'_> {
         if let Some(db) = self.db.take() {
             if let Err(e) = self.t.sql("postgres", &plan::drop_sql(&db)) {
                 warnings.push(format!("could not drop the scratch database {db}: {e}"));
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = self.t.cleanup(&dir) {
+                warnings.push(format!("could not remove {dir}: {e}"));
             }
         }
         warnings
@@ -780,7 +780,36 @@ fn execute(
         Ok((Some(g), place.describe()))
     })?;
     run.check_interrupt()?;
-    let mut scratch = Scratch { t, db: None };
+    let mut scratch = Scratch {
+        t,
+        db: None,
+        dir: None,
+    };
+    let fetched: Fetched = run.step("download", |r| {
+        let f = r.t.fetch(&p.object.path)?;
+        scratch.dir = Some(f.dir.clone());
+        match &p.manifest {
+            Some(m) => {
+                m.check_dump(&p.object.path, f.size, Some(&f.sha256))
+                    .map_err(|e| e.context("nothing was restored"))?;
+                Ok((
+                    f.clone(),
+                    format!(
+                        "sha256 {} and {} bytes match the manifest",
+                        f.sha256, f.size
+                    ),
+                ))
+            }
+            None => Ok((
+                f.clone(),
+                format!(
+                    "sha256 {} ({} bytes); no manifest to check against",
+                    f.sha256, f.size
+                ),
+            )),
+        }
+    })?;
+    run.check_interrupt()?;
     run.step("restore", |r| {
         let owner = p
             .live
@@ -806,28 +835,19 @@ fn execute(
         // A Ctrl-C between the check above and here: the handler found nothing to end.
         r.check_interrupt()?;
         let t0 = Instant::now();
-        let expect = p.manifest.as_ref().map(|m| Expect {
-            sha256: &m.sha256,
-            size: m.size,
-        });
-        let res = r.t.replay(&p.object.path, expect, n.scratch.as_str());
+        let res = r.t.replay(
+            &format!("{}/backup.sql.gz", fetched.dir),
+            n.scratch.as_str(),
+        );
         if let Ok(mut g) = REPLAYING.lock() {
             *g = None;
         }
         r.check_interrupt()?;
-        let f: Fetched = res?;
+        res?;
         Ok((
             (),
             format!(
-                "downloaded {} ({} bytes, sha256 {}{}) and replayed it into {} in {:.1}s",
-                p.object.path,
-                f.size,
-                f.sha256,
-                if p.manifest.is_some() {
-                    ", equal to the manifest: committed only then"
-                } else {
-                    "; no manifest to check against"
-                },
+                "into {} in {:.1}s (one transaction, under \\restrict)",
                 n.scratch,
                 t0.elapsed().as_secs_f64()
             ),
@@ -874,13 +894,19 @@ fn execute(
     run.check_interrupt()?;
     let down_start = Instant::now();
     SWAPPING.store(true, Ordering::SeqCst);
+    // Set when the swap ends with the renames' outcome unknown or unexpected: the guard must not
+    // drop the scratch name then (its printed check and finish commands refer to it).
+    let keep_scratch = std::cell::Cell::new(false);
     let swapped = run.step("swap", |r| {
-        swap(r.t, p, run_swap_wait(r.opts)).map(|(w, m)| {
+        swap(r.t, p, run_swap_wait(r.opts), &keep_scratch).map(|(w, m)| {
             let m = w.iter().fold(m, |m, w| format!("{m}; WARNING: {w}"));
             (w, m)
         })
     });
     SWAPPING.store(false, Ordering::SeqCst);
+    if swapped.is_err() && keep_scratch.get() {
+        scratch.db = None;
+    }
     let warnings = swapped?;
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -1009,7 +1035,12 @@ fn swap_unknown(
 /// pg_database before anything is said: renamed → the swap stands (with a warning), not renamed
 /// → put back as before, unreadable → exit 3, UNKNOWN, with the SQL to check and to finish.
 /// Returns the warnings.
-fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<(Vec<String>, String)> {
+fn swap(
+    t: &Target,
+    p: &Planned,
+    wait: Duration,
+    keep_scratch: &std::cell::Cell<bool>,
+) -> Result<(Vec<String>, String)> {
     let n = &p.names;
     stop_or_start_again(|| t.stop_writers(), || t.start_writers())?;
     let limit = p.live.as_ref().map_or(-1, LiveFacts::reopen_limit);
@@ -1105,7 +1136,10 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<(Vec<String>, String)
     if let Err(why) = t.sql("postgres", &rename_sql) {
         // The renames may have committed though the reply was lost: read, do not assume.
         match read_back(t, n) {
-            Err(read) => return Err(swap_unknown(t, n, before, limit, &why, &read)),
+            Err(read) => {
+                keep_scratch.set(true);
+                return Err(swap_unknown(t, n, before, limit, &why, &read));
+            }
             Ok(now) => match plan::judge_swap(n, before, &now) {
                 plan::SwapState::NotRenamed => return Err(undo(why, true)),
                 plan::SwapState::Renamed => {
@@ -1121,6 +1155,7 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<(Vec<String>, String)
                     ));
                 }
                 plan::SwapState::Other(state) => {
+                    keep_scratch.set(true);
                     return Err(Error::failed(format!(
                         "the command running the renames failed ({why}) and pg_database shows \
                          neither the old nor the new layout: {state} (before: {} oid {}, {} oid \
@@ -1129,7 +1164,7 @@ fn swap(t: &Target, p: &Planned, wait: Duration) -> Result<(Vec<String>, String)
                         before.live.map_or("none".into(), |o| o.to_string()),
                         n.scratch,
                         before.scratch
-                    )))
+                    )));
                 }
             },
         }

@@ -10,27 +10,24 @@ use crate::error::{Error, Result};
 use crate::host::{Host, Script, RCLONE_FLAGS};
 use crate::process::{describe, Cmd};
 
-/// `$1` object, `$2`/`$3` the sha256 and size to match (`-`: none), `$4` the number of rclone flags,
-/// the flags, then the psql command: download, check and replay in one pass and one transaction,
-/// committed only on a match (see the script). In the environment's directory: the Compose words
-/// name the project's files relative to it on a server.
+/// `$1` object → a fresh temp dir on the host, hashed as it arrives; prints `DIR SHA256 SIZE`.
+const FETCH: Script = Script::bash(include_str!("fetch.sh")).anywhere();
+/// `$1` dump file (gzip) → the psql command given as `$2...`, in one transaction committed only
+/// when the whole file decompressed, under `\restrict` (see the script). In the environment's
+/// directory: the Compose words name the project's files relative to it on a server.
 const REPLAY: Script = Script::bash(include_str!("replay.sh")).with_compose();
+/// Remove `$1` (only an `xtask-restore.*` temp dir).
+const CLEANUP: Script = Script::sh(include_str!("cleanup.sh")).anywhere();
 
 /// `STATION_TAG` for `compose stop|start`: the compose files require a value to interpolate, but
 /// stop and start act on the existing containers and never change their image.
 const STOP_START_TAG: &str = "unchanged-by-stop-start";
 
-/// What the replay read: the object's sha256 and size on the host.
+/// The downloaded object on the host.
 #[derive(Clone, Debug)]
 pub struct Fetched {
+    pub dir: String,
     pub sha256: String,
-    pub size: u64,
-}
-
-/// What the object must match for the replay to commit (from the manifest).
-#[derive(Clone, Copy, Debug)]
-pub struct Expect<'a> {
-    pub sha256: &'a str,
     pub size: u64,
 }
 
@@ -115,48 +112,68 @@ impl Target {
         }
     }
 
-    /// The command [`Target::replay`] runs.
-    pub fn replay_cmd(&self, object: &str, expect: Option<Expect>, db: &str) -> Result<Cmd> {
-        let (sum, size) = match expect {
-            Some(e) => (e.sha256.to_string(), e.size.to_string()),
-            None => ("-".to_string(), "-".to_string()),
-        };
-        let mut args = vec![
-            object.to_string(),
-            sum,
-            size,
-            RCLONE_FLAGS.len().to_string(),
-        ];
+    pub fn fetch_cmd(&self, object: &str) -> Result<Cmd> {
+        let mut args = vec![object.to_string()];
         args.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
-        args.extend(self.host.psql_words(db, &[]));
-        Ok(self
-            .host
-            .script(&REPLAY, &args)?
-            .env_remove("AWS_CA_BUNDLE"))
+        Ok(self.host.script(&FETCH, &args)?.env_remove("AWS_CA_BUNDLE"))
     }
 
-    /// Download `object` on the host and replay it into `db` in one pass and one transaction,
-    /// committed only when the object matches `expect` (always, without one). The error says what
-    /// failed; in every failure nothing was committed.
-    pub fn replay(&self, object: &str, expect: Option<Expect>, db: &str) -> Result<Fetched> {
-        let o = self.replay_cmd(object, expect, db)?.output()?;
+    /// Download the object into a temp dir on the host and hash it there. Not there (rclone's 3
+    /// "directory not found" / 4 "file not found", which `fetch.sh` turns into its 4): exit 2, the
+    /// object named is not in the bucket; the remote out of reach (any other rclone failure, ssh's
+    /// 255): exit 3; anything else (writing the temp file): exit 1.
+    pub fn fetch(&self, object: &str) -> Result<Fetched> {
+        let o = self.fetch_cmd(object)?.output()?;
+        if !o.status.success() {
+            let msg = format!(
+                "downloading {object} {}: {}",
+                describe(o.status),
+                tail(&o.stderr_str())
+            );
+            return Err(match o.status.code() {
+                Some(4) => Error::usage(format!(
+                    "{object} is not in the bucket (deleted since it was listed?): `cargo xtask \
+                     backup status --env {}` shows the newest backups ({msg})",
+                    self.env.name
+                )),
+                Some(3 | 255) => Error::unavailable(msg),
+                _ if self.host.unreachable(&o) => Error::unavailable(msg),
+                _ => Error::failed(msg),
+            });
+        }
+        let out = o.stdout_str();
+        let mut w = out.split_whitespace();
+        match (w.next(), w.next(), w.next().and_then(|s| s.parse().ok())) {
+            (Some(dir), Some(sum), Some(size)) if sum.len() == 64 => Ok(Fetched {
+                dir: dir.to_string(),
+                sha256: sum.to_string(),
+                size,
+            }),
+            _ => Err(Error::failed(format!(
+                "downloading {object}: unexpected answer {out:?}"
+            ))),
+        }
+    }
+
+    pub fn replay_cmd(&self, file: &str, db: &str) -> Result<Cmd> {
+        let mut args = vec![file.to_string()];
+        args.extend(self.host.psql_words(db, &[]));
+        self.host.script(&REPLAY, &args)
+    }
+
+    /// Replay the downloaded (and checked) dump `file` into `db` on the host in one transaction,
+    /// committed only when the whole file decompressed. The error says what failed; in every
+    /// failure nothing was committed.
+    pub fn replay(&self, file: &str, db: &str) -> Result<()> {
+        let o = self.replay_cmd(file, db)?.output()?;
         let err = o.stderr_str();
-        let tail = || {
-            let t: Vec<&str> = err
-                .lines()
-                .filter(|l| !l.trim().is_empty() && !l.contains("NOTICE: Config file"))
-                .rev()
-                .take(5)
-                .collect();
-            t.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        };
         if !o.status.success() {
             let e = format!(
-                "replaying {object} into {db} {}: {}",
+                "replaying the dump into {db} {}: {}; nothing was committed",
                 describe(o.status),
-                tail()
+                tail(&err)
             );
-            return Err(if self.host.unreachable(&o) {
+            return Err(if o.status.code() == Some(3) || self.host.unreachable(&o) {
                 Error::unavailable(e)
             } else {
                 Error::failed(e)
@@ -164,61 +181,43 @@ impl Target {
         }
         let out = o.stdout_str();
         let w: Vec<&str> = out.split_whitespace().collect();
-        let fetched = match w.as_slice() {
-            [_, _, sum, size] => Fetched {
-                sha256: sum.to_string(),
-                size: size.parse().unwrap_or(0),
-            },
-            _ => {
-                return Err(Error::failed(format!(
-                    "replaying {object} into {db}: unexpected answer {out:?}: {}",
-                    tail()
-                )))
-            }
-        };
-        match (w[0], w[1]) {
-            ("ok", _) => Ok(fetched),
-            ("mismatch", _) => {
-                let e = expect.expect("a mismatch needs an expectation");
-                Err(Error::failed(format!(
-                    "{object} has sha256 {} and {} bytes but its manifest says sha256 {} and {} \
-                     bytes: the object is corrupt or was replaced; nothing was committed, nothing \
-                     was restored",
-                    fetched.sha256, fetched.size, e.sha256, e.size
-                )))
-            }
-            // rclone 3 and 4: directory or file not found (listed in the plan, gone since): the
-            // object named is not in the bucket (exit 2), as when the plan does not find it.
-            ("fetch", rc @ ("3" | "4")) => Err(Error::usage(format!(
-                "{object} is not in the bucket (deleted since it was listed?): `cargo xtask backup \
-                 status --env {}` shows the newest backups (rclone exit {rc}: {}); nothing was \
-                 committed",
-                self.env.name,
-                tail()
-            ))),
-            ("fetch", rc) => Err(Error::unavailable(format!(
-                "downloading {object} failed (rclone exit {rc}): {}; nothing was committed",
-                tail()
-            ))),
-            ("gunzip", rc) => Err(Error::failed(format!(
-                "{object} is corrupt: it is not a complete gzip stream (exit {rc}): {}; nothing was \
-                 committed",
-                tail()
+        match w.as_slice() {
+            ["ok", _] => Ok(()),
+            ["gunzip", rc] => Err(Error::failed(format!(
+                "the dump is corrupt: it is not a complete gzip stream (exit {rc}): {}; nothing \
+                 was committed",
+                tail(&err)
             ))),
             // psql: 2 is a lost or refused connection, 3 an error in the dump (ON_ERROR_STOP).
-            ("psql", "2") => Err(Error::unavailable(format!(
-                "replaying {object} into {db}: the connection to the database failed: {}; nothing was \
-                 committed",
-                tail()
+            ["psql", "2"] => Err(Error::unavailable(format!(
+                "replaying the dump into {db}: the connection to the database failed: {}; nothing \
+                 was committed",
+                tail(&err)
             ))),
-            ("psql", rc) => Err(Error::failed(format!(
-                "replaying {object} into {db} failed (psql exit {rc}): {}; nothing was committed",
-                tail()
+            ["psql", rc] => Err(Error::failed(format!(
+                "replaying the dump into {db} failed (psql exit {rc}): {}; nothing was committed",
+                tail(&err)
             ))),
             _ => Err(Error::failed(format!(
-                "replaying {object} into {db}: unexpected answer {out:?}: {}",
-                tail()
+                "replaying the dump into {db}: unexpected answer {out:?}: {}",
+                tail(&err)
             ))),
+        }
+    }
+
+    pub fn cleanup(&self, dir: &str) -> Result<()> {
+        let o = self
+            .host
+            .script(&CLEANUP, &[dir.to_string()])?
+            .timeout(Duration::from_secs(60))
+            .output()?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(Error::failed(format!(
+                "removing {dir} {}",
+                describe(o.status)
+            )))
         }
     }
 
@@ -365,4 +364,20 @@ impl Target {
         }
         Ok(notes.join("; "))
     }
+}
+
+/// The last lines of a child's stderr for an error message: without rclone's "no config file"
+/// notice, and without psql's `CONTEXT:` lines, which quote the row being copied (production data
+/// does not belong in messages and audit logs).
+fn tail(err: &str) -> String {
+    let t: Vec<&str> = err
+        .lines()
+        .filter(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.contains("NOTICE: Config file") && !l.starts_with("CONTEXT:")
+        })
+        .rev()
+        .take(5)
+        .collect();
+    t.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
