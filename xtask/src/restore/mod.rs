@@ -214,8 +214,21 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
 /// The object the selector names, and its manifest (checked against the listing).
 fn choose_and_read(t: &Target, opts: &Options) -> Result<(RemoteObject, Option<Manifest>)> {
     let env = &t.env;
-    let objects = backup::list(env)?;
     let base = env.backup.base();
+    // A full object path names its manifest: read it while the bucket is listed (the listing
+    // still decides whether the object is there; the early answer is used only for that path).
+    let early = match &opts.selector {
+        Selector::Object(o) if o.starts_with(&format!("{base}/")) => Some(o.clone()),
+        _ => None,
+    };
+    let (objects, early) = std::thread::scope(|s| {
+        let m = early
+            .clone()
+            .map(|o| s.spawn(move || (o.clone(), backup::read_manifest(env, &o))));
+        let objects = backup::list(env);
+        (objects, m.and_then(|h| h.join().ok()))
+    });
+    let objects = objects?;
     // What the user named is not there: bad input (exit 2), with what is there.
     let not_found = |what: String| {
         let newest: Vec<&str> = objects
@@ -250,7 +263,11 @@ fn choose_and_read(t: &Target, opts: &Options) -> Result<(RemoteObject, Option<M
             .ok_or_else(|| not_found(format!("no backup with label {l}")))?,
     };
     let mpath = manifest::manifest_path(&object.path);
-    let manifest = match backup::read_manifest(env, &object.path)? {
+    let read = match early {
+        Some((o, m)) if o == object.path => m,
+        _ => backup::read_manifest(env, &object.path),
+    };
+    let manifest = match read? {
         Some(m) => {
             m.check_dump(&object.path, object.size, None)?;
             Some(m)
@@ -785,9 +802,36 @@ fn execute(
         db: None,
         dir: None,
     };
+    let owner = p
+        .live
+        .as_ref()
+        .map(|l| l.owner.clone())
+        .unwrap_or_else(|| t.env.db_user.clone());
     let fetched: Fetched = run.step("download", |r| {
-        let f = r.t.fetch(&p.object.path)?;
+        // The empty scratch database is created while the object downloads (nothing of the
+        // object runs before its check). Armed before the CREATE: a CREATE that ran but whose
+        // reply was lost (psql or ssh killed, the link dropped) still leaves a database that the
+        // guard must drop. The guard drops only this exact name (`DROP DATABASE IF EXISTS`); the
+        // plan checked it was free and the lock keeps other restores out, so "already exists"
+        // can only be someone else's database.
+        scratch.db = Some(n.scratch.clone());
+        let create = plan::create_scratch_sql(&n.scratch, &owner);
+        let (f, created) = std::thread::scope(|s| {
+            let c = s.spawn(|| r.t.sql("postgres", &create));
+            let f = r.t.fetch(&p.object.path);
+            let created = c
+                .join()
+                .unwrap_or_else(|_| Err(Error::failed("creating the scratch database panicked")));
+            (f, created)
+        });
+        if let Err(e) = &created {
+            if e.to_string().contains("already exists") {
+                scratch.db = None;
+            }
+        }
+        let f = f?;
         scratch.dir = Some(f.dir.clone());
+        created?;
         match &p.manifest {
             Some(m) => {
                 m.check_dump(&p.object.path, f.size, Some(&f.sha256))
@@ -795,40 +839,22 @@ fn execute(
                 Ok((
                     f.clone(),
                     format!(
-                        "sha256 {} and {} bytes match the manifest",
-                        f.sha256, f.size
+                        "sha256 {} and {} bytes match the manifest ({} created meanwhile)",
+                        f.sha256, f.size, n.scratch
                     ),
                 ))
             }
             None => Ok((
                 f.clone(),
                 format!(
-                    "sha256 {} ({} bytes); no manifest to check against",
-                    f.sha256, f.size
+                    "sha256 {} ({} bytes); no manifest to check against ({} created meanwhile)",
+                    f.sha256, f.size, n.scratch
                 ),
             )),
         }
     })?;
     run.check_interrupt()?;
     run.step("restore", |r| {
-        let owner = p
-            .live
-            .as_ref()
-            .map(|l| l.owner.clone())
-            .unwrap_or_else(|| r.t.env.db_user.clone());
-        // Armed before the CREATE: a CREATE that ran but whose reply was lost (psql or ssh killed,
-        // the link dropped) still leaves a database that the guard must drop. The guard drops
-        // only this exact name (`DROP DATABASE IF EXISTS`); the plan checked it was free and the
-        // lock keeps other restores out, so "already exists" can only be someone else's database.
-        scratch.db = Some(n.scratch.clone());
-        if let Err(e) =
-            r.t.sql("postgres", &plan::create_scratch_sql(&n.scratch, &owner))
-        {
-            if e.to_string().contains("already exists") {
-                scratch.db = None;
-            }
-            return Err(e);
-        }
         if let Ok(mut g) = REPLAYING.lock() {
             *g = Some((r.t.clone(), n.scratch.clone()));
         }
@@ -915,12 +941,14 @@ fn execute(
     // The scratch database is the live one now: the guard must not touch that name (it no longer
     // exists under it, but we do not rely on that).
     scratch.db = None;
+    run.step("start", |r| Ok(((), after_swap(r.t)?)))?;
+    run.step("health", |r| Ok(((), r.t.health(n.live.as_str(), 30)?)))?;
+    let downtime = down_start.elapsed().as_millis() as u64;
+    // The downloaded file goes once the app is back (not inside the downtime).
     for w in scratch.finish() {
         eprintln!("warning: {w}");
     }
-    run.step("start", |r| Ok(((), after_swap(r.t)?)))?;
-    run.step("health", |r| Ok(((), r.t.health(n.live.as_str(), 30)?)))?;
-    Ok(Some(down_start.elapsed().as_millis() as u64))
+    Ok(Some(downtime))
 }
 
 fn run_swap_wait(o: &Options) -> Duration {
