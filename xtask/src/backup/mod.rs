@@ -437,6 +437,27 @@ pub fn stat(env: &Environment, path: &str) -> Result<Option<RemoteObject>> {
     Ok(last)
 }
 
+/// All backup objects of the environment, oldest first, names and sizes only (`hash` empty): no
+/// `--hash`, so a backend that does not store hashes (the local one, an SFTP server) is not made
+/// to read every object. For callers that check content by other means (restore: the manifest's
+/// sha256 of what it downloads).
+pub fn list_names(env: &Environment) -> Result<Vec<RemoteObject>> {
+    let host = Host::of(env)?;
+    let base = env.backup.base();
+    let mut args: Vec<String> = ["lsjson", "-R", "--files-only"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
+    args.push(base.clone());
+    let o = host.rclone(&args).output()?;
+    match o.status.code() {
+        Some(0) => result::parse_list(&o.stdout_str(), &base, ""),
+        Some(3) => Ok(Vec::new()),
+        _ => Err(rclone_failed(env, "lsjson -R", &o)),
+    }
+}
+
 /// All backup objects of the environment, oldest first.
 pub fn list(env: &Environment) -> Result<Vec<RemoteObject>> {
     let host = Host::of(env)?;

@@ -225,7 +225,7 @@ fn choose_and_read(t: &Target, opts: &Options) -> Result<(RemoteObject, Option<M
         let m = early
             .clone()
             .map(|o| s.spawn(move || (o.clone(), backup::read_manifest(env, &o))));
-        let objects = backup::list(env);
+        let objects = backup::list_names(env);
         (objects, m.and_then(|h| h.join().ok()))
     });
     let objects = objects?;

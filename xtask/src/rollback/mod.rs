@@ -154,7 +154,7 @@ pub fn plan_rollback(t: &Target, root: &Path, to: Option<&str>, again: bool) -> 
             from.describe()
         )));
     };
-    let objects = backup::list(&t.env)?;
+    let objects = backup::list_names(&t.env)?;
     if !objects.iter().any(|x| x.path == object) {
         return Err(refuse(format!(
             "the pre-deploy backup of {} ({object}, {label}) is not in {}",
