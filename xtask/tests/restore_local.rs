@@ -171,8 +171,8 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
         "{}",
         r.stdout
     );
-    // Downloaded and hashed in one pass; replayed in one transaction committed by the script.
-    assert!(r.stdout.contains("rclone cat"), "{}", r.stdout);
+    // Downloaded, then replayed in one transaction committed by the script.
+    assert!(r.stdout.contains("rclone copyto"), "{}", r.stdout);
     assert!(r.stdout.contains("COMMIT;"), "{}", r.stdout);
     assert_eq!(snapshot(&t), (schema_late.clone(), counts_late.clone()));
 
@@ -745,16 +745,12 @@ exec '{psql}' "$@"
         psql = psql.display()
     );
     std::fs::write(dir.join("psql"), script).unwrap();
-    // rclone: for a command whose first word is $XTASK_TEST_RCLONE_OP (`cat-dump`: `cat` of the
-    // dump itself, the restore's download, not of its manifest), $XTASK_TEST_RCLONE_MODE:
+    // rclone: for a command whose first word is $XTASK_TEST_RCLONE_OP, $XTASK_TEST_RCLONE_MODE:
     //   dead  the remote becomes an S3 endpoint on a closed port ($XTASK_TEST_DEAD_PORT)
     //   gone  the file $XTASK_TEST_GONE (the object) is deleted first, as a prune would
     let script = format!(
         r#"#!/bin/sh
-op=$1
-for last in "$@"; do :; done
-case "$op:$last" in cat:*.sql.gz) op=cat-dump ;; esac
-if [ "$1" = "${{XTASK_TEST_RCLONE_OP:-no op set}}" ] || [ "$op" = "${{XTASK_TEST_RCLONE_OP:-no op set}}" ]; then
+if [ "$1" = "${{XTASK_TEST_RCLONE_OP:-no op set}}" ]; then
   case "$XTASK_TEST_RCLONE_MODE" in
     dead)
       unset RCLONE_CONFIG_B2_REMOTE
@@ -1020,7 +1016,7 @@ impl CodesEnv {
         }
         run_cmd(c)
     }
-    /// The remote out of reach for the rclone command `op` (`lsjson`, `cat`, `cat-dump`).
+    /// The remote out of reach for the rclone command `op` (`lsjson`, `cat`, `copyto`).
     fn dead_at(&self, op: &str) -> deploy_support::Run {
         self.restore(
             &["--label", "codes"],
@@ -1066,7 +1062,7 @@ fn an_object_deleted_before_the_download_is_usage_not_unreachable() {
     let r = e.restore(
         &[e.object.as_str()],
         &[
-            ("XTASK_TEST_RCLONE_OP", "cat-dump"),
+            ("XTASK_TEST_RCLONE_OP", "copyto"),
             ("XTASK_TEST_RCLONE_MODE", "gone"),
             ("XTASK_TEST_GONE", file.to_str().unwrap()),
         ],
@@ -1082,7 +1078,7 @@ fn an_object_deleted_before_the_download_is_usage_not_unreachable() {
 fn a_remote_out_of_reach_is_exit_3_at_the_listing_the_manifest_and_the_download() {
     let e = CodesEnv::new();
     let before = snapshot(&e.t);
-    for op in ["lsjson", "cat", "cat-dump"] {
+    for op in ["lsjson", "cat", "copyto"] {
         let r = e.dead_at(op);
         assert_eq!(r.code, 3, "{op}: {}", r.all());
         assert!(

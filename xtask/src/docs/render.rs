@@ -560,7 +560,7 @@ fn render_recovery(o: &mut String, facts: &Facts) {
 prints its plan first (which database is replaced, by which backup, and the **window of writes**: how old \
 the backup is, i.e. which writes the live database has and the backup has not), asks on a terminal \
 (without one it needs `--yes`, else exit 2 and nothing changes), takes the deploy lock (a restore and a \
-deploy never overlap), downloads the object (hashing it as it arrives) and checks its sha256 and size \
+deploy never overlap), downloads the object and checks its sha256 and size \
 against the manifest (a mismatch stops here: nothing of that object ever runs), then restores it into a \
 **new** database beside the live one in one transaction (`gunzip | psql -X -v ON_ERROR_STOP=1`) that is \
 committed only once the whole dump decompressed, so a truncated stream is never committed even when it \

@@ -404,7 +404,7 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
         .unwrap_or_else(|| t.env.db_user.clone());
     let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
     let mut v = vec![
-        t.fetch_cmd(&p.object.path)?.display(),
+        t.fetch_cmd(&p.object.path, p.manifest.is_some())?.display(),
         t.sql_cmd("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?
             .display(),
         t.replay_cmd("<dir>/backup.sql.gz", n.scratch.as_str())?
@@ -818,7 +818,7 @@ fn execute(
         let create = plan::create_scratch_sql(&n.scratch, &owner);
         let (f, created) = std::thread::scope(|s| {
             let c = s.spawn(|| r.t.sql("postgres", &create));
-            let f = r.t.fetch(&p.object.path);
+            let f = r.t.fetch(&p.object.path, p.manifest.is_some());
             let created = c
                 .join()
                 .unwrap_or_else(|_| Err(Error::failed("creating the scratch database panicked")));

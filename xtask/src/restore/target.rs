@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::host::{Host, Script, RCLONE_FLAGS};
 use crate::process::{describe, Cmd};
 
-/// `$1` object → a fresh temp dir on the host, hashed as it arrives; prints `DIR SHA256 SIZE`.
+/// `$1` object → a fresh temp dir on the host, then hashed; prints `DIR SHA256 SIZE`.
 const FETCH: Script = Script::bash(include_str!("fetch.sh")).anywhere();
 /// `$1` dump file (gzip) → the psql command given as `$2...`, in one transaction committed only
 /// when the whole file decompressed, under `\restrict` (see the script). In the environment's
@@ -112,8 +112,13 @@ impl Target {
         }
     }
 
-    pub fn fetch_cmd(&self, object: &str) -> Result<Cmd> {
-        let mut args = vec![object.to_string()];
+    /// `checked`: the caller compares the sha256 with a manifest (rclone's own post-transfer hash
+    /// check is skipped then; see the script).
+    pub fn fetch_cmd(&self, object: &str, checked: bool) -> Result<Cmd> {
+        let mut args = vec![
+            object.to_string(),
+            if checked { "manifest" } else { "rclone" }.to_string(),
+        ];
         args.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
         Ok(self.host.script(&FETCH, &args)?.env_remove("AWS_CA_BUNDLE"))
     }
@@ -122,8 +127,8 @@ impl Target {
     /// "directory not found" / 4 "file not found", which `fetch.sh` turns into its 4): exit 2, the
     /// object named is not in the bucket; the remote out of reach (any other rclone failure, ssh's
     /// 255): exit 3; anything else (writing the temp file): exit 1.
-    pub fn fetch(&self, object: &str) -> Result<Fetched> {
-        let o = self.fetch_cmd(object)?.output()?;
+    pub fn fetch(&self, object: &str, checked: bool) -> Result<Fetched> {
+        let o = self.fetch_cmd(object, checked)?.output()?;
         if !o.status.success() {
             let msg = format!(
                 "downloading {object} {}: {}",
