@@ -96,6 +96,15 @@ impl Error {
         }
     }
 
+    /// A new message with this error's exit code (a position becomes plain bad input).
+    pub fn same_kind(&self, msg: impl Into<String>) -> Self {
+        match self {
+            Error::Failed(_) => Error::Failed(msg.into()),
+            Error::Usage(_) | Error::Input { .. } => Error::Usage(msg.into()),
+            Error::Unavailable(_) => Error::Unavailable(msg.into()),
+        }
+    }
+
     /// Prefix the message with context, keeping the exit code.
     pub fn context(self, ctx: impl fmt::Display) -> Self {
         match self {

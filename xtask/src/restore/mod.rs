@@ -941,7 +941,20 @@ fn execute(
     // The scratch database is the live one now: the guard must not touch that name (it no longer
     // exists under it, but we do not rely on that).
     scratch.db = None;
-    run.step("start", |r| Ok(((), after_swap(r.t)?)))?;
+    run.step("start", |r| {
+        let started = after_swap(r.t).map_err(|e| {
+            e.context(format!(
+                "the restored database is live as {} (the replaced one is kept as {}), but the app \
+                 was not started{}",
+                n.live,
+                n.kept,
+                r.t.start_writers_hint()
+                    .map(|c| format!(" (its writers are stopped: start them with `{c}`)"))
+                    .unwrap_or_default()
+            ))
+        })?;
+        Ok(((), started))
+    })?;
     run.step("health", |r| Ok(((), r.t.health(n.live.as_str(), 30)?)))?;
     let downtime = down_start.elapsed().as_millis() as u64;
     // The downloaded file goes once the app is back (not inside the downtime).
@@ -958,6 +971,13 @@ fn run_swap_wait(o: &Options) -> Duration {
 /// `stop`; when it fails (`compose stop` may have stopped some writers before it failed or timed
 /// out), `start` them again, best effort, so a refused swap never leaves the app stopped. The error
 /// says whether they were started again.
+/// For a message of a swap that ended with the writers stopped: how to start them.
+fn writers_left_stopped(t: &Target) -> String {
+    t.start_writers_hint()
+        .map(|c| format!("\nThe app's writers are stopped; then start them with\n  $ {c}"))
+        .unwrap_or_default()
+}
+
 fn stop_or_start_again(
     stop: impl FnOnce() -> Result<()>,
     start: impl FnOnce() -> Result<()>,
@@ -966,10 +986,10 @@ fn stop_or_start_again(
         return Ok(());
     };
     Err(match start() {
-        Ok(()) => Error::failed(format!(
+        Ok(()) => e.same_kind(format!(
             "swap refused: {e}; the app was started again and the live database is unchanged"
         )),
-        Err(s) => Error::failed(format!(
+        Err(s) => e.same_kind(format!(
             "swap refused: {e}; the live database is unchanged, BUT starting the app again failed too: {s}"
         )),
     })
@@ -1074,8 +1094,10 @@ fn swap(
     let limit = p.live.as_ref().map_or(-1, LiveFacts::reopen_limit);
     let undo = |why: Error, read_back: bool| -> Error {
         let mut notes = Vec::new();
+        let mut reopened = p.live.is_some();
         if p.live.is_some() {
             if let Err(e) = t.sql("postgres", &plan::unblock_sql(&n.live, limit)) {
+                reopened = false;
                 notes.push(format!(
                     "could not allow connections to {} again: {e}",
                     n.live
@@ -1085,7 +1107,8 @@ fn swap(
         if let Err(e) = t.start_writers() {
             notes.push(format!("could not start the app again: {e}"));
         }
-        Error::failed(format!(
+        // The cause keeps its exit code (the database out of reach is 3, not 1).
+        why.same_kind(format!(
             "swap refused: {why}; {} is unchanged{}{}{}",
             n.live,
             if read_back {
@@ -1093,7 +1116,7 @@ fn swap(
             } else {
                 ""
             },
-            if p.live.is_some() {
+            if reopened {
                 " and open again"
             } else {
                 ""
@@ -1235,11 +1258,12 @@ fn swap(
                 return Err(Error::unavailable(format!(
                     "the restored database is live as {} and the old one kept as {}, but {errs}; \
                      whether connections are allowed is UNKNOWN (pg_database could not be read \
-                     back: {read}). Check with\n  $ {}\nand finish with\n  $ {}",
+                     back: {read}). Check with\n  $ {}\nand finish with\n  $ {}{}",
                     n.live,
                     n.kept,
                     t.sql_cmd("postgres", &plan::swap_state_sql(n))?.display(),
-                    t.sql_cmd("postgres", &fix())?.display()
+                    t.sql_cmd("postgres", &fix())?.display(),
+                    writers_left_stopped(t)
                 )))
             }
         };
@@ -1258,11 +1282,12 @@ fn swap(
         if !blocked.is_empty() {
             return Err(Error::failed(format!(
                 "the restored database is live as {}, the old one kept as {}, but {errs}; \
-                 pg_database shows still blocked: {}. Finish with\n  $ {}",
+                 pg_database shows still blocked: {}. Finish with\n  $ {}{}",
                 n.live,
                 n.kept,
                 blocked.join(", "),
-                t.sql_cmd("postgres", &fix())?.display()
+                t.sql_cmd("postgres", &fix())?.display(),
+                writers_left_stopped(t)
             )));
         }
         warnings.push(format!(

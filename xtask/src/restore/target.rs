@@ -272,6 +272,20 @@ impl Target {
         self.compose_checked(Some(STOP_START_TAG), &a, "stopping the app")
     }
 
+    /// The command that starts the writers, as text for a message (`None`: no writers here).
+    pub fn start_writers_hint(&self) -> Option<String> {
+        let w = self.writers();
+        if w.is_empty() {
+            return None;
+        }
+        let mut a = vec!["start"];
+        a.extend(w.iter().map(String::as_str));
+        self.host
+            .compose(Some(STOP_START_TAG), &a)
+            .ok()
+            .map(|c| c.display())
+    }
+
     /// `compose start <writers>` (nothing without a Compose project).
     pub fn start_writers(&self) -> Result<()> {
         let w = self.writers();
