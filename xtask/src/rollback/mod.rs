@@ -1,4 +1,5 @@
-//! `cargo xtask rollback --env NAME [--to SHA] [--again] [--yes] [--dry-run] [--json]`: undo the
+//! `cargo xtask rollback --env NAME [--to SHA] [--again | --resume] [--expect-undo SHA] [--yes]
+//! [--dry-run] [--json]`: undo the
 //! deploys since the last good one.
 //!
 //! The deploy lock is taken first; then, from the audit log ([`plan`]): the runs to undo (every
@@ -11,6 +12,20 @@
 //! Then health and verify-redis, and a `rollback` record (`sha`: the newest undone run, `previous`:
 //! G) in the audit log, from which the same function computes the undone runs again. A second
 //! rollback with no migrating deploy since is refused unless `--again`.
+//!
+//! **Failing after the swap.** Once the restored database is live (`rollback:swap` recorded
+//! `ok`), the runs are undone whatever fails after (`compose up -d`, health, verify-redis): the
+//! summary `rollback` record is still `failed` (the command failed), its message says the
+//! database WAS rolled back, and [`plan::history`] marks its runs undone as for an ok one (it
+//! reads the `rollback:swap ok` record, so older logs count too). Such a rollback is *partial*: a
+//! plain re-run refuses (even with `--again`) instead of restoring the same backup again, saying
+//! when the database was rolled back and what is left; `rollback --resume` runs only that (start
+//! the release, health, verify-redis, recorded as `rollback:<step>`) and a `rollback:resume`
+//! record with status `ok` finishes it. A later deploy is undone on its own, with its own backup.
+//!
+//! `--expect-undo SHA`: refuse (exit 1, nothing changed) unless the plan made under the lock
+//! undoes that deploy; `deploy --rollback-on-failure` passes its own SHA, since it checked the
+//! plan before it could hold the lock and another deploy may have come in between.
 
 pub mod plan;
 

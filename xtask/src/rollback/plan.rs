@@ -14,7 +14,8 @@
 //! (succeeded, not undone; `--to` names an older one). It restores the pre-deploy backup of the
 //! FIRST of those runs that migrated: a retry's own backup was taken after the failed run's
 //! migrations. An ok `rollback` record marks the same runs undone (the same function, with the
-//! release it put back), so a later rollback does not undo them again.
+//! release it put back), so a later rollback does not undo them again; so does a failed one whose
+//! swap committed (a partial rollback, finished by `rollback:resume`: see [`history`]).
 
 use serde::Serialize;
 
