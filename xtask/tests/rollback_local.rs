@@ -407,3 +407,152 @@ fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
     assert!(r.stderr.contains("broke a stale lock"), "{}", r.stderr);
     assert!(!t.state_dir.join("deploy.lock").exists(), "released again");
 }
+
+fn kept_databases(t: &TestEnv) -> u64 {
+    sql(
+        t,
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'station\\_before\\_restore\\_%'",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Stop the local redis-server (its pidfile) and wait until it is gone.
+fn stop_redis(t: &TestEnv) {
+    let pidfile = t.state_dir.join("redis/redis.pid");
+    let pid = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(ok.success());
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("redis-server {pid} did not stop");
+}
+
+#[test]
+fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
+    // Regression: a rollback failing after its swap (here at verify-redis) was a failed
+    // `rollback` that marked nothing undone, so a re-run restored the same backup again and moved
+    // every write since the first swap into a second kept database.
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["deploy", "--sha", V1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    sql(
+        &t,
+        "station",
+        "INSERT INTO users (email, display_name) VALUES ('a@example.org', 'A')",
+    );
+    let before_v2 = snapshot(&t, "station");
+    std::fs::write(
+        t.migrations.join("0003_notes.sql"),
+        "CREATE TABLE station_notes (id int);\n",
+    )
+    .unwrap();
+    let r = t.run(&["deploy", "--sha", V2]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let after_v2 = snapshot(&t, "station");
+
+    // Expecting to undo another deploy than the plan under the lock: refused, nothing changed.
+    let audit_len = t.audit().len();
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--expect-undo", V1]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains(&format!("undoes {V2}, not {V1} as expected"))
+            && r.stderr.contains("nothing was changed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&t, "station"), after_v2);
+    assert_eq!(t.audit().len(), audit_len, "nothing recorded");
+    assert!(!t.state_dir.join("deploy.lock").exists(), "lock released");
+
+    stop_redis(&t);
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--expect-undo", V2]);
+    assert_ne!(r.code, 0, "verify-redis fails: {}", r.all());
+    assert!(
+        r.stderr.contains("the database WAS rolled back") && r.stderr.contains("--resume"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&t, "station"), before_v2);
+    assert_eq!(kept_databases(&t), 1);
+    let last = t.audit().last().unwrap().clone();
+    assert_eq!(
+        (last["step"].as_str(), last["status"].as_str()),
+        (Some("rollback"), Some("failed"))
+    );
+    assert!(steps(&t.audit()).contains(&"rollback:swap ok".to_string()));
+    // A write after the rollback's swap: a second restore would move it into a kept database.
+    sql(
+        &t,
+        "station",
+        "INSERT INTO users (email, display_name) VALUES ('b@example.org', 'B')",
+    );
+    let after_swap = snapshot(&t, "station");
+
+    // A plain re-run: refused, no second restore, saying what is left and how.
+    let r = t.run(&["rollback", "--env", "local", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("the database was already rolled back at")
+            && r.stderr.contains(
+                "health and verify-redis; `cargo xtask rollback --env local --resume --yes`"
+            ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(kept_databases(&t), 1, "restored a second time");
+    assert_eq!(snapshot(&t, "station"), after_swap);
+
+    // Resumed while Redis is still down: fails at verify-redis again, restores nothing.
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--resume"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("--resume --yes` again"), "{}", r.stderr);
+    assert_eq!(kept_databases(&t), 1);
+
+    // Redis back: the resume runs just the steps left and finishes the rollback.
+    let r = t.run(&["local", "up"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--resume", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["outcome"], "ok");
+    assert_eq!(report["undone_sha"], V2);
+    assert!(
+        r.stderr.contains("nothing is restored again"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("==> swap"), "{}", r.stderr);
+    assert_eq!(kept_databases(&t), 1);
+    assert_eq!(snapshot(&t, "station"), after_swap);
+    let audit = t.audit();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last["step"].as_str(), last["status"].as_str()),
+        (Some("rollback:resume"), Some("ok"))
+    );
+    assert_eq!(
+        steps(&audit)
+            .iter()
+            .filter(|s| *s == "rollback:swap ok")
+            .count(),
+        1
+    );
+    // Finished: a further rollback is the ordinary cascade refusal; --resume has nothing left.
+    let r = t.run(&["rollback", "--env", "local", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("--again"), "{}", r.stderr);
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--resume"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("nothing to resume"), "{}", r.stderr);
+    assert_eq!(kept_databases(&t), 1);
+}

@@ -1,4 +1,5 @@
-//! `cargo xtask rollback --env NAME [--to SHA] [--again] [--yes] [--dry-run] [--json]`: undo the
+//! `cargo xtask rollback --env NAME [--to SHA] [--again | --resume] [--expect-undo SHA] [--yes]
+//! [--dry-run] [--json]`: undo the
 //! deploys since the last good one.
 //!
 //! The deploy lock is taken first; then, from the audit log ([`plan`]): the runs to undo (every
@@ -11,6 +12,20 @@
 //! Then health and verify-redis, and a `rollback` record (`sha`: the newest undone run, `previous`:
 //! G) in the audit log, from which the same function computes the undone runs again. A second
 //! rollback with no migrating deploy since is refused unless `--again`.
+//!
+//! **Failing after the swap.** Once the restored database is live (`rollback:swap` recorded
+//! `ok`), the runs are undone whatever fails after (`compose up -d`, health, verify-redis): the
+//! summary `rollback` record is still `failed` (the command failed), its message says the
+//! database WAS rolled back, and [`plan::history`] marks its runs undone as for an ok one (it
+//! reads the `rollback:swap ok` record, so older logs count too). Such a rollback is *partial*: a
+//! plain re-run refuses (even with `--again`) instead of restoring the same backup again, saying
+//! when the database was rolled back and what is left; `rollback --resume` runs only that (start
+//! the release, health, verify-redis, recorded as `rollback:<step>`) and a `rollback:resume`
+//! record with status `ok` finishes it. A later deploy is undone on its own, with its own backup.
+//!
+//! `--expect-undo SHA`: refuse (exit 1, nothing changed) unless the plan made under the lock
+//! undoes that deploy; `deploy --rollback-on-failure` passes its own SHA, since it checked the
+//! plan before it could hold the lock and another deploy may have come in between.
 
 pub mod plan;
 
@@ -64,6 +79,16 @@ pub struct Args {
     /// Seconds to wait for the live database's sessions to end before the swap is refused.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub swap_wait: u64,
+    /// Finish a rollback that failed after its swap committed (the database is rolled back
+    /// already): run only the steps left, i.e. start the release it put back, health and
+    /// verify-redis. Nothing is restored.
+    #[arg(long, conflicts_with_all = ["to", "again"])]
+    pub resume: bool,
+    /// Refuse (exit 1, nothing changed) unless the plan made under the deploy lock undoes this
+    /// deploy (full SHA): for a caller that checked the plan before it could hold the lock
+    /// (`deploy --rollback-on-failure` passes its own SHA).
+    #[arg(long, value_name = "SHA")]
+    pub expect_undo: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -137,7 +162,7 @@ pub struct Planned {
 pub fn plan_rollback(t: &Target, root: &Path, to: Option<&str>, again: bool) -> Result<Planned> {
     let records = read_audit(&t.host, root)?;
     let h = plan::history(&records);
-    plan::check_cascade(&h, again)?;
+    plan::check_cascade(&h, &t.env.name, again)?;
     let choice = plan::choose(&h.runs, to, t.host.compose_project().is_some())?;
     let from = &choice.restore_from;
     let label = plan::pre_deploy_label(&from.sha);
@@ -292,7 +317,19 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
     } else {
         Some(take_lock(&t, root, args.force_unlock)?)
     };
+    if args.resume {
+        return resume(&t, root, guard, args);
+    }
     let p = plan_rollback(&t, root, to, args.again)?;
+    if let Some(want) = args.expect_undo.as_deref() {
+        if !p.choice.undo.sha.eq_ignore_ascii_case(want.trim()) {
+            return Err(Error::failed(format!(
+                "refusing to roll back: the plan made under the deploy lock undoes {}, not {want} \
+                 as expected (a deploy ran since that was checked?); nothing was changed",
+                p.choice.undo.sha
+            )));
+        }
+    }
     say(&plan_text(&t, &p, guard.is_some()));
     let c = &p.choice;
     let mut report = Report {
@@ -356,12 +393,21 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
             _ => Ok("nothing to roll out (no app images here)".into()),
         }
     };
+    // When the restored database went live: from then on this rollback has undone its runs,
+    // whatever fails after (see `plan::history`).
+    let mut swapped_at: Option<String> = None;
     let result = pulled.and_then(|()| {
         restore::restore_under(env, root, &opts, guard.as_ref(), &mut after_swap).and_then(|o| {
             match o {
                 Outcome::DryRun => Ok(None),
-                Outcome::Failed(_, e) => Err(e),
+                Outcome::Failed(r, e) => {
+                    if r.steps.iter().any(|s| s.step == "swap" && s.status == "ok") {
+                        swapped_at = Some(rfc3339_ms(now_ms()));
+                    }
+                    Err(e)
+                }
                 Outcome::Done(r) => {
+                    swapped_at = Some(rfc3339_ms(now_ms()));
                     say("==> verify-redis");
                     match crate::verify_redis::verify_environment(env, Duration::from_secs(30))? {
                         ExitCode::Ok => say("    verify-redis ok: Redis data survives a crash"),
@@ -378,30 +424,56 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
             }
         })
     });
-    let (status, message) = match &result {
-        Ok(_) => (
-            "ok",
-            format!(
-                "rolled back {} ({}): restored {}; {}",
-                if c.undone.len() == 1 {
-                    format!("deploy {}", c.undo.sha)
-                } else {
-                    format!("{} runs up to deploy {}", c.undone.len(), c.undo.sha)
-                },
-                c.undone
-                    .iter()
-                    .map(|u| format!("{} started {}", u.sha, u.start))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                p.object,
-                match &c.previous {
-                    Some(prev) => format!("release {prev} put back"),
-                    None => "nothing to roll out".into(),
-                }
+    let (status, message) =
+        match &result {
+            Ok(_) => (
+                "ok",
+                format!(
+                    "rolled back {} ({}): restored {}; {}",
+                    if c.undone.len() == 1 {
+                        format!("deploy {}", c.undo.sha)
+                    } else {
+                        format!("{} runs up to deploy {}", c.undone.len(), c.undo.sha)
+                    },
+                    c.undone
+                        .iter()
+                        .map(|u| format!("{} started {}", u.sha, u.start))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    p.object,
+                    match &c.previous {
+                        Some(prev) => format!("release {prev} put back"),
+                        None => "nothing to roll out".into(),
+                    }
+                ),
             ),
-        ),
-        Err(e) => ("failed", e.to_string()),
-    };
+            Err(e) => match &swapped_at {
+                // Still `failed` (the command failed), but the message says the swap committed; the
+                // `rollback:swap ok` record before this one is what `plan::history` reads.
+                Some(at) => (
+                    "failed",
+                    format!(
+                    "the database WAS rolled back (restored {}; its swap committed, by {at}), so \
+                     {} undone; then: {e}. Left: {}health and verify-redis: `cargo xtask rollback \
+                     --env {} --resume --yes` runs just those (a plain re-run refuses to restore \
+                     again)",
+                    p.object,
+                    if c.undone.len() == 1 {
+                        format!("deploy {} is", c.undo.sha)
+                    } else {
+                        format!("the {} runs up to deploy {} are", c.undone.len(), c.undo.sha)
+                    },
+                    match &c.previous {
+                        Some(prev) if t.host.compose_project().is_some() =>
+                            format!("start release {prev}, "),
+                        _ => String::new(),
+                    },
+                    env.name
+                ),
+                ),
+                None => ("failed", e.to_string()),
+            },
+        };
     let end_ms = now_ms();
     let rec = Record {
         env: env.name.clone(),
@@ -427,10 +499,183 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
             eprintln!("warning: {e}");
         }
     }
-    let restored = result.map_err(|e| e.context(format!("rollback of {} failed", c.undo.sha)))?;
+    let restored = result.map_err(|e| {
+        if swapped_at.is_some() {
+            // The message says it all; the exit code stays the cause's (3: unreachable).
+            match e {
+                Error::Unavailable(_) => Error::unavailable(message.clone()),
+                _ => Error::failed(message.clone()),
+            }
+        } else {
+            e.context(format!("rollback of {} failed", c.undo.sha))
+        }
+    })?;
     say(&message);
     report.outcome = status.into();
     report.restore = restored;
+    report.message = message;
+    Ok(report)
+}
+
+/// `rollback --resume`, under the lock: finish the partial rollback (see [`plan::pending_resume`])
+/// with the steps it left: start its release, health, verify-redis, each recorded as
+/// `rollback:<step>`, then a `rollback:resume` record (`ok` finishes it). Nothing is restored.
+fn resume(t: &Target, root: &Path, mut guard: Option<LockGuard>, args: &Args) -> Result<Report> {
+    let say = |s: &str| {
+        if args.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    let env = &t.env;
+    let h = plan::history(&read_audit(&t.host, root)?);
+    let m = plan::pending_resume(&h)
+        .map_err(|why| Error::failed(format!("refusing to resume: {why}")))?
+        .clone();
+    let undone: Vec<DeployRun> = m.undone.iter().map(|&i| h.runs[i].clone()).collect();
+    let restored_at = m.restored_at.as_deref().unwrap_or("an unrecorded time");
+    say(&format!(
+        "rollback --resume for `{}`: the rollback of {} (ended {}) restored {} and its swap \
+         committed at {restored_at}; nothing is restored again\n  left      {}health, \
+         verify-redis{}",
+        env.name,
+        m.sha,
+        m.end,
+        m.backup_object.as_deref().unwrap_or("its backup"),
+        match (&m.previous, t.host.compose_project().is_some()) {
+            (Some(p), true) => format!("start release {p} (compose up -d, STATION_TAG={p}), "),
+            _ => String::new(),
+        },
+        if guard.is_none() {
+            "\n  (dry run: planned WITHOUT taking the deploy lock)"
+        } else {
+            ""
+        }
+    ));
+    let mut report = Report {
+        env: env.name.clone(),
+        undone_sha: m.sha.clone(),
+        backup_of: undone
+            .iter()
+            .find(|u| u.migrated)
+            .or(undone.first())
+            .cloned()
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "refusing to resume: the rollback of {} marked no run undone",
+                    m.sha
+                ))
+            })?,
+        undone_runs: undone,
+        previous: m.previous.clone(),
+        backup_object: m.backup_object.clone().unwrap_or_default(),
+        backup_reason: format!("restored by the rollback that committed its swap at {restored_at}"),
+        planned_under_lock: guard.is_some(),
+        outcome: "dry-run".into(),
+        restore: None,
+        message: String::new(),
+    };
+    if args.dry_run {
+        report.message = "dry run: nothing was changed".into();
+        return Ok(report);
+    }
+    if !args.yes {
+        confirm()?;
+    }
+    let audit = restore::audit_of(&t.host, root);
+    let record = |step: &str, status: &str, s_ms: u128, message: &str| {
+        let e_ms = now_ms();
+        let rec = Record {
+            env: env.name.clone(),
+            step: step.into(),
+            status: status.into(),
+            start: rfc3339_ms(s_ms),
+            end: rfc3339_ms(e_ms),
+            duration_ms: elapsed_ms(s_ms, e_ms),
+            sha: m.sha.clone(),
+            actor: crate::deploy::actor(),
+            run_url: crate::deploy::run_url(),
+            backup_object: m.backup_object.clone(),
+            message: message.into(),
+            previous: m.previous.clone(),
+        };
+        if let Err(e) = audit.append(&rec) {
+            eprintln!("warning: audit log: {e}");
+        }
+    };
+    let start_ms = now_ms();
+    let step = |name: &str, f: &mut dyn FnMut() -> Result<String>| -> Result<()> {
+        say(&format!("==> {name}"));
+        let s_ms = now_ms();
+        let r = f();
+        let (status, msg) = match &r {
+            Ok(m) => ("ok", m.clone()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        say(&format!("    {name} {status}: {msg}"));
+        record(&format!("rollback:{name}"), status, s_ms, &msg);
+        r.map(|_| ())
+    };
+    let db = env.database.clone();
+    let result = step("start", &mut || match &m.previous {
+        Some(prev) if t.up_with_tag(prev)? => Ok(format!(
+            "release {prev} started (compose up -d, STATION_TAG={prev})"
+        )),
+        _ => Ok("nothing to roll out (no app images here)".into()),
+    })
+    .and_then(|()| step("health", &mut || t.health(&db, 30)))
+    .and_then(|()| {
+        step(
+            "verify-redis",
+            &mut || match crate::verify_redis::verify_environment(env, Duration::from_secs(30))? {
+                ExitCode::Ok => Ok("Redis data survives a crash".into()),
+                code => Err(Error::failed(format!(
+                    "verify-redis says Redis is not durable (exit {})",
+                    code as i32
+                ))),
+            },
+        )
+    });
+    let (status, message) = match &result {
+        Ok(()) => (
+            "ok",
+            format!(
+                "resumed the rollback of {}: the database was rolled back at {restored_at} \
+                 (restored {}); {}, health and verify-redis ok",
+                m.sha,
+                report.backup_object,
+                match &m.previous {
+                    Some(prev) if t.host.compose_project().is_some() =>
+                        format!("release {prev} put back"),
+                    _ => "nothing to roll out".into(),
+                }
+            ),
+        ),
+        Err(e) => (
+            "failed",
+            format!(
+                "resuming the rollback of {} failed: {e}; the database stays rolled back (at \
+                 {restored_at}); run `cargo xtask rollback --env {} --resume --yes` again once \
+                 that is fixed",
+                m.sha, env.name
+            ),
+        ),
+    };
+    record(plan::RESUME_STEP, status, start_ms, &message);
+    if let Some(mut g) = guard.take() {
+        if let Err(e) = g.release() {
+            eprintln!("warning: {e}");
+        }
+    }
+    if let Err(e) = result {
+        return Err(match e {
+            Error::Unavailable(_) => Error::unavailable(message),
+            _ => Error::failed(message),
+        });
+    }
+    say(&message);
+    report.outcome = status.into();
     report.message = message;
     Ok(report)
 }
@@ -517,6 +762,10 @@ pub fn after_failed_deploy(
         dry_run: false,
         json: true,
         swap_wait: 10,
+        resume: false,
+        // The plan above was made without the lock: `rollback` plans again under it and refuses
+        // when another deploy came in between.
+        expect_undo: Some(sha.to_string()),
     };
     match rollback(env, root, None, &args) {
         Ok(_) => format!("\nrolled back (--rollback-on-failure): `{cmd}` {what}: done"),

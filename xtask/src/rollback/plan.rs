@@ -14,7 +14,8 @@
 //! (succeeded, not undone; `--to` names an older one). It restores the pre-deploy backup of the
 //! FIRST of those runs that migrated: a retry's own backup was taken after the failed run's
 //! migrations. An ok `rollback` record marks the same runs undone (the same function, with the
-//! release it put back), so a later rollback does not undo them again.
+//! release it put back), so a later rollback does not undo them again; so does a failed one whose
+//! swap committed (a partial rollback, finished by `rollback:resume`: see [`history`]).
 
 use serde::Serialize;
 
@@ -25,6 +26,10 @@ use crate::error::{Error, Result};
 /// The step name of a rollback's summary record (its `sha` is the SHA of the newest undone run,
 /// its `previous` the release put back).
 pub const ROLLBACK_STEP: &str = "rollback";
+
+/// The step name of the summary record of `rollback --resume` (its `sha` is the partial
+/// rollback's): with status `ok` it finishes that rollback.
+pub const RESUME_STEP: &str = "rollback:resume";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DeployRun {
@@ -70,7 +75,8 @@ impl DeployRun {
     }
 }
 
-/// An ok rollback in the log.
+/// A rollback in the log that put its backup back: an ok one, or a failed one whose swap
+/// committed (a partial rollback: see [`history`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RollbackMark {
     /// The newest run it undid.
@@ -78,6 +84,17 @@ pub struct RollbackMark {
     pub end: String,
     /// How many runs the log held before it.
     pub after_runs: usize,
+    /// The release it put back (or was to put back).
+    pub previous: Option<String>,
+    /// The backup it restored.
+    pub backup_object: Option<String>,
+    /// When the restored database went live (its `rollback:swap` record's end), if recorded.
+    pub restored_at: Option<String>,
+    /// The runs it marked undone (indices into [`History::runs`]).
+    pub undone: Vec<usize>,
+    /// It failed after its swap committed, and no `rollback:resume` has finished it since: the
+    /// database is rolled back, the release, health and verify-redis steps are left.
+    pub partial: bool,
 }
 
 /// The deploy runs (oldest first, undone ones marked) and the ok rollbacks.
@@ -154,9 +171,17 @@ fn close(out: &mut Vec<DeployRun>, recs: &mut Vec<&Record>, pipeline: Option<&Re
 }
 
 /// Group the records into deploy runs, oldest first, mark the undone ones, note the rollbacks.
+///
+/// A `rollback` record marks its runs undone when its status is `ok`, and also when it failed
+/// after its swap committed: a `rollback:swap` record with status `ok` since the rollback's
+/// `rollback:plan` (the restored database is live, so those runs' migrations are gone whatever
+/// failed after: `compose up -d`, health, verify-redis). Such a rollback is `partial` until a
+/// `rollback:resume` record with status `ok` (`rollback --resume`: the steps left) finishes it.
 pub fn history(records: &[Record]) -> History {
     let mut h = History::default();
     let mut current: Vec<&Record> = Vec::new();
+    // The end of the current rollback's committed swap.
+    let mut swapped: Option<String> = None;
     for r in records {
         let recovery = r.step == ROLLBACK_STEP
             || r.step.starts_with("restore:")
@@ -164,13 +189,36 @@ pub fn history(records: &[Record]) -> History {
         if recovery {
             // A restore or rollback holds the lock: no deploy runs meanwhile.
             close(&mut h.runs, &mut current, None);
-            if r.step == ROLLBACK_STEP && r.status == "ok" {
-                mark_undone(&mut h.runs, r);
-                h.rollbacks.push(RollbackMark {
-                    sha: r.sha.clone(),
-                    end: r.end.clone(),
-                    after_runs: h.runs.len(),
-                });
+            match r.step.as_str() {
+                "rollback:plan" => swapped = None,
+                "rollback:swap" if r.status == "ok" => swapped = Some(r.end.clone()),
+                RESUME_STEP if r.status == "ok" => {
+                    let runs = h.runs.len();
+                    if let Some(m) = h
+                        .rollbacks
+                        .last_mut()
+                        .filter(|m| m.partial && m.after_runs == runs && m.sha == r.sha)
+                    {
+                        m.partial = false;
+                    }
+                }
+                ROLLBACK_STEP => {
+                    let restored_at = swapped.take();
+                    if r.status == "ok" || restored_at.is_some() {
+                        let undone = mark_undone(&mut h.runs, r);
+                        h.rollbacks.push(RollbackMark {
+                            sha: r.sha.clone(),
+                            end: r.end.clone(),
+                            after_runs: h.runs.len(),
+                            previous: r.previous.clone(),
+                            backup_object: r.backup_object.clone(),
+                            partial: r.status != "ok",
+                            restored_at,
+                            undone,
+                        });
+                    }
+                }
+                _ => {}
             }
             continue;
         }
@@ -207,18 +255,21 @@ pub fn runs(records: &[Record]) -> Vec<DeployRun> {
 /// An ok rollback record: mark what it undid, computed as its plan did (the runs it saw and the
 /// release it put back). A record the range does not explain (another newest run) marks only the
 /// newest run of its SHA, as older versions did.
-fn mark_undone(runs: &mut [DeployRun], r: &Record) {
+fn mark_undone(runs: &mut [DeployRun], r: &Record) -> Vec<usize> {
     match undo_range(runs, r.previous.as_deref()) {
         Ok(u) if runs[u.newest].sha == r.sha => {
-            for i in u.runs {
+            for &i in &u.runs {
                 runs[i].undone = true;
             }
+            u.runs
         }
-        _ => {
-            if let Some(run) = runs.iter_mut().rev().find(|d| d.sha == r.sha && !d.undone) {
-                run.undone = true;
+        _ => match runs.iter().rposition(|d| d.sha == r.sha && !d.undone) {
+            Some(i) => {
+                runs[i].undone = true;
+                vec![i]
             }
-        }
+            None => Vec::new(),
+        },
     }
 }
 
@@ -396,11 +447,17 @@ pub fn choose(runs: &[DeployRun], to: Option<&str>, need_previous: bool) -> Resu
 
 /// `rollback` twice in a row must not cascade: when the newest ok rollback came after the newest
 /// run that ran (or may have run) its migrations, refuse (unless `again`).
-pub fn check_cascade(h: &History, again: bool) -> Result<()> {
+pub fn check_cascade(h: &History, env: &str, again: bool) -> Result<()> {
     let Some(last) = h.rollbacks.last() else {
         return Ok(());
     };
-    if again || h.runs[last.after_runs..].iter().any(|r| r.migrated) {
+    if h.runs[last.after_runs..].iter().any(|r| r.migrated) {
+        return Ok(());
+    }
+    if last.partial && h.runs.len() == last.after_runs {
+        return Err(Error::failed(partial_text(env, last)));
+    }
+    if again {
         return Ok(());
     }
     Err(Error::failed(format!(
@@ -408,6 +465,46 @@ pub fn check_cascade(h: &History, again: bool) -> Result<()> {
          second rollback would undo the deploy before it too. To do that on purpose, pass --again",
         last.sha, last.end
     )))
+}
+
+/// The partial rollback `rollback --resume` would finish: the newest rollback, partial, with no
+/// deploy run since (a deploy since put its own release out, so there is nothing to resume).
+pub fn pending_resume(h: &History) -> std::result::Result<&RollbackMark, String> {
+    match h.rollbacks.last() {
+        Some(m) if m.partial && h.runs.len() == m.after_runs => Ok(m),
+        Some(m) if m.partial => Err(format!(
+            "the rollback of {} (ended {}) failed after its swap, but a deploy ran since: there \
+             is nothing to resume",
+            m.sha, m.end
+        )),
+        Some(m) => Err(format!(
+            "the newest rollback (of {}, ended {}) finished: there is nothing to resume",
+            m.sha, m.end
+        )),
+        None => Err("the audit log holds no rollback: there is nothing to resume".into()),
+    }
+}
+
+/// What a re-run after a partial rollback says: the database is rolled back already, what is left
+/// and the command that does it.
+pub fn partial_text(env: &str, m: &RollbackMark) -> String {
+    format!(
+        "the database was already rolled back at {} (the rollback of {} restored {} and its swap \
+         committed; it failed after that, ended {}): restoring again would replace the database, \
+         with every write since, a second time. Left: {}health and verify-redis; `cargo xtask \
+         rollback --env {env} --resume --yes` runs just those",
+        m.restored_at.as_deref().unwrap_or("an unrecorded time"),
+        m.sha,
+        m.backup_object.as_deref().unwrap_or("its backup"),
+        m.end,
+        match &m.previous {
+            Some(p) => format!(
+                "put release {p} back (compose up -d, STATION_TAG={p}; nothing to roll out on \
+                 local), "
+            ),
+            None => String::new(),
+        }
+    )
 }
 
 /// After a deploy of `sha` failed: whether a rollback may be offered (or run, with
@@ -834,9 +931,9 @@ mod tests {
         let mut log = deploy(A, None);
         log.extend(deploy(B, None));
         log.extend(deploy(C, Some("health")));
-        assert!(check_cascade(&history(&log), false).is_ok());
+        assert!(check_cascade(&history(&log), "local", false).is_ok());
         log.push(rolled_back(C, Some(B)));
-        let e = check_cascade(&history(&log), false).unwrap_err();
+        let e = check_cascade(&history(&log), "local", false).unwrap_err();
         assert_eq!(e.exit_code(), crate::error::ExitCode::Failed);
         assert!(
             e.to_string()
@@ -845,13 +942,106 @@ mod tests {
             "{e}"
         );
         // --again undoes B on purpose, putting A back.
-        check_cascade(&history(&log), true).unwrap();
+        check_cascade(&history(&log), "local", true).unwrap();
         let c = choose(&runs(&log), None, true).unwrap();
         assert_eq!((c.undo.sha.as_str(), c.previous.as_deref()), (B, Some(A)));
         // A deploy failing before migrate changes nothing; one that migrated does.
         log.extend(deploy(C, Some("preflight")));
-        assert!(check_cascade(&history(&log), false).is_err());
+        assert!(check_cascade(&history(&log), "local", false).is_err());
         log.extend(deploy(C, Some("migrate")));
-        assert!(check_cascade(&history(&log), false).is_ok());
+        assert!(check_cascade(&history(&log), "local", false).is_ok());
+    }
+    /// A rollback that failed after its swap committed: the `rollback:*` records its restore
+    /// wrote up to `last` (ok), then the failed summary.
+    fn partial_rollback(sha: &str, previous: &str, last: &str) -> Vec<Record> {
+        let mut v: Vec<Record> = [
+            "plan", "lock", "restore", "verify", "swap", "start", "health",
+        ]
+        .iter()
+        .take_while(|s| **s != last)
+        .chain(std::iter::once(&last))
+        .map(|s| rec(&format!("rollback:{s}"), "ok", ""))
+        .collect();
+        v.push(rec("rollback:verify-redis", "failed", ""));
+        let mut r = rec(ROLLBACK_STEP, "failed", sha);
+        r.previous = Some(previous.into());
+        r.backup_object = Some("b2:b/postgres/x_pre-deploy-ccccccc.sql.gz".into());
+        v.push(r);
+        v
+    }
+
+    #[test]
+    fn a_rollback_failing_after_its_swap_undoes_its_runs_and_is_resumed_not_repeated() {
+        let mut log = deploy(A, None);
+        log.extend(deploy(B, None));
+        log.extend(deploy(C, Some("health")));
+        log.extend(partial_rollback(C, B, "health"));
+        let h = history(&log);
+        assert!(h.runs[2].undone && !h.runs[1].undone, "{:?}", h.runs);
+        let m = pending_resume(&h).unwrap();
+        assert!(m.partial && m.undone == vec![2], "{m:?}");
+        let swap_end = log
+            .iter()
+            .find(|r| r.step == "rollback:swap")
+            .unwrap()
+            .end
+            .clone();
+        assert_eq!(m.restored_at.as_deref(), Some(swap_end.as_str()));
+        // (a) A plain re-run (even --again) refuses to restore again, naming what is left.
+        for again in [false, true] {
+            let e = check_cascade(&h, "local", again).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("already rolled back at {swap_end}"))
+                    && e.contains("--resume")
+                    && e.contains(&format!("put release {B} back")),
+                "{e}"
+            );
+        }
+        // (b) A later deploy D failing: D alone is undone, with D's own backup, B put back.
+        let mut log2 = log.clone();
+        log2.extend(deploy(A, Some("health")));
+        let h2 = history(&log2);
+        check_cascade(&h2, "local", false).unwrap();
+        let c = choose(&h2.runs, None, true).unwrap();
+        assert_eq!(c.undone.len(), 1, "{:?}", c.undone);
+        assert_eq!(c.restore_from.backup_object, Some(backup_of(&log2, A, 1)));
+        assert_eq!(c.previous.as_deref(), Some(B));
+        assert!(pending_resume(&h2)
+            .unwrap_err()
+            .contains("a deploy ran since"));
+        // A failure BEFORE the swap marks nothing (the database was not replaced).
+        let mut log3 = deploy(A, None);
+        log3.extend(deploy(C, Some("health")));
+        log3.push(rec("rollback:plan", "ok", ""));
+        log3.push(rec("rollback:swap", "failed", ""));
+        log3.push(rec(ROLLBACK_STEP, "failed", C));
+        let h3 = history(&log3);
+        assert!(!h3.runs[1].undone && h3.rollbacks.is_empty());
+        // Nor does an earlier rollback's committed swap leak into a later failed one.
+        let mut log4 = log.clone();
+        log4.push(rec(RESUME_STEP, "ok", C));
+        log4.extend(deploy(C, Some("health")));
+        log4.push(rec("rollback:plan", "ok", ""));
+        log4.push(rec("rollback:verify", "failed", ""));
+        log4.push(rec(ROLLBACK_STEP, "failed", C));
+        let h4 = history(&log4);
+        assert!(
+            !h4.runs[3].undone && h4.rollbacks.len() == 1,
+            "{:?}",
+            h4.runs
+        );
+        // A finished resume: the rollback counts as an ok one (a re-run is the plain cascade).
+        log.push(rec(RESUME_STEP, "ok", C));
+        let h = history(&log);
+        assert!(!h.rollbacks[0].partial);
+        assert!(pending_resume(&h).unwrap_err().contains("finished"));
+        let e = check_cascade(&h, "local", false).unwrap_err().to_string();
+        assert!(e.contains("--again") && !e.contains("--resume"), "{e}");
+        // A failed resume leaves it partial.
+        let mut log5 = deploy(A, None);
+        log5.extend(deploy(C, Some("health")));
+        log5.extend(partial_rollback(C, A, "start"));
+        log5.push(rec(RESUME_STEP, "failed", C));
+        assert!(pending_resume(&history(&log5)).is_ok());
     }
 }
