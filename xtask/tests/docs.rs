@@ -27,6 +27,7 @@ fn copy_repo() -> tempfile::TempDir {
         docs::REDIS_DOC,
         docs::BACKUPS_DOC,
         docs::DURABILITY_FILE,
+        docs::RESTORE_BENCH_FILE,
     ] {
         let to = tmp.path().join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -116,6 +117,36 @@ fn a_truncated_durability_file_is_bad_input_at_a_1_based_position() {
     };
     assert!(at.line >= 1 && at.col >= 1, "{err}");
     assert!(!message.contains("column"), "position said twice: {err}");
+}
+
+#[test]
+fn the_restore_figures_come_from_the_recorded_benchmark() {
+    let tmp = copy_repo();
+    let root = tmp.path();
+    let file = root.join(docs::RESTORE_BENCH_FILE);
+    let text = std::fs::read_to_string(&file).unwrap();
+    // A new measurement makes backups.md stale, and its figures show up in the diff.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut v2 = v.clone();
+    v2["xtask_s"] = serde_json::json!(7.77);
+    std::fs::write(&file, serde_json::to_string(&v2).unwrap()).unwrap();
+    let stale = docs::check(&load(root)).unwrap();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert!(stale[0].path.ends_with("backups.md"), "{stale:?}");
+    assert!(stale[0].diff.contains("7.77 s"), "{}", stale[0].diff);
+    // A truncated file is bad input at its position, naming what records it.
+    std::fs::write(&file, "{\"rows\": \n").unwrap();
+    let err = docs::check(&load(root)).unwrap_err();
+    assert_eq!(err.exit_code(), xtask::error::ExitCode::Usage);
+    assert!(err.to_string().contains("bench/restore.sh"), "{err}");
+    // No file: the section says how to record the figures.
+    std::fs::remove_file(&file).unwrap();
+    let stale = docs::check(&load(root)).unwrap();
+    assert!(
+        stale[0].diff.contains("BENCH_RECORD=1 bench/restore.sh"),
+        "{}",
+        stale[0].diff
+    );
 }
 
 #[test]
