@@ -11,7 +11,8 @@
 # manifest (row count) so a fast wrong restore cannot look good.
 #
 # Usage: bench/restore.sh [ROWS]       (default 4000000; BENCH_RUNS=3; BENCH_RECORD=1 records the
-# figures in infra/docs/restore-bench.json for the generated docs)
+# figures in infra/docs/restore-bench.json for the generated docs; BENCH_XTASK_ENV='VAR=value ...' runs
+# the xtask leg with those variables, e.g. TMPDIR=/dev/shm to download into memory)
 # Needs what bench/backup.sh needs (PostgreSQL server binaries, rclone, hyperfine, jq, gzip, root or
 # the postgres user). The machine's load average is printed: on a shared machine, repeat when quiet.
 set -Eeuo pipefail
@@ -56,7 +57,7 @@ if "$XTASK" restore --help >/dev/null 2>&1; then
   drop_kept="psql -X -q -A -t -d postgres -c \"SELECT datname FROM pg_database WHERE datname LIKE 'station\\_before\\_restore\\_%'\" | while read -r d; do psql -X -q -d postgres -c \"DROP DATABASE \\\"\$d\\\" WITH (FORCE)\"; done"
   legs+=(
     --prepare "$drop_kept"
-    -n xtask "'$XTASK' restore --env bench '$object' --yes --json >>'$WORK/out/restore.jsonl' 2>>'$WORK/out/restore.err'"
+    -n xtask "${BENCH_XTASK_ENV:-} '$XTASK' restore --env bench '$object' --yes --json >>'$WORK/out/restore.jsonl' 2>>'$WORK/out/restore.err'"
   )
 else
   echo "   (this build has no \`xtask restore\`: its leg is skipped)"
