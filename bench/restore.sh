@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark (issue 15, "Performance"): restoring a backup of a generated database (default 4 M rows,
-# ~400 MB plain dump), three ways in one hyperfine run:
+# ~400 MB plain dump), three ways, in RUNS interleaved rounds:
 #   floor      gunzip | psql -1 into a fresh database (created in --prepare, not timed)
 #   reference  the reference app's way: drop the database, recreate it, replay the dump (plain psql)
 #   xtask      `xtask restore --env bench OBJECT --yes` end to end (download, sha256 against the manifest,
@@ -45,9 +45,9 @@ sql -c "CREATE DATABASE refapp"
 gunzip -c "$file" | psql -X -q -d refapp >/dev/null
 
 legs=(
-  --prepare "psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS fresh' -c 'CREATE DATABASE fresh'"
+  --prepare "psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS fresh' -c 'CREATE DATABASE fresh' -c CHECKPOINT"
   -n floor "gunzip -c '$file' | psql -X -q -1 -v ON_ERROR_STOP=1 -d fresh >/dev/null"
-  --prepare "true"
+  --prepare "psql -X -q -d postgres -c CHECKPOINT"
   -n reference "psql -X -q -d postgres -c 'DROP DATABASE refapp' -c 'CREATE DATABASE refapp' && gunzip -c '$file' | psql -X -q -d refapp >/dev/null"
 )
 have_restore=0
@@ -56,7 +56,7 @@ if "$XTASK" restore --help >/dev/null 2>&1; then
   # Each run keeps the database it replaced; drop those (only names of that shape) before the next.
   drop_kept="psql -X -q -A -t -d postgres -c \"SELECT datname FROM pg_database WHERE datname LIKE 'station\\_before\\_restore\\_%'\" | while read -r d; do psql -X -q -d postgres -c \"DROP DATABASE \\\"\$d\\\" WITH (FORCE)\"; done"
   legs+=(
-    --prepare "$drop_kept"
+    --prepare "$drop_kept; psql -X -q -d postgres -c CHECKPOINT"
     -n xtask "${BENCH_XTASK_ENV:-} '$XTASK' restore --env bench '$object' --yes --json >>'$WORK/out/restore.jsonl' 2>>'$WORK/out/restore.err'"
   )
 else
@@ -64,8 +64,16 @@ else
 fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "== hyperfine ($RUNS runs each; load average $load_before)"
-hyperfine --runs "$RUNS" --export-json "$WORK/out/h.json" "${legs[@]}"
+# Interleaved (floor, reference, xtask; floor, ...) and each leg after a CHECKPOINT: run back to back,
+# a leg would pay the checkpoints and the drift of the legs before it.
+echo "== hyperfine ($RUNS rounds of the legs in turn; load average $load_before)"
+for i in $(seq "$RUNS"); do
+  hyperfine --runs 1 --export-json "$WORK/out/h$i.json" "${legs[@]}"
+done
+jq -s '{results: ([.[].results[]] | group_by(.command)
+        | map({command: .[0].command, mean: (map(.mean) | add / length),
+               min: (map(.mean) | min), max: (map(.mean) | max)}))}' "$WORK"/out/h[0-9]*.json \
+  >"$WORK/out/h.json"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Every leg restored the whole backup.
@@ -94,6 +102,7 @@ if [ "$have_restore" = 1 ]; then
          | if length > 0 then "  downtime (writers stopped -> healthy): \(map(. * 100 | round / 100) | join(", ")) s  (goal <= 5)"
            else "  downtime: not in `restore --json` output" end' "$WORK/out/restore.jsonl" | sort -u
 fi
+jq -r '.results[] | "  \(.command): \(.min * 100 | round / 100)..\(.max * 100 | round / 100) s over the rounds"' "$WORK/out/h.json"
 if [ "$have_restore" = 1 ]; then
   # Where the xtask leg's time goes: each step's mean over the runs (from `restore --json`).
   echo "  xtask restore by step (mean):"

@@ -506,7 +506,7 @@ records them in `infra/docs/restore-bench.json`.\n\n",
     let _ = writeln!(
         o,
         "Measured by `bench/restore.sh` on {} ({} rows, {:.0} MB compressed, {} cores, PostgreSQL {}, mean \
-of {} run(s), load average before {}):\n",
+of {} interleaved rounds, each leg after a CHECKPOINT; load average before {}):\n",
         b.measured_on,
         b.rows,
         b.compressed_bytes as f64 / 1e6,

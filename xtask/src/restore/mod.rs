@@ -1116,11 +1116,7 @@ fn swap(
             } else {
                 ""
             },
-            if reopened {
-                " and open again"
-            } else {
-                ""
-            },
+            if reopened { " and open again" } else { "" },
             if notes.is_empty() {
                 String::new()
             } else {
