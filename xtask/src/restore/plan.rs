@@ -99,16 +99,9 @@ impl Stamp {
     }
 }
 
-/// Days-from-civil (Howard Hinnant), UTC.
+/// Seconds since the epoch of a UTC date and time.
 fn unix_of(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86_400 + hh * 3600 + mm * 60 + ss
+    crate::time::days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss
 }
 
 /// `2026-12-01T09:00:00Z` (also with fractional seconds or `+00:00`) → seconds since the epoch.
