@@ -724,6 +724,8 @@ fn standins(t: &TestEnv) -> String {
     //   before      exit 255, nothing run (the link dropped before the command got through)
     //   after-dead  like after, and from then on every psql finds the server unreachable
     //   slow        a marker file, 3 s of sleep, then the real psql
+    //   detached    a session locks station's pg_database row (FOR UPDATE) for 4 s, the real psql starts in the
+    //               background (so it waits for that lock), and the client "drops" after 1 s
     let script = format!(
         r#"#!/bin/sh
 dead="$XTASK_TEST_DIR/dead"
@@ -738,6 +740,12 @@ case "$*" in
       before) echo 'Connection to the server closed' >&2; exit 255 ;;
       after-dead) '{psql}' "$@"; : > "$dead"; exit 255 ;;
       slow) : > "$XTASK_TEST_DIR/in-swap"; sleep 3; exec '{psql}' "$@" ;;
+      detached)
+        '{psql}' -X -q -d postgres -c "BEGIN; SELECT 1 FROM pg_database WHERE datname = 'station' FOR UPDATE; SELECT pg_sleep(4); COMMIT;" >/dev/null 2>&1 &
+        sleep 0.5
+        '{psql}' "$@" >/dev/null 2>&1 &
+        sleep 1
+        echo 'Connection to the server closed' >&2; exit 255 ;;
     esac ;;
 esac
 exec '{psql}' "$@"
@@ -896,6 +904,34 @@ fn renames_that_committed_though_their_reply_was_lost_are_reported_live() {
     assert!(scratch_dbs(t).is_empty());
     assert_eq!(e.conn("station"), "true -1");
     assert_eq!(e.conn(&kept), "true -1");
+}
+
+#[test]
+fn renames_still_running_on_the_server_when_the_client_dropped_are_ended_before_judging() {
+    // The renames wait for a row lock on the server when their client drops: the read-back ends
+    // that session and waits for it before judging, so "unchanged" is true and stays true. (Not a
+    // proven regression test: with the read-back's ending of the session taken out, the waiting
+    // session was still ended by the time of the check, by something not yet identified.)
+    let e = SwapEnv::new();
+    let t = &e.t;
+    e.marker(4);
+    let r = run_cmd(e.restore("RENAME TO", "detached"));
+    // Let the lock holder and anything it held up finish.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("(read back from pg_database: nothing was renamed)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        e.has_marker("station", 4),
+        "the live database was replaced after all"
+    );
+    assert!(kept_dbs(t).is_empty(), "{:?}", kept_dbs(t));
+    assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
+    assert_eq!(e.conn("station"), "true -1");
 }
 
 #[test]

@@ -1007,6 +1007,26 @@ fn read_back(t: &Target, n: &Names) -> std::result::Result<Vec<plan::DbRow>, Err
         if i > 0 {
             std::thread::sleep(Duration::from_secs(1));
         }
+        // First the renames' own session, if its client went away while it still runs.
+        match t.sql_within(
+            "postgres",
+            &plan::end_swap_session_sql(n),
+            READ_BACK_TIMEOUT,
+        ) {
+            Ok(out) if out.lines().any(|l| l.trim() == "gone") => {}
+            Ok(out) => {
+                last = Some(Error::unavailable(format!(
+                    "the renames' session ({}) still runs after being ended: {}",
+                    plan::swap_tag(n),
+                    out.trim()
+                )));
+                continue;
+            }
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        }
         match t
             .sql_within("postgres", &plan::swap_state_sql(n), READ_BACK_TIMEOUT)
             .and_then(|text| plan::parse_db_rows(&text))

@@ -340,13 +340,39 @@ pub fn sessions_sql(db: &DbName) -> String {
 /// Both renames in one transaction: the second failing undoes the first (PostgreSQL rolls the
 /// transaction back), so there is never a moment without a database of the live name... except
 /// inside the transaction, which nobody else can see.
+///
+/// The session is tagged ([`swap_tag`]) so that, when its client is gone before the answer, the
+/// read-back can end it and wait for it before judging what pg_database shows.
 pub fn swap_sql(n: &Names) -> String {
     format!(
-        "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
+        "SET application_name = '{}'; BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} \
+         RENAME TO {}; COMMIT;",
+        swap_tag(n),
         n.live.ident(),
         n.kept.ident(),
         n.scratch.ident(),
         n.live.ident()
+    )
+}
+
+/// `application_name` of the renames' session (the stamp: digits and `_` only).
+pub fn swap_tag(n: &Names) -> String {
+    format!("xtask-swap-{}", n.stamp.as_str())
+}
+
+/// End the renames' session if it still runs (its client may be gone while it waits for a lock)
+/// and wait, bounded, until it is gone: a transaction still open could commit after the read-back
+/// and make it wrong. Prints `gone`, or `running` when it outlived the wait.
+pub fn end_swap_session_sql(n: &Names) -> String {
+    let tag = swap_tag(n);
+    format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{tag}' \
+         AND pid <> pg_backend_pid(); \
+         DO $$ BEGIN FOR i IN 1..100 LOOP PERFORM pg_stat_clear_snapshot(); EXIT WHEN NOT EXISTS \
+         (SELECT 1 FROM pg_stat_activity WHERE application_name = '{tag}' AND pid <> pg_backend_pid()); \
+         PERFORM pg_sleep(0.05); END LOOP; END $$; \
+         SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = '{tag}' \
+         AND pid <> pg_backend_pid()) THEN 'running' ELSE 'gone' END"
     )
 }
 
@@ -631,7 +657,7 @@ mod tests {
         let n = Names::new("station", Stamp::parse("20261201_090000").unwrap()).unwrap();
         assert_eq!(
             swap_sql(&n),
-            "BEGIN; ALTER DATABASE \"station\" RENAME TO \"station_before_restore_20261201_090000\"; \
+            "SET application_name = 'xtask-swap-20261201_090000'; BEGIN; ALTER DATABASE \"station\" RENAME TO \"station_before_restore_20261201_090000\"; \
              ALTER DATABASE \"station_restore_20261201_090000\" RENAME TO \"station\"; COMMIT;"
         );
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
