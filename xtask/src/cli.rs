@@ -55,6 +55,17 @@ pub enum Command {
 }
 
 /// Parse, run, print the error if any, and return the process exit code.
+/// `xtask ... | head`: when the reader goes away, end quietly as other command-line tools do
+/// (SIGPIPE's default action) instead of panicking in `println!` (exit 101 and a backtrace).
+/// Rust sets SIGPIPE to "ignore" before `main`; children get the default back anyway.
+pub fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: resetting a signal's disposition to its default, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn main() -> i32 {
     if let Some(i) = control_character_argument(std::env::args_os().skip(1)) {
         // Not echoed: printed, a newline would start a line of its own, which GitHub Actions reads

@@ -234,10 +234,20 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
     let list: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(list[0]["database"], kept.as_str());
     assert!(list[0]["size_bytes"].as_u64().unwrap() > 0);
-    for bad in ["station", "postgres", "station_restore_20261201_090000"] {
+    for bad in ["station", "postgres", "station_restore_2026120_090000"] {
         let r = t.run(&["restore", "--env", "local", "--drop-kept", bad]);
         assert_eq!(r.code, 2, "{bad}: {}", r.all());
     }
+    // The right shape but no such database: the step fails and says where to look.
+    let r = t.run(&[
+        "restore",
+        "--env",
+        "local",
+        "--drop-kept",
+        "station_restore_20261201_090000",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("--kept"), "{}", r.stderr);
     assert_eq!(schema(&t, "station"), schema_b);
     // --dry-run says what it would drop and drops nothing; off a TTY without --yes: exit 2.
     let r = t.run(&[
@@ -1125,4 +1135,85 @@ fn a_remote_out_of_reach_is_exit_3_at_the_listing_the_manifest_and_the_download(
     }
     assert_eq!(snapshot(&e.t), before);
     assert!(scratch_dbs(&e.t).is_empty());
+}
+
+/// What a careless or unlucky user runs into (found by trying it): a TMPDIR with a space or not
+/// writable, a scratch database left by a killed restore, an audit log that cannot be written, a
+/// reader that closes the pipe.
+#[test]
+fn odd_surroundings_get_clear_answers_and_change_nothing() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "odd");
+    let before = snapshot(&t);
+    let restore = |vars: &[(&str, &str)], extra: &[&str]| {
+        let mut a = vec!["restore", "--env", "local", "--label", "odd", "--yes"];
+        a.extend_from_slice(extra);
+        let mut c = t.command(&a);
+        c.stdin(Stdio::null());
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        run_cmd(c)
+    };
+    // TMPDIR not a directory: exit 1 saying what to set, nothing changed.
+    let r = restore(&[("TMPDIR", "/etc/passwd")], &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("set TMPDIR"), "{}", r.stderr);
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+
+    // A scratch database left by a killed restore: named in the plan, droppable by name.
+    let left = "station_restore_20200101_000000";
+    sql(&t, "postgres", &format!("CREATE DATABASE {left}"));
+    let r = t.run(&["restore", "--env", "local", "--label", "odd", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains(&format!("{left} was left by an interrupted restore")),
+        "{}",
+        r.stdout
+    );
+    let r = t.run(&["restore", "--env", "local", "--drop-kept", left, "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(databases(&t, "station\\_restore\\_%").is_empty());
+
+    // The audit log cannot be written: refused before anything changed.
+    let audit = t.state_dir.join("deploy-audit.jsonl");
+    let aside = t.state_dir.join("deploy-audit.jsonl.aside");
+    std::fs::rename(&audit, &aside).unwrap();
+    std::fs::create_dir(&audit).unwrap();
+    let r = restore(&[], &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("the audit log cannot be written"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&t), before);
+    assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+    assert!(!t.state_dir.join("deploy.lock").exists());
+    std::fs::remove_dir(&audit).unwrap();
+    std::fs::rename(&aside, &audit).unwrap();
+
+    // A TMPDIR with a space in it: restores.
+    let spaced = t.dir.path().join("with space");
+    std::fs::create_dir(&spaced).unwrap();
+    let r = restore(&[("TMPDIR", spaced.to_str().unwrap())], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        std::fs::read_dir(&spaced).unwrap().count(),
+        0,
+        "the download was left"
+    );
+
+    // A reader that closes the pipe at once: no panic, no backtrace.
+    let mut c = t.command(&["restore", "--env", "local", "--kept"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
 }

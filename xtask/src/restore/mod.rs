@@ -66,6 +66,9 @@ pub struct Args {
     /// Seconds to wait for the live database's sessions to end before the swap is refused.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub swap_wait: u64,
+    /// Break a stale deploy lock (its holder is gone; a live lock still refuses), as deploy does.
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 /// Which backup to restore.
@@ -86,6 +89,8 @@ pub struct Options {
     pub swap_wait: Duration,
     /// Audit-log step prefix (`restore`, or `rollback` when rollback drives it).
     pub audit_prefix: String,
+    /// Break a stale deploy lock.
+    pub force_unlock: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -139,6 +144,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         json: args.json,
         swap_wait: Duration::from_secs(args.swap_wait),
         audit_prefix: "restore".into(),
+        force_unlock: args.force_unlock,
     };
     let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
     match outcome {
@@ -190,6 +196,8 @@ pub struct Planned {
     pub live: Option<LiveFacts>,
     pub created_at: Option<String>,
     pub window_seconds: Option<i64>,
+    /// Scratch databases an interrupted restore left behind (named in the plan).
+    pub leftover_scratch: Vec<String>,
 }
 
 /// Choose the object, read its manifest (a malformed one fails; a missing one warns, or fails with
@@ -199,7 +207,7 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
     let names = Names::new(&env.database, Stamp::at_unix(now_unix()))?;
     // The databases' facts are read while the bucket is listed and the manifest read (each a
     // round trip of its own: on a server over SSH, or to B2, they add up).
-    let facts_sql = plan::facts_of_sql(&[&names.live, &names.scratch, &names.kept]);
+    let facts_sql = plan::facts_of_sql(&names.live, &[&names.live, &names.scratch, &names.kept]);
     std::thread::scope(|scope| {
         let facts = scope.spawn(|| t.sql("postgres", &facts_sql));
         let chosen = choose_and_read(t, opts);
@@ -320,6 +328,7 @@ fn plan_from(
         .as_deref()
         .and_then(plan::parse_rfc3339_utc)
         .map(|c| now_unix() as i64 - c);
+    let leftover_scratch = plan::leftover_scratch(facts, &names.live, &names.scratch);
     Ok(Planned {
         object,
         manifest,
@@ -327,6 +336,7 @@ fn plan_from(
         live,
         created_at,
         window_seconds,
+        leftover_scratch,
     })
 }
 
@@ -392,6 +402,13 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
          (`cargo xtask restore --env {} --kept`, `--drop-kept {}`)",
         n.kept, env.name, n.kept
     ));
+    for d in &p.leftover_scratch {
+        s.push_str(&format!(
+            "\n  WARNING   {d} was left by an interrupted restore (not touched by this one): drop it with \
+             `cargo xtask restore --env {} --drop-kept {d}` once nothing uses it",
+            env.name
+        ));
+    }
     s
 }
 
@@ -576,6 +593,20 @@ impl Run<'_> {
     }
 
     fn record(&self, name: &str, status: &str, s_ms: u128, e_ms: u128, message: &str) {
+        if let Err(e) = self.try_record(name, status, s_ms, e_ms, message) {
+            eprintln!("warning: audit log: {e}");
+        }
+    }
+
+    /// Append one record; the error when the audit log cannot be written.
+    fn try_record(
+        &self,
+        name: &str,
+        status: &str,
+        s_ms: u128,
+        e_ms: u128,
+        message: &str,
+    ) -> Result<()> {
         let r = Record {
             env: self.t.env.name.clone(),
             step: format!("{}:{name}", self.opts.audit_prefix),
@@ -590,9 +621,7 @@ impl Run<'_> {
             message: message.into(),
             previous: None,
         };
-        if let Err(e) = self.audit.append(&r) {
-            eprintln!("warning: audit log: {e}");
-        }
+        self.audit.append(&r)
     }
 
     fn check_interrupt(&self) -> Result<()> {
@@ -682,7 +711,14 @@ pub fn restore_under(
         steps: Vec::new(),
         warnings: Vec::new(),
     };
-    run.record("plan", "ok", now_ms(), now_ms(), &text);
+    // The audit log is what rollback and prune decide by: a restore that cannot record itself does
+    // not start.
+    run.try_record("plan", "ok", now_ms(), now_ms(), &text)
+        .map_err(|e| {
+            Error::failed(format!(
+                "refusing to restore: the audit log cannot be written ({e}); nothing was changed"
+            ))
+        })?;
     let result = execute(&mut run, &planned, held, after_swap);
     let (outcome, downtime) = match &result {
         Ok(d) => ("ok", *d),
@@ -792,8 +828,11 @@ fn execute(
             ));
         }
         let info = LockInfo::new("restore", 6 * 3600, crate::random::secret()?);
-        let (g, _) = lock::acquire(&place, &info, false)
+        let (g, notes) = lock::acquire(&place, &info, r.opts.force_unlock)
             .map_err(|e| Error::failed(format!("refusing to restore: {e}")))?;
+        for n in notes {
+            eprintln!("    {n}");
+        }
         Ok((Some(g), place.describe()))
     })?;
     run.check_interrupt()?;
@@ -1360,7 +1399,10 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     let t = Target::of(env)?;
     let Some(facts) = plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&db))?)?
     else {
-        return Err(Error::failed(format!("no database {db} on `{}`", env.name)));
+        return Err(Error::failed(format!(
+            "no database {db} on `{}` (`cargo xtask restore --env {} --kept` lists the kept ones)",
+            env.name, env.name
+        )));
     };
     let sql = plan::drop_kept_sql(&db);
     let say = |s: &str| {
@@ -1390,7 +1432,7 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     }
     let place = crate::deploy::runner::lock_place(&t.host, root);
     let info = LockInfo::new("restore", 3600, crate::random::secret()?);
-    let (mut guard, _) = lock::acquire(&place, &info, false)
+    let (mut guard, _) = lock::acquire(&place, &info, a.force_unlock)
         .map_err(|e| Error::failed(format!("refusing to drop {db}: {e} (nothing was dropped)")))?;
     let s_ms = now_ms();
     let result = t.sql("postgres", &sql);

@@ -158,13 +158,23 @@ pub fn kept_stamp(live: &DbName, name: &str) -> Option<Stamp> {
     Stamp::parse(rest)
 }
 
-/// `--drop-kept NAME`: only `<db>_before_restore_<stamp>` of this environment's database.
+/// The stamp of a scratch database name of `live` (`<live>_restore_<stamp>`).
+pub fn scratch_stamp(live: &DbName, name: &str) -> Option<Stamp> {
+    let rest = name
+        .strip_prefix(live.as_str())?
+        .strip_prefix(SCRATCH_INFIX)?;
+    Stamp::parse(rest)
+}
+
+/// `--drop-kept NAME`: only `<db>_before_restore_<stamp>` of this environment's database, or a
+/// scratch database `<db>_restore_<stamp>` an interrupted restore left (the plan names those).
 pub fn parse_kept(live: &DbName, name: &str) -> Result<DbName> {
-    match kept_stamp(live, name) {
+    match kept_stamp(live, name).or_else(|| scratch_stamp(live, name)) {
         Some(_) => DbName::parse(name),
         None => Err(Error::usage(format!(
             "--drop-kept {name:?}: only a kept database of the shape {live}{KEPT_INFIX}YYYYmmdd_HHMMSS \
-             can be dropped (`--kept` lists them)"
+             (`--kept` lists them) or a scratch database {live}{SCRATCH_INFIX}YYYYmmdd_HHMMSS left by an \
+             interrupted restore can be dropped"
         ))),
     }
 }
@@ -183,15 +193,29 @@ pub fn live_facts_sql(live: &DbName) -> String {
 }
 
 /// [`live_facts_sql`] for several databases in one query: `datname|...` lines.
-pub fn facts_of_sql(dbs: &[&DbName]) -> String {
+/// Also lists the scratch databases of `live` (`<live>_restore_%`): one left by an interrupted
+/// restore is named in the plan.
+pub fn facts_of_sql(live: &DbName, dbs: &[&DbName]) -> String {
+    // `_` is a LIKE wildcard: escaped. The shape is checked again in Rust.
+    let pattern = format!("{}{}%", live.as_str(), SCRATCH_INFIX).replace('_', "\\_");
     format!(
         "SELECT datname || '|' || pg_get_userbyid(datdba) || '|' || datallowconn || '|' || \
-         datconnlimit || '|' || pg_database_size(datname) FROM pg_database WHERE datname IN ({})",
+         datconnlimit || '|' || pg_database_size(datname) FROM pg_database WHERE datname IN ({}) \
+         OR datname LIKE '{pattern}'",
         dbs.iter()
             .map(|d| d.literal())
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// Scratch databases of `live` in [`facts_of_sql`]'s answer, other than `except`.
+pub fn leftover_scratch(text: &str, live: &DbName, except: &DbName) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().split('|').next())
+        .filter(|n| *n != except.as_str() && scratch_stamp(live, n).is_some())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Parse [`facts_of_sql`]'s answer for `db` (`None`: it does not exist).
@@ -591,7 +615,7 @@ pub fn finish_by_hand(n: &Names, kept: bool, limit: i64) -> (String, String) {
 
 #[cfg(test)]
 fn facts_sql_names_each(dbs: &[&DbName]) -> bool {
-    let q = facts_of_sql(dbs);
+    let q = facts_of_sql(dbs[0], dbs);
     dbs.iter().all(|d| q.contains(&d.literal()))
 }
 
@@ -625,9 +649,12 @@ mod tests {
     fn only_kept_names_of_this_database_may_be_dropped() {
         let live = DbName::parse("station").unwrap();
         assert!(parse_kept(&live, "station_before_restore_20261201_090000").is_ok());
+        // A scratch database an interrupted restore left (the deploy lock keeps a running restore's).
+        assert!(parse_kept(&live, "station_restore_20261201_090000").is_ok());
         for bad in [
             "station",
-            "station_restore_20261201_090000",
+            "other_restore_20261201_090000",
+            "station_restore_20261201_09000",
             "station_before_restore_2026120_090000",
             "other_before_restore_20261201_090000",
             "station_before_restore_20261201_090000x",
@@ -729,6 +756,23 @@ mod tests {
         let scratch = DbName::parse("station_restore_20261201_120000").unwrap();
         assert_eq!(facts_of(text, &scratch).unwrap(), None);
         assert!(facts_sql_names_each(&[&live, &kept]));
+        assert!(facts_of_sql(&live, &[&live]).contains("LIKE 'station\\_restore\\_%'"));
+        let text = "station_restore_20261201_110000|station|true|-1|9\nstation|app|true|-1|7\n\
+                    station_restore_x|a|true|-1|1\n";
+        assert_eq!(
+            leftover_scratch(text, &live, &scratch),
+            ["station_restore_20261201_110000"]
+        );
+        assert_eq!(
+            leftover_scratch(
+                text,
+                &live,
+                &DbName::parse("station_restore_20261201_110000").unwrap()
+            ),
+            Vec::<String>::new()
+        );
+        assert!(parse_kept(&live, "station_restore_20261201_110000").is_ok());
+        assert!(parse_kept(&live, "station").is_err());
     }
 
     #[test]

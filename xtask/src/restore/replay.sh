@@ -12,7 +12,8 @@
 #   ok      committed
 #   gunzip  the file is not a complete gzip stream (RC): nothing committed
 #   psql    psql failed with RC (3: an SQL error or a meta-command, 2: the connection): nothing committed
-# Exit 3 (no verdict): psql cannot restrict meta-commands (older than 13.22, 14.19, 15.14, 16.10, 17.6).
+# Exit 3 (no verdict): psql cannot restrict meta-commands (older than 13.22, 14.19, 15.14, 16.10, 17.6);
+# exit 5: no temp dir (TMPDIR not a writable directory).
 #
 # Every stage's status is read and judged below (PIPESTATUS), so neither errexit nor pipefail
 # (which the host prepends to bash scripts) may end the script early.
@@ -39,7 +40,7 @@ if [ "$minor" -lt "$need" ]; then
 fi
 key=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 [ "${#key}" -eq 48 ] || exit 3
-dir=$(mktemp -d "${TMPDIR:-/tmp}/xtask-replay.XXXXXXXX") || exit 3
+dir=$(mktemp -d "${TMPDIR:-/tmp}/xtask-replay.XXXXXXXX") || exit 5
 trap 'rm -rf -- "$dir"' EXIT
 
 # The dump on stdin without its own `\restrict KEY` line (only in the leading comment block) and,

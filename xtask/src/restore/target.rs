@@ -141,19 +141,26 @@ impl Target {
                      backup status --env {}` shows the newest backups ({msg})",
                     self.env.name
                 )),
+                Some(5) => Error::failed(format!(
+                    "no temp dir for the download: set TMPDIR to a writable directory with room \
+                     for the backup ({msg})"
+                )),
                 Some(3 | 255) => Error::unavailable(msg),
                 _ if self.host.unreachable(&o) => Error::unavailable(msg),
                 _ => Error::failed(msg),
             });
         }
         let out = o.stdout_str();
-        let mut w = out.split_whitespace();
-        match (w.next(), w.next(), w.next().and_then(|s| s.parse().ok())) {
-            (Some(dir), Some(sum), Some(size)) if sum.len() == 64 => Ok(Fetched {
-                dir: dir.to_string(),
-                sha256: sum.to_string(),
-                size,
-            }),
+        let line = out.trim_end_matches('\n');
+        let mut w = line.splitn(3, ' ');
+        match (w.next(), w.next().and_then(|s| s.parse().ok()), w.next()) {
+            (Some(sum), Some(size), Some(dir)) if sum.len() == 64 && !dir.is_empty() => {
+                Ok(Fetched {
+                    dir: dir.to_string(),
+                    sha256: sum.to_string(),
+                    size,
+                })
+            }
             _ => Err(Error::failed(format!(
                 "downloading {object}: unexpected answer {out:?}"
             ))),
@@ -178,6 +185,11 @@ impl Target {
                 describe(o.status),
                 tail(&err)
             );
+            if o.status.code() == Some(5) {
+                return Err(Error::failed(format!(
+                    "{e} (set TMPDIR to a writable directory)"
+                )));
+            }
             return Err(if o.status.code() == Some(3) || self.host.unreachable(&o) {
                 Error::unavailable(e)
             } else {

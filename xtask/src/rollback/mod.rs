@@ -138,14 +138,44 @@ pub fn read_audit(host: &Host, root: &Path) -> Result<Vec<Record>> {
             }
         }
     };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| Error::input(Path::new(&origin), i + 1, e.column(), e.to_string()))
-        })
-        .collect()
+    parse_audit(&text, &origin)
+}
+
+/// The audit log's records. A last line cut short (no newline after it: the writer was killed
+/// mid-append) is left out with a warning; any other bad line is bad input at its position, with
+/// what to do.
+fn parse_audit(text: &str, origin: &str) -> Result<Vec<Record>> {
+    let n = text.lines().count();
+    let torn_tail = !text.is_empty() && !text.ends_with('\n');
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(l) {
+            Ok(r) => out.push(r),
+            Err(_) if torn_tail && i + 1 == n => eprintln!(
+                "warning: {origin}:{}: the last line is cut short (a writer killed mid-append?): left \
+                 out",
+                i + 1
+            ),
+            Err(e) => {
+                let msg = e.to_string();
+                let suffix = format!(" at line {} column {}", e.line(), e.column());
+                return Err(Error::input(
+                    Path::new(origin),
+                    i + 1,
+                    e.column().max(1),
+                    format!(
+                        "{}: not an audit record; repair or remove this line (the log is what rollback \
+                         decides by)",
+                        msg.strip_suffix(&suffix).unwrap_or(&msg)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What a rollback of `env` would do, from its audit log.
@@ -353,6 +383,8 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         json: args.json,
         swap_wait: Duration::from_secs(args.swap_wait),
         audit_prefix: "rollback".into(),
+        // Rollback takes the lock itself (breaking a stale one with its own --force-unlock).
+        force_unlock: false,
     };
     let pull = match &c.previous {
         Some(prev) => t.pull_cmd(prev)?,
@@ -770,6 +802,25 @@ pub fn after_failed_deploy(
     match rollback(env, root, None, &args) {
         Ok(_) => format!("\nrolled back (--rollback-on-failure): `{cmd}` {what}: done"),
         Err(e) => format!("\n--rollback-on-failure: `{cmd}` FAILED: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_left_out_and_any_other_bad_line_is_input_at_its_position() {
+        let good = r#"{"env":"local","step":"pipeline","status":"ok","start":"2026-12-01T09:00:00.000Z","end":"2026-12-01T09:00:01.000Z","duration_ms":1,"sha":"a","actor":"t"}"#;
+        let torn = format!("{good}\n{{\"partial\": ");
+        assert_eq!(parse_audit(&torn, "log").unwrap().len(), 1);
+        let bad = format!("{good}\n{{\"partial\": \n{good}\n");
+        let e = parse_audit(&bad, "log").unwrap_err();
+        assert_eq!(e.exit_code(), ExitCode::Usage);
+        let s = e.to_string();
+        assert!(s.starts_with("log:2:"), "{s}");
+        assert!(!s.contains("at line"), "position said twice: {s}");
+        assert!(s.contains("repair or remove this line"), "{s}");
     }
 }
 
