@@ -309,10 +309,7 @@ impl Host {
     /// libpq variables and the password of the local cluster (state read now: exit 2 with the
     /// command to run when `local up` has not run).
     fn local_env(&self, mut c: Cmd) -> Result<Cmd> {
-        c = c.env_remove("AWS_CA_BUNDLE").env_remove("PGSERVICE");
-        if let Some(path) = crate::process::child_path() {
-            c = c.env("PATH", path.to_string_lossy().as_ref());
-        }
+        c = with_real_path(c.env_remove("AWS_CA_BUNDLE").env_remove("PGSERVICE"));
         if let At::Local { rclone_env, .. } = &self.at {
             let state = LocalState::load(&self.env)?;
             for (k, v) in rclone_env {

@@ -1397,7 +1397,7 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     let live = DbName::parse(&env.database)?;
     let db = plan::parse_kept(&live, name)?;
     let t = Target::of(env)?;
-    let Some(facts) = plan::parse_live_facts(&t.sql("postgres", &plan::live_facts_sql(&db))?)?
+    let Some(facts) = plan::facts_of(&t.sql("postgres", &plan::facts_of_sql(&live, &[&db]))?, &db)?
     else {
         return Err(Error::failed(format!(
             "no database {db} on `{}` (`cargo xtask restore --env {} --kept` lists the kept ones)",

@@ -182,17 +182,8 @@ pub fn parse_kept(live: &DbName, name: &str) -> Result<DbName> {
 // ---------------------------------------------------------------------------------------------
 // SQL. Every identifier is a `DbName` (validated shape, double-quoted).
 
-/// Facts of the live database needed before and after the swap:
-/// `owner|allow_connections|connlimit|size_bytes`.
-pub fn live_facts_sql(live: &DbName) -> String {
-    format!(
-        "SELECT pg_get_userbyid(datdba) || '|' || datallowconn || '|' || datconnlimit || '|' || \
-         pg_database_size(datname) FROM pg_database WHERE datname = {}",
-        live.literal()
-    )
-}
-
-/// [`live_facts_sql`] for several databases in one query: `datname|...` lines.
+/// Owner, `datallowconn`, `datconnlimit` and size of several databases in one query:
+/// `datname|owner|allow|limit|size` lines.
 /// Also lists the scratch databases of `live` (`<live>_restore_%`): one left by an interrupted
 /// restore is named in the plan.
 pub fn facts_of_sql(live: &DbName, dbs: &[&DbName]) -> String {
@@ -273,7 +264,8 @@ impl LiveFacts {
     }
 }
 
-/// Parse [`live_facts_sql`]'s answer; `None` when the database does not exist.
+/// Parse one database's `owner|datallowconn|datconnlimit|size` (see [`facts_of_sql`]); `None`
+/// when the answer is empty.
 pub fn parse_live_facts(text: &str) -> Result<Option<LiveFacts>> {
     let line = text.trim();
     if line.is_empty() {
@@ -614,12 +606,6 @@ pub fn finish_by_hand(n: &Names, kept: bool, limit: i64) -> (String, String) {
 }
 
 #[cfg(test)]
-fn facts_sql_names_each(dbs: &[&DbName]) -> bool {
-    let q = facts_of_sql(dbs[0], dbs);
-    dbs.iter().all(|d| q.contains(&d.literal()))
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -755,7 +741,11 @@ mod tests {
         assert_eq!(facts_of(text, &kept).unwrap().unwrap().size_bytes, 9);
         let scratch = DbName::parse("station_restore_20261201_120000").unwrap();
         assert_eq!(facts_of(text, &scratch).unwrap(), None);
-        assert!(facts_sql_names_each(&[&live, &kept]));
+        let q = facts_of_sql(&live, &[&live, &kept]);
+        assert!(
+            q.contains(&live.literal()) && q.contains(&kept.literal()),
+            "{q}"
+        );
         assert!(facts_of_sql(&live, &[&live]).contains("LIKE 'station\\_restore\\_%'"));
         let text = "station_restore_20261201_110000|station|true|-1|9\nstation|app|true|-1|7\n\
                     station_restore_x|a|true|-1|1\n";
