@@ -373,7 +373,10 @@ md5_pid=$!
 HELPER_PIDS=("$sha_pid" "$md5_pid")
 st=()
 {
-  timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" --snapshot="$snapshot" "${dump_db[@]}" 2>"$TMP_DIR/dump.err" |
+  # --no-owner: no `ALTER ... OWNER TO` lines, so `cargo xtask restore` can replay the dump as a
+  # role that owns only its scratch database (owners need a superuser to set), then hand it all
+  # to the database's owner.
+  timeout --foreground --kill-after=30 "$BACKUP_DUMP_TIMEOUT" "${dump_cmd[@]}" --no-owner --snapshot="$snapshot" "${dump_db[@]}" 2>"$TMP_DIR/dump.err" |
     "$GZ" "${gz_opts[@]}" -c | tee "$DUMP" "$TMP_DIR/sha256.fifo" "$TMP_DIR/md5.fifo" |
     "$GUNZIP" -dc | tail -c 4096 >"$TMP_DIR/tail.sql"
   st=("${PIPESTATUS[@]}")

@@ -357,7 +357,7 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
     sql(
         &t,
         "station",
-        "CREATE ROLE ghost; CREATE TABLE ghost_notes (x int); ALTER TABLE ghost_notes OWNER TO ghost; \
+        "CREATE ROLE ghost; CREATE TABLE ghost_notes (x int); GRANT SELECT ON ghost_notes TO ghost; \
          INSERT INTO ghost_notes VALUES (1);",
     );
     let ghost = backup(&t, "ghost");
@@ -437,7 +437,7 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
     unchanged("missing manifest, --strict");
     std::fs::rename(&aside, &manifest).unwrap();
 
-    // An SQL error during the restore (the dump names a role that no longer exists).
+    // An SQL error during the restore (the dump grants to a role that no longer exists).
     let r = restore(&[ghost.as_str(), "--yes"]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
@@ -700,6 +700,144 @@ fn a_dump_cannot_run_psql_meta_commands() {
     let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!mark.exists());
+}
+
+/// The dump replays (and is counted) as a role that owns only the scratch database: a planted
+/// dump cannot run programs, alter the live database or create roles, even when it ends the
+/// restore's transaction itself. A dump with owners (`pg_dump` without `--no-owner`) is refused
+/// with the way on (`--trust-dump`), which restores it.
+#[test]
+fn a_dump_runs_as_a_role_that_owns_only_the_scratch_database() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    let file = object_file(&t, &object);
+    let text = gunzip(&std::fs::read(&file).unwrap());
+    assert!(
+        !text.contains("OWNER TO"),
+        "backups are taken with --no-owner"
+    );
+    let cluster = |t: &TestEnv| {
+        let roles = sql(
+            t,
+            "postgres",
+            "SELECT string_agg(rolname || ':' || rolsuper, ',' ORDER BY rolname) FROM pg_roles \
+             WHERE rolname NOT LIKE 'pg\\_%'",
+        );
+        let live = sql(
+            t,
+            "postgres",
+            "SELECT datallowconn || ':' || datconnlimit || ':' || pg_get_userbyid(datdba) FROM \
+             pg_database WHERE datname = 'station'",
+        );
+        (roles, live)
+    };
+    let before = (snapshot(&t), cluster(&t));
+    // Where the server's own user (postgres) could write: a superuser's `TO PROGRAM` would.
+    let mark = std::env::temp_dir().join(format!("xtask-pwned-{}", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    let plant = |n: u32, sql: &str| -> String {
+        let name = file
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace("_good.sql.gz", &format!("_planted-{n}.sql.gz"));
+        std::fs::write(file.with_file_name(&name), gzip(sql)).unwrap();
+        name
+    };
+    let append = |extra: &str| text.replacen("\\unrestrict", &format!("{extra}\n\\unrestrict"), 1);
+    let cases = [
+        (
+            "a program run by the server",
+            append(&format!(
+                "COPY (SELECT 1) TO PROGRAM 'touch {}';",
+                mark.display()
+            )),
+        ),
+        (
+            "the live database altered",
+            append("ALTER DATABASE station ALLOW_CONNECTIONS false;"),
+        ),
+        (
+            "a superuser created",
+            append("CREATE ROLE evil SUPERUSER LOGIN;"),
+        ),
+        (
+            "the restore's transaction ended first",
+            append("COMMIT;\nALTER DATABASE station CONNECTION LIMIT 0;\nCREATE ROLE evil;"),
+        ),
+    ];
+    for (i, (what, dump)) in cases.iter().enumerate() {
+        let o = plant(i as u32 + 1, dump);
+        let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
+        assert_eq!(r.code, 1, "{what}: {}", r.all());
+        assert!(!mark.exists(), "{what}: the dump ran a program");
+        assert!(r.stderr.contains("--trust-dump"), "{what}: {}", r.stderr);
+        assert_eq!(
+            (snapshot(&t), cluster(&t)),
+            before,
+            "{what}: the live database or the roles changed"
+        );
+        assert!(scratch_dbs(&t).is_empty(), "{what}: {:?}", scratch_dbs(&t));
+        assert_eq!(
+            sql(
+                &t,
+                "postgres",
+                "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'station\\_restore\\_%'"
+            )
+            .trim(),
+            "0",
+            "{what}: the replay role was left"
+        );
+    }
+
+    // A dump with its objects' owners (as backups taken before --no-owner are): refused, saying
+    // why and how to go on; with --trust-dump it is restored, owners and all.
+    let o = pg(&t, "pg_dump", "station").output().unwrap();
+    assert!(o.status.success());
+    let owned = String::from_utf8(o.stdout).unwrap();
+    assert!(owned.contains("OWNER TO station"), "{owned}");
+    let o = plant(9, &owned);
+    let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("OWNER TO") && r.stderr.contains("--trust-dump"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!((snapshot(&t), cluster(&t)), before);
+    let r = t.run(&["restore", "--env", "local", &o, "--yes", "--trust-dump"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("--trust-dump"), "{}", r.stdout);
+    assert_eq!(snapshot(&t), before.0);
+
+    // A restore of a backup of xtask's own: the restored objects and the database belong to the
+    // owner again, and the replay role is gone.
+    sql(
+        &t,
+        "station",
+        "INSERT INTO accounts VALUES (77777, 'later')",
+    );
+    let r = t.run(&["restore", "--env", "local", "--label", "good", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("which owns only that database"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(snapshot(&t), before.0);
+    assert_eq!(cluster(&t), before.1);
+    assert_eq!(
+        sql(
+            &t,
+            "station",
+            "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class c JOIN \
+             pg_namespace n ON n.oid = c.relnamespace WHERE nspname = 'public'"
+        )
+        .trim(),
+        "station"
+    );
 }
 
 #[test]

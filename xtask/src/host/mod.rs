@@ -55,6 +55,17 @@ pub const RCLONE_FLAGS: [&str; 12] = [
 /// Options of every psql run: no psqlrc, quiet, stop at the first error.
 pub const PSQL_OPTS: [&str; 4] = ["-X", "-q", "-v", "ON_ERROR_STOP=1"];
 
+/// Who a psql logs in as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login<'a> {
+    /// The environment's `db_user` (on this machine over TCP with its password).
+    Owner,
+    /// A role with no password, over the server's local socket, which trusts it (the cluster of
+    /// `local` is initialised with `--auth-local=trust`; the postgres image trusts its socket):
+    /// restore's replay role, which owns nothing but the scratch database.
+    Socket(&'a str),
+}
+
 /// `c` with `PATH` past the wrappers [`crate::process::child_path`] steps over.
 fn with_real_path(c: Cmd) -> Cmd {
     match crate::process::child_path() {
@@ -308,19 +319,33 @@ impl Host {
 
     /// libpq variables and the password of the local cluster (state read now: exit 2 with the
     /// command to run when `local up` has not run).
-    fn local_env(&self, mut c: Cmd) -> Result<Cmd> {
+    fn local_env(&self, c: Cmd) -> Result<Cmd> {
+        self.local_env_as(c, Login::Owner)
+    }
+
+    /// [`Host::local_env`] logging in as `login`: a [`Login::Socket`] role gets the cluster's
+    /// socket directory and no password at all (the owner's is not in its environment).
+    fn local_env_as(&self, mut c: Cmd, login: Login<'_>) -> Result<Cmd> {
         c = with_real_path(c.env_remove("AWS_CA_BUNDLE").env_remove("PGSERVICE"));
-        if let At::Local { rclone_env, .. } = &self.at {
+        if let At::Local { rclone_env, paths } = &self.at {
             let state = LocalState::load(&self.env)?;
             for (k, v) in rclone_env {
                 c = c.env(k, v);
             }
             c = c
-                .env("PGHOST", "127.0.0.1")
                 .env("PGPORT", state.pg_port.to_string())
-                .env("PGUSER", &self.env.db_user)
-                .env("PGDATABASE", &self.env.database)
-                .secret_env("PGPASSWORD", &state.pg_password);
+                .env("PGDATABASE", &self.env.database);
+            c = match login {
+                Login::Owner => c
+                    .env("PGHOST", "127.0.0.1")
+                    .env("PGUSER", &self.env.db_user)
+                    .secret_env("PGPASSWORD", &state.pg_password),
+                Login::Socket(role) => c
+                    .env("PGHOST", crate::local::socket_dir(paths).as_os_str())
+                    .env("PGUSER", role)
+                    .env_remove("PGPASSWORD")
+                    .env_remove("PGPASSFILE"),
+            };
         }
         Ok(c)
     }
@@ -328,6 +353,12 @@ impl Host {
     /// Run a fixed script with positional arguments (`$1...`) on the host: on this machine with the
     /// host's environment (rclone remote, libpq), on a server over SSH (arguments shell-quoted).
     pub fn script(&self, s: &Script<'_>, args: &[String]) -> Result<Cmd> {
+        self.script_as(s, args, Login::Owner)
+    }
+
+    /// [`Host::script`] whose libpq environment on this machine logs in as `login` (on a server
+    /// the script's psql words say who logs in: see [`Host::psql_words_as`]).
+    pub fn script_as(&self, s: &Script<'_>, args: &[String], login: Login<'_>) -> Result<Cmd> {
         let text = s.text();
         match &self.at {
             At::Ssh { target, dir } => {
@@ -348,7 +379,7 @@ impl Host {
                 if s.in_dir {
                     c = c.dir(self.local_dir());
                 }
-                self.local_env(c)
+                self.local_env_as(c, login)
             }
         }
     }
@@ -563,11 +594,22 @@ impl Host {
     /// for the environment's own database, which `PGDATABASE` names). Compose words start with
     /// `compose`: use them in a [`Script::with_compose`] script.
     pub fn psql_words(&self, db: &str, extra: &[&str]) -> Vec<String> {
+        self.psql_words_as(db, Login::Owner, extra)
+    }
+
+    /// [`Host::psql_words`] logging in as `login`: `-U <role>` in the postgres container (whose
+    /// socket the official image trusts, as it does for `db_user`); on this machine the role comes
+    /// from the environment [`Host::script_as`] / [`Host::psql_as`] give.
+    pub fn psql_words_as(&self, db: &str, login: Login<'_>, extra: &[&str]) -> Vec<String> {
         let env = &self.env;
         let local = matches!(self.at, At::Local { .. });
         let mut psql: Vec<String> = vec!["psql".into()];
         if !local {
-            psql.extend(["-U".to_string(), env.db_user.clone()]);
+            let user = match login {
+                Login::Owner => env.db_user.as_str(),
+                Login::Socket(role) => role,
+            };
+            psql.extend(["-U".to_string(), user.to_string()]);
         }
         if !local || db != env.database {
             psql.extend(["-d".to_string(), db.to_string()]);
@@ -592,9 +634,14 @@ impl Host {
     /// -T <postgres> psql -U <db_user>` (the container trusts its own socket). `db` may be the
     /// maintenance database `postgres` (CREATE/ALTER/DROP DATABASE).
     pub fn psql(&self, db: &str, extra: &[&str]) -> Result<Cmd> {
-        let words = self.psql_words(db, extra);
+        self.psql_as(db, Login::Owner, extra)
+    }
+
+    /// [`Host::psql`] logging in as `login`.
+    pub fn psql_as(&self, db: &str, login: Login<'_>, extra: &[&str]) -> Result<Cmd> {
+        let words = self.psql_words_as(db, login, extra);
         match &self.at {
-            At::Local { .. } => self.local_env(Cmd::new(&words[0]).args(&words[1..])),
+            At::Local { .. } => self.local_env_as(Cmd::new(&words[0]).args(&words[1..]), login),
             _ => self.compose(None, &words[1..]),
         }
     }

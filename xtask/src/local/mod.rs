@@ -456,6 +456,13 @@ fn location_file(paths: &LocalPaths) -> PathBuf {
 /// The recorded fallback location, only if it has the shape [`pg_base_for`] gives it
 /// (`/var/tmp/xtask-local-<16 hex>/postgres`): `local down --purge` deletes its parent, so a
 /// hand-edited or corrupt file must never name some other directory.
+/// The cluster's Unix socket directory (where `local up` put the cluster, see [`pg_base_for`]).
+pub fn socket_dir(paths: &LocalPaths) -> PathBuf {
+    services::postgres::Cluster::socket_dir_of(
+        &recorded_pg_base(paths).unwrap_or_else(|| paths.pg_base.clone()),
+    )
+}
+
 fn recorded_pg_base(paths: &LocalPaths) -> Option<PathBuf> {
     let text = std::fs::read_to_string(location_file(paths)).ok()?;
     let p = PathBuf::from(text.trim());

@@ -30,6 +30,7 @@ use crate::deploy::plan::{elapsed_ms, now_ms, now_unix, rfc3339_ms};
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
 
+use crate::host::Login;
 use plan::{DbName, LiveFacts, Names, Stamp};
 use target::{Fetched, Target};
 
@@ -69,6 +70,12 @@ pub struct Args {
     /// Break a stale deploy lock (its holder is gone; a live lock still refuses), as deploy does.
     #[arg(long)]
     pub force_unlock: bool,
+    /// Replay the dump as the database user (a superuser in the postgres image) instead of a role
+    /// that owns only the scratch database: for backups that carry their objects' owners
+    /// (`ALTER ... OWNER TO`, taken before xtask's backups left them out). Its SQL then runs with
+    /// every right on the server: only for a backup you trust.
+    #[arg(long)]
+    pub trust_dump: bool,
 }
 
 /// Which backup to restore.
@@ -91,6 +98,8 @@ pub struct Options {
     pub audit_prefix: String,
     /// Break a stale deploy lock.
     pub force_unlock: bool,
+    /// Replay (and count) as the database user, not as the scratch database's own role.
+    pub trust_dump: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -145,6 +154,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         swap_wait: Duration::from_secs(args.swap_wait),
         audit_prefix: "restore".into(),
         force_unlock: args.force_unlock,
+        trust_dump: args.trust_dump,
     };
     let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
     match outcome {
@@ -383,9 +393,10 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     }
     let writers = t.writers();
     s.push_str(&format!(
-        "  steps     lock → download + check against the manifest → restore into {} (one transaction, committed only when the whole dump decompressed; psql under \\restrict) → verify → swap ({}block connections, \
+        "  steps     lock → download + check against the manifest → restore into {} as {} (one transaction, committed only when the whole dump decompressed; psql under \\restrict) → verify → swap ({}block connections, \
          end sessions within {}s, rename {} → {} and {} → {}) → start → health\n",
         n.scratch,
+        replayer_words(opts, &n.scratch, &env.db_user),
         if writers.is_empty() {
             String::new()
         } else {
@@ -412,7 +423,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     s
 }
 
-fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
+fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<String>> {
     let n = &p.names;
     let owner = p
         .live
@@ -420,18 +431,30 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
     let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
+    let login = replay_login(opts.trust_dump, &n.scratch);
+    let create = create_sqls(opts, &n.scratch, &owner);
     let mut v = vec![
         t.fetch_cmd(&p.object.path, p.manifest.is_some())?.display(),
-        t.sql_cmd("postgres", &plan::create_scratch_sql(&n.scratch, &owner))?
-            .display(),
-        t.replay_cmd("<dir>/backup.sql.gz", n.scratch.as_str())?
+        t.sql_each_cmd(
+            "postgres",
+            &create.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?
+        .display(),
+        t.replay_cmd("<dir>/backup.sql.gz", n.scratch.as_str(), login)?
             .display(),
         {
             let [counts, newest] = verify_sql();
-            t.sql_each_cmd(n.scratch.as_str(), &[&counts, &newest])?
+            t.sql_each_cmd_as(n.scratch.as_str(), login, &[&counts, &newest])?
                 .display()
         },
     ];
+    if !opts.trust_dump {
+        let adopt = plan::adopt_sql(&n.scratch, &owner);
+        v.push(
+            t.sql_each_cmd(n.scratch.as_str(), &[&adopt[0], &adopt[1], &adopt[2]])?
+                .display(),
+        );
+    }
     for w in t.writers() {
         v.push(format!("compose stop {w}"));
     }
@@ -499,6 +522,8 @@ fn interrupted() -> bool {
 struct Scratch<'a> {
     t: &'a Target,
     db: Option<DbName>,
+    /// The replay role (named as the database), dropped after it.
+    role: Option<DbName>,
     dir: Option<String>,
 }
 
@@ -511,6 +536,11 @@ impl Scratch<'_> {
         if let Some(db) = self.db.take() {
             if let Err(e) = self.t.sql("postgres", &plan::drop_sql(&db)) {
                 warnings.push(format!("could not drop the scratch database {db}: {e}"));
+            }
+        }
+        if let Some(role) = self.role.take() {
+            if let Err(e) = self.t.sql("postgres", &plan::drop_role_sql(&role)) {
+                warnings.push(format!("could not drop the replay role {role}: {e}"));
             }
         }
         if let Some(dir) = self.dir.take() {
@@ -688,7 +718,7 @@ pub fn restore_under(
     }
     if opts.dry_run {
         say("commands (dry run: nothing is changed):");
-        for c in dry_run_commands(&t, &planned)? {
+        for c in dry_run_commands(&t, &planned, opts)? {
             say(&format!("  $ {c}"));
         }
         return Ok(Outcome::DryRun);
@@ -796,6 +826,65 @@ const MIGRATION_TAG: &str = "@migration|";
 
 /// The verify step's statements, run in one round trip: the counts, then the newest migration on
 /// a line of its own.
+/// Who replays and counts the dump: the scratch database's own role, or with `--trust-dump` the
+/// database user.
+fn replay_login(trust_dump: bool, scratch: &DbName) -> Login<'_> {
+    if trust_dump {
+        Login::Owner
+    } else {
+        Login::Socket(scratch.as_str())
+    }
+}
+
+fn replayer_words(opts: &Options, scratch: &DbName, db_user: &str) -> String {
+    if opts.trust_dump {
+        format!("{db_user}, with every right it has (--trust-dump)")
+    } else {
+        format!("role {scratch}, which owns only that database")
+    }
+}
+
+/// The scratch database, and before it (unless `--trust-dump`) its replay role, which owns it.
+fn create_sqls(opts: &Options, scratch: &DbName, owner: &str) -> Vec<String> {
+    if opts.trust_dump {
+        vec![plan::create_scratch_sql(scratch, owner)]
+    } else {
+        vec![
+            plan::create_replay_role_sql(scratch),
+            plan::create_scratch_sql(scratch, scratch.as_str()),
+        ]
+    }
+}
+
+/// A replay refused for lack of rights (the dump sets owners, or needs a superuser) says what
+/// that means and how to go on.
+fn needs_rights_hint(e: Error, opts: &Options, env: &str) -> Error {
+    let m = e.to_string();
+    if opts.trust_dump {
+        return e;
+    }
+    let owners = m.contains("must be member of role") || m.contains("must be able to SET ROLE");
+    let rights = owners
+        || m.contains("permission denied")
+        || m.contains("must be superuser")
+        || m.contains("must be owner");
+    if !rights {
+        return e;
+    }
+    let why = if owners {
+        "the backup sets its objects' owners (`ALTER ... OWNER TO`, as backups taken before xtask \
+         left owners out do), which only a superuser may"
+    } else {
+        "the dump's SQL needs rights beyond the scratch database, which is all its replay role \
+         may touch"
+    };
+    e.context(format!(
+        "{why}: if you trust this backup, run the same restore with --trust-dump \
+         (`cargo xtask restore --env {env} ... --trust-dump`): its SQL then runs with the \
+         database user's rights"
+    ))
+}
+
 fn verify_sql() -> [String; 2] {
     [
         backup::drill::COUNT_SQL.to_string(),
@@ -839,6 +928,7 @@ fn execute(
     let mut scratch = Scratch {
         t,
         db: None,
+        role: None,
         dir: None,
     };
     let owner = p
@@ -846,6 +936,8 @@ fn execute(
         .as_ref()
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
+    // Who replays and counts: the scratch database's own role (`--trust-dump`: the owner).
+    let replayer = replay_login(run.opts.trust_dump, &n.scratch);
     let fetched: Fetched = run.step("download", |r| {
         // The empty scratch database is created while the object downloads (nothing of the
         // object runs before its check). Armed before the CREATE: a CREATE that ran but whose
@@ -854,9 +946,17 @@ fn execute(
         // plan checked it was free and the lock keeps other restores out, so "already exists"
         // can only be someone else's database.
         scratch.db = Some(n.scratch.clone());
-        let create = plan::create_scratch_sql(&n.scratch, &owner);
+        let create = create_sqls(r.opts, &n.scratch, &owner);
+        if !r.opts.trust_dump {
+            scratch.role = Some(n.scratch.clone());
+        }
         let (f, created) = std::thread::scope(|s| {
-            let c = s.spawn(|| r.t.sql("postgres", &create));
+            let c = s.spawn(|| {
+                r.t.sql_each(
+                    "postgres",
+                    &create.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            });
             let f = r.t.fetch(&p.object.path, p.manifest.is_some());
             let created = c
                 .join()
@@ -864,7 +964,13 @@ fn execute(
             (f, created)
         });
         if let Err(e) = &created {
-            if e.to_string().contains("already exists") {
+            let m = e.to_string();
+            // Someone else's: not ours to drop. The role comes first: when it exists, the
+            // database was not created either (ON_ERROR_STOP).
+            if m.contains("role") && m.contains("already exists") {
+                scratch.role = None;
+                scratch.db = None;
+            } else if m.contains("already exists") {
                 scratch.db = None;
             }
         }
@@ -903,25 +1009,30 @@ fn execute(
         let res = r.t.replay(
             &format!("{}/backup.sql.gz", fetched.dir),
             n.scratch.as_str(),
+            replayer,
         );
         if let Ok(mut g) = REPLAYING.lock() {
             *g = None;
         }
         r.check_interrupt()?;
-        res?;
+        res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
         Ok((
             (),
             format!(
-                "into {} in {:.1}s (one transaction, under \\restrict)",
+                "into {} in {:.1}s (one transaction, under \\restrict, as {})",
                 n.scratch,
-                t0.elapsed().as_secs_f64()
+                t0.elapsed().as_secs_f64(),
+                replayer_words(r.opts, &n.scratch, &r.t.env.db_user)
             ),
         ))
     })?;
     run.check_interrupt()?;
     run.step("verify", |r| {
+        let checked: Result<((), String)> = (|| {
         let [counts, newest] = verify_sql();
-        let out = r.t.sql_each(n.scratch.as_str(), &[&counts, &newest])?;
+        // Counted as the replay role too: no SQL of the dump's making (a view, a function) runs
+        // with more rights before the database is handed over below.
+        let out = r.t.sql_each_as(n.scratch.as_str(), replayer, &[&counts, &newest])?;
         let (tagged, counted): (Vec<&str>, Vec<&str>) =
             out.lines().partition(|l| l.starts_with(MIGRATION_TAG));
         let restored = backup::drill::parse_counts(&counted.join("\n"))?;
@@ -955,6 +1066,16 @@ fn execute(
                 }
             }
         }
+        })();
+        let ((), m) = checked?;
+        if r.opts.trust_dump {
+            return Ok(((), m));
+        }
+        // Verified: the database and all in it go to the owner, the replay role goes.
+        let adopt = plan::adopt_sql(&n.scratch, &owner);
+        r.t.sql_each(n.scratch.as_str(), &[&adopt[0], &adopt[1], &adopt[2]])?;
+        scratch.role = None;
+        Ok(((), format!("{m}; handed to {owner} (replay role dropped)")))
     })?;
     run.check_interrupt()?;
     let down_start = Instant::now();
@@ -1435,7 +1556,13 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     let (mut guard, _) = lock::acquire(&place, &info, a.force_unlock)
         .map_err(|e| Error::failed(format!("refusing to drop {db}: {e} (nothing was dropped)")))?;
     let s_ms = now_ms();
-    let result = t.sql("postgres", &sql);
+    // A scratch database an interrupted restore left may still have its replay role (named as it,
+    // owning nothing else): it goes with it.
+    let result = if plan::scratch_stamp(&live, db.as_str()).is_some() {
+        t.sql_each("postgres", &[&sql, &plan::drop_role_sql(&db)])
+    } else {
+        t.sql("postgres", &sql)
+    };
     let e_ms = now_ms();
     let (status, message) = match &result {
         Ok(_) => ("ok", format!("dropped {db} ({} bytes)", facts.size_bytes)),

@@ -309,6 +309,38 @@ pub fn create_scratch_sql(scratch: &DbName, owner: &str) -> String {
     )
 }
 
+/// The role the dump is replayed as: named as the scratch database it alone owns (roles and
+/// databases are separate namespaces, so the two shapes stay one), with no attribute beyond
+/// LOGIN and no password (it logs in over the server's trusted local socket only). INHERIT (the
+/// default) is needed: the database owner's rights on the `public` schema come through the
+/// implicit `pg_database_owner` membership; the role is a member of nothing else. The dump's SQL
+/// (whatever a tampered object holds) then cannot run programs (`COPY ... TO PROGRAM`), read
+/// server files, create roles or databases, or alter the live database: only the scratch
+/// database it owns is within its reach.
+pub fn create_replay_role_sql(scratch: &DbName) -> String {
+    format!(
+        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
+         CONNECTION LIMIT 2",
+        scratch.ident()
+    )
+}
+
+/// Run in the scratch database once it is verified: everything the replay role owns (its
+/// objects, the database itself) goes to `owner`, its grants go, and then the role.
+pub fn adopt_sql(scratch: &DbName, owner: &str) -> [String; 3] {
+    let r = scratch.ident();
+    [
+        format!("REASSIGN OWNED BY {r} TO {}", quote_ident(owner)),
+        format!("DROP OWNED BY {r}"),
+        format!("DROP ROLE {r}"),
+    ]
+}
+
+/// The replay role of `scratch`, if it is still there (after its database was dropped).
+pub fn drop_role_sql(scratch: &DbName) -> String {
+    format!("DROP ROLE IF EXISTS {}", scratch.ident())
+}
+
 pub fn drop_sql(db: &DbName) -> String {
     format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.ident())
 }

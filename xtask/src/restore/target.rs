@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::environments::Environment;
 use crate::error::{Error, Result};
-use crate::host::{Host, Script, RCLONE_FLAGS};
+use crate::host::{Host, Login, Script, RCLONE_FLAGS};
 use crate::process::{describe, Cmd};
 
 /// `$1` object → a fresh temp dir on the host, then hashed; prints `DIR SHA256 SIZE`.
@@ -54,13 +54,18 @@ impl Target {
 
     /// The command [`Target::sql_each`] runs: one psql, one `-c` (one transaction) per statement.
     pub fn sql_each_cmd(&self, db: &str, sqls: &[&str]) -> Result<Cmd> {
+        self.sql_each_cmd_as(db, Login::Owner, sqls)
+    }
+
+    /// [`Target::sql_each_cmd`] logged in as `login`.
+    pub fn sql_each_cmd_as(&self, db: &str, login: Login<'_>, sqls: &[&str]) -> Result<Cmd> {
         let mut args = vec!["-A", "-t"];
         for s in sqls {
             args.extend(["-c", s]);
         }
         Ok(self
             .host
-            .psql(db, &args)?
+            .psql_as(db, login, &args)?
             .timeout(Duration::from_secs(120))
             .own_process_group())
     }
@@ -69,7 +74,12 @@ impl Target {
     /// instead of one per statement); the first error stops the rest (ON_ERROR_STOP). The outputs
     /// are concatenated. Errors as [`Target::sql`].
     pub fn sql_each(&self, db: &str, sqls: &[&str]) -> Result<String> {
-        self.judge(db, self.sql_each_cmd(db, sqls)?.output()?)
+        self.sql_each_as(db, Login::Owner, sqls)
+    }
+
+    /// [`Target::sql_each`] logged in as `login`.
+    pub fn sql_each_as(&self, db: &str, login: Login<'_>, sqls: &[&str]) -> Result<String> {
+        self.judge(db, self.sql_each_cmd_as(db, login, sqls)?.output()?)
     }
 
     /// Run SQL on `db` (`postgres` for CREATE/ALTER/DROP DATABASE), unaligned tuples-only output.
@@ -167,17 +177,18 @@ impl Target {
         }
     }
 
-    pub fn replay_cmd(&self, file: &str, db: &str) -> Result<Cmd> {
+    /// The replay, its psql logged in as `login`.
+    pub fn replay_cmd(&self, file: &str, db: &str, login: Login<'_>) -> Result<Cmd> {
         let mut args = vec![file.to_string()];
-        args.extend(self.host.psql_words(db, &[]));
-        self.host.script(&REPLAY, &args)
+        args.extend(self.host.psql_words_as(db, login, &[]));
+        self.host.script_as(&REPLAY, &args, login)
     }
 
     /// Replay the downloaded (and checked) dump `file` into `db` on the host in one transaction,
     /// committed only when the whole file decompressed. The error says what failed; in every
     /// failure nothing was committed.
-    pub fn replay(&self, file: &str, db: &str) -> Result<()> {
-        let o = self.replay_cmd(file, db)?.output()?;
+    pub fn replay(&self, file: &str, db: &str, login: Login<'_>) -> Result<()> {
+        let o = self.replay_cmd(file, db, login)?.output()?;
         let err = o.stderr_str();
         if !o.status.success() {
             let e = format!(

@@ -89,6 +89,10 @@ pub struct Args {
     /// (`deploy --rollback-on-failure` passes its own SHA).
     #[arg(long, value_name = "SHA")]
     pub expect_undo: Option<String>,
+    /// Replay the pre-deploy backup as the database user, as `restore --trust-dump` does: for a
+    /// backup that carries its objects' owners (taken before xtask left them out).
+    #[arg(long)]
+    pub trust_dump: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -385,6 +389,7 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         audit_prefix: "rollback".into(),
         // Rollback takes the lock itself (breaking a stale one with its own --force-unlock).
         force_unlock: false,
+        trust_dump: args.trust_dump,
     };
     let pull = match &c.previous {
         Some(prev) => t.pull_cmd(prev)?,
@@ -798,6 +803,8 @@ pub fn after_failed_deploy(
         // The plan above was made without the lock: `rollback` plans again under it and refuses
         // when another deploy came in between.
         expect_undo: Some(sha.to_string()),
+        // The pre-deploy backup was just taken by this xtask (no owners in it).
+        trust_dump: false,
     };
     match rollback(env, root, None, &args) {
         Ok(_) => format!("\nrolled back (--rollback-on-failure): `{cmd}` {what}: done"),

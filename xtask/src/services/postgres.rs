@@ -68,13 +68,18 @@ impl Cluster {
     pub fn at(base: &Path, port: u16, superuser: &str) -> Result<Self> {
         Ok(Cluster {
             data_dir: base.join("data"),
-            socket_dir: base.join("run"),
+            socket_dir: Self::socket_dir_of(base),
             log_file: base.join("postgres.log"),
             port,
             superuser: superuser.to_string(),
             bin: server_bin_dir()?,
             run_as: super::is_root().then(|| RUN_AS.to_string()),
         })
+    }
+
+    /// The socket directory of a cluster living in `base`.
+    pub fn socket_dir_of(base: &Path) -> PathBuf {
+        base.join("run")
     }
 
     fn server_cmd(&self, tool: &str) -> Cmd {
