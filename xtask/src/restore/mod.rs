@@ -369,15 +369,11 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
         }
     ));
     match (&p.created_at, p.window_seconds) {
-        (Some(c), Some(w)) => s.push_str(&format!(
-            "  window    the backup was taken {c}, {} ago: writes made to {} since then are NOT in it{}\n",
-            crate::time::human_age(w.max(0)),
-            n.live,
-            if p.live.is_some() {
-                format!("; they stay in the kept database {}", n.kept)
-            } else {
-                String::new()
-            }
+        (Some(c), Some(w)) => s.push_str(&plan::window_text(
+            c,
+            w,
+            &n.live,
+            p.live.as_ref().map(|_| &n.kept),
         )),
         _ => s.push_str("  window    unknown (no creation time)\n"),
     }
@@ -686,6 +682,13 @@ pub fn restore_under(
     if let Some(l) = planned.live.as_ref().filter(|l| l.blocked()) {
         eprintln!("warning: {}", l.connections_note());
     }
+    let skew = match (&planned.created_at, planned.window_seconds) {
+        (Some(c), Some(w)) => plan::clock_skew_warning(&planned.object.path, c, w),
+        _ => None,
+    };
+    if let Some(w) = &skew {
+        eprintln!("warning: {w}");
+    }
     if opts.dry_run {
         say("commands (dry run: nothing is changed):");
         for c in dry_run_commands(&t, &planned)? {
@@ -709,7 +712,7 @@ pub fn restore_under(
             .and_then(|m| m.git_sha.clone())
             .unwrap_or_default(),
         steps: Vec::new(),
-        warnings: Vec::new(),
+        warnings: skew.into_iter().collect(),
     };
     // The audit log is what rollback and prune decide by: a restore that cannot record itself does
     // not start.

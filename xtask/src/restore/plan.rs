@@ -129,6 +129,46 @@ pub fn parse_rfc3339_utc(s: &str) -> Option<i64> {
     ))
 }
 
+/// The plan's `window` line: how old the backup is, so which writes the restore loses. A backup
+/// dated after this machine's clock (`window_seconds` < 0) is not called "0s ago": it says by how
+/// much, and that the window cannot be judged (see [`clock_skew_warning`]).
+pub fn window_text(
+    created_at: &str,
+    window_seconds: i64,
+    live: &DbName,
+    kept: Option<&DbName>,
+) -> String {
+    let kept = kept
+        .map(|k| format!("; they stay in the kept database {k}"))
+        .unwrap_or_default();
+    if window_seconds < 0 {
+        format!(
+            "  window    UNKNOWN: the backup is dated {created_at}, {} after this machine's clock: the \
+             clocks of this machine and the one that took the backup disagree, so which writes made to \
+             {live} are NOT in it cannot be judged{kept}\n",
+            crate::time::human_span(window_seconds.unsigned_abs())
+        )
+    } else {
+        format!(
+            "  window    the backup was taken {created_at}, {} ago: writes made to {live} since then \
+             are NOT in it{kept}\n",
+            crate::time::human_age(window_seconds)
+        )
+    }
+}
+
+/// The warning for a backup dated in the future of this machine's clock (`None` otherwise).
+pub fn clock_skew_warning(object: &str, created_at: &str, window_seconds: i64) -> Option<String> {
+    (window_seconds < 0).then(|| {
+        format!(
+            "{object} is dated {created_at}, {} in the future of this machine's clock: the clocks of \
+             this machine and the one that took the backup disagree; the window of writes (what the \
+             restore loses) cannot be judged",
+            crate::time::human_span(window_seconds.unsigned_abs())
+        )
+    })
+}
+
 /// The databases one restore works with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Names {
@@ -663,6 +703,35 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_utc("2026-12-01T09:00:00+02:00"), None);
         assert_eq!(parse_rfc3339_utc("yesterday"), None);
+    }
+
+    #[test]
+    fn a_backup_dated_in_the_future_is_not_called_0s_ago() {
+        let live = DbName::parse("station").unwrap();
+        let kept = DbName::parse("station_before_restore_20261201_090000").unwrap();
+        let c = "2026-12-01T11:05:00.000Z";
+        let w = window_text(c, 3 * 3600 + 60, &live, Some(&kept));
+        assert!(
+            w.contains("3h 1m ago") && w.contains("kept database station_before"),
+            "{w}"
+        );
+        assert_eq!(clock_skew_warning("b2:x/y.sql.gz", c, 0), None);
+        // Dated 2h 5m after this machine's clock.
+        let w = window_text(c, -(2 * 3600 + 5 * 60), &live, None);
+        assert!(!w.contains("ago"), "{w}");
+        assert!(
+            w.contains("2h 5m after this machine's clock")
+                && w.contains("clocks of this machine and the one that took the backup disagree")
+                && w.contains("cannot be judged"),
+            "{w}"
+        );
+        let warn = clock_skew_warning("b2:x/y.sql.gz", c, -(2 * 3600 + 5 * 60)).unwrap();
+        assert!(
+            warn.contains("2h 5m in the future")
+                && warn.contains("clocks")
+                && warn.contains("disagree"),
+            "{warn}"
+        );
     }
 
     #[test]
