@@ -558,58 +558,65 @@ fn ctrl_c_during_the_restore_leaves_the_live_database_and_no_scratch_database() 
     sql(&t, "station", "DELETE FROM big WHERE id % 2 = 0");
     let before = snapshot(&t);
 
-    let mut child = t
-        .command(&["restore", "--env", "local", "--label", "big", "--yes"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the dump is being replayed into the scratch database, then SIGINT xtask alone.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = sql(
-            &t,
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'station\\_restore\\_%' \
-             AND state = 'active' AND query LIKE 'COPY%'",
-        );
-        if n != "0" {
-            break;
+    // SIGINT (a terminal's Ctrl-C) and SIGTERM (a cancelled CI job) alike: the handler cannot
+    // tell them apart, so the message names both and does not call a SIGTERM "Ctrl-C".
+    for signal in ["-INT", "-TERM"] {
+        let mut child = t
+            .command(&["restore", "--env", "local", "--label", "big", "--yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the dump is being replayed into the scratch database, then signal xtask alone.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = sql(
+                &t,
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'station\\_restore\\_%' \
+                 AND state = 'active' AND query LIKE 'COPY%'",
+            );
+            if n != "0" {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "restore ended before the replay was seen"
+            );
+            assert!(Instant::now() < deadline, "the replay never started");
+            std::thread::sleep(Duration::from_millis(30));
         }
+        assert!(Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
-            child.try_wait().unwrap().is_none(),
-            "restore ended before the replay was seen"
+            err.contains("interrupted (Ctrl-C, SIGTERM or SIGHUP) before the swap"),
+            "{signal}: {err}"
         );
-        assert!(Instant::now() < deadline, "the replay never started");
-        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(snapshot(&t), before);
+        assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
+        assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+        // The downloaded dump is gone too, and the lock released.
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!t.state_dir.join("deploy.lock").exists());
+        let audit = steps(&t.audit());
+        assert_eq!(
+            audit.last().unwrap(),
+            "restore:pipeline interrupted",
+            "{audit:?}"
+        );
     }
-    assert!(Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
-    assert_eq!(snapshot(&t), before);
-    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
-    assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
-    // The downloaded dump is gone too, and the lock released.
-    let left: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
-    assert!(!t.state_dir.join("deploy.lock").exists());
-    let audit = steps(&t.audit());
-    assert_eq!(
-        audit.last().unwrap(),
-        "restore:pipeline interrupted",
-        "{audit:?}"
-    );
 }
 
 /// A dump planted in the bucket (here without a manifest, so nothing but the replay's own guard

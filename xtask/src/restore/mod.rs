@@ -6,9 +6,9 @@
 //! ON_ERROR_STOP=1 --single-transaction`) → verify (per-table counts and newest migration against
 //! the manifest) → swap (stop the writers, block connections, end sessions within `--swap-wait`,
 //! both renames in one transaction, allow connections) → start (the app) → health. The replaced
-//! database is kept as `<db>_before_restore_<stamp>`. Before the swap, any failure (or Ctrl-C)
-//! leaves the live database untouched and the app running; the scratch database is dropped by a
-//! guard. Layout: [`plan`] (pure: names, SQL, checks), [`target`] (where the commands run).
+//! database is kept as `<db>_before_restore_<stamp>`. Before the swap, any failure (or Ctrl-C,
+//! SIGTERM, SIGHUP) leaves the live database untouched and the app running; the scratch database
+//! is dropped by a guard. Layout: [`plan`] (pure: names, SQL, checks), [`target`] (where the commands run).
 
 pub mod plan;
 pub mod target;
@@ -456,11 +456,15 @@ fn dry_run_commands(t: &Target, p: &Planned) -> Result<Vec<String>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ctrl-C: the handler ends the sessions on the scratch database while a restore replays into it
-// (the replay then fails and the guard drops the database); at any other moment it only sets the
-// flag, which is checked between steps. The swap, once begun, is finished: its children (psql,
+// Ctrl-C (also SIGTERM, SIGHUP): the handler ends the sessions on the scratch database while a
+// restore replays into it (the replay then fails and the guard drops the database); at any other
+// moment it only sets the flag, which is checked between steps. The swap, once begun, is finished: its children (psql,
 // ssh, compose, all through `Target`) run in process groups of their own, so the terminal's
 // SIGINT to the foreground group does not kill them mid-commit.
+
+/// What an interrupted restore says: ctrlc's handler (feature `termination`) runs alike on SIGINT,
+/// SIGTERM (a cancelled CI job) and SIGHUP and cannot tell which arrived.
+const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SWAPPING: AtomicBool = AtomicBool::new(false);
@@ -622,9 +626,9 @@ impl Run<'_> {
 
     fn check_interrupt(&self) -> Result<()> {
         if interrupted() {
-            Err(Error::failed(
-                "interrupted (Ctrl-C) before the swap: the live database is untouched",
-            ))
+            Err(Error::failed(format!(
+                "{INTERRUPTED_BY} before the swap: the live database is untouched"
+            )))
         } else {
             Ok(())
         }
