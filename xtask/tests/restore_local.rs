@@ -1144,6 +1144,55 @@ fn a_remote_out_of_reach_is_exit_3_at_the_listing_the_manifest_and_the_download(
     assert!(scratch_dbs(&e.t).is_empty());
 }
 
+/// Restores in the same second: the names carry a stamp of one second, so a restore whose second's
+/// names an earlier one took (its kept database) gets a suffix instead of being refused. Here the
+/// kept names of the next seconds are taken beforehand: the restore, whenever in them it plans,
+/// gets `<stamp>_2`, and `--drop-kept` takes that shape.
+#[test]
+fn a_restore_in_a_second_whose_names_are_taken_gets_a_suffix() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "sec");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stamps: Vec<String> = (now..now + 40)
+        .map(|s| xtask::restore::plan::Stamp::at_unix(s).as_str().to_string())
+        .collect();
+    let mut create = pg(&t, "psql", "postgres");
+    create.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+    for s in &stamps {
+        // Each -c its own transaction (CREATE DATABASE cannot run in one).
+        create.args(["-c", &format!("CREATE DATABASE station_before_restore_{s}")]);
+    }
+    let o = create.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = t.run(&[
+        "restore", "--env", "local", "--label", "sec", "--yes", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    let stamp = kept
+        .strip_prefix("station_before_restore_")
+        .and_then(|k| k.strip_suffix("_2"))
+        .unwrap_or_else(|| panic!("{kept}"));
+    assert!(stamps.iter().any(|s| s == stamp), "{kept}");
+    assert_eq!(
+        report["scratch_database"],
+        format!("station_restore_{stamp}_2").as_str()
+    );
+    assert!(databases(&t, "station\\_before\\_restore\\_%").contains(&kept));
+    assert!(scratch_dbs(&t).is_empty());
+    // --kept lists it and --drop-kept takes it.
+    let r = t.run(&["restore", "--env", "local", "--kept"]);
+    assert!(r.stdout.contains(&kept), "{}", r.all());
+    let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept, "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!databases(&t, "station\\_before\\_restore\\_%").contains(&kept));
+}
+
 /// What a careless or unlucky user runs into (found by trying it): a TMPDIR with a space or not
 /// writable, a scratch database left by a killed restore, an audit log that cannot be written, a
 /// reader that closes the pipe.

@@ -60,7 +60,7 @@ pub struct Args {
     /// List the kept databases (`<db>_before_restore_<stamp>`) with their size and age.
     #[arg(long, conflicts_with_all = ["object", "label", "drop_kept"])]
     pub kept: bool,
-    /// Drop one kept database (only names of the shape `<db>_before_restore_YYYYmmdd_HHMMSS`).
+    /// Drop one kept database (only names of the shape `<db>_before_restore_YYYYmmdd_HHMMSS[_N]`).
     #[arg(long, value_name = "DBNAME", conflicts_with_all = ["object", "label"])]
     pub drop_kept: Option<String>,
     /// Seconds to wait for the live database's sessions to end before the swap is refused.
@@ -207,7 +207,7 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
     let names = Names::new(&env.database, Stamp::at_unix(now_unix()))?;
     // The databases' facts are read while the bucket is listed and the manifest read (each a
     // round trip of its own: on a server over SSH, or to B2, they add up).
-    let facts_sql = plan::facts_of_sql(&names.live, &[&names.live, &names.scratch, &names.kept]);
+    let facts_sql = plan::plan_facts_sql(&names);
     std::thread::scope(|scope| {
         let facts = scope.spawn(|| t.sql("postgres", &facts_sql));
         let chosen = choose_and_read(t, opts);
@@ -307,13 +307,7 @@ fn plan_from(
     facts: &str,
 ) -> Result<Planned> {
     let live = plan::facts_of(facts, &names.live)?;
-    for taken in [&names.scratch, &names.kept] {
-        if plan::facts_of(facts, taken)?.is_some() {
-            return Err(Error::failed(format!(
-                "database {taken} already exists: another restore ran this second; retry"
-            )));
-        }
-    }
+    let names = plan::free_names(facts, names)?;
     let created_at = match &manifest {
         Some(m) => Some(m.created_at.clone()),
         None => object
