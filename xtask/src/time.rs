@@ -68,11 +68,16 @@ pub fn rfc3339_ms(ms: u128) -> String {
     )
 }
 
-/// `3d 4h`, `2h 5m`, `42s`: an age for people; a negative one is `42s in the future`.
+/// `3d 4h`, `2h 5m`, `42s`: an age for people; a negative one is `2h 5m in the future`.
 pub fn human_age(secs: i64) -> String {
     if secs < 0 {
-        return format!("{}s in the future", secs.unsigned_abs());
+        return format!("{} in the future", human_span(secs.unsigned_abs()));
     }
+    human_span(secs.unsigned_abs())
+}
+
+/// `3d 4h`, `2h 5m`, `1m 2s`, `42s`: a length of time for people.
+pub fn human_span(secs: u64) -> String {
     let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
     if d > 0 {
         format!("{d}d {h}h")
@@ -135,7 +140,9 @@ mod tests {
         assert_eq!(human_age(3 * 3600 + 12 * 60 + 5), "3h 12m");
         assert_eq!(human_age(2 * 86_400 + 4 * 3600), "2d 4h");
         assert_eq!(human_age(-1), "1s in the future");
-        assert_eq!(human_age(-90_000), "90000s in the future");
-        assert_eq!(human_age(i64::MIN), "9223372036854775808s in the future");
+        // In the future: the same units as an age (a clock hours off reads as hours, not seconds).
+        assert_eq!(human_age(-90_000), "1d 1h in the future");
+        assert_eq!(human_age(-(2 * 3600 + 5 * 60)), "2h 5m in the future");
+        assert_eq!(human_age(i64::MIN), "106751991167300d 15h in the future");
     }
 }

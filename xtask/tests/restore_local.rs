@@ -558,58 +558,65 @@ fn ctrl_c_during_the_restore_leaves_the_live_database_and_no_scratch_database() 
     sql(&t, "station", "DELETE FROM big WHERE id % 2 = 0");
     let before = snapshot(&t);
 
-    let mut child = t
-        .command(&["restore", "--env", "local", "--label", "big", "--yes"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the dump is being replayed into the scratch database, then SIGINT xtask alone.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = sql(
-            &t,
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'station\\_restore\\_%' \
-             AND state = 'active' AND query LIKE 'COPY%'",
-        );
-        if n != "0" {
-            break;
+    // SIGINT (a terminal's Ctrl-C) and SIGTERM (a cancelled CI job) alike: the handler cannot
+    // tell them apart, so the message names both and does not call a SIGTERM "Ctrl-C".
+    for signal in ["-INT", "-TERM"] {
+        let mut child = t
+            .command(&["restore", "--env", "local", "--label", "big", "--yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the dump is being replayed into the scratch database, then signal xtask alone.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = sql(
+                &t,
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'station\\_restore\\_%' \
+                 AND state = 'active' AND query LIKE 'COPY%'",
+            );
+            if n != "0" {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "restore ended before the replay was seen"
+            );
+            assert!(Instant::now() < deadline, "the replay never started");
+            std::thread::sleep(Duration::from_millis(30));
         }
+        assert!(Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
-            child.try_wait().unwrap().is_none(),
-            "restore ended before the replay was seen"
+            err.contains("interrupted (Ctrl-C, SIGTERM or SIGHUP) before the swap"),
+            "{signal}: {err}"
         );
-        assert!(Instant::now() < deadline, "the replay never started");
-        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(snapshot(&t), before);
+        assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
+        assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+        // The downloaded dump is gone too, and the lock released.
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!t.state_dir.join("deploy.lock").exists());
+        let audit = steps(&t.audit());
+        assert_eq!(
+            audit.last().unwrap(),
+            "restore:pipeline interrupted",
+            "{audit:?}"
+        );
     }
-    assert!(Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
-    assert_eq!(snapshot(&t), before);
-    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
-    assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
-    // The downloaded dump is gone too, and the lock released.
-    let left: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
-    assert!(!t.state_dir.join("deploy.lock").exists());
-    let audit = steps(&t.audit());
-    assert_eq!(
-        audit.last().unwrap(),
-        "restore:pipeline interrupted",
-        "{audit:?}"
-    );
 }
 
 /// A dump planted in the bucket (here without a manifest, so nothing but the replay's own guard
@@ -1273,6 +1280,55 @@ fn a_remote_out_of_reach_is_exit_3_at_the_listing_the_manifest_and_the_download(
     }
     assert_eq!(snapshot(&e.t), before);
     assert!(scratch_dbs(&e.t).is_empty());
+}
+
+/// Restores in the same second: the names carry a stamp of one second, so a restore whose second's
+/// names an earlier one took (its kept database) gets a suffix instead of being refused. Here the
+/// kept names of the next seconds are taken beforehand: the restore, whenever in them it plans,
+/// gets `<stamp>_2`, and `--drop-kept` takes that shape.
+#[test]
+fn a_restore_in_a_second_whose_names_are_taken_gets_a_suffix() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "sec");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stamps: Vec<String> = (now..now + 40)
+        .map(|s| xtask::restore::plan::Stamp::at_unix(s).as_str().to_string())
+        .collect();
+    let mut create = pg(&t, "psql", "postgres");
+    create.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+    for s in &stamps {
+        // Each -c its own transaction (CREATE DATABASE cannot run in one).
+        create.args(["-c", &format!("CREATE DATABASE station_before_restore_{s}")]);
+    }
+    let o = create.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = t.run(&[
+        "restore", "--env", "local", "--label", "sec", "--yes", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    let stamp = kept
+        .strip_prefix("station_before_restore_")
+        .and_then(|k| k.strip_suffix("_2"))
+        .unwrap_or_else(|| panic!("{kept}"));
+    assert!(stamps.iter().any(|s| s == stamp), "{kept}");
+    assert_eq!(
+        report["scratch_database"],
+        format!("station_restore_{stamp}_2").as_str()
+    );
+    assert!(databases(&t, "station\\_before\\_restore\\_%").contains(&kept));
+    assert!(scratch_dbs(&t).is_empty());
+    // --kept lists it and --drop-kept takes it.
+    let r = t.run(&["restore", "--env", "local", "--kept"]);
+    assert!(r.stdout.contains(&kept), "{}", r.all());
+    let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept, "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!databases(&t, "station\\_before\\_restore\\_%").contains(&kept));
 }
 
 /// What a careless or unlucky user runs into (found by trying it): a TMPDIR with a space or not

@@ -363,6 +363,28 @@ fn a_retried_failed_deploy_rolls_back_to_the_first_pre_deploy_backup() {
 }
 
 #[test]
+fn a_rollback_without_an_audit_log_says_how_to_restore_by_hand() {
+    let t = TestEnv::local(0o711);
+    let log = t.state_dir.join("deploy-audit.jsonl");
+    assert!(!log.exists());
+    for extra in [&["--yes"][..], &["--dry-run"]] {
+        let mut a = vec!["rollback", "--env", "local"];
+        a.extend_from_slice(extra);
+        let r = t.run(&a);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(
+            r.stderr.contains("nothing to roll back")
+                && r.stderr
+                    .contains("`cargo xtask restore --env local --label pre-deploy-<sha7>`")
+                && r.stderr.contains("`cargo xtask backup status --env local`"),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(!log.exists());
+}
+
+#[test]
 fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
     let t = TestEnv::local(0o711);
     let r = t.run(&["deploy", "--sha", V1]);

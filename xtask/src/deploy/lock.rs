@@ -60,6 +60,32 @@ impl LockInfo {
         None
     }
 
+    /// Whether a deploy took the lock: its `sha` is a commit. Other commands record their name
+    /// there instead (`restore`, `rollback`, `prune`, `local down`).
+    pub fn is_deploy(&self) -> bool {
+        !self.sha.is_empty() && self.sha.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    /// A refusal's first sentence: `another deploy holds the lock PLACE: held by …`, or for
+    /// another command `a restore (started WHEN by OWNER on HOST, pid N) holds the lock PLACE`.
+    pub fn holds(&self, place: &str) -> String {
+        if self.is_deploy() {
+            return format!("another deploy holds the lock {place}: {}", self.describe());
+        }
+        format!(
+            "a {} (started {} by {} on {}, pid {}{}) holds the lock {place}",
+            self.sha,
+            rfc3339_ms(self.started_unix as u128 * 1000),
+            self.owner,
+            self.host,
+            self.pid,
+            self.run_url
+                .as_deref()
+                .map(|u| format!(", run {u}"))
+                .unwrap_or_default()
+        )
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "held by {} on {} (pid {}) for {} since {}{}",
@@ -157,15 +183,19 @@ pub fn acquire(
                 };
                 match (stale, force) {
                     (None, _) => {
+                        // A live lock's information is readable (else it is stale).
+                        let holds = held.as_ref().map_or_else(
+                            || format!("another deploy holds the lock {}", place.describe()),
+                            |h| h.holds(&place.describe()),
+                        );
                         return Err(Error::failed(format!(
-                            "another deploy holds the lock {}: {holder}. Wait for it to finish{}",
-                            place.describe(),
+                            "{holds}. Wait for it to finish{}",
                             if force {
                                 " (--force-unlock only breaks a stale lock)"
                             } else {
                                 ""
                             }
-                        )))
+                        )));
                     }
                     (Some(why), false) => {
                         return Err(Error::failed(format!(
@@ -320,6 +350,34 @@ mod tests {
         assert!(acquire(&place, &info("t2", 60), true).is_err());
         g.release().unwrap();
         let (_g2, _) = acquire(&place, &info("t2", 60), false).unwrap();
+    }
+
+    #[test]
+    fn a_refusal_names_the_command_that_holds_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let place = LockPlace::File(d.path().join("deploy.lock"));
+        let mut restore = LockInfo::new("restore", 60, "r".into());
+        restore.owner = "alice".into();
+        restore.started_unix = 1_796_115_600;
+        let (_g, _) = acquire(&place, &restore, false).unwrap();
+        let e = acquire(&place, &info("t2", 60), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "a restore (started 2026-12-01T09:00:00.000Z by alice on {}, pid {}) holds the lock {}",
+                hostname(),
+                std::process::id(),
+                place.describe()
+            )),
+            "{e}"
+        );
+        assert!(!e.contains("another deploy"), "{e}");
+        // A deploy's lock (its SHA) is still called a deploy.
+        assert!(info("t3", 60).is_deploy() && !restore.is_deploy());
+        assert!(LockInfo::new("rollback", 60, "x".into())
+            .holds("P")
+            .starts_with("a rollback (started "));
     }
 
     #[test]

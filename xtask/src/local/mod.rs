@@ -363,21 +363,29 @@ pub fn down(env: &Environment, purge: bool) -> Result<()> {
 fn hold_lock(paths: &LocalPaths) -> Result<crate::deploy::lock::LockGuard> {
     use crate::deploy::lock::{self, LockInfo, LockPlace};
     let place = LockPlace::File(paths.lock_file.clone());
-    let busy = |holder: String| {
+    let busy = |holds: String| {
         Error::failed(format!(
-            "a deploy holds the lock {}: {holder}. `local down` would stop PostgreSQL and Redis under \
-             it: wait for it to finish (nothing was stopped or deleted)",
-            paths.lock_file.display()
+            "{holds}. `local down` would stop PostgreSQL and Redis under it: wait for it to finish \
+             (nothing was stopped or deleted)"
         ))
     };
+    let place_text = paths.lock_file.display().to_string();
     if let Some(held) = lock::read_file_lock(&paths.lock_file) {
         if held.stale_reason(crate::time::now_unix()).is_none() {
-            return Err(busy(held.describe()));
+            return Err(busy(if held.is_deploy() {
+                format!("a deploy holds the lock {place_text}: {}", held.describe())
+            } else {
+                held.holds(&place_text)
+            }));
         }
     }
     let info = LockInfo::new("local down", 600, crate::random::secret()?);
     let (guard, notes) = lock::acquire(&place, &info, true).map_err(|e| match e {
-        Error::Failed(m) if m.contains("another deploy holds the lock") => busy(m),
+        Error::Failed(m) if m.contains(" holds the lock ") => busy(
+            m.strip_suffix(". Wait for it to finish (--force-unlock only breaks a stale lock)")
+                .unwrap_or(&m)
+                .to_string(),
+        ),
         e => e,
     })?;
     for n in notes {
@@ -566,6 +574,27 @@ mod tests {
             ))
         );
     }
+    #[test]
+    fn local_down_names_the_restore_that_holds_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let envs = crate::environments::testing::repo_at(d.path());
+        let paths = LocalPaths::of(envs.get("local").unwrap()).unwrap();
+        let place = crate::deploy::lock::LockPlace::File(paths.lock_file.clone());
+        let info = crate::deploy::lock::LockInfo::new("restore", 600, "r".into());
+        let (_g, _) = crate::deploy::lock::acquire(&place, &info, false).unwrap();
+        let e = hold_lock(&paths).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "a restore (started {}",
+                crate::time::rfc3339_ms(info.started_unix as u128 * 1000)
+            )) && e.contains(&format!("by {} on ", info.owner))
+                && e.contains("holds the lock")
+                && e.contains("`local down` would stop"),
+            "{e}"
+        );
+        assert!(!e.contains("a deploy"), "{e}");
+    }
+
     #[test]
     fn purge_deletes_only_what_local_up_created() {
         let d = tempfile::tempdir().unwrap();

@@ -6,9 +6,9 @@
 //! ON_ERROR_STOP=1 --single-transaction`) → verify (per-table counts and newest migration against
 //! the manifest) → swap (stop the writers, block connections, end sessions within `--swap-wait`,
 //! both renames in one transaction, allow connections) → start (the app) → health. The replaced
-//! database is kept as `<db>_before_restore_<stamp>`. Before the swap, any failure (or Ctrl-C)
-//! leaves the live database untouched and the app running; the scratch database is dropped by a
-//! guard. Layout: [`plan`] (pure: names, SQL, checks), [`target`] (where the commands run).
+//! database is kept as `<db>_before_restore_<stamp>`. Before the swap, any failure (or Ctrl-C,
+//! SIGTERM, SIGHUP) leaves the live database untouched and the app running; the scratch database
+//! is dropped by a guard. Layout: [`plan`] (pure: names, SQL, checks), [`target`] (where the commands run).
 
 pub mod plan;
 pub mod target;
@@ -61,7 +61,7 @@ pub struct Args {
     /// List the kept databases (`<db>_before_restore_<stamp>`) with their size and age.
     #[arg(long, conflicts_with_all = ["object", "label", "drop_kept"])]
     pub kept: bool,
-    /// Drop one kept database (only names of the shape `<db>_before_restore_YYYYmmdd_HHMMSS`).
+    /// Drop one kept database (only names of the shape `<db>_before_restore_YYYYmmdd_HHMMSS[_N]`).
     #[arg(long, value_name = "DBNAME", conflicts_with_all = ["object", "label"])]
     pub drop_kept: Option<String>,
     /// Seconds to wait for the live database's sessions to end before the swap is refused.
@@ -217,7 +217,7 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
     let names = Names::new(&env.database, Stamp::at_unix(now_unix()))?;
     // The databases' facts are read while the bucket is listed and the manifest read (each a
     // round trip of its own: on a server over SSH, or to B2, they add up).
-    let facts_sql = plan::facts_of_sql(&names.live, &[&names.live, &names.scratch, &names.kept]);
+    let facts_sql = plan::plan_facts_sql(&names);
     std::thread::scope(|scope| {
         let facts = scope.spawn(|| t.sql("postgres", &facts_sql));
         let chosen = choose_and_read(t, opts);
@@ -317,13 +317,7 @@ fn plan_from(
     facts: &str,
 ) -> Result<Planned> {
     let live = plan::facts_of(facts, &names.live)?;
-    for taken in [&names.scratch, &names.kept] {
-        if plan::facts_of(facts, taken)?.is_some() {
-            return Err(Error::failed(format!(
-                "database {taken} already exists: another restore ran this second; retry"
-            )));
-        }
-    }
+    let names = plan::free_names(facts, names)?;
     let created_at = match &manifest {
         Some(m) => Some(m.created_at.clone()),
         None => object
@@ -379,15 +373,11 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
         }
     ));
     match (&p.created_at, p.window_seconds) {
-        (Some(c), Some(w)) => s.push_str(&format!(
-            "  window    the backup was taken {c}, {} ago: writes made to {} since then are NOT in it{}\n",
-            crate::time::human_age(w.max(0)),
-            n.live,
-            if p.live.is_some() {
-                format!("; they stay in the kept database {}", n.kept)
-            } else {
-                String::new()
-            }
+        (Some(c), Some(w)) => s.push_str(&plan::window_text(
+            c,
+            w,
+            &n.live,
+            p.live.as_ref().map(|_| &n.kept),
         )),
         _ => s.push_str("  window    unknown (no creation time)\n"),
     }
@@ -483,11 +473,15 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ctrl-C: the handler ends the sessions on the scratch database while a restore replays into it
-// (the replay then fails and the guard drops the database); at any other moment it only sets the
-// flag, which is checked between steps. The swap, once begun, is finished: its children (psql,
+// Ctrl-C (also SIGTERM, SIGHUP): the handler ends the sessions on the scratch database while a
+// restore replays into it (the replay then fails and the guard drops the database); at any other
+// moment it only sets the flag, which is checked between steps. The swap, once begun, is finished: its children (psql,
 // ssh, compose, all through `Target`) run in process groups of their own, so the terminal's
 // SIGINT to the foreground group does not kill them mid-commit.
+
+/// What an interrupted restore says: ctrlc's handler (feature `termination`) runs alike on SIGINT,
+/// SIGTERM (a cancelled CI job) and SIGHUP and cannot tell which arrived.
+const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SWAPPING: AtomicBool = AtomicBool::new(false);
@@ -656,9 +650,9 @@ impl Run<'_> {
 
     fn check_interrupt(&self) -> Result<()> {
         if interrupted() {
-            Err(Error::failed(
-                "interrupted (Ctrl-C) before the swap: the live database is untouched",
-            ))
+            Err(Error::failed(format!(
+                "{INTERRUPTED_BY} before the swap: the live database is untouched"
+            )))
         } else {
             Ok(())
         }
@@ -716,6 +710,13 @@ pub fn restore_under(
     if let Some(l) = planned.live.as_ref().filter(|l| l.blocked()) {
         eprintln!("warning: {}", l.connections_note());
     }
+    let skew = match (&planned.created_at, planned.window_seconds) {
+        (Some(c), Some(w)) => plan::clock_skew_warning(&planned.object.path, c, w),
+        _ => None,
+    };
+    if let Some(w) = &skew {
+        eprintln!("warning: {w}");
+    }
     if opts.dry_run {
         say("commands (dry run: nothing is changed):");
         for c in dry_run_commands(&t, &planned, opts)? {
@@ -739,7 +740,7 @@ pub fn restore_under(
             .and_then(|m| m.git_sha.clone())
             .unwrap_or_default(),
         steps: Vec::new(),
-        warnings: Vec::new(),
+        warnings: skew.into_iter().collect(),
     };
     // The audit log is what rollback and prune decide by: a restore that cannot record itself does
     // not start.

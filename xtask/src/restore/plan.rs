@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-/// Suffix of a scratch database: `<db>_restore_<stamp>`.
+/// Suffix of a scratch database: `<db>_restore_<stamp>`. The stamp has a resolution of one
+/// second; a restore in a second whose names an earlier restore took gets `<stamp>_2`, `_3`, …
+/// (see [`free_names`]).
 pub const SCRATCH_INFIX: &str = "_restore_";
 /// Suffix of a kept (replaced) database: `<db>_before_restore_<stamp>`.
 pub const KEPT_INFIX: &str = "_before_restore_";
@@ -55,7 +57,8 @@ impl std::fmt::Display for DbName {
     }
 }
 
-/// A UTC stamp `YYYYmmdd_HHMMSS`.
+/// A UTC stamp `YYYYmmdd_HHMMSS`, or `YYYYmmdd_HHMMSS_N` (N ≥ 2, no leading zero, at most 6
+/// digits) for the N-th restore of that second ([`Stamp::nth`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Stamp(String);
@@ -81,13 +84,32 @@ impl Stamp {
         Stamp(s)
     }
     pub fn parse(s: &str) -> Option<Stamp> {
-        let b = s.as_bytes();
-        (b.len() == 15
+        let (base, seq) = match s.get(15..) {
+            Some("") | None => (s, None),
+            Some(rest) => (&s[..15], Some(rest.strip_prefix('_')?)),
+        };
+        let b = base.as_bytes();
+        let base_ok = b.len() == 15
             && b[8] == b'_'
             && b.iter()
                 .enumerate()
-                .all(|(i, c)| i == 8 || c.is_ascii_digit()))
-        .then(|| Stamp(s.to_string()))
+                .all(|(i, c)| i == 8 || c.is_ascii_digit());
+        let seq_ok = seq.is_none_or(|q| {
+            (1..=6).contains(&q.len())
+                && q.bytes().all(|c| c.is_ascii_digit())
+                && q.parse::<u32>().is_ok_and(|n| n >= 2)
+                && !q.starts_with('0')
+        });
+        (base_ok && seq_ok).then(|| Stamp(s.to_string()))
+    }
+    /// The stamp of the `n`-th restore of this second: itself for 1, else `<stamp>_<n>`.
+    pub fn nth(&self, n: u32) -> Stamp {
+        let base = &self.0[..15];
+        if n <= 1 {
+            Stamp(base.to_string())
+        } else {
+            Stamp(format!("{base}_{n}"))
+        }
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -129,6 +151,46 @@ pub fn parse_rfc3339_utc(s: &str) -> Option<i64> {
     ))
 }
 
+/// The plan's `window` line: how old the backup is, so which writes the restore loses. A backup
+/// dated after this machine's clock (`window_seconds` < 0) is not called "0s ago": it says by how
+/// much, and that the window cannot be judged (see [`clock_skew_warning`]).
+pub fn window_text(
+    created_at: &str,
+    window_seconds: i64,
+    live: &DbName,
+    kept: Option<&DbName>,
+) -> String {
+    let kept = kept
+        .map(|k| format!("; they stay in the kept database {k}"))
+        .unwrap_or_default();
+    if window_seconds < 0 {
+        format!(
+            "  window    UNKNOWN: the backup is dated {created_at}, {} after this machine's clock: the \
+             clocks of this machine and the one that took the backup disagree, so which writes made to \
+             {live} are NOT in it cannot be judged{kept}\n",
+            crate::time::human_span(window_seconds.unsigned_abs())
+        )
+    } else {
+        format!(
+            "  window    the backup was taken {created_at}, {} ago: writes made to {live} since then \
+             are NOT in it{kept}\n",
+            crate::time::human_age(window_seconds)
+        )
+    }
+}
+
+/// The warning for a backup dated in the future of this machine's clock (`None` otherwise).
+pub fn clock_skew_warning(object: &str, created_at: &str, window_seconds: i64) -> Option<String> {
+    (window_seconds < 0).then(|| {
+        format!(
+            "{object} is dated {created_at}, {} in the future of this machine's clock: the clocks of \
+             this machine and the one that took the backup disagree; the window of writes (what the \
+             restore loses) cannot be judged",
+            crate::time::human_span(window_seconds.unsigned_abs())
+        )
+    })
+}
+
 /// The databases one restore works with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Names {
@@ -152,6 +214,35 @@ impl Names {
     }
 }
 
+/// The names of this restore: `first`'s, or those of the same second with the smallest suffix
+/// (`_2`, `_3`, …) whose scratch and kept databases both do not exist in `facts` (the answer of
+/// [`plan_facts_sql`]): earlier restores of this second took the others. Refused when a suffixed
+/// name would exceed 63 bytes (a live name that long: retry in a second).
+pub fn free_names(facts: &str, first: Names) -> Result<Names> {
+    let taken = |n: &Names| -> Result<bool> {
+        Ok(facts_of(facts, &n.scratch)?.is_some() || facts_of(facts, &n.kept)?.is_some())
+    };
+    if !taken(&first)? {
+        return Ok(first);
+    }
+    for i in 2..=999_999 {
+        let n = Names::new(first.live.as_str(), first.stamp.nth(i)).map_err(|_| {
+            Error::failed(format!(
+                "database {} or {} already exists (a restore earlier this second), and names with a \
+                 suffix would exceed PostgreSQL's 63 bytes: retry in a second",
+                first.scratch, first.kept
+            ))
+        })?;
+        if !taken(&n)? {
+            return Ok(n);
+        }
+    }
+    Err(Error::failed(format!(
+        "every name {}_N is taken: retry in a second",
+        first.kept
+    )))
+}
+
 /// A kept database name of `live`, with its stamp, or `None` when `name` is not of that shape.
 pub fn kept_stamp(live: &DbName, name: &str) -> Option<Stamp> {
     let rest = name.strip_prefix(live.as_str())?.strip_prefix(KEPT_INFIX)?;
@@ -172,9 +263,9 @@ pub fn parse_kept(live: &DbName, name: &str) -> Result<DbName> {
     match kept_stamp(live, name).or_else(|| scratch_stamp(live, name)) {
         Some(_) => DbName::parse(name),
         None => Err(Error::usage(format!(
-            "--drop-kept {name:?}: only a kept database of the shape {live}{KEPT_INFIX}YYYYmmdd_HHMMSS \
-             (`--kept` lists them) or a scratch database {live}{SCRATCH_INFIX}YYYYmmdd_HHMMSS left by an \
-             interrupted restore can be dropped"
+            "--drop-kept {name:?}: only a kept database of the shape {live}{KEPT_INFIX}YYYYmmdd_HHMMSS[_N] \
+             (`--kept` lists them) or a scratch database {live}{SCRATCH_INFIX}YYYYmmdd_HHMMSS[_N] left by \
+             an interrupted restore can be dropped"
         ))),
     }
 }
@@ -197,6 +288,16 @@ pub fn facts_of_sql(live: &DbName, dbs: &[&DbName]) -> String {
             .map(|d| d.literal())
             .collect::<Vec<_>>()
             .join(", ")
+    )
+}
+
+/// [`facts_of_sql`] of the plan: the live, scratch and kept databases, and the kept ones of the
+/// same second with a suffix (`<kept>_N`, see [`free_names`]; scratch ones are listed anyway).
+pub fn plan_facts_sql(n: &Names) -> String {
+    let kept_n = format!("{}\\_%", n.kept.as_str().replace('_', "\\_"));
+    format!(
+        "{} OR datname LIKE '{kept_n}'",
+        facts_of_sql(&n.live, &[&n.live, &n.scratch, &n.kept])
     )
 }
 
@@ -661,6 +762,78 @@ mod tests {
         }
         // A live name so long that the kept name would exceed 63 bytes is refused, not truncated.
         assert!(Names::new(&"a".repeat(40), n.stamp.clone()).is_err());
+        // The N-th restore of a second.
+        let n3 = Names::new("station", n.stamp.nth(3)).unwrap();
+        assert_eq!(n3.scratch.as_str(), "station_restore_20261201_090000_3");
+        assert_eq!(n3.kept.as_str(), "station_before_restore_20261201_090000_3");
+        assert_eq!(
+            (n3.stamp.unix(), n3.stamp.nth(1)),
+            (1_796_115_600, n.stamp.clone())
+        );
+        assert_eq!(swap_tag(&n3), "xtask-swap-20261201_090000_3");
+        for bad in [
+            "20261201_090000_",
+            "20261201_090000_1",
+            "20261201_090000_0",
+            "20261201_090000_02",
+            "20261201_090000_1234567",
+            "20261201_090000_x",
+            "20261201_090000x2",
+            "20261201_0900002",
+        ] {
+            assert_eq!(Stamp::parse(bad), None, "{bad}");
+        }
+        assert!(Stamp::parse("20261201_090000_999999").is_some());
+    }
+
+    #[test]
+    fn restores_in_the_same_second_get_names_of_their_own() {
+        // Regression: the names had the stamp alone (one second), and a restore whose second's
+        // names an earlier restore had taken (its kept database, or a scratch one it left) was
+        // refused ("another restore ran this second; retry").
+        let first = || Names::new("station", Stamp::parse("20261201_090000").unwrap()).unwrap();
+        let row = |db: &str| format!("{db}|station|true|-1|9\n");
+        assert_eq!(free_names(&row("station"), first()).unwrap(), first());
+        let mut facts = row("station");
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let n = free_names(&facts, first()).unwrap();
+            assert!(!seen.contains(&n.kept), "{} again", n.kept);
+            assert!(n.kept.as_str().len() <= 63);
+            seen.push(n.kept.clone());
+            // This one swapped: its kept database exists now.
+            facts.push_str(&row(n.kept.as_str()));
+        }
+        assert_eq!(
+            seen.iter().map(DbName::as_str).collect::<Vec<_>>(),
+            [
+                "station_before_restore_20261201_090000",
+                "station_before_restore_20261201_090000_2",
+                "station_before_restore_20261201_090000_3",
+                "station_before_restore_20261201_090000_4",
+                "station_before_restore_20261201_090000_5",
+                "station_before_restore_20261201_090000_6",
+            ]
+        );
+        // A scratch database of the second (an interrupted restore's) takes its suffix too.
+        let facts = row("station_restore_20261201_090000")
+            + &row("station_before_restore_20261201_090000_2");
+        assert_eq!(
+            free_names(&facts, first()).unwrap().stamp.as_str(),
+            "20261201_090000_3"
+        );
+        // The plan's query lists the suffixed kept databases of the second.
+        let q = plan_facts_sql(&first());
+        assert!(
+            q.contains("LIKE 'station\\_before\\_restore\\_20261201\\_090000\\_%'"),
+            "{q}"
+        );
+        assert!(q.contains("LIKE 'station\\_restore\\_%'"), "{q}");
+        // A live name of 32 bytes: its plain names fit in 63 bytes, suffixed ones would not.
+        let long = "a".repeat(32);
+        let n = Names::new(&long, Stamp::parse("20261201_090000").unwrap()).unwrap();
+        let e = free_names(&row(n.kept.as_str()), n).unwrap_err();
+        assert!(e.to_string().contains("63 bytes"), "{e}");
     }
 
     #[test]
@@ -669,7 +842,14 @@ mod tests {
         assert!(parse_kept(&live, "station_before_restore_20261201_090000").is_ok());
         // A scratch database an interrupted restore left (the deploy lock keeps a running restore's).
         assert!(parse_kept(&live, "station_restore_20261201_090000").is_ok());
+        // Of the N-th restore of a second.
+        assert!(parse_kept(&live, "station_before_restore_20261201_090000_2").is_ok());
+        assert!(parse_kept(&live, "station_restore_20261201_090000_12").is_ok());
         for bad in [
+            "station_before_restore_20261201_090000_",
+            "station_before_restore_20261201_090000_1",
+            "station_before_restore_20261201_090000_02",
+            "station_restore_20261201_090000_2x",
             "station",
             "other_restore_20261201_090000",
             "station_restore_20261201_09000",
@@ -695,6 +875,35 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_utc("2026-12-01T09:00:00+02:00"), None);
         assert_eq!(parse_rfc3339_utc("yesterday"), None);
+    }
+
+    #[test]
+    fn a_backup_dated_in_the_future_is_not_called_0s_ago() {
+        let live = DbName::parse("station").unwrap();
+        let kept = DbName::parse("station_before_restore_20261201_090000").unwrap();
+        let c = "2026-12-01T11:05:00.000Z";
+        let w = window_text(c, 3 * 3600 + 60, &live, Some(&kept));
+        assert!(
+            w.contains("3h 1m ago") && w.contains("kept database station_before"),
+            "{w}"
+        );
+        assert_eq!(clock_skew_warning("b2:x/y.sql.gz", c, 0), None);
+        // Dated 2h 5m after this machine's clock.
+        let w = window_text(c, -(2 * 3600 + 5 * 60), &live, None);
+        assert!(!w.contains("ago"), "{w}");
+        assert!(
+            w.contains("2h 5m after this machine's clock")
+                && w.contains("clocks of this machine and the one that took the backup disagree")
+                && w.contains("cannot be judged"),
+            "{w}"
+        );
+        let warn = clock_skew_warning("b2:x/y.sql.gz", c, -(2 * 3600 + 5 * 60)).unwrap();
+        assert!(
+            warn.contains("2h 5m in the future")
+                && warn.contains("clocks")
+                && warn.contains("disagree"),
+            "{warn}"
+        );
     }
 
     #[test]

@@ -195,6 +195,7 @@ pub struct Planned {
 /// [`plan::check_cascade`].
 pub fn plan_rollback(t: &Target, root: &Path, to: Option<&str>, again: bool) -> Result<Planned> {
     let records = read_audit(&t.host, root)?;
+    plan::check_logged(&records, &t.env.name)?;
     let h = plan::history(&records);
     plan::check_cascade(&h, &t.env.name, again)?;
     let choice = plan::choose(&h.runs, to, t.host.compose_project().is_some())?;

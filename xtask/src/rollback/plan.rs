@@ -536,6 +536,19 @@ pub fn offer_after_failed_deploy(
     }
 }
 
+/// An audit log that is missing (or holds no record) leaves nothing to roll back from: refused,
+/// saying that a backup can still be restored by hand.
+pub fn check_logged(records: &[Record], env: &str) -> Result<()> {
+    if !records.is_empty() {
+        return Ok(());
+    }
+    Err(Error::failed(format!(
+        "nothing to roll back: the audit log of `{env}` is missing or empty (no deploy is recorded \
+         to roll back from). A backup can still be restored by hand: `cargo xtask restore --env \
+         {env} --label pre-deploy-<sha7>` (`cargo xtask backup status --env {env}` lists them)"
+    )))
+}
+
 /// `pre-deploy-<sha7>`, the label of the backup the deploy of `sha` made before its migrations.
 pub fn pre_deploy_label(sha: &str) -> String {
     format!("pre-deploy-{}", &sha[..sha.len().min(7)])
@@ -740,6 +753,21 @@ mod tests {
         log3.push(rec(ROLLBACK_STEP, "ok", B));
         assert!(offer_after_failed_deploy(&runs(&log3), B, true).is_err());
         assert!(offer_after_failed_deploy(&[], B, true).is_err());
+    }
+
+    #[test]
+    fn a_missing_audit_log_says_how_to_restore_by_hand() {
+        let e = check_logged(&[], "staging").unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Failed);
+        let m = e.to_string();
+        assert!(
+            m.contains("nothing to roll back")
+                && m.contains("missing or empty")
+                && m.contains("`cargo xtask restore --env staging --label pre-deploy-<sha7>`")
+                && m.contains("`cargo xtask backup status --env staging`"),
+            "{m}"
+        );
+        assert!(check_logged(&deploy(A, None), "staging").is_ok());
     }
 
     #[test]
