@@ -566,8 +566,15 @@ against the manifest (a mismatch stops here: nothing of that object ever runs), 
 committed only once the whole dump decompressed, so a truncated stream is never committed even when it \
 ends on a statement. psql runs under `\\restrict` with a key of the restore's own (pg_dump's own \
 `\\restrict`/`\\unrestrict` lines are taken out), so a dump planted in the bucket cannot run psql \
-meta-commands such as `\\!` or `\\connect`; a psql too old for `\\restrict` is refused. Then it checks the \
-restored per-table row counts and newest migration against the manifest. Only then the **swap**: the \
+meta-commands such as `\\!` or `\\connect`; a psql too old for `\\restrict` is refused. The dump's SQL \
+runs as a role made for this restore (named as the scratch database, no password, over the server's \
+local socket) that owns the scratch database and nothing else: a planted dump cannot run programs \
+(`COPY ... TO PROGRAM`), read server files, create roles or alter the live database, even if it ends the \
+transaction itself. Backups are taken with `pg_dump --no-owner` for this; one that sets owners (`ALTER \
+... OWNER TO`, from before) is refused saying so, and `--trust-dump` replays it as the database user \
+instead, with every right that user has. Then it checks the restored per-table row counts and newest \
+migration against the manifest (counted as that role too), hands the database and everything in it to \
+the live database's owner and drops the role. Only then the **swap**: the \
 app's writer service is stopped, new connections to the live database are blocked (`ALLOW_CONNECTIONS \
 false`, `CONNECTION LIMIT 0`), its sessions are ended (`pg_terminate_backend`, bounded by `--swap-wait`, \
 10 s by default: a session that does not end refuses the swap and everything is opened again), and both \
