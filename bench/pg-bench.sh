@@ -22,13 +22,15 @@ cargo build -q -p xtask --bin xtask
 export XTASK=$ROOT/target/debug/xtask
 
 echo "== cluster on 127.0.0.1:$PORT in $WORK"
-mkdir -p "$WORK/pg" "$WORK/state" "$WORK/out"
+# Its Unix socket also where xtask looks for a `local` environment's (`<state_dir>/postgres/run`):
+# restore's replay role logs in there.
+mkdir -p "$WORK/pg" "$WORK/state/postgres/run" "$WORK/out"
 printf '%s' "$PASSWORD" >"$WORK/pg/pw"
-[ "$(id -u)" != 0 ] || chown -R postgres "$WORK/pg"
+[ "$(id -u)" != 0 ] || chown -R postgres "$WORK/pg" "$WORK/state/postgres"
 as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U station --auth-local=trust --auth-host=scram-sha-256 \
   --pwfile="$WORK/pg/pw" --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
 rm -f "$WORK/pg/pw"
-printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n" "$PORT" "$WORK/pg" \
+printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s, %s'\n" "$PORT" "$WORK/pg" "$WORK/state/postgres/run" \
   >>"$WORK/pg/data/postgresql.conf"
 as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w start >/dev/null
 

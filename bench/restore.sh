@@ -3,8 +3,9 @@
 # ~400 MB plain dump), three ways, in RUNS interleaved rounds:
 #   floor      gunzip | psql -1 into a fresh database (created in --prepare, not timed)
 #   reference  the reference app's way: drop the database, recreate it, replay the dump (plain psql)
-#   xtask      `xtask restore --env bench OBJECT --yes` end to end (download, sha256 against the manifest,
-#              restore beside the live database, check against the manifest, swap), when this build has
+#   xtask      `xtask restore --env bench OBJECT --yes` end to end (the object streamed from the bucket
+#              into the restore beside the live database, committed once its sha256 and size matched
+#              the manifest; counts checked against the manifest; swap), when this build has
 #              the restore command; skipped (said so) otherwise
 # and prints the ratios (goal: xtask <= 1.15x the floor) and, when `restore --json` reports it, the
 # app's downtime (goal <= 5 s whatever the size). Every leg's result is checked against the backup's
@@ -12,7 +13,7 @@
 #
 # Usage: bench/restore.sh [ROWS]       (default 4000000; BENCH_RUNS=3; BENCH_RECORD=1 records the
 # figures in infra/docs/restore-bench.json for the generated docs; BENCH_XTASK_ENV='VAR=value ...' runs
-# the xtask leg with those variables, e.g. TMPDIR=/dev/shm to download into memory)
+# the xtask leg with those variables, e.g. TMPDIR=/dev/shm)
 # Needs what bench/backup.sh needs (PostgreSQL server binaries, rclone, hyperfine, jq, gzip, root or
 # the postgres user). The machine's load average is printed: on a shared machine, repeat when quiet.
 set -Eeuo pipefail
@@ -44,11 +45,14 @@ sql() { psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
 sql -c "CREATE DATABASE refapp"
 gunzip -c "$file" | psql -X -q -d refapp >/dev/null
 
+# The floor and the reference replay over the Unix socket, as xtask's replay role does (it logs in
+# there): the same transport for all three legs.
+sock="PGHOST='$WORK/pg'"
 legs=(
   --prepare "psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS fresh' -c 'CREATE DATABASE fresh' -c CHECKPOINT"
-  -n floor "gunzip -c '$file' | psql -X -q -1 -v ON_ERROR_STOP=1 -d fresh >/dev/null"
+  -n floor "gunzip -c '$file' | $sock psql -X -q -1 -v ON_ERROR_STOP=1 -d fresh >/dev/null"
   --prepare "psql -X -q -d postgres -c CHECKPOINT"
-  -n reference "psql -X -q -d postgres -c 'DROP DATABASE refapp' -c 'CREATE DATABASE refapp' && gunzip -c '$file' | psql -X -q -d refapp >/dev/null"
+  -n reference "$sock psql -X -q -d postgres -c 'DROP DATABASE refapp' -c 'CREATE DATABASE refapp' && gunzip -c '$file' | $sock psql -X -q -d refapp >/dev/null"
 )
 have_restore=0
 if "$XTASK" restore --help >/dev/null 2>&1; then

@@ -560,11 +560,13 @@ fn render_recovery(o: &mut String, facts: &Facts) {
 prints its plan first (which database is replaced, by which backup, and the **window of writes**: how old \
 the backup is, i.e. which writes the live database has and the backup has not), asks on a terminal \
 (without one it needs `--yes`, else exit 2 and nothing changes), takes the deploy lock (a restore and a \
-deploy never overlap), downloads the object and checks its sha256 and size \
-against the manifest (a mismatch stops here: nothing of that object ever runs), then restores it into a \
-**new** database beside the live one in one transaction (`gunzip | psql -X -v ON_ERROR_STOP=1`) that is \
-committed only once the whole dump decompressed, so a truncated stream is never committed even when it \
-ends on a statement. psql runs under `\\restrict` with a key of the restore's own (pg_dump's own \
+deploy never overlap), then streams the object from the bucket into a **new** database beside the live \
+one (`rclone cat | gunzip | psql -X -v ON_ERROR_STOP=1`), in one transaction that is committed only once \
+the whole dump decompressed and the object's sha256 and size, taken on the way over every byte, equal \
+the manifest's: a corrupt or truncated object is never committed, even when it ends on a statement, \
+and a mismatch stops there (exit 1). Download and replay overlap, so the restore takes about as long as \
+the replay alone. A backup without a manifest (nothing to compare the sha256 with), or one restored \
+with `--trust-dump`, is downloaded and checked first and replayed after. psql runs under `\\restrict` with a key of the restore's own (pg_dump's own \
 `\\restrict`/`\\unrestrict` lines are taken out), so a dump planted in the bucket cannot run psql \
 meta-commands such as `\\!` or `\\connect`; a psql too old for `\\restrict` is refused. The dump's SQL \
 runs as a role made for this restore (named as the scratch database, no password, over the server's \

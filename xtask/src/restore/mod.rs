@@ -383,10 +383,22 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     }
     let writers = t.writers();
     s.push_str(&format!(
-        "  steps     lock → download + check against the manifest → restore into {} as {} (one transaction, committed only when the whole dump decompressed; psql under \\restrict) → verify → swap ({}block connections, \
+        "  steps     lock → {} into {} as {} (one transaction, committed only when the whole dump decompressed{}; psql under \\restrict) → verify → swap ({}block connections, \
          end sessions within {}s, rename {} → {} and {} → {}) → start → health\n",
+        if p.manifest.is_some() && !opts.trust_dump {
+            "download+restore in one pass: the object streams from the bucket"
+        } else if p.manifest.is_some() {
+            "download + check against the manifest → restore"
+        } else {
+            "download → restore"
+        },
         n.scratch,
         replayer_words(opts, &n.scratch, &env.db_user),
+        if p.manifest.is_some() && !opts.trust_dump {
+            " and its sha256 and size equal the manifest's"
+        } else {
+            ""
+        },
         if writers.is_empty() {
             String::new()
         } else {
@@ -423,21 +435,42 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
     let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
     let login = replay_login(opts.trust_dump, &n.scratch);
     let create = create_sqls(opts, &n.scratch, &owner);
-    let mut v = vec![
-        t.fetch_cmd(&p.object.path, p.manifest.is_some())?.display(),
-        t.sql_each_cmd(
+    let create = t
+        .sql_each_cmd(
             "postgres",
             &create.iter().map(String::as_str).collect::<Vec<_>>(),
         )?
-        .display(),
-        t.replay_cmd("<dir>/backup.sql.gz", n.scratch.as_str(), login)?
+        .display();
+    let mut v = match p.manifest.as_ref().filter(|_| !opts.trust_dump) {
+        Some(m) => vec![
+            create,
+            t.replay_cmd(
+                &target::Source::Object {
+                    path: &p.object.path,
+                    sha256: &m.sha256,
+                    size: m.size,
+                },
+                n.scratch.as_str(),
+                login,
+            )?
             .display(),
-        {
-            let [counts, newest] = verify_sql();
-            t.sql_each_cmd_as(n.scratch.as_str(), login, &[&counts, &newest])?
-                .display()
-        },
-    ];
+        ],
+        None => vec![
+            t.fetch_cmd(&p.object.path, p.manifest.is_some())?.display(),
+            create,
+            t.replay_cmd(
+                &target::Source::File("<dir>/backup.sql.gz"),
+                n.scratch.as_str(),
+                login,
+            )?
+            .display(),
+        ],
+    };
+    v.extend([{
+        let [counts, newest] = verify_sql();
+        t.sql_each_cmd_as(n.scratch.as_str(), login, &[&counts, &newest])?
+            .display()
+    }]);
     if !opts.trust_dump {
         let adopt = plan::adopt_sql(&n.scratch, &owner);
         v.push(
@@ -939,35 +972,17 @@ fn execute(
         .unwrap_or_else(|| t.env.db_user.clone());
     // Who replays and counts: the scratch database's own role (`--trust-dump`: the owner).
     let replayer = replay_login(run.opts.trust_dump, &n.scratch);
-    let fetched: Fetched = run.step("download", |r| {
-        // The empty scratch database is created while the object downloads (nothing of the
-        // object runs before its check). Armed before the CREATE: a CREATE that ran but whose
-        // reply was lost (psql or ssh killed, the link dropped) still leaves a database that the
-        // guard must drop. The guard drops only this exact name (`DROP DATABASE IF EXISTS`); the
-        // plan checked it was free and the lock keeps other restores out, so "already exists"
-        // can only be someone else's database.
-        scratch.db = Some(n.scratch.clone());
-        let create = create_sqls(r.opts, &n.scratch, &owner);
-        if !r.opts.trust_dump {
-            scratch.role = Some(n.scratch.clone());
-        }
-        let (f, created) = std::thread::scope(|s| {
-            let c = s.spawn(|| {
-                r.t.sql_each(
-                    "postgres",
-                    &create.iter().map(String::as_str).collect::<Vec<_>>(),
-                )
-            });
-            let f = r.t.fetch(&p.object.path, p.manifest.is_some());
-            let created = c
-                .join()
-                .unwrap_or_else(|_| Err(Error::failed("creating the scratch database panicked")));
-            (f, created)
-        });
-        if let Err(e) = &created {
+    // The guard drops only these exact names (`DROP ... IF EXISTS`); the plan checked they were
+    // free and the lock keeps other restores out, so "already exists" can only be someone else's.
+    // Armed before the CREATE: a CREATE that ran but whose reply was lost (psql or ssh killed, the
+    // link dropped) still leaves a database that the guard must drop.
+    let create = create_sqls(run.opts, &n.scratch, &owner);
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    let arm = |scratch: &mut Scratch, created: &Result<String>| {
+        if let Err(e) = created {
             let m = e.to_string();
-            // Someone else's: not ours to drop. The role comes first: when it exists, the
-            // database was not created either (ON_ERROR_STOP).
+            // The role comes first: when it exists, the database was not created either
+            // (ON_ERROR_STOP).
             if m.contains("role") && m.contains("already exists") {
                 scratch.role = None;
                 scratch.db = None;
@@ -975,58 +990,121 @@ fn execute(
                 scratch.db = None;
             }
         }
-        let f = f?;
-        scratch.dir = Some(f.dir.clone());
-        created?;
-        match &p.manifest {
-            Some(m) => {
-                m.check_dump(&p.object.path, f.size, Some(&f.sha256))
-                    .map_err(|e| e.context("nothing was restored"))?;
-                Ok((
+    };
+    scratch.db = Some(n.scratch.clone());
+    if !run.opts.trust_dump {
+        scratch.role = Some(n.scratch.clone());
+    }
+    // With a manifest, and the dump replayed as the scratch database's own role, the object
+    // streams from the bucket into the replay in one pass: its sha256 and size are taken on the
+    // way and the transaction is committed only when they equal the manifest's (until then the
+    // SQL runs uncommitted, within reach of nothing but the scratch database). Otherwise (no
+    // manifest: rclone's own hash check after a download; --trust-dump: nothing of the object may
+    // run before it is checked) it is downloaded and checked first.
+    let streamed = p.manifest.as_ref().filter(|_| !run.opts.trust_dump);
+    if let Some(m) = streamed {
+        run.step("download+restore", |r| {
+            m.check_dump(&p.object.path, m.size, None)
+                .map_err(|e| e.context("nothing was restored"))?;
+            let created = r.t.sql_each("postgres", &create);
+            arm(&mut scratch, &created);
+            created?;
+            if let Ok(mut g) = REPLAYING.lock() {
+                *g = Some((r.t.clone(), n.scratch.clone()));
+            }
+            r.check_interrupt()?;
+            let t0 = Instant::now();
+            let source = target::Source::Object {
+                path: &p.object.path,
+                sha256: &m.sha256,
+                size: m.size,
+            };
+            let res = r.t.replay(&source, n.scratch.as_str(), replayer);
+            if let Ok(mut g) = REPLAYING.lock() {
+                *g = None;
+            }
+            r.check_interrupt()?;
+            let got = res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
+            let (sum, size) = got.unwrap_or_default();
+            // The script compared them already; the manifest says so again in its own words.
+            m.check_dump(&p.object.path, size, Some(&sum))
+                .map_err(|e| e.context("nothing was restored"))?;
+            Ok((
+                (),
+                format!(
+                    "streamed into {} in {:.1}s, one pass: sha256 {sum} and {size} bytes match \
+                     the manifest, checked before the one transaction was committed (under \
+                     \\restrict, as {})",
+                    n.scratch,
+                    t0.elapsed().as_secs_f64(),
+                    replayer_words(r.opts, &n.scratch, &r.t.env.db_user)
+                ),
+            ))
+        })?;
+    } else {
+        let fetched: Fetched = run.step("download", |r| {
+            // The empty scratch database is created while the object downloads (nothing of the
+            // object runs before its check).
+            let (f, created) = std::thread::scope(|s| {
+                let c = s.spawn(|| r.t.sql_each("postgres", &create));
+                let f = r.t.fetch(&p.object.path, p.manifest.is_some());
+                let created = c.join().unwrap_or_else(|_| {
+                    Err(Error::failed("creating the scratch database panicked"))
+                });
+                (f, created)
+            });
+            arm(&mut scratch, &created);
+            let f = f?;
+            scratch.dir = Some(f.dir.clone());
+            created?;
+            match &p.manifest {
+                Some(m) => {
+                    m.check_dump(&p.object.path, f.size, Some(&f.sha256))
+                        .map_err(|e| e.context("nothing was restored"))?;
+                    Ok((
+                        f.clone(),
+                        format!(
+                            "sha256 {} and {} bytes match the manifest ({} created meanwhile)",
+                            f.sha256, f.size, n.scratch
+                        ),
+                    ))
+                }
+                None => Ok((
                     f.clone(),
                     format!(
-                        "sha256 {} and {} bytes match the manifest ({} created meanwhile)",
+                        "sha256 {} ({} bytes); no manifest to check against ({} created meanwhile)",
                         f.sha256, f.size, n.scratch
                     ),
-                ))
+                )),
             }
-            None => Ok((
-                f.clone(),
+        })?;
+        run.check_interrupt()?;
+        run.step("restore", |r| {
+            if let Ok(mut g) = REPLAYING.lock() {
+                *g = Some((r.t.clone(), n.scratch.clone()));
+            }
+            // A Ctrl-C between the check above and here: the handler found nothing to end.
+            r.check_interrupt()?;
+            let t0 = Instant::now();
+            let file = format!("{}/backup.sql.gz", fetched.dir);
+            let res =
+                r.t.replay(&target::Source::File(&file), n.scratch.as_str(), replayer);
+            if let Ok(mut g) = REPLAYING.lock() {
+                *g = None;
+            }
+            r.check_interrupt()?;
+            res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
+            Ok((
+                (),
                 format!(
-                    "sha256 {} ({} bytes); no manifest to check against ({} created meanwhile)",
-                    f.sha256, f.size, n.scratch
+                    "into {} in {:.1}s (one transaction, under \\restrict, as {})",
+                    n.scratch,
+                    t0.elapsed().as_secs_f64(),
+                    replayer_words(r.opts, &n.scratch, &r.t.env.db_user)
                 ),
-            )),
-        }
-    })?;
-    run.check_interrupt()?;
-    run.step("restore", |r| {
-        if let Ok(mut g) = REPLAYING.lock() {
-            *g = Some((r.t.clone(), n.scratch.clone()));
-        }
-        // A Ctrl-C between the check above and here: the handler found nothing to end.
-        r.check_interrupt()?;
-        let t0 = Instant::now();
-        let res = r.t.replay(
-            &format!("{}/backup.sql.gz", fetched.dir),
-            n.scratch.as_str(),
-            replayer,
-        );
-        if let Ok(mut g) = REPLAYING.lock() {
-            *g = None;
-        }
-        r.check_interrupt()?;
-        res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
-        Ok((
-            (),
-            format!(
-                "into {} in {:.1}s (one transaction, under \\restrict, as {})",
-                n.scratch,
-                t0.elapsed().as_secs_f64(),
-                replayer_words(r.opts, &n.scratch, &r.t.env.db_user)
-            ),
-        ))
-    })?;
+            ))
+        })?;
+    }
     run.check_interrupt()?;
     run.step("verify", |r| {
         let checked: Result<((), String)> = (|| {

@@ -1,25 +1,47 @@
 # shellcheck shell=bash
-# Replay the gzipped dump $1 (a file fetch.sh downloaded and whose sha256 was checked) into the psql
-# command given as $2..., in one transaction that is COMMITted only when the whole file decompressed
-# cleanly (a truncated or damaged stream is never committed, even when it ends on a statement).
+# Replay a gzipped dump into the psql command given after the source, in one transaction that is
+# COMMITted only when the whole file decompressed cleanly (a truncated or damaged stream is never
+# committed, even when it ends on a statement). The source:
+#   file PATH                          a file fetch.sh downloaded (and whose sha256 was checked)
+#   object OBJ SHA256 SIZE N FLAG*N    streamed from the bucket (`rclone cat` with the N flags) in the
+#                                      same pass: the object's sha256 and size are taken as it
+#                                      arrives (the whole object, even when psql stops first), and
+#                                      COMMIT is sent only when they equal SHA256 and SIZE (the
+#                                      manifest's). Until then the SQL runs uncommitted, as the
+#                                      restore's role that owns only the scratch database.
 #
 # The dump cannot run psql meta-commands (`\!`, `\connect`, `\copy`): psql runs under `\restrict`
 # with a key made here, and the dump's own `\restrict KEY` header line and `\unrestrict KEY`
 # trailer (pg_dump 15.14+) are taken out, so any meta-command in the dump is an error
 # (ON_ERROR_STOP) and nothing is committed.
 #
-# stdout, one line: VERDICT RC, VERDICT one of
+# stdout, one line: VERDICT RC [SHA256 SIZE], VERDICT one of
 #   ok      committed
+#   fetch   rclone failed with RC (object: 3 or 4 = not there): nothing committed
+#   differs the object's sha256 and size (given after RC) are not SHA256 and SIZE: nothing committed
 #   gunzip  the file is not a complete gzip stream (RC): nothing committed
 #   psql    psql failed with RC (3: an SQL error or a meta-command, 2: the connection): nothing committed
-# Exit 3 (no verdict): psql cannot restrict meta-commands (older than 13.22, 14.19, 15.14, 16.10, 17.6);
-# exit 5: no temp dir (TMPDIR not a writable directory).
+# (object: the sha256 and size follow on every verdict but fetch). Exit 3 (no verdict): psql cannot
+# restrict meta-commands (older than 13.22, 14.19, 15.14, 16.10, 17.6); exit 5: no temp dir (TMPDIR
+# not a writable directory).
 #
 # Every stage's status is read and judged below (PIPESTATUS), so neither errexit nor pipefail
 # (which the host prepends to bash scripts) may end the script early.
 set -u +e +o pipefail
-file=$1
-shift
+kind=$1
+case $kind in
+  file)
+    file=$2
+    shift 2
+    ;;
+  object)
+    obj=$2 want_sum=$3 want_size=$4 n=$5
+    shift 5
+    flags=("${@:1:$n}")
+    shift "$n"
+    ;;
+  *) exit 2 ;;
+esac
 if command -v igzip >/dev/null 2>&1; then
   gz=igzip
 elif command -v pigz >/dev/null 2>&1; then
@@ -81,26 +103,79 @@ strip_key() {
   fi
 }
 
+if command -v openssl >/dev/null 2>&1; then
+  sha256() { openssl dgst -sha256 -r | cut -d' ' -f1; }
+else
+  sha256() { sha256sum | cut -d' ' -f1; }
+fi
+
+# The object from the bucket on stdout; its sha256 and size into $dir/sum and $dir/size, over the
+# whole object: `tee -p` goes on feeding the hashes when the decompressor stops reading.
+# "RC" of rclone into $dir/fetch.
+stream() {
+  mkfifo "$dir/sum.fifo" "$dir/size.fifo" || return 1
+  sha256 <"$dir/sum.fifo" >"$dir/sum" &
+  local hp=$!
+  wc -c <"$dir/size.fifo" >"$dir/size" &
+  local wp=$!
+  rclone cat "${flags[@]}" "$obj" | tee -p "$dir/sum.fifo" "$dir/size.fifo"
+  local st=("${PIPESTATUS[@]}")
+  wait "$hp" "$wp"
+  echo "${st[0]}" >"$dir/fetch"
+}
+
 {
   # synchronous_commit off for this session only: its COMMIT does not wait for the WAL flush.
   # Durability is not given up: nothing uses this database before the swap, whose own
   # (synchronous) commit flushes the WAL up to it, this transaction's included.
   printf '\\restrict %s\nBEGIN;\nSET synchronous_commit = off;\n' "$key"
-  "$gz" -dc <"$file" | strip_key
-  echo "${PIPESTATUS[*]}" >"$dir/status"
+  if [ "$kind" = file ]; then
+    "$gz" -dc <"$file" | strip_key
+    echo "${PIPESTATUS[*]}" >"$dir/status"
+  else
+    stream | "$gz" -dc | strip_key
+    echo "${PIPESTATUS[1]} ${PIPESTATUS[2]}" >"$dir/status"
+  fi
   read -r gc sc <"$dir/status"
+  commit=0
   if [ "$gc" = 0 ] && [ "$sc" = 0 ]; then
+    commit=1
+  fi
+  if [ "$kind" = object ]; then
+    read -r rc <"$dir/fetch" || rc=x
+    read -r sum <"$dir/sum" || sum=x
+    read -r size <"$dir/size" || size=x
+    if [ "$rc" != 0 ] || [ "$sum" != "$want_sum" ] || [ "$size" != "$want_size" ]; then
+      commit=0
+    fi
+  fi
+  if [ "$commit" = 1 ]; then
     printf 'COMMIT;\n'
   fi
 } | "$@" >/dev/null
 pc=$?
 read -r gc sc <"$dir/status" || { gc=x sc=x; }
+tail=""
+if [ "$kind" = object ]; then
+  read -r rc <"$dir/fetch" || rc=x
+  read -r sum <"$dir/sum" || sum=x
+  read -r size <"$dir/size" || size=x
+  tail=" $sum $size"
+  if [ "$rc" != 0 ]; then
+    echo "fetch $rc"
+    exit 0
+  fi
+  if [ "$sum" != "$want_sum" ] || [ "$size" != "$want_size" ]; then
+    echo "differs 0$tail"
+    exit 0
+  fi
+fi
 # psql stopping first (an SQL error, the connection) leaves the stages before it SIGPIPEd (141) or
 # failing on the broken pipe: then psql's status is the cause, whatever they say.
 if [ "$pc" != 0 ]; then
-  echo "psql $pc"
+  echo "psql $pc$tail"
 elif [ "$gc" != 0 ] || [ "$sc" != 0 ]; then
-  echo "gunzip $gc/$sc"
+  echo "gunzip $gc/$sc$tail"
 else
-  echo "ok 0"
+  echo "ok 0$tail"
 fi

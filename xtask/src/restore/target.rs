@@ -31,6 +31,20 @@ pub struct Fetched {
     pub size: u64,
 }
 
+/// What [`Target::replay`] replays.
+#[derive(Clone, Debug)]
+pub enum Source<'a> {
+    /// A file [`Target::fetch`] downloaded (and whose hash was checked).
+    File(&'a str),
+    /// Streamed from the bucket, committed only when its sha256 and size are these (the
+    /// manifest's).
+    Object {
+        path: &'a str,
+        sha256: &'a str,
+        size: u64,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct Target {
     pub env: Environment,
@@ -177,18 +191,41 @@ impl Target {
         }
     }
 
-    /// The replay, its psql logged in as `login`.
-    pub fn replay_cmd(&self, file: &str, db: &str, login: Login<'_>) -> Result<Cmd> {
-        let mut args = vec![file.to_string()];
+    /// The replay of `source` into `db`, its psql logged in as `login`.
+    pub fn replay_cmd(&self, source: &Source<'_>, db: &str, login: Login<'_>) -> Result<Cmd> {
+        let mut args = match source {
+            Source::File(file) => vec!["file".to_string(), file.to_string()],
+            Source::Object { path, sha256, size } => {
+                let mut a = vec![
+                    "object".to_string(),
+                    path.to_string(),
+                    sha256.to_string(),
+                    size.to_string(),
+                    RCLONE_FLAGS.len().to_string(),
+                ];
+                a.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
+                a
+            }
+        };
         args.extend(self.host.psql_words_as(db, login, &[]));
-        self.host.script_as(&REPLAY, &args, login)
+        let c = self.host.script_as(&REPLAY, &args, login)?;
+        Ok(match source {
+            Source::File(_) => c,
+            Source::Object { .. } => c.env_remove("AWS_CA_BUNDLE"),
+        })
     }
 
-    /// Replay the downloaded (and checked) dump `file` into `db` on the host in one transaction,
-    /// committed only when the whole file decompressed. The error says what failed; in every
-    /// failure nothing was committed.
-    pub fn replay(&self, file: &str, db: &str, login: Login<'_>) -> Result<()> {
-        let o = self.replay_cmd(file, db, login)?.output()?;
+    /// Replay `source` into `db` on the host in one transaction, committed only when the whole
+    /// file decompressed (and, streamed from the bucket, only when the object's sha256 and size
+    /// equal the manifest's). Returns the object's sha256 and size when it was streamed. The error
+    /// says what failed; in every failure nothing was committed.
+    pub fn replay(
+        &self,
+        source: &Source<'_>,
+        db: &str,
+        login: Login<'_>,
+    ) -> Result<Option<(String, u64)>> {
+        let o = self.replay_cmd(source, db, login)?.output()?;
         let err = o.stderr_str();
         if !o.status.success() {
             let e = format!(
@@ -209,20 +246,70 @@ impl Target {
         }
         let out = o.stdout_str();
         let w: Vec<&str> = out.split_whitespace().collect();
-        match w.as_slice() {
-            ["ok", _] => Ok(()),
-            ["gunzip", rc] => Err(Error::failed(format!(
+        let object = match source {
+            Source::Object { path, .. } => Some(*path),
+            Source::File(_) => None,
+        };
+        // Streamed: the object's sha256 and size follow the verdict (but for `fetch`).
+        let got = match (object, w.as_slice()) {
+            (Some(_), [_, _, sum, size]) if sum.len() == 64 => {
+                size.parse().ok().map(|n: u64| (sum.to_string(), n))
+            }
+            _ => None,
+        };
+        match (w.as_slice(), object) {
+            (["ok", ..], None) => Ok(None),
+            (["ok", ..], Some(_)) if got.is_some() => Ok(got),
+            (["fetch", rc], Some(path)) => {
+                let msg = format!(
+                    "streaming {path} from the bucket failed (rclone exit {rc}): {}",
+                    tail(&err)
+                );
+                Err(match *rc {
+                    "3" | "4" => Error::usage(format!(
+                        "{path} is not in the bucket (deleted since it was listed?): `cargo xtask \
+                         backup status --env {}` shows the newest backups ({msg}); nothing was \
+                         committed",
+                        self.env.name
+                    )),
+                    _ => Error::unavailable(format!("{msg}; nothing was committed")),
+                })
+            }
+            (["differs", ..], Some(path)) => match (&got, source) {
+                (
+                    Some((sum, size)),
+                    Source::Object {
+                        sha256, size: want, ..
+                    },
+                ) => Err(Error::failed(if size != want {
+                    format!(
+                        "{path} is {size} bytes but its manifest says {want}: the object is \
+                             not the dump the manifest describes; nothing was restored"
+                    )
+                } else {
+                    format!(
+                        "{path} has sha256 {sum} but its manifest says {sha256}: the object is \
+                             corrupt or was replaced; nothing was restored"
+                    )
+                })),
+                _ => Err(Error::failed(format!(
+                    "{path}: its sha256 could not be taken while it streamed ({out:?}): {}; \
+                     nothing was restored",
+                    tail(&err)
+                ))),
+            },
+            (["gunzip", rc, ..], _) => Err(Error::failed(format!(
                 "the dump is corrupt: it is not a complete gzip stream (exit {rc}): {}; nothing \
                  was committed",
                 tail(&err)
             ))),
             // psql: 2 is a lost or refused connection, 3 an error in the dump (ON_ERROR_STOP).
-            ["psql", "2"] => Err(Error::unavailable(format!(
+            (["psql", "2", ..], _) => Err(Error::unavailable(format!(
                 "replaying the dump into {db}: the connection to the database failed: {}; nothing \
                  was committed",
                 tail(&err)
             ))),
-            ["psql", rc] => Err(Error::failed(format!(
+            (["psql", rc, ..], _) => Err(Error::failed(format!(
                 "replaying the dump into {db} failed (psql exit {rc}): {}; nothing was committed",
                 tail(&err)
             ))),
