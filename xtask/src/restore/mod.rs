@@ -448,7 +448,6 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
                 &target::Source::Object {
                     path: &p.object.path,
                     sha256: &m.sha256,
-                    size: m.size,
                 },
                 n.scratch.as_str(),
                 login,
@@ -1004,7 +1003,9 @@ fn execute(
     let streamed = p.manifest.as_ref().filter(|_| !run.opts.trust_dump);
     if let Some(m) = streamed {
         run.step("download+restore", |r| {
-            m.check_dump(&p.object.path, m.size, None)
+            // The size as listed: a different object is refused before anything runs (one
+            // replaced since the listing has another sha256, checked before the commit).
+            m.check_dump(&p.object.path, p.object.size, None)
                 .map_err(|e| e.context("nothing was restored"))?;
             let created = r.t.sql_each("postgres", &create);
             arm(&mut scratch, &created);
@@ -1017,7 +1018,6 @@ fn execute(
             let source = target::Source::Object {
                 path: &p.object.path,
                 sha256: &m.sha256,
-                size: m.size,
             };
             let res = r.t.replay(&source, n.scratch.as_str(), replayer);
             if let Ok(mut g) = REPLAYING.lock() {
@@ -1025,10 +1025,11 @@ fn execute(
             }
             r.check_interrupt()?;
             let got = res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
-            let (sum, size) = got.unwrap_or_default();
-            // The script compared them already; the manifest says so again in its own words.
-            m.check_dump(&p.object.path, size, Some(&sum))
+            let sum = got.unwrap_or_default();
+            // The script compared it already; the manifest says so again in its own words.
+            m.check_dump(&p.object.path, p.object.size, Some(&sum))
                 .map_err(|e| e.context("nothing was restored"))?;
+            let size = p.object.size;
             Ok((
                 (),
                 format!(

@@ -3,25 +3,26 @@
 # COMMITted only when the whole file decompressed cleanly (a truncated or damaged stream is never
 # committed, even when it ends on a statement). The source:
 #   file PATH                          a file fetch.sh downloaded (and whose sha256 was checked)
-#   object OBJ SHA256 SIZE N FLAG*N    streamed from the bucket (`rclone cat` with the N flags) in the
-#                                      same pass: the object's sha256 and size are taken as it
-#                                      arrives (the whole object, even when psql stops first), and
-#                                      COMMIT is sent only when they equal SHA256 and SIZE (the
-#                                      manifest's). Until then the SQL runs uncommitted, as the
-#                                      restore's role that owns only the scratch database.
+#   object OBJ SHA256 N FLAG*N         streamed from the bucket (`rclone cat` with the N flags) in the
+#                                      same pass: the object's sha256 is taken as it arrives (the
+#                                      whole object, even when psql stops first), and COMMIT is sent
+#                                      only when it equals SHA256 (the manifest's; the caller
+#                                      compared the listed size). Until then the SQL runs
+#                                      uncommitted, as the restore's role that owns only the
+#                                      scratch database.
 #
 # The dump cannot run psql meta-commands (`\!`, `\connect`, `\copy`): psql runs under `\restrict`
 # with a key made here, and the dump's own `\restrict KEY` header line and `\unrestrict KEY`
 # trailer (pg_dump 15.14+) are taken out, so any meta-command in the dump is an error
 # (ON_ERROR_STOP) and nothing is committed.
 #
-# stdout, one line: VERDICT RC [SHA256 SIZE], VERDICT one of
+# stdout, one line: VERDICT RC [SHA256], VERDICT one of
 #   ok      committed
 #   fetch   rclone failed with RC (object: 3 or 4 = not there): nothing committed
-#   differs the object's sha256 and size (given after RC) are not SHA256 and SIZE: nothing committed
+#   differs the object's sha256 (given after RC) is not SHA256: nothing committed
 #   gunzip  the file is not a complete gzip stream (RC): nothing committed
 #   psql    psql failed with RC (3: an SQL error or a meta-command, 2: the connection): nothing committed
-# (object: the sha256 and size follow on every verdict but fetch). Exit 3 (no verdict): psql cannot
+# (object: the sha256 follows on every verdict but fetch). Exit 3 (no verdict): psql cannot
 # restrict meta-commands (older than 13.22, 14.19, 15.14, 16.10, 17.6); exit 5: no temp dir (TMPDIR
 # not a writable directory).
 #
@@ -35,8 +36,8 @@ case $kind in
     shift 2
     ;;
   object)
-    obj=$2 want_sum=$3 want_size=$4 n=$5
-    shift 5
+    obj=$2 want_sum=$3 n=$4
+    shift 4
     flags=("${@:1:$n}")
     shift "$n"
     ;;
@@ -109,18 +110,15 @@ else
   sha256() { sha256sum | cut -d' ' -f1; }
 fi
 
-# The object from the bucket on stdout; its sha256 and size into $dir/sum and $dir/size, over the
-# whole object: `tee -p` goes on feeding the hashes when the decompressor stops reading.
-# "RC" of rclone into $dir/fetch.
+# The object from the bucket on stdout; its sha256 into $dir/sum, over the whole object: `tee -p`
+# goes on feeding the hash when the decompressor stops reading. rclone's status into $dir/fetch.
 stream() {
-  mkfifo "$dir/sum.fifo" "$dir/size.fifo" || return 1
+  mkfifo "$dir/sum.fifo" || return 1
   sha256 <"$dir/sum.fifo" >"$dir/sum" &
   local hp=$!
-  wc -c <"$dir/size.fifo" >"$dir/size" &
-  local wp=$!
-  rclone cat "${flags[@]}" "$obj" | tee -p "$dir/sum.fifo" "$dir/size.fifo"
+  rclone cat "${flags[@]}" "$obj" | tee -p "$dir/sum.fifo"
   local st=("${PIPESTATUS[@]}")
-  wait "$hp" "$wp"
+  wait "$hp"
   echo "${st[0]}" >"$dir/fetch"
 }
 
@@ -144,8 +142,7 @@ stream() {
   if [ "$kind" = object ]; then
     read -r rc <"$dir/fetch" || rc=x
     read -r sum <"$dir/sum" || sum=x
-    read -r size <"$dir/size" || size=x
-    if [ "$rc" != 0 ] || [ "$sum" != "$want_sum" ] || [ "$size" != "$want_size" ]; then
+    if [ "$rc" != 0 ] || [ "$sum" != "$want_sum" ]; then
       commit=0
     fi
   fi
@@ -159,13 +156,12 @@ tail=""
 if [ "$kind" = object ]; then
   read -r rc <"$dir/fetch" || rc=x
   read -r sum <"$dir/sum" || sum=x
-  read -r size <"$dir/size" || size=x
-  tail=" $sum $size"
+  tail=" $sum"
   if [ "$rc" != 0 ]; then
     echo "fetch $rc"
     exit 0
   fi
-  if [ "$sum" != "$want_sum" ] || [ "$size" != "$want_size" ]; then
+  if [ "$sum" != "$want_sum" ]; then
     echo "differs 0$tail"
     exit 0
   fi

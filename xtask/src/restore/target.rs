@@ -36,13 +36,9 @@ pub struct Fetched {
 pub enum Source<'a> {
     /// A file [`Target::fetch`] downloaded (and whose hash was checked).
     File(&'a str),
-    /// Streamed from the bucket, committed only when its sha256 and size are these (the
-    /// manifest's).
-    Object {
-        path: &'a str,
-        sha256: &'a str,
-        size: u64,
-    },
+    /// Streamed from the bucket, committed only when its sha256 is this (the manifest's; the
+    /// caller compares the listed size with the manifest's).
+    Object { path: &'a str, sha256: &'a str },
 }
 
 #[derive(Clone, Debug)]
@@ -195,12 +191,11 @@ impl Target {
     pub fn replay_cmd(&self, source: &Source<'_>, db: &str, login: Login<'_>) -> Result<Cmd> {
         let mut args = match source {
             Source::File(file) => vec!["file".to_string(), file.to_string()],
-            Source::Object { path, sha256, size } => {
+            Source::Object { path, sha256 } => {
                 let mut a = vec![
                     "object".to_string(),
                     path.to_string(),
                     sha256.to_string(),
-                    size.to_string(),
                     RCLONE_FLAGS.len().to_string(),
                 ];
                 a.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
@@ -216,15 +211,16 @@ impl Target {
     }
 
     /// Replay `source` into `db` on the host in one transaction, committed only when the whole
-    /// file decompressed (and, streamed from the bucket, only when the object's sha256 and size
-    /// equal the manifest's). Returns the object's sha256 and size when it was streamed. The error
-    /// says what failed; in every failure nothing was committed.
+    /// file decompressed (and, streamed from the bucket, only when the object's sha256 equals the
+    /// manifest's). Returns the object's sha256 when it was streamed. The error says what failed;
+    /// in every failure nothing was committed (but by a dump's own `COMMIT`, in the scratch
+    /// database the caller drops).
     pub fn replay(
         &self,
         source: &Source<'_>,
         db: &str,
         login: Login<'_>,
-    ) -> Result<Option<(String, u64)>> {
+    ) -> Result<Option<String>> {
         let o = self.replay_cmd(source, db, login)?.output()?;
         let err = o.stderr_str();
         if !o.status.success() {
@@ -250,11 +246,9 @@ impl Target {
             Source::Object { path, .. } => Some(*path),
             Source::File(_) => None,
         };
-        // Streamed: the object's sha256 and size follow the verdict (but for `fetch`).
+        // Streamed: the object's sha256 follows the verdict (but for `fetch`).
         let got = match (object, w.as_slice()) {
-            (Some(_), [_, _, sum, size]) if sum.len() == 64 => {
-                size.parse().ok().map(|n: u64| (sum.to_string(), n))
-            }
+            (Some(_), [_, _, sum]) if sum.len() == 64 => Some(sum.to_string()),
             _ => None,
         };
         match (w.as_slice(), object) {
@@ -276,22 +270,10 @@ impl Target {
                 })
             }
             (["differs", ..], Some(path)) => match (&got, source) {
-                (
-                    Some((sum, size)),
-                    Source::Object {
-                        sha256, size: want, ..
-                    },
-                ) => Err(Error::failed(if size != want {
-                    format!(
-                        "{path} is {size} bytes but its manifest says {want}: the object is \
-                             not the dump the manifest describes; nothing was restored"
-                    )
-                } else {
-                    format!(
-                        "{path} has sha256 {sum} but its manifest says {sha256}: the object is \
-                             corrupt or was replaced; nothing was restored"
-                    )
-                })),
+                (Some(sum), Source::Object { sha256, .. }) => Err(Error::failed(format!(
+                    "{path} has sha256 {sum} but its manifest says {sha256}: the object is corrupt \
+                     or was replaced; nothing was restored"
+                ))),
                 _ => Err(Error::failed(format!(
                     "{path}: its sha256 could not be taken while it streamed ({out:?}): {}; \
                      nothing was restored",
