@@ -1071,9 +1071,10 @@ fn renames_that_committed_though_their_reply_was_lost_are_reported_live() {
 #[test]
 fn renames_still_running_on_the_server_when_the_client_dropped_are_ended_before_judging() {
     // The renames wait for a row lock on the server when their client drops: the read-back ends
-    // that session and waits for it before judging, so "unchanged" is true and stays true. (Not a
-    // proven regression test: with the read-back's ending of the session taken out, the waiting
-    // session was still ended by the time of the check, by something not yet identified.)
+    // that session and waits for it before judging, so "unchanged" is true and stays true. With
+    // the ending taken out (`end_swap_session_sql` answering 'gone' at once) this fails 3 of 3:
+    // the waiting renames commit once the lock goes, and the live database is replaced after
+    // "nothing was renamed" was reported.
     let e = SwapEnv::new();
     let t = &e.t;
     e.marker(4);
