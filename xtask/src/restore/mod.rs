@@ -100,6 +100,11 @@ pub struct Options {
     pub force_unlock: bool,
     /// Replay (and count) as the database user, not as the scratch database's own role.
     pub trust_dump: bool,
+    /// The SHA and release the audit records carry (rollback: the deploy undone and the release
+    /// put back, so that a rollback killed after its swap is still read as one); default: the
+    /// backup's git SHA, no release.
+    pub audit_sha: Option<String>,
+    pub audit_previous: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -155,6 +160,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         audit_prefix: "restore".into(),
         force_unlock: args.force_unlock,
         trust_dump: args.trust_dump,
+        audit_sha: None,
+        audit_previous: None,
     };
     let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
     match outcome {
@@ -675,7 +682,7 @@ impl Run<'_> {
             run_url: crate::deploy::run_url(),
             backup_object: Some(self.object.clone()),
             message: message.into(),
-            previous: None,
+            previous: self.opts.audit_previous.clone(),
         };
         self.audit.append(&r)
     }
@@ -766,11 +773,13 @@ pub fn restore_under(
         opts,
         audit: audit_of(&t.host, root),
         object: planned.object.path.clone(),
-        sha: planned
-            .manifest
-            .as_ref()
-            .and_then(|m| m.git_sha.clone())
-            .unwrap_or_default(),
+        sha: opts.audit_sha.clone().unwrap_or_else(|| {
+            planned
+                .manifest
+                .as_ref()
+                .and_then(|m| m.git_sha.clone())
+                .unwrap_or_default()
+        }),
         steps: Vec::new(),
         warnings: skew.into_iter().collect(),
     };

@@ -391,6 +391,8 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         // Rollback takes the lock itself (breaking a stale one with its own --force-unlock).
         force_unlock: false,
         trust_dump: args.trust_dump,
+        audit_sha: Some(c.undo.sha.clone()),
+        audit_previous: c.previous.clone(),
     };
     let pull = match &c.previous {
         Some(prev) => t.pull_cmd(prev)?,

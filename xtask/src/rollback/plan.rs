@@ -177,21 +177,34 @@ fn close(out: &mut Vec<DeployRun>, recs: &mut Vec<&Record>, pipeline: Option<&Re
 /// `rollback:plan` (the restored database is live, so those runs' migrations are gone whatever
 /// failed after: `compose up -d`, health, verify-redis). Such a rollback is `partial` until a
 /// `rollback:resume` record with status `ok` (`rollback --resume`: the steps left) finishes it.
+/// A rollback killed after its swap (no `rollback` record: SIGKILL, the machine lost) is partial
+/// too, from its swap record (which carries the undone SHA and the release put back), once the
+/// log goes on with anything but that rollback's own later steps, or ends.
 pub fn history(records: &[Record]) -> History {
     let mut h = History::default();
     let mut current: Vec<&Record> = Vec::new();
-    // The end of the current rollback's committed swap.
-    let mut swapped: Option<String> = None;
+    // The current rollback's committed swap, until its `rollback` record comes.
+    let mut swapped: Option<&Record> = None;
     for r in records {
         let recovery = r.step == ROLLBACK_STEP
             || r.step.starts_with("restore:")
             || r.step.starts_with("rollback:");
+        // What can follow a committed swap in the same rollback: its later steps and its record.
+        let same_rollback = r.step == ROLLBACK_STEP
+            || (r.step.starts_with("rollback:")
+                && r.step != "rollback:plan"
+                && r.step != RESUME_STEP);
+        if !same_rollback {
+            if let Some(s) = swapped.take() {
+                killed_after_swap(&mut h, s);
+            }
+        }
         if recovery {
             // A restore or rollback holds the lock: no deploy runs meanwhile.
             close(&mut h.runs, &mut current, None);
             match r.step.as_str() {
                 "rollback:plan" => swapped = None,
-                "rollback:swap" if r.status == "ok" => swapped = Some(r.end.clone()),
+                "rollback:swap" if r.status == "ok" => swapped = Some(r),
                 RESUME_STEP if r.status == "ok" => {
                     let runs = h.runs.len();
                     if let Some(m) = h
@@ -203,7 +216,7 @@ pub fn history(records: &[Record]) -> History {
                     }
                 }
                 ROLLBACK_STEP => {
-                    let restored_at = swapped.take();
+                    let restored_at = swapped.take().map(|s| s.end.clone());
                     if r.status == "ok" || restored_at.is_some() {
                         let undone = mark_undone(&mut h.runs, r);
                         h.rollbacks.push(RollbackMark {
@@ -244,7 +257,26 @@ pub fn history(records: &[Record]) -> History {
         current.push(r);
     }
     close(&mut h.runs, &mut current, None);
+    if let Some(s) = swapped.take() {
+        killed_after_swap(&mut h, s);
+    }
     h
+}
+
+/// A rollback whose swap (`s`) committed but whose `rollback` record never came: its runs are
+/// undone (the restored database is live), the rollback partial (`rollback --resume` finishes it).
+fn killed_after_swap(h: &mut History, s: &Record) {
+    let undone = mark_undone(&mut h.runs, s);
+    h.rollbacks.push(RollbackMark {
+        sha: s.sha.clone(),
+        end: s.end.clone(),
+        after_runs: h.runs.len(),
+        previous: s.previous.clone(),
+        backup_object: s.backup_object.clone(),
+        partial: true,
+        restored_at: Some(s.end.clone()),
+        undone,
+    });
 }
 
 /// Group the records into deploy runs, oldest first, and mark the undone ones.
@@ -996,6 +1028,51 @@ mod tests {
         r.backup_object = Some("b2:b/postgres/x_pre-deploy-ccccccc.sql.gz".into());
         v.push(r);
         v
+    }
+
+    /// A rollback SIGKILLed after its swap (its records stop at `rollback:swap ok`, which names the
+    /// undone SHA and the release put back): its runs are undone and it is partial, so a re-run
+    /// resumes instead of restoring again; whatever comes next in the log.
+    #[test]
+    fn a_rollback_killed_after_its_swap_counts_as_a_partial_rollback() {
+        let mut log = deploy(A, None);
+        log.extend(deploy(B, None));
+        log.extend(deploy(C, Some("health")));
+        for s in ["plan", "lock", "download+restore", "verify"] {
+            log.push(rec(&format!("rollback:{s}"), "ok", C));
+        }
+        let mut swap = rec("rollback:swap", "ok", C);
+        swap.previous = Some(B.into());
+        log.push(swap.clone());
+        log.push(rec("rollback:start", "ok", C));
+        for next in [
+            None,
+            Some("rollback:plan"),
+            Some("restore:plan"),
+            Some("preflight"),
+        ] {
+            let mut l = log.clone();
+            if let Some(step) = next {
+                l.push(rec(step, "ok", C));
+            }
+            let h = history(&l);
+            assert!(
+                h.runs[2].undone && !h.runs[1].undone,
+                "{next:?}: {:?}",
+                h.runs
+            );
+            let m = &h.rollbacks[0];
+            assert!(m.partial && m.undone == vec![2], "{next:?}: {m:?}");
+            assert_eq!(m.restored_at.as_deref(), Some(swap.end.as_str()));
+            assert_eq!(m.previous.as_deref(), Some(B));
+        }
+        let h = history(&log);
+        let e = check_cascade(&h, "local", false).unwrap_err().to_string();
+        assert!(e.contains("--resume"), "{e}");
+        assert!(pending_resume(&h).is_ok());
+        // Finished by a resume: no longer partial.
+        log.push(rec(RESUME_STEP, "ok", C));
+        assert!(!history(&log).rollbacks[0].partial);
     }
 
     #[test]
