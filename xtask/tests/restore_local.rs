@@ -120,6 +120,19 @@ fn gz(args: &[&str], input: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// A planted object beside the backup `file` (a `_good` one): a name of the backup shape (a later
+/// label each), `sql` gzipped, no manifest. Returns its file name.
+fn plant_beside(file: &std::path::Path, n: u32, sql: &str) -> String {
+    let name = file
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace("_good.sql.gz", &format!("_planted-{n}.sql.gz"));
+    std::fs::write(file.with_file_name(&name), gzip(sql)).unwrap();
+    name
+}
+
 fn gunzip(b: &[u8]) -> String {
     String::from_utf8(gz(&["-dc"], b)).unwrap()
 }
@@ -639,16 +652,7 @@ fn a_dump_cannot_run_psql_meta_commands() {
     let before = snapshot(&t);
     let mark = t.dir.path().join("pwned");
     // Each planted object gets a name of the backup shape (a later second each) and no manifest.
-    let plant = |n: u32, sql: &str| -> String {
-        let name = file
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .replace("_good.sql.gz", &format!("_planted-{n}.sql.gz"));
-        std::fs::write(file.with_file_name(&name), gzip(sql)).unwrap();
-        name
-    };
+    let plant = |n: u32, sql: &str| plant_beside(&file, n, sql);
     let shell = format!("\\! touch {}\n", mark.display());
     let cases = [
         (
@@ -743,16 +747,7 @@ fn a_dump_runs_as_a_role_that_owns_only_the_scratch_database() {
     // Where the server's own user (postgres) could write: a superuser's `TO PROGRAM` would.
     let mark = std::env::temp_dir().join(format!("xtask-pwned-{}", std::process::id()));
     let _ = std::fs::remove_file(&mark);
-    let plant = |n: u32, sql: &str| -> String {
-        let name = file
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .replace("_good.sql.gz", &format!("_planted-{n}.sql.gz"));
-        std::fs::write(file.with_file_name(&name), gzip(sql)).unwrap();
-        name
-    };
+    let plant = |n: u32, sql: &str| plant_beside(&file, n, sql);
     let append = |extra: &str| text.replacen("\\unrestrict", &format!("{extra}\n\\unrestrict"), 1);
     let cases = [
         (

@@ -149,7 +149,10 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
     assert!(steps(&audit).contains(&"rollback:swap ok".to_string()));
     // The swap's record names what it undid and the release it put back as the final record
     // does: a rollback killed after it is still read as one.
-    let swap = audit.iter().rfind(|r| r["step"] == "rollback:swap").unwrap();
+    let swap = audit
+        .iter()
+        .rfind(|r| r["step"] == "rollback:swap")
+        .unwrap();
     assert_eq!(
         (&swap["sha"], &swap["previous"]),
         (&last["sha"], &last["previous"])

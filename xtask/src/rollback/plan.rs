@@ -218,17 +218,7 @@ pub fn history(records: &[Record]) -> History {
                 ROLLBACK_STEP => {
                     let restored_at = swapped.take().map(|s| s.end.clone());
                     if r.status == "ok" || restored_at.is_some() {
-                        let undone = mark_undone(&mut h.runs, r);
-                        h.rollbacks.push(RollbackMark {
-                            sha: r.sha.clone(),
-                            end: r.end.clone(),
-                            after_runs: h.runs.len(),
-                            previous: r.previous.clone(),
-                            backup_object: r.backup_object.clone(),
-                            partial: r.status != "ok",
-                            restored_at,
-                            undone,
-                        });
+                        push_rollback(&mut h, r, r.status != "ok", restored_at);
                     }
                 }
                 _ => {}
@@ -266,15 +256,20 @@ pub fn history(records: &[Record]) -> History {
 /// A rollback whose swap (`s`) committed but whose `rollback` record never came: its runs are
 /// undone (the restored database is live), the rollback partial (`rollback --resume` finishes it).
 fn killed_after_swap(h: &mut History, s: &Record) {
-    let undone = mark_undone(&mut h.runs, s);
+    push_rollback(h, s, true, Some(s.end.clone()));
+}
+
+/// Mark the runs the rollback recorded by `r` undid, and note the rollback.
+fn push_rollback(h: &mut History, r: &Record, partial: bool, restored_at: Option<String>) {
+    let undone = mark_undone(&mut h.runs, r);
     h.rollbacks.push(RollbackMark {
-        sha: s.sha.clone(),
-        end: s.end.clone(),
+        sha: r.sha.clone(),
+        end: r.end.clone(),
         after_runs: h.runs.len(),
-        previous: s.previous.clone(),
-        backup_object: s.backup_object.clone(),
-        partial: true,
-        restored_at: Some(s.end.clone()),
+        previous: r.previous.clone(),
+        backup_object: r.backup_object.clone(),
+        partial,
+        restored_at,
         undone,
     });
 }
