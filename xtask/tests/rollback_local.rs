@@ -147,6 +147,16 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
     );
     assert_eq!(last["sha"], V2);
     assert!(steps(&audit).contains(&"rollback:swap ok".to_string()));
+    // A deploy's records share one run id (its pipeline record's), another deploy has another.
+    let pipelines: Vec<&serde_json::Value> =
+        audit.iter().filter(|r| r["step"] == "pipeline").collect();
+    let id = |r: &serde_json::Value| r["run"].as_str().unwrap().to_string();
+    let last_pipeline = pipelines.last().unwrap();
+    assert!(audit
+        .iter()
+        .filter(|r| r["step"] == "migrate" && r["sha"] == last_pipeline["sha"])
+        .any(|r| id(r) == id(last_pipeline)));
+    assert_ne!(id(pipelines[0]), id(last_pipeline));
     // The swap's record names what it undid and the release it put back as the final record
     // does: a rollback killed after it is still read as one.
     let swap = audit

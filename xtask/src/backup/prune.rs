@@ -571,6 +571,7 @@ keep    b2:bk/postgres/202611/station_backup_20261129_030000_nightly.sql.gz +man
             backup_object: obj.map(str::to_string),
             message: String::new(),
             previous: None,
+            run: None,
         };
         let sha = |c: char| c.to_string().repeat(40);
         vec![

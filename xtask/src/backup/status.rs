@@ -548,6 +548,7 @@ pub fn record(host: &Host, root: &Path, step: &str, status: &str, object: Option
         backup_object: object.map(str::to_string),
         message: msg.to_string(),
         previous: None,
+        run: None,
     };
     let audit = crate::deploy::audit::Audit {
         local: crate::deploy::runner::audit_path(host, root),

@@ -32,6 +32,11 @@ pub struct Record {
     /// computed again from the log (`rollback::plan::history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// A deploy's records (its steps and its `pipeline` record) share a random id, so a run
+    /// killed before its `pipeline` record is told from the next one by id, not by clocks that
+    /// may be two machines' (`rollback::plan::history`). Older records have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -114,6 +119,7 @@ mod tests {
             backup_object: None,
             message: String::new(),
             previous: None,
+            run: None,
         };
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         audit.append(&r).unwrap();

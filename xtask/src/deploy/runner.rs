@@ -38,6 +38,8 @@ pub struct Pipeline<'a> {
     verified: Option<VerifiedBackup>,
     interrupted: Arc<AtomicBool>,
     exec: Box<dyn Executor>,
+    /// The id every record of this run carries ([`Record::run`]).
+    run_id: String,
 }
 
 /// Where the lock lives for an environment: in the server's directory, else beside the audit log.
@@ -103,6 +105,7 @@ impl<'a> Pipeline<'a> {
             verified: None,
             interrupted,
             exec: Box::new(steps::Real),
+            run_id: crate::random::hex(8)?,
         })
     }
 
@@ -137,6 +140,7 @@ impl<'a> Pipeline<'a> {
             backup_object: self.backup_object(),
             message: message.to_string(),
             previous: None,
+            run: Some(self.run_id.clone()),
         };
         if let Err(e) = self.audit.append(&r) {
             eprintln!("warning: audit log: {e}");

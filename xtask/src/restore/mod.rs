@@ -683,6 +683,7 @@ impl Run<'_> {
             backup_object: Some(self.object.clone()),
             message: message.into(),
             previous: self.opts.audit_previous.clone(),
+            run: None,
         };
         self.audit.append(&r)
     }
@@ -1669,6 +1670,7 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
         run_url: crate::deploy::run_url(),
         backup_object: None,
         previous: None,
+        run: None,
         message,
     };
     if let Err(e) = audit_of(&t.host, root).append(&record) {

@@ -528,6 +528,7 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         backup_object: Some(p.object.clone()),
         message: message.clone(),
         previous: c.previous.clone(),
+        run: None,
     };
     // Written under the lock: no deploy can come between the plan and this record, so the runs
     // it marks undone (computed again from the log) are the ones planned.
@@ -639,6 +640,7 @@ fn resume(t: &Target, root: &Path, mut guard: Option<LockGuard>, args: &Args) ->
             backup_object: m.backup_object.clone(),
             message: message.into(),
             previous: m.previous.clone(),
+            run: None,
         };
         if let Err(e) = audit.append(&rec) {
             eprintln!("warning: audit log: {e}");

@@ -226,11 +226,15 @@ pub fn history(records: &[Record]) -> History {
             continue;
         }
         if r.step == "pipeline" {
-            // Records that started before this run did belong to an earlier, killed run.
-            let split = current
-                .iter()
-                .position(|c| c.start >= r.start && c.sha == r.sha)
-                .unwrap_or(current.len());
+            // This run's own records: those with its id; records without ids (older versions):
+            // those that started when it did or later. The others belong to an earlier, killed run.
+            let split = match &r.run {
+                Some(id) => current.iter().position(|c| c.run.as_ref() == Some(id)),
+                None => current
+                    .iter()
+                    .position(|c| c.start >= r.start && c.sha == r.sha),
+            }
+            .unwrap_or(current.len());
             let mut mine = current.split_off(split);
             close(&mut h.runs, &mut current, None);
             close(&mut h.runs, &mut mine, Some(r));
@@ -619,6 +623,7 @@ mod tests {
             backup_object: None,
             message: String::new(),
             previous: None,
+            run: None,
         }
     }
 
@@ -929,6 +934,25 @@ mod tests {
         assert_eq!(r3.len(), 3, "{r3:?}");
         assert!(r3[1].migrated && !r3[1].complete);
         assert!(!r3[2].migrated && r3[2].complete);
+        // The same, but the killed run ran on a machine whose clock is ahead (its records start
+        // after the `--step health` run's pipeline record does): told apart by the run ids.
+        let mut log5 = deploy(A, None);
+        let mut late = killed(B, "verify-backup");
+        let mut h = rec("health", "failed", B);
+        let mut p = rec("pipeline", "failed", B);
+        p.end = tick();
+        for r in late.iter_mut() {
+            r.start = tick();
+            r.end = r.start.clone();
+            r.run = Some("killed01".into());
+        }
+        (h.run, p.run) = (Some("health02".into()), Some("health02".into()));
+        log5.extend(late);
+        log5.extend([h, p]);
+        let r5 = runs(&log5);
+        assert_eq!(r5.len(), 3, "{r5:?}");
+        assert!(r5[1].migrated && !r5[1].complete, "{:?}", r5[1]);
+        assert!(!r5[2].migrated && r5[2].complete, "{:?}", r5[2]);
         // A killed run before a rollback record ends there; drill/prune records are no steps.
         let mut log4 = deploy(A, None);
         log4.push(rec("drill", "ok", ""));
