@@ -842,6 +842,175 @@ fn a_dump_runs_as_a_role_that_owns_only_the_scratch_database() {
     );
 }
 
+/// What a planted dump sets on the database it is restored into (which the swap would carry into
+/// the live one) refuses the restore; a password it gives its role is expired; a table with FORCE
+/// ROW LEVEL SECURITY restores (the role bypasses RLS); default privileges need --trust-dump, said
+/// so; a replay role left without its database is named in the plan and dropped by --drop-kept.
+#[test]
+fn what_a_dump_sets_on_its_own_database_is_refused_and_its_role_cannot_log_in() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    let file = object_file(&t, &object);
+    let text = gunzip(&std::fs::read(&file).unwrap());
+    let settings = |t: &TestEnv| {
+        sql(
+            t,
+            "postgres",
+            "SELECT coalesce(string_agg(array_to_string(setconfig, ','), ';'), '') || '|' || \
+             coalesce((SELECT datacl::text || datistemplate FROM pg_database WHERE datname = \
+             'station'), '') FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM \
+             pg_database WHERE datname = 'station')",
+        )
+    };
+    let before = (snapshot(&t), settings(&t));
+    let append = |extra: &str| text.replacen("\\unrestrict", &format!("{extra}\n\\unrestrict"), 1);
+    let on_db = |stmt: &str| {
+        append(&format!(
+            "DO $$BEGIN EXECUTE format('{stmt}', current_database()); END$$;"
+        ))
+    };
+    let cases = [
+        (
+            "a database setting",
+            on_db("ALTER DATABASE %I SET search_path = evil, public"),
+        ),
+        (
+            "a grant on the database",
+            on_db("GRANT CREATE, TEMP ON DATABASE %I TO PUBLIC"),
+        ),
+        ("a template", on_db("ALTER DATABASE %I IS_TEMPLATE true")),
+        ("a comment", on_db("COMMENT ON DATABASE %I IS ''x''")),
+    ];
+    for (i, (what, dump)) in cases.iter().enumerate() {
+        let o = plant_beside(&file, i as u32 + 1, dump);
+        let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
+        assert_eq!(r.code, 1, "{what}: {}", r.all());
+        assert!(
+            r.stderr
+                .contains("the dump changed the database it was restored into"),
+            "{what}: {}",
+            r.stderr
+        );
+        assert_eq!((snapshot(&t), settings(&t)), before, "{what}");
+        assert!(scratch_dbs(&t).is_empty(), "{what}: {:?}", scratch_dbs(&t));
+    }
+
+    // A password the dump gives its role (committed: the dump ends the restore's transaction
+    // first) does not let anyone log in over TCP meanwhile.
+    let o = plant_beside(
+        &file,
+        7,
+        &append("COMMIT; ALTER ROLE CURRENT_USER PASSWORD 'pw-of-the-dump'; SELECT pg_sleep(4);"),
+    );
+    let mut c = t.command(&["restore", "--env", "local", &o, "--yes"]);
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let role = loop {
+        let r = sql(
+            &t,
+            "postgres",
+            "SELECT usename FROM pg_stat_activity WHERE usename LIKE 'station\\_restore\\_%' \
+             AND query LIKE '%pg_sleep%'",
+        );
+        if !r.is_empty() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the planted sleep never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let login = pg(&t, "psql", "postgres")
+        .env("PGUSER", &role)
+        .env("PGPASSWORD", "pw-of-the-dump")
+        .args(["-X", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(
+        !login.status.success(),
+        "the dump's role logged in over TCP"
+    );
+    let r = deploy_support::Run::from(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
+        ),
+        "0"
+    );
+
+    // FORCE ROW LEVEL SECURITY with a policy that hides every row: restored with all its rows.
+    sql(
+        &t,
+        "station",
+        "CREATE TABLE hidden (x int); INSERT INTO hidden SELECT generate_series(1, 30); \
+         ALTER TABLE hidden ENABLE ROW LEVEL SECURITY; ALTER TABLE hidden FORCE ROW LEVEL SECURITY; \
+         CREATE POLICY none ON hidden USING (false)",
+    );
+    backup(&t, "rls");
+    let r = t.run(&["restore", "--env", "local", "--label", "rls", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        sql(
+            &t,
+            "station",
+            "SET row_security = off; SELECT count(*) FROM hidden"
+        ),
+        "30"
+    );
+
+    // Default privileges for the owner (pg_dump --no-owner still writes FOR ROLE): refused, saying
+    // so and how to go on; --trust-dump restores them.
+    sql(
+        &t,
+        "station",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC",
+    );
+    backup(&t, "defaults");
+    let r = t.run(&["restore", "--env", "local", "--label", "defaults", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("ALTER DEFAULT PRIVILEGES") && r.stderr.contains("--trust-dump"),
+        "{}",
+        r.stderr
+    );
+    let r = t.run(&[
+        "restore",
+        "--env",
+        "local",
+        "--label",
+        "defaults",
+        "--yes",
+        "--trust-dump",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    // A replay role left without its database: named in the plan, dropped by --drop-kept.
+    let left = "station_restore_20200101_000000";
+    sql(&t, "postgres", &format!("CREATE ROLE {left} LOGIN"));
+    let r = t.run(&["restore", "--env", "local", "--label", "good", "--dry-run"]);
+    assert!(
+        r.stdout.contains(&format!("WARNING   {left}")),
+        "{}",
+        r.stdout
+    );
+    let r = t.run(&["restore", "--env", "local", "--drop-kept", left, "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{left}'")
+        ),
+        "0"
+    );
+}
+
 #[test]
 fn the_restore_scripts_are_shellcheck_clean() {
     let dir = deploy_support::repo().join("xtask/src/restore");

@@ -562,8 +562,8 @@ the backup is, i.e. which writes the live database has and the backup has not), 
 (without one it needs `--yes`, else exit 2 and nothing changes), takes the deploy lock (a restore and a \
 deploy never overlap), then streams the object from the bucket into a **new** database beside the live \
 one (`rclone cat | gunzip | psql -X -v ON_ERROR_STOP=1`), in one transaction that is committed only once \
-the whole dump decompressed and the object's sha256 and size, taken on the way over every byte, equal \
-the manifest's: a corrupt or truncated object is never committed, even when it ends on a statement, \
+the whole dump decompressed and the object's sha256, taken on the way over every byte, equals the \
+manifest's (its listed size was compared before): a corrupt or truncated object is never committed, even when it ends on a statement, \
 and a mismatch stops there (exit 1). Download and replay overlap, so the restore takes about as long as \
 the replay alone. A backup without a manifest (nothing to compare the sha256 with), or one restored \
 with `--trust-dump`, is downloaded and checked first and replayed after. psql runs under `\\restrict` with a key of the restore's own (pg_dump's own \
@@ -572,7 +572,10 @@ meta-commands such as `\\!` or `\\connect`; a psql too old for `\\restrict` is r
 runs as a role made for this restore (named as the scratch database, no password, over the server's \
 local socket) that owns the scratch database and nothing else: a planted dump cannot run programs \
 (`COPY ... TO PROGRAM`), read server files, create roles or alter the live database, even if it ends the \
-transaction itself. Backups are taken with `pg_dump --no-owner` for this; one that sets owners (`ALTER \
+transaction itself. What a dump sets on the database itself (`ALTER DATABASE ... SET`, a grant on it, \
+a comment, template or connection settings), which pg_dump without `--create` never writes and the swap \
+would carry into the live database, refuses the restore; SECURITY DEFINER functions in it are named in \
+a warning, as they run with their owner's rights once restored. Backups are taken with `pg_dump --no-owner` for this; one that sets owners (`ALTER \
 ... OWNER TO`, from before) is refused saying so, and `--trust-dump` replays it as the database user \
 instead, with every right that user has. Then it checks the restored per-table row counts and newest \
 migration against the manifest (counted as that role too), hands the database and everything in it to \

@@ -402,7 +402,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
         n.scratch,
         replayer_words(opts, &n.scratch, &env.db_user),
         if p.manifest.is_some() && !opts.trust_dump {
-            " and its sha256 and size equal the manifest's"
+            " and its sha256 equals the manifest's (its listed size was compared)"
         } else {
             ""
         },
@@ -424,7 +424,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     ));
     for d in &p.leftover_scratch {
         s.push_str(&format!(
-            "\n  WARNING   {d} was left by an interrupted restore (not touched by this one): drop it with \
+            "\n  WARNING   {d} was left by an interrupted restore (a scratch database or its replay role; not touched by this one): drop it with \
              `cargo xtask restore --env {} --drop-kept {d}` once nothing uses it",
             env.name
         ));
@@ -567,7 +567,8 @@ impl Scratch<'_> {
             *g = None;
         }
         if let Some(db) = self.db.take() {
-            if let Err(e) = self.t.sql("postgres", &plan::drop_sql(&db)) {
+            let sqls = [plan::untemplate_sql(&db), plan::drop_sql(&db)];
+            if let Err(e) = self.t.sql_each("postgres", &[&sqls[0], &sqls[1]]) {
                 warnings.push(format!("could not drop the scratch database {db}: {e}"));
             }
         }
@@ -899,6 +900,26 @@ fn create_sqls(opts: &Options, scratch: &DbName, owner: &str) -> Vec<String> {
     }
 }
 
+/// The replay role or the scratch database could not be created for lack of rights: `db_user`
+/// is not a superuser. Say what is missing and how to go on.
+fn create_hint(e: Error, opts: &Options, env: &Environment) -> Error {
+    let m = e.to_string();
+    let rights = m.contains("permission denied to create role")
+        || m.contains("must be superuser")
+        || m.contains("must be member of role")
+        || m.contains("must be able to SET ROLE")
+        || m.contains("permission denied to create database");
+    if opts.trust_dump || !rights {
+        return e;
+    }
+    e.context(format!(
+        "the restore replays the dump as a role of its own, which {} (db_user of `{}`) could not \
+         create or give the scratch database to: that needs a superuser. Restore with \
+         --trust-dump to replay as {} instead (its SQL then runs with that user's rights)",
+        env.db_user, env.name, env.db_user
+    ))
+}
+
 /// A replay refused for lack of rights (the dump sets owners, or needs a superuser) says what
 /// that means and how to go on.
 fn needs_rights_hint(e: Error, opts: &Options, env: &str) -> Error {
@@ -915,8 +936,10 @@ fn needs_rights_hint(e: Error, opts: &Options, env: &str) -> Error {
         return e;
     }
     let why = if owners {
-        "the backup sets its objects' owners (`ALTER ... OWNER TO`, as backups taken before xtask \
-         left owners out do), which only a superuser may"
+        "the dump acts for another role: it sets its objects' owners (`ALTER ... OWNER TO`, as \
+         backups taken before xtask left owners out do) or that role's default privileges \
+         (`ALTER DEFAULT PRIVILEGES FOR ROLE`, which pg_dump --no-owner still writes), which only \
+         a member of that role may"
     } else {
         "the dump's SQL needs rights beyond the scratch database, which is all its replay role \
          may touch"
@@ -936,6 +959,53 @@ fn verify_sql() -> [String; 2] {
             backup::drill::NEWEST_MIGRATION_SQL
         ),
     ]
+}
+
+/// Count the restored database (as `login`, under a fixed `search_path`: not the one the dump may
+/// have given its role) and compare with the manifest: the step's message, or exit 1 saying what
+/// differs.
+fn verify_counts(r: &Run, p: &Planned, login: Login<'_>) -> Result<String> {
+    let [counts, newest] = verify_sql();
+    let out = r.t.sql_each_as(
+        p.names.scratch.as_str(),
+        login,
+        &["SET search_path = pg_catalog, public", &counts, &newest],
+    )?;
+    let (tagged, counted): (Vec<&str>, Vec<&str>) =
+        out.lines().partition(|l| l.starts_with(MIGRATION_TAG));
+    let restored = backup::drill::parse_counts(&counted.join("\n"))?;
+    let migration = tagged
+        .first()
+        .map(|l| l[MIGRATION_TAG.len()..].trim())
+        .filter(|s| !s.is_empty());
+    let rows: u64 = restored.values().sum();
+    let Some(m) = &p.manifest else {
+        return Ok(format!(
+            "{} tables, {rows} rows, newest migration {} (no manifest: not compared)",
+            restored.len(),
+            migration.unwrap_or("none")
+        ));
+    };
+    let diff = plan::verify(
+        &m.tables,
+        &restored,
+        m.newest_migration.as_deref(),
+        migration,
+    );
+    if diff.is_empty() {
+        return Ok(format!(
+            "{} tables, {rows} rows and newest migration {} equal the manifest",
+            restored.len(),
+            migration.unwrap_or("none")
+        ));
+    }
+    Err(Error::failed(format!(
+        "the restored database differs from the manifest: {}; the live database is untouched",
+        diff.iter()
+            .map(|d| format!("{} manifest {} restored {}", d.what, d.manifest, d.restored))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// Steps 2-6. Returns the downtime (ms) once the restored database is live and healthy.
@@ -987,15 +1057,17 @@ fn execute(
     // link dropped) still leaves a database that the guard must drop.
     let create = create_sqls(run.opts, &n.scratch, &owner);
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    let role_exists = format!("role \"{}\" already exists", n.scratch);
+    let db_exists = format!("database \"{}\" already exists", n.scratch);
     let arm = |scratch: &mut Scratch, created: &Result<String>| {
         if let Err(e) = created {
             let m = e.to_string();
             // The role comes first: when it exists, the database was not created either
             // (ON_ERROR_STOP).
-            if m.contains("role") && m.contains("already exists") {
+            if m.contains(&role_exists) {
                 scratch.role = None;
                 scratch.db = None;
-            } else if m.contains("already exists") {
+            } else if m.contains(&db_exists) {
                 scratch.db = None;
             }
         }
@@ -1019,7 +1091,7 @@ fn execute(
                 .map_err(|e| e.context("nothing was restored"))?;
             let created = r.t.sql_each("postgres", &create);
             arm(&mut scratch, &created);
-            created?;
+            created.map_err(|e| create_hint(e, r.opts, &r.t.env))?;
             if let Ok(mut g) = REPLAYING.lock() {
                 *g = Some((r.t.clone(), n.scratch.clone()));
             }
@@ -1067,7 +1139,7 @@ fn execute(
             arm(&mut scratch, &created);
             let f = f?;
             scratch.dir = Some(f.dir.clone());
-            created?;
+            created.map_err(|e| create_hint(e, r.opts, &r.t.env))?;
             match &p.manifest {
                 Some(m) => {
                     m.check_dump(&p.object.path, f.size, Some(&f.sha256))
@@ -1118,52 +1190,36 @@ fn execute(
     }
     run.check_interrupt()?;
     run.step("verify", |r| {
-        let checked: Result<((), String)> = (|| {
-        let [counts, newest] = verify_sql();
-        // Counted as the replay role too: no SQL of the dump's making (a view, a function) runs
-        // with more rights before the database is handed over below.
-        let out = r.t.sql_each_as(n.scratch.as_str(), replayer, &[&counts, &newest])?;
-        let (tagged, counted): (Vec<&str>, Vec<&str>) =
-            out.lines().partition(|l| l.starts_with(MIGRATION_TAG));
-        let restored = backup::drill::parse_counts(&counted.join("\n"))?;
-        let migration = tagged
-            .first()
-            .map(|l| l[MIGRATION_TAG.len()..].trim())
-            .filter(|s| !s.is_empty());
-        let rows: u64 = restored.values().sum();
-        match &p.manifest {
-            None => Ok(((), format!(
-                "{} tables, {rows} rows, newest migration {} (no manifest: not compared)",
-                restored.len(),
-                migration.unwrap_or("none")
-            ))),
-            Some(m) => {
-                let diff = plan::verify(&m.tables, &restored, m.newest_migration.as_deref(), migration);
-                if diff.is_empty() {
-                    Ok(((), format!(
-                        "{} tables, {rows} rows and newest migration {} equal the manifest",
-                        restored.len(),
-                        migration.unwrap_or("none")
-                    )))
-                } else {
-                    Err(Error::failed(format!(
-                        "the restored database differs from the manifest: {}; the live database is untouched",
-                        diff.iter()
-                            .map(|d| format!("{} manifest {} restored {}", d.what, d.manifest, d.restored))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )))
-                }
-            }
+        // First what the dump did to the database itself (the swap would carry it into the live
+        // database): refused. SECURITY DEFINER functions are named (they run with their owner's
+        // rights once handed over).
+        let props = r.t.sql(n.scratch.as_str(), &plan::scratch_props_sql(&n.scratch))?;
+        let (changed, secdef) = plan::parse_scratch_props(&props);
+        if !changed.is_empty() {
+            return Err(Error::failed(format!(
+                "the dump changed the database it was restored into ({}), which pg_dump \
+                 without --create never writes: a tampered backup? Nothing was restored; the live \
+                 database is untouched",
+                changed.join("; ")
+            )));
         }
-        })();
-        let ((), m) = checked?;
+        if !secdef.is_empty() {
+            let w = format!(
+                "the backup holds SECURITY DEFINER functions, which run with their owner's ({owner}) \
+                 rights once restored: {}",
+                secdef.join(", ")
+            );
+            eprintln!("warning: {w}");
+            r.warnings.push(w);
+        }
+        let m = verify_counts(r, p, replayer)?;
         if r.opts.trust_dump {
             return Ok(((), m));
         }
         // Verified: the database and all in it go to the owner, the replay role goes.
         let adopt = plan::adopt_sql(&n.scratch, &owner);
-        r.t.sql_each(n.scratch.as_str(), &[&adopt[0], &adopt[1], &adopt[2]])?;
+        let adopt: Vec<&str> = adopt.iter().map(String::as_str).collect();
+        r.t.sql_each(n.scratch.as_str(), &adopt)?;
         scratch.role = None;
         Ok(((), format!("{m}; handed to {owner} (replay role dropped)")))
     })?;
@@ -1608,14 +1664,30 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     let live = DbName::parse(&env.database)?;
     let db = plan::parse_kept(&live, name)?;
     let t = Target::of(env)?;
-    let Some(facts) = plan::facts_of(&t.sql("postgres", &plan::facts_of_sql(&live, &[&db]))?, &db)?
-    else {
-        return Err(Error::failed(format!(
+    let text = t.sql("postgres", &plan::facts_of_sql(&live, &[&db]))?;
+    let scratch = plan::scratch_stamp(&live, db.as_str()).is_some();
+    // A replay role left without its database (a restore killed between the two): the role goes.
+    let role_only = scratch && plan::is_leftover_role(&text, &db);
+    let size = match plan::facts_of(&text, &db)? {
+        Some(f) => f.size_bytes,
+        None if role_only => 0,
+        None => {
+            return Err(Error::failed(format!(
             "no database {db} on `{}` (`cargo xtask restore --env {} --kept` lists the kept ones)",
             env.name, env.name
-        )));
+        )))
+        }
     };
-    let sql = plan::drop_kept_sql(&db);
+    let what = if role_only {
+        format!("the replay role {db} (its database is gone)")
+    } else {
+        format!("{db} ({size} bytes)")
+    };
+    let sql = if role_only {
+        plan::drop_role_sql(&db)
+    } else {
+        plan::drop_kept_sql(&db)
+    };
     let say = |s: &str| {
         if a.json {
             eprintln!("{s}");
@@ -1625,9 +1697,8 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     };
     if a.dry_run {
         say(&format!(
-            "would drop {db} on `{}` ({} bytes) (dry run: nothing is dropped)\n  $ {}",
+            "would drop {what} on `{}` (dry run: nothing is dropped)\n  $ {}",
             env.name,
-            facts.size_bytes,
             t.sql_cmd("postgres", &sql)?.display()
         ));
         if a.json {
@@ -1648,14 +1719,14 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     let s_ms = now_ms();
     // A scratch database an interrupted restore left may still have its replay role (named as it,
     // owning nothing else): it goes with it.
-    let result = if plan::scratch_stamp(&live, db.as_str()).is_some() {
+    let result = if scratch && !role_only {
         t.sql_each("postgres", &[&sql, &plan::drop_role_sql(&db)])
     } else {
         t.sql("postgres", &sql)
     };
     let e_ms = now_ms();
     let (status, message) = match &result {
-        Ok(_) => ("ok", format!("dropped {db} ({} bytes)", facts.size_bytes)),
+        Ok(_) => ("ok", format!("dropped {what}")),
         Err(e) => ("failed", format!("dropping {db} failed: {e}")),
     };
     let record = Record {

@@ -220,7 +220,9 @@ impl Names {
 /// name would exceed 63 bytes (a live name that long: retry in a second).
 pub fn free_names(facts: &str, first: Names) -> Result<Names> {
     let taken = |n: &Names| -> Result<bool> {
-        Ok(facts_of(facts, &n.scratch)?.is_some() || facts_of(facts, &n.kept)?.is_some())
+        Ok(facts_of(facts, &n.scratch)?.is_some()
+            || facts_of(facts, &n.kept)?.is_some()
+            || is_leftover_role(facts, &n.scratch))
     };
     if !taken(&first)? {
         return Ok(first);
@@ -278,12 +280,18 @@ pub fn parse_kept(live: &DbName, name: &str) -> Result<DbName> {
 /// Also lists the scratch databases of `live` (`<live>_restore_%`): one left by an interrupted
 /// restore is named in the plan.
 pub fn facts_of_sql(live: &DbName, dbs: &[&DbName]) -> String {
+    facts_sql(live, dbs, "")
+}
+
+/// [`facts_of_sql`] with `more` (` OR datname LIKE ...`) added to the databases' condition.
+fn facts_sql(live: &DbName, dbs: &[&DbName], more: &str) -> String {
     // `_` is a LIKE wildcard: escaped. The shape is checked again in Rust.
     let pattern = format!("{}{}%", live.as_str(), SCRATCH_INFIX).replace('_', "\\_");
     format!(
         "SELECT datname || '|' || pg_get_userbyid(datdba) || '|' || datallowconn || '|' || \
          datconnlimit || '|' || pg_database_size(datname) FROM pg_database WHERE datname IN ({}) \
-         OR datname LIKE '{pattern}'",
+         OR datname LIKE '{pattern}'{more} UNION ALL SELECT '{ROLE_MARK}' || rolname FROM pg_roles \
+         WHERE rolname LIKE '{pattern}' AND rolname NOT IN (SELECT datname FROM pg_database)",
         dbs.iter()
             .map(|d| d.literal())
             .collect::<Vec<_>>()
@@ -295,19 +303,31 @@ pub fn facts_of_sql(live: &DbName, dbs: &[&DbName]) -> String {
 /// same second with a suffix (`<kept>_N`, see [`free_names`]; scratch ones are listed anyway).
 pub fn plan_facts_sql(n: &Names) -> String {
     let kept_n = format!("{}\\_%", n.kept.as_str().replace('_', "\\_"));
-    format!(
-        "{} OR datname LIKE '{kept_n}'",
-        facts_of_sql(&n.live, &[&n.live, &n.scratch, &n.kept])
+    facts_sql(
+        &n.live,
+        &[&n.live, &n.scratch, &n.kept],
+        &format!(" OR datname LIKE '{kept_n}'"),
     )
 }
 
-/// Scratch databases of `live` in [`facts_of_sql`]'s answer, other than `except`.
+/// Marks a line of [`facts_of_sql`]'s answer that names a replay role whose database is gone.
+const ROLE_MARK: &str = "role:";
+
+/// Scratch databases of `live` in [`facts_of_sql`]'s answer, and replay roles left without
+/// theirs, other than `except`.
 pub fn leftover_scratch(text: &str, live: &DbName, except: &DbName) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.trim().split('|').next())
+        .map(|n| n.strip_prefix(ROLE_MARK).unwrap_or(n))
         .filter(|n| *n != except.as_str() && scratch_stamp(live, n).is_some())
         .map(str::to_string)
         .collect()
+}
+
+/// Whether [`facts_of_sql`]'s answer names `db` as a replay role left without its database.
+pub fn is_leftover_role(text: &str, db: &DbName) -> bool {
+    text.lines()
+        .any(|l| l.trim().strip_prefix(ROLE_MARK) == Some(db.as_str()))
 }
 
 /// Parse [`facts_of_sql`]'s answer for `db` (`None`: it does not exist).
@@ -418,23 +438,75 @@ pub fn create_scratch_sql(scratch: &DbName, owner: &str) -> String {
 /// (whatever a tampered object holds) then cannot run programs (`COPY ... TO PROGRAM`), read
 /// server files, create roles or databases, or alter the live database: only the scratch
 /// database it owns is within its reach.
+///
+/// BYPASSRLS: the role owns every table it loads, and the dump's own `SET row_security = off`
+/// (and the counts) must see every row of a table with FORCE ROW LEVEL SECURITY. `VALID UNTIL
+/// 'epoch'`: a password the dump gives its role (`ALTER ROLE CURRENT_USER PASSWORD`, which any
+/// role may) is expired, so nobody logs in as it over TCP; the trusted socket does not ask.
 pub fn create_replay_role_sql(scratch: &DbName) -> String {
     format!(
-        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
-         CONNECTION LIMIT 2",
+        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS \
+         CONNECTION LIMIT 2 VALID UNTIL 'epoch'",
         scratch.ident()
     )
 }
 
-/// Run in the scratch database once it is verified: everything the replay role owns (its
-/// objects, the database itself) goes to `owner`, its grants go, and then the role.
-pub fn adopt_sql(scratch: &DbName, owner: &str) -> [String; 3] {
+/// Run in the scratch database once it is verified: the replay role's sessions end (a dump can
+/// leave one behind), everything it owns (its objects, the database itself) goes to `owner`, its
+/// grants go, and then the role.
+pub fn adopt_sql(scratch: &DbName, owner: &str) -> [String; 4] {
     let r = scratch.ident();
     [
+        format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = {} \
+             AND pid <> pg_backend_pid()",
+            scratch.literal()
+        ),
         format!("REASSIGN OWNED BY {r} TO {}", quote_ident(owner)),
         format!("DROP OWNED BY {r}"),
         format!("DROP ROLE {r}"),
     ]
+}
+
+/// What a dump changed on the scratch database itself, which `pg_dump` without `--create` never
+/// writes (so only a tampered object does), and which the swap would carry into the live
+/// database: `setting|...` (ALTER DATABASE ... SET), `acl|...` (GRANT ON DATABASE),
+/// `template|true`, `connlimit|N`, `allowconn|false`, `comment|...`; then `secdef|FUNCTION` for
+/// each SECURITY DEFINER function (not refused: a real database may have them; they run with
+/// their owner's rights once handed over, and are named). Run as the owner in the scratch
+/// database (one line each).
+pub fn scratch_props_sql(scratch: &DbName) -> String {
+    let d = format!(
+        "(SELECT oid FROM pg_database WHERE datname = {})",
+        scratch.literal()
+    );
+    format!(
+        "SELECT 'setting|' || array_to_string(setconfig, ',') FROM pg_db_role_setting \
+         WHERE setdatabase = {d} AND setrole = 0 \
+         UNION ALL SELECT 'acl|' || datacl::text FROM pg_database WHERE oid = {d} AND datacl IS NOT NULL \
+         UNION ALL SELECT 'template|true' FROM pg_database WHERE oid = {d} AND datistemplate \
+         UNION ALL SELECT 'connlimit|' || datconnlimit FROM pg_database WHERE oid = {d} AND datconnlimit <> -1 \
+         UNION ALL SELECT 'allowconn|false' FROM pg_database WHERE oid = {d} AND NOT datallowconn \
+         UNION ALL SELECT 'comment|' || description FROM pg_shdescription WHERE objoid = {d} \
+         AND classoid = 'pg_database'::regclass \
+         UNION ALL SELECT 'secdef|' || p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n \
+         ON n.oid = p.pronamespace WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    )
+}
+
+/// [`scratch_props_sql`]'s answer: (what the dump changed on the database, SECURITY DEFINER
+/// functions).
+pub fn parse_scratch_props(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut changed = Vec::new();
+    let mut secdef = Vec::new();
+    for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match l.split_once('|') {
+            Some(("secdef", f)) => secdef.push(f.to_string()),
+            Some((k, v)) => changed.push(format!("{k} {v}")),
+            None => changed.push(l.to_string()),
+        }
+    }
+    (changed, secdef)
 }
 
 /// The replay role of `scratch`, if it is still there (after its database was dropped).
@@ -444,6 +516,17 @@ pub fn drop_role_sql(scratch: &DbName) -> String {
 
 pub fn drop_sql(db: &DbName) -> String {
     format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.ident())
+}
+
+/// Before [`drop_sql`] of a scratch database: a template cannot be dropped, and a dump can make
+/// the database it is restored into one (refused, then dropped).
+pub fn untemplate_sql(db: &DbName) -> String {
+    format!(
+        "DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_database WHERE datname = {} AND datistemplate) \
+         THEN ALTER DATABASE {} IS_TEMPLATE false; END IF; END$$",
+        db.literal(),
+        db.ident()
+    )
 }
 
 /// Drop a kept database: no FORCE (a session on it means someone is looking at it).
