@@ -598,3 +598,46 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
     assert!(r.stderr.contains("nothing to resume"), "{}", r.stderr);
     assert_eq!(kept_databases(&t), 1);
 }
+
+/// `--rollback-on-failure` restoring the failed run's own backup replays it as the database user
+/// (the backup is pinned by the sha256 the deploy verified): a database with default privileges,
+/// which the restore's own role cannot replay, is rolled back too.
+#[test]
+fn rollback_on_failure_restores_the_runs_own_backup_with_default_privileges() {
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["deploy", "--sha", V1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    sql(
+        &t,
+        "station",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC; \
+         INSERT INTO users (email, display_name) VALUES ('d@example.org', 'D')",
+    );
+    let before = snapshot(&t, "station");
+    std::fs::write(
+        t.migrations.join("0003_broken.sql"),
+        "SELECT * FROM no_such_table;\n",
+    )
+    .unwrap();
+    let r = t.run(&["deploy", "--sha", V2, "--rollback-on-failure"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("rolled back (--rollback-on-failure)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&t, "station"), before);
+    // Not pinned (a plain restore of that backup), it replays as the restore's role: refused,
+    // naming --trust-dump.
+    let r = t.run(&[
+        "restore",
+        "--env",
+        "local",
+        "--label",
+        "pre-deploy-2222222",
+        "--yes",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("--trust-dump"), "{}", r.stderr);
+    assert_eq!(snapshot(&t, "station"), before);
+}

@@ -35,6 +35,8 @@ pub struct Pipeline<'a> {
     audit: Audit,
     lock: Option<LockGuard>,
     created: Option<RemoteObject>,
+    /// The sha256 of the created dump, from its manifest (what `--rollback-on-failure` pins).
+    created_sha256: Option<String>,
     verified: Option<VerifiedBackup>,
     interrupted: Arc<AtomicBool>,
     exec: Box<dyn Executor>,
@@ -102,6 +104,7 @@ impl<'a> Pipeline<'a> {
             host,
             lock: None,
             created: None,
+            created_sha256: None,
             verified: None,
             interrupted,
             exec: Box::new(steps::Real),
@@ -314,12 +317,19 @@ impl<'a> Pipeline<'a> {
                         .steps
                         .iter()
                         .any(|r| r.step == Step::Migrate && r.status != Status::Skipped);
+                    // This run's verified backup, as it was verified: a rollback restoring
+                    // exactly that object may replay it with the database user's rights.
+                    let pinned = match (&self.verified, &self.created_sha256) {
+                        (Some(v), Some(sum)) => Some((v.object().path.clone(), sum.clone())),
+                        _ => None,
+                    };
                     msg.push_str(&crate::rollback::after_failed_deploy(
                         self.env,
                         &self.root,
                         self.sha.as_str(),
                         migrated,
                         self.args.rollback_on_failure,
+                        pinned,
                     ));
                 }
                 Err(match e.exit_code() {
@@ -499,9 +509,11 @@ impl<'a> Pipeline<'a> {
                 // The manifest records the release only for a full SHA (the contract: 40 hex).
                 let sha = self.sha.as_str();
                 let full = (sha.len() == 40).then_some(sha);
-                let created = backup::create_for(env, &label, full)?.object;
+                let made = backup::create_for(env, &label, full)?;
+                let created = made.object;
                 let msg = format!("{} ({} bytes)", created.path, created.size);
                 self.created = Some(created);
+                self.created_sha256 = Some(made.manifest.sha256);
                 msg
             }
             Call::VerifyBackup => {

@@ -105,6 +105,9 @@ pub struct Options {
     /// backup's git SHA, no release.
     pub audit_sha: Option<String>,
     pub audit_previous: Option<String>,
+    /// The sha256 the backup must have (rollback of a deploy's own backup): its manifest's and the
+    /// downloaded object's, else the restore is refused.
+    pub expect_sha256: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -162,6 +165,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         trust_dump: args.trust_dump,
         audit_sha: None,
         audit_previous: None,
+        expect_sha256: None,
     };
     let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
     match outcome {
@@ -733,6 +737,19 @@ pub fn restore_under(
 ) -> Result<Outcome> {
     let t = Target::of(env)?;
     let planned = plan_restore(&t, opts)?;
+    if let Some(want) = &opts.expect_sha256 {
+        // The download compares the object's sha256 with this manifest's: the two equal `want`.
+        let got = planned.manifest.as_ref().map(|m| m.sha256.as_str());
+        if got != Some(want.as_str()) {
+            return Err(Error::failed(format!(
+                "{} is not the backup the deploy verified (its manifest says sha256 {}, the deploy \
+                 verified {want}): refusing to replay it with the database user's rights; nothing \
+                 was changed",
+                planned.object.path,
+                got.unwrap_or("none: the manifest is gone")
+            )));
+        }
+    }
     let text = plan_text(&t, &planned, opts);
     let say = |s: &str| {
         if opts.json {

@@ -93,6 +93,12 @@ pub struct Args {
     /// backup that carries its objects' owners (taken before xtask left them out).
     #[arg(long)]
     pub trust_dump: bool,
+    /// `--rollback-on-failure`: the failed run's own backup (object, sha256 as it verified it).
+    /// Restoring exactly that object, whose sha256 must still be that one, the dump replays as the
+    /// database user (it is the live database of minutes ago: its default privileges, untrusted
+    /// extensions and event triggers restore too).
+    #[arg(skip)]
+    pub pinned: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -380,6 +386,13 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         restore: None,
         message: String::new(),
     };
+    // The failed run's own backup, pinned by the deploy: its sha256 must still be the one the
+    // deploy verified, and then it replays as the database user.
+    let pin = args
+        .pinned
+        .as_ref()
+        .filter(|(object, _)| *object == p.object)
+        .map(|(_, sum)| sum.clone());
     let opts = Options {
         selector: Selector::Object(p.object.clone()),
         yes: true,
@@ -390,7 +403,8 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         audit_prefix: "rollback".into(),
         // Rollback takes the lock itself (breaking a stale one with its own --force-unlock).
         force_unlock: false,
-        trust_dump: args.trust_dump,
+        trust_dump: args.trust_dump || pin.is_some(),
+        expect_sha256: pin,
         audit_sha: Some(c.undo.sha.clone()),
         audit_previous: c.previous.clone(),
     };
@@ -752,6 +766,7 @@ pub fn after_failed_deploy(
     sha: &str,
     migrated: bool,
     run_it: bool,
+    pinned: Option<(String, String)>,
 ) -> String {
     let planned = Target::of(env).and_then(|t| {
         let runs = plan::runs(&read_audit(&t.host, root)?);
@@ -808,8 +823,8 @@ pub fn after_failed_deploy(
         // The plan above was made without the lock: `rollback` plans again under it and refuses
         // when another deploy came in between.
         expect_undo: Some(sha.to_string()),
-        // The pre-deploy backup was just taken by this xtask (no owners in it).
         trust_dump: false,
+        pinned,
     };
     match rollback(env, root, None, &args) {
         Ok(_) => format!("\nrolled back (--rollback-on-failure): `{cmd}` {what}: done"),
