@@ -132,6 +132,17 @@ fn xtask(f: &Fixture, cron: &Cron, args: &[&str]) -> (i32, String, String) {
 
 /// Run the installed crontab line the way cron does: its command part through `sh -c`, in $HOME,
 /// with a minimal environment.
+/// Sleep into the next wall-clock second.
+fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(
+        Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()))
+            + Duration::from_millis(20),
+    );
+}
+
 fn run_line(line: &str, extra: &[(&str, &str)]) -> (i32, Duration) {
     let cmd: String = line.splitn(6, ' ').nth(5).unwrap().to_string();
     let start = Instant::now();
@@ -323,6 +334,9 @@ fn crontab_job_installs_idempotently_runs_by_hand_pings_and_is_removed() {
         let (code, _, err) = xtask(&f, &cron, &a);
         assert_eq!(code, 0, "{err}");
         let before = nightlies(&f);
+        // Backups are named to the second, and an existing name is refused: not the second of
+        // the nightly before (a fast machine gets here within it).
+        next_second();
         let (code, took) = run_line(&our_line(&cron), &[("BACKUP_PING_TIMEOUT", "2")]);
         assert_eq!(code, 0, "port {port}");
         assert_eq!(nightlies(&f), before + 1);

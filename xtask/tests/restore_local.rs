@@ -694,7 +694,7 @@ fn a_dump_cannot_run_psql_meta_commands() {
         assert_eq!(r.code, 1, "{what}: {}", r.all());
         assert!(!mark.exists(), "{what}: the dump ran a shell command");
         assert!(
-            r.stderr.contains("nothing was committed"),
+            r.stderr.contains("nothing was restored"),
             "{what}: {}",
             r.stderr
         );
@@ -895,6 +895,30 @@ fn what_a_dump_sets_on_its_own_database_is_refused_and_its_role_cannot_log_in() 
         assert_eq!((snapshot(&t), settings(&t)), before, "{what}");
         assert!(scratch_dbs(&t).is_empty(), "{what}: {:?}", scratch_dbs(&t));
     }
+
+    // A function the dump defines where xtask's own superuser statements in that database would
+    // resolve it (an exact-type `count(boolean)` beats pg_catalog's `count("any")`): never run.
+    let mark = std::env::temp_dir().join(format!("xtask-pwned-agg-{}", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    let o = plant_beside(
+        &file,
+        6,
+        &append(&format!(
+            "CREATE FUNCTION public.evil_s(int, boolean) RETURNS int LANGUAGE sql AS 'SELECT $1';\n\
+             CREATE FUNCTION public.evil_f(int) RETURNS bigint LANGUAGE plpgsql AS $f$BEGIN \
+             COPY (SELECT 1) TO PROGRAM 'touch {}'; RETURN 0; END$f$;\n\
+             CREATE AGGREGATE public.count(boolean) (SFUNC = public.evil_s, STYPE = int, \
+             INITCOND = '0', FINALFUNC = public.evil_f);",
+            mark.display()
+        )),
+    );
+    let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
+    assert!(
+        !mark.exists(),
+        "the dump's aggregate ran as the superuser: {}",
+        r.all()
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
 
     // A password the dump gives its role (committed: the dump ends the restore's transaction
     // first) does not let anyone log in over TCP meanwhile.

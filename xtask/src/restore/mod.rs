@@ -484,8 +484,13 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
     if !opts.trust_dump {
         let adopt = plan::adopt_sql(&n.scratch, &owner);
         v.push(
-            t.sql_each_cmd(n.scratch.as_str(), &[&adopt[0], &adopt[1], &adopt[2]])?
-                .display(),
+            t.sql_each_cmd(
+                n.scratch.as_str(),
+                &std::iter::once(plan::SAFE_SEARCH_PATH)
+                    .chain(adopt.iter().map(String::as_str))
+                    .collect::<Vec<_>>(),
+            )?
+            .display(),
         );
     }
     for w in t.writers() {
@@ -742,8 +747,8 @@ pub fn restore_under(
         let got = planned.manifest.as_ref().map(|m| m.sha256.as_str());
         if got != Some(want.as_str()) {
             return Err(Error::failed(format!(
-                "{} is not the backup the deploy verified (its manifest says sha256 {}, the deploy \
-                 verified {want}): refusing to replay it with the database user's rights; nothing \
+                "{} is not the backup the deploy took (its manifest says sha256 {}, the deploy \
+                 recorded {want} when it took it): refusing to replay it with the database user's rights; nothing \
                  was changed",
                 planned.object.path,
                 got.unwrap_or("none: the manifest is gone")
@@ -885,8 +890,6 @@ fn confirm(live: &DbName) -> Result<()> {
 /// schema name, quoted by `format('%I')` when it is not plain).
 const MIGRATION_TAG: &str = "@migration|";
 
-/// The verify step's statements, run in one round trip: the counts, then the newest migration on
-/// a line of its own.
 /// Who replays and counts the dump: the scratch database's own role, or with `--trust-dump` the
 /// database user.
 fn replay_login(trust_dump: bool, scratch: &DbName) -> Login<'_> {
@@ -968,6 +971,8 @@ fn needs_rights_hint(e: Error, opts: &Options, env: &str) -> Error {
     ))
 }
 
+/// The verify step's statements, run in one round trip: the counts, then the newest migration on
+/// a line of its own.
 fn verify_sql() -> [String; 2] {
     [
         backup::drill::COUNT_SQL.to_string(),
@@ -1210,7 +1215,13 @@ fn execute(
         // First what the dump did to the database itself (the swap would carry it into the live
         // database): refused. SECURITY DEFINER functions are named (they run with their owner's
         // rights once handed over).
-        let props = r.t.sql(n.scratch.as_str(), &plan::scratch_props_sql(&n.scratch))?;
+        // As the owner in a database the dump's role owns (`public` included): only pg_catalog on
+        // the search path, so no function or operator the dump defined can stand in for a
+        // built-in one (CVE-2018-1058's pattern) in this or the hand-over's statements.
+        let props = r.t.sql_each(
+            n.scratch.as_str(),
+            &[plan::SAFE_SEARCH_PATH, &plan::scratch_props_sql(&n.scratch)],
+        )?;
         let (changed, secdef) = plan::parse_scratch_props(&props);
         if !changed.is_empty() {
             return Err(Error::failed(format!(
@@ -1235,7 +1246,9 @@ fn execute(
         }
         // Verified: the database and all in it go to the owner, the replay role goes.
         let adopt = plan::adopt_sql(&n.scratch, &owner);
-        let adopt: Vec<&str> = adopt.iter().map(String::as_str).collect();
+        let adopt: Vec<&str> = std::iter::once(plan::SAFE_SEARCH_PATH)
+            .chain(adopt.iter().map(String::as_str))
+            .collect();
         r.t.sql_each(n.scratch.as_str(), &adopt)?;
         scratch.role = None;
         Ok(((), format!("{m}; handed to {owner} (replay role dropped)")))
@@ -1705,6 +1718,8 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     } else {
         plan::drop_kept_sql(&db)
     };
+    // A scratch database a dump made a template (the restore refused it) cannot be dropped as it is.
+    let untemplate = plan::untemplate_sql(&db);
     let say = |s: &str| {
         if a.json {
             eprintln!("{s}");
@@ -1737,7 +1752,7 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
     // A scratch database an interrupted restore left may still have its replay role (named as it,
     // owning nothing else): it goes with it.
     let result = if scratch && !role_only {
-        t.sql_each("postgres", &[&sql, &plan::drop_role_sql(&db)])
+        t.sql_each("postgres", &[&untemplate, &sql, &plan::drop_role_sql(&db)])
     } else {
         t.sql("postgres", &sql)
     };

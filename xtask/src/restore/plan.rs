@@ -214,6 +214,10 @@ impl Names {
     }
 }
 
+/// First in a superuser's session in a database the dump's role owns: nothing but pg_catalog (and
+/// the session's own temp schema, last) to resolve names in.
+pub const SAFE_SEARCH_PATH: &str = "SET search_path = pg_catalog, pg_temp";
+
 /// The names of this restore: `first`'s, or those of the same second with the smallest suffix
 /// (`_2`, `_3`, …) whose scratch and kept databases both do not exist in `facts` (the answer of
 /// [`plan_facts_sql`]): earlier restores of this second took the others. Refused when a suffixed

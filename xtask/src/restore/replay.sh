@@ -61,6 +61,12 @@ if [ "$minor" -lt "$need" ]; then
   printf 'psql %s.%s cannot run under \\restrict, so it cannot keep a dump from running psql meta-commands: use a postgres image or client of at least 17.6, 16.10, 15.14, 14.19 or 13.22\n' "$major" "$minor" >&2
   exit 3
 fi
+# The stream needs GNU tee's -p (it goes on feeding the hash when the decompressor stops); one
+# without it would exit before opening the hash's fifo, leaving the hash waiting for ever.
+if [ "$kind" = object ] && ! tee -p /dev/null </dev/null >/dev/null 2>&1; then
+  echo "tee -p does not work here: streaming the backup needs GNU coreutils' tee" >&2
+  exit 3
+fi
 key=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 [ "${#key}" -eq 48 ] || exit 3
 dir=$(mktemp -d "${TMPDIR:-/tmp}/xtask-replay.XXXXXXXX") || exit 5
@@ -157,6 +163,11 @@ if [ "$kind" = object ]; then
   read -r rc <"$dir/fetch" || rc=x
   read -r sum <"$dir/sum" || sum=x
   tail=" $sum"
+  # No rclone status at all: the group was ended before the stream began (psql stopped first).
+  if [ "$rc" = x ] && [ "$pc" != 0 ]; then
+    echo "psql $pc$tail"
+    exit 0
+  fi
   if [ "$rc" != 0 ]; then
     echo "fetch $rc"
     exit 0

@@ -31,6 +31,9 @@ pub struct Fetched {
     pub size: u64,
 }
 
+/// The sha256 of no bytes at all.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// What [`Target::replay`] replays.
 #[derive(Clone, Debug)]
 pub enum Source<'a> {
@@ -213,8 +216,8 @@ impl Target {
     /// Replay `source` into `db` on the host in one transaction, committed only when the whole
     /// file decompressed (and, streamed from the bucket, only when the object's sha256 equals the
     /// manifest's). Returns the object's sha256 when it was streamed. The error says what failed;
-    /// in every failure nothing was committed (but by a dump's own `COMMIT`, in the scratch
-    /// database the caller drops).
+    /// in every failure nothing is restored (nothing is committed, but by a dump's own `COMMIT`,
+    /// into the scratch database the caller drops).
     pub fn replay(
         &self,
         source: &Source<'_>,
@@ -225,7 +228,7 @@ impl Target {
         let err = o.stderr_str();
         if !o.status.success() {
             let e = format!(
-                "replaying the dump into {db} {}: {}; nothing was committed",
+                "replaying the dump into {db} {}: {}; nothing was restored (the scratch database is dropped)",
                 describe(o.status),
                 tail(&err)
             );
@@ -263,13 +266,21 @@ impl Target {
                     "3" | "4" => Error::usage(format!(
                         "{path} is not in the bucket (deleted since it was listed?): `cargo xtask \
                          backup status --env {}` shows the newest backups ({msg}); nothing was \
-                         committed",
+                         restored",
                         self.env.name
                     )),
-                    _ => Error::unavailable(format!("{msg}; nothing was committed")),
+                    _ => Error::unavailable(format!("{msg}; nothing was restored")),
                 })
             }
             (["differs", ..], Some(path)) => match (&got, source) {
+                // Nothing streamed (some bucket backends answer `cat` of a missing key with
+                // nothing and exit 0): the object is gone, not corrupt.
+                (Some(sum), _) if sum == EMPTY_SHA256 => Err(Error::usage(format!(
+                    "{path} streamed no bytes: it is not in the bucket (deleted since it was \
+                     listed?): `cargo xtask backup status --env {}` shows the newest backups; \
+                     nothing was restored",
+                    self.env.name
+                ))),
                 (Some(sum), Source::Object { sha256, .. }) => Err(Error::failed(format!(
                     "{path} has sha256 {sum} but its manifest says {sha256}: the object is corrupt \
                      or was replaced; nothing was restored"
@@ -282,17 +293,29 @@ impl Target {
             },
             (["gunzip", rc, ..], _) => Err(Error::failed(format!(
                 "the dump is corrupt: it is not a complete gzip stream (exit {rc}): {}; nothing \
-                 was committed",
+                 was restored (the scratch database is dropped)",
                 tail(&err)
             ))),
-            // psql: 2 is a lost or refused connection, 3 an error in the dump (ON_ERROR_STOP).
-            (["psql", "2", ..], _) => Err(Error::unavailable(format!(
-                "replaying the dump into {db}: the connection to the database failed: {}; nothing \
-                 was committed",
-                tail(&err)
+            // psql: 2 is a lost or refused connection (or a login the server refused: the replay
+            // role over a socket its pg_hba does not trust), 3 an error in the dump (ON_ERROR_STOP).
+            (["psql", "2", ..], _) if self.host.unreachable(&o) || login == Login::Owner => {
+                Err(Error::unavailable(format!(
+                    "replaying the dump into {db}: the connection to the database failed: {}; \
+                     nothing was restored (the scratch database is dropped)",
+                    tail(&err)
+                )))
+            }
+            (["psql", "2", ..], _) => Err(Error::failed(format!(
+                "replaying the dump into {db}: the replay role could not log in: {}; the server \
+                 must trust its local socket for it (`local all all trust` in pg_hba.conf, as the \
+                 postgres image has), or restore with --trust-dump to replay as {}; nothing was \
+                 restored",
+                tail(&err),
+                self.env.db_user
             ))),
             (["psql", rc, ..], _) => Err(Error::failed(format!(
-                "replaying the dump into {db} failed (psql exit {rc}): {}; nothing was committed",
+                "replaying the dump into {db} failed (psql exit {rc}): {}; nothing was restored \
+                 (the scratch database is dropped)",
                 tail(&err)
             ))),
             _ => Err(Error::failed(format!(
