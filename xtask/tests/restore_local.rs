@@ -700,6 +700,17 @@ fn a_dump_cannot_run_psql_meta_commands() {
         );
         assert_eq!(snapshot(&t), before, "{what}: the live database changed");
         assert!(scratch_dbs(&t).is_empty(), "{what}: {:?}", scratch_dbs(&t));
+        // `backup drill` replays the same way.
+        let r = t.run(&["backup", "drill", "--env", "local", &o]);
+        assert_eq!(r.code, 1, "drill, {what}: {}", r.all());
+        assert!(
+            !mark.exists(),
+            "drill, {what}: the dump ran a shell command"
+        );
+        assert!(
+            databases(&t, "xtask\\_drill\\_%").is_empty(),
+            "drill, {what}: scratch left"
+        );
     }
     // Without pg_dump's \\restrict and \\unrestrict lines: restored (with the no-manifest warning).
     let old_style: String = text

@@ -16,8 +16,7 @@ use std::time::Instant;
 use super::{list_with, RemoteObject};
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
-use crate::host::{Host, Script, RCLONE_FLAGS};
-use crate::process::quote_words;
+use crate::host::{Host, Script};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -57,16 +56,6 @@ pub const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
  THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM migrations \
  ORDER BY \"timestamp\" DESC LIMIT 1', false, true, '')))[1]::text \
  END";
-
-/// Download `$1` (an rclone path), check its sha256 against `$2` (`-`: no check) and restore it with
-/// the psql command given as `$3...`. Exit 65 on a sha256 mismatch, before anything is restored.
-/// `@RCLONE_FLAGS@` stands for [`RCLONE_FLAGS`] (see [`restore_script`]).
-const RESTORE: &str = include_str!("drill-restore.sh");
-
-/// [`RESTORE`] with the bounded rclone flags every other xtask rclone call uses.
-fn restore_script() -> String {
-    RESTORE.replace("@RCLONE_FLAGS@", &quote_words(&RCLONE_FLAGS))
-}
 
 /// Run the command given as arguments (psql words, possibly through `compose`).
 const RUN: &str = "\"$@\"\n";
@@ -377,30 +366,33 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
         dropped: false,
     };
     let start = Instant::now();
-    let want = manifest.as_ref().map_or("-", |m| m.sha256.as_str());
-    let mut args = vec![obj.path.clone(), want.to_string()];
-    args.extend(host.psql_words(&name, &["--single-transaction"]));
-    let text = restore_script();
-    let o = host
-        .script(&Script::bash(&text).with_compose(), &args)?
-        .output()?;
-    if o.status.code() == Some(65) {
-        return Err(Error::failed(format!(
-            "drill FAILED: {}: {}",
-            obj.path,
-            o.stderr_str().trim()
-        )));
+    // Downloaded and checked first (nothing of the object runs before its sha256 matched the
+    // manifest), then replayed the way `restore` replays: one transaction, psql under `\restrict`
+    // with a key of its own, so a planted dump cannot run psql meta-commands (`\!` on this host).
+    let t = crate::restore::target::Target::of(env)?;
+    let f = t
+        .fetch(&obj.path, manifest.is_some())
+        .map_err(|e| e.context(format!("drill FAILED: {}", obj.path)))?;
+    let replayed = match &manifest {
+        Some(m) => m
+            .check_dump(&obj.path, f.size, Some(&f.sha256))
+            .map_err(|e| e.context("drill FAILED: nothing was restored")),
+        None => Ok(()),
     }
-    if !o.status.success() {
-        let err = o.stderr_str();
-        let tail: Vec<&str> = err.lines().rev().take(5).collect();
-        return Err(Error::failed(format!(
-            "drill FAILED: restoring {} into {name} {}: {}",
-            obj.path,
-            crate::process::describe(o.status),
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )));
+    .and_then(|()| {
+        let file = format!("{}/backup.sql.gz", f.dir);
+        t.replay(
+            &crate::restore::target::Source::File(&file),
+            &name,
+            crate::host::Login::Owner,
+        )
+        .map(|_| ())
+        .map_err(|e| e.context(format!("drill FAILED: restoring {} into {name}", obj.path)))
+    });
+    if let Err(e) = t.cleanup(&f.dir) {
+        eprintln!("warning: {e}");
     }
+    replayed?;
     let restore_seconds = start.elapsed().as_secs_f64();
     let restored = parse_counts(&sql(&host, env, &name, COUNT_SQL)?)?;
     let (reference, source, newest_migration) = match &manifest {
