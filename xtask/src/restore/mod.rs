@@ -396,7 +396,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     s.push_str(&format!(
         "  steps     lock → {} into {} as {} (one transaction, committed only when the whole dump decompressed{}; psql under \\restrict) → verify → swap ({}block connections, \
          end sessions within {}s, rename {} → {} and {} → {}) → start → health\n",
-        if p.manifest.is_some() && !opts.trust_dump {
+        if streamed(p, opts).is_some() {
             "download+restore in one pass: the object streams from the bucket"
         } else if p.manifest.is_some() {
             "download + check against the manifest → restore"
@@ -405,7 +405,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
         },
         n.scratch,
         replayer_words(opts, &n.scratch, &env.db_user),
-        if p.manifest.is_some() && !opts.trust_dump {
+        if streamed(p, opts).is_some() {
             " and its sha256 equals the manifest's (its listed size was compared)"
         } else {
             ""
@@ -452,7 +452,7 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
             &create.iter().map(String::as_str).collect::<Vec<_>>(),
         )?
         .display();
-    let mut v = match p.manifest.as_ref().filter(|_| !opts.trust_dump) {
+    let mut v = match streamed(p, opts) {
         Some(m) => vec![
             create,
             t.replay_cmd(
@@ -476,11 +476,18 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
             .display(),
         ],
     };
-    v.extend([{
-        let [counts, newest] = verify_sql();
-        t.sql_each_cmd_as(n.scratch.as_str(), login, &[&counts, &newest])?
-            .display()
-    }]);
+    v.push(
+        t.sql_each_cmd(
+            n.scratch.as_str(),
+            &[plan::SAFE_SEARCH_PATH, &plan::scratch_props_sql(&n.scratch)],
+        )?
+        .display(),
+    );
+    let [path, counts, newest] = verify_sql();
+    v.push(
+        t.sql_each_cmd_as(n.scratch.as_str(), login, &[&path, &counts, &newest])?
+            .display(),
+    );
     if !opts.trust_dump {
         let adopt = plan::adopt_sql(&n.scratch, &owner);
         v.push(
@@ -890,6 +897,12 @@ fn confirm(live: &DbName) -> Result<()> {
 /// schema name, quoted by `format('%I')` when it is not plain).
 const MIGRATION_TAG: &str = "@migration|";
 
+/// The manifest the restore streams against: with one, and the dump replayed as the scratch
+/// database's own role; `None`: downloaded and checked first (no manifest, or `--trust-dump`).
+fn streamed<'a>(p: &'a Planned, opts: &Options) -> Option<&'a Manifest> {
+    p.manifest.as_ref().filter(|_| !opts.trust_dump)
+}
+
 /// Who replays and counts the dump: the scratch database's own role, or with `--trust-dump` the
 /// database user.
 fn replay_login(trust_dump: bool, scratch: &DbName) -> Login<'_> {
@@ -971,10 +984,12 @@ fn needs_rights_hint(e: Error, opts: &Options, env: &str) -> Error {
     ))
 }
 
-/// The verify step's statements, run in one round trip: the counts, then the newest migration on
-/// a line of its own.
-fn verify_sql() -> [String; 2] {
+/// The verify step's statements, run in one round trip (as the replay role, under a fixed
+/// `search_path`, not the one the dump may have given its role): the counts, then the newest
+/// migration on a line of its own.
+fn verify_sql() -> [String; 3] {
     [
+        "SET search_path = pg_catalog, public".to_string(),
         backup::drill::COUNT_SQL.to_string(),
         format!(
             "SELECT '{MIGRATION_TAG}' || coalesce(({}), '')",
@@ -987,12 +1002,9 @@ fn verify_sql() -> [String; 2] {
 /// have given its role) and compare with the manifest: the step's message, or exit 1 saying what
 /// differs.
 fn verify_counts(r: &Run, p: &Planned, login: Login<'_>) -> Result<String> {
-    let [counts, newest] = verify_sql();
-    let out = r.t.sql_each_as(
-        p.names.scratch.as_str(),
-        login,
-        &["SET search_path = pg_catalog, public", &counts, &newest],
-    )?;
+    let [path, counts, newest] = verify_sql();
+    let out =
+        r.t.sql_each_as(p.names.scratch.as_str(), login, &[&path, &counts, &newest])?;
     let (tagged, counted): (Vec<&str>, Vec<&str>) =
         out.lines().partition(|l| l.starts_with(MIGRATION_TAG));
     let restored = backup::drill::parse_counts(&counted.join("\n"))?;
@@ -1104,8 +1116,7 @@ fn execute(
     // SQL runs uncommitted, within reach of nothing but the scratch database). Otherwise (no
     // manifest: rclone's own hash check after a download; --trust-dump: nothing of the object may
     // run before it is checked) it is downloaded and checked first.
-    let streamed = p.manifest.as_ref().filter(|_| !run.opts.trust_dump);
-    if let Some(m) = streamed {
+    if let Some(m) = streamed(p, run.opts) {
         run.step("download+restore", |r| {
             // The size as listed: a different object is refused before anything runs (one
             // replaced since the listing has another sha256, checked before the commit).
