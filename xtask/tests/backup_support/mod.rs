@@ -34,11 +34,22 @@ pub struct Fixture {
 impl Fixture {
     /// A cluster with database `station` holding two small tables (one with an awkward name).
     pub fn new() -> Fixture {
-        let base = temp_base().unwrap();
-        let port = free_port().unwrap();
-        let cluster = Cluster::at(&base.path().join("pg"), port, "station").unwrap();
-        cluster.init(PASSWORD).unwrap();
-        cluster.start().unwrap();
+        // The free port can be taken by another test's server between the pick and the start:
+        // then a new cluster on another port (a few tries).
+        let mut tries = 0;
+        let (base, port, cluster) = loop {
+            let base = temp_base().unwrap();
+            let port = free_port().unwrap();
+            let cluster = Cluster::at(&base.path().join("pg"), port, "station").unwrap();
+            cluster.init(PASSWORD).unwrap();
+            match cluster.start() {
+                Ok(()) => break (base, port, cluster),
+                Err(e) if tries < 3 && e.to_string().contains("Address already in use") => {
+                    tries += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir).unwrap();
