@@ -1619,3 +1619,43 @@ fn odd_surroundings_get_clear_answers_and_change_nothing() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "{err}");
 }
+
+/// A restore pinned to a sha256 (what `--rollback-on-failure` does with the backup its deploy
+/// took, to replay it as the database user) refuses a backup whose manifest says another one,
+/// before anything runs.
+#[test]
+fn a_pinned_backup_whose_manifest_says_another_sha256_is_refused() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "good");
+    let before = snapshot(&t);
+    let root = deploy_support::repo();
+    let toml = std::fs::read_to_string(&t.envs_file).unwrap();
+    let envs = xtask::environments::Environments::parse(&toml, &t.envs_file, &root).unwrap();
+    let env = envs.get("local").unwrap();
+    let opts = xtask::restore::Options {
+        selector: xtask::restore::Selector::Label(xtask::backup::Label::parse("good").unwrap()),
+        yes: true,
+        strict: true,
+        dry_run: false,
+        json: true,
+        swap_wait: Duration::from_secs(10),
+        audit_prefix: "rollback".into(),
+        force_unlock: false,
+        trust_dump: true,
+        audit_sha: None,
+        audit_previous: None,
+        expect_sha256: Some("0".repeat(64)),
+    };
+    let e = match xtask::restore::restore(env, &root, &opts, &mut |_| Ok(String::new())) {
+        Err(e) => e,
+        Ok(_) => panic!("a backup with another sha256 was restored"),
+    };
+    assert_eq!(e.exit_code(), xtask::ExitCode::Failed, "{e}");
+    assert!(
+        e.to_string().contains("is not the backup the deploy took"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+}
