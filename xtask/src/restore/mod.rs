@@ -939,8 +939,7 @@ fn create_hint(e: Error, opts: &Options, env: &Environment) -> Error {
     let m = e.to_string();
     let rights = m.contains("permission denied to create role")
         || m.contains("must be superuser")
-        || m.contains("must be member of role")
-        || m.contains("must be able to SET ROLE")
+        || acts_for_another_role(&m)
         || m.contains("permission denied to create database");
     if opts.trust_dump || !rights {
         return e;
@@ -953,6 +952,12 @@ fn create_hint(e: Error, opts: &Options, env: &Environment) -> Error {
     ))
 }
 
+/// PostgreSQL's refusal to act for a role the session is not a member of (15: "must be member of
+/// role", 16+: "must be able to SET ROLE").
+fn acts_for_another_role(m: &str) -> bool {
+    m.contains("must be member of role") || m.contains("must be able to SET ROLE")
+}
+
 /// A replay refused for lack of rights (the dump sets owners, or needs a superuser) says what
 /// that means and how to go on.
 fn needs_rights_hint(e: Error, opts: &Options, env: &str) -> Error {
@@ -960,7 +965,7 @@ fn needs_rights_hint(e: Error, opts: &Options, env: &str) -> Error {
     if opts.trust_dump {
         return e;
     }
-    let owners = m.contains("must be member of role") || m.contains("must be able to SET ROLE");
+    let owners = acts_for_another_role(&m);
     let rights = owners
         || m.contains("permission denied")
         || m.contains("must be superuser")
@@ -996,6 +1001,30 @@ fn verify_sql() -> [String; 3] {
             backup::drill::NEWEST_MIGRATION_SQL
         ),
     ]
+}
+
+/// Replay `source` into `db` with the Ctrl-C handler able to end the replay's session; a
+/// refusal for lack of rights says how to go on. The object's sha256 when it streamed, and the
+/// seconds the replay took.
+fn replay_into(
+    r: &Run,
+    db: &DbName,
+    source: &target::Source<'_>,
+    login: Login<'_>,
+) -> Result<(Option<String>, f64)> {
+    if let Ok(mut g) = REPLAYING.lock() {
+        *g = Some((r.t.clone(), db.clone()));
+    }
+    // A Ctrl-C before the handler could know the session: it found nothing to end.
+    r.check_interrupt()?;
+    let t0 = Instant::now();
+    let res = r.t.replay(source, db.as_str(), login);
+    if let Ok(mut g) = REPLAYING.lock() {
+        *g = None;
+    }
+    r.check_interrupt()?;
+    let got = res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
+    Ok((got, t0.elapsed().as_secs_f64()))
 }
 
 /// Count the restored database (as `login`, under a fixed `search_path`: not the one the dump may
@@ -1125,21 +1154,11 @@ fn execute(
             let created = r.t.sql_each("postgres", &create);
             arm(&mut scratch, &created);
             created.map_err(|e| create_hint(e, r.opts, &r.t.env))?;
-            if let Ok(mut g) = REPLAYING.lock() {
-                *g = Some((r.t.clone(), n.scratch.clone()));
-            }
-            r.check_interrupt()?;
-            let t0 = Instant::now();
             let source = target::Source::Object {
                 path: &p.object.path,
                 sha256: &m.sha256,
             };
-            let res = r.t.replay(&source, n.scratch.as_str(), replayer);
-            if let Ok(mut g) = REPLAYING.lock() {
-                *g = None;
-            }
-            r.check_interrupt()?;
-            let got = res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
+            let (got, secs) = replay_into(r, &n.scratch, &source, replayer)?;
             let sum = got.unwrap_or_default();
             // The script compared it already; the manifest says so again in its own words.
             m.check_dump(&p.object.path, p.object.size, Some(&sum))
@@ -1152,7 +1171,7 @@ fn execute(
                      the manifest, checked before the one transaction was committed (under \
                      \\restrict, as {})",
                     n.scratch,
-                    t0.elapsed().as_secs_f64(),
+                    secs,
                     replayer_words(r.opts, &n.scratch, &r.t.env.db_user)
                 ),
             ))
@@ -1196,26 +1215,14 @@ fn execute(
         })?;
         run.check_interrupt()?;
         run.step("restore", |r| {
-            if let Ok(mut g) = REPLAYING.lock() {
-                *g = Some((r.t.clone(), n.scratch.clone()));
-            }
-            // A Ctrl-C between the check above and here: the handler found nothing to end.
-            r.check_interrupt()?;
-            let t0 = Instant::now();
             let file = format!("{}/backup.sql.gz", fetched.dir);
-            let res =
-                r.t.replay(&target::Source::File(&file), n.scratch.as_str(), replayer);
-            if let Ok(mut g) = REPLAYING.lock() {
-                *g = None;
-            }
-            r.check_interrupt()?;
-            res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
+            let (_, secs) = replay_into(r, &n.scratch, &target::Source::File(&file), replayer)?;
             Ok((
                 (),
                 format!(
                     "into {} in {:.1}s (one transaction, under \\restrict, as {})",
                     n.scratch,
-                    t0.elapsed().as_secs_f64(),
+                    secs,
                     replayer_words(r.opts, &n.scratch, &r.t.env.db_user)
                 ),
             ))
@@ -1225,10 +1232,10 @@ fn execute(
     run.step("verify", |r| {
         // First what the dump did to the database itself (the swap would carry it into the live
         // database): refused. SECURITY DEFINER functions are named (they run with their owner's
-        // rights once handed over).
-        // As the owner in a database the dump's role owns (`public` included): only pg_catalog on
-        // the search path, so no function or operator the dump defined can stand in for a
-        // built-in one (CVE-2018-1058's pattern) in this or the hand-over's statements.
+        // rights once handed over). As the owner in a database the dump's role owns (`public`
+        // included): only pg_catalog on the search path, so no function or operator the dump
+        // defined can stand in for a built-in one (CVE-2018-1058's pattern) in this or the
+        // hand-over's statements.
         let props = r.t.sql_each(
             n.scratch.as_str(),
             &[plan::SAFE_SEARCH_PATH, &plan::scratch_props_sql(&n.scratch)],
