@@ -327,12 +327,14 @@ pub fn no_manifest(object: &str, strict: bool) -> std::result::Result<String, Er
 
 /// Run the drill and return its report. `strict`: a backup without a manifest is refused (exit 1).
 pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Result<Report> {
-    let host = Host::of(env)?;
+    // restore's commands on the environment's host: its replay is the drill's (below).
+    let t = crate::restore::target::Target::of(env)?;
+    let host = &t.host;
     let base = env.backup.base();
     if let Some(w) = object.filter(|w| w.contains(':')) {
         super::check_path(env, w)?;
     }
-    let objects = list_with(env, &host)?;
+    let objects = list_with(env, host)?;
     let obj = choose(&objects, object, &base)?;
     let manifest = super::read_manifest(env, &obj.path)?;
     let mut warnings = Vec::new();
@@ -354,13 +356,13 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
         obj.path, obj.size
     );
     sql(
-        &host,
+        host,
         env,
         "postgres",
         &format!("CREATE DATABASE {name} TEMPLATE template0"),
     )?;
     let mut scratch = Scratch {
-        host: &host,
+        host,
         env,
         name: name.clone(),
         dropped: false,
@@ -369,7 +371,6 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
     // Downloaded and checked first (nothing of the object runs before its sha256 matched the
     // manifest), then replayed the way `restore` replays: one transaction, psql under `\restrict`
     // with a key of its own, so a planted dump cannot run psql meta-commands (`\!` on this host).
-    let t = crate::restore::target::Target::of(env)?;
     let f = t
         .fetch(&obj.path, manifest.is_some())
         .map_err(|e| e.context(format!("drill FAILED: {}", obj.path)))?;
@@ -394,10 +395,10 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
     }
     replayed?;
     let restore_seconds = start.elapsed().as_secs_f64();
-    let restored = parse_counts(&sql(&host, env, &name, COUNT_SQL)?)?;
+    let restored = parse_counts(&sql(host, env, &name, COUNT_SQL)?)?;
     let (reference, source, newest_migration) = match &manifest {
         Some(m) => {
-            let restored_migration = sql(&host, env, &name, NEWEST_MIGRATION_SQL)?;
+            let restored_migration = sql(host, env, &name, NEWEST_MIGRATION_SQL)?;
             let restored_migration =
                 Some(restored_migration.trim().to_string()).filter(|s| !s.is_empty());
             let check = MigrationCheck {
@@ -407,7 +408,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
             (Reference::Manifest, m.tables.clone(), Some(check))
         }
         None => {
-            let live = parse_counts(&sql(&host, env, &env.database, COUNT_SQL)?)?;
+            let live = parse_counts(&sql(host, env, &env.database, COUNT_SQL)?)?;
             (Reference::LiveDatabase, live, None)
         }
     };
