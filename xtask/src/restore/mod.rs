@@ -11,6 +11,7 @@
 //! is dropped by a guard. Layout: [`plan`] (pure: names, SQL, checks), [`target`] (where the commands run).
 
 pub mod plan;
+pub(crate) mod scratch;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -30,8 +31,8 @@ use crate::deploy::plan::{elapsed_ms, now_ms, now_unix, rfc3339_ms};
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
 
-use crate::host::Login;
 use plan::{DbName, LiveFacts, Names, Stamp};
+use scratch::{Replayer, Scratch};
 use target::{Fetched, Target};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -404,7 +405,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
             "download → restore"
         },
         n.scratch,
-        replayer_words(opts, &n.scratch, &env.db_user),
+        replayer(t, n, opts).words(),
         if streamed(p, opts).is_some() {
             " and its sha256 equals the manifest's (its listed size was compared)"
         } else {
@@ -444,8 +445,9 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
     let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
-    let login = replay_login(opts.trust_dump, &n.scratch);
-    let create = create_sqls(opts, &n.scratch, &owner);
+    let rp = replayer(t, n, opts);
+    let login = rp.login();
+    let create = rp.create_sqls(&owner);
     let create = t
         .sql_each_cmd(
             "postgres",
@@ -483,7 +485,7 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
         )?
         .display(),
     );
-    let [path, counts, newest] = verify_sql();
+    let [path, counts, newest] = Replayer::count_sql();
     v.push(
         t.sql_each_cmd_as(n.scratch.as_str(), login, &[&path, &counts, &newest])?
             .display(),
@@ -529,7 +531,8 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C (also SIGTERM, SIGHUP): the handler ends the sessions on the scratch database while a
-// restore replays into it (the replay then fails and the guard drops the database); at any other
+// restore (or `backup drill`) replays into it (the replay then fails and the guard drops the
+// database and its role); at any other
 // moment it only sets the flag, which is checked between steps. The swap, once begun, is finished: its children (psql,
 // ssh, compose, all through `Target`) run in process groups of their own, so the terminal's
 // SIGINT to the foreground group does not kill them mid-commit.
@@ -542,10 +545,12 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SWAPPING: AtomicBool = AtomicBool::new(false);
 static REPLAYING: Mutex<Option<(Target, DbName)>> = Mutex::new(None);
 
-fn install_ctrlc() {
+/// Install the handler (once per process); `stopping` is what it says when it stops a command
+/// that has not begun a swap.
+pub(crate) fn install_ctrlc(stopping: &'static str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
+        let _ = ctrlc::set_handler(move || {
             INTERRUPTED.store(true, Ordering::SeqCst);
             if SWAPPING.load(Ordering::SeqCst) {
                 eprintln!(
@@ -553,7 +558,7 @@ fn install_ctrlc() {
                 );
                 return;
             }
-            eprintln!("interrupted: stopping before the swap (the live database stays as it is)");
+            eprintln!("interrupted: {stopping}");
             let current = REPLAYING.lock().ok().and_then(|g| g.clone());
             if let Some((t, db)) = current {
                 let _ = t.sql("postgres", &plan::terminate_sql(&db));
@@ -562,52 +567,8 @@ fn install_ctrlc() {
     });
 }
 
-fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// Drops the scratch database and removes the downloaded file however the restore ends, unless
-/// the scratch database became the live one.
-struct Scratch<'a> {
-    t: &'a Target,
-    db: Option<DbName>,
-    /// The replay role (named as the database), dropped after it.
-    role: Option<DbName>,
-    dir: Option<String>,
-}
-
-impl Scratch<'_> {
-    fn finish(&mut self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if let Ok(mut g) = REPLAYING.lock() {
-            *g = None;
-        }
-        if let Some(db) = self.db.take() {
-            let sqls = [plan::untemplate_sql(&db), plan::drop_sql(&db)];
-            if let Err(e) = self.t.sql_each("postgres", &[&sqls[0], &sqls[1]]) {
-                warnings.push(format!("could not drop the scratch database {db}: {e}"));
-            }
-        }
-        if let Some(role) = self.role.take() {
-            if let Err(e) = self.t.sql("postgres", &plan::drop_role_sql(&role)) {
-                warnings.push(format!("could not drop the replay role {role}: {e}"));
-            }
-        }
-        if let Some(dir) = self.dir.take() {
-            if let Err(e) = self.t.cleanup(&dir) {
-                warnings.push(format!("could not remove {dir}: {e}"));
-            }
-        }
-        warnings
-    }
-}
-
-impl Drop for Scratch<'_> {
-    fn drop(&mut self) {
-        for w in self.finish() {
-            eprintln!("warning: {w}");
-        }
-    }
 }
 
 struct Run<'a> {
@@ -707,9 +668,7 @@ impl Run<'_> {
 
     fn check_interrupt(&self) -> Result<()> {
         if interrupted() {
-            Err(Error::failed(format!(
-                "{INTERRUPTED_BY} before the swap: the live database is untouched"
-            )))
+            Err(Error::failed(format!("{INTERRUPTED_BY}{BEFORE_THE_SWAP}")))
         } else {
             Ok(())
         }
@@ -797,7 +756,7 @@ pub fn restore_under(
     if !opts.yes {
         confirm(&planned.names.live)?;
     }
-    install_ctrlc();
+    install_ctrlc("stopping before the swap (the live database stays as it is)");
     let mut run = Run {
         t: &t,
         root: root.to_path_buf(),
@@ -893,154 +852,32 @@ fn confirm(live: &DbName) -> Result<()> {
     }
 }
 
-/// Marks the newest-migration line in the verify step's answer (a count line starts with a
-/// schema name, quoted by `format('%I')` when it is not plain).
-const MIGRATION_TAG: &str = "@migration|";
-
 /// The manifest the restore streams against: with one, and the dump replayed as the scratch
 /// database's own role; `None`: downloaded and checked first (no manifest, or `--trust-dump`).
 fn streamed<'a>(p: &'a Planned, opts: &Options) -> Option<&'a Manifest> {
     p.manifest.as_ref().filter(|_| !opts.trust_dump)
 }
 
-/// Who replays and counts the dump: the scratch database's own role, or with `--trust-dump` the
-/// database user.
-fn replay_login(trust_dump: bool, scratch: &DbName) -> Login<'_> {
-    if trust_dump {
-        Login::Owner
-    } else {
-        Login::Socket(scratch.as_str())
+/// What an interrupted restore says after [`INTERRUPTED_BY`].
+const BEFORE_THE_SWAP: &str = " before the swap: the live database is untouched";
+
+/// Who replays the restore's dump into its scratch database (see [`scratch`]).
+fn replayer<'a>(t: &'a Target, n: &'a Names, opts: &Options) -> Replayer<'a> {
+    Replayer {
+        t,
+        scratch: &n.scratch,
+        trust_dump: opts.trust_dump,
+        again: format!("cargo xtask restore --env {} ...", t.env.name),
+        interrupted: BEFORE_THE_SWAP,
     }
 }
 
-fn replayer_words(opts: &Options, scratch: &DbName, db_user: &str) -> String {
-    if opts.trust_dump {
-        format!("{db_user}, with every right it has (--trust-dump)")
-    } else {
-        format!("role {scratch}, which owns only that database")
-    }
-}
-
-/// The scratch database, and before it (unless `--trust-dump`) its replay role, which owns it.
-fn create_sqls(opts: &Options, scratch: &DbName, owner: &str) -> Vec<String> {
-    if opts.trust_dump {
-        vec![plan::create_scratch_sql(scratch, owner)]
-    } else {
-        vec![
-            plan::create_replay_role_sql(scratch),
-            plan::create_scratch_sql(scratch, scratch.as_str()),
-        ]
-    }
-}
-
-/// The replay role or the scratch database could not be created for lack of rights: `db_user`
-/// is not a superuser. Say what is missing and how to go on.
-fn create_hint(e: Error, opts: &Options, env: &Environment) -> Error {
-    let m = e.to_string();
-    let rights = m.contains("permission denied to create role")
-        || m.contains("must be superuser")
-        || acts_for_another_role(&m)
-        || m.contains("permission denied to create database");
-    if opts.trust_dump || !rights {
-        return e;
-    }
-    e.context(format!(
-        "the restore replays the dump as a role of its own, which {} (db_user of `{}`) could not \
-         create or give the scratch database to: that needs a superuser. Restore with \
-         --trust-dump to replay as {} instead (its SQL then runs with that user's rights)",
-        env.db_user, env.name, env.db_user
-    ))
-}
-
-/// PostgreSQL's refusal to act for a role the session is not a member of (15: "must be member of
-/// role", 16+: "must be able to SET ROLE").
-fn acts_for_another_role(m: &str) -> bool {
-    m.contains("must be member of role") || m.contains("must be able to SET ROLE")
-}
-
-/// A replay refused for lack of rights (the dump sets owners, or needs a superuser) says what
-/// that means and how to go on.
-fn needs_rights_hint(e: Error, opts: &Options, env: &str) -> Error {
-    let m = e.to_string();
-    if opts.trust_dump {
-        return e;
-    }
-    let owners = acts_for_another_role(&m);
-    let rights = owners
-        || m.contains("permission denied")
-        || m.contains("must be superuser")
-        || m.contains("must be owner");
-    if !rights {
-        return e;
-    }
-    let why = if owners {
-        "the dump acts for another role: it sets its objects' owners (`ALTER ... OWNER TO`, as \
-         backups taken before xtask left owners out do) or that role's default privileges \
-         (`ALTER DEFAULT PRIVILEGES FOR ROLE`, which pg_dump --no-owner still writes), which only \
-         a member of that role may"
-    } else {
-        "the dump's SQL needs rights beyond the scratch database, which is all its replay role \
-         may touch"
-    };
-    e.context(format!(
-        "{why}: if you trust this backup, run the same restore with --trust-dump \
-         (`cargo xtask restore --env {env} ... --trust-dump`): its SQL then runs with the \
-         database user's rights"
-    ))
-}
-
-/// The verify step's statements, run in one round trip (as the replay role, under a fixed
-/// `search_path`, not the one the dump may have given its role): the counts, then the newest
-/// migration on a line of its own.
-fn verify_sql() -> [String; 3] {
-    [
-        "SET search_path = pg_catalog, public".to_string(),
-        backup::drill::COUNT_SQL.to_string(),
-        format!(
-            "SELECT '{MIGRATION_TAG}' || coalesce(({}), '')",
-            backup::drill::NEWEST_MIGRATION_SQL
-        ),
-    ]
-}
-
-/// Replay `source` into `db` with the Ctrl-C handler able to end the replay's session; a
-/// refusal for lack of rights says how to go on. The object's sha256 when it streamed, and the
-/// seconds the replay took.
-fn replay_into(
-    r: &Run,
-    db: &DbName,
-    source: &target::Source<'_>,
-    login: Login<'_>,
-) -> Result<(Option<String>, f64)> {
-    if let Ok(mut g) = REPLAYING.lock() {
-        *g = Some((r.t.clone(), db.clone()));
-    }
-    // A Ctrl-C before the handler could know the session: it found nothing to end.
-    r.check_interrupt()?;
-    let t0 = Instant::now();
-    let res = r.t.replay(source, db.as_str(), login);
-    if let Ok(mut g) = REPLAYING.lock() {
-        *g = None;
-    }
-    r.check_interrupt()?;
-    let got = res.map_err(|e| needs_rights_hint(e, r.opts, &r.t.env.name))?;
-    Ok((got, t0.elapsed().as_secs_f64()))
-}
-
-/// Count the restored database (as `login`, under a fixed `search_path`: not the one the dump may
-/// have given its role) and compare with the manifest: the step's message, or exit 1 saying what
+/// Count the restored database (as the replay role, under a fixed `search_path`: not the one the
+/// dump may have given its role) and compare with the manifest: the step's message, or exit 1 saying what
 /// differs.
-fn verify_counts(r: &Run, p: &Planned, login: Login<'_>) -> Result<String> {
-    let [path, counts, newest] = verify_sql();
-    let out =
-        r.t.sql_each_as(p.names.scratch.as_str(), login, &[&path, &counts, &newest])?;
-    let (tagged, counted): (Vec<&str>, Vec<&str>) =
-        out.lines().partition(|l| l.starts_with(MIGRATION_TAG));
-    let restored = backup::drill::parse_counts(&counted.join("\n"))?;
-    let migration = tagged
-        .first()
-        .map(|l| l[MIGRATION_TAG.len()..].trim())
-        .filter(|s| !s.is_empty());
+fn verify_counts(rp: &Replayer, p: &Planned) -> Result<String> {
+    let (restored, migration) = rp.count()?;
+    let migration = migration.as_deref();
     let rows: u64 = restored.values().sum();
     let Some(m) = &p.manifest else {
         return Ok(format!(
@@ -1101,44 +938,21 @@ fn execute(
         Ok((Some(g), place.describe()))
     })?;
     run.check_interrupt()?;
-    let mut scratch = Scratch {
-        t,
-        db: None,
-        role: None,
-        dir: None,
-    };
+    let mut scratch = Scratch::new(t);
     let owner = p
         .live
         .as_ref()
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
     // Who replays and counts: the scratch database's own role (`--trust-dump`: the owner).
-    let replayer = replay_login(run.opts.trust_dump, &n.scratch);
+    let rp = replayer(t, n, run.opts);
     // The guard drops only these exact names (`DROP ... IF EXISTS`); the plan checked they were
     // free and the lock keeps other restores out, so "already exists" can only be someone else's.
     // Armed before the CREATE: a CREATE that ran but whose reply was lost (psql or ssh killed, the
     // link dropped) still leaves a database that the guard must drop.
-    let create = create_sqls(run.opts, &n.scratch, &owner);
+    let create = rp.create_sqls(&owner);
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
-    let role_exists = format!("role \"{}\" already exists", n.scratch);
-    let db_exists = format!("database \"{}\" already exists", n.scratch);
-    let arm = |scratch: &mut Scratch, created: &Result<String>| {
-        if let Err(e) = created {
-            let m = e.to_string();
-            // The role comes first: when it exists, the database was not created either
-            // (ON_ERROR_STOP).
-            if m.contains(&role_exists) {
-                scratch.role = None;
-                scratch.db = None;
-            } else if m.contains(&db_exists) {
-                scratch.db = None;
-            }
-        }
-    };
-    scratch.db = Some(n.scratch.clone());
-    if !run.opts.trust_dump {
-        scratch.role = Some(n.scratch.clone());
-    }
+    scratch.arm(&rp);
     // With a manifest, and the dump replayed as the scratch database's own role, the object
     // streams from the bucket into the replay in one pass: its sha256 and size are taken on the
     // way and the transaction is committed only when they equal the manifest's (until then the
@@ -1146,19 +960,17 @@ fn execute(
     // manifest: rclone's own hash check after a download; --trust-dump: nothing of the object may
     // run before it is checked) it is downloaded and checked first.
     if let Some(m) = streamed(p, run.opts) {
-        run.step("download+restore", |r| {
+        run.step("download+restore", |_| {
             // The size as listed: a different object is refused before anything runs (one
             // replaced since the listing has another sha256, checked before the commit).
             m.check_dump(&p.object.path, p.object.size, None)
                 .map_err(|e| e.context("nothing was restored"))?;
-            let created = r.t.sql_each("postgres", &create);
-            arm(&mut scratch, &created);
-            created.map_err(|e| create_hint(e, r.opts, &r.t.env))?;
+            rp.create(&mut scratch, &owner)?;
             let source = target::Source::Object {
                 path: &p.object.path,
                 sha256: &m.sha256,
             };
-            let (got, secs) = replay_into(r, &n.scratch, &source, replayer)?;
+            let (got, secs) = rp.replay(&source)?;
             let sum = got.unwrap_or_default();
             // The script compared it already; the manifest says so again in its own words.
             m.check_dump(&p.object.path, p.object.size, Some(&sum))
@@ -1172,7 +984,7 @@ fn execute(
                      \\restrict, as {})",
                     n.scratch,
                     secs,
-                    replayer_words(r.opts, &n.scratch, &r.t.env.db_user)
+                    rp.words()
                 ),
             ))
         })?;
@@ -1188,10 +1000,10 @@ fn execute(
                 });
                 (f, created)
             });
-            arm(&mut scratch, &created);
+            scratch.created(&created);
             let f = f?;
             scratch.dir = Some(f.dir.clone());
-            created.map_err(|e| create_hint(e, r.opts, &r.t.env))?;
+            created.map_err(|e| rp.create_hint(e))?;
             match &p.manifest {
                 Some(m) => {
                     m.check_dump(&p.object.path, f.size, Some(&f.sha256))
@@ -1214,16 +1026,16 @@ fn execute(
             }
         })?;
         run.check_interrupt()?;
-        run.step("restore", |r| {
+        run.step("restore", |_| {
             let file = format!("{}/backup.sql.gz", fetched.dir);
-            let (_, secs) = replay_into(r, &n.scratch, &target::Source::File(&file), replayer)?;
+            let (_, secs) = rp.replay(&target::Source::File(&file))?;
             Ok((
                 (),
                 format!(
                     "into {} in {:.1}s (one transaction, under \\restrict, as {})",
                     n.scratch,
                     secs,
-                    replayer_words(r.opts, &n.scratch, &r.t.env.db_user)
+                    rp.words()
                 ),
             ))
         })?;
@@ -1231,34 +1043,13 @@ fn execute(
     run.check_interrupt()?;
     run.step("verify", |r| {
         // First what the dump did to the database itself (the swap would carry it into the live
-        // database): refused. SECURITY DEFINER functions are named (they run with their owner's
-        // rights once handed over). As the owner in a database the dump's role owns (`public`
-        // included): only pg_catalog on the search path, so no function or operator the dump
-        // defined can stand in for a built-in one (CVE-2018-1058's pattern) in this or the
-        // hand-over's statements.
-        let props = r.t.sql_each(
-            n.scratch.as_str(),
-            &[plan::SAFE_SEARCH_PATH, &plan::scratch_props_sql(&n.scratch)],
-        )?;
-        let (changed, secdef) = plan::parse_scratch_props(&props);
-        if !changed.is_empty() {
-            return Err(Error::failed(format!(
-                "the dump changed the database it was restored into ({}), which pg_dump \
-                 without --create never writes: a tampered backup? Nothing was restored; the live \
-                 database is untouched",
-                changed.join("; ")
-            )));
-        }
-        if !secdef.is_empty() {
-            let w = format!(
-                "the backup holds SECURITY DEFINER functions, which run with their owner's ({owner}) \
-                 rights once restored: {}",
-                secdef.join(", ")
-            );
+        // database): refused; SECURITY DEFINER functions are named. Under a search_path of
+        // pg_catalog only, as the hand-over's statements below.
+        for w in rp.check_props(&owner)? {
             eprintln!("warning: {w}");
             r.warnings.push(w);
         }
-        let m = verify_counts(r, p, replayer)?;
+        let m = verify_counts(&rp, p)?;
         if r.opts.trust_dump {
             return Ok(((), m));
         }
