@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use xtask::environments::{Environment, Environments};
-use xtask::local::state::LocalState;
+use xtask::local::state::{LocalPaths, LocalState};
 use xtask::services::free_port;
 use xtask::services::postgres::{temp_base, Cluster};
 use xtask::services::procscan::ArgvWatch;
@@ -28,31 +28,31 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub envs_file: PathBuf,
     pub state_dir: PathBuf,
-    _base: tempfile::TempDir,
 }
 
 impl Fixture {
     /// A cluster with database `station` holding two small tables (one with an awkward name).
+    /// The cluster lives where `local up` puts a `local` environment's, `<state_dir>/postgres`,
+    /// so its Unix socket is where xtask looks for it (`local::socket_dir`: restore's and the
+    /// drill's replay role log in there).
     pub fn new() -> Fixture {
         // The free port can be taken by another test's server between the pick and the start:
         // then a new cluster on another port (a few tries).
         let mut tries = 0;
-        let (base, port, cluster) = loop {
-            let base = temp_base().unwrap();
+        let (dir, state_dir, port, cluster) = loop {
+            let dir = temp_base().unwrap(); // 0711: the `postgres` user reaches the cluster
+            let state_dir = dir.path().join("state");
             let port = free_port().unwrap();
-            let cluster = Cluster::at(&base.path().join("pg"), port, "station").unwrap();
+            let cluster = Cluster::at(&state_dir.join("postgres"), port, "station").unwrap();
             cluster.init(PASSWORD).unwrap();
             match cluster.start() {
-                Ok(()) => break (base, port, cluster),
+                Ok(()) => break (dir, state_dir, port, cluster),
                 Err(e) if tries < 3 && e.to_string().contains("Address already in use") => {
                     tries += 1;
                 }
                 Err(e) => panic!("{e}"),
             }
         };
-        let dir = tempfile::tempdir().unwrap();
-        let state_dir = dir.path().join("state");
-        std::fs::create_dir_all(&state_dir).unwrap();
         LocalState {
             pg_port: port,
             pg_password: PASSWORD.into(),
@@ -87,8 +87,9 @@ migration_command = "builtin:sql-migrations"
             dir,
             envs_file,
             state_dir,
-            _base: base,
         };
+        let paths = LocalPaths::of(&f.env("t")).unwrap();
+        assert_eq!(f.cluster.socket_dir, xtask::local::socket_dir(&paths));
         f.psql("postgres", "CREATE DATABASE station");
         f.psql(
             "station",
