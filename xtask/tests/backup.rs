@@ -78,7 +78,15 @@ fn local_backup_is_verified_listed_and_restored_by_the_drill() {
     let bad: Vec<_> = report.tables.iter().filter(|t| !t.ok()).collect();
     assert_eq!(bad.len(), 1);
     assert_eq!((bad[0].source, bad[0].restored), (Some(4990), Some(5000)));
-    let e = drill::drill_with(&env, Some(name), true).unwrap_err();
+    let e = drill::drill_with(
+        &env,
+        Some(name),
+        drill::Options {
+            strict: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.exit_code(), ExitCode::Failed);
     assert!(e.to_string().contains("--strict"), "{e}");
     let scratch = f.psql(
@@ -290,4 +298,301 @@ fn over_ssh_the_script_runs_in_the_remote_dir_with_every_word_quoted() {
         v["object"],
         "b2:station-backups/postgres/YYYYMM/station_backup_YYYYmmdd_HHMMSS_pre-deploy-abc1234.sql.gz"
     );
+}
+
+/// `gzip ARGS` over `input` (the test needs no compression crate).
+fn gz(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut c = std::process::Command::new("gzip")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let input = input.to_vec();
+    let w = std::thread::spawn(move || stdin.write_all(&input));
+    let out = c.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn sha256_of(p: &std::path::Path) -> String {
+    let o = std::process::Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .unwrap();
+    text(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Plant `sql` in the bucket beside the backup `good` (an object path), with a manifest that
+/// matches it: whoever may write the bucket may write both, so the sha256 check passes and only the
+/// replay's own confinement stands in the way. Returns the planted object's file name.
+fn plant(f: &Fixture, good: &str, label: &str, sql: &str) -> String {
+    let file = f.objects().join(good.strip_prefix("b2:").unwrap());
+    let name = file
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace("_good.sql.gz", &format!("_{label}.sql.gz"));
+    let planted = file.with_file_name(&name);
+    std::fs::write(&planted, gz(&["-c"], sql.as_bytes())).unwrap();
+    let mtext = std::fs::read_to_string(format!("{}.json", file.display())).unwrap();
+    let mut m = backup::manifest::parse(&mtext, "good").unwrap();
+    m.file = name.clone();
+    m.label = label.to_string();
+    m.sha256 = sha256_of(&planted);
+    m.size = std::fs::metadata(&planted).unwrap().len();
+    std::fs::write(format!("{}.json", planted.display()), m.to_json()).unwrap();
+    name
+}
+
+/// Everything of the cluster a dump running as the database user could change outside the
+/// scratch database: roles and their attributes, per-database and per-role settings, the
+/// databases and their properties, and the live database's tables, extensions and counts.
+fn cluster_state(f: &Fixture) -> Vec<String> {
+    vec![
+        f.psql(
+            "postgres",
+            "SELECT string_agg(concat_ws(':', rolname, rolsuper, rolcreaterole, rolcreatedb, \
+             rolcanlogin, rolconnlimit, rolvaliduntil), ',' ORDER BY rolname) FROM pg_roles \
+             WHERE rolname NOT LIKE 'pg\\_%'",
+        ),
+        f.psql(
+            "postgres",
+            "SELECT string_agg(concat_ws(':', d.datname, r.rolname, array_to_string(s.setconfig, \
+             ',')), ';' ORDER BY d.datname, r.rolname) FROM pg_db_role_setting s LEFT JOIN \
+             pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r ON r.oid = s.setrole",
+        ),
+        f.psql(
+            "postgres",
+            "SELECT string_agg(concat_ws(':', datname, datallowconn, datconnlimit, \
+             pg_get_userbyid(datdba), datacl, datistemplate), ',' ORDER BY datname) FROM pg_database",
+        ),
+        f.psql(
+            "station",
+            "SELECT string_agg(format('%I.%I', schemaname, tablename), ',' ORDER BY schemaname, \
+             tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+        ),
+        f.psql(
+            "station",
+            "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension",
+        ),
+        f.psql("station", drill::COUNT_SQL),
+    ]
+}
+
+/// Scratch databases and replay roles a drill left behind.
+fn drill_leftovers(f: &Fixture) -> String {
+    f.psql(
+        "postgres",
+        "SELECT (SELECT count(*) FROM pg_database WHERE datname LIKE 'xtask\\_drill\\_%') || ' \
+         databases, ' || (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'xtask\\_drill\\_%') \
+         || ' roles'",
+    )
+    .trim()
+    .to_string()
+}
+
+/// A dump planted in the bucket (with a manifest that matches it) is drilled as a role that owns
+/// only the scratch database: what it tries against the live database, other roles or the server
+/// (as the database user, a superuser here, it could) is refused, the drill fails saying how to go
+/// on, and no scratch database or role is left. A dump with owners needs --trust-dump, as restore
+/// does; a drill stopped by SIGTERM mid-replay drops both too.
+#[test]
+fn a_planted_dump_drilled_cannot_touch_the_live_database() {
+    let f = Fixture::new();
+    let env = f.env("t");
+    let good = backup::create(&env, &Label::parse("good").unwrap()).unwrap();
+    let file = f.objects().join(good.path.strip_prefix("b2:").unwrap());
+    let dump = String::from_utf8(gz(&["-dc"], &std::fs::read(&file).unwrap())).unwrap();
+    assert!(
+        dump.contains("\\unrestrict"),
+        "pg_dump 15.14+ writes \\restrict"
+    );
+    // A drill of a backup of xtask's own passes, as the replay role, and leaves nothing behind.
+    let before = cluster_state(&f);
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", "--strict"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("drill passed"), "{stdout}");
+    assert!(stderr.contains("which owns only that database"), "{stderr}");
+    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
+    assert_eq!(cluster_state(&f), before);
+
+    // Where the server's own user (postgres) could write: a superuser's `TO PROGRAM` would.
+    let mark = std::env::temp_dir().join(format!("xtask-drill-pwned-{}", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    let append = |extra: &str| dump.replacen("\\unrestrict", &format!("{extra}\n\\unrestrict"), 1);
+    let dblink = format!(
+        "CREATE EXTENSION dblink SCHEMA public; SELECT public.dblink_exec('host={} port={} dbname=station user=station', \
+         'CREATE TABLE public.pwned (x int)');",
+        f.cluster.socket_dir.display(),
+        f.cluster.port
+    );
+    let cases = [
+        (
+            "a setting on the live database",
+            append("ALTER DATABASE station SET search_path = evil, public;"),
+        ),
+        (
+            "the live database closed",
+            append("ALTER DATABASE station ALLOW_CONNECTIONS false;"),
+        ),
+        (
+            "a setting on db_user",
+            append("ALTER ROLE station SET work_mem = '77kB';"),
+        ),
+        (
+            "a superuser created",
+            append("CREATE ROLE evil SUPERUSER LOGIN PASSWORD 'evil';"),
+        ),
+        (
+            "a table created in the live database (dblink)",
+            append(&dblink),
+        ),
+        (
+            "a program run by the server",
+            append(&format!(
+                "COPY (SELECT 1) TO PROGRAM 'touch {}';",
+                mark.display()
+            )),
+        ),
+        (
+            "the drill's transaction ended first",
+            append("COMMIT;\nALTER DATABASE station CONNECTION LIMIT 0;\nCREATE ROLE evil;"),
+        ),
+    ];
+    for (i, (what, sql)) in cases.iter().enumerate() {
+        let name = plant(&f, &good.path, &format!("planted-{i}"), sql);
+        let out = f
+            .xtask(&["backup", "drill", "--env", "t", "--strict", &name])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{what}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("drill FAILED") && stderr.contains("--trust-dump"),
+            "{what}: {stderr}"
+        );
+        assert!(!mark.exists(), "{what}: the dump ran a program");
+        assert_eq!(
+            cluster_state(&f),
+            before,
+            "{what}: the live database or the roles changed"
+        );
+        assert_eq!(drill_leftovers(&f), "0 databases, 0 roles", "{what}");
+    }
+
+    // What a restore refuses (the dump changed its own database, which a swap would carry into
+    // the live one) fails the drill too.
+    let name = plant(
+        &f,
+        &good.path,
+        "own-db",
+        &append("DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = evil', current_database()); END$$;"),
+    );
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", &name])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the dump changed the database it was restored into"),
+        "{stderr}"
+    );
+    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
+
+    // A dump with its objects' owners (pg_dump without --no-owner, as backups from before it
+    // are): refused, saying why and how to go on; --trust-dump drills it as db_user.
+    let o = std::process::Command::new("pg_dump")
+        .env("PGHOST", &f.cluster.socket_dir)
+        .env("PGPORT", f.cluster.port.to_string())
+        .env("PGUSER", "station")
+        .arg("station")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let owned = text(&o.stdout);
+    assert!(owned.contains("OWNER TO station"), "{owned}");
+    let name = plant(&f, &good.path, "owned", &owned);
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", &name])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("OWNER TO")
+            && stderr.contains(&format!(
+                "cargo xtask backup drill --env t {name} --trust-dump"
+            )),
+        "{stderr}"
+    );
+    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", &name, "--trust-dump"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("drill passed"), "{stdout}");
+    assert!(stderr.contains("(--trust-dump)"), "{stderr}");
+    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
+    assert_eq!(cluster_state(&f), before);
+
+    // SIGTERM while the dump replays (a cancelled CI job): the replay's session is ended, the
+    // scratch database and its role are dropped.
+    let name = plant(&f, &good.path, "slow", &append("SELECT pg_sleep(60);"));
+    let child = f
+        .xtask(&["backup", "drill", "--env", "t", &name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while f
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'xtask\\_drill\\_%' \
+             AND query LIKE '%pg_sleep%'",
+        )
+        .trim()
+        == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the planted sleep never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let t0 = std::time::Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(30),
+        "the drill waited for the dump's sleep"
+    );
+    assert!(
+        stderr.contains("interrupted (Ctrl-C, SIGTERM or SIGHUP): the drill stopped"),
+        "{stderr}"
+    );
+    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
+    assert_eq!(cluster_state(&f), before);
 }

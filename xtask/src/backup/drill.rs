@@ -1,14 +1,17 @@
-//! `cargo xtask backup drill [--env NAME] [OBJECT] [--strict]`: turn "a file exists" into "we can
-//! restore".
+//! `cargo xtask backup drill [--env NAME] [OBJECT] [--strict] [--trust-dump]`: turn "a file
+//! exists" into "we can restore".
 //!
 //! Read the backup's manifest ([`super::manifest`]), download the backup on the environment's host,
-//! check its sha256 and size against the manifest, pipe it through `gzip -dc` into
-//! `psql -X -v ON_ERROR_STOP=1 --single-transaction` against a fresh scratch database, count the rows
-//! of every table in the scratch database and read its newest migration, drop the scratch database
-//! (also when anything fails), and pass only when the restore has exactly the manifest's tables, counts
-//! and newest migration. The manifest is the reference, not the live database: after a bad migration
-//! or later writes the live database is the wrong one. A backup without a manifest (made before
-//! manifests) is compared with the live database instead, with a warning; `--strict` refuses it.
+//! check its sha256 and size against the manifest, replay it the way `restore` does (restore's
+//! `replay.sh`: one transaction, psql under `\restrict`) into a fresh scratch database as a role
+//! made for it that owns that database and nothing else ([`crate::restore::scratch`]; with
+//! `--trust-dump` as `db_user`), refuse what a restore refuses (the dump changing the database
+//! itself), count the rows of every table in the scratch database and read its newest migration
+//! (as that role), drop the scratch database and the role (also when anything fails), and pass
+//! only when the restore has exactly the manifest's tables, counts and newest migration. The
+//! manifest is the reference, not the live database: after a bad migration or later writes the
+//! live database is the wrong one. A backup without a manifest (made before manifests) is compared
+//! with the live database instead, with a warning; `--strict` refuses it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -16,7 +19,9 @@ use std::time::Instant;
 use super::{list_with, RemoteObject};
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
-use crate::host::{Host, Script};
+use crate::restore::plan::DbName;
+use crate::restore::scratch::{Replayer, Scratch};
+use crate::restore::target::{Source, Target};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,6 +37,21 @@ pub struct Args {
     /// Refuse (exit 1) a backup that has no manifest instead of comparing with the live database.
     #[arg(long)]
     pub strict: bool,
+    /// Replay the dump as the database user instead of a role that owns only the scratch
+    /// database, as `restore --trust-dump` does: for backups that carry their objects' owners
+    /// (`ALTER ... OWNER TO`, taken before xtask's backups left them out). Its SQL then runs with
+    /// every right that user has: only for a backup you trust.
+    #[arg(long)]
+    pub trust_dump: bool,
+}
+
+/// How a drill runs (the CLI's flags).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// A backup without a manifest is refused (exit 1).
+    pub strict: bool,
+    /// Replay (and count) as the database user, not as the scratch database's own role.
+    pub trust_dump: bool,
 }
 
 /// Exact row counts of every ordinary and partitioned table outside the system schemas, as
@@ -56,9 +76,6 @@ pub const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
  THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM migrations \
  ORDER BY \"timestamp\" DESC LIMIT 1', false, true, '')))[1]::text \
  END";
-
-/// Run the command given as arguments (psql words, possibly through `compose`).
-const RUN: &str = "\"$@\"\n";
 
 /// One table's row count in the reference (`source`: the manifest, or the live database for a backup
 /// without one) and in the restored scratch database.
@@ -128,7 +145,14 @@ impl Report {
 pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
-    let result = drill_with(env, args.object.as_deref(), args.strict);
+    // Ctrl-C (SIGTERM, SIGHUP) ends the replay's session and the guard drops the scratch
+    // database and its role (restore's handler: the drill's children run as restore's do).
+    crate::restore::install_ctrlc("stopping the drill (it never writes to the live database)");
+    let opts = Options {
+        strict: args.strict,
+        trust_dump: args.trust_dump,
+    };
+    let result = drill_with(env, args.object.as_deref(), opts);
     super::status::record_drill(env, &envs.root, &result);
     let report = result?;
     let what = match report.reference {
@@ -253,60 +277,9 @@ pub fn compare(
         .collect()
 }
 
-fn sql(host: &Host, env: &Environment, db: &str, sql: &str) -> Result<String> {
-    let words = host.psql_words(db, &["-A", "-t", "-c", sql]);
-    let o = host
-        .script(&Script::bash(RUN).with_compose(), &words)?
-        .output()?;
-    if o.status.success() {
-        Ok(o.stdout_str())
-    } else {
-        Err(Error::failed(format!(
-            "psql on database {db} of `{}` {}: {}",
-            env.name,
-            crate::process::describe(o.status),
-            o.stderr_str().trim()
-        )))
-    }
-}
-
-/// Drops the scratch database when the drill ends, however it ends.
-struct Scratch<'a> {
-    host: &'a Host,
-    env: &'a Environment,
-    name: String,
-    dropped: bool,
-}
-
-impl Scratch<'_> {
-    fn drop_now(&mut self) -> Result<()> {
-        if !self.dropped {
-            sql(
-                self.host,
-                self.env,
-                "postgres",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            )?;
-            self.dropped = true;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Scratch<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.drop_now() {
-            eprintln!(
-                "warning: could not drop the scratch database {}: {e}",
-                self.name
-            );
-        }
-    }
-}
-
 /// Run the drill (not strict) and return its report (`passed` says whether everything matches).
 pub fn drill(env: &Environment, object: Option<&str>) -> Result<Report> {
-    drill_with(env, object, false)
+    drill_with(env, object, Options::default())
 }
 
 /// The warning (or, `strict`, the refusal) for a backup without a manifest.
@@ -325,10 +298,13 @@ pub fn no_manifest(object: &str, strict: bool) -> std::result::Result<String, Er
     }
 }
 
-/// Run the drill and return its report. `strict`: a backup without a manifest is refused (exit 1).
-pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Result<Report> {
+/// Run the drill and return its report. `opts.strict`: a backup without a manifest is refused
+/// (exit 1). The dump is replayed (and counted) as a role that owns only the scratch database
+/// (restore's, [`crate::restore::scratch`]), unless `opts.trust_dump`; the scratch database and
+/// that role are dropped however the drill ends.
+pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Result<Report> {
     // restore's commands on the environment's host: its replay is the drill's (below).
-    let t = crate::restore::target::Target::of(env)?;
+    let t = Target::of(env)?;
     let host = &t.host;
     let base = env.backup.base();
     if let Some(w) = object.filter(|w| w.contains(':')) {
@@ -341,7 +317,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
     match &manifest {
         Some(m) => m.check_dump(&obj.path, obj.size, None)?,
         None => {
-            let w = no_manifest(&obj.path, strict)?;
+            let w = no_manifest(&obj.path, opts.strict)?;
             eprintln!("warning: {w}");
             warnings.push(w);
         }
@@ -350,30 +326,39 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let name = format!("xtask_drill_{secs}_{}", std::process::id());
-    eprintln!(
-        "drill: restoring {} ({} bytes) into scratch database {name}",
-        obj.path, obj.size
-    );
-    sql(
-        host,
-        env,
-        "postgres",
-        &format!("CREATE DATABASE {name} TEMPLATE template0"),
-    )?;
-    let mut scratch = Scratch {
-        host,
-        env,
-        name: name.clone(),
-        dropped: false,
+    let name = DbName::parse(&format!("xtask_drill_{secs}_{}", std::process::id()))?;
+    let rp = Replayer {
+        t: &t,
+        scratch: &name,
+        trust_dump: opts.trust_dump,
+        again: format!(
+            "cargo xtask backup drill --env {} {}",
+            env.name,
+            obj.path.rsplit('/').next().unwrap_or(&obj.path)
+        ),
+        interrupted: ": the drill stopped (it never writes to the live database)",
     };
+    eprintln!(
+        "drill: restoring {} ({} bytes) into scratch database {name} as {}",
+        obj.path,
+        obj.size,
+        rp.words()
+    );
+    // Armed before the CREATE: the guard drops the database, then the role, on every path.
+    let mut scratch = Scratch::new(&t);
+    rp.create(&mut scratch, &env.db_user)?;
+    rp.check_interrupt()?;
     let start = Instant::now();
     // Downloaded and checked first (nothing of the object runs before its sha256 matched the
     // manifest), then replayed the way `restore` replays: one transaction, psql under `\restrict`
-    // with a key of its own, so a planted dump cannot run psql meta-commands (`\!` on this host).
+    // with a key of its own (a planted dump cannot run psql meta-commands: `\!` on this host), as
+    // the scratch database's own role (its SQL cannot reach the live database, other roles, or
+    // the server's files and programs).
     let f = t
         .fetch(&obj.path, manifest.is_some())
         .map_err(|e| e.context(format!("drill FAILED: {}", obj.path)))?;
+    scratch.dir = Some(f.dir.clone());
+    rp.check_interrupt()?;
     let replayed = match &manifest {
         Some(m) => m
             .check_dump(&obj.path, f.size, Some(&f.sha256))
@@ -382,25 +367,33 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
     }
     .and_then(|()| {
         let file = format!("{}/backup.sql.gz", f.dir);
-        t.replay(
-            &crate::restore::target::Source::File(&file),
-            &name,
-            crate::host::Login::Owner,
-        )
-        .map(|_| ())
-        .map_err(|e| e.context(format!("drill FAILED: restoring {} into {name}", obj.path)))
+        rp.replay(&Source::File(&file))
+            .map(|_| ())
+            .map_err(|e| e.context(format!("drill FAILED: restoring {} into {name}", obj.path)))
     });
-    if let Err(e) = t.cleanup(&f.dir) {
-        eprintln!("warning: {e}");
+    // The download goes at once (the counts may take a while).
+    if let Some(dir) = scratch.dir.take() {
+        if let Err(e) = t.cleanup(&dir) {
+            eprintln!("warning: {e}");
+        }
     }
     replayed?;
     let restore_seconds = start.elapsed().as_secs_f64();
-    let restored = parse_counts(&sql(host, env, &name, COUNT_SQL)?)?;
+    // What a restore would refuse (the dump changed the database itself) fails the drill too;
+    // SECURITY DEFINER functions are named.
+    for w in rp
+        .check_props(&env.db_user)
+        .map_err(|e| e.context(format!("drill FAILED: {}", obj.path)))?
+    {
+        eprintln!("warning: {w}");
+        warnings.push(w);
+    }
+    rp.check_interrupt()?;
+    // Counted as the role that replayed (under a fixed search_path): nothing the dump defined runs
+    // with more rights than the dump had.
+    let (restored, restored_migration) = rp.count()?;
     let (reference, source, newest_migration) = match &manifest {
         Some(m) => {
-            let restored_migration = sql(host, env, &name, NEWEST_MIGRATION_SQL)?;
-            let restored_migration =
-                Some(restored_migration.trim().to_string()).filter(|s| !s.is_empty());
             let check = MigrationCheck {
                 manifest: m.newest_migration.clone(),
                 restored: restored_migration,
@@ -408,11 +401,14 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
             (Reference::Manifest, m.tables.clone(), Some(check))
         }
         None => {
-            let live = parse_counts(&sql(host, env, &env.database, COUNT_SQL)?)?;
+            let live = parse_counts(&t.sql(&env.database, COUNT_SQL)?)?;
             (Reference::LiveDatabase, live, None)
         }
     };
-    scratch.drop_now()?;
+    let left = scratch.finish();
+    if !left.is_empty() {
+        return Err(Error::failed(left.join("; ")));
+    }
     let mut report = Report {
         env: env.name.clone(),
         manifest: manifest
@@ -420,7 +416,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, strict: bool) -> Resu
             .map(|_| super::manifest::manifest_path(&obj.path)),
         object: obj,
         reference,
-        scratch_database: name,
+        scratch_database: name.to_string(),
         passed: false,
         tables: compare(&source, &restored),
         newest_migration,

@@ -380,11 +380,15 @@ in this repository.\n\n",
     o.push_str("## Restore drill\n\n");
     o.push_str(
         "A file that exists is not a backup until it restores. The drill downloads a backup (the newest by \
-default), checks its sha256 against its manifest, restores it into a scratch database with \
-`psql -X -v ON_ERROR_STOP=1 --single-transaction`, compares every table's row count and the newest \
+default), checks its sha256 against its manifest, restores it into a scratch database the way a restore \
+does (`psql -X -v ON_ERROR_STOP=1` under `\\restrict`, one transaction, as a role made for the drill \
+that owns the scratch database and nothing else: a dump planted in the bucket cannot touch the live \
+database, other roles or the server), compares every table's row count and the newest \
 migration with the manifest (not with the live database, which after a bad migration is the wrong \
-reference), drops the scratch database and says pass or fail. A backup made before manifests is compared \
-with the live database, with a warning; `--strict` refuses it:\n\n",
+reference), drops the scratch database and its role and says pass or fail. A backup made before \
+manifests is compared with the live database, with a warning; `--strict` refuses it. A dump that needs \
+more rights than that role has (one that sets its objects' owners) fails saying so; `--trust-dump` \
+drills it as the database user, as `restore --trust-dump` restores it:\n\n",
     );
     sh_block(
         &mut o,
