@@ -56,3 +56,16 @@ prefix = "{prefix}"
 "#
     )
 }
+
+/// The text of a deploy lock file taken on this host by process `pid` for `sha` (owner `ci`, taken
+/// long ago, expiring long after the test): a running deploy's while `pid` runs, a killed one's
+/// (stale) once it is gone.
+pub fn lock_file_text(pid: u32, sha: &str, token: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    serde_json::json!({
+        "owner": "ci", "host": host.trim(), "pid": pid, "sha": sha,
+        "started_unix": 1_796_000_000u64, "expires_unix": 4_000_000_000u64, "run_url": null,
+        "token": token
+    })
+    .to_string()
+}
