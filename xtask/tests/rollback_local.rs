@@ -9,7 +9,8 @@ mod deploy_support;
 use std::process::Command;
 
 use deploy_support::{
-    hold_deploy_lock, kept_dbs, lock_file_text, snapshot, snapshot_of, sql, steps, TestEnv,
+    backup_files, hold_deploy_lock, kept_dbs, lock_file_text, snapshot, snapshot_of, sql, steps,
+    TestEnv,
 };
 
 const V1: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -59,25 +60,8 @@ fn deploy_breaking_at(t: &TestEnv, broken: &str, sha: &str, extra: &[&str]) -> d
     r
 }
 
-/// The files of the bucket's PostgreSQL backups whose names hold `label` and end in `suffix`,
-/// sorted (the names sort by time).
-fn bucket_files(t: &TestEnv, label: &str, suffix: &str) -> Vec<std::path::PathBuf> {
-    let base = t.state_dir.join("objects/station-backups/postgres");
-    let mut v = Vec::new();
-    for month in std::fs::read_dir(&base).unwrap().flatten() {
-        for f in std::fs::read_dir(month.path()).unwrap().flatten() {
-            let n = f.file_name().to_string_lossy().into_owned();
-            if n.contains(label) && n.ends_with(suffix) {
-                v.push(f.path());
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 fn manifest_of(t: &TestEnv, label: &str) -> std::path::PathBuf {
-    bucket_files(t, label, ".sql.gz.json")
+    backup_files(t, |n| n.contains(label) && n.ends_with(".sql.gz.json"))
         .into_iter()
         .next()
         .unwrap_or_else(|| panic!("no manifest for {label}"))
@@ -265,7 +249,7 @@ fn a_failed_health_only_deploy_names_no_rollback_of_an_older_deploy() {
 /// The `pre-deploy-<sha7>` backups of the bucket, oldest first (the names sort by time).
 fn pre_deploy_objects(t: &TestEnv, sha: &str) -> Vec<String> {
     let label = format!("pre-deploy-{}", &sha[..7]);
-    bucket_files(t, &label, ".sql.gz")
+    backup_files(t, |n| n.contains(&label) && n.ends_with(".sql.gz"))
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect()

@@ -233,3 +233,20 @@ pub fn hold_deploy_lock(t: &TestEnv) -> xtask::deploy::lock::LockGuard {
         .unwrap()
         .0
 }
+
+/// The files of the bucket's PostgreSQL backups (dumps and manifests, in the local remote's
+/// `<year-month>` directories) whose names `keep` takes, sorted (the names sort by time); none
+/// before the first backup.
+pub fn backup_files(t: &TestEnv, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let base = t.state_dir.join("objects/station-backups/postgres");
+    let mut v = Vec::new();
+    for month in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(month.path()).unwrap().flatten() {
+            if keep(&f.file_name().to_string_lossy()) {
+                v.push(f.path());
+            }
+        }
+    }
+    v.sort();
+    v
+}
