@@ -17,9 +17,9 @@ pub const PASSWORD: &str = "Pg-s3cret-7f1c2e9a";
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{repo as repo_root, services_and_backup};
 #[allow(unused_imports)] // for the test files that write a deploy lock file
 pub use common::lock_file_text;
+pub use common::{repo as repo_root, services_and_backup};
 
 pub fn script() -> PathBuf {
     repo_root().join("infra/scripts/backup-db.sh")

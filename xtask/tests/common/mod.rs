@@ -77,6 +77,19 @@ pub fn lock_file_text(pid: u32, sha: &str, token: &str) -> String {
     .to_string()
 }
 
+/// The built binary with `args` in `dir`, without the environments file or root of the caller's
+/// environment.
+pub fn xtask_in(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("XTASK_ENVIRONMENTS")
+        .env_remove("XTASK_ROOT")
+        .output()
+        .expect("run xtask");
+    Run::from(out)
+}
+
 /// `xtask verify-redis ARGS` with `envs`, stdin closed, without the Redis passwords and the GitHub
 /// Actions marker of the test's own environment.
 pub fn verify_redis_command<K: AsRef<OsStr>, V: AsRef<OsStr>>(

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{repo, services_and_backup, Run};
 #[allow(unused_imports)] // for the test files that write a deploy lock file
 pub use common::lock_file_text;
+pub use common::{repo, services_and_backup, Run};
 
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
