@@ -1,5 +1,5 @@
 //! Git facts the commands share: the validated commit [`Sha`] a deploy, a migration, a backup
-//! label and a rollback name, and the checkout's [`head_sha`].
+//! label and a rollback name, and the checkout's [`head_sha`] (the default of `--sha`: [`sha_or_head`]).
 
 use std::path::Path;
 
@@ -51,4 +51,12 @@ pub fn head_sha(root: &Path) -> Result<Sha> {
         )));
     }
     Sha::parse(out.stdout_str().trim())
+}
+
+/// The commit a command is for: `--sha` when given (validated), else the checkout's [`head_sha`].
+pub fn sha_or_head(sha: Option<&str>, root: &Path) -> Result<Sha> {
+    match sha {
+        Some(s) => Sha::parse(s),
+        None => head_sha(root),
+    }
 }

@@ -33,10 +33,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
-    let sha = match &args.sha {
-        Some(s) => Sha::parse(s)?,
-        None => crate::git::head_sha(&envs.root)?,
-    };
+    let sha = crate::git::sha_or_head(args.sha.as_deref(), &envs.root)?;
     let backup = VerifiedBackup::find_for_sha(env, &sha)?;
     println!(
         "verified pre-deploy backup: {} ({} bytes, {} {})",

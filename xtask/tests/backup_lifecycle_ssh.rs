@@ -22,14 +22,6 @@ case "$1" in
 esac
 "#;
 
-fn stamp(when: &str) -> String {
-    let o = Command::new("date")
-        .args(["-u", "-d", when, "+%Y%m%d_%H%M%S"])
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn status_prune_and_schedule_run_on_the_server() {
     let d = tempfile::tempdir().unwrap();
@@ -67,10 +59,6 @@ fn status_prune_and_schedule_run_on_the_server() {
     std::fs::write(bin.join("crontab"), FAKE_CRONTAB).unwrap();
     std::fs::set_permissions(bin.join("crontab"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let spool = p.join("spool");
-    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string();
     let mut opts = SshdOptions::with_rclone_config(&p.join("rclone.conf"));
     for (k, v) in opts.set_env.iter_mut() {
         if k == "PATH" {
@@ -80,29 +68,7 @@ fn status_prune_and_schedule_run_on_the_server() {
     opts.set_env
         .push(("FAKE_CRONTAB_FILE".into(), spool.display().to_string()));
     let sshd = Sshd::start(opts).unwrap();
-    let toml = format!(
-        r#"
-[environments.remote]
-transport = "ssh"
-description = "ssh test"
-compose_file = "docker-compose.prod.yml"
-compose_project = "station"
-env_file = ".env.production"
-remote_dir = "{}"
-database = "station"
-db_user = "station"
-migration_command = "true"
-{tables}
-[environments.remote.ssh]
-host_env = "LC_TEST_SSH_HOST"
-user = "{user}"
-port_env = "LC_TEST_SSH_PORT"
-known_hosts_env = "LC_TEST_SSH_KNOWN_HOSTS"
-key_env = "LC_TEST_SSH_KEY"
-"#,
-        remote_dir.display(),
-        tables = services_and_backup("remote", "station-backups", "postgres"),
-    );
+    let toml = ssh_remote_toml(&remote_dir, "LC_TEST");
     let file = p.join("environments.toml");
     std::fs::write(&file, &toml).unwrap();
     let root = tempfile::tempdir().unwrap();
@@ -120,10 +86,7 @@ key_env = "LC_TEST_SSH_KEY"
             .args(args)
             .env("XTASK_ENVIRONMENTS", &file)
             .env("XTASK_ROOT", root.path())
-            .env("LC_TEST_SSH_HOST", "127.0.0.1")
-            .env("LC_TEST_SSH_PORT", sshd.port.to_string())
-            .env("LC_TEST_SSH_KNOWN_HOSTS", sshd.known_hosts())
-            .env("LC_TEST_SSH_KEY", sshd.user_key())
+            .envs(ssh_vars("LC_TEST", &sshd))
             .env("PATH", std::env::var("PATH").unwrap())
             .env_remove("FAKE_CRONTAB_FILE")
             .output()

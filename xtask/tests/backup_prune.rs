@@ -188,14 +188,9 @@ fn fourteen_months_golden_plan_dry_run_and_apply() {
     // A deploy holds the lock: --apply refuses, nothing deleted.
     {
         // A live deploy's lock file (this test process is its "deploy", alive, on this host).
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         let lock_file = f.state_dir.join("deploy.lock");
-        let lock = serde_json::json!({
-            "owner": "ci", "host": host.trim(), "pid": std::process::id(), "sha": "abc1234",
-            "started_unix": 1_796_000_000u64, "expires_unix": 4_000_000_000u64, "run_url": null,
-            "token": "test-token"
-        });
-        std::fs::write(&lock_file, lock.to_string()).unwrap();
+        let lock = lock_file_text(std::process::id(), "abc1234", "test-token");
+        std::fs::write(&lock_file, lock).unwrap();
         let (code, _, err) = prune(&f, &["--apply"]);
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("another deploy holds the lock"), "{err}");

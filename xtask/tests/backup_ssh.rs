@@ -32,36 +32,10 @@ fn list_and_stat_run_rclone_on_the_server_over_ssh() {
     .unwrap();
     let remote_dir = p.join("remote-dir");
     std::fs::create_dir(&remote_dir).unwrap();
-    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string();
     let sshd = Sshd::start(SshdOptions::with_rclone_config(&p.join("rclone.conf"))).unwrap();
     let kh = sshd.known_hosts();
 
-    let toml = format!(
-        r#"
-[environments.remote]
-transport = "ssh"
-description = "ssh test"
-compose_file = "docker-compose.prod.yml"
-compose_project = "station"
-env_file = ".env.production"
-remote_dir = "{}"
-database = "station"
-db_user = "station"
-migration_command = "true"
-{tables}
-[environments.remote.ssh]
-host_env = "BACKUP_TEST_SSH_HOST"
-user = "{user}"
-port_env = "BACKUP_TEST_SSH_PORT"
-known_hosts_env = "BACKUP_TEST_SSH_KNOWN_HOSTS"
-key_env = "BACKUP_TEST_SSH_KEY"
-"#,
-        remote_dir.display(),
-        tables = services_and_backup("remote", "station-backups", "postgres"),
-    );
+    let toml = ssh_remote_toml(&remote_dir, "BACKUP_TEST");
     let file = p.join("environments.toml");
     std::fs::write(&file, &toml).unwrap();
     let envs = Environments::parse(&toml, &file, &repo_root()).unwrap();
@@ -73,10 +47,7 @@ key_env = "BACKUP_TEST_SSH_KEY"
             .args(args)
             .env("XTASK_ENVIRONMENTS", &file)
             .env("XTASK_ROOT", repo_root())
-            .env("BACKUP_TEST_SSH_HOST", "127.0.0.1")
-            .env("BACKUP_TEST_SSH_PORT", sshd.port.to_string())
-            .env("BACKUP_TEST_SSH_KNOWN_HOSTS", &kh)
-            .env("BACKUP_TEST_SSH_KEY", sshd.user_key())
+            .envs(ssh_vars("BACKUP_TEST", &sshd))
             .output()
             .unwrap()
     };

@@ -9,15 +9,6 @@ use std::process::Command;
 use support::*;
 use xtask::services::s3::S3Server;
 
-/// `date -u -d "<when>" +%Y%m%d_%H%M%S`.
-fn stamp(when: &str) -> String {
-    let o = Command::new("date")
-        .args(["-u", "-d", when, "+%Y%m%d_%H%M%S"])
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
 struct Run {
     code: i32,
     stdout: String,

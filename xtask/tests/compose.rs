@@ -7,21 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Run;
+use common::xtask_in as xtask;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
-}
-
-fn xtask(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("XTASK_ENVIRONMENTS")
-        .env_remove("XTASK_ROOT")
-        .output()
-        .expect("run xtask");
-    Run::from(out)
 }
 
 fn apply_fixture_names() -> Vec<String> {

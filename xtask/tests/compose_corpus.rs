@@ -15,10 +15,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::Run;
+use common::{xtask_in as xtask, Run};
 use serde_json::Value;
 use xtask::docker::ComposeCli;
 
@@ -31,17 +30,6 @@ fn corpus() -> PathBuf {
 
 fn bless() -> bool {
     std::env::var_os("XTASK_BLESS").is_some()
-}
-
-fn xtask(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("XTASK_ENVIRONMENTS")
-        .env_remove("XTASK_ROOT")
-        .output()
-        .expect("run xtask");
-    Run::from(out)
 }
 
 fn compose_config(dir: &Path) -> Value {

@@ -6,7 +6,7 @@
 
 mod deploy_support;
 
-use deploy_support::{repo, steps, Run, TestEnv};
+use deploy_support::{backup_files, repo, steps, Run, TestEnv};
 use xtask::services::procscan::ArgvWatch;
 
 fn head() -> String {
@@ -20,17 +20,8 @@ fn head() -> String {
 
 /// The dumps (`*_<label>.sql.gz`, not their `.json` manifests) in the remote's directory.
 fn backup_objects(t: &TestEnv, label: &str) -> Vec<std::path::PathBuf> {
-    let mut v = Vec::new();
-    let base = t.state_dir.join("objects/station-backups/postgres");
-    for month in std::fs::read_dir(&base).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(month.path()).unwrap().flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.ends_with(&format!("_{label}.sql.gz")) {
-                v.push(f.path());
-            }
-        }
-    }
-    v
+    let suffix = format!("_{label}.sql.gz");
+    backup_files(t, |n| n.ends_with(&suffix))
 }
 
 #[test]

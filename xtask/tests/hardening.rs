@@ -4,6 +4,7 @@
 
 mod deploy_support;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -65,23 +66,32 @@ impl FakeRepo {
     fn run(&self, args: &[&str]) -> Run {
         Run::from(self.command(args).output().unwrap())
     }
+
+    /// `run` for the `remote` environment of [`ssh_toml`]: its host `127.0.0.1:port`, its
+    /// known_hosts file and `key` (a key file, or what a user gives instead).
+    fn run_remote(
+        &self,
+        args: &[&str],
+        port: &str,
+        known_hosts: &Path,
+        key: impl AsRef<OsStr>,
+    ) -> Run {
+        Run::from(
+            self.command(args)
+                .env("HARDEN_SSH_HOST", "127.0.0.1")
+                .env("HARDEN_SSH_PORT", port)
+                .env("HARDEN_SSH_KNOWN_HOSTS", known_hosts)
+                .env("HARDEN_SSH_KEY", key)
+                .output()
+                .unwrap(),
+        )
+    }
 }
 
+/// The `local` environment of the deploy tests with `state_dir` as given (a path relative to the
+/// repository, or absolute) and the repository's migrations.
 fn local_toml(state_dir: &str) -> String {
-    format!(
-        r#"[environments.local]
-transport = "local"
-description = "test"
-compose_file = "docker-compose.prod.yml"
-compose_project = "station-test"
-state_dir = "{state_dir}"
-database = "station"
-db_user = "station"
-migrations_dir = "infra/migrations"
-migration_command = "builtin:sql-migrations"
-{}"#,
-        services_and_backup("local", "station-backups", "postgres")
-    )
+    deploy_support::local_toml(Path::new(state_dir), Path::new("infra/migrations"))
 }
 
 /// Case 1: `state_dir = "."` once made `local down --purge` delete the whole checkout, `.git` included;
@@ -205,15 +215,7 @@ fn an_ssh_key_given_as_its_contents_is_refused_before_anything_runs_and_never_le
         &["verify-redis", "--env", "remote"],
         &["migrate", "--env", "remote", "--sha", "abc1234"],
     ] {
-        let out = Run::from(
-            r.command(args)
-                .env("HARDEN_SSH_HOST", "127.0.0.1")
-                .env("HARDEN_SSH_PORT", &port)
-                .env("HARDEN_SSH_KNOWN_HOSTS", &known_hosts)
-                .env("HARDEN_SSH_KEY", &key)
-                .output()
-                .unwrap(),
-        );
+        let out = r.run_remote(args, &port, &known_hosts, &key);
         assert_eq!(out.code, 2, "{args:?}: {}", out.all());
         assert!(out.stderr.contains("a path, not the key"), "{}", out.stderr);
         outputs.push(out.all());
@@ -271,14 +273,11 @@ fn the_audit_log_of_a_failed_remote_deploy_is_0600_even_when_it_existed_as_0644(
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
     // Nothing listens on the port: preflight fails, the failure is recorded.
     let port = xtask::services::free_port().unwrap().to_string();
-    let out = Run::from(
-        r.command(&["deploy", "--env", "remote", "--sha", "abc1234"])
-            .env("HARDEN_SSH_HOST", "127.0.0.1")
-            .env("HARDEN_SSH_PORT", &port)
-            .env("HARDEN_SSH_KNOWN_HOSTS", &known_hosts)
-            .env("HARDEN_SSH_KEY", &key)
-            .output()
-            .unwrap(),
+    let out = r.run_remote(
+        &["deploy", "--env", "remote", "--sha", "abc1234"],
+        &port,
+        &known_hosts,
+        &key,
     );
     assert_ne!(out.code, 0, "{}", out.all());
     let text = std::fs::read_to_string(&log).unwrap();

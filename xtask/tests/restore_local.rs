@@ -10,67 +10,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deploy_support::{steps, TestEnv};
-
-fn pg(t: &TestEnv, tool: &str, db: &str) -> Command {
-    let s = t.state();
-    let mut c = Command::new(tool);
-    c.env("PGHOST", "127.0.0.1")
-        .env("PGPORT", s["pg_port"].as_u64().unwrap().to_string())
-        .env("PGUSER", "station")
-        .env("PGDATABASE", db)
-        .env("PGPASSWORD", s["pg_password"].as_str().unwrap())
-        .stdin(Stdio::null());
-    c
-}
-
-fn sql(t: &TestEnv, db: &str, q: &str) -> String {
-    let o = pg(t, "psql", db)
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", q])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-/// `pg_dump --schema-only` of `db`, without the per-dump random `\restrict` key lines.
-fn schema(t: &TestEnv, db: &str) -> String {
-    let o = pg(t, "pg_dump", db).arg("--schema-only").output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn counts(t: &TestEnv, db: &str) -> String {
-    sql(t, db, xtask::backup::drill::COUNT_SQL)
-}
-
-/// Schema text and per-table counts of the live database.
-fn snapshot(t: &TestEnv) -> (String, String) {
-    (schema(t, "station"), counts(t, "station"))
-}
-
-fn databases(t: &TestEnv, like: &str) -> Vec<String> {
-    sql(
-        t,
-        "postgres",
-        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}' ORDER BY 1"),
-    )
-    .lines()
-    .map(String::from)
-    .collect()
-}
-
-fn scratch_dbs(t: &TestEnv) -> Vec<String> {
-    databases(t, "station\\_restore\\_%")
-}
+use deploy_support::{
+    counts, databases, hold_deploy_lock, kept_dbs, lock_file_text, pg, schema, scratch_dbs,
+    snapshot, sql, steps, TestEnv,
+};
 
 /// `cargo xtask backup --label LABEL --json` → the object path.
 fn backup(t: &TestEnv, label: &str) -> String {
@@ -85,6 +28,39 @@ fn object_file(t: &TestEnv, object: &str) -> PathBuf {
     t.state_dir
         .join("objects")
         .join(object.strip_prefix("b2:").unwrap())
+}
+
+/// A `local` environment with the tables (see `up_with_tables`) and a backup `label`: its object.
+fn backed_up(label: &str) -> (TestEnv, String) {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, label);
+    (t, object)
+}
+
+/// `datallowconn datconnlimit` of database `db`.
+fn conn(t: &TestEnv, db: &str) -> String {
+    sql(
+        t,
+        "postgres",
+        &format!(
+            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = '{db}'"
+        ),
+    )
+}
+
+/// `q` in `postgres`, again every 50 ms until it returns something (which it returns); failing
+/// with `never` after `within`.
+fn poll_sql(t: &TestEnv, q: &str, within: Duration, never: &str) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = sql(t, "postgres", q);
+        if !v.is_empty() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn up_with_tables(t: &TestEnv) {
@@ -133,6 +109,35 @@ fn plant_beside(file: &std::path::Path, n: u32, sql: &str) -> String {
     name
 }
 
+/// A `local` environment with the tables and a backup `good`: the file behind that object (the
+/// planted ones go beside it) and its dump text.
+fn with_good_dump() -> (TestEnv, PathBuf, String) {
+    let (t, object) = backed_up("good");
+    let file = object_file(&t, &object);
+    let text = gunzip(&std::fs::read(&file).unwrap());
+    (t, file, text)
+}
+
+/// The dump `text` with `extra` run at its end (before pg_dump's closing `\unrestrict`).
+fn with_statements(text: &str, extra: &str) -> String {
+    text.replacen("\\unrestrict", &format!("{extra}\n\\unrestrict"), 1)
+}
+
+/// Plant `dump` beside `file` (see `plant_beside`) and restore it: refused (exit 1). The planted
+/// object's name and the run.
+fn restore_planted(
+    t: &TestEnv,
+    file: &std::path::Path,
+    n: u32,
+    dump: &str,
+    what: &str,
+) -> (String, deploy_support::Run) {
+    let o = plant_beside(file, n, dump);
+    let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
+    assert_eq!(r.code, 1, "{what}: {}", r.all());
+    (o, r)
+}
+
 fn gunzip(b: &[u8]) -> String {
     String::from_utf8(gz(&["-dc"], b)).unwrap()
 }
@@ -143,9 +148,7 @@ fn gzip(s: &str) -> Vec<u8> {
 
 #[test]
 fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    let object = backup(&t, "before-change");
+    let (t, object) = backed_up("before-change");
     let (schema_b, counts_b) = snapshot(&t);
 
     // Later writes: rows, a new table, a changed column, a migration.
@@ -211,14 +214,7 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
     assert_eq!(schema(&t, &kept), schema_late);
     assert_eq!(counts(&t, &kept), counts_late);
     assert!(scratch_dbs(&t).is_empty());
-    assert_eq!(
-        sql(
-            &t,
-            "postgres",
-            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
-        ),
-        "true -1"
-    );
+    assert_eq!(conn(&t, "station"), "true -1");
 
     // Each step is in the audit log (with a manifest the object streams into the replay: one
     // step, its sha256 and size checked before the commit).
@@ -277,39 +273,25 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
         "{}",
         r.stdout
     );
-    assert_eq!(
-        databases(&t, "station\\_before\\_restore\\_%"),
-        vec![kept.clone()]
-    );
+    assert_eq!(kept_dbs(&t), vec![kept.clone()]);
     let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("pass --yes"), "{}", r.stderr);
-    assert_eq!(
-        databases(&t, "station\\_before\\_restore\\_%"),
-        vec![kept.clone()]
-    );
+    assert_eq!(kept_dbs(&t), vec![kept.clone()]);
     assert!(!steps(&t.audit())
         .iter()
         .any(|s| s.starts_with("restore:drop-kept")));
     // While a deploy holds the lock: refused, nothing dropped.
     // (a live deploy's lock file: this test process is its "deploy", alive, on this host).
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let lock = serde_json::json!({
-        "owner": "ci", "host": host.trim(), "pid": std::process::id(), "sha": "abc1234",
-        "started_unix": 1_796_000_000u64, "expires_unix": 4_000_000_000u64, "run_url": null,
-        "token": "test-token"
-    });
-    std::fs::write(t.state_dir.join("deploy.lock"), lock.to_string()).unwrap();
+    let lock = lock_file_text(std::process::id(), "abc1234", "test-token");
+    std::fs::write(t.state_dir.join("deploy.lock"), lock).unwrap();
     let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept, "--yes"]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert_eq!(
-        databases(&t, "station\\_before\\_restore\\_%"),
-        vec![kept.clone()]
-    );
+    assert_eq!(kept_dbs(&t), vec![kept.clone()]);
     std::fs::remove_file(t.state_dir.join("deploy.lock")).unwrap();
     let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept, "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+    assert!(kept_dbs(&t).is_empty());
     assert!(!t.state_dir.join("deploy.lock").exists());
     assert_eq!(
         steps(&t.audit()).last().map(String::as_str),
@@ -321,9 +303,7 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
 fn a_live_database_found_blocked_is_opened_by_the_restore() {
     // Regression: the swap re-applied the live database's limit of 0 (and ignored
     // datallowconn), so a database left blocked stayed blocked after the next restore.
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    backup(&t, "blocked");
+    let (t, _) = backed_up("blocked");
     sql(&t, "postgres", "ALTER DATABASE station CONNECTION LIMIT 0");
     let conn = |db: &str| {
         sql(
@@ -364,9 +344,7 @@ fn a_live_database_found_blocked_is_opened_by_the_restore() {
 
 #[test]
 fn faults_before_the_swap_leave_the_live_database_as_it_was() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    let object = backup(&t, "good");
+    let (t, object) = backed_up("good");
     sql(
         &t,
         "station",
@@ -388,10 +366,7 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
             "{what}: scratch left: {:?}",
             scratch_dbs(&t)
         );
-        assert!(
-            databases(&t, "station\\_before\\_restore\\_%").is_empty(),
-            "{what}: a swap happened"
-        );
+        assert!(kept_dbs(&t).is_empty(), "{what}: a swap happened");
     };
     let restore = |extra: &[&str]| {
         let mut a = vec!["restore", "--env", "local"];
@@ -408,9 +383,7 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
 
     // A deploy holding the lock: refused.
     {
-        let place = xtask::deploy::lock::LockPlace::File(t.state_dir.join("deploy.lock"));
-        let info = xtask::deploy::lock::LockInfo::new("abc1234", 600, "held-by-test".into());
-        let (_guard, _) = xtask::deploy::lock::acquire(&place, &info, false).unwrap();
+        let _guard = hold_deploy_lock(&t);
         let r = restore(&["--label", "good", "--yes"]);
         assert_eq!(r.code, 1, "{}", r.all());
         assert!(
@@ -469,22 +442,12 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pid = loop {
-        let p = sql(
-            &t,
-            "postgres",
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'xtask-test-stuck' AND state = 'active'",
-        );
-        if !p.is_empty() {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stuck session never showed up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let pid = poll_sql(
+        &t,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'xtask-test-stuck' AND state = 'active'",
+        Duration::from_secs(20),
+        "the stuck session never showed up",
+    );
     assert!(Command::new("kill")
         .args(["-STOP", &pid])
         .status()
@@ -532,14 +495,7 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
     assert!(r.stderr.contains("swap refused"), "{}", r.stderr);
     assert!(r.stderr.contains("did not end within 2s"), "{}", r.stderr);
     assert!(r.stderr.contains(&pid), "{}", r.stderr);
-    assert_eq!(
-        sql(
-            &t,
-            "postgres",
-            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
-        ),
-        "true -1"
-    );
+    assert_eq!(conn(&t, "station"), "true -1");
     unchanged("session cannot be ended");
     assert!(!t.state_dir.join("deploy.lock").exists());
 
@@ -614,7 +570,7 @@ fn ctrl_c_during_the_restore_leaves_the_live_database_and_no_scratch_database() 
         );
         assert_eq!(snapshot(&t), before);
         assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
-        assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+        assert!(kept_dbs(&t).is_empty());
         // The downloaded dump is gone too, and the lock released.
         let left: Vec<_> = std::fs::read_dir(&tmp)
             .unwrap()
@@ -638,11 +594,7 @@ fn ctrl_c_during_the_restore_leaves_the_live_database_and_no_scratch_database() 
 /// pg_dump) still restores.
 #[test]
 fn a_dump_cannot_run_psql_meta_commands() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    let object = backup(&t, "good");
-    let file = object_file(&t, &object);
-    let text = gunzip(&std::fs::read(&file).unwrap());
+    let (t, file, text) = with_good_dump();
     let key_line = text
         .lines()
         .find(|l| l.starts_with("\\restrict "))
@@ -651,25 +603,20 @@ fn a_dump_cannot_run_psql_meta_commands() {
     let key = key_line.trim_start_matches("\\restrict ").to_string();
     let before = snapshot(&t);
     let mark = t.dir.path().join("pwned");
-    // Each planted object gets a name of the backup shape (a later second each) and no manifest.
-    let plant = |n: u32, sql: &str| plant_beside(&file, n, sql);
     let shell = format!("\\! touch {}\n", mark.display());
+    let before_first_set = |lines: &str| {
+        text.replacen(
+            "SET statement_timeout",
+            &format!("{lines}SET statement_timeout"),
+            1,
+        )
+    };
+    // Each planted object gets a name of the backup shape (a later second each) and no manifest.
     let cases = [
-        (
-            "a shell escape",
-            text.replacen(
-                "SET statement_timeout",
-                &format!("{shell}SET statement_timeout"),
-                1,
-            ),
-        ),
+        ("a shell escape", before_first_set(&shell)),
         (
             "a shell escape after \\unrestrict with the dump's own key",
-            text.replacen(
-                "SET statement_timeout",
-                &format!("\\unrestrict {key}\n{shell}SET statement_timeout"),
-                1,
-            ),
+            before_first_set(&format!("\\unrestrict {key}\n{shell}")),
         ),
         (
             "a meta-command in the middle of a line",
@@ -679,19 +626,10 @@ fn a_dump_cannot_run_psql_meta_commands() {
                 1,
             ),
         ),
-        (
-            "\\connect",
-            text.replacen(
-                "SET statement_timeout",
-                "\\connect postgres\nSET statement_timeout",
-                1,
-            ),
-        ),
+        ("\\connect", before_first_set("\\connect postgres\n")),
     ];
     for (i, (what, sql)) in cases.iter().enumerate() {
-        let o = plant(i as u32 + 1, sql);
-        let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
-        assert_eq!(r.code, 1, "{what}: {}", r.all());
+        let (o, r) = restore_planted(&t, &file, i as u32 + 1, sql, what);
         assert!(!mark.exists(), "{what}: the dump ran a shell command");
         assert!(
             r.stderr.contains("nothing was restored"),
@@ -718,7 +656,7 @@ fn a_dump_cannot_run_psql_meta_commands() {
         .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
         .map(|l| format!("{l}\n"))
         .collect();
-    let o = plant(9, &old_style);
+    let o = plant_beside(&file, 9, &old_style);
     let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!mark.exists());
@@ -730,11 +668,7 @@ fn a_dump_cannot_run_psql_meta_commands() {
 /// with the way on (`--trust-dump`), which restores it.
 #[test]
 fn a_dump_runs_as_a_role_that_owns_only_the_scratch_database() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    let object = backup(&t, "good");
-    let file = object_file(&t, &object);
-    let text = gunzip(&std::fs::read(&file).unwrap());
+    let (t, file, text) = with_good_dump();
     assert!(
         !text.contains("OWNER TO"),
         "backups are taken with --no-owner"
@@ -758,8 +692,7 @@ fn a_dump_runs_as_a_role_that_owns_only_the_scratch_database() {
     // Where the server's own user (postgres) could write: a superuser's `TO PROGRAM` would.
     let mark = std::env::temp_dir().join(format!("xtask-pwned-{}", std::process::id()));
     let _ = std::fs::remove_file(&mark);
-    let plant = |n: u32, sql: &str| plant_beside(&file, n, sql);
-    let append = |extra: &str| text.replacen("\\unrestrict", &format!("{extra}\n\\unrestrict"), 1);
+    let append = |extra: &str| with_statements(&text, extra);
     let cases = [
         (
             "a program run by the server",
@@ -782,9 +715,7 @@ fn a_dump_runs_as_a_role_that_owns_only_the_scratch_database() {
         ),
     ];
     for (i, (what, dump)) in cases.iter().enumerate() {
-        let o = plant(i as u32 + 1, dump);
-        let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
-        assert_eq!(r.code, 1, "{what}: {}", r.all());
+        let (_, r) = restore_planted(&t, &file, i as u32 + 1, dump, what);
         assert!(!mark.exists(), "{what}: the dump ran a program");
         assert!(r.stderr.contains("--trust-dump"), "{what}: {}", r.stderr);
         assert_eq!(
@@ -811,7 +742,7 @@ fn a_dump_runs_as_a_role_that_owns_only_the_scratch_database() {
     assert!(o.status.success());
     let owned = String::from_utf8(o.stdout).unwrap();
     assert!(owned.contains("OWNER TO station"), "{owned}");
-    let o = plant(9, &owned);
+    let o = plant_beside(&file, 9, &owned);
     let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
@@ -859,11 +790,7 @@ fn a_dump_runs_as_a_role_that_owns_only_the_scratch_database() {
 /// so; a replay role left without its database is named in the plan and dropped by --drop-kept.
 #[test]
 fn what_a_dump_sets_on_its_own_database_is_refused_and_its_role_cannot_log_in() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    let object = backup(&t, "good");
-    let file = object_file(&t, &object);
-    let text = gunzip(&std::fs::read(&file).unwrap());
+    let (t, file, text) = with_good_dump();
     let settings = |t: &TestEnv| {
         sql(
             t,
@@ -875,7 +802,7 @@ fn what_a_dump_sets_on_its_own_database_is_refused_and_its_role_cannot_log_in() 
         )
     };
     let before = (snapshot(&t), settings(&t));
-    let append = |extra: &str| text.replacen("\\unrestrict", &format!("{extra}\n\\unrestrict"), 1);
+    let append = |extra: &str| with_statements(&text, extra);
     let on_db = |stmt: &str| {
         append(&format!(
             "DO $$BEGIN EXECUTE format('{stmt}', current_database()); END$$;"
@@ -894,9 +821,7 @@ fn what_a_dump_sets_on_its_own_database_is_refused_and_its_role_cannot_log_in() 
         ("a comment", on_db("COMMENT ON DATABASE %I IS ''x''")),
     ];
     for (i, (what, dump)) in cases.iter().enumerate() {
-        let o = plant_beside(&file, i as u32 + 1, dump);
-        let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
-        assert_eq!(r.code, 1, "{what}: {}", r.all());
+        let (_, r) = restore_planted(&t, &file, i as u32 + 1, dump, what);
         assert!(
             r.stderr
                 .contains("the dump changed the database it was restored into"),
@@ -944,20 +869,13 @@ fn what_a_dump_sets_on_its_own_database_is_refused_and_its_role_cannot_log_in() 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let role = loop {
-        let r = sql(
-            &t,
-            "postgres",
-            "SELECT usename FROM pg_stat_activity WHERE usename LIKE 'station\\_restore\\_%' \
-             AND query LIKE '%pg_sleep%'",
-        );
-        if !r.is_empty() {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "the planted sleep never ran");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let role = poll_sql(
+        &t,
+        "SELECT usename FROM pg_stat_activity WHERE usename LIKE 'station\\_restore\\_%' \
+         AND query LIKE '%pg_sleep%'",
+        Duration::from_secs(30),
+        "the planted sleep never ran",
+    );
     let login = pg(&t, "psql", "postgres")
         .env("PGUSER", &role)
         .env("PGPASSWORD", "pw-of-the-dump")
@@ -1159,10 +1077,6 @@ fn run_cmd(mut c: Command) -> deploy_support::Run {
     deploy_support::Run::from(c.output().unwrap())
 }
 
-fn kept_dbs(t: &TestEnv) -> Vec<String> {
-    databases(t, "station\\_before\\_restore\\_%")
-}
-
 /// A `local` environment with a backup `swap`, the stand-ins, and the backup's per-table counts.
 struct SwapEnv {
     t: TestEnv,
@@ -1172,9 +1086,7 @@ struct SwapEnv {
 
 impl SwapEnv {
     fn new() -> SwapEnv {
-        let t = TestEnv::local(0o711);
-        up_with_tables(&t);
-        backup(&t, "swap");
+        let (t, _) = backed_up("swap");
         let counts_b = counts(&t, "station");
         let path = standins(&t);
         SwapEnv { t, path, counts_b }
@@ -1202,21 +1114,29 @@ impl SwapEnv {
             &[("XTASK_TEST_MATCH", matching), ("XTASK_TEST_MODE", mode)],
         )
     }
-    fn conn(&self, db: &str) -> String {
-        sql(
-            &self.t,
-            "postgres",
-            &format!("SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = '{db}'"),
-        )
+    /// A marker `n` in the live database, then the restore with the renames' psql in `mode`.
+    fn restore_marked(&self, n: u32, mode: &str) -> deploy_support::Run {
+        self.marker(n);
+        run_cmd(self.restore("RENAME TO", mode))
+    }
+    /// The live database is still the one with marker `n`, open, with no database kept or
+    /// scratch one left.
+    fn assert_nothing_renamed(&self, n: u32) {
+        let t = &self.t;
+        assert!(
+            self.has_marker("station", n),
+            "the live database was replaced after all"
+        );
+        assert!(kept_dbs(t).is_empty(), "{:?}", kept_dbs(t));
+        assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
+        assert_eq!(conn(t, "station"), "true -1");
     }
 }
 
 #[test]
 fn the_link_dropping_before_the_renames_is_read_back_as_not_renamed() {
     let e = SwapEnv::new();
-    let t = &e.t;
-    e.marker(1);
-    let r = run_cmd(e.restore("RENAME TO", "before"));
+    let r = e.restore_marked(1, "before");
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
         r.stderr
@@ -1224,10 +1144,7 @@ fn the_link_dropping_before_the_renames_is_read_back_as_not_renamed() {
         "{}",
         r.stderr
     );
-    assert!(e.has_marker("station", 1));
-    assert!(kept_dbs(t).is_empty());
-    assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
-    assert_eq!(e.conn("station"), "true -1");
+    e.assert_nothing_renamed(1);
 }
 
 #[test]
@@ -1246,8 +1163,7 @@ fn renames_that_committed_though_their_reply_was_lost_are_reported_live() {
     // Regression: psql/ssh killed after the COMMIT was reported as "station is unchanged".
     let e = SwapEnv::new();
     let t = &e.t;
-    e.marker(1);
-    let r = run_cmd(e.restore("RENAME TO", "after"));
+    let r = e.restore_marked(1, "after");
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!r.all().contains("unchanged"), "{}", r.all());
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -1263,8 +1179,8 @@ fn renames_that_committed_though_their_reply_was_lost_are_reported_live() {
     assert!(!e.has_marker("station", 1));
     assert!(e.has_marker(&kept, 1));
     assert!(scratch_dbs(t).is_empty());
-    assert_eq!(e.conn("station"), "true -1");
-    assert_eq!(e.conn(&kept), "true -1");
+    assert_eq!(conn(t, "station"), "true -1");
+    assert_eq!(conn(t, &kept), "true -1");
 }
 
 #[test]
@@ -1275,9 +1191,7 @@ fn renames_still_running_on_the_server_when_the_client_dropped_are_ended_before_
     // the waiting renames commit once the lock goes, and the live database is replaced after
     // "nothing was renamed" was reported.
     let e = SwapEnv::new();
-    let t = &e.t;
-    e.marker(4);
-    let r = run_cmd(e.restore("RENAME TO", "detached"));
+    let r = e.restore_marked(4, "detached");
     // Let the lock holder and anything it held up finish.
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(r.code, 1, "{}", r.all());
@@ -1287,21 +1201,14 @@ fn renames_still_running_on_the_server_when_the_client_dropped_are_ended_before_
         "{}",
         r.stderr
     );
-    assert!(
-        e.has_marker("station", 4),
-        "the live database was replaced after all"
-    );
-    assert!(kept_dbs(t).is_empty(), "{:?}", kept_dbs(t));
-    assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
-    assert_eq!(e.conn("station"), "true -1");
+    e.assert_nothing_renamed(4);
 }
 
 #[test]
 fn renames_that_committed_before_the_server_went_away_are_unknown_exit_3() {
     let e = SwapEnv::new();
     let t = &e.t;
-    e.marker(2);
-    let r = run_cmd(e.restore("RENAME TO", "after-dead"));
+    let r = e.restore_marked(2, "after-dead");
     std::fs::remove_file(t.dir.path().join("dead")).unwrap();
     assert_eq!(r.code, 3, "{}", r.all());
     let err = &r.stderr;
@@ -1322,7 +1229,7 @@ fn renames_that_committed_before_the_server_went_away_are_unknown_exit_3() {
     let kept = kept_dbs(t);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(err.contains(&kept[0]), "{err}");
-    assert_eq!(e.conn(&kept[0]), "false 0");
+    assert_eq!(conn(t, &kept[0]), "false 0");
     // Finishing by hand as it says (the renames committed) opens the kept one.
     sql(
         t,
@@ -1377,7 +1284,7 @@ fn ctrl_c_to_the_process_group_during_the_swap_finishes_the_swap() {
     assert!(!e.has_marker("station", 3));
     assert_eq!(counts(t, "station"), e.counts_b);
     assert!(scratch_dbs(t).is_empty());
-    assert_eq!(e.conn("station"), "true -1");
+    assert_eq!(conn(t, "station"), "true -1");
 }
 
 struct CodesEnv {
@@ -1389,9 +1296,7 @@ struct CodesEnv {
 
 impl CodesEnv {
     fn new() -> CodesEnv {
-        let t = TestEnv::local(0o711);
-        up_with_tables(&t);
-        let object = backup(&t, "codes");
+        let (t, object) = backed_up("codes");
         let path = standins(&t);
         let dead_port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1496,9 +1401,7 @@ fn a_remote_out_of_reach_is_exit_3_at_the_listing_the_manifest_and_the_download(
 /// gets `<stamp>_2`, and `--drop-kept` takes that shape.
 #[test]
 fn a_restore_in_a_second_whose_names_are_taken_gets_a_suffix() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    backup(&t, "sec");
+    let (t, _) = backed_up("sec");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1529,14 +1432,14 @@ fn a_restore_in_a_second_whose_names_are_taken_gets_a_suffix() {
         report["scratch_database"],
         format!("station_restore_{stamp}_2").as_str()
     );
-    assert!(databases(&t, "station\\_before\\_restore\\_%").contains(&kept));
+    assert!(kept_dbs(&t).contains(&kept));
     assert!(scratch_dbs(&t).is_empty());
     // --kept lists it and --drop-kept takes it.
     let r = t.run(&["restore", "--env", "local", "--kept"]);
     assert!(r.stdout.contains(&kept), "{}", r.all());
     let r = t.run(&["restore", "--env", "local", "--drop-kept", &kept, "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(!databases(&t, "station\\_before\\_restore\\_%").contains(&kept));
+    assert!(!kept_dbs(&t).contains(&kept));
 }
 
 /// What a careless or unlucky user runs into (found by trying it): a TMPDIR with a space or not
@@ -1544,9 +1447,7 @@ fn a_restore_in_a_second_whose_names_are_taken_gets_a_suffix() {
 /// reader that closes the pipe.
 #[test]
 fn odd_surroundings_get_clear_answers_and_change_nothing() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    backup(&t, "odd");
+    let (t, _) = backed_up("odd");
     let before = snapshot(&t);
     let restore = |vars: &[(&str, &str)], extra: &[&str]| {
         let mut a = vec!["restore", "--env", "local", "--label", "odd", "--yes"];
@@ -1578,7 +1479,7 @@ fn odd_surroundings_get_clear_answers_and_change_nothing() {
     );
     let r = t.run(&["restore", "--env", "local", "--drop-kept", left, "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(databases(&t, "station\\_restore\\_%").is_empty());
+    assert!(scratch_dbs(&t).is_empty());
 
     // The audit log cannot be written: refused before anything changed.
     let audit = t.state_dir.join("deploy-audit.jsonl");
@@ -1593,7 +1494,7 @@ fn odd_surroundings_get_clear_answers_and_change_nothing() {
         r.stderr
     );
     assert_eq!(snapshot(&t), before);
-    assert!(databases(&t, "station\\_before\\_restore\\_%").is_empty());
+    assert!(kept_dbs(&t).is_empty());
     assert!(!t.state_dir.join("deploy.lock").exists());
     std::fs::remove_dir(&audit).unwrap();
     std::fs::rename(&aside, &audit).unwrap();
@@ -1625,9 +1526,7 @@ fn odd_surroundings_get_clear_answers_and_change_nothing() {
 /// before anything runs.
 #[test]
 fn a_pinned_backup_whose_manifest_says_another_sha256_is_refused() {
-    let t = TestEnv::local(0o711);
-    up_with_tables(&t);
-    backup(&t, "good");
+    let (t, _) = backed_up("good");
     let before = snapshot(&t);
     let root = deploy_support::repo();
     let toml = std::fs::read_to_string(&t.envs_file).unwrap();

@@ -6,88 +6,82 @@
 
 mod deploy_support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use deploy_support::{steps, TestEnv};
+use deploy_support::{
+    backup_files, hold_deploy_lock, kept_dbs, lock_file_text, snapshot, snapshot_of, sql, steps,
+    TestEnv,
+};
 
 const V1: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const V2: &str = "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const V3: &str = "3333333ccccccccccccccccccccccccccccccccc";
 const V4: &str = "4444444ddddddddddddddddddddddddddddddddd";
 
-fn pg(t: &TestEnv, tool: &str, db: &str) -> Command {
-    let s = t.state();
-    let mut c = Command::new(tool);
-    c.env("PGHOST", "127.0.0.1")
-        .env("PGPORT", s["pg_port"].as_u64().unwrap().to_string())
-        .env("PGUSER", "station")
-        .env("PGDATABASE", db)
-        .env("PGPASSWORD", s["pg_password"].as_str().unwrap())
-        .stdin(Stdio::null());
-    c
+/// A `local` environment with v1 deployed and `rows` written after it: and the live database's
+/// snapshot then.
+fn v1_deployed_with(rows: &str) -> (TestEnv, (String, String)) {
+    let t = v1_deployed();
+    sql(&t, "station", rows);
+    let before = snapshot(&t);
+    (t, before)
 }
 
-fn sql(t: &TestEnv, db: &str, q: &str) -> String {
-    let o = pg(t, "psql", db)
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", q])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+fn v1_deployed() -> TestEnv {
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["deploy", "--sha", V1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    t
 }
 
-fn snapshot(t: &TestEnv, db: &str) -> (String, String) {
-    let o = pg(t, "pg_dump", db).arg("--schema-only").output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let schema = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (schema, sql(t, db, xtask::backup::drill::COUNT_SQL))
+/// A user and `n` stations of it.
+fn user_and_stations(n: u32) -> String {
+    format!(
+        "INSERT INTO users (email, display_name) VALUES ('a@example.org', 'A'); \
+         INSERT INTO stations (owner_id, name) SELECT 1, 'station ' || g FROM generate_series(1, {n}) g"
+    )
+}
+
+/// A migration of the next deploy.
+fn migration(t: &TestEnv, file: &str, sql: &str) {
+    std::fs::write(t.migrations.join(file), sql).unwrap();
+}
+
+/// A migration that fails.
+const BROKEN: &str = "SELECT * FROM no_such_table;\n";
+
+/// Deploy `sha` (with `extra`) whose migration `broken` fails: exit 1.
+fn deploy_breaking_at(t: &TestEnv, broken: &str, sha: &str, extra: &[&str]) -> deploy_support::Run {
+    migration(t, broken, BROKEN);
+    let mut args = vec!["deploy", "--sha", sha];
+    args.extend_from_slice(extra);
+    let r = t.run(&args);
+    assert_eq!(r.code, 1, "{}", r.all());
+    r
 }
 
 fn manifest_of(t: &TestEnv, label: &str) -> std::path::PathBuf {
-    let base = t.state_dir.join("objects/station-backups/postgres");
-    for month in std::fs::read_dir(&base).unwrap().flatten() {
-        for f in std::fs::read_dir(month.path()).unwrap().flatten() {
-            let n = f.file_name().to_string_lossy().into_owned();
-            if n.contains(label) && n.ends_with(".sql.gz.json") {
-                return f.path();
-            }
-        }
-    }
-    panic!("no manifest for {label}");
+    backup_files(t, |n| n.contains(label) && n.ends_with(".sql.gz.json"))
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no manifest for {label}"))
 }
 
 #[test]
 fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
-    let t = TestEnv::local(0o711);
-    let r = t.run(&["deploy", "--sha", V1]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    sql(
-        &t,
-        "station",
-        "INSERT INTO users (email, display_name) VALUES ('a@example.org', 'A'); \
-         INSERT INTO stations (owner_id, name) SELECT 1, 'station ' || g FROM generate_series(1, 200) g",
-    );
-    let before_v2 = snapshot(&t, "station");
+    let (t, before_v2) = v1_deployed_with(&user_and_stations(200));
 
     // v2 brings a migration that changes the schema and the data.
-    std::fs::write(
-        t.migrations.join("0003_notes.sql"),
+    migration(
+        &t,
+        "0003_notes.sql",
         "ALTER TABLE stations ADD COLUMN notes text; DELETE FROM stations WHERE id % 2 = 0;\n\
          CREATE TABLE station_notes (id int);\n",
-    )
-    .unwrap();
+    );
     let r = t.run(&["deploy", "--sha", V2]);
     assert_eq!(r.code, 0, "{}", r.all());
     sql(&t, "station", "INSERT INTO station_notes VALUES (1), (2)");
-    let after_v2 = snapshot(&t, "station");
+    let after_v2 = snapshot(&t);
     assert_ne!(after_v2, before_v2);
 
     // The dry run names the deploy, the backup and what is put back, and changes nothing.
@@ -104,12 +98,12 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
         r.stdout
     );
     assert!(r.stdout.contains("nothing to roll out"), "{}", r.stdout);
-    assert_eq!(snapshot(&t, "station"), after_v2);
+    assert_eq!(snapshot(&t), after_v2);
 
     // Without a TTY and without --yes: exit 2.
     let r = t.run(&["rollback", "--env", "local"]);
     assert_eq!(r.code, 2, "{}", r.all());
-    assert_eq!(snapshot(&t, "station"), after_v2);
+    assert_eq!(snapshot(&t), after_v2);
 
     // The pre-deploy backup without its manifest: refused, with the reason.
     let m = manifest_of(&t, "pre-deploy-2222222");
@@ -122,7 +116,7 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
         "{}",
         r.stderr
     );
-    assert_eq!(snapshot(&t, "station"), after_v2);
+    assert_eq!(snapshot(&t), after_v2);
     std::fs::rename(&aside, &m).unwrap();
 
     let r = t.run(&["rollback", "--env", "local", "--yes", "--json"]);
@@ -133,12 +127,12 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
     assert!(r.stderr.contains("verify-redis ok"), "{}", r.stderr);
     // The database is as it was before v2; the replaced one (with v2's migration and the writes
     // after it) is kept.
-    assert_eq!(snapshot(&t, "station"), before_v2);
+    assert_eq!(snapshot(&t), before_v2);
     let kept = report["restore"]["kept_database"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(snapshot(&t, &kept), after_v2);
+    assert_eq!(snapshot_of(&t, &kept), after_v2);
     let audit = t.audit();
     let last = audit.last().unwrap();
     assert_eq!(
@@ -169,13 +163,7 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
     );
 
     // A deploy failing at migrate (0003 applies again, then 0004 fails) names the rollback.
-    std::fs::write(
-        t.migrations.join("0004_broken.sql"),
-        "SELECT * FROM no_such_table;\n",
-    )
-    .unwrap();
-    let r = t.run(&["deploy", "--sha", V3]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    let r = deploy_breaking_at(&t, "0004_broken.sql", V3, &[]);
     assert!(
         r.stderr.contains("to undo this deploy: `cargo xtask rollback --env local --yes` restores b2:station-backups/postgres/"),
         "{}",
@@ -186,25 +174,15 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
         "{}",
         r.stderr
     );
-    assert_ne!(snapshot(&t, "station"), before_v2, "0003 was applied by v3");
+    assert_ne!(snapshot(&t), before_v2, "0003 was applied by v3");
 
     // With --rollback-on-failure it runs: v3 failed after applying 0003, so v4's own backup holds
     // v3's migration; the rollback undoes v3 and v4 and restores v3's backup: the state before v3,
     // which is the state the rollback of v2 left.
-    let before_v4 = snapshot(&t, "station");
+    let before_v4 = snapshot(&t);
     assert_ne!(before_v4, before_v2);
-    std::fs::write(
-        t.migrations.join("0004_broken.sql"),
-        "CREATE TABLE half (x int);\n",
-    )
-    .unwrap();
-    std::fs::write(
-        t.migrations.join("0005_broken.sql"),
-        "SELECT * FROM no_such_table;\n",
-    )
-    .unwrap();
-    let r = t.run(&["deploy", "--sha", V4, "--rollback-on-failure"]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    migration(&t, "0004_broken.sql", "CREATE TABLE half (x int);\n");
+    let r = deploy_breaking_at(&t, "0005_broken.sql", V4, &["--rollback-on-failure"]);
     assert!(
         r.stderr.contains("rolled back (--rollback-on-failure)"),
         "{}",
@@ -215,7 +193,7 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
         "{}",
         r.stderr
     );
-    assert_eq!(snapshot(&t, "station"), before_v2);
+    assert_eq!(snapshot(&t), before_v2);
     let last = t.audit().last().unwrap().clone();
     assert_eq!(
         (last["step"].as_str(), last["sha"].as_str()),
@@ -234,9 +212,7 @@ fn rollback_after_a_deploy_with_a_migration_puts_the_database_back() {
 fn a_failed_health_only_deploy_names_no_rollback_of_an_older_deploy() {
     // Regression: `deploy --step health` runs no migrations; when it failed, the rollback of the
     // last deploy that did (v1, yesterday's) was offered, and with --rollback-on-failure run.
-    let t = TestEnv::local(0o711);
-    let r = t.run(&["deploy", "--sha", V1]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let t = v1_deployed();
     // Health fails: PostgreSQL and Redis are stopped.
     let r = t.run(&["local", "down"]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -273,53 +249,28 @@ fn a_failed_health_only_deploy_names_no_rollback_of_an_older_deploy() {
 /// The `pre-deploy-<sha7>` backups of the bucket, oldest first (the names sort by time).
 fn pre_deploy_objects(t: &TestEnv, sha: &str) -> Vec<String> {
     let label = format!("pre-deploy-{}", &sha[..7]);
-    let base = t.state_dir.join("objects/station-backups/postgres");
-    let mut v = Vec::new();
-    for month in std::fs::read_dir(&base).unwrap().flatten() {
-        for f in std::fs::read_dir(month.path()).unwrap().flatten() {
-            let n = f.file_name().to_string_lossy().into_owned();
-            if n.contains(&label) && n.ends_with(".sql.gz") {
-                v.push(n);
-            }
-        }
-    }
-    v.sort();
-    v
+    backup_files(t, |n| n.contains(&label) && n.ends_with(".sql.gz"))
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
 fn a_retried_failed_deploy_rolls_back_to_the_first_pre_deploy_backup() {
     // Regression: the retry's pre-deploy backup was taken AFTER the failed run's migration, and
     // rollback restored that one (the database kept the bad migration).
-    let t = TestEnv::local(0o711);
-    let r = t.run(&["deploy", "--sha", V1]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    sql(
-        &t,
-        "station",
-        "INSERT INTO users (email, display_name) VALUES ('a@example.org', 'A'); \
-         INSERT INTO stations (owner_id, name) SELECT 1, 'station ' || g FROM generate_series(1, 50) g",
-    );
-    let before_v2 = snapshot(&t, "station");
+    let (t, before_v2) = v1_deployed_with(&user_and_stations(50));
     // v2: 0003 applies (schema and data change), then 0004 fails; the deploy fails after migrating.
-    std::fs::write(
-        t.migrations.join("0003_notes.sql"),
+    migration(
+        &t,
+        "0003_notes.sql",
         "ALTER TABLE stations ADD COLUMN notes text; DELETE FROM stations WHERE id % 2 = 0;\n",
-    )
-    .unwrap();
-    std::fs::write(
-        t.migrations.join("0004_broken.sql"),
-        "SELECT * FROM no_such_table;\n",
-    )
-    .unwrap();
+    );
+    migration(&t, "0004_broken.sql", BROKEN);
     for attempt in ["first", "retry"] {
         let r = t.run(&["deploy", "--sha", V2]);
         assert_eq!(r.code, 1, "{attempt}: {}", r.all());
-        assert_ne!(
-            snapshot(&t, "station"),
-            before_v2,
-            "{attempt}: 0003 applied"
-        );
+        assert_ne!(snapshot(&t), before_v2, "{attempt}: 0003 applied");
         std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct backup names
     }
     let objects = pre_deploy_objects(&t, V2);
@@ -360,7 +311,7 @@ fn a_retried_failed_deploy_rolls_back_to_the_first_pre_deploy_backup() {
         .ends_with(&objects[0]));
     assert_eq!(report["planned_under_lock"], true);
     // The database equals the FIRST pre-deploy backup: as it was before v2's migration.
-    assert_eq!(snapshot(&t, "station"), before_v2);
+    assert_eq!(snapshot(&t), before_v2);
     assert!(steps(&t.audit()).contains(&"rollback:lock ok".to_string()));
     assert!(!t.state_dir.join("deploy.lock").exists(), "lock released");
 
@@ -374,7 +325,7 @@ fn a_retried_failed_deploy_rolls_back_to_the_first_pre_deploy_backup() {
         "{}",
         r.stderr
     );
-    assert_eq!(snapshot(&t, "station"), before_v2);
+    assert_eq!(snapshot(&t), before_v2);
     assert_eq!(
         t.audit().last().unwrap()["step"],
         "rollback",
@@ -406,9 +357,7 @@ fn a_rollback_without_an_audit_log_says_how_to_restore_by_hand() {
 
 #[test]
 fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
-    let t = TestEnv::local(0o711);
-    let r = t.run(&["deploy", "--sha", V1]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let t = v1_deployed();
     // An audit log that cannot be parsed: reading it would be exit 2 (input error).
     let log = t.state_dir.join("deploy-audit.jsonl");
     let before = std::fs::read_to_string(&log).unwrap();
@@ -416,9 +365,7 @@ fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
     let r = t.run(&["rollback", "--env", "local", "--yes"]);
     assert_eq!(r.code, 2, "the log is read without the lock: {}", r.all());
     // A deploy holding the lock: exit 1 naming it, before the log is read.
-    let place = xtask::deploy::lock::LockPlace::File(t.state_dir.join("deploy.lock"));
-    let info = xtask::deploy::lock::LockInfo::new("abc1234", 600, "held-by-test".into());
-    let (_guard, _) = xtask::deploy::lock::acquire(&place, &info, false).unwrap();
+    let _guard = hold_deploy_lock(&t);
     let r = t.run(&["rollback", "--env", "local", "--yes"]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
@@ -434,13 +381,8 @@ fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
     drop(_guard);
     // A stale lock (a killed deploy's: its process is gone) refuses too, naming --force-unlock,
     // which breaks it; then the log is read.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let stale = serde_json::json!({
-        "owner": "ci", "host": host.trim(), "pid": 999_999_999u32, "sha": V2,
-        "started_unix": 1_796_000_000u64, "expires_unix": 4_000_000_000u64, "run_url": null,
-        "token": "killed-deploy"
-    });
-    std::fs::write(t.state_dir.join("deploy.lock"), stale.to_string()).unwrap();
+    let stale = lock_file_text(999_999_999, V2, "killed-deploy");
+    std::fs::write(t.state_dir.join("deploy.lock"), stale).unwrap();
     let r = t.run(&["rollback", "--env", "local", "--yes"]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("--force-unlock"), "{}", r.stderr);
@@ -448,16 +390,6 @@ fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
     assert_eq!(r.code, 2, "past the lock, the bad log line: {}", r.all());
     assert!(r.stderr.contains("broke a stale lock"), "{}", r.stderr);
     assert!(!t.state_dir.join("deploy.lock").exists(), "released again");
-}
-
-fn kept_databases(t: &TestEnv) -> u64 {
-    sql(
-        t,
-        "postgres",
-        "SELECT count(*) FROM pg_database WHERE datname LIKE 'station\\_before\\_restore\\_%'",
-    )
-    .parse()
-    .unwrap()
 }
 
 /// Stop the local redis-server (its pidfile) and wait until it is gone.
@@ -483,23 +415,16 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
     // Regression: a rollback failing after its swap (here at verify-redis) was a failed
     // `rollback` that marked nothing undone, so a re-run restored the same backup again and moved
     // every write since the first swap into a second kept database.
-    let t = TestEnv::local(0o711);
-    let r = t.run(&["deploy", "--sha", V1]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    sql(
+    let (t, before_v2) =
+        v1_deployed_with("INSERT INTO users (email, display_name) VALUES ('a@example.org', 'A')");
+    migration(
         &t,
-        "station",
-        "INSERT INTO users (email, display_name) VALUES ('a@example.org', 'A')",
-    );
-    let before_v2 = snapshot(&t, "station");
-    std::fs::write(
-        t.migrations.join("0003_notes.sql"),
+        "0003_notes.sql",
         "CREATE TABLE station_notes (id int);\n",
-    )
-    .unwrap();
+    );
     let r = t.run(&["deploy", "--sha", V2]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let after_v2 = snapshot(&t, "station");
+    let after_v2 = snapshot(&t);
 
     // Expecting to undo another deploy than the plan under the lock: refused, nothing changed.
     let audit_len = t.audit().len();
@@ -512,7 +437,7 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
         "{}",
         r.stderr
     );
-    assert_eq!(snapshot(&t, "station"), after_v2);
+    assert_eq!(snapshot(&t), after_v2);
     assert_eq!(t.audit().len(), audit_len, "nothing recorded");
     assert!(!t.state_dir.join("deploy.lock").exists(), "lock released");
 
@@ -524,8 +449,8 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
         "{}",
         r.stderr
     );
-    assert_eq!(snapshot(&t, "station"), before_v2);
-    assert_eq!(kept_databases(&t), 1);
+    assert_eq!(snapshot(&t), before_v2);
+    assert_eq!(kept_dbs(&t).len(), 1);
     let last = t.audit().last().unwrap().clone();
     assert_eq!(
         (last["step"].as_str(), last["status"].as_str()),
@@ -538,7 +463,7 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
         "station",
         "INSERT INTO users (email, display_name) VALUES ('b@example.org', 'B')",
     );
-    let after_swap = snapshot(&t, "station");
+    let after_swap = snapshot(&t);
 
     // A plain re-run: refused, no second restore, saying what is left and how.
     let r = t.run(&["rollback", "--env", "local", "--yes"]);
@@ -551,14 +476,14 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
         "{}",
         r.stderr
     );
-    assert_eq!(kept_databases(&t), 1, "restored a second time");
-    assert_eq!(snapshot(&t, "station"), after_swap);
+    assert_eq!(kept_dbs(&t).len(), 1, "restored a second time");
+    assert_eq!(snapshot(&t), after_swap);
 
     // Resumed while Redis is still down: fails at verify-redis again, restores nothing.
     let r = t.run(&["rollback", "--env", "local", "--yes", "--resume"]);
     assert_ne!(r.code, 0, "{}", r.all());
     assert!(r.stderr.contains("--resume --yes` again"), "{}", r.stderr);
-    assert_eq!(kept_databases(&t), 1);
+    assert_eq!(kept_dbs(&t).len(), 1);
 
     // Redis back: the resume runs just the steps left and finishes the rollback.
     let r = t.run(&["local", "up"]);
@@ -574,8 +499,8 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
         r.stderr
     );
     assert!(!r.stderr.contains("==> swap"), "{}", r.stderr);
-    assert_eq!(kept_databases(&t), 1);
-    assert_eq!(snapshot(&t, "station"), after_swap);
+    assert_eq!(kept_dbs(&t).len(), 1);
+    assert_eq!(snapshot(&t), after_swap);
     let audit = t.audit();
     let last = audit.last().unwrap();
     assert_eq!(
@@ -596,7 +521,7 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
     let r = t.run(&["rollback", "--env", "local", "--yes", "--resume"]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("nothing to resume"), "{}", r.stderr);
-    assert_eq!(kept_databases(&t), 1);
+    assert_eq!(kept_dbs(&t).len(), 1);
 }
 
 /// `--rollback-on-failure` restoring the failed run's own backup replays it as the database user
@@ -604,29 +529,17 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
 /// which the restore's own role cannot replay, is rolled back too.
 #[test]
 fn rollback_on_failure_restores_the_runs_own_backup_with_default_privileges() {
-    let t = TestEnv::local(0o711);
-    let r = t.run(&["deploy", "--sha", V1]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    sql(
-        &t,
-        "station",
+    let (t, before) = v1_deployed_with(
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC; \
          INSERT INTO users (email, display_name) VALUES ('d@example.org', 'D')",
     );
-    let before = snapshot(&t, "station");
-    std::fs::write(
-        t.migrations.join("0003_broken.sql"),
-        "SELECT * FROM no_such_table;\n",
-    )
-    .unwrap();
-    let r = t.run(&["deploy", "--sha", V2, "--rollback-on-failure"]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    let r = deploy_breaking_at(&t, "0003_broken.sql", V2, &["--rollback-on-failure"]);
     assert!(
         r.stderr.contains("rolled back (--rollback-on-failure)"),
         "{}",
         r.stderr
     );
-    assert_eq!(snapshot(&t, "station"), before);
+    assert_eq!(snapshot(&t), before);
     // Not pinned (a plain restore of that backup), it replays as the restore's role: refused,
     // naming --trust-dump.
     let r = t.run(&[
@@ -639,5 +552,5 @@ fn rollback_on_failure_restores_the_runs_own_backup_with_default_privileges() {
     ]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("--trust-dump"), "{}", r.stderr);
-    assert_eq!(snapshot(&t, "station"), before);
+    assert_eq!(snapshot(&t), before);
 }

@@ -9,8 +9,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::services_and_backup;
-use xtask::local::state::LocalState;
 use xtask::services::free_port;
 use xtask::services::procscan::{argv_of, ArgvWatch};
 use xtask::services::redis::{RedisConfig, RedisServer};
@@ -39,18 +37,7 @@ impl Run {
 }
 
 fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.arg("verify-redis")
-        .args(args)
-        .env_remove("REDISCLI_AUTH")
-        .env_remove("REDIS_PASSWORD")
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
+    let mut c = common::verify_redis_command(args, envs);
     let t = Instant::now();
     let o = c.output().unwrap();
     Run {
@@ -138,40 +125,9 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// A `local` environment whose state lives in `root/state` (redis dir `root/state/redis`; the state
-/// dir must be a directory of its own inside the repository `root`): environments file, state.json.
-/// Returns the env vars that make `--env local` use it.
+/// A `local` environment whose Redis is on `port` with `password` (see `redis_local_env`).
 fn local_env(root: &Path, port: u16, password: &str) -> Vec<(String, String)> {
-    let envs = root.join("environments.toml");
-    let text = format!(
-        r#"[environments.local]
-transport = "local"
-description = "test"
-compose_file = "docker-compose.prod.yml"
-compose_project = "station-local"
-state_dir = "{}"
-database = "station"
-db_user = "station"
-migrations_dir = "infra/migrations"
-migration_command = "builtin:sql-migrations"
-health_url = ""
-{tables}"#,
-        root.join("state").display(),
-        tables = services_and_backup("local", "station-backups", "postgres"),
-    );
-    std::fs::write(&envs, text).unwrap();
-    LocalState {
-        pg_port: 1,
-        pg_password: "unused".into(),
-        redis_port: port,
-        redis_password: password.into(),
-    }
-    .save(&root.join("state/state.json"))
-    .unwrap();
-    vec![
-        ("XTASK_ENVIRONMENTS".into(), envs.display().to_string()),
-        ("XTASK_ROOT".into(), root.display().to_string()),
-    ]
+    common::redis_local_env(root, port, password, "")
 }
 
 /// A directory holding wrappers for `tools` that log their argv and environment to `log`, then

@@ -4,44 +4,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::Run;
 use xtask::services::free_port;
 use xtask::services::redis::{RedisConfig, RedisServer};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("{e}\nstdout: {}\nstderr: {}", self.stdout, self.stderr))
-    }
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
 fn xtask(args: &[&str]) -> Run {
-    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("verify-redis")
-        .args(args)
-        .env_remove("REDISCLI_AUTH")
-        .env_remove("REDIS_PASSWORD")
-        .env_remove("REDIS_SENTINEL_PASSWORD")
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    xtask_env(args, &[])
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
@@ -561,59 +532,12 @@ fn prometheus_textfile_follows_a_lapse_and_covers_every_node() {
 /// A `local` environment whose Redis is `primary`, declaring `replication` (a TOML table body).
 /// `root` stands for the repository; the state dir is `root/state`, a directory of its own inside it.
 fn env_file(root: &Path, primary: u16, replication: &str) -> Vec<(String, String)> {
-    let envs = root.join("environments.toml");
-    let text = format!(
-        r#"[environments.local]
-transport = "local"
-description = "test"
-compose_file = "docker-compose.prod.yml"
-compose_project = "station-local"
-state_dir = "{}"
-database = "station"
-db_user = "station"
-migrations_dir = "infra/migrations"
-migration_command = "builtin:sql-migrations"
-health_url = ""
-{tables}
-[environments.local.redis_replication]
-{replication}
-"#,
-        root.join("state").display(),
-        tables = common::services_and_backup("local", "station-backups", "postgres"),
-    );
-    std::fs::write(&envs, text).unwrap();
-    std::fs::create_dir_all(root.join("state")).unwrap();
-    xtask::local::state::LocalState {
-        pg_port: 1,
-        pg_password: "unused".into(),
-        redis_port: primary,
-        redis_password: String::new(),
-    }
-    .save(&root.join("state/state.json"))
-    .unwrap();
-    vec![
-        ("XTASK_ENVIRONMENTS".into(), envs.display().to_string()),
-        ("XTASK_ROOT".into(), root.display().to_string()),
-    ]
+    let table = format!("\n[environments.local.redis_replication]\n{replication}\n");
+    common::redis_local_env(root, primary, "", &table)
 }
 
 fn xtask_env(args: &[&str], env: &[(String, String)]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.arg("verify-redis")
-        .args(args)
-        .env_remove("REDISCLI_AUTH")
-        .env_remove("REDIS_PASSWORD")
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::from(common::verify_redis_command(args, env).output().unwrap())
 }
 
 #[test]

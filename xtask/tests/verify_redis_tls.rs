@@ -4,35 +4,17 @@
 
 #![cfg(feature = "tls")]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Run;
 use xtask::services::free_port;
 use xtask::services::redis::{RedisConfig, RedisServer};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.arg("verify-redis")
-        .args(args)
-        .env_remove("REDISCLI_AUTH")
-        .env_remove("REDIS_PASSWORD")
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::from(common::verify_redis_command(args, envs).output().unwrap())
 }
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -17,7 +17,7 @@ pub mod steps;
 
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
-use plan::{Sha, Step};
+use plan::Step;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -56,10 +56,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
-    let sha = match &args.sha {
-        Some(s) => Sha::parse(s)?,
-        None => crate::git::head_sha(&envs.root)?,
-    };
+    let sha = crate::git::sha_or_head(args.sha.as_deref(), &envs.root)?;
     let host = crate::host::Host::planned(env)?;
     let steps = plan::steps_for(host.remote().is_some(), args.step)?;
     if args.dry_run {

@@ -12,11 +12,14 @@ use xtask::local::state::{LocalPaths, LocalState};
 use xtask::services::free_port;
 use xtask::services::postgres::{temp_base, Cluster};
 use xtask::services::procscan::ArgvWatch;
+use xtask::services::sshd::Sshd;
 
 pub const PASSWORD: &str = "Pg-s3cret-7f1c2e9a";
 
 #[path = "../common/mod.rs"]
 mod common;
+#[allow(unused_imports)] // for the test files that write a deploy lock file
+pub use common::lock_file_text;
 pub use common::{repo as repo_root, services_and_backup};
 
 pub fn script() -> PathBuf {
@@ -211,4 +214,56 @@ pub fn run_watching_argv(mut cmd: Command, secret: &str) -> (Output, Vec<String>
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// `date -u -d "<when>" +%Y%m%d_%H%M%S`.
+pub fn stamp(when: &str) -> String {
+    let o = Command::new("date")
+        .args(["-u", "-d", when, "+%Y%m%d_%H%M%S"])
+        .output()
+        .unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// The environments file of an `ssh` environment `remote` on this machine as this user, in
+/// `remote_dir` there; its SSH host, port, known_hosts and key from the variables `<vars>_SSH_HOST`,
+/// `_PORT`, `_KNOWN_HOSTS` and `_KEY` (see [`ssh_vars`]).
+pub fn ssh_remote_toml(remote_dir: &Path, vars: &str) -> String {
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    format!(
+        r#"
+[environments.remote]
+transport = "ssh"
+description = "ssh test"
+compose_file = "docker-compose.prod.yml"
+compose_project = "station"
+env_file = ".env.production"
+remote_dir = "{}"
+database = "station"
+db_user = "station"
+migration_command = "true"
+{tables}
+[environments.remote.ssh]
+host_env = "{vars}_SSH_HOST"
+user = "{user}"
+port_env = "{vars}_SSH_PORT"
+known_hosts_env = "{vars}_SSH_KNOWN_HOSTS"
+key_env = "{vars}_SSH_KEY"
+"#,
+        remote_dir.display(),
+        tables = services_and_backup("remote", "station-backups", "postgres"),
+    )
+}
+
+/// The variables of [`ssh_remote_toml`] for `sshd` (on loopback, its known_hosts and user key).
+pub fn ssh_vars(vars: &str, sshd: &Sshd) -> Vec<(String, PathBuf)> {
+    vec![
+        (format!("{vars}_SSH_HOST"), "127.0.0.1".into()),
+        (format!("{vars}_SSH_PORT"), sshd.port.to_string().into()),
+        (format!("{vars}_SSH_KNOWN_HOSTS"), sshd.known_hosts()),
+        (format!("{vars}_SSH_KEY"), sshd.user_key()),
+    ]
 }

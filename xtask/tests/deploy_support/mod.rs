@@ -5,10 +5,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 #[path = "../common/mod.rs"]
 mod common;
+#[allow(unused_imports)] // for the test files that write a deploy lock file
+pub use common::lock_file_text;
 pub use common::{repo, services_and_backup, Run};
 
 pub struct TestEnv {
@@ -105,14 +107,8 @@ impl TestEnv {
 
     /// `psql` against the test environment's database (password from state.json via PGPASSWORD).
     pub fn psql(&self, sql: &str) -> std::process::Output {
-        let s = self.state();
-        Command::new("psql")
+        pg(self, "psql", "station")
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .env("PGHOST", "127.0.0.1")
-            .env("PGPORT", s["pg_port"].as_u64().unwrap().to_string())
-            .env("PGUSER", "station")
-            .env("PGDATABASE", "station")
-            .env("PGPASSWORD", s["pg_password"].as_str().unwrap())
             .output()
             .unwrap()
     }
@@ -149,4 +145,108 @@ pub fn steps(audit: &[serde_json::Value]) -> Vec<String> {
 
 pub fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A PostgreSQL client `tool` (`psql`, `pg_dump`) for database `db` of the test environment, as
+/// `station` (the password from state.json via PGPASSWORD), stdin closed.
+pub fn pg(t: &TestEnv, tool: &str, db: &str) -> Command {
+    let s = t.state();
+    let mut c = Command::new(tool);
+    c.env("PGHOST", "127.0.0.1")
+        .env("PGPORT", s["pg_port"].as_u64().unwrap().to_string())
+        .env("PGUSER", "station")
+        .env("PGDATABASE", db)
+        .env("PGPASSWORD", s["pg_password"].as_str().unwrap())
+        .stdin(Stdio::null());
+    c
+}
+
+/// `psql -q -A -t -c q` in `db`, stopping at the first error (which fails the test): the output,
+/// trimmed.
+pub fn sql(t: &TestEnv, db: &str, q: &str) -> String {
+    let o = pg(t, "psql", db)
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", q])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{q}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `pg_dump --schema-only` of `db`, without the per-dump random `\restrict` key lines.
+pub fn schema(t: &TestEnv, db: &str) -> String {
+    let o = pg(t, "pg_dump", db).arg("--schema-only").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The per-table row counts of `db` (as `backup drill` counts them).
+pub fn counts(t: &TestEnv, db: &str) -> String {
+    sql(t, db, xtask::backup::drill::COUNT_SQL)
+}
+
+/// Schema text and per-table counts of `db`.
+pub fn snapshot_of(t: &TestEnv, db: &str) -> (String, String) {
+    (schema(t, db), counts(t, db))
+}
+
+/// Schema text and per-table counts of the live database (`station`).
+pub fn snapshot(t: &TestEnv) -> (String, String) {
+    snapshot_of(t, "station")
+}
+
+/// The databases whose names are `LIKE like`, sorted.
+pub fn databases(t: &TestEnv, like: &str) -> Vec<String> {
+    sql(
+        t,
+        "postgres",
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}' ORDER BY 1"),
+    )
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+/// The scratch databases a restore replays into (left behind only by a fault).
+pub fn scratch_dbs(t: &TestEnv) -> Vec<String> {
+    databases(t, "station\\_restore\\_%")
+}
+
+/// The databases a restore's swap replaced and kept.
+pub fn kept_dbs(t: &TestEnv) -> Vec<String> {
+    databases(t, "station\\_before\\_restore\\_%")
+}
+
+/// The deploy lock of the test environment, held as a running deploy holds it (until the guard
+/// drops).
+pub fn hold_deploy_lock(t: &TestEnv) -> xtask::deploy::lock::LockGuard {
+    let place = xtask::deploy::lock::LockPlace::File(t.state_dir.join("deploy.lock"));
+    let info = xtask::deploy::lock::LockInfo::new("abc1234", 600, "held-by-test".into());
+    xtask::deploy::lock::acquire(&place, &info, false)
+        .unwrap()
+        .0
+}
+
+/// The files of the bucket's PostgreSQL backups (dumps and manifests, in the local remote's
+/// `<year-month>` directories) whose names `keep` takes, sorted (the names sort by time); none
+/// before the first backup.
+pub fn backup_files(t: &TestEnv, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let base = t.state_dir.join("objects/station-backups/postgres");
+    let mut v = Vec::new();
+    for month in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(month.path()).unwrap().flatten() {
+            if keep(&f.file_name().to_string_lossy()) {
+                v.push(f.path());
+            }
+        }
+    }
+    v.sort();
+    v
 }
