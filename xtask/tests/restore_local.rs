@@ -1558,3 +1558,59 @@ fn a_pinned_backup_whose_manifest_says_another_sha256_is_refused() {
     assert_eq!(snapshot(&t), before);
     assert!(scratch_dbs(&t).is_empty());
 }
+
+/// The counts are taken in the replay's own transaction, before its COMMIT: a backup whose
+/// manifest gives other counts (its sha256 and size still its dump's) is never committed, streamed
+/// or (`--trust-dump`) downloaded first; and a dump whose end takes in the check and the COMMIT
+/// (an unterminated COPY: they become its rows) is refused (the check did not run), not reported
+/// restored.
+#[test]
+fn counts_that_are_not_the_manifests_are_never_committed() {
+    let (t, file, text) = with_good_dump();
+    let before = snapshot(&t);
+    let manifest = file.with_file_name(format!(
+        "{}.json",
+        file.file_name().unwrap().to_str().unwrap()
+    ));
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    assert!(m.contains("\"public.accounts\" : 3000"), "{m}");
+    std::fs::write(
+        &manifest,
+        m.replace("\"public.accounts\" : 3000", "\"public.accounts\" : 2999"),
+    )
+    .unwrap();
+    let roles = "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'station\\_restore\\_%'";
+    for extra in [&[][..], &["--trust-dump"][..]] {
+        let mut args = vec!["restore", "--env", "local", "--label", "good", "--yes"];
+        args.extend(extra);
+        let r = t.run(&args);
+        assert_eq!(r.code, 1, "{extra:?}: {}", r.all());
+        assert!(
+            r.all().contains(
+                "differs from the manifest (counted before the commit, which did not happen): \
+                 table public.accounts manifest 2999 restored 3000"
+            ),
+            "{extra:?}: {}",
+            r.all()
+        );
+        assert_eq!(snapshot(&t), before, "{extra:?}");
+        assert!(scratch_dbs(&t).is_empty(), "{extra:?}");
+        assert!(kept_dbs(&t).is_empty(), "{extra:?}");
+        assert_eq!(sql(&t, "postgres", roles), "0", "{extra:?}");
+    }
+    // No manifest: nothing to compare the counts with, but the check must have run.
+    let swallowed = with_statements(
+        &text,
+        "CREATE TABLE public.sink (line text);\nCOPY public.sink FROM stdin;",
+    );
+    let (_, r) = restore_planted(&t, &file, 1, &swallowed, "an unterminated COPY at the end");
+    assert!(
+        r.all().contains("the replay's check printed nothing"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+    assert!(kept_dbs(&t).is_empty());
+    assert_eq!(sql(&t, "postgres", roles), "0");
+}

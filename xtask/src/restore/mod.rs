@@ -32,7 +32,7 @@ use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
 
 use plan::{DbName, LiveFacts, Names, Stamp};
-use scratch::{Replayer, Scratch};
+use scratch::{Replay, Replayer, Scratch, Want};
 use target::{Fetched, Target};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -454,6 +454,7 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
             &create.iter().map(String::as_str).collect::<Vec<_>>(),
         )?
         .display();
+    let check = plan::check_sql(want(p).map(|w| (w.tables, w.migration)));
     let mut v = match streamed(p, opts) {
         Some(m) => vec![
             create,
@@ -464,6 +465,7 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
                 },
                 n.scratch.as_str(),
                 login,
+                &check,
             )?
             .display(),
         ],
@@ -474,6 +476,7 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
                 &target::Source::File("<dir>/backup.sql.gz"),
                 n.scratch.as_str(),
                 login,
+                &check,
             )?
             .display(),
         ],
@@ -484,11 +487,6 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
             &[plan::SAFE_SEARCH_PATH, &plan::scratch_props_sql(&n.scratch)],
         )?
         .display(),
-    );
-    let [path, counts, newest] = Replayer::count_sql();
-    v.push(
-        t.sql_each_cmd_as(n.scratch.as_str(), login, &[&path, &counts, &newest])?
-            .display(),
     );
     if !opts.trust_dump {
         let adopt = plan::adopt_sql(&n.scratch, &owner);
@@ -872,40 +870,30 @@ fn replayer<'a>(t: &'a Target, n: &'a Names, opts: &Options) -> Replayer<'a> {
     }
 }
 
-/// Count the restored database (as the replay role, under a fixed `search_path`: not the one the
-/// dump may have given its role) and compare with the manifest: the step's message, or exit 1 saying what
-/// differs.
-fn verify_counts(rp: &Replayer, p: &Planned) -> Result<String> {
-    let (restored, migration) = rp.count()?;
-    let migration = migration.as_deref();
-    let rows: u64 = restored.values().sum();
-    let Some(m) = &p.manifest else {
-        return Ok(format!(
-            "{} tables, {rows} rows, newest migration {} (no manifest: not compared)",
-            restored.len(),
-            migration.unwrap_or("none")
-        ));
-    };
-    let diff = plan::verify(
-        &m.tables,
-        &restored,
-        m.newest_migration.as_deref(),
-        migration,
-    );
-    if diff.is_empty() {
-        return Ok(format!(
-            "{} tables, {rows} rows and newest migration {} equal the manifest",
-            restored.len(),
-            migration.unwrap_or("none")
-        ));
+/// The manifest's counts and newest migration, which the replay must give before its commit.
+fn want(p: &Planned) -> Option<Want<'_>> {
+    p.manifest.as_ref().map(|m| Want {
+        tables: &m.tables,
+        migration: m.newest_migration.as_deref(),
+    })
+}
+
+/// What the replay counted before its commit (as the replay role, under a fixed `search_path`:
+/// not the one the dump may have given its session), compared with the manifest there (counts
+/// that differ were never committed): the verify step's message.
+fn counted(r: &Replay, p: &Planned) -> String {
+    let rows: u64 = r.tables.values().sum();
+    let migration = r.migration.as_deref().unwrap_or("none");
+    let tables = r.tables.len();
+    match &p.manifest {
+        None => format!(
+            "{tables} tables, {rows} rows, newest migration {migration} (no manifest: not compared)"
+        ),
+        Some(_) => format!(
+            "{tables} tables, {rows} rows and newest migration {migration} equal the manifest \
+             (counted in the replay's transaction, before its commit)"
+        ),
     }
-    Err(Error::failed(format!(
-        "the restored database differs from the manifest: {}; the live database is untouched",
-        diff.iter()
-            .map(|d| format!("{} manifest {} restored {}", d.what, d.manifest, d.restored))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
 }
 
 /// Steps 2-6. Returns the downtime (ms) once the restored database is live and healthy.
@@ -959,7 +947,7 @@ fn execute(
     // SQL runs uncommitted, within reach of nothing but the scratch database). Otherwise (no
     // manifest: rclone's own hash check after a download; --trust-dump: nothing of the object may
     // run before it is checked) it is downloaded and checked first.
-    if let Some(m) = streamed(p, run.opts) {
+    let replayed: Replay = if let Some(m) = streamed(p, run.opts) {
         run.step("download+restore", |_| {
             // The size as listed: a different object is refused before anything runs (one
             // replaced since the listing has another sha256, checked before the commit).
@@ -970,14 +958,15 @@ fn execute(
                 path: &p.object.path,
                 sha256: &m.sha256,
             };
-            let (got, secs) = rp.replay(&source)?;
-            let sum = got.unwrap_or_default();
+            let got = rp.replay(&source, want(p))?;
+            let sum = got.sha256.clone().unwrap_or_default();
             // The script compared it already; the manifest says so again in its own words.
             m.check_dump(&p.object.path, p.object.size, Some(&sum))
                 .map_err(|e| e.context("nothing was restored"))?;
             let size = p.object.size;
+            let secs = got.secs;
             Ok((
-                (),
+                got,
                 format!(
                     "streamed into {} in {:.1}s, one pass: sha256 {sum} and {size} bytes match \
                      the manifest, checked before the one transaction was committed (under \
@@ -987,7 +976,7 @@ fn execute(
                     rp.words()
                 ),
             ))
-        })?;
+        })?
     } else {
         let fetched: Fetched = run.step("download", |r| {
             // The empty scratch database is created while the object downloads (nothing of the
@@ -1028,9 +1017,10 @@ fn execute(
         run.check_interrupt()?;
         run.step("restore", |_| {
             let file = format!("{}/backup.sql.gz", fetched.dir);
-            let (_, secs) = rp.replay(&target::Source::File(&file))?;
+            let got = rp.replay(&target::Source::File(&file), want(p))?;
+            let secs = got.secs;
             Ok((
-                (),
+                got,
                 format!(
                     "into {} in {:.1}s (one transaction, under \\restrict, as {})",
                     n.scratch,
@@ -1038,8 +1028,8 @@ fn execute(
                     rp.words()
                 ),
             ))
-        })?;
-    }
+        })?
+    };
     run.check_interrupt()?;
     run.step("verify", |r| {
         // First what the dump did to the database itself (the swap would carry it into the live
@@ -1049,7 +1039,7 @@ fn execute(
             eprintln!("warning: {w}");
             r.warnings.push(w);
         }
-        let m = verify_counts(&rp, p)?;
+        let m = counted(&replayed, p);
         if r.opts.trust_dump {
             return Ok(((), m));
         }

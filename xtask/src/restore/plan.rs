@@ -825,9 +825,118 @@ pub fn finish_by_hand(n: &Names, kept: bool, limit: i64) -> (String, String) {
     (renamed, not_renamed)
 }
 
+// ---------------------------------------------------------------------------------------------
+// The replay's check: run in the replay's own transaction after the dump, before its COMMIT.
+
+/// The restored database's per-table counts and newest migration as one JSON object
+/// (`{"tables": {"schema.table": n}, "migration": name | null}`, counted as `backup-db.sh` counts
+/// them for the manifest), printed and kept in the session's `xtask.got` for [`check_sql`]'s gate.
+fn got_sql() -> String {
+    format!(
+        "SELECT pg_catalog.set_config('xtask.got', pg_catalog.jsonb_build_object('tables', \
+         (SELECT coalesce(pg_catalog.jsonb_object_agg(t.k, t.n), '{{}}'::pg_catalog.jsonb) FROM (\
+         SELECT format('%I.%I', n.nspname, c.relname) AS k, \
+         (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', \
+         n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') t), \
+         'migration', nullif(({}), ''))::text, false)",
+        crate::backup::drill::NEWEST_MIGRATION_SQL
+    )
+}
+
+/// What the gate raises when the counts are not the manifest's (psql's error names it).
+pub const GATE_TAG: &str = "xtask-gate:";
+
+/// The check `replay.sh` runs after the dump in the replay's own transaction, before its COMMIT:
+/// the counts and the newest migration ([`got_sql`]: taken there, the scan is over rows only this
+/// transaction has written, so it sets no hint bits and dirties no page), and with `want` (the
+/// manifest's counts and newest migration) a gate that raises when they differ, so such a
+/// restore is never committed. First the session's settings are reset (`RESET ALL`,
+/// `RESET ROLE`): nothing the dump SET applies, and names resolve in pg_catalog first, the
+/// dump's `public` next, its session's temp schema last (where the dump could have put a
+/// `pg_class` of its own).
+pub fn check_sql(want: Option<(&BTreeMap<String, u64>, Option<&str>)>) -> String {
+    let mut v = vec![
+        "RESET ALL;".to_string(),
+        "RESET ROLE;".to_string(),
+        "SET search_path = pg_catalog, public, pg_temp;".to_string(),
+        format!("{};", got_sql()),
+    ];
+    if let Some((tables, migration)) = want {
+        let want = serde_json::json!({ "tables": tables, "migration": migration }).to_string();
+        v.push("SET standard_conforming_strings = on;".to_string());
+        v.push(format!("SET xtask.want = '{}';", want.replace('\'', "''")));
+        v.push(format!(
+            "DO $xtask$BEGIN IF pg_catalog.current_setting('xtask.got')::pg_catalog.jsonb \
+             IS DISTINCT FROM pg_catalog.current_setting('xtask.want')::pg_catalog.jsonb THEN \
+             RAISE EXCEPTION '{GATE_TAG} the restored database differs from its manifest'; \
+             END IF; END$xtask$;"
+        ));
+    }
+    v.join("\n")
+}
+
+/// What [`check_sql`] printed: the restored per-table counts and newest migration.
+pub fn parse_check(out: &str) -> Result<(BTreeMap<String, u64>, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Got {
+        tables: BTreeMap<String, u64>,
+        migration: Option<String>,
+    }
+    let line = out.lines().find(|l| !l.trim().is_empty()).ok_or_else(|| {
+        Error::failed(
+            "the replay's check printed nothing: the dump did not end where a pg_dump dump ends \
+             (an unterminated statement took in the check and the COMMIT?)",
+        )
+    })?;
+    let got: Got = serde_json::from_str(line.trim()).map_err(|e| {
+        Error::failed(format!(
+            "unexpected answer of the replay's check {line:?}: {e}"
+        ))
+    })?;
+    Ok((got.tables, got.migration))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replay_check_gates_only_with_a_manifest_and_quotes_what_it_carries() {
+        let plain = check_sql(None);
+        assert!(plain.starts_with(
+            "RESET ALL;\nRESET ROLE;\nSET search_path = pg_catalog, public, pg_temp;"
+        ));
+        assert!(!plain.contains("DO $xtask$"), "{plain}");
+        let tables = BTreeMap::from([("public.\"it's\"".to_string(), 3u64)]);
+        let gated = check_sql(Some((&tables, Some("0002_o'k"))));
+        assert!(gated.contains(GATE_TAG), "{gated}");
+        // The manifest's JSON as one SQL literal: every quote doubled, nothing else changed.
+        let line = gated
+            .lines()
+            .find(|l| l.starts_with("SET xtask.want"))
+            .unwrap();
+        let lit = line
+            .strip_prefix("SET xtask.want = '")
+            .unwrap()
+            .strip_suffix("';")
+            .unwrap();
+        assert!(!lit.replace("''", "").contains('\''), "{lit}");
+        let v: serde_json::Value = serde_json::from_str(&lit.replace("''", "'")).unwrap();
+        assert_eq!(v["tables"]["public.\"it's\""], 3);
+        assert_eq!(v["migration"], "0002_o'k");
+        assert_eq!(
+            parse_check("{\"tables\": {\"public.a\": 2}, \"migration\": null}\n").unwrap(),
+            (BTreeMap::from([("public.a".to_string(), 2)]), None)
+        );
+        assert!(parse_check("")
+            .unwrap_err()
+            .to_string()
+            .contains("printed nothing"));
+        assert!(parse_check("3 rows").is_err());
+    }
 
     #[test]
     fn names_have_the_fixed_shapes_and_bad_names_are_refused() {

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
-# Replay a gzipped dump into the psql command given after the source, in one transaction that is
-# COMMITted only when the whole file decompressed cleanly (a truncated or damaged stream is never
-# committed, even when it ends on a statement). The source:
+# Replay a gzipped dump into the psql command given after the source and CHECK, in one transaction
+# that is COMMITted only when the whole file decompressed cleanly (a truncated or damaged stream is
+# never committed, even when it ends on a statement) and CHECK, SQL run in that transaction after
+# the dump, did not fail (it counts the rows, and raises when they are not the manifest's: the
+# counts are taken before the commit, on rows no other session has seen). The source:
 #   file PATH                          a file fetch.sh downloaded (and whose sha256 was checked)
 #   object OBJ SHA256 N FLAG*N         streamed from the bucket (`rclone cat` with the N flags) in the
 #                                      same pass: the object's sha256 is taken as it arrives (the
@@ -16,7 +18,11 @@
 # trailer (pg_dump 15.14+) are taken out, so any meta-command in the dump is an error
 # (ON_ERROR_STOP) and nothing is committed.
 #
-# stdout, one line: VERDICT RC [SHA256], VERDICT one of
+# psql's output must be unaligned and tuples only (`-A -t`): what CHECK prints follows the verdict
+# line, from a marker line carrying this run's key on (the dump cannot print that key: it never
+# sees it), so nothing the dump prints can pass for it.
+#
+# stdout: a line VERDICT RC [SHA256], then what CHECK printed; VERDICT one of
 #   ok      committed
 #   fetch   rclone failed with RC (object: 3 or 4 = not there): nothing committed
 #   differs the object's sha256 (given after RC) is not SHA256: nothing committed
@@ -43,6 +49,8 @@ case $kind in
     ;;
   *) exit 2 ;;
 esac
+check=$1
+shift
 if command -v igzip >/dev/null 2>&1; then
   gz=igzip
 elif command -v pigz >/dev/null 2>&1; then
@@ -153,10 +161,23 @@ stream() {
     fi
   fi
   if [ "$commit" = 1 ]; then
+    # On a line of its own (a dump cut before its trailer may end without a newline, in a
+    # comment). CHECK may RESET ALL: synchronous_commit is set again for the COMMIT.
+    printf '\n'
+    if [ -n "$check" ]; then
+      printf "SELECT 'xtask-check-%s';\n%s\nSET synchronous_commit = off;\n" "$key" "$check"
+    fi
     printf 'COMMIT;\n'
   fi
-} | "$@" >/dev/null
-pc=$?
+} | "$@" | sed -n "/^xtask-check-$key\$/,\$p" >"$dir/check"
+st=("${PIPESTATUS[@]}")
+pc=${st[1]}
+# The verdict, then what CHECK printed (the lines after its marker).
+say() {
+  echo "$1"
+  tail -n +2 "$dir/check"
+  exit 0
+}
 read -r gc sc <"$dir/status" || { gc=x sc=x; }
 tail=""
 if [ "$kind" = object ]; then
@@ -165,24 +186,21 @@ if [ "$kind" = object ]; then
   tail=" $sum"
   # No rclone status at all: the group was ended before the stream began (psql stopped first).
   if [ "$rc" = x ] && [ "$pc" != 0 ]; then
-    echo "psql $pc$tail"
-    exit 0
+    say "psql $pc$tail"
   fi
   if [ "$rc" != 0 ]; then
-    echo "fetch $rc"
-    exit 0
+    say "fetch $rc"
   fi
   if [ "$sum" != "$want_sum" ]; then
-    echo "differs 0$tail"
-    exit 0
+    say "differs 0$tail"
   fi
 fi
 # psql stopping first (an SQL error, the connection) leaves the stages before it SIGPIPEd (141) or
 # failing on the broken pipe: then psql's status is the cause, whatever they say.
 if [ "$pc" != 0 ]; then
-  echo "psql $pc$tail"
+  say "psql $pc$tail"
 elif [ "$gc" != 0 ] || [ "$sc" != 0 ]; then
-  echo "gunzip $gc/$sc$tail"
+  say "gunzip $gc/$sc$tail"
 else
-  echo "ok 0$tail"
+  say "ok 0$tail"
 fi

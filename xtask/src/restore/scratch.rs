@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use super::plan::{self, DbName};
 use super::target::{Source, Target};
-use crate::backup::drill::{parse_counts, COUNT_SQL, NEWEST_MIGRATION_SQL};
 use crate::error::{Error, Result};
 use crate::host::Login;
 
@@ -141,22 +140,43 @@ impl<'a> Replayer<'a> {
     }
 
     /// Replay `source` into the scratch database with the Ctrl-C handler able to end the
-    /// replay's session; a refusal for lack of rights says how to go on. The object's sha256 when
-    /// it streamed, and the seconds the replay took.
-    pub fn replay(&self, source: &Source<'_>) -> Result<(Option<String>, f64)> {
+    /// replay's session; a refusal for lack of rights says how to go on. In the replay's own
+    /// transaction, before its COMMIT, the tables are counted ([`plan::check_sql`]); with `want`
+    /// (the manifest's counts and newest migration) counts that differ are never committed:
+    /// exit 1 saying what differs.
+    pub fn replay(&self, source: &Source<'_>, want: Option<Want<'_>>) -> Result<Replay> {
         if let Ok(mut g) = super::REPLAYING.lock() {
             *g = Some((self.t.clone(), self.scratch.clone()));
         }
         // A Ctrl-C before the handler could know the session: it found nothing to end.
         self.check_interrupt()?;
         let t0 = Instant::now();
-        let res = self.t.replay(source, self.scratch.as_str(), self.login());
+        let check = plan::check_sql(want.map(|w| (w.tables, w.migration)));
+        let res = self
+            .t
+            .replay(source, self.scratch.as_str(), self.login(), &check);
         if let Ok(mut g) = super::REPLAYING.lock() {
             *g = None;
         }
         self.check_interrupt()?;
         let got = res.map_err(|e| self.rights_hint(e))?;
-        Ok((got, t0.elapsed().as_secs_f64()))
+        let (tables, migration) = plan::parse_check(&got.check)?;
+        if let Some(w) = want {
+            let diff = plan::verify(w.tables, &tables, w.migration, migration.as_deref());
+            if got.gated || !diff.is_empty() {
+                return Err(differs(&diff, got.gated));
+            }
+        } else if got.gated {
+            return Err(Error::failed(
+                "the replay's check refused the commit; nothing was restored",
+            ));
+        }
+        Ok(Replay {
+            sha256: got.sha256,
+            secs: t0.elapsed().as_secs_f64(),
+            tables,
+            migration,
+        })
     }
 
     /// What the dump did to the scratch database itself, which pg_dump without `--create` never
@@ -192,40 +212,48 @@ impl<'a> Replayer<'a> {
             )]
         })
     }
-
-    /// The verify's statements, run in one round trip: a fixed `search_path` (not the one the
-    /// dump may have given its role), the counts, then the newest migration on a line of its own.
-    pub fn count_sql() -> [String; 3] {
-        [
-            "SET search_path = pg_catalog, public".to_string(),
-            COUNT_SQL.to_string(),
-            format!("SELECT '{MIGRATION_TAG}' || coalesce(({NEWEST_MIGRATION_SQL}), '')"),
-        ]
-    }
-
-    /// The restored per-table counts and newest migration, counted as [`Replayer::login`] (the
-    /// role the dump ran as: no function of the dump's runs with more rights than the dump had).
-    pub fn count(&self) -> Result<(BTreeMap<String, u64>, Option<String>)> {
-        let [path, counts, newest] = Self::count_sql();
-        let out = self.t.sql_each_as(
-            self.scratch.as_str(),
-            self.login(),
-            &[&path, &counts, &newest],
-        )?;
-        let (tagged, counted): (Vec<&str>, Vec<&str>) =
-            out.lines().partition(|l| l.starts_with(MIGRATION_TAG));
-        let restored = parse_counts(&counted.join("\n"))?;
-        let migration = tagged
-            .first()
-            .map(|l| l[MIGRATION_TAG.len()..].trim().to_string())
-            .filter(|s| !s.is_empty());
-        Ok((restored, migration))
-    }
 }
 
-/// Marks the newest-migration line in [`Replayer::count`]'s answer (a count line starts with a
-/// schema name, quoted by `format('%I')` when it is not plain).
-const MIGRATION_TAG: &str = "@migration|";
+/// The manifest's counts and newest migration, which a replay must give before it is committed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Want<'a> {
+    pub tables: &'a BTreeMap<String, u64>,
+    pub migration: Option<&'a str>,
+}
+
+/// A replay committed into the scratch database.
+#[derive(Clone, Debug)]
+pub(crate) struct Replay {
+    /// The object's sha256, taken as it streamed (`None` for a file).
+    pub sha256: Option<String>,
+    pub secs: f64,
+    /// The per-table counts and newest migration, taken in the replay's transaction before its
+    /// COMMIT.
+    pub tables: BTreeMap<String, u64>,
+    pub migration: Option<String>,
+}
+
+/// Exit 1: the restored database is not what the manifest says (`gated`: the replay's gate
+/// refused its commit).
+fn differs(diff: &[plan::Mismatch], gated: bool) -> Error {
+    let what = if diff.is_empty() {
+        "the replay's check refused it".to_string()
+    } else {
+        diff.iter()
+            .map(|d| format!("{} manifest {} restored {}", d.what, d.manifest, d.restored))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let committed = if gated {
+        " (counted before the commit, which did not happen)"
+    } else {
+        ""
+    };
+    Error::failed(format!(
+        "the restored database differs from the manifest{committed}: {what}; nothing was \
+         restored, the live database is untouched"
+    ))
+}
 
 /// PostgreSQL's refusal to act for a role the session is not a member of (15: "must be member of
 /// role", 16+: "must be able to SET ROLE").
