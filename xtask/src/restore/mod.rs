@@ -701,6 +701,7 @@ impl Run<'_> {
             message: message.into(),
             previous: self.opts.audit_previous.clone(),
             run: None,
+            undone_runs: None,
         };
         self.audit.append(&r)
     }
@@ -1792,6 +1793,7 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
         backup_object: None,
         previous: None,
         run: None,
+        undone_runs: None,
         message,
     };
     if let Err(e) = audit_of(&t.host, root).append(&record) {

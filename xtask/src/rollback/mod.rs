@@ -543,9 +543,10 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         message: message.clone(),
         previous: c.previous.clone(),
         run: None,
+        undone_runs: plan::undone_ids(c),
     };
-    // Written under the lock: no deploy can come between the plan and this record, so the runs
-    // it marks undone (computed again from the log) are the ones planned.
+    // Written under the lock, naming the runs it undid (`plan::history` reads them back; a
+    // record without them, as older versions wrote, is computed again from the log).
     if let Err(e) = restore::audit_of(&t.host, root).append(&rec) {
         eprintln!("warning: audit log: {e}");
     }
@@ -655,6 +656,7 @@ fn resume(t: &Target, root: &Path, mut guard: Option<LockGuard>, args: &Args) ->
             message: message.into(),
             previous: m.previous.clone(),
             run: None,
+            undone_runs: None,
         };
         if let Err(e) = audit.append(&rec) {
             eprintln!("warning: audit log: {e}");
