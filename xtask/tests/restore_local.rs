@@ -411,6 +411,7 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
         let place = xtask::deploy::lock::LockPlace::File(t.state_dir.join("deploy.lock"));
         let info = xtask::deploy::lock::LockInfo::new("abc1234", 600, "held-by-test".into());
         let (_guard, _) = xtask::deploy::lock::acquire(&place, &info, false).unwrap();
+        let logged = t.audit();
         let r = restore(&["--label", "good", "--yes"]);
         assert_eq!(r.code, 1, "{}", r.all());
         assert!(
@@ -419,6 +420,13 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
             r.stderr
         );
         unchanged("lock held");
+        // Nothing is written in the middle of the deploy holding it (rollback reads a deploy's
+        // records as one run).
+        assert_eq!(
+            t.audit(),
+            logged,
+            "a restore the lock refused wrote records"
+        );
     }
 
     // A corrupted object (same size, one byte changed): the hash check stops it before anything
