@@ -536,13 +536,13 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 
 /// What an interrupted restore says: ctrlc's handler (feature `termination`) runs alike on SIGINT,
 /// SIGTERM (a cancelled CI job) and SIGHUP and cannot tell which arrived.
-const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
+pub(crate) const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SWAPPING: AtomicBool = AtomicBool::new(false);
 static REPLAYING: Mutex<Option<(Target, DbName)>> = Mutex::new(None);
 
-fn install_ctrlc() {
+pub(crate) fn install_ctrlc() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
@@ -562,7 +562,7 @@ fn install_ctrlc() {
     });
 }
 
-fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
