@@ -189,7 +189,8 @@ fn close(out: &mut Vec<DeployRun>, recs: &mut Vec<&Record>, pipeline: Option<&Re
 ///
 /// A deploy's records that carry its `run` id are that run's wherever they are: a record written
 /// meanwhile by a command the lock refused (a restore, another deploy) does not split it. Such a
-/// run ends at its `pipeline` record, or at its last record when it was killed.
+/// run ends at its `pipeline` record, or at its last record when it was killed. A deploy the lock
+/// refused (its `lock` step not ok) held nothing, so its records do not end a rollback either.
 pub fn history(records: &[Record]) -> History {
     let mut h = History::default();
     // Records without a run id (older versions): the run in progress.
@@ -197,9 +198,15 @@ pub fn history(records: &[Record]) -> History {
     // Runs with an id in progress, and where each id's last record is.
     let mut open: Vec<(&str, Vec<&Record>)> = Vec::new();
     let mut last_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Deploys the lock refused: they held nothing, so their records (written while a rollback
+    // held it) do not end that rollback.
+    let mut refused: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (i, r) in records.iter().enumerate() {
         if let Some(id) = deploy_run_id(r) {
             last_of.insert(id, i);
+            if r.step == "lock" && r.status != "ok" {
+                refused.insert(id);
+            }
         }
     }
     // The current rollback's committed swap, until its `rollback` record comes.
@@ -212,7 +219,8 @@ pub fn history(records: &[Record]) -> History {
         let same_rollback = r.step == ROLLBACK_STEP
             || (r.step.starts_with("rollback:")
                 && r.step != "rollback:plan"
-                && r.step != RESUME_STEP);
+                && r.step != RESUME_STEP)
+            || deploy_run_id(r).is_some_and(|id| refused.contains(id));
         if !same_rollback {
             if let Some(s) = swapped.take() {
                 killed_after_swap(&mut h, s);
@@ -1372,6 +1380,24 @@ mod tests {
                 assert_eq!(c.restore_from.backup_object, Some(backup_of(&log, B, 0)));
             }
         }
+        // A deploy the lock refused while a rollback held it (after its swap) does not end that
+        // rollback: one ok rollback, not a partial one too.
+        let mut log = with_run(deploy(A, None), "r1");
+        log.extend(with_run(deploy(B, Some("health")), "r2"));
+        let mut rb: Vec<Record> = ["plan", "lock", "download+restore", "verify", "swap"]
+            .iter()
+            .map(|s| rec(&format!("rollback:{s}"), "ok", B))
+            .collect();
+        rb.extend(refused_deploy.iter().cloned());
+        rb.push(rec("rollback:start", "ok", B));
+        let mut done = rolled_back(B, Some(A));
+        done.undone_runs = Some(vec!["r2".into()]);
+        rb.push(done);
+        log.extend(rb);
+        let h = history(&log);
+        assert_eq!(h.rollbacks.len(), 1, "{:?}", h.rollbacks);
+        assert!(!h.rollbacks[0].partial && h.rollbacks[0].undone == [1]);
+        assert!(h.runs[1].undone && !h.runs[0].undone);
         // A run with an id killed mid-way ends at its last record, before what comes next.
         let mut log = with_run(deploy(A, None), "r1");
         log.extend(with_run(killed(B, "verify-backup"), "r2"));
