@@ -384,6 +384,7 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
     // A deploy holding the lock: refused.
     {
         let _guard = hold_deploy_lock(&t);
+        let logged = t.audit();
         let r = restore(&["--label", "good", "--yes"]);
         assert_eq!(r.code, 1, "{}", r.all());
         assert!(
@@ -392,6 +393,13 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
             r.stderr
         );
         unchanged("lock held");
+        // Nothing is written in the middle of the deploy holding it (rollback reads a deploy's
+        // records as one run).
+        assert_eq!(
+            t.audit(),
+            logged,
+            "a restore the lock refused wrote records"
+        );
     }
 
     // A corrupted object (same size, one byte changed): the hash check stops it before anything

@@ -6,7 +6,7 @@
 
 mod deploy_support;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use deploy_support::{
     backup_files, hold_deploy_lock, kept_dbs, lock_file_text, snapshot, snapshot_of, sql, steps,
@@ -392,6 +392,69 @@ fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
     assert!(!t.state_dir.join("deploy.lock").exists(), "released again");
 }
 
+/// SIGTERM while the rollback holds the lock (here: while it lists the bucket, before the
+/// restore; on a server the `compose pull` comes next): the handler is installed before the lock,
+/// so the rollback stops and releases it instead of dying with it held (the next run needed
+/// --force-unlock).
+#[test]
+fn a_sigterm_while_the_rollback_holds_the_lock_releases_it() {
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["deploy", "--sha", V1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let audit = t.audit();
+    // A slow rclone for the rollback alone: it says when it started, then waits.
+    let bin = t.dir.path().join("slow-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mark = t.dir.path().join("rclone-started");
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v rclone"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let shim = bin.join("rclone");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\n: > '{}'\nsleep 2\nexec '{}' \"$@\"\n",
+            mark.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let child = t
+        .command(&["rollback", "--env", "local", "--yes"])
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = t.state_dir.join("deploy.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(mark.exists() && lock.exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollback never listed the bucket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!lock.exists(), "the lock was left behind: {stderr}");
+    assert_eq!(t.audit(), audit, "nothing recorded: {stderr}");
+}
+
 /// Stop the local redis-server (its pidfile) and wait until it is gone.
 fn stop_redis(t: &TestEnv) {
     let pidfile = t.state_dir.join("redis/redis.pid");
@@ -428,8 +491,23 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
 
     // Expecting to undo another deploy than the plan under the lock: refused, nothing changed.
     let audit_len = t.audit().len();
-    let r = t.run(&["rollback", "--env", "local", "--yes", "--expect-undo", V1]);
+    let r = t.run(&[
+        "rollback",
+        "--env",
+        "local",
+        "--yes",
+        "--expect-undo",
+        V1,
+        "--json",
+    ]);
     assert_eq!(r.code, 1, "{}", r.all());
+    // --json prints the report on a failure too, naming the step.
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (report["outcome"].as_str(), report["failed_step"].as_str()),
+        (Some("failed"), Some("expect-undo")),
+        "{report}"
+    );
     assert!(
         r.stderr
             .contains(&format!("undoes {V2}, not {V1} as expected"))
@@ -442,12 +520,36 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
     assert!(!t.state_dir.join("deploy.lock").exists(), "lock released");
 
     stop_redis(&t);
-    let r = t.run(&["rollback", "--env", "local", "--yes", "--expect-undo", V2]);
+    let r = t.run(&[
+        "rollback",
+        "--env",
+        "local",
+        "--yes",
+        "--expect-undo",
+        V2,
+        "--json",
+    ]);
     assert_ne!(r.code, 0, "verify-redis fails: {}", r.all());
     assert!(
         r.stderr.contains("the database WAS rolled back") && r.stderr.contains("--resume"),
         "{}",
         r.stderr
+    );
+    // The report after a committed swap: failed at verify-redis, the restore's own report in it.
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (report["outcome"].as_str(), report["failed_step"].as_str()),
+        (Some("failed"), Some("verify-redis")),
+        "{report}"
+    );
+    assert_eq!(report["undone_sha"], V2);
+    assert_eq!(report["restore"]["outcome"], "ok", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("the database WAS rolled back"),
+        "{report}"
     );
     assert_eq!(snapshot(&t), before_v2);
     assert_eq!(kept_dbs(&t).len(), 1);
@@ -480,8 +582,14 @@ fn a_rollback_failing_after_its_swap_is_resumed_never_restored_twice() {
     assert_eq!(snapshot(&t), after_swap);
 
     // Resumed while Redis is still down: fails at verify-redis again, restores nothing.
-    let r = t.run(&["rollback", "--env", "local", "--yes", "--resume"]);
+    let r = t.run(&["rollback", "--env", "local", "--yes", "--resume", "--json"]);
     assert_ne!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (report["outcome"].as_str(), report["failed_step"].as_str()),
+        (Some("failed"), Some("verify-redis")),
+        "{report}"
+    );
     assert!(r.stderr.contains("--resume --yes` again"), "{}", r.stderr);
     assert_eq!(kept_dbs(&t).len(), 1);
 

@@ -572,6 +572,7 @@ keep    b2:bk/postgres/202611/station_backup_20261129_030000_nightly.sql.gz +man
             message: String::new(),
             previous: None,
             run: None,
+            undone_runs: None,
         };
         let sha = |c: char| c.to_string().repeat(40);
         vec![

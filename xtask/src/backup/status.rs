@@ -549,6 +549,7 @@ pub fn record(host: &Host, root: &Path, step: &str, status: &str, object: Option
         message: msg.to_string(),
         previous: None,
         run: None,
+        undone_runs: None,
     };
     let audit = crate::deploy::audit::Audit {
         local: crate::deploy::runner::audit_path(host, root),

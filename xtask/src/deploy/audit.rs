@@ -37,6 +37,10 @@ pub struct Record {
     /// may be two machines' (`rollback::plan::history`). Older records have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// A `rollback` record: the `run` ids of the runs it undid, exactly (older records have none;
+    /// their runs are computed again from `sha` and `previous`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone_runs: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +124,7 @@ mod tests {
             message: String::new(),
             previous: None,
             run: None,
+            undone_runs: None,
         };
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         audit.append(&r).unwrap();

@@ -144,6 +144,7 @@ impl<'a> Pipeline<'a> {
             message: message.to_string(),
             previous: None,
             run: Some(self.run_id.clone()),
+            undone_runs: None,
         };
         if let Err(e) = self.audit.append(&r) {
             eprintln!("warning: audit log: {e}");

@@ -537,7 +537,7 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 
 /// What an interrupted restore says: ctrlc's handler (feature `termination`) runs alike on SIGINT,
 /// SIGTERM (a cancelled CI job) and SIGHUP and cannot tell which arrived.
-const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
+pub(crate) const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SWAPPING: AtomicBool = AtomicBool::new(false);
@@ -660,6 +660,7 @@ impl Run<'_> {
             message: message.into(),
             previous: self.opts.audit_previous.clone(),
             run: None,
+            undone_runs: None,
         };
         self.audit.append(&r)
     }
@@ -771,6 +772,13 @@ pub fn restore_under(
         steps: Vec::new(),
         warnings: skew.into_iter().collect(),
     };
+    // The lock before any record: a restore it refuses writes none (the deploy holding it is
+    // running, and records in the middle of its own would split it in the log rollback reads).
+    let own_lock = match held {
+        Some(_) => None,
+        None => Some(take_lock(&t, root, opts)?),
+    };
+    let held = held.or(own_lock.as_ref());
     // The audit log is what rollback and prune decide by: a restore that cannot record itself does
     // not start.
     run.try_record("plan", "ok", now_ms(), now_ms(), &text)
@@ -896,6 +904,18 @@ fn counted(r: &Replay, p: &Planned) -> String {
     }
 }
 
+/// The deploy lock for a restore (exit 1, naming the holder, when it is held).
+fn take_lock(t: &Target, root: &Path, opts: &Options) -> Result<LockGuard> {
+    let place = crate::deploy::runner::lock_place(&t.host, root);
+    let info = LockInfo::new("restore", 6 * 3600, crate::random::secret()?);
+    let (g, notes) = lock::acquire(&place, &info, opts.force_unlock)
+        .map_err(|e| Error::failed(format!("refusing to restore: {e}; nothing was changed")))?;
+    for n in notes {
+        eprintln!("    {n}");
+    }
+    Ok(g)
+}
+
 /// Steps 2-6. Returns the downtime (ms) once the restored database is live and healthy.
 fn execute(
     run: &mut Run,
@@ -917,13 +937,7 @@ fn execute(
                 ),
             ));
         }
-        let info = LockInfo::new("restore", 6 * 3600, crate::random::secret()?);
-        let (g, notes) = lock::acquire(&place, &info, r.opts.force_unlock)
-            .map_err(|e| Error::failed(format!("refusing to restore: {e}")))?;
-        for n in notes {
-            eprintln!("    {n}");
-        }
-        Ok((Some(g), place.describe()))
+        Ok((Some(take_lock(r.t, &r.root, r.opts)?), place.describe()))
     })?;
     run.check_interrupt()?;
     let mut scratch = Scratch::new(t);
@@ -1573,6 +1587,7 @@ fn drop_kept(env: &Environment, root: &Path, name: &str, a: &Args) -> Result<Exi
         backup_object: None,
         previous: None,
         run: None,
+        undone_runs: None,
         message,
     };
     if let Err(e) = audit_of(&t.host, root).append(&record) {

@@ -10,8 +10,14 @@
 //! same lock (steps recorded as `rollback:<step>`), and once the restored database is live G's
 //! release is started (`compose up -d` with `STATION_TAG=<G>`; `local` has nothing to roll out).
 //! Then health and verify-redis, and a `rollback` record (`sha`: the newest undone run, `previous`:
-//! G) in the audit log, from which the same function computes the undone runs again. A second
-//! rollback with no migrating deploy since is refused unless `--again`.
+//! G, `undone_runs`: the ids of the runs it undid) in the audit log. A second rollback with no
+//! migrating deploy since is refused unless `--again`.
+//!
+//! Ctrl-C, SIGTERM and SIGHUP: restore's handler is installed before the lock is taken, so a
+//! signal while the rollback plans, asks or pulls stops it between steps with the lock released
+//! (the restore then handles it as a restore does: before the swap it stops, the swap it finishes).
+//! With `--json` the report is printed on a failure too (`outcome` `failed`, `failed_step`), once
+//! the plan is made.
 //!
 //! **Failing after the swap.** Once the restored database is live (`rollback:swap` recorded
 //! `ok`), the runs are undone whatever fails after (`compose up -d`, health, verify-redis): the
@@ -118,6 +124,9 @@ pub struct Report {
     pub planned_under_lock: bool,
     /// `ok`, `failed` or `dry-run`.
     pub outcome: String,
+    /// When it failed, the step: `expect-undo`, `plan`, `confirm`, `pull`, the restore's (`lock`,
+    /// `download+restore`, `verify`, `swap`, `start`, `health`, ...), `verify-redis`.
+    pub failed_step: Option<String>,
     pub restore: Option<restore::Report>,
     pub message: String,
 }
@@ -311,14 +320,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let r = rollback(env, &envs.root, to.as_deref(), &args)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).expect("serializable")
-        );
+    // The report on stdout also when the rollback failed once planned (its `outcome` says so).
+    let (report, result) = match rollback(env, &envs.root, to.as_deref(), &args) {
+        Ok(r) => (Some(Box::new(r)), Ok(ExitCode::Ok)),
+        Err(f) => (f.report, Err(f.error)),
+    };
+    if let (true, Some(r)) = (args.json, &report) {
+        println!("{}", serde_json::to_string_pretty(r).expect("serializable"));
     }
-    Ok(ExitCode::Ok)
+    result
 }
 
 /// Take the deploy lock for a rollback (exit 1, naming the holder, when a deploy or restore holds
@@ -337,9 +347,59 @@ fn take_lock(t: &Target, root: &Path, force: bool) -> Result<LockGuard> {
     Ok(g)
 }
 
+/// A rollback that failed: the error, and once the plan was made the report (`outcome`
+/// `failed`, `failed_step`) that `--json` prints.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: Error,
+    pub report: Option<Box<Report>>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed {
+            error,
+            report: None,
+        }
+    }
+}
+
+impl Report {
+    /// This report as the failure at `step` (nothing in it changes but the outcome, the step and
+    /// the message).
+    fn failed(mut self, step: &str, error: Error) -> Failed {
+        self.outcome = "failed".into();
+        self.failed_step = Some(step.into());
+        self.message = error.to_string();
+        Failed {
+            error,
+            report: Some(Box::new(self)),
+        }
+    }
+}
+
+/// Stop (the lock is released as the guard drops) when Ctrl-C, SIGTERM or SIGHUP came: the
+/// handler is restore's, installed before the lock is taken, so a signal while the rollback holds
+/// it (planning, the confirmation, `compose pull`) no longer kills it with the lock left behind.
+fn check_interrupt(during: &str) -> Result<()> {
+    if restore::interrupted() {
+        Err(Error::failed(format!(
+            "{} during {during}: the rollback stops before the restore; nothing was changed",
+            restore::INTERRUPTED_BY
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 /// Lock, plan, confirm, pull the release, restore with the release started after the swap, verify
 /// Redis, record, unlock. A dry run plans without the lock and changes nothing.
-pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -> Result<Report> {
+pub fn rollback(
+    env: &Environment,
+    root: &Path,
+    to: Option<&str>,
+    args: &Args,
+) -> std::result::Result<Report, Failed> {
     let say = |s: &str| {
         if args.json {
             eprintln!("{s}");
@@ -350,9 +410,15 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
     if !args.dry_run && !args.yes && !std::io::stdin().is_terminal() {
         return Err(Error::usage(
             "rollback replaces the live database: confirm on a terminal, or pass --yes (nothing was changed)",
-        ));
+        )
+        .into());
     }
     let t = Target::of(env)?;
+    if !args.dry_run {
+        // Before the lock: from then on a signal only sets the flag, checked between steps (and
+        // by the restore), and the guard releases the lock on the way out.
+        restore::install_ctrlc("stopping before the swap (the live database stays as it is)");
+    }
     let mut guard = if args.dry_run {
         None
     } else {
@@ -362,16 +428,6 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         return resume(&t, root, guard, args);
     }
     let p = plan_rollback(&t, root, to, args.again)?;
-    if let Some(want) = args.expect_undo.as_deref() {
-        if !p.choice.undo.sha.eq_ignore_ascii_case(want.trim()) {
-            return Err(Error::failed(format!(
-                "refusing to roll back: the plan made under the deploy lock undoes {}, not {want} \
-                 as expected (a deploy ran since that was checked?); nothing was changed",
-                p.choice.undo.sha
-            )));
-        }
-    }
-    say(&plan_text(&t, &p, guard.is_some()));
     let c = &p.choice;
     let mut report = Report {
         env: env.name.clone(),
@@ -383,9 +439,26 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         backup_reason: c.why.clone(),
         planned_under_lock: guard.is_some(),
         outcome: "dry-run".into(),
+        failed_step: None,
         restore: None,
         message: String::new(),
     };
+    if let Some(want) = args.expect_undo.as_deref() {
+        if !p.choice.undo.sha.eq_ignore_ascii_case(want.trim()) {
+            return Err(report.failed(
+                "expect-undo",
+                Error::failed(format!(
+                    "refusing to roll back: the plan made under the deploy lock undoes {}, not \
+                     {want} as expected (a deploy ran since that was checked?); nothing was changed",
+                    p.choice.undo.sha
+                )),
+            ));
+        }
+    }
+    if let Err(e) = check_interrupt("the plan") {
+        return Err(report.failed("plan", e));
+    }
+    say(&plan_text(&t, &p, guard.is_some()));
     // The failed run's own backup, pinned by the deploy: its sha256 must still be the one the
     // deploy verified, and then it replays as the database user.
     let pin = args
@@ -409,26 +482,37 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         audit_previous: c.previous.clone(),
     };
     let pull = match &c.previous {
-        Some(prev) => t.pull_cmd(prev)?,
+        Some(prev) => match t.pull_cmd(prev) {
+            Ok(cmd) => cmd,
+            Err(e) => return Err(report.failed("pull", e)),
+        },
         None => None,
     };
     if args.dry_run {
         if let Some(cmd) = &pull {
             say(&format!("before the swap: $ {}", cmd.display()));
         }
-        restore::restore(env, root, &opts, &mut |_| Ok(String::new()))?;
+        if let Err(e) = restore::restore(env, root, &opts, &mut |_| Ok(String::new())) {
+            return Err(report.failed("plan", e));
+        }
         report.message = "dry run: nothing was changed".into();
         return Ok(report);
     }
     if !args.yes {
-        confirm()?;
+        if let Err(e) = confirm() {
+            return Err(report.failed("confirm", e));
+        }
     }
     let start_ms = now_ms();
     let previous = c.previous.clone();
+    // The step that failed (for the report), and the restore's own report when it ran.
+    let mut failed_step = String::from("pull");
+    let mut restored: Option<restore::Report> = None;
     let pulled = match (&pull, &previous) {
         (Some(cmd), Some(prev)) => {
             say(&format!("==> pull (release {prev})"));
-            crate::host::outcome(&format!("compose pull of release {prev}"), cmd.output()?)
+            cmd.output()
+                .and_then(|o| crate::host::outcome(&format!("compose pull of release {prev}"), o))
                 .map(|_| say(&format!("    pulled release {prev}")))
                 .map_err(|e| {
                     e.context(format!(
@@ -438,7 +522,8 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
                 })
         }
         _ => Ok(()),
-    };
+    }
+    .and_then(|()| check_interrupt("the pull"));
     let mut after_swap = |t: &Target| -> Result<String> {
         match &previous {
             Some(prev) if t.up_with_tag(prev)? => Ok(format!(
@@ -450,34 +535,44 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
     // When the restored database went live: from then on this rollback has undone its runs,
     // whatever fails after (see `plan::history`).
     let mut swapped_at: Option<String> = None;
-    let result = pulled.and_then(|()| {
-        restore::restore_under(env, root, &opts, guard.as_ref(), &mut after_swap).and_then(|o| {
-            match o {
-                Outcome::DryRun => Ok(None),
-                Outcome::Failed(r, e) => {
+    let result = match pulled {
+        Err(e) => Err(e),
+        Ok(()) => {
+            failed_step = "plan".into();
+            match restore::restore_under(env, root, &opts, guard.as_ref(), &mut after_swap) {
+                Err(e) => Err(e),
+                Ok(Outcome::DryRun) => Ok(()),
+                Ok(Outcome::Failed(r, e)) => {
                     if r.steps.iter().any(|s| s.step == "swap" && s.status == "ok") {
                         swapped_at = Some(rfc3339_ms(now_ms()));
                     }
+                    if let Some(s) = r.steps.iter().find(|s| s.status != "ok") {
+                        failed_step = s.step.clone();
+                    }
+                    restored = Some(*r);
                     Err(e)
                 }
-                Outcome::Done(r) => {
+                Ok(Outcome::Done(r)) => {
                     swapped_at = Some(rfc3339_ms(now_ms()));
+                    restored = Some(*r);
+                    failed_step = "verify-redis".into();
                     say("==> verify-redis");
-                    match crate::verify_redis::verify_environment(env, Duration::from_secs(30))? {
-                        ExitCode::Ok => say("    verify-redis ok: Redis data survives a crash"),
-                        code => {
-                            return Err(Error::failed(format!(
-                                "the database was rolled back and the release put back, but \
-                                 verify-redis says Redis is not durable (exit {})",
-                                code as i32
-                            )))
+                    match crate::verify_redis::verify_environment(env, Duration::from_secs(30)) {
+                        Ok(ExitCode::Ok) => {
+                            say("    verify-redis ok: Redis data survives a crash");
+                            Ok(())
                         }
+                        Ok(code) => Err(Error::failed(format!(
+                            "the database was rolled back and the release put back, but \
+                             verify-redis says Redis is not durable (exit {})",
+                            code as i32
+                        ))),
+                        Err(e) => Err(e),
                     }
-                    Ok(Some(*r))
                 }
             }
-        })
-    });
+        }
+    };
     let (status, message) =
         match &result {
             Ok(_) => (
@@ -543,9 +638,10 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
         message: message.clone(),
         previous: c.previous.clone(),
         run: None,
+        undone_runs: plan::undone_ids(c),
     };
-    // Written under the lock: no deploy can come between the plan and this record, so the runs
-    // it marks undone (computed again from the log) are the ones planned.
+    // Written under the lock, naming the runs it undid (`plan::history` reads them back; a
+    // record without them, as older versions wrote, is computed again from the log).
     if let Err(e) = restore::audit_of(&t.host, root).append(&rec) {
         eprintln!("warning: audit log: {e}");
     }
@@ -554,8 +650,9 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
             eprintln!("warning: {e}");
         }
     }
-    let restored = result.map_err(|e| {
-        if swapped_at.is_some() {
+    report.restore = restored;
+    if let Err(e) = result {
+        let error = if swapped_at.is_some() {
             // The message says it all; the exit code stays the cause's (3: unreachable).
             match e {
                 Error::Unavailable(_) => Error::unavailable(message.clone()),
@@ -563,11 +660,15 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
             }
         } else {
             e.context(format!("rollback of {} failed", c.undo.sha))
+        };
+        let mut f = report.failed(&failed_step, error);
+        if let Some(r) = f.report.as_mut() {
+            r.message = message;
         }
-    })?;
+        return Err(f);
+    }
     say(&message);
     report.outcome = status.into();
-    report.restore = restored;
     report.message = message;
     Ok(report)
 }
@@ -575,7 +676,12 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
 /// `rollback --resume`, under the lock: finish the partial rollback (see [`plan::pending_resume`])
 /// with the steps it left: start its release, health, verify-redis, each recorded as
 /// `rollback:<step>`, then a `rollback:resume` record (`ok` finishes it). Nothing is restored.
-fn resume(t: &Target, root: &Path, mut guard: Option<LockGuard>, args: &Args) -> Result<Report> {
+fn resume(
+    t: &Target,
+    root: &Path,
+    mut guard: Option<LockGuard>,
+    args: &Args,
+) -> std::result::Result<Report, Failed> {
     let say = |s: &str| {
         if args.json {
             eprintln!("{s}");
@@ -628,6 +734,7 @@ fn resume(t: &Target, root: &Path, mut guard: Option<LockGuard>, args: &Args) ->
         backup_reason: format!("restored by the rollback that committed its swap at {restored_at}"),
         planned_under_lock: guard.is_some(),
         outcome: "dry-run".into(),
+        failed_step: None,
         restore: None,
         message: String::new(),
     };
@@ -636,7 +743,9 @@ fn resume(t: &Target, root: &Path, mut guard: Option<LockGuard>, args: &Args) ->
         return Ok(report);
     }
     if !args.yes {
-        confirm()?;
+        if let Err(e) = confirm() {
+            return Err(report.failed("confirm", e));
+        }
     }
     let audit = restore::audit_of(&t.host, root);
     let record = |step: &str, status: &str, s_ms: u128, message: &str| {
@@ -655,16 +764,27 @@ fn resume(t: &Target, root: &Path, mut guard: Option<LockGuard>, args: &Args) ->
             message: message.into(),
             previous: m.previous.clone(),
             run: None,
+            undone_runs: None,
         };
         if let Err(e) = audit.append(&rec) {
             eprintln!("warning: audit log: {e}");
         }
     };
     let start_ms = now_ms();
+    let failed_step = std::cell::RefCell::new(String::new());
     let step = |name: &str, f: &mut dyn FnMut() -> Result<String>| -> Result<()> {
         say(&format!("==> {name}"));
         let s_ms = now_ms();
-        let r = f();
+        *failed_step.borrow_mut() = name.to_string();
+        // A signal stops the resume before its next step (the database stays rolled back).
+        let r = if restore::interrupted() {
+            Err(Error::failed(format!(
+                "{} before this step: the resume stops here",
+                restore::INTERRUPTED_BY
+            )))
+        } else {
+            f()
+        };
         let (status, msg) = match &r {
             Ok(m) => ("ok", m.clone()),
             Err(e) => ("failed", e.to_string()),
@@ -725,10 +845,11 @@ fn resume(t: &Target, root: &Path, mut guard: Option<LockGuard>, args: &Args) ->
         }
     }
     if let Err(e) = result {
-        return Err(match e {
+        let error = match e {
             Error::Unavailable(_) => Error::unavailable(message),
             _ => Error::failed(message),
-        });
+        };
+        return Err(report.failed(&failed_step.into_inner(), error));
     }
     say(&message);
     report.outcome = status.into();
@@ -743,10 +864,34 @@ fn confirm() -> Result<()> {
         ));
     }
     eprint!("roll back? type `yes`: ");
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| Error::usage(format!("cannot read the confirmation: {e}")))?;
+    // Read on a thread and wait for it here: with the signal handler installed, Ctrl-C only sets
+    // the flag, which would leave the prompt waiting for a line.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let r = std::io::stdin().read_line(&mut line).map(|_| line);
+        let _ = tx.send(r);
+    });
+    let line = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => {
+                break r.map_err(|e| Error::usage(format!("cannot read the confirmation: {e}")))?
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if restore::interrupted() => {
+                eprintln!();
+                return Err(Error::usage(format!(
+                    "{} at the confirmation: nothing was changed",
+                    restore::INTERRUPTED_BY
+                )));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::usage(
+                    "cannot read the confirmation: nothing was changed",
+                ))
+            }
+        }
+    };
     if line.trim() == "yes" {
         Ok(())
     } else {
@@ -828,7 +973,7 @@ pub fn after_failed_deploy(
     };
     match rollback(env, root, None, &args) {
         Ok(_) => format!("\nrolled back (--rollback-on-failure): `{cmd}` {what}: done"),
-        Err(e) => format!("\n--rollback-on-failure: `{cmd}` FAILED: {e}"),
+        Err(f) => format!("\n--rollback-on-failure: `{cmd}` FAILED: {}", f.error),
     }
 }
 

@@ -7,15 +7,18 @@
 //! another SHA, a `pipeline` record that started after it, or a restore or rollback (they hold the
 //! lock). Such a run is incomplete: it did not succeed, and it may have run its migrations once its
 //! backup was verified. Other records (`restore:*`, `rollback:*`, `drill`, `prune`) are not part
-//! of any run.
+//! of any run. Records that carry a run id (every deploy writes one) belong to that run wherever
+//! they are: a restore or deploy the lock refused may write records in the middle of a running
+//! deploy, which stays one run (ending at its `pipeline` record, or its last one when killed).
 //!
 //! What a rollback undoes ([`undo_range`]): X, the newest run that ran (or may have run) its
 //! migrations and is not undone, and every not-undone run since G, the last good deploy before it
 //! (succeeded, not undone; `--to` names an older one). It restores the pre-deploy backup of the
 //! FIRST of those runs that migrated: a retry's own backup was taken after the failed run's
-//! migrations. An ok `rollback` record marks the same runs undone (the same function, with the
-//! release it put back), so a later rollback does not undo them again; so does a failed one whose
-//! swap committed (a partial rollback, finished by `rollback:resume`: see [`history`]).
+//! migrations. An ok `rollback` record marks the runs it names undone (`undone_runs`: their ids;
+//! older records without them: the range computed again, from its newest run back to the release
+//! it put back), so a later rollback does not undo them again; so does a failed one whose swap
+//! committed (a partial rollback, finished by `rollback:resume`: see [`history`]).
 
 use serde::Serialize;
 
@@ -34,6 +37,8 @@ pub const RESUME_STEP: &str = "rollback:resume";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DeployRun {
     pub sha: String,
+    /// Its records' `run` id (older records have none).
+    pub run: Option<String>,
     /// Got as far as running its migrations (the migrate step ran: ok, failed or interrupted), or,
     /// for an incomplete run, got past its verified backup (it may have started migrating).
     pub migrated: bool,
@@ -153,6 +158,7 @@ fn close(out: &mut Vec<DeployRun>, recs: &mut Vec<&Record>, pipeline: Option<&Re
         .unwrap_or_default();
     out.push(DeployRun {
         sha,
+        run: pipeline.or(first).and_then(|r| r.run.clone()),
         migrated,
         complete: pipeline.is_some(),
         succeeded,
@@ -180,12 +186,32 @@ fn close(out: &mut Vec<DeployRun>, recs: &mut Vec<&Record>, pipeline: Option<&Re
 /// A rollback killed after its swap (no `rollback` record: SIGKILL, the machine lost) is partial
 /// too, from its swap record (which carries the undone SHA and the release put back), once the
 /// log goes on with anything but that rollback's own later steps, or ends.
+///
+/// A deploy's records that carry its `run` id are that run's wherever they are: a record written
+/// meanwhile by a command the lock refused (a restore, another deploy) does not split it. Such a
+/// run ends at its `pipeline` record, or at its last record when it was killed. A deploy the lock
+/// refused (its `lock` step not ok) held nothing, so its records do not end a rollback either.
 pub fn history(records: &[Record]) -> History {
     let mut h = History::default();
+    // Records without a run id (older versions): the run in progress.
     let mut current: Vec<&Record> = Vec::new();
+    // Runs with an id in progress, and where each id's last record is.
+    let mut open: Vec<(&str, Vec<&Record>)> = Vec::new();
+    let mut last_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Deploys the lock refused: they held nothing, so their records (written while a rollback
+    // held it) do not end that rollback.
+    let mut refused: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (i, r) in records.iter().enumerate() {
+        if let Some(id) = deploy_run_id(r) {
+            last_of.insert(id, i);
+            if r.step == "lock" && r.status != "ok" {
+                refused.insert(id);
+            }
+        }
+    }
     // The current rollback's committed swap, until its `rollback` record comes.
     let mut swapped: Option<&Record> = None;
-    for r in records {
+    for (i, r) in records.iter().enumerate() {
         let recovery = r.step == ROLLBACK_STEP
             || r.step.starts_with("restore:")
             || r.step.starts_with("rollback:");
@@ -193,7 +219,8 @@ pub fn history(records: &[Record]) -> History {
         let same_rollback = r.step == ROLLBACK_STEP
             || (r.step.starts_with("rollback:")
                 && r.step != "rollback:plan"
-                && r.step != RESUME_STEP);
+                && r.step != RESUME_STEP)
+            || deploy_run_id(r).is_some_and(|id| refused.contains(id));
         if !same_rollback {
             if let Some(s) = swapped.take() {
                 killed_after_swap(&mut h, s);
@@ -225,16 +252,36 @@ pub fn history(records: &[Record]) -> History {
             }
             continue;
         }
-        if r.step == "pipeline" {
-            // This run's own records: those with its id; records without ids (older versions):
-            // those that started when it did or later. The others belong to an earlier, killed run.
-            let split = match &r.run {
-                Some(id) => current.iter().position(|c| c.run.as_ref() == Some(id)),
-                None => current
-                    .iter()
-                    .position(|c| c.start >= r.start && c.sha == r.sha),
+        if let Some(id) = deploy_run_id(r) {
+            // Records without an id before it belong to an earlier run (older versions).
+            close(&mut h.runs, &mut current, None);
+            let k = match open.iter().position(|(o, _)| *o == id) {
+                Some(k) => k,
+                None => {
+                    open.push((id, Vec::new()));
+                    open.len() - 1
+                }
+            };
+            if r.step == "pipeline" {
+                let (_, mut recs) = open.remove(k);
+                close(&mut h.runs, &mut recs, Some(r));
+            } else {
+                open[k].1.push(r);
+                if last_of.get(id) == Some(&i) {
+                    // Killed: no pipeline record follows.
+                    let (_, mut recs) = open.remove(k);
+                    close(&mut h.runs, &mut recs, None);
+                }
             }
-            .unwrap_or(current.len());
+            continue;
+        }
+        if r.step == "pipeline" {
+            // Without ids (older versions): this run's own records are those that started when
+            // it did or later. The others belong to an earlier, killed run.
+            let split = current
+                .iter()
+                .position(|c| c.start >= r.start && c.sha == r.sha)
+                .unwrap_or(current.len());
             let mut mine = current.split_off(split);
             close(&mut h.runs, &mut current, None);
             close(&mut h.runs, &mut mine, Some(r));
@@ -255,6 +302,15 @@ pub fn history(records: &[Record]) -> History {
         killed_after_swap(&mut h, s);
     }
     h
+}
+
+/// A deploy's record (a step or its `pipeline` record) with its run id.
+fn deploy_run_id(r: &Record) -> Option<&str> {
+    if r.step == "pipeline" || step_order(&r.step).is_some() {
+        r.run.as_deref()
+    } else {
+        None
+    }
 }
 
 /// A rollback whose swap (`s`) committed but whose `rollback` record never came: its runs are
@@ -283,25 +339,59 @@ pub fn runs(records: &[Record]) -> Vec<DeployRun> {
     history(records).runs
 }
 
-/// An ok rollback record: mark what it undid, computed as its plan did (the runs it saw and the
-/// release it put back). A record the range does not explain (another newest run) marks only the
-/// newest run of its SHA, as older versions did.
+/// A rollback record: mark what it undid. A `rollback` record names the runs (`undone_runs`, their
+/// ids); one without them (older versions, a killed rollback's `rollback:swap` record) is computed
+/// again as its plan did: the runs it saw, from the newest not undone back to the last good run of
+/// the release it put back. A record neither explains (another newest run) marks only the newest
+/// run of its SHA, as older versions did.
 fn mark_undone(runs: &mut [DeployRun], r: &Record) -> Vec<usize> {
-    match undo_range(runs, r.previous.as_deref()) {
-        Ok(u) if runs[u.newest].sha == r.sha => {
-            for &i in &u.runs {
-                runs[i].undone = true;
-            }
-            u.runs
-        }
-        _ => match runs.iter().rposition(|d| d.sha == r.sha && !d.undone) {
-            Some(i) => {
-                runs[i].undone = true;
-                vec![i]
-            }
-            None => Vec::new(),
-        },
+    let named: Vec<usize> = match &r.undone_runs {
+        Some(ids) => (0..runs.len())
+            .filter(|&i| !runs[i].undone && runs[i].run.as_ref().is_some_and(|id| ids.contains(id)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let undone = if !named.is_empty() {
+        named
+    } else if let Some(u) = recorded_range(runs, r) {
+        u.runs
+    } else {
+        runs.iter()
+            .rposition(|d| d.sha == r.sha && !d.undone)
+            .into_iter()
+            .collect()
+    };
+    for &i in &undone {
+        runs[i].undone = true;
     }
+    undone
+}
+
+/// The range the plan of a rollback record without run ids chose: X its newest run (of the
+/// record's SHA), G the last good run of the release it put back before X. Not [`undo_range`] with
+/// `--to`: that refuses a release that is also among the undone runs (a failed deploy, then the
+/// old release deployed again by hand, both undone, the old release put back).
+fn recorded_range(runs: &[DeployRun], r: &Record) -> Option<UndoRange> {
+    let newest = runs.iter().rposition(|d| d.migrated && !d.undone)?;
+    if runs[newest].sha != r.sha {
+        return None;
+    }
+    let default_good = runs[..newest].iter().rposition(is_good);
+    let good = match r.previous.as_deref() {
+        None => default_good,
+        Some(p) => Some(
+            runs[..newest]
+                .iter()
+                .rposition(|d| is_good(d) && d.sha == p)?,
+        ),
+    };
+    Some(range_after(runs, newest, good))
+}
+
+/// The `rollback` record's `undone_runs`: the undone runs' ids (`None` when one has none: a run
+/// of an older version, computed again from the log instead).
+pub fn undone_ids(c: &Choice) -> Option<Vec<String>> {
+    c.undone.iter().map(|u| u.run.clone()).collect()
 }
 
 /// What one rollback undoes, as indices into the runs.
@@ -334,18 +424,23 @@ pub fn undo_range(runs: &[DeployRun], to: Option<&str>) -> Result<UndoRange> {
         None => default_good,
         Some(t) => Some(resolve_to(runs, newest, default_good, t)?),
     };
+    Ok(range_after(runs, newest, good))
+}
+
+/// Every run after `good` up to `newest` (migrated, not undone) not undone yet.
+fn range_after(runs: &[DeployRun], newest: usize, good: Option<usize>) -> UndoRange {
     let from = good.map_or(0, |g| g + 1);
     let range: Vec<usize> = (from..=newest).filter(|&i| !runs[i].undone).collect();
     let first_migrated = *range
         .iter()
         .find(|&&i| runs[i].migrated)
         .expect("the newest run is in the range and migrated");
-    Ok(UndoRange {
+    UndoRange {
         newest,
         good,
         runs: range,
         first_migrated,
-    })
+    }
 }
 
 fn resolve_to(
@@ -624,6 +719,7 @@ mod tests {
             message: String::new(),
             previous: None,
             run: None,
+            undone_runs: None,
         }
     }
 
@@ -696,6 +792,26 @@ mod tests {
             .nth(nth)
             .and_then(|r| r.backup_object)
             .unwrap()
+    }
+
+    /// The records of one deploy, with its run id (as every deploy writes now).
+    fn with_run(mut v: Vec<Record>, id: &str) -> Vec<Record> {
+        for r in &mut v {
+            r.run = Some(id.into());
+        }
+        v
+    }
+
+    /// `run`'s records with `extra` written right after its `after` step.
+    fn interleaved(run: Vec<Record>, after: &str, extra: &[Record]) -> Vec<Record> {
+        let at = run.iter().position(|r| r.step == after).unwrap() + 1;
+        let mut v = run;
+        v.splice(at..at, extra.iter().cloned());
+        v
+    }
+
+    fn shas(runs: &[DeployRun]) -> Vec<&str> {
+        runs.iter().map(|u| u.sha.as_str()).collect()
     }
 
     const A: &str = "aaaaaaa1111111111111111111111111111111aa";
@@ -1167,5 +1283,128 @@ mod tests {
         log5.extend(partial_rollback(C, A, "start"));
         log5.push(rec(RESUME_STEP, "failed", C));
         assert!(pending_resume(&history(&log5)).is_ok());
+    }
+
+    /// A failed B, then A deployed again by hand: the rollback undoes both and puts A back. Its
+    /// record must mark both undone (it used to mark only the second A: `--to A` is refused as a
+    /// release the rollback undoes), else the next rollback undoes B again and restores B's
+    /// backup, losing every write since.
+    #[test]
+    fn a_rollback_putting_back_a_release_it_also_undid_marks_exactly_its_runs() {
+        for ids in [true, false] {
+            let id = |v: Vec<Record>, n: &str| if ids { with_run(v, n) } else { v };
+            let mut log = id(deploy(A, None), "r1");
+            log.extend(id(deploy(B, Some("health")), "r2"));
+            log.extend(id(deploy(A, None), "r3"));
+            let c = choose(&runs(&log), None, true).unwrap();
+            assert_eq!(shas(&c.undone), [B, A], "ids {ids}");
+            assert_eq!(
+                (c.restore_from.sha.as_str(), c.previous.as_deref()),
+                (B, Some(A))
+            );
+            // The record rollback writes: the runs by id (none for runs of older versions).
+            let mut r = rolled_back(&c.undo.sha, c.previous.as_deref());
+            r.undone_runs = undone_ids(&c);
+            assert_eq!(r.undone_runs.is_some(), ids);
+            log.push(r);
+            let h = history(&log);
+            assert!(
+                !h.runs[0].undone && h.runs[1].undone && h.runs[2].undone,
+                "ids {ids}: {:?}",
+                h.runs
+            );
+            assert_eq!(h.rollbacks[0].undone, [1, 2]);
+            // Then C fails at migrate: only C is undone, from C's own backup, the first A put back.
+            log.extend(id(deploy(C, Some("migrate")), "r4"));
+            let r = runs(&log);
+            assert!(offer_after_failed_deploy(&r, C, true).is_ok());
+            let c = choose(&r, None, true).unwrap();
+            assert_eq!(shas(&c.undone), [C], "ids {ids}");
+            assert_eq!(c.restore_from.backup_object, Some(backup_of(&log, C, 0)));
+            assert_eq!(c.previous.as_deref(), Some(A));
+        }
+        // The ids a record names are what it marks, not what the log would compute again.
+        let mut log = with_run(deploy(A, None), "r1");
+        log.extend(with_run(deploy(B, Some("health")), "r2"));
+        log.extend(with_run(deploy(C, Some("health")), "r3"));
+        let mut r = rolled_back(C, Some(A));
+        r.undone_runs = Some(vec!["r3".into()]);
+        log.push(r);
+        let h = history(&log);
+        assert!(!h.runs[1].undone && h.runs[2].undone, "{:?}", h.runs);
+    }
+
+    /// A restore (or a deploy) the lock refused writes its records while a deploy holds it: they
+    /// must not split that deploy (which has its run id on every record) in two.
+    #[test]
+    fn records_of_a_refused_restore_or_deploy_inside_a_deploy_do_not_split_it() {
+        let restore = vec![
+            rec("restore:plan", "ok", ""),
+            rec("restore:lock", "failed", ""),
+            rec("restore:pipeline", "failed", ""),
+        ];
+        let refused_deploy = with_run(run_records(C, "lock", "failed", true), "rX");
+        for (what, extra) in [("restore", &restore), ("deploy", &refused_deploy)] {
+            for after in ["lock", "migrate", "rollout"] {
+                // B succeeds, then C fails at migrate: C alone is undone, from its own backup.
+                let mut log = with_run(deploy(A, None), "r1");
+                log.extend(interleaved(with_run(deploy(B, None), "r2"), after, extra));
+                log.extend(with_run(deploy(C, Some("migrate")), "r3"));
+                let r = runs(&log);
+                let b = r.iter().find(|d| d.run.as_deref() == Some("r2")).unwrap();
+                assert!(
+                    b.succeeded && b.complete && b.migrated,
+                    "{what} after {after}: {r:?}"
+                );
+                let own = |id: &str| r.iter().find(|d| d.run.as_deref() == Some(id)).unwrap();
+                let c = choose(&r, None, true).unwrap();
+                assert_eq!(shas(&c.undone), [C], "{what} after {after}");
+                assert!(own("r3").backup_object.is_some());
+                assert_eq!(c.restore_from.backup_object, own("r3").backup_object);
+                assert_eq!(c.previous.as_deref(), Some(B));
+                // B fails at health: the rollback is offered for B (--rollback-on-failure).
+                let mut log = with_run(deploy(A, None), "r1");
+                log.extend(interleaved(
+                    with_run(deploy(B, Some("health")), "r2"),
+                    after,
+                    extra,
+                ));
+                let r = runs(&log);
+                assert_eq!(
+                    offer_after_failed_deploy(&r, B, true),
+                    Ok(()),
+                    "{what} after {after}: {r:?}"
+                );
+                let c = choose(&r, None, true).unwrap();
+                assert_eq!((c.undo.sha.as_str(), c.previous.as_deref()), (B, Some(A)));
+                assert_eq!(c.restore_from.backup_object, Some(backup_of(&log, B, 0)));
+            }
+        }
+        // A deploy the lock refused while a rollback held it (after its swap) does not end that
+        // rollback: one ok rollback, not a partial one too.
+        let mut log = with_run(deploy(A, None), "r1");
+        log.extend(with_run(deploy(B, Some("health")), "r2"));
+        let mut rb: Vec<Record> = ["plan", "lock", "download+restore", "verify", "swap"]
+            .iter()
+            .map(|s| rec(&format!("rollback:{s}"), "ok", B))
+            .collect();
+        rb.extend(refused_deploy.iter().cloned());
+        rb.push(rec("rollback:start", "ok", B));
+        let mut done = rolled_back(B, Some(A));
+        done.undone_runs = Some(vec!["r2".into()]);
+        rb.push(done);
+        log.extend(rb);
+        let h = history(&log);
+        assert_eq!(h.rollbacks.len(), 1, "{:?}", h.rollbacks);
+        assert!(!h.rollbacks[0].partial && h.rollbacks[0].undone == [1]);
+        assert!(h.runs[1].undone && !h.runs[0].undone);
+        // A run with an id killed mid-way ends at its last record, before what comes next.
+        let mut log = with_run(deploy(A, None), "r1");
+        log.extend(with_run(killed(B, "verify-backup"), "r2"));
+        log.extend(restore.clone());
+        log.extend(with_run(deploy(C, None), "r3"));
+        let r = runs(&log);
+        assert_eq!(shas(&r), [A, B, C]);
+        assert!(r[1].migrated && !r[1].complete);
     }
 }
