@@ -582,9 +582,10 @@ a comment, template or connection settings), which pg_dump without `--create` ne
 would carry into the live database, refuses the restore; SECURITY DEFINER functions in it are named in \
 a warning, as they run with their owner's rights once restored. Backups are taken with `pg_dump --no-owner` for this; one that sets owners (`ALTER \
 ... OWNER TO`, from before) is refused saying so, and `--trust-dump` replays it as the database user \
-instead, with every right that user has. Then it checks the restored per-table row counts and newest \
-migration against the manifest (counted as that role too), hands the database and everything in it to \
-the live database's owner and drops the role. Only then the **swap**: the \
+instead, with every right that user has. The restored per-table row counts and newest migration are \
+taken in the replay's own transaction, before its COMMIT (as that role, its session's settings reset), \
+and counts that differ from the manifest are never committed. Then it hands the database and \
+everything in it to the live database's owner and drops the role. Only then the **swap**: the \
 app's writer service is stopped, new connections to the live database are blocked (`ALLOW_CONNECTIONS \
 false`, `CONNECTION LIMIT 0`), its sessions are ended (`pg_terminate_backend`, bounded by `--swap-wait`, \
 10 s by default: a session that does not end refuses the swap and everything is opened again), and both \
