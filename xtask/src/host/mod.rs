@@ -487,6 +487,21 @@ impl Host {
         self.compose(None, &a)
     }
 
+    /// A fixed `sh` script (positional args) where the environment's PostgreSQL server runs: on
+    /// this machine (`local`, whose cluster is a process here), in the postgres service's
+    /// container (Compose, on this machine or over SSH), so that paths the server reports (its data
+    /// directory) mean what they say.
+    pub fn script_at_db(&self, s: &Script<'_>, args: &[String]) -> Result<Cmd> {
+        match &self.at {
+            At::Local { .. } => self.script(&s.anywhere(), args),
+            _ => {
+                let mut words = vec![s.shell().to_string(), "-c".into(), s.text(), "xtask".into()];
+                words.extend(args.iter().cloned());
+                self.compose_exec(&self.env.services.postgres, &words)
+            }
+        }
+    }
+
     /// `compose up -d ...` / `pull` / `ps` / `stop` / `start` are [`Host::compose`] with those words;
     /// this is `up -d --wait` bounded by `wait_secs` (the local rollout).
     pub fn compose_up_wait(&self, tag: &str, wait_secs: u64) -> Result<Cmd> {
