@@ -1192,7 +1192,7 @@ fn the_restore_scripts_are_shellcheck_clean() {
         .filter(|p| p.extension().is_some_and(|x| x == "sh"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(files.len(), 4, "{files:?}");
     let out = Command::new("shellcheck").args(&files).output().unwrap();
     assert!(
         out.status.success(),

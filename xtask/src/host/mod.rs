@@ -904,6 +904,31 @@ mod tests {
     }
 
     #[test]
+    fn a_script_at_the_database_runs_in_the_postgres_container_or_here() {
+        let envs = envs();
+        let s = Script::sh("df -Pk -- \"$1\"");
+        // Over SSH: compose exec in the postgres service, the script and its argument quoted.
+        let ssh = Host::planned(envs.get("staging").unwrap()).unwrap();
+        let c = ssh.script_at_db(&s, &["/var/lib/my data".into()]).unwrap();
+        let words = shlex::split(&c.get_args().last().unwrap()).unwrap();
+        let tail = &words[words.len() - 8..];
+        assert_eq!(
+            tail,
+            [
+                "exec",
+                "-T",
+                "postgres",
+                "sh",
+                "-c",
+                "df -Pk -- \"$1\"",
+                "xtask",
+                "/var/lib/my data"
+            ]
+        );
+        // (Locally it is `sh` on this machine, where the cluster runs: tests/restore_local.rs.)
+    }
+
+    #[test]
     fn the_local_host_has_no_compose_project() {
         let envs = envs();
         let h = Host::planned(envs.get("local").unwrap()).unwrap();
