@@ -454,6 +454,74 @@ fn the_live_databases_own_properties_survive_the_restore_and_the_kept_one_keeps_
 }
 
 #[test]
+fn a_restore_that_does_not_fit_beside_the_live_database_is_refused_before_anything_is_made() {
+    // Regression: nothing compared the free space with what the restore writes beside the live
+    // database; a full disk during the replay fills the WAL too and PostgreSQL stops every session.
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "space");
+    let before = snapshot(&t);
+    // A `df` that reports a nearly full filesystem (1 MiB free), first on the PATH of the
+    // restore (which runs df where the cluster runs: this machine).
+    let bin = t.state_dir.join("fake-bin");
+    std::fs::create_dir(&bin).unwrap();
+    let with_df = |body: &str| {
+        let df = bin.join("df");
+        std::fs::write(&df, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&df, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let restore = |extra: &[&str]| {
+        let mut a = vec!["restore", "--env", "local", "--label", "space", "--yes"];
+        a.extend(extra);
+        let mut c = t.command(&a);
+        c.env("PATH", &path);
+        run_cmd(c)
+    };
+    with_df("echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo '/dev/full 1000000 998976 1024 100% /full'");
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let r = restore(extra);
+        assert_eq!(r.code, 1, "{extra:?}: {}", r.all());
+        assert!(
+            r.stderr.contains("not enough free space")
+                && r.stderr.contains("1.0 MiB free on /dev/full /full")
+                && r.stderr.contains("--ignore-space")
+                && r.stderr.contains("nothing was changed"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stdout.contains("space     NOT ENOUGH"), "{}", r.stdout);
+    }
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+    assert!(kept_dbs(&t).is_empty());
+    assert!(!steps(&t.audit()).iter().any(|s| s.starts_with("restore:")));
+    // df that cannot tell: a warning, and the restore goes on.
+    with_df("exit 1");
+    let r = restore(&["--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("free space beside the live database could not be checked"),
+        "{}",
+        r.stderr
+    );
+    // --ignore-space: the warning says so, and the restore goes on.
+    with_df("echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo '/dev/full 1000000 998976 1024 100% /full'");
+    let r = restore(&["--ignore-space", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("going on (--ignore-space)"),
+        "{report}"
+    );
+    assert_eq!(kept_dbs(&t).len(), 2);
+}
+
+#[test]
 fn a_live_database_found_blocked_is_opened_by_the_restore() {
     // Regression: the swap re-applied the live database's limit of 0 (and ignored
     // datallowconn), so a database left blocked stayed blocked after the next restore.
