@@ -299,6 +299,210 @@ fn restore_replaces_a_changed_database_exactly_and_keeps_the_replaced_one() {
     );
 }
 
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// What a database has of its own, beyond its objects: encoding and locale, connection limit, ACL
+/// item by item, comment, settings of the database and of roles in it.
+fn db_props(t: &TestEnv, db: &str) -> String {
+    sql(
+        t,
+        "postgres",
+        &format!(
+            "SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || datctype || \
+             ' ts=' || (SELECT spcname FROM pg_tablespace WHERE oid = dattablespace) || \
+             ' limit=' || datconnlimit || ' acl=' || coalesce((SELECT string_agg(\
+             coalesce(nullif(a.grantee, 0)::regrole::text, 'PUBLIC') || ':' || a.privilege_type || \
+             ':' || a.grantor::regrole::text || ':' || a.is_grantable, ',' ORDER BY 1) \
+             FROM aclexplode(d.datacl) a), 'default') || ' comment=' || \
+             coalesce(shobj_description(d.oid, 'pg_database'), '-') || ' settings=' || \
+             coalesce((SELECT string_agg(coalesce(nullif(s.setrole, 0)::regrole::text, '*') || \
+             ':' || array_to_string(s.setconfig, ';'), ' ' ORDER BY 1) FROM pg_db_role_setting s \
+             WHERE s.setdatabase = d.oid), '-') FROM pg_database d WHERE datname = '{db}'"
+        ),
+    )
+}
+
+#[test]
+fn the_live_databases_own_properties_survive_the_restore_and_the_kept_one_keeps_its_own() {
+    // Regression: the scratch database was made from template0 with the cluster's defaults and
+    // swapped in, so the live database's ACL (PUBLIC could connect again), settings, role
+    // settings in it, comment, encoding and locale were lost; only the kept one had them.
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["local", "up"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // A tablespace of its own (a directory the server's user owns: `postgres` when we are root).
+    let ts = t.state_dir.join("fast");
+    std::fs::create_dir(&ts).unwrap();
+    if nix_is_root() {
+        let o = Command::new("chown")
+            .args(["postgres:postgres", ts.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    sql(
+        &t,
+        "postgres",
+        &format!("CREATE TABLESPACE fast LOCATION '{}'", ts.display()),
+    );
+    sql(&t, "postgres", "DROP DATABASE station");
+    sql(
+        &t,
+        "postgres",
+        "CREATE DATABASE station OWNER station ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' \
+         TEMPLATE template0 TABLESPACE fast",
+    );
+    for q in [
+        "CREATE ROLE readonly LOGIN",
+        "CREATE ROLE outsider LOGIN",
+        "REVOKE CONNECT, TEMPORARY ON DATABASE station FROM PUBLIC",
+        "GRANT CONNECT ON DATABASE station TO readonly",
+        "ALTER DATABASE station SET statement_timeout = '5s'",
+        "ALTER DATABASE station SET search_path = \"$user\", public, 'We ird'",
+        "ALTER ROLE readonly IN DATABASE station SET work_mem = '8MB'",
+        "COMMENT ON DATABASE station IS 'the station''s data, a \\ backslash | and a bar'",
+        "ALTER DATABASE station CONNECTION LIMIT 50",
+    ] {
+        sql(&t, "postgres", q);
+    }
+    sql(
+        &t,
+        "station",
+        "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL); \
+         INSERT INTO accounts SELECT g, 'caf\u{e9}' || g FROM generate_series(1, 300) g; \
+         CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO schema_migrations VALUES (1, '0001_init');",
+    );
+    let before = db_props(&t, "station");
+    assert!(
+        before.starts_with("LATIN1 C C ts=fast limit=50 acl=")
+            && before.contains("readonly:CONNECT")
+            && !before.contains("PUBLIC")
+            && before.contains("statement_timeout=5s")
+            && before.contains("readonly:work_mem=8MB"),
+        "{before}"
+    );
+    let object = backup(&t, "props");
+    let counts_b = counts(&t, "station");
+    sql(&t, "station", "INSERT INTO accounts VALUES (301, 'late')");
+
+    // The dry run lists what the scratch database gets.
+    let r = t.run(&["restore", "--env", "local", "--label", "props", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for want in [
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' LOCALE_PROVIDER libc TABLESPACE",
+        "tablespace fast",
+        "REVOKE ALL ON DATABASE",
+        "GRANT CONNECT ON DATABASE",
+        "statement_timeout",
+        "IN DATABASE",
+        "COMMENT ON DATABASE",
+        "CONNECTION LIMIT 50",
+        "  space     ",
+        "needed for the scratch database and the replay's WAL",
+    ] {
+        assert!(r.stdout.contains(want), "{want}: {}", r.stdout);
+    }
+    assert_eq!(db_props(&t, "station"), before);
+
+    let r = t.run(&[
+        "restore", "--env", "local", "--label", "props", "--yes", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["object"], object.as_str());
+    let kept = report["kept_database"].as_str().unwrap().to_string();
+    // The restored database is live with the live database's properties; the kept one has its own.
+    assert_eq!(counts(&t, "station"), counts_b);
+    assert_eq!(db_props(&t, "station"), before);
+    assert_eq!(db_props(&t, &kept), before);
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            "SELECT has_database_privilege('outsider', 'station', 'CONNECT') || ' ' || \
+             has_database_privilege('readonly', 'station', 'CONNECT')"
+        ),
+        "false true"
+    );
+    assert_eq!(sql(&t, "station", "SHOW statement_timeout"), "5s");
+    assert!(steps(&t.audit()).contains(&"restore:properties ok".to_string()));
+    assert!(scratch_dbs(&t).is_empty());
+}
+
+#[test]
+fn a_restore_that_does_not_fit_beside_the_live_database_is_refused_before_anything_is_made() {
+    // Regression: nothing compared the free space with what the restore writes beside the live
+    // database; a full disk during the replay fills the WAL too and PostgreSQL stops every session.
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    backup(&t, "space");
+    let before = snapshot(&t);
+    // A `df` that reports a nearly full filesystem (1 MiB free), first on the PATH of the
+    // restore (which runs df where the cluster runs: this machine).
+    let bin = t.state_dir.join("fake-bin");
+    std::fs::create_dir(&bin).unwrap();
+    let with_df = |body: &str| {
+        let df = bin.join("df");
+        std::fs::write(&df, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&df, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let restore = |extra: &[&str]| {
+        let mut a = vec!["restore", "--env", "local", "--label", "space", "--yes"];
+        a.extend(extra);
+        let mut c = t.command(&a);
+        c.env("PATH", &path);
+        run_cmd(c)
+    };
+    with_df("echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo '/dev/full 1000000 998976 1024 100% /full'");
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let r = restore(extra);
+        assert_eq!(r.code, 1, "{extra:?}: {}", r.all());
+        assert!(
+            r.stderr.contains("not enough free space")
+                && r.stderr.contains("1.0 MiB free on /dev/full /full")
+                && r.stderr.contains("--ignore-space")
+                && r.stderr.contains("nothing was changed"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stdout.contains("space     NOT ENOUGH"), "{}", r.stdout);
+    }
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+    assert!(kept_dbs(&t).is_empty());
+    assert!(!steps(&t.audit()).iter().any(|s| s.starts_with("restore:")));
+    // df that cannot tell: a warning, and the restore goes on.
+    with_df("exit 1");
+    let r = restore(&["--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("free space beside the live database could not be checked"),
+        "{}",
+        r.stderr
+    );
+    // --ignore-space: the warning says so, and the restore goes on.
+    with_df("echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo '/dev/full 1000000 998976 1024 100% /full'");
+    let r = restore(&["--ignore-space", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("going on (--ignore-space)"),
+        "{report}"
+    );
+    assert_eq!(kept_dbs(&t).len(), 2);
+}
+
 #[test]
 fn a_live_database_found_blocked_is_opened_by_the_restore() {
     // Regression: the swap re-applied the live database's limit of 0 (and ignored
@@ -982,7 +1186,7 @@ fn the_restore_scripts_are_shellcheck_clean() {
         .filter(|p| p.extension().is_some_and(|x| x == "sh"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(files.len(), 4, "{files:?}");
     let out = Command::new("shellcheck").args(&files).output().unwrap();
     assert!(
         out.status.success(),
@@ -1553,6 +1757,7 @@ fn a_pinned_backup_whose_manifest_says_another_sha256_is_refused() {
         audit_sha: None,
         audit_previous: None,
         expect_sha256: Some("0".repeat(64)),
+        ignore_space: false,
     };
     let e = match xtask::restore::restore(env, &root, &opts, &mut |_| Ok(String::new())) {
         Err(e) => e,

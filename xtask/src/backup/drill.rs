@@ -337,6 +337,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
             obj.path.rsplit('/').next().unwrap_or(&obj.path)
         ),
         interrupted: ": the drill stopped (it never writes to the live database)",
+        like: None,
     };
     eprintln!(
         "drill: restoring {} ({} bytes) into scratch database {name} as {}",

@@ -585,7 +585,17 @@ a warning, as they run with their owner's rights once restored. Backups are take
 instead, with every right that user has. The restored per-table row counts and newest migration are \
 taken in the replay's own transaction, before its COMMIT (as that role, its session's settings reset), \
 and counts that differ from the manifest are never committed. Then it hands the database and \
-everything in it to the live database's owner and drops the role. Only then the **swap**: the \
+everything in it to the live database's owner and drops the role. The new database is made like the live one (its \
+encoding, `LC_COLLATE`/`LC_CTYPE`, locale provider and tablespace) and, once checked and handed over, \
+gets the live database's own properties, which a dump does not carry: its grants (`REVOKE CONNECT ... \
+FROM PUBLIC` stays revoked), `ALTER DATABASE ... SET` and `ALTER ROLE ... IN DATABASE ... SET` \
+settings, comment and connection limit (the plan lists them; the kept database keeps its own). Before \
+anything is made it checks the free space where the new database goes (`df` on the data directory or \
+its tablespace, and on `pg_wal`, where PostgreSQL runs): the live database's size again, as much WAL \
+(at most `max_wal_size`) and a reserve of a tenth (at least 256 MiB); short is exit 1 with nothing \
+changed (a full disk during the replay would stop every session of the cluster), unless \
+`--ignore-space`; a data directory the database user may not read (not a superuser nor in \
+`pg_read_all_settings`) is a warning. Only then the **swap**: the \
 app's writer service is stopped, new connections to the live database are blocked (`ALLOW_CONNECTIONS \
 false`, `CONNECTION LIMIT 0`), its sessions are ended (`pg_terminate_backend`, bounded by `--swap-wait`, \
 10 s by default: a session that does not end refuses the swap and everything is opened again), and both \

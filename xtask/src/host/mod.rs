@@ -487,6 +487,21 @@ impl Host {
         self.compose(None, &a)
     }
 
+    /// A fixed `sh` script (positional args) where the environment's PostgreSQL server runs: on
+    /// this machine (`local`, whose cluster is a process here), in the postgres service's
+    /// container (Compose, on this machine or over SSH), so that paths the server reports (its data
+    /// directory) mean what they say.
+    pub fn script_at_db(&self, s: &Script<'_>, args: &[String]) -> Result<Cmd> {
+        match &self.at {
+            At::Local { .. } => self.script(&s.anywhere(), args),
+            _ => {
+                let mut words = vec![s.shell().to_string(), "-c".into(), s.text(), "xtask".into()];
+                words.extend(args.iter().cloned());
+                self.compose_exec(&self.env.services.postgres, &words)
+            }
+        }
+    }
+
     /// `compose up -d ...` / `pull` / `ps` / `stop` / `start` are [`Host::compose`] with those words;
     /// this is `up -d --wait` bounded by `wait_secs` (the local rollout).
     pub fn compose_up_wait(&self, tag: &str, wait_secs: u64) -> Result<Cmd> {
@@ -886,6 +901,31 @@ mod tests {
         assert!(!local.unreachable(&out(255, "")));
         assert!(!local.unreachable(&out(0, "is not running")));
         assert!(local.misconfigured(&out(1, "no such service: postgress")));
+    }
+
+    #[test]
+    fn a_script_at_the_database_runs_in_the_postgres_container_or_here() {
+        let envs = envs();
+        let s = Script::sh("df -Pk -- \"$1\"");
+        // Over SSH: compose exec in the postgres service, the script and its argument quoted.
+        let ssh = Host::planned(envs.get("staging").unwrap()).unwrap();
+        let c = ssh.script_at_db(&s, &["/var/lib/my data".into()]).unwrap();
+        let words = shlex::split(&c.get_args().last().unwrap()).unwrap();
+        let tail = &words[words.len() - 8..];
+        assert_eq!(
+            tail,
+            [
+                "exec",
+                "-T",
+                "postgres",
+                "sh",
+                "-c",
+                "df -Pk -- \"$1\"",
+                "xtask",
+                "/var/lib/my data"
+            ]
+        );
+        // (Locally it is `sh` on this machine, where the cluster runs: tests/restore_local.rs.)
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct Args {
     /// every right on the server: only for a backup you trust.
     #[arg(long)]
     pub trust_dump: bool,
+    /// Restore even when the free space beside the live database looks too small (the estimate,
+    /// the live database's size plus its WAL and a reserve, is high for a bloated database).
+    #[arg(long)]
+    pub ignore_space: bool,
 }
 
 /// Which backup to restore.
@@ -109,6 +113,8 @@ pub struct Options {
     /// The sha256 the backup must have (rollback of a deploy's own backup): its manifest's and the
     /// downloaded object's, else the restore is refused.
     pub expect_sha256: Option<String>,
+    /// Go on when the space check says the restore does not fit (a warning instead).
+    pub ignore_space: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -167,6 +173,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         audit_sha: None,
         audit_previous: None,
         expect_sha256: None,
+        ignore_space: args.ignore_space,
     };
     let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
     match outcome {
@@ -220,6 +227,10 @@ pub struct Planned {
     pub window_seconds: Option<i64>,
     /// Scratch databases an interrupted restore left behind (named in the plan).
     pub leftover_scratch: Vec<String>,
+    /// The live database's own properties, given to the scratch database (`None`: no live one).
+    pub props: Option<plan::LiveProps>,
+    /// The free-space check's verdict.
+    pub space: plan::Space,
 }
 
 /// Choose the object, read its manifest (a malformed one fails; a missing one warns, or fails with
@@ -231,14 +242,47 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
     // round trip of its own: on a server over SSH, or to B2, they add up).
     let facts_sql = plan::plan_facts_sql(&names);
     std::thread::scope(|scope| {
-        let facts = scope.spawn(|| t.sql("postgres", &facts_sql));
+        // The free space is measured once the facts say where the data directory is.
+        let facts = scope.spawn(|| {
+            t.sql("postgres", &facts_sql)
+                .map(|f| (measure_space(t, &f), f))
+        });
         let chosen = choose_and_read(t, opts);
-        let facts = facts
+        let (fs, facts) = facts
             .join()
             .unwrap_or_else(|_| Err(Error::failed("reading the databases' facts panicked")))?;
         let (object, manifest) = chosen?;
-        plan_from(object, manifest, names, &facts)
+        let mut p = plan_from(object, manifest, names, &facts)?;
+        let cluster = plan::parse_cluster(&facts);
+        p.space = match fs {
+            Ok(fs) => plan::space_verdict(
+                p.live.as_ref().map(|l| l.size_bytes),
+                p.object.size,
+                cluster.max_wal_size,
+                [fs[0].as_ref(), fs[1].as_ref()],
+            ),
+            Err(why) => plan::Space::Unknown(why),
+        };
+        Ok(p)
     })
+}
+
+/// The filesystems of the live database's directory and of the WAL (see [`plan::space_paths`]),
+/// or why they cannot be measured.
+fn measure_space(t: &Target, facts: &str) -> std::result::Result<[Option<plan::Fs>; 2], String> {
+    let cluster = plan::parse_cluster(facts);
+    let props = plan::parse_live_props(facts).ok().flatten();
+    let paths = plan::space_paths(&cluster, props.as_ref()).ok_or_else(|| {
+        format!(
+            "the data directory is not readable by {} (it needs superuser or pg_read_all_settings)",
+            t.env.db_user
+        )
+    })?;
+    let mut fs = t.free_space(&paths)?.into_iter();
+    match (fs.next().flatten(), fs.next().flatten()) {
+        (None, _) => Err(format!("df could not measure {}", paths[0])),
+        (db, wal) => Ok([db, wal]),
+    }
 }
 
 /// The object the selector names, and its manifest (checked against the listing).
@@ -345,6 +389,10 @@ fn plan_from(
         .and_then(plan::parse_rfc3339_utc)
         .map(|c| now_unix() as i64 - c);
     let leftover_scratch = plan::leftover_scratch(facts, &names.live, &names.scratch);
+    let props = match &live {
+        Some(_) => plan::parse_live_props(facts)?,
+        None => None,
+    };
     Ok(Planned {
         object,
         manifest,
@@ -353,6 +401,8 @@ fn plan_from(
         created_at,
         window_seconds,
         leftover_scratch,
+        props,
+        space: plan::Space::Unknown("not measured".into()),
     })
 }
 
@@ -405,7 +455,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
             "download → restore"
         },
         n.scratch,
-        replayer(t, n, opts).words(),
+        replayer(t, p, opts).words(),
         if streamed(p, opts).is_some() {
             " and its sha256 equals the manifest's (its listed size was compared)"
         } else {
@@ -422,6 +472,7 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
         n.scratch,
         n.live
     ));
+    s.push_str(&props_text(p));
     s.push_str(&format!(
         "  kept      {} is never dropped: it holds every write made after the backup \
          (`cargo xtask restore --env {} --kept`, `--drop-kept {}`)",
@@ -437,6 +488,81 @@ fn plan_text(t: &Target, p: &Planned, opts: &Options) -> String {
     s
 }
 
+/// The plan's lines on the live database's own properties and on the free space.
+fn props_text(p: &Planned) -> String {
+    let mut s = match (&p.props, &p.live) {
+        (Some(pr), Some(l)) => format!(
+            "  like      {}: encoding {}, LC_COLLATE {}, LC_CTYPE {}{}, tablespace {}; then, before \
+             the swap, {}\n",
+            p.names.live,
+            pr.encoding,
+            pr.collate,
+            pr.ctype,
+            pr.locale_provider
+                .as_deref()
+                .map(|lp| format!(
+                    ", locale provider {}{}",
+                    match lp {
+                        "c" => "libc",
+                        "i" => "icu",
+                        "b" => "builtin",
+                        other => other,
+                    },
+                    pr.locale.as_deref().map(|l| format!(" {l}")).unwrap_or_default()
+                ))
+                .unwrap_or_default(),
+            pr.tablespace,
+            plan::carry_summary(pr, l.reopen_limit())
+        ),
+        _ => "  like      no live database: the cluster's defaults (template0's encoding and \
+              locale, the default tablespace, the default ACL)\n"
+            .into(),
+    };
+    s.push_str(&match &p.space {
+        plan::Space::Enough(m) => format!("  space     {m}\n"),
+        plan::Space::Short(m) => format!("  space     NOT ENOUGH: {m}\n"),
+        plan::Space::Unknown(m) => format!("  space     not measured: {m}\n"),
+    });
+    s
+}
+
+/// The space check: short is exit 1 (nothing changed) unless `--ignore-space`; not measured is a
+/// warning. The warnings it gives.
+fn check_space(space: &plan::Space, ignore: bool, env: &str) -> Result<Option<String>> {
+    match space {
+        plan::Space::Enough(_) => Ok(None),
+        plan::Space::Short(m) if !ignore => Err(Error::failed(format!(
+            "refusing to restore: not enough free space beside the live database: {m}. A full \
+             disk during the replay fills the WAL too, and PostgreSQL then stops every session of \
+             the cluster. Free some space (`cargo xtask restore --env {env} --kept` lists the kept \
+             databases), or pass --ignore-space if the estimate is too high (a bloated live \
+             database); nothing was changed"
+        ))),
+        plan::Space::Short(m) => Ok(Some(format!(
+            "not enough free space beside the live database ({m}): going on (--ignore-space)"
+        ))),
+        plan::Space::Unknown(m) => Ok(Some(format!(
+            "the free space beside the live database could not be checked ({m}): make sure the \
+             restore fits (about the live database's size again, plus its WAL)"
+        ))),
+    }
+}
+
+/// The statements giving the scratch database the live one's ACL, settings, comment and
+/// connection limit, after [`plan::SAFE_SEARCH_PATH`] (`None`: nothing to carry, or no live database).
+fn carry_sqls(p: &Planned, owner: &str) -> Option<Vec<String>> {
+    let (props, live) = (p.props.as_ref()?, p.live.as_ref()?);
+    let carry = plan::carry_props_sql(&p.names.scratch, owner, props, live.reopen_limit());
+    if carry.is_empty() {
+        return None;
+    }
+    Some(
+        std::iter::once(plan::SAFE_SEARCH_PATH.to_string())
+            .chain(carry)
+            .collect(),
+    )
+}
+
 fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<String>> {
     let n = &p.names;
     let owner = p
@@ -445,7 +571,7 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
     let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
-    let rp = replayer(t, n, opts);
+    let rp = replayer(t, p, opts);
     let login = rp.login();
     let create = rp.create_sqls(&owner);
     let create = t
@@ -496,6 +622,15 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
                 &std::iter::once(plan::SAFE_SEARCH_PATH)
                     .chain(adopt.iter().map(String::as_str))
                     .collect::<Vec<_>>(),
+            )?
+            .display(),
+        );
+    }
+    if let Some(carry) = carry_sqls(p, &owner) {
+        v.push(
+            t.sql_each_cmd(
+                "postgres",
+                &carry.iter().map(String::as_str).collect::<Vec<_>>(),
             )?
             .display(),
         );
@@ -745,6 +880,10 @@ pub fn restore_under(
     if let Some(w) = &skew {
         eprintln!("warning: {w}");
     }
+    let space_warning = check_space(&planned.space, opts.ignore_space, &env.name)?;
+    if let Some(w) = &space_warning {
+        eprintln!("warning: {w}");
+    }
     if opts.dry_run {
         say("commands (dry run: nothing is changed):");
         for c in dry_run_commands(&t, &planned, opts)? {
@@ -770,7 +909,7 @@ pub fn restore_under(
                 .unwrap_or_default()
         }),
         steps: Vec::new(),
-        warnings: skew.into_iter().collect(),
+        warnings: skew.into_iter().chain(space_warning).collect(),
     };
     // The lock before any record: a restore it refuses writes none (the deploy holding it is
     // running, and records in the middle of its own would split it in the log rollback reads).
@@ -868,13 +1007,14 @@ fn streamed<'a>(p: &'a Planned, opts: &Options) -> Option<&'a Manifest> {
 const BEFORE_THE_SWAP: &str = " before the swap: the live database is untouched";
 
 /// Who replays the restore's dump into its scratch database (see [`scratch`]).
-fn replayer<'a>(t: &'a Target, n: &'a Names, opts: &Options) -> Replayer<'a> {
+fn replayer<'a>(t: &'a Target, p: &'a Planned, opts: &Options) -> Replayer<'a> {
     Replayer {
         t,
-        scratch: &n.scratch,
+        scratch: &p.names.scratch,
         trust_dump: opts.trust_dump,
         again: format!("cargo xtask restore --env {} ...", t.env.name),
         interrupted: BEFORE_THE_SWAP,
+        like: p.props.as_ref(),
     }
 }
 
@@ -947,7 +1087,7 @@ fn execute(
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
     // Who replays and counts: the scratch database's own role (`--trust-dump`: the owner).
-    let rp = replayer(t, n, run.opts);
+    let rp = replayer(t, p, run.opts);
     // The guard drops only these exact names (`DROP ... IF EXISTS`); the plan checked they were
     // free and the lock keeps other restores out, so "already exists" can only be someone else's.
     // Armed before the CREATE: a CREATE that ran but whose reply was lost (psql or ssh killed, the
@@ -1067,6 +1207,30 @@ fn execute(
         Ok(((), format!("{m}; handed to {owner} (replay role dropped)")))
     })?;
     run.check_interrupt()?;
+    // After the property check (it sees only what the dump set) and the hand-over: the live
+    // database's own ACL, settings, comment and connection limit, which the swap would lose.
+    if let Some(carry) = carry_sqls(p, &owner) {
+        run.step("properties", |r| {
+            r.t.sql_each(
+                "postgres",
+                &carry.iter().map(String::as_str).collect::<Vec<_>>(),
+            )?;
+            let (props, live) = (p.props.as_ref(), p.live.as_ref());
+            Ok((
+                (),
+                format!(
+                    "{} got those of {}: {}",
+                    n.scratch,
+                    n.live,
+                    props
+                        .zip(live)
+                        .map(|(pr, l)| plan::carry_summary(pr, l.reopen_limit()))
+                        .unwrap_or_default()
+                ),
+            ))
+        })?;
+        run.check_interrupt()?;
+    }
     let down_start = Instant::now();
     SWAPPING.store(true, Ordering::SeqCst);
     // Set when the swap ends with the renames' outcome unknown or unexpected: the guard must not
@@ -1633,6 +1797,32 @@ pub fn counts(t: &Target, db: &str) -> Result<BTreeMap<String, u64>> {
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    #[test]
+    fn too_little_space_refuses_unless_ignored_and_an_unmeasured_one_warns() {
+        let short = plan::Space::Short("1 GiB free on d /, 2 GiB needed".into());
+        let e = check_space(&short, false, "staging").unwrap_err();
+        assert_eq!(e.exit_code(), ExitCode::Failed);
+        let m = e.to_string();
+        assert!(
+            m.contains("not enough free space")
+                && m.contains("2 GiB needed")
+                && m.contains("--ignore-space")
+                && m.contains("--env staging --kept")
+                && m.contains("nothing was changed"),
+            "{m}"
+        );
+        let w = check_space(&short, true, "staging").unwrap().unwrap();
+        assert!(w.contains("going on (--ignore-space)"), "{w}");
+        let w = check_space(&plan::Space::Unknown("df failed".into()), false, "x")
+            .unwrap()
+            .unwrap();
+        assert!(w.contains("could not be checked (df failed)"), "{w}");
+        assert_eq!(
+            check_space(&plan::Space::Enough("ok".into()), false, "x").unwrap(),
+            None
+        );
+    }
 
     #[test]
     fn a_failed_stop_of_the_writers_starts_them_again() {

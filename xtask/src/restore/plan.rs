@@ -305,12 +305,19 @@ fn facts_sql(live: &DbName, dbs: &[&DbName], more: &str) -> String {
 
 /// [`facts_of_sql`] of the plan: the live, scratch and kept databases, and the kept ones of the
 /// same second with a suffix (`<kept>_N`, see [`free_names`]; scratch ones are listed anyway).
+/// Also the live database's own properties ([`PROPS_MARK`], see [`live_props_sql`]) and the
+/// cluster's ([`CLUSTER_MARK`], see [`cluster_sql`]), one JSON line each.
 pub fn plan_facts_sql(n: &Names) -> String {
     let kept_n = format!("{}\\_%", n.kept.as_str().replace('_', "\\_"));
-    facts_sql(
-        &n.live,
-        &[&n.live, &n.scratch, &n.kept],
-        &format!(" OR datname LIKE '{kept_n}'"),
+    format!(
+        "{} UNION ALL {} UNION ALL {}",
+        facts_sql(
+            &n.live,
+            &[&n.live, &n.scratch, &n.kept],
+            &format!(" OR datname LIKE '{kept_n}'"),
+        ),
+        live_props_sql(&n.live),
+        cluster_sql()
     )
 }
 
@@ -899,6 +906,520 @@ pub fn parse_check(out: &str) -> Result<(BTreeMap<String, u64>, Option<String>)>
     Ok((got.tables, got.migration))
 }
 
+// ---------------------------------------------------------------------------------------------
+// The live database's own properties, which a dump without `--create` does not carry and the
+// scratch database (made from template0) would otherwise lose in the swap: its encoding, locale
+// and tablespace (given to `CREATE DATABASE`), and its ACL, settings (of the database and of roles
+// in it), comment and connection limit (applied to the scratch database before the swap).
+
+/// Marks [`plan_facts_sql`]'s line holding the live database's properties (JSON).
+const PROPS_MARK: &str = "props:";
+/// Marks [`plan_facts_sql`]'s line holding the cluster's facts (JSON).
+const CLUSTER_MARK: &str = "cluster:";
+
+/// One line `props:{json}` for `live` (none when it does not exist): the whole `pg_database` row
+/// (`to_jsonb`: the locale provider's columns differ by version), the encoding's name, the
+/// tablespace and its location (empty: in the data directory), the ACL item by item (`grantee`
+/// null: PUBLIC; `has_acl` false: the default ACL), the settings (`role` null: the database's
+/// own), the comment. JSON: values of any text (newlines, `|`) stay on one line.
+fn live_props_sql(live: &DbName) -> String {
+    format!(
+        "SELECT '{PROPS_MARK}' || json_build_object('db', to_jsonb(d), \
+         'encoding', pg_encoding_to_char(d.encoding), 'tablespace', t.spcname, \
+         'location', pg_tablespace_location(d.dattablespace), 'has_acl', d.datacl IS NOT NULL, \
+         'acl', (SELECT json_agg(json_build_object('grantor', pg_get_userbyid(a.grantor), \
+         'grantee', CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, \
+         'privilege', a.privilege_type, 'grantable', a.is_grantable)) FROM aclexplode(d.datacl) a), \
+         'settings', (SELECT json_agg(json_build_object('role', CASE WHEN s.setrole = 0 THEN NULL \
+         ELSE pg_get_userbyid(s.setrole) END, 'config', s.setconfig) ORDER BY s.setrole) \
+         FROM pg_db_role_setting s WHERE s.setdatabase = d.oid), \
+         'comment', shobj_description(d.oid, 'pg_database'))::text \
+         FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = {}",
+        live.literal()
+    )
+}
+
+/// One line `cluster:{json}`: the data directory (null when this role may not read it: it needs
+/// superuser or pg_read_all_settings) and `max_wal_size` in bytes.
+fn cluster_sql() -> String {
+    format!(
+        "SELECT '{CLUSTER_MARK}' || json_build_object('data_directory', CASE WHEN \
+         pg_has_role('pg_read_all_settings', 'USAGE') THEN current_setting('data_directory') END, \
+         'max_wal_size', pg_size_bytes(current_setting('max_wal_size')))::text"
+    )
+}
+
+/// One item of a database's ACL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AclItem {
+    pub grantor: String,
+    /// `None`: PUBLIC.
+    pub grantee: Option<String>,
+    /// `CONNECT`, `CREATE`, `TEMPORARY`.
+    pub privilege: String,
+    pub grantable: bool,
+}
+
+/// Settings of the database (`role` None) or of a role in it (`ALTER ROLE r IN DATABASE d SET`):
+/// `name=value` as `pg_db_role_setting` stores them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RoleSettings {
+    pub role: Option<String>,
+    pub config: Vec<String>,
+}
+
+/// What the live database has that the scratch one must get (see the section's comment).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveProps {
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    /// `datlocprovider` (15+: `c` libc, `i` icu, 17+: `b` builtin); `None` before 15.
+    pub locale_provider: Option<String>,
+    /// `daticulocale` (15, 16) / `datlocale` (17+).
+    pub locale: Option<String>,
+    /// `daticurules` (16+).
+    pub icu_rules: Option<String>,
+    pub tablespace: String,
+    /// The tablespace's directory; empty for one inside the data directory (pg_default).
+    pub location: String,
+    /// `None`: the default ACL (`datacl` null).
+    pub acl: Option<Vec<AclItem>>,
+    pub settings: Vec<RoleSettings>,
+    pub comment: Option<String>,
+}
+
+/// The cluster's facts the space check needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterFacts {
+    /// `None`: this role may not read it.
+    pub data_directory: Option<String>,
+    pub max_wal_size: u64,
+}
+
+fn json_line<'a>(text: &'a str, mark: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.trim().strip_prefix(mark))
+}
+
+/// The live database's properties in [`plan_facts_sql`]'s answer (`None`: there is no live
+/// database).
+pub fn parse_live_props(text: &str) -> Result<Option<LiveProps>> {
+    let Some(line) = json_line(text, PROPS_MARK) else {
+        return Ok(None);
+    };
+    let bad = |e: String| {
+        Error::failed(format!(
+            "unexpected answer about the live database's properties: {e}"
+        ))
+    };
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    let db = &v["db"];
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let need = |v: &serde_json::Value, what: &str| s(v).ok_or_else(|| bad(format!("no {what}")));
+    let acl = if v["has_acl"].as_bool() == Some(true) {
+        Some(if v["acl"].is_null() {
+            Vec::new()
+        } else {
+            serde_json::from_value(v["acl"].clone()).map_err(|e| bad(e.to_string()))?
+        })
+    } else {
+        None
+    };
+    let settings = if v["settings"].is_null() {
+        Vec::new()
+    } else {
+        serde_json::from_value(v["settings"].clone()).map_err(|e| bad(e.to_string()))?
+    };
+    Ok(Some(LiveProps {
+        encoding: need(&v["encoding"], "encoding")?,
+        collate: need(&db["datcollate"], "datcollate")?,
+        ctype: need(&db["datctype"], "datctype")?,
+        locale_provider: s(&db["datlocprovider"]),
+        locale: s(&db["datlocale"]).or_else(|| s(&db["daticulocale"])),
+        icu_rules: s(&db["daticurules"]),
+        tablespace: need(&v["tablespace"], "tablespace")?,
+        location: s(&v["location"]).unwrap_or_default(),
+        acl,
+        settings,
+        comment: s(&v["comment"]),
+    }))
+}
+
+/// The cluster's facts in [`plan_facts_sql`]'s answer (defaults when missing).
+pub fn parse_cluster(text: &str) -> ClusterFacts {
+    let Some(v) = json_line(text, CLUSTER_MARK)
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    else {
+        return ClusterFacts::default();
+    };
+    ClusterFacts {
+        data_directory: v["data_directory"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
+        max_wal_size: v["max_wal_size"].as_u64().unwrap_or(0),
+    }
+}
+
+/// `s` as an SQL string literal, right whatever `standard_conforming_strings` says: quotes
+/// doubled, and with a backslash in it the `E'...'` form with backslashes doubled (as pg_dump's
+/// `appendStringLiteral` writes when it cannot rely on the setting).
+pub fn quote_literal(s: &str) -> String {
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+/// The scratch database made like the live one: its encoding, locale (provider and ICU/builtin
+/// locale on 15+) and tablespace; with no live database, the cluster's defaults (template0's).
+pub fn create_scratch_like_sql(scratch: &DbName, owner: &str, like: Option<&LiveProps>) -> String {
+    let mut s = create_scratch_sql(scratch, owner);
+    let Some(p) = like else {
+        return s;
+    };
+    s.push_str(&format!(
+        " ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+        quote_literal(&p.encoding),
+        quote_literal(&p.collate),
+        quote_literal(&p.ctype)
+    ));
+    match p.locale_provider.as_deref() {
+        Some("i") => {
+            s.push_str(" LOCALE_PROVIDER icu");
+            if let Some(l) = &p.locale {
+                s.push_str(&format!(" ICU_LOCALE {}", quote_literal(l)));
+            }
+            if let Some(r) = &p.icu_rules {
+                s.push_str(&format!(" ICU_RULES {}", quote_literal(r)));
+            }
+        }
+        Some("b") => {
+            s.push_str(" LOCALE_PROVIDER builtin");
+            if let Some(l) = &p.locale {
+                s.push_str(&format!(" BUILTIN_LOCALE {}", quote_literal(l)));
+            }
+        }
+        Some(_) => s.push_str(" LOCALE_PROVIDER libc"),
+        None => {}
+    }
+    s.push_str(&format!(" TABLESPACE {}", quote_ident(&p.tablespace)));
+    s
+}
+
+/// Settings whose value is a list of quoted words (pg_dump's `variable_is_guc_list_quote`): the
+/// stored value is split and each word given as a literal, else it would become one word.
+const LIST_QUOTE: [&str; 6] = [
+    "local_preload_libraries",
+    "search_path",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+];
+
+/// PostgreSQL's `SplitGUCList`: words separated by commas, a word double-quoted (`""` inside it
+/// one `"`) or bare (up to a comma or white space, case kept); `None` when malformed.
+pub fn split_guc_list(s: &str) -> Option<Vec<String>> {
+    let b: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let ws = |c: char| c.is_ascii_whitespace();
+    let mut out = Vec::new();
+    while i < b.len() && ws(b[i]) {
+        i += 1;
+    }
+    if i == b.len() {
+        return Some(out);
+    }
+    loop {
+        let mut w = String::new();
+        if b[i] == '"' {
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => return None,
+                    Some('"') if b.get(i + 1) == Some(&'"') => {
+                        w.push('"');
+                        i += 2;
+                    }
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => {
+                        w.push(*c);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < b.len() && b[i] != ',' && !ws(b[i]) {
+                w.push(b[i]);
+                i += 1;
+            }
+            if w.is_empty() {
+                return None;
+            }
+        }
+        out.push(w);
+        while i < b.len() && ws(b[i]) {
+            i += 1;
+        }
+        match b.get(i) {
+            None => return Some(out),
+            Some(',') => {
+                i += 1;
+                while i < b.len() && ws(b[i]) {
+                    i += 1;
+                }
+                if i == b.len() {
+                    return None;
+                }
+            }
+            Some(_) => return None,
+        }
+    }
+}
+
+/// `SET "name" TO value` of one stored `name=value` (as pg_dump's `makeAlterConfigCommand`).
+fn set_clause(entry: &str) -> String {
+    let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
+    let list = LIST_QUOTE.iter().any(|l| l.eq_ignore_ascii_case(name));
+    let value = match split_guc_list(value).filter(|_| list) {
+        Some(words) if !words.is_empty() => words
+            .iter()
+            .map(|w| quote_literal(w))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => quote_literal(value),
+    };
+    format!("SET {} TO {value}", quote_ident(name))
+}
+
+/// What is applied to the scratch database before the swap, after the property check (which must
+/// see only what the dump set) and the hand-over (the owner is the live one's by then): the live
+/// database's ACL (PUBLIC's and the owner's default rights revoked first, then each item granted;
+/// one granted by another role than the owner as that role), its settings and its roles' settings
+/// in it, its comment, and the connection limit the swap opens it with (`limit`, see
+/// [`LiveFacts::reopen_limit`]). Run as the database user after [`SAFE_SEARCH_PATH`].
+pub fn carry_props_sql(scratch: &DbName, owner: &str, p: &LiveProps, limit: i64) -> Vec<String> {
+    let d = scratch.ident();
+    let mut v = Vec::new();
+    if let Some(acl) = &p.acl {
+        v.push(format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"));
+        v.push(format!(
+            "REVOKE ALL ON DATABASE {d} FROM {}",
+            quote_ident(owner)
+        ));
+        // The owner's grants first: a grant by another role needs the grant option it was given.
+        let mut items: Vec<&AclItem> = acl.iter().collect();
+        items.sort_by_key(|a| a.grantor != owner);
+        for a in items {
+            let grant = format!(
+                "GRANT {} ON DATABASE {d} TO {}{}",
+                a.privilege,
+                a.grantee.as_deref().map_or("PUBLIC".into(), quote_ident),
+                if a.grantable {
+                    " WITH GRANT OPTION"
+                } else {
+                    ""
+                }
+            );
+            if a.grantor == owner {
+                v.push(grant);
+            } else {
+                v.push(format!("SET ROLE {}", quote_ident(&a.grantor)));
+                v.push(grant);
+                v.push("RESET ROLE".into());
+            }
+        }
+    }
+    for s in &p.settings {
+        for e in &s.config {
+            v.push(match &s.role {
+                None => format!("ALTER DATABASE {d} {}", set_clause(e)),
+                Some(r) => format!(
+                    "ALTER ROLE {} IN DATABASE {d} {}",
+                    quote_ident(r),
+                    set_clause(e)
+                ),
+            });
+        }
+    }
+    if let Some(c) = &p.comment {
+        v.push(format!("COMMENT ON DATABASE {d} IS {}", quote_literal(c)));
+    }
+    if limit != -1 {
+        v.push(format!("ALTER DATABASE {d} CONNECTION LIMIT {limit}"));
+    }
+    v
+}
+
+/// The carry's summary for the step's message.
+pub fn carry_summary(p: &LiveProps, limit: i64) -> String {
+    let db = p
+        .settings
+        .iter()
+        .filter(|s| s.role.is_none())
+        .map(|s| s.config.len())
+        .sum::<usize>();
+    let roles = p
+        .settings
+        .iter()
+        .filter(|s| s.role.is_some())
+        .map(|s| s.config.len())
+        .sum::<usize>();
+    format!(
+        "{}; {db} database setting(s), {roles} role setting(s) in it; {}; connection limit {limit}",
+        match &p.acl {
+            None => "default ACL".to_string(),
+            Some(a) => format!("ACL of {} item(s)", a.len()),
+        },
+        if p.comment.is_some() {
+            "its comment"
+        } else {
+            "no comment"
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Free space: the scratch database is made beside the live one, on the same filesystems. A full
+// disk there fills the WAL too (PostgreSQL PANICs, every session of the cluster is dropped), which
+// would break "a failure before the swap leaves the live database untouched".
+
+/// Headroom beyond the estimate: a tenth of it, at least this (what the rest of the cluster keeps
+/// writing meanwhile, temp files, the estimate's error).
+pub const SPACE_RESERVE_MIN: u64 = 256 << 20;
+
+/// The paths [`space_verdict`] needs measured: where the scratch database goes (its tablespace's
+/// directory, else the data directory) and the WAL directory (`pg_wal`, which may be a link to
+/// another filesystem). `None` when the data directory is unknown.
+pub fn space_paths(cluster: &ClusterFacts, like: Option<&LiveProps>) -> Option<[String; 2]> {
+    let data = cluster.data_directory.as_deref()?;
+    let db = like
+        .map(|p| p.location.as_str())
+        .filter(|l| !l.is_empty())
+        .unwrap_or(data);
+    Some([
+        db.to_string(),
+        format!("{}/pg_wal", data.trim_end_matches('/')),
+    ])
+}
+
+/// One filesystem as `df -Pk` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fs {
+    /// Device and mount point: equal for two paths on one filesystem.
+    pub id: String,
+    pub avail_bytes: u64,
+}
+
+/// The last line of `df -Pk PATH` (`Filesystem 1024-blocks Used Available Capacity Mounted-on`).
+pub fn parse_df_line(l: &str) -> Option<Fs> {
+    let w: Vec<&str> = l.split_whitespace().collect();
+    if w.len() < 6 || !w[4].ends_with('%') {
+        return None;
+    }
+    let kb: u64 = w[3].parse().ok()?;
+    Some(Fs {
+        id: format!("{} {}", w[0], w[5..].join(" ")),
+        avail_bytes: kb.saturating_mul(1024),
+    })
+}
+
+/// The verdict of the space check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Space {
+    /// Enough: what was compared.
+    Enough(String),
+    /// Not enough: what is short.
+    Short(String),
+    /// Not measured: why (the restore goes on with a warning).
+    Unknown(String),
+}
+
+/// Bytes with a binary unit, for people.
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// Compare the free space with what the restore writes beside the live database: the scratch
+/// database (estimated as the live database's size; with no live database the backup object's
+/// compressed size, a lower bound), the WAL its replay writes (as much again, at most
+/// `max_wal_size`: checkpoints recycle it beyond), and a reserve of a tenth of that, at least
+/// [`SPACE_RESERVE_MIN`]. `fs`: the filesystems of [`space_paths`] (database, WAL), `None` where
+/// unmeasured.
+pub fn space_verdict(
+    live_size: Option<u64>,
+    object_size: u64,
+    max_wal_size: u64,
+    fs: [Option<&Fs>; 2],
+) -> Space {
+    let (data, basis) = match live_size {
+        Some(s) => (s, "the live database's size"),
+        None => (
+            object_size,
+            "no live database: the backup's compressed size, a lower bound",
+        ),
+    };
+    let wal = if max_wal_size > 0 {
+        data.min(max_wal_size)
+    } else {
+        data
+    };
+    let reserve = |n: u64| (n / 10).max(SPACE_RESERVE_MIN);
+    let [Some(db_fs), wal_fs] = fs else {
+        return Space::Unknown("the data directory's filesystem could not be measured".into());
+    };
+    // (filesystem, needed, what it holds)
+    let mut checks = Vec::new();
+    match wal_fs {
+        Some(w) if w.id != db_fs.id => {
+            checks.push((db_fs, data + reserve(data), "the scratch database"));
+            checks.push((w, wal + reserve(wal), "the replay's WAL"));
+        }
+        _ => checks.push((
+            db_fs,
+            data + wal + reserve(data + wal),
+            "the scratch database and the replay's WAL",
+        )),
+    }
+    let text = |(f, need, what): &(&Fs, u64, &str)| {
+        format!(
+            "{} free on {}, {} needed for {what} ({}: {}; WAL at most max_wal_size; reserve a tenth, at least {})",
+            human_bytes(f.avail_bytes),
+            f.id,
+            human_bytes(*need),
+            basis,
+            human_bytes(data),
+            human_bytes(SPACE_RESERVE_MIN)
+        )
+    };
+    let short: Vec<String> = checks
+        .iter()
+        .filter(|c| c.0.avail_bytes < c.1)
+        .map(text)
+        .collect();
+    if short.is_empty() {
+        Space::Enough(checks.iter().map(text).collect::<Vec<_>>().join("; "))
+    } else {
+        Space::Short(short.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1213,6 +1734,255 @@ mod tests {
             what,
             ["table public.b", "table public.c", "newest migration"]
         );
+    }
+
+    fn props_line(db: &str, rest: &str) -> String {
+        format!(
+            "station|station|true|50|9\n{PROPS_MARK}{{\"db\": {db}, \"encoding\": \"LATIN1\", \
+             \"tablespace\": \"fast\", \"location\": \"/srv/fast\", {rest}}}\n\
+             {CLUSTER_MARK}{{\"data_directory\": \"/var/lib/postgresql/data\", \"max_wal_size\": 1073741824}}\n"
+        )
+    }
+
+    #[test]
+    fn the_live_databases_properties_are_read_whatever_the_version() {
+        // 15: datlocprovider and daticulocale; an ACL with a grant by another role; settings.
+        let pg15 = props_line(
+            r#"{"datname": "station", "datcollate": "C", "datctype": "C", "datlocprovider": "i", "daticulocale": "und-x-icu"}"#,
+            r#""has_acl": true, "acl": [{"grantor": "station", "grantee": null, "privilege": "CONNECT", "grantable": false}, {"grantor": "admin", "grantee": "readonly", "privilege": "CONNECT", "grantable": false}, {"grantor": "station", "grantee": "admin", "privilege": "CONNECT", "grantable": true}], "settings": [{"role": null, "config": ["statement_timeout=5s", "search_path=\"$user\", public, \"We ird\""]}, {"role": "readonly", "config": ["work_mem=8MB"]}], "comment": "it's \\ here""#,
+        );
+        let p = parse_live_props(&pg15).unwrap().unwrap();
+        assert_eq!(
+            (p.encoding.as_str(), p.collate.as_str(), p.ctype.as_str()),
+            ("LATIN1", "C", "C")
+        );
+        assert_eq!(p.locale_provider.as_deref(), Some("i"));
+        assert_eq!(p.locale.as_deref(), Some("und-x-icu"));
+        assert_eq!(p.icu_rules, None);
+        assert_eq!(p.acl.as_ref().unwrap().len(), 3);
+        assert_eq!(p.settings[1].role.as_deref(), Some("readonly"));
+        assert_eq!(p.comment.as_deref(), Some("it's \\ here"));
+        // The facts line of the same answer still parses; the cluster's too.
+        let live = DbName::parse("station").unwrap();
+        assert_eq!(facts_of(&pg15, &live).unwrap().unwrap().conn_limit, 50);
+        let c = parse_cluster(&pg15);
+        assert_eq!(
+            c.data_directory.as_deref(),
+            Some("/var/lib/postgresql/data")
+        );
+        assert_eq!(c.max_wal_size, 1 << 30);
+        assert_eq!(
+            space_paths(&c, Some(&p)).unwrap(),
+            ["/srv/fast", "/var/lib/postgresql/data/pg_wal"]
+        );
+
+        let s = DbName::parse("s").unwrap();
+        assert_eq!(
+            create_scratch_like_sql(&s, "o", Some(&p)),
+            "CREATE DATABASE \"s\" TEMPLATE template0 OWNER \"o\" ENCODING 'LATIN1' LC_COLLATE 'C' \
+             LC_CTYPE 'C' LOCALE_PROVIDER icu ICU_LOCALE 'und-x-icu' TABLESPACE \"fast\""
+        );
+        // 17: datlocale, the builtin provider; a default ACL, no settings, no comment.
+        let pg17 = props_line(
+            r#"{"datcollate": "C.UTF-8", "datctype": "C.UTF-8", "datlocprovider": "b", "datlocale": "C.UTF-8", "daticurules": null}"#,
+            r#""has_acl": false, "acl": null, "settings": null, "comment": null"#,
+        );
+        let p17 = parse_live_props(&pg17).unwrap().unwrap();
+        assert!(p17.acl.is_none() && p17.settings.is_empty() && p17.comment.is_none());
+        assert!(create_scratch_like_sql(&s, "o", Some(&p17))
+            .ends_with("LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8' TABLESPACE \"fast\""));
+        // Nothing to carry but a connection limit other than -1.
+        assert!(carry_props_sql(&s, "o", &p17, -1).is_empty());
+        assert_eq!(
+            carry_props_sql(&s, "o", &p17, 7),
+            ["ALTER DATABASE \"s\" CONNECTION LIMIT 7"]
+        );
+        // 14: no provider column (LOCALE_PROVIDER is not said).
+        let pg14 = props_line(
+            r#"{"datcollate": "de_DE.UTF-8", "datctype": "de_DE.UTF-8"}"#,
+            r#""has_acl": true, "acl": null, "settings": null, "comment": null"#,
+        );
+        let p14 = parse_live_props(&pg14).unwrap().unwrap();
+        let c14 = create_scratch_like_sql(&s, "o", Some(&p14));
+        assert!(
+            !c14.contains("LOCALE_PROVIDER") && c14.contains("LC_CTYPE 'de_DE.UTF-8'"),
+            "{c14}"
+        );
+        // An ACL present but empty (everything revoked): revoked, nothing granted.
+        assert_eq!(
+            carry_props_sql(&s, "o", &p14, -1),
+            [
+                "REVOKE ALL ON DATABASE \"s\" FROM PUBLIC",
+                "REVOKE ALL ON DATABASE \"s\" FROM \"o\""
+            ]
+        );
+        // 16: ICU rules.
+        let pg16 = props_line(
+            r#"{"datcollate": "C", "datctype": "C", "datlocprovider": "i", "daticulocale": "en", "daticurules": "&a < g"}"#,
+            r#""has_acl": false"#,
+        );
+        let c16 = create_scratch_like_sql(&s, "o", parse_live_props(&pg16).unwrap().as_ref());
+        assert!(c16.contains("ICU_LOCALE 'en' ICU_RULES '&a < g'"), "{c16}");
+        // No live database: the cluster's defaults, as before.
+        assert_eq!(
+            create_scratch_like_sql(&s, "o", None),
+            create_scratch_sql(&s, "o")
+        );
+        assert_eq!(
+            parse_live_props("station|station|true|-1|9\n").unwrap(),
+            None
+        );
+        assert!(parse_live_props(&format!("{PROPS_MARK}{{not json")).is_err());
+        // Without the right to read the data directory: nothing to measure.
+        let c = parse_cluster(&format!(
+            "{CLUSTER_MARK}{{\"data_directory\": null, \"max_wal_size\": 5}}"
+        ));
+        assert_eq!(space_paths(&c, Some(&p)), None);
+        let d = ClusterFacts {
+            data_directory: Some("/d/".into()),
+            max_wal_size: 0,
+        };
+        let mut in_data_dir = p17.clone();
+        in_data_dir.location = String::new();
+        assert_eq!(
+            space_paths(&d, Some(&in_data_dir)).unwrap(),
+            ["/d/", "/d/pg_wal"]
+        );
+        assert_eq!(space_paths(&d, None).unwrap()[0], "/d/");
+    }
+
+    #[test]
+    fn the_carry_quotes_as_pg_dump_does_and_grants_in_an_order_that_works() {
+        let text = props_line(
+            r#"{"datcollate": "C", "datctype": "C"}"#,
+            r#""has_acl": true, "acl": [{"grantor": "admin", "grantee": "readonly", "privilege": "CONNECT", "grantable": false}, {"grantor": "station", "grantee": "admin", "privilege": "CONNECT", "grantable": true}], "settings": [{"role": null, "config": ["statement_timeout=5s", "search_path=\"$user\", public, \"We \"\"ird\"", "app.tenant=it's"]}, {"role": "Read Only", "config": ["work_mem=8MB"]}], "comment": "a \\ b 'c'""#,
+        );
+        let p = parse_live_props(&text).unwrap().unwrap();
+        let s = DbName::parse("station_restore_20261201_090000").unwrap();
+        let d = s.ident();
+        assert_eq!(
+            carry_props_sql(&s, "station", &p, 50),
+            [
+                format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"),
+                format!("REVOKE ALL ON DATABASE {d} FROM \"station\""),
+                // The owner's grant (with the grant option) before the one it makes possible.
+                format!("GRANT CONNECT ON DATABASE {d} TO \"admin\" WITH GRANT OPTION"),
+                "SET ROLE \"admin\"".to_string(),
+                format!("GRANT CONNECT ON DATABASE {d} TO \"readonly\""),
+                "RESET ROLE".to_string(),
+                format!("ALTER DATABASE {d} SET \"statement_timeout\" TO '5s'"),
+                format!("ALTER DATABASE {d} SET \"search_path\" TO '$user', 'public', 'We \"ird'"),
+                format!("ALTER DATABASE {d} SET \"app.tenant\" TO 'it''s'"),
+                format!("ALTER ROLE \"Read Only\" IN DATABASE {d} SET \"work_mem\" TO '8MB'"),
+                format!("COMMENT ON DATABASE {d} IS E'a \\\\ b ''c'''"),
+                format!("ALTER DATABASE {d} CONNECTION LIMIT 50"),
+            ]
+        );
+        let sum = carry_summary(&p, 50);
+        assert!(
+            sum.contains("ACL of 2 item(s)")
+                && sum.contains("3 database setting(s), 1 role setting(s)"),
+            "{sum}"
+        );
+        assert_eq!(quote_literal("plain"), "'plain'");
+        assert_eq!(quote_literal("o'k"), "'o''k'");
+        assert_eq!(quote_literal("a\\'b"), "E'a\\\\''b'");
+        // PostgreSQL's SplitGUCList.
+        assert_eq!(split_guc_list("").unwrap(), Vec::<String>::new());
+        assert_eq!(split_guc_list("\"\"").unwrap(), [""]);
+        assert_eq!(split_guc_list("a, \"B c\" ,d").unwrap(), ["a", "B c", "d"]);
+        assert_eq!(split_guc_list("\"x\"\"y\"").unwrap(), ["x\"y"]);
+        for bad in ["a,", "\"open", "a b", ",a"] {
+            assert_eq!(split_guc_list(bad), None, "{bad}");
+        }
+        // A list that does not split is one literal; an empty search_path stays empty; a list
+        // setting that is not quoted word by word is one literal.
+        assert_eq!(
+            set_clause("search_path=\"open"),
+            "SET \"search_path\" TO '\"open'"
+        );
+        assert_eq!(set_clause("search_path=\"\""), "SET \"search_path\" TO ''");
+        assert_eq!(
+            set_clause("DateStyle=ISO, MDY"),
+            "SET \"DateStyle\" TO 'ISO, MDY'"
+        );
+    }
+
+    #[test]
+    fn the_space_check_counts_the_copy_its_wal_and_a_reserve() {
+        let fs = |id: &str, avail: u64| Fs {
+            id: id.into(),
+            avail_bytes: avail,
+        };
+        let (mib, gib) = (1u64 << 20, 1u64 << 30);
+        // One filesystem: 10 GiB live + 1 GiB WAL (max_wal_size) + a tenth = 12.1 GiB.
+        let root = fs("/dev/vda /", 13 * gib);
+        match space_verdict(Some(10 * gib), 1, gib, [Some(&root), Some(&root)]) {
+            Space::Enough(m) => assert!(
+                m.contains("13.0 GiB free on /dev/vda /") && m.contains("12.1 GiB needed"),
+                "{m}"
+            ),
+            v => panic!("{v:?}"),
+        }
+        let small = fs("/dev/vda /", 12 * gib);
+        match space_verdict(Some(10 * gib), 1, gib, [Some(&small), None]) {
+            Space::Short(m) => {
+                assert!(
+                    m.contains("12.0 GiB free") && m.contains("12.1 GiB needed"),
+                    "{m}"
+                )
+            }
+            v => panic!("{v:?}"),
+        }
+        // A small database: its own size of WAL, the reserve's minimum.
+        match space_verdict(Some(8 * mib), 1, gib, [Some(&fs("d /", 272 * mib)), None]) {
+            Space::Enough(m) => assert!(m.contains("272.0 MiB needed"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+        assert!(matches!(
+            space_verdict(Some(8 * mib), 1, gib, [Some(&fs("d /", 271 * mib)), None]),
+            Space::Short(_)
+        ));
+        // The WAL on a filesystem of its own: each checked for its part, the short one named.
+        let data = fs("/dev/sdb /data", 12 * gib);
+        let wal = fs("/dev/sdc /wal", gib);
+        match space_verdict(Some(10 * gib), 1, gib, [Some(&data), Some(&wal)]) {
+            Space::Short(m) => assert!(
+                m.contains("/dev/sdc /wal")
+                    && m.contains("the replay's WAL")
+                    && !m.contains("/dev/sdb"),
+                "{m}"
+            ),
+            v => panic!("{v:?}"),
+        }
+        // No live database: the object's compressed size, said to be a lower bound.
+        match space_verdict(None, 3 * gib, gib, [Some(&fs("d /", gib)), None]) {
+            Space::Short(m) => assert!(m.contains("lower bound"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+        // Not measured.
+        assert!(matches!(
+            space_verdict(Some(1), 1, gib, [None, None]),
+            Space::Unknown(_)
+        ));
+        // df -Pk lines (GNU, busybox), a mount point with a space; anything else is not one.
+        assert_eq!(
+            parse_df_line("/dev/vda         264212084 23548136  71737752      25% /"),
+            Some(fs("/dev/vda /", 71_737_752 * 1024))
+        );
+        assert_eq!(
+            parse_df_line("overlay 1000 10 990 1% /var/lib/my data")
+                .unwrap()
+                .id,
+            "overlay /var/lib/my data"
+        );
+        assert_eq!(parse_df_line("?"), None);
+        assert_eq!(
+            parse_df_line("Filesystem 1024-blocks Used Available Capacity Mounted on"),
+            None
+        );
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub(crate) struct Replayer<'a> {
     pub again: String,
     /// What an interrupted replay says after "interrupted (Ctrl-C, SIGTERM or SIGHUP)".
     pub interrupted: &'static str,
+    /// The database the scratch one is made like (its encoding, locale, tablespace); `None`: the
+    /// cluster's defaults.
+    pub like: Option<&'a plan::LiveProps>,
 }
 
 impl<'a> Replayer<'a> {
@@ -50,14 +53,18 @@ impl<'a> Replayer<'a> {
     }
 
     /// The scratch database (owned by `owner` with `--trust-dump`), and before it its replay
-    /// role, which owns it.
+    /// role, which owns it; made like [`Replayer::like`].
     pub fn create_sqls(&self, owner: &str) -> Vec<String> {
         if self.trust_dump {
-            vec![plan::create_scratch_sql(self.scratch, owner)]
+            vec![plan::create_scratch_like_sql(
+                self.scratch,
+                owner,
+                self.like,
+            )]
         } else {
             vec![
                 plan::create_replay_role_sql(self.scratch),
-                plan::create_scratch_sql(self.scratch, self.scratch.as_str()),
+                plan::create_scratch_like_sql(self.scratch, self.scratch.as_str(), self.like),
             ]
         }
     }

@@ -10,6 +10,7 @@ use crate::environments::Environment;
 use crate::error::{Error, Result};
 use crate::host::{Host, Login, Script, RCLONE_FLAGS};
 use crate::process::{describe, Cmd};
+use crate::restore::plan::Fs;
 
 /// `$1` object → a fresh temp dir on the host, then hashed; prints `DIR SHA256 SIZE`.
 const FETCH: Script = Script::bash(include_str!("fetch.sh")).anywhere();
@@ -19,6 +20,8 @@ const FETCH: Script = Script::bash(include_str!("fetch.sh")).anywhere();
 const REPLAY: Script = Script::bash(include_str!("replay.sh")).with_compose();
 /// Remove `$1` (only an `xtask-restore.*` temp dir).
 const CLEANUP: Script = Script::sh(include_str!("cleanup.sh")).anywhere();
+/// `df -Pk` of each path `$@` where PostgreSQL runs (see the script).
+const FREE_SPACE: Script = Script::sh(include_str!("free-space.sh")).anywhere();
 
 /// `STATION_TAG` for `compose stop|start`: the compose files require a value to interpolate, but
 /// stop and start act on the existing containers and never change their image.
@@ -361,6 +364,40 @@ impl Target {
                 tail(&err)
             ))),
         }
+    }
+
+    /// The command [`Target::free_space`] runs.
+    pub fn free_space_cmd(&self, paths: &[String]) -> Result<Cmd> {
+        Ok(self
+            .host
+            .script_at_db(&FREE_SPACE, paths)?
+            .timeout(Duration::from_secs(30)))
+    }
+
+    /// The filesystem of each of `paths` where PostgreSQL runs (`None`: df could not tell), or
+    /// why none could be measured.
+    pub fn free_space(&self, paths: &[String]) -> std::result::Result<Vec<Option<Fs>>, String> {
+        let o = self
+            .free_space_cmd(paths)
+            .map_err(|e| e.to_string())?
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!(
+                "df {}: {}",
+                describe(o.status),
+                tail(&o.stderr_str())
+            ));
+        }
+        let out = o.stdout_str();
+        let v: Vec<Option<Fs>> = out
+            .lines()
+            .map(crate::restore::plan::parse_df_line)
+            .collect();
+        if v.len() != paths.len() {
+            return Err(format!("unexpected answer of df: {out:?}"));
+        }
+        Ok(v)
     }
 
     pub fn cleanup(&self, dir: &str) -> Result<()> {

@@ -99,6 +99,10 @@ pub struct Args {
     /// backup that carries its objects' owners (taken before xtask left them out).
     #[arg(long)]
     pub trust_dump: bool,
+    /// Restore even when the free space beside the live database looks too small, as `restore
+    /// --ignore-space` does.
+    #[arg(long)]
+    pub ignore_space: bool,
     /// `--rollback-on-failure`: the failed run's own backup (object, sha256 as it verified it).
     /// Restoring exactly that object, whose sha256 must still be that one, the dump replays as the
     /// database user (it is the live database of minutes ago: its default privileges, untrusted
@@ -478,6 +482,7 @@ pub fn rollback(
         force_unlock: false,
         trust_dump: args.trust_dump || pin.is_some(),
         expect_sha256: pin,
+        ignore_space: args.ignore_space,
         audit_sha: Some(c.undo.sha.clone()),
         audit_previous: c.previous.clone(),
     };
@@ -969,6 +974,7 @@ pub fn after_failed_deploy(
         // when another deploy came in between.
         expect_undo: Some(sha.to_string()),
         trust_dump: false,
+        ignore_space: false,
         pinned,
     };
     match rollback(env, root, None, &args) {
