@@ -1659,3 +1659,46 @@ fn a_pinned_backup_whose_manifest_says_another_sha256_is_refused() {
     assert_eq!(snapshot(&t), before);
     assert!(scratch_dbs(&t).is_empty());
 }
+
+/// A dump whose rows fail a constraint: the failing row's values (psql's `DETAIL:` and `CONTEXT:`
+/// lines) are in neither the output, the `--json` report nor the audit log, of restore and of
+/// backup drill (regression: `DETAIL: Failing row contains (1, 123-45-6789, null)` was in all).
+#[test]
+fn a_failing_row_is_not_quoted_in_output_json_or_the_audit_log() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    let file = object_file(&t, &object);
+    let cases = [
+        (
+            "123-45-6789",
+            "CREATE TABLE people (id int, ssn text, note text NOT NULL);\n\
+             COPY people (id, ssn, note) FROM stdin;\n1\t123-45-6789\t\\N\n\\.\n",
+        ),
+        (
+            "987-65-4321",
+            "CREATE TABLE keys (ssn text PRIMARY KEY);\n\
+             INSERT INTO keys VALUES ('987-65-4321');\nINSERT INTO keys VALUES ('987-65-4321');\n",
+        ),
+    ];
+    for (i, (value, dump)) in cases.iter().enumerate() {
+        let o = plant_beside(&file, 20 + i as u32, dump);
+        let r = t.run(&["restore", "--env", "local", &o, "--yes", "--json"]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(
+            r.stderr.contains("violates"),
+            "the error itself is still said: {}",
+            r.stderr
+        );
+        assert!(!r.all().contains(value), "{value}: {}", r.all());
+        let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(report["outcome"], "failed");
+        let audit = std::fs::read_to_string(t.state_dir.join("deploy-audit.jsonl")).unwrap();
+        assert!(audit.contains("violates"), "{audit}");
+        assert!(!audit.contains(value), "{value} in the audit log: {audit}");
+        let r = t.run(&["backup", "drill", "--env", "local", &o]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(!r.all().contains(value), "drill: {value}: {}", r.all());
+        assert!(scratch_dbs(&t).is_empty());
+    }
+}
