@@ -1702,3 +1702,132 @@ fn a_failing_row_is_not_quoted_in_output_json_or_the_audit_log() {
         assert!(scratch_dbs(&t).is_empty());
     }
 }
+
+/// Ctrl-C during the download (here to the whole process group, as a terminal sends it; a slow
+/// transfer) leaves no partial backup in $TMPDIR (regression: `xtask-restore.*/backup.sql.gz`
+/// stayed: xtask learns the directory only from the script's last line).
+#[test]
+fn a_signal_during_the_download_leaves_no_partial_backup_behind() {
+    let mut t = TestEnv::local(0o711);
+    let tmp = t.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    t.extra_env
+        .push(("TMPDIR".into(), tmp.display().to_string()));
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    let file = object_file(&t, &object);
+    // 6 MB without a manifest: downloaded (at 1 MB/s) before anything of it runs.
+    let big = file
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace("_good.sql.gz", "_big.sql.gz");
+    let mut bytes = vec![0u8; 6 << 20];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    std::fs::write(file.with_file_name(&big), gzip_bytes(&bytes)).unwrap();
+    let before = snapshot(&t);
+    for signal in ["-INT", "-HUP"] {
+        let mut c = t.command(&["restore", "--env", "local", &big, "--yes"]);
+        c.env("RCLONE_BWLIMIT", "1M").stdin(Stdio::null());
+        {
+            use std::os::unix::process::CommandExt;
+            c.process_group(0);
+        }
+        let child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let downloading = || {
+            std::fs::read_dir(&tmp).unwrap().flatten().any(|d| {
+                std::fs::read_dir(d.path())
+                    .map(|fs| {
+                        fs.flatten()
+                            .any(|f| f.metadata().map(|m| m.len() > 0).unwrap_or(false))
+                    })
+                    .unwrap_or(false)
+            })
+        };
+        while !downloading() {
+            assert!(
+                Instant::now() < deadline,
+                "{signal}: the download never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let group = format!("-{}", child.id());
+        assert!(Command::new("kill")
+            .args([signal, "--", &group])
+            .status()
+            .unwrap()
+            .success());
+        let r = deploy_support::Run::from(child.wait_with_output().unwrap());
+        assert_eq!(r.code, 1, "{signal}: {}", r.all());
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{signal}: left behind: {left:?}");
+        assert_eq!(snapshot(&t), before, "{signal}");
+        assert!(
+            scratch_dbs(&t).is_empty(),
+            "{signal}: {:?}",
+            scratch_dbs(&t)
+        );
+        assert!(!t.state_dir.join("deploy.lock").exists(), "{signal}");
+    }
+}
+
+fn gzip_bytes(b: &[u8]) -> Vec<u8> {
+    gz(&["-c", "-1"], b)
+}
+
+/// A dump whose rows fail a constraint: the failing row's values (psql's `DETAIL:` and `CONTEXT:`
+/// lines) are in neither the output, the `--json` report nor the audit log, of restore and of
+/// backup drill (regression: `DETAIL: Failing row contains (1, 123-45-6789, null)` was in all).
+#[test]
+fn a_failing_row_is_not_quoted_in_output_json_or_the_audit_log() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    let file = object_file(&t, &object);
+    let cases = [
+        (
+            "123-45-6789",
+            "CREATE TABLE people (id int, ssn text, note text NOT NULL);\n\
+             COPY people (id, ssn, note) FROM stdin;\n1\t123-45-6789\t\\N\n\\.\n",
+        ),
+        (
+            "987-65-4321",
+            "CREATE TABLE keys (ssn text PRIMARY KEY);\n\
+             INSERT INTO keys VALUES ('987-65-4321');\nINSERT INTO keys VALUES ('987-65-4321');\n",
+        ),
+    ];
+    for (i, (value, dump)) in cases.iter().enumerate() {
+        let o = plant_beside(&file, 20 + i as u32, dump);
+        let r = t.run(&["restore", "--env", "local", &o, "--yes", "--json"]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(
+            r.stderr.contains("violates"),
+            "the error itself is still said: {}",
+            r.stderr
+        );
+        assert!(!r.all().contains(value), "{value}: {}", r.all());
+        let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(report["outcome"], "failed");
+        let audit = std::fs::read_to_string(t.state_dir.join("deploy-audit.jsonl")).unwrap();
+        assert!(audit.contains("violates"), "{audit}");
+        assert!(!audit.contains(value), "{value} in the audit log: {audit}");
+        let r = t.run(&["backup", "drill", "--env", "local", &o]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(!r.all().contains(value), "drill: {value}: {}", r.all());
+        assert!(scratch_dbs(&t).is_empty());
+    }
+}
