@@ -2035,3 +2035,61 @@ fn a_failing_row_is_not_quoted_in_output_json_or_the_audit_log() {
         assert!(scratch_dbs(&t).is_empty());
     }
 }
+
+/// `restore --dry-run --json`: the plan and the commands as one JSON document on stdout, nothing
+/// changed (regression: nothing on stdout, exit 0).
+#[test]
+fn a_dry_run_with_json_prints_the_plan_and_the_commands() {
+    let t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    let before = snapshot(&t);
+    let r = t.run(&[
+        "restore",
+        "--env",
+        "local",
+        "--label",
+        "good",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON document");
+    assert_eq!(v["dry_run"], true, "{v}");
+    assert_eq!(v["env"], "local");
+    assert_eq!(v["object"], object.as_str());
+    assert_eq!(v["manifest"], true);
+    assert_eq!(v["database"], "station");
+    let scratch = v["scratch_database"].as_str().unwrap();
+    assert!(scratch.starts_with("station_restore_"), "{v}");
+    assert!(v["kept_database"]
+        .as_str()
+        .unwrap()
+        .starts_with("station_before_restore_"));
+    assert!(v["plan"].as_str().unwrap().contains("restore plan"), "{v}");
+    let commands: Vec<&str> = v["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        commands.iter().any(|c| c.contains("RENAME TO")),
+        "{commands:?}"
+    );
+    assert!(
+        commands.iter().any(|c| c.contains(&format!(
+            "ALTER DATABASE \\\"{scratch}\\\" ALLOW_CONNECTIONS false"
+        )) || c.contains(&format!(
+            "ALTER DATABASE \"{scratch}\" ALLOW_CONNECTIONS false"
+        ))),
+        "the scratch database is blocked too: {commands:?}"
+    );
+    // The text goes to stderr.
+    assert!(r.stderr.contains("commands (dry run"), "{}", r.stderr);
+    assert!(!r
+        .stdout
+        .contains(t.state()["pg_password"].as_str().unwrap()));
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+}

@@ -139,6 +139,27 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
+/// `restore --dry-run --json`: the plan and the commands, nothing changed. Stable field names:
+/// `dry_run` (always true), `env`, `object`, `manifest` (whether it has one), `database`,
+/// `scratch_database`, `kept_database` (null: there is no live database to keep),
+/// `backup_created_at`, `window_seconds`, `plan` (the plan's text, as printed), `warnings`, and
+/// `commands`: the commands the restore would run, in order, as text (secrets redacted).
+#[derive(Clone, Debug, Serialize)]
+pub struct DryRun {
+    pub dry_run: bool,
+    pub env: String,
+    pub object: String,
+    pub manifest: bool,
+    pub database: String,
+    pub scratch_database: String,
+    pub kept_database: Option<String>,
+    pub backup_created_at: Option<String>,
+    pub window_seconds: Option<i64>,
+    pub plan: String,
+    pub warnings: Vec<String>,
+    pub commands: Vec<String>,
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
@@ -169,7 +190,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
     match outcome {
-        Outcome::DryRun => Ok(ExitCode::Ok),
+        Outcome::DryRun(d) => {
+            if opts.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&d).expect("serializable")
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
         Outcome::Done(r) => {
             if opts.json {
                 println!(
@@ -203,7 +232,8 @@ pub fn start_app(t: &Target) -> Result<String> {
 }
 
 pub enum Outcome {
-    DryRun,
+    /// `--dry-run`: what would be done (printed; `restore --json` prints it as JSON).
+    DryRun(Box<DryRun>),
     Done(Box<Report>),
     /// A step failed (the report says which; the error says why).
     Failed(Box<Report>, Error),
@@ -823,28 +853,47 @@ pub fn restore_under(
         }
     };
     say(&text);
+    let mut plan_warnings = Vec::new();
     if planned.manifest.is_none() {
-        eprintln!(
-            "warning: {} has no manifest: its hash and row counts cannot be checked (--strict refuses such a backup)",
+        plan_warnings.push(format!(
+            "{} has no manifest: its hash and row counts cannot be checked (--strict refuses such a backup)",
             planned.object.path
-        );
+        ));
     }
     if let Some(l) = planned.live.as_ref().filter(|l| l.blocked()) {
-        eprintln!("warning: {}", l.connections_note());
+        plan_warnings.push(l.connections_note());
     }
     let skew = match (&planned.created_at, planned.window_seconds) {
         (Some(c), Some(w)) => plan::clock_skew_warning(&planned.object.path, c, w),
         _ => None,
     };
-    if let Some(w) = &skew {
+    plan_warnings.extend(skew.clone());
+    for w in &plan_warnings {
         eprintln!("warning: {w}");
     }
     if opts.dry_run {
+        let commands = dry_run_commands(&t, &planned, opts)?;
         say("commands (dry run: nothing is changed):");
-        for c in dry_run_commands(&t, &planned, opts)? {
+        for c in &commands {
             say(&format!("  $ {c}"));
         }
-        return Ok(Outcome::DryRun);
+        return Ok(Outcome::DryRun(Box::new(DryRun {
+            dry_run: true,
+            env: env.name.clone(),
+            object: planned.object.path.clone(),
+            manifest: planned.manifest.is_some(),
+            database: planned.names.live.to_string(),
+            scratch_database: planned.names.scratch.to_string(),
+            kept_database: planned
+                .live
+                .as_ref()
+                .map(|_| planned.names.kept.to_string()),
+            backup_created_at: planned.created_at.clone(),
+            window_seconds: planned.window_seconds,
+            plan: text,
+            warnings: plan_warnings,
+            commands,
+        })));
     }
     if !opts.yes {
         confirm(&planned.names.live)?;

@@ -453,7 +453,7 @@ pub fn rollback(env: &Environment, root: &Path, to: Option<&str>, args: &Args) -
     let result = pulled.and_then(|()| {
         restore::restore_under(env, root, &opts, guard.as_ref(), &mut after_swap).and_then(|o| {
             match o {
-                Outcome::DryRun => Ok(None),
+                Outcome::DryRun(_) => Ok(None),
                 Outcome::Failed(r, e) => {
                     if r.steps.iter().any(|s| s.step == "swap" && s.status == "ok") {
                         swapped_at = Some(rfc3339_ms(now_ms()));
