@@ -2005,21 +2005,28 @@ fn a_failing_row_is_not_quoted_in_output_json_or_the_audit_log() {
     let cases = [
         (
             "123-45-6789",
+            "violates not-null constraint",
             "CREATE TABLE people (id int, ssn text, note text NOT NULL);\n\
              COPY people (id, ssn, note) FROM stdin;\n1\t123-45-6789\t\\N\n\\.\n",
         ),
         (
             "987-65-4321",
+            "violates unique constraint",
             "CREATE TABLE keys (ssn text PRIMARY KEY);\n\
              INSERT INTO keys VALUES ('987-65-4321');\nINSERT INTO keys VALUES ('987-65-4321');\n",
         ),
+        (
+            "555-12-3456",
+            "invalid input syntax for type integer",
+            "CREATE TABLE numbers (id int);\nCOPY numbers (id) FROM stdin;\n555-12-3456\n\\.\n",
+        ),
     ];
-    for (i, (value, dump)) in cases.iter().enumerate() {
+    for (i, (value, said, dump)) in cases.iter().enumerate() {
         let o = plant_beside(&file, 20 + i as u32, dump);
         let r = t.run(&["restore", "--env", "local", &o, "--yes", "--json"]);
         assert_eq!(r.code, 1, "{}", r.all());
         assert!(
-            r.stderr.contains("violates"),
+            r.stderr.contains(said),
             "the error itself is still said: {}",
             r.stderr
         );
@@ -2027,7 +2034,7 @@ fn a_failing_row_is_not_quoted_in_output_json_or_the_audit_log() {
         let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
         assert_eq!(report["outcome"], "failed");
         let audit = std::fs::read_to_string(t.state_dir.join("deploy-audit.jsonl")).unwrap();
-        assert!(audit.contains("violates"), "{audit}");
+        assert!(audit.contains(said), "{audit}");
         assert!(!audit.contains(value), "{value} in the audit log: {audit}");
         let r = t.run(&["backup", "drill", "--env", "local", &o]);
         assert_eq!(r.code, 1, "{}", r.all());

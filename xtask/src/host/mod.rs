@@ -735,13 +735,19 @@ pub fn unreachable_text(stderr: &str) -> bool {
 /// What stands for a withheld line of a PostgreSQL error (see [`without_row_data`]).
 pub const WITHHELD: &str = "(DETAIL/CONTEXT withheld: it may quote row data)";
 
+/// What stands for a value an error line quotes (see [`without_row_data`]).
+pub const WITHHELD_VALUE: &str = "(value withheld)";
+
 /// A psql/PostgreSQL error text without the parts that quote the data: `DETAIL:` (`Failing row
 /// contains (...)`, `Key (...)=(...)`) and `CONTEXT:` (`COPY t, line 5: "..."`) lines, with the
-/// lines that continue them (a value holding a newline), each run replaced by [`WITHHELD`]. The
-/// one filter for every error text that goes to output and the audit log (restore's replay, the
-/// drill's, migrate's session): production data belongs in neither.
+/// lines that continue them (a value holding a newline), each run replaced by [`WITHHELD`]; and
+/// the value a message quotes last, after a colon (`invalid input syntax for type integer:
+/// "..."`, `malformed array literal: "..."`), replaced by [`WITHHELD_VALUE`] (names such as
+/// `relation "t"` are kept). The one filter for every error text that goes to output and the
+/// audit log (restore's replay, the drill's, migrate's session): production data belongs in
+/// neither.
 pub fn without_row_data(stderr: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     let mut withholding = false;
     for line in stderr.lines() {
         // psql prefixes a message's first line with its source (`psql:<stdin>:12: `).
@@ -752,7 +758,7 @@ pub fn without_row_data(stderr: &str) -> String {
         };
         if l.starts_with("DETAIL:") || l.starts_with("CONTEXT:") {
             if !withholding {
-                out.push(WITHHELD);
+                out.push(WITHHELD.to_string());
             }
             withholding = true;
             continue;
@@ -762,7 +768,16 @@ pub fn without_row_data(stderr: &str) -> String {
             continue;
         }
         withholding = false;
-        out.push(line);
+        // A message that ends quoting a value: the value goes (and, when it holds a newline, the
+        // lines that continue it).
+        match line.rfind(": \"") {
+            Some(i) if starts_a_message(l) && !l.starts_with("LINE ") => {
+                let rest = &line[i + 3..];
+                out.push(format!("{}: \"{WITHHELD_VALUE}\"", &line[..i]));
+                withholding = !rest.contains('"');
+            }
+            _ => out.push(line.to_string()),
+        }
     }
     out.join("\n")
 }

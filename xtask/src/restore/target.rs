@@ -539,5 +539,22 @@ mod tests {
         let t = tail(err);
         assert!(!t.contains("6789") && !t.contains("123-45"), "{t}");
         assert!(t.contains("HINT:  something useful"), "{t}");
+        // A message quoting the value it could not read: the value goes, the names stay.
+        let err =
+            "psql:<stdin>:9: ERROR:  invalid input syntax for type integer: \"123-45-6789\"\n\
+                   ERROR:  relation \"people\" does not exist\n\
+                   ERROR:  malformed array literal: \"{1,\n2-secret\"\n\
+                   HINT:  next\n";
+        let t = tail(err);
+        assert!(
+            !t.contains("123-45") && !t.contains("2-secret") && !t.contains("{1,"),
+            "{t}"
+        );
+        assert!(
+            t.contains("invalid input syntax for type integer: \"(value withheld)\""),
+            "{t}"
+        );
+        assert!(t.contains("relation \"people\" does not exist"), "{t}");
+        assert!(t.contains("HINT:  next"), "{t}");
     }
 }
