@@ -256,7 +256,7 @@ fn command_result(host: &Host, out: crate::process::Output) -> Result<String> {
         "migration command `{}` {}: {}",
         env.migration_command_text,
         crate::process::describe(out.status),
-        out.stderr_str().trim()
+        crate::host::without_row_data(&out.stderr_str()).trim()
     );
     Err(if host.unreachable(&out) {
         Error::unavailable(format!(
@@ -358,7 +358,8 @@ fn session_result(
         Some(m) => format!("migration {}", m.file.display()),
         None => "the migration session (before any migration ran)".to_string(),
     };
-    let stderr = out.stderr_str();
+    // The error without the lines that quote rows (a migration's UPDATE failing a constraint).
+    let stderr = crate::host::without_row_data(&out.stderr_str());
     match (out.status.code(), out.status.signal()) {
         (None, Some(sig)) => Err(Error::unavailable(format!(
             "{what} did not finish: psql was killed by signal {sig}{}; its transaction was rolled back \

@@ -242,3 +242,33 @@ fn no_password_on_any_command_line_output_or_log_during_a_deploy() {
         assert!(!text.contains(p.as_str()) && !audit.contains(p.as_str()));
     }
 }
+
+/// A migration whose UPDATE fails a constraint on a row already in the database: the failing
+/// row's values (psql's `DETAIL: Failing row contains (...)`) are in neither the output nor the
+/// audit log; the error itself is.
+#[test]
+fn a_failing_migration_does_not_quote_the_row_it_failed_on() {
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["deploy"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    t.psql_ok(
+        "CREATE TABLE people (id int PRIMARY KEY, ssn text NOT NULL, note text NOT NULL); \
+         INSERT INTO people VALUES (1, '123-45-6789', 'kept')",
+    );
+    std::fs::write(
+        t.migrations.join("0003_clear_notes.sql"),
+        "UPDATE people SET note = NULL;\n",
+    )
+    .unwrap();
+    let r = t.run(&["deploy", "--sha", "3333333cccc", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("violates not-null constraint"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains("123-45-6789"), "{}", r.all());
+    let audit = std::fs::read_to_string(t.state_dir.join("deploy-audit.jsonl")).unwrap();
+    assert!(audit.contains("violates not-null constraint"), "{audit}");
+    assert!(!audit.contains("123-45-6789"), "{audit}");
+}

@@ -366,6 +366,96 @@ fn the_remote_lock_refuses_a_held_lock_and_breaks_a_stale_one_only_when_asked() 
     assert!(!r.lock_dir().exists(), "our lock was not released");
 }
 
+/// The lock token never is on a command line (ssh's here, the shell's there), where any user of
+/// either machine can read it: the release (of our own lock, and the break of a stale one) sends
+/// it on stdin, as the acquire sends the lock's information. An `ssh` stand-in first on the PATH
+/// records every ssh command line and, at each call, the tokens of the lock then on the server.
+#[test]
+fn the_remote_lock_token_is_never_on_a_command_line() {
+    let r = Remote::start();
+    let d = r.root.parent().unwrap().join("standin");
+    std::fs::create_dir_all(&d).unwrap();
+    let ssh = xtask::process::which("ssh").unwrap();
+    let (argv_log, tokens_log) = (d.join("argv.log"), d.join("tokens.log"));
+    std::fs::write(
+        d.join("ssh"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{argv}'\n\
+             cat '{info}' >> '{tokens}' 2>/dev/null && echo >> '{tokens}'\nexec '{ssh}' \"$@\"\n",
+            argv = argv_log.display(),
+            info = r.lock_dir().join("info.json").display(),
+            tokens = tokens_log.display(),
+            ssh = ssh.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(d.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A stale lock, broken with --force-unlock, then ours, taken and released.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::create_dir_all(r.lock_dir()).unwrap();
+    std::fs::write(
+        r.lock_dir().join("info.json"),
+        serde_json::json!({
+            "owner": "ci", "host": "another-runner", "pid": 1, "sha": "feedfacecafe",
+            "started_unix": now - 100, "expires_unix": now - 10, "run_url": null,
+            "token": "stale-token-0123456789abcdef"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = Run::from(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "deploy",
+                "--env",
+                "staging",
+                "--sha",
+                SHA,
+                "--step",
+                "sync",
+                "--force-unlock",
+            ])
+            .current_dir(&r.root)
+            .env(
+                "PATH",
+                format!("{}:{}", d.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("XTASK_ENVIRONMENTS", &r.envs_file)
+            .env("XTASK_ROOT", &r.root)
+            .env("STAGING_SSH_HOST", "127.0.0.1")
+            .env("STAGING_SSH_PORT", r.sshd.port.to_string())
+            .env("STAGING_SSH_KNOWN_HOSTS", r.sshd.known_hosts())
+            .env("STAGING_SSH_KEY", r.sshd.user_key())
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("broke a stale lock"), "{}", out.stdout);
+    assert!(!r.lock_dir().exists(), "our lock was not released");
+    let tokens: std::collections::BTreeSet<String> = std::fs::read_to_string(&tokens_log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["token"].as_str().map(String::from))
+        .collect();
+    assert!(
+        tokens.contains("stale-token-0123456789abcdef") && tokens.len() == 2,
+        "the stand-in saw the stale lock and ours: {tokens:?}"
+    );
+    let argv = std::fs::read_to_string(&argv_log).unwrap();
+    for token in &tokens {
+        assert!(
+            !argv.contains(token.as_str()),
+            "the lock token {token} was on ssh's command line:\n{argv}"
+        );
+    }
+}
+
 #[test]
 fn migrate_runs_the_configured_command_on_the_server_only_with_the_pre_deploy_backup() {
     let r = Remote::start();

@@ -285,7 +285,7 @@ fn temp_path(path: &Path) -> PathBuf {
 /// without its information and breaks it as "unreadable".
 const REMOTE_ACQUIRE: &str = include_str!("lock-acquire.sh");
 
-/// Remove the lock only if it still carries `token` (`$2`).
+/// Remove the lock only if it still carries `token` (on stdin: never on a command line).
 const REMOTE_RELEASE: &str = include_str!("lock-release.sh");
 
 fn release(place: &LockPlace, token: &str) -> Result<()> {
@@ -305,13 +305,9 @@ fn release(place: &LockPlace, token: &str) -> Result<()> {
             }
         }
         LockPlace::Remote { target, dir } => {
-            let cmd = ssh::script(
-                target,
-                None,
-                REMOTE_RELEASE,
-                &[dir.clone(), token.to_string()],
-            )
-            .timeout(std::time::Duration::from_secs(30));
+            let cmd = ssh::script(target, None, REMOTE_RELEASE, std::slice::from_ref(dir))
+                .stdin_bytes(token.as_bytes().to_vec())
+                .timeout(std::time::Duration::from_secs(30));
             super::remote::check("releasing the remote lock", cmd.output()?).map(|_| ())
         }
     }

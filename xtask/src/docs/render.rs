@@ -596,13 +596,17 @@ its tablespace, and on `pg_wal`, where PostgreSQL runs): the live database's siz
 changed (a full disk during the replay would stop every session of the cluster), unless \
 `--ignore-space`; a data directory the database user may not read (not a superuser nor in \
 `pg_read_all_settings`) is a warning. Only then the **swap**: the \
-app's writer service is stopped, new connections to the live database are blocked (`ALLOW_CONNECTIONS \
-false`, `CONNECTION LIMIT 0`), its sessions are ended (`pg_terminate_backend`, bounded by `--swap-wait`, \
+app's writer service is stopped, new connections to the live database and to the restored one are blocked (`ALLOW_CONNECTIONS \
+false`, `CONNECTION LIMIT 0`), their sessions are ended (`pg_terminate_backend`, bounded by `--swap-wait`, \
 10 s by default: a session that does not end refuses the swap and everything is opened again), and both \
 renames happen in one transaction (if the second fails, the first is undone with it). Then the app is \
 started and must be healthy. The app is down only for the swap, not for the restore. Any failure before \
 the swap, and Ctrl-C, leaves the live database untouched and the app running; the scratch database is \
-dropped. A backup without a manifest restores with a warning; `--strict` refuses it.\n\n\
+dropped. Ctrl-C while the swap waits for the sessions to end calls it off the same way; once the renames \
+have begun they, and the unblock after them, are finished first. A backup without a manifest restores with a warning; `--strict` refuses it. \
+`--dry-run` prints the plan and the commands it would run; with `--json` they are one JSON document on \
+stdout: `dry_run` (true), `env`, `object`, `manifest`, `database`, `scratch_database`, `kept_database`, \
+`backup_created_at`, `window_seconds`, `plan` (its text), `warnings` and `commands`.\n\n\
 The replaced database is **kept**, never dropped: it holds every write made after the backup (the window \
 above), so nothing is lost by restoring: rows can be copied back from it with `pg_dump -t` / `psql`. \
 `--kept` lists kept databases with size and age; `--drop-kept NAME` removes one (only names of that \

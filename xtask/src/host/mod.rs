@@ -747,6 +747,73 @@ pub fn unreachable_text(stderr: &str) -> bool {
     CONNECTION_LOST.iter().any(|p| s.contains(p))
 }
 
+/// What stands for a withheld line of a PostgreSQL error (see [`without_row_data`]).
+pub const WITHHELD: &str = "(DETAIL/CONTEXT withheld: it may quote row data)";
+
+/// What stands for a value an error line quotes (see [`without_row_data`]).
+pub const WITHHELD_VALUE: &str = "(value withheld)";
+
+/// A psql/PostgreSQL error text without the parts that quote the data: `DETAIL:` (`Failing row
+/// contains (...)`, `Key (...)=(...)`) and `CONTEXT:` (`COPY t, line 5: "..."`) lines, with the
+/// lines that continue them (a value holding a newline), each run replaced by [`WITHHELD`]; and
+/// the value a message quotes last, after a colon (`invalid input syntax for type integer:
+/// "..."`, `malformed array literal: "..."`), replaced by [`WITHHELD_VALUE`] (names such as
+/// `relation "t"` are kept). The one filter for every error text that goes to output and the
+/// audit log (restore's replay, the drill's, migrate's session): production data belongs in
+/// neither.
+pub fn without_row_data(stderr: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut withholding = false;
+    for line in stderr.lines() {
+        // psql prefixes a message's first line with its source (`psql:<stdin>:12: `).
+        let l = line.trim_start();
+        let l = match l.strip_prefix("psql:") {
+            Some(rest) => rest.splitn(3, ':').nth(2).unwrap_or(rest).trim_start(),
+            None => l,
+        };
+        if l.starts_with("DETAIL:") || l.starts_with("CONTEXT:") {
+            if !withholding {
+                out.push(WITHHELD.to_string());
+            }
+            withholding = true;
+            continue;
+        }
+        if withholding && !starts_a_message(l) {
+            // A continuation line of the withheld part.
+            continue;
+        }
+        withholding = false;
+        // A message that ends quoting a value: the value goes (and, when it holds a newline, the
+        // lines that continue it).
+        match line.rfind(": \"") {
+            Some(i) if starts_a_message(l) && !l.starts_with("LINE ") => {
+                let rest = &line[i + 3..];
+                out.push(format!("{}: \"{WITHHELD_VALUE}\"", &line[..i]));
+                withholding = !rest.contains('"');
+            }
+            _ => out.push(line.to_string()),
+        }
+    }
+    out.join("\n")
+}
+
+/// A line that begins a message of its own (not the continuation of a `DETAIL:`'s value).
+fn starts_a_message(l: &str) -> bool {
+    const LEVELS: [&str; 10] = [
+        "ERROR:",
+        "FATAL:",
+        "PANIC:",
+        "WARNING:",
+        "NOTICE:",
+        "INFO:",
+        "LOG:",
+        "HINT:",
+        "STATEMENT:",
+        "LINE ",
+    ];
+    l.is_empty() || LEVELS.iter().any(|p| l.starts_with(p)) || l.starts_with("psql")
+}
+
 /// Turn a finished host command into a result: 255 (ssh's own failure) and 3 are exit 3, 2 is bad
 /// input, anything else failed. The message names `what` and the command's stderr.
 pub fn outcome(what: &str, out: Output) -> Result<String> {

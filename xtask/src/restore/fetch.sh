@@ -13,11 +13,21 @@ mode=$2
 shift 2
 extra=()
 [ "$mode" != manifest ] || extra=(--ignore-checksum)
+# The temp dir is removed on every way out but the one that hands it over (its name printed):
+# a failure, and Ctrl-C, SIGTERM or a hang-up (the terminal's or ssh's) during the download, since
+# whoever runs this learns the directory only from that last line. A lost stdout (SIGPIPE on the
+# last line) removes it too.
+dir=
+handed_over=
+trap '[ -n "$handed_over" ] || [ -z "$dir" ] || rm -rf -- "$dir"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM
 dir=$(mktemp -d "${TMPDIR:-/tmp}/xtask-restore.XXXXXXXX") || exit 5
 rc=0
 rclone copyto "${extra[@]}" "$@" "$obj" "$dir/backup.sql.gz" >&2 || rc=$?
 if [ "$rc" -ne 0 ]; then
-  rm -rf -- "$dir"
   case $rc in
     3 | 4) exit 4 ;;
     *) exit 3 ;;
@@ -29,4 +39,5 @@ else
   sum=$(sha256sum "$dir/backup.sql.gz" | cut -d' ' -f1)
 fi
 size=$(stat -c %s "$dir/backup.sql.gz")
-echo "$sum $size $dir"
+echo "$sum $size $dir" || exit 3
+handed_over=1

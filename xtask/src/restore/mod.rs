@@ -146,6 +146,27 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
+/// `restore --dry-run --json`: the plan and the commands, nothing changed. Stable field names:
+/// `dry_run` (always true), `env`, `object`, `manifest` (whether it has one), `database`,
+/// `scratch_database`, `kept_database` (null: there is no live database to keep),
+/// `backup_created_at`, `window_seconds`, `plan` (the plan's text, as printed), `warnings`, and
+/// `commands`: the commands the restore would run, in order, as text (secrets redacted).
+#[derive(Clone, Debug, Serialize)]
+pub struct DryRun {
+    pub dry_run: bool,
+    pub env: String,
+    pub object: String,
+    pub manifest: bool,
+    pub database: String,
+    pub scratch_database: String,
+    pub kept_database: Option<String>,
+    pub backup_created_at: Option<String>,
+    pub window_seconds: Option<i64>,
+    pub plan: String,
+    pub warnings: Vec<String>,
+    pub commands: Vec<String>,
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
@@ -177,7 +198,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
     match outcome {
-        Outcome::DryRun => Ok(ExitCode::Ok),
+        Outcome::DryRun(d) => {
+            if opts.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&d).expect("serializable")
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
         Outcome::Done(r) => {
             if opts.json {
                 println!(
@@ -211,7 +240,8 @@ pub fn start_app(t: &Target) -> Result<String> {
 }
 
 pub enum Outcome {
-    DryRun,
+    /// `--dry-run`: what would be done (printed; `restore --json` prints it as JSON).
+    DryRun(Box<DryRun>),
     Done(Box<Report>),
     /// A step failed (the report says which; the error says why).
     Failed(Box<Report>, Error),
@@ -638,26 +668,33 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
     for w in t.writers() {
         v.push(format!("compose stop {w}"));
     }
+    // As the swap runs them: the live database (if any) and the scratch one blocked and emptied
+    // of sessions, the renames, then connections allowed again.
+    let blocked: Vec<&DbName> = match &p.live {
+        Some(_) => vec![&n.live, &n.scratch],
+        None => vec![&n.scratch],
+    };
+    let mut wait: Vec<String> = blocked.iter().map(|db| plan::block_sql(db)).collect();
+    wait.push(plan::terminate_each_sql(&blocked));
+    wait.push(plan::sessions_each_sql(&blocked));
+    let (rename, open) = match &p.live {
+        Some(_) => (
+            plan::swap_sql(n),
+            vec![
+                plan::unblock_sql(&n.live, limit),
+                plan::unblock_sql(&n.kept, limit),
+            ],
+        ),
+        None => (plan::rename_sql(n), vec![plan::unblock_sql(&n.live, limit)]),
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     v.extend([
         t.sql_cmd("postgres", &plan::swap_state_sql(n))?.display(),
-        t.sql_each_cmd(
-            "postgres",
-            &[
-                &plan::block_sql(&n.live),
-                &plan::terminate_sql(&n.live),
-                &plan::sessions_sql(&n.live),
-            ],
-        )?
-        .display(),
-        t.sql_cmd("postgres", &plan::swap_sql(n))?.display(),
-        t.sql_each_cmd(
-            "postgres",
-            &[
-                &plan::unblock_sql(&n.live, limit),
-                &plan::unblock_sql(&n.kept, limit),
-            ],
-        )?
-        .display(),
+        t.sql_each_cmd("postgres", &strs(&wait))?.display(),
+        t.sql_cmd("postgres", &rename)?.display(),
+        t.sql_each_cmd("postgres", &strs(&open))?.display(),
     ]);
     Ok(v)
 }
@@ -666,8 +703,10 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 // Ctrl-C (also SIGTERM, SIGHUP): the handler ends the sessions on the scratch database while a
 // restore (or `backup drill`) replays into it (the replay then fails and the guard drops the
 // database and its role); at any other
-// moment it only sets the flag, which is checked between steps. The swap, once begun, is finished: its children (psql,
-// ssh, compose, all through `Target`) run in process groups of their own, so the terminal's
+// moment it only sets the flag, which is checked between steps and in the swap's wait for the
+// sessions to end (an interrupt there calls the swap off: connections allowed again, the writers
+// started). Only the renames and the unblock after them, once begun, are finished: their children
+// (psql, ssh, compose, all through `Target`) run in process groups of their own, so the terminal's
 // SIGINT to the foreground group does not kill them mid-commit.
 
 /// What an interrupted restore says: ctrlc's handler (feature `termination`) runs alike on SIGINT,
@@ -675,8 +714,50 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 pub(crate) const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static SWAPPING: AtomicBool = AtomicBool::new(false);
+static PHASE: Mutex<Phase> = Mutex::new(Phase::Before);
 static REPLAYING: Mutex<Option<(Target, DbName)>> = Mutex::new(None);
+
+/// Where the restore is, for what an interrupt does and says.
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    /// Before the swap (or after one called off): the live database stays as it is.
+    Before,
+    /// The swap's first part (writers stopped, connections blocked, sessions ending): an interrupt
+    /// calls it off.
+    Waiting,
+    /// The renames and the unblock after them: finished first.
+    Renaming,
+    /// The restored database is live (`live`), the replaced one kept as `kept`.
+    Swapped { live: String, kept: Option<String> },
+}
+
+fn set_phase(p: Phase) {
+    if let Ok(mut g) = PHASE.lock() {
+        *g = p;
+    }
+}
+
+/// What the handler says in `phase` (only what is true at that moment); `stopping`: what it
+/// stops before a swap.
+fn interrupt_note(phase: &Phase, stopping: &str) -> String {
+    match phase {
+        Phase::Before => format!("interrupted: {stopping}"),
+        Phase::Waiting => "interrupted: the swap is called off before its renames (connections \
+                           are allowed again and the app is started; the live database stays as \
+                           it is)"
+            .into(),
+        Phase::Renaming => {
+            "interrupted: the swap has begun and is finished first (then the app is started)".into()
+        }
+        Phase::Swapped { live, kept } => format!(
+            "interrupted after the swap: the restored database is already live as {live}{}; \
+             that is not undone",
+            kept.as_ref()
+                .map(|k| format!(" (the replaced one is kept as {k})"))
+                .unwrap_or_default()
+        ),
+    }
+}
 
 /// Install the handler (once per process); `stopping` is what it says when it stops a command
 /// that has not begun a swap.
@@ -684,14 +765,14 @@ pub(crate) fn install_ctrlc(stopping: &'static str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(move || {
+            // The flag first, then the phase: the swap switches to `Renaming` only under the
+            // phase's lock after reading the flag, so the note and what the swap does agree.
             INTERRUPTED.store(true, Ordering::SeqCst);
-            if SWAPPING.load(Ordering::SeqCst) {
-                eprintln!(
-                    "interrupted: the swap has begun and is finished first (then the app is started)"
-                );
+            let phase = PHASE.lock().map(|g| g.clone()).unwrap_or(Phase::Before);
+            eprintln!("{}", interrupt_note(&phase, stopping));
+            if phase != Phase::Before {
                 return;
             }
-            eprintln!("interrupted: {stopping}");
             let current = REPLAYING.lock().ok().and_then(|g| g.clone());
             if let Some((t, db)) = current {
                 let _ = t.sql("postgres", &plan::terminate_sql(&db));
@@ -864,20 +945,22 @@ pub fn restore_under(
         }
     };
     say(&text);
+    let mut plan_warnings = Vec::new();
     if planned.manifest.is_none() {
-        eprintln!(
-            "warning: {} has no manifest: its hash and row counts cannot be checked (--strict refuses such a backup)",
+        plan_warnings.push(format!(
+            "{} has no manifest: its hash and row counts cannot be checked (--strict refuses such a backup)",
             planned.object.path
-        );
+        ));
     }
     if let Some(l) = planned.live.as_ref().filter(|l| l.blocked()) {
-        eprintln!("warning: {}", l.connections_note());
+        plan_warnings.push(l.connections_note());
     }
     let skew = match (&planned.created_at, planned.window_seconds) {
         (Some(c), Some(w)) => plan::clock_skew_warning(&planned.object.path, c, w),
         _ => None,
     };
-    if let Some(w) = &skew {
+    plan_warnings.extend(skew.clone());
+    for w in &plan_warnings {
         eprintln!("warning: {w}");
     }
     let space_warning = check_space(&planned.space, opts.ignore_space, &env.name)?;
@@ -885,16 +968,34 @@ pub fn restore_under(
         eprintln!("warning: {w}");
     }
     if opts.dry_run {
+        let commands = dry_run_commands(&t, &planned, opts)?;
         say("commands (dry run: nothing is changed):");
-        for c in dry_run_commands(&t, &planned, opts)? {
+        for c in &commands {
             say(&format!("  $ {c}"));
         }
-        return Ok(Outcome::DryRun);
+        return Ok(Outcome::DryRun(Box::new(DryRun {
+            dry_run: true,
+            env: env.name.clone(),
+            object: planned.object.path.clone(),
+            manifest: planned.manifest.is_some(),
+            database: planned.names.live.to_string(),
+            scratch_database: planned.names.scratch.to_string(),
+            kept_database: planned
+                .live
+                .as_ref()
+                .map(|_| planned.names.kept.to_string()),
+            backup_created_at: planned.created_at.clone(),
+            window_seconds: planned.window_seconds,
+            plan: text,
+            warnings: plan_warnings,
+            commands,
+        })));
     }
     if !opts.yes {
         confirm(&planned.names.live)?;
     }
     install_ctrlc("stopping before the swap (the live database stays as it is)");
+    set_phase(Phase::Before);
     let mut run = Run {
         t: &t,
         root: root.to_path_buf(),
@@ -1232,7 +1333,7 @@ fn execute(
         run.check_interrupt()?;
     }
     let down_start = Instant::now();
-    SWAPPING.store(true, Ordering::SeqCst);
+    set_phase(Phase::Waiting);
     // Set when the swap ends with the renames' outcome unknown or unexpected: the guard must not
     // drop the scratch name then (its printed check and finish commands refer to it).
     let keep_scratch = std::cell::Cell::new(false);
@@ -1242,9 +1343,15 @@ fn execute(
             (w, m)
         })
     });
-    SWAPPING.store(false, Ordering::SeqCst);
-    if swapped.is_err() && keep_scratch.get() {
-        scratch.db = None;
+    match &swapped {
+        Ok(_) => set_phase(Phase::Swapped {
+            live: n.live.to_string(),
+            kept: p.live.as_ref().map(|_| n.kept.to_string()),
+        }),
+        // Called off or refused before the renames: the live database is as it was.
+        Err(_) if !keep_scratch.get() => set_phase(Phase::Before),
+        // The renames' outcome unknown or unexpected: nothing more is done.
+        Err(_) => scratch.db = None,
     }
     let warnings = swapped?;
     for w in &warnings {
@@ -1466,51 +1573,77 @@ fn swap(
     let rename_sql = match &p.live {
         Some(_) => plan::swap_sql(n),
         // No live database: the restored one just takes the name.
-        None => format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            n.scratch.ident(),
-            n.live.ident()
-        ),
+        None => plan::rename_sql(n),
     };
-    if p.live.is_some() {
-        let deadline = Instant::now() + wait;
-        let (block, terminate, sessions) = (
-            plan::block_sql(&n.live),
-            plan::terminate_sql(&n.live),
-            plan::sessions_sql(&n.live),
-        );
-        let mut first = true;
-        loop {
-            // One round trip, a transaction per statement: block (the first time), end the
-            // sessions, list those left. The answer's first line is terminate's count.
-            let mut sqls = vec![terminate.as_str(), sessions.as_str()];
-            if first {
-                sqls.insert(0, block.as_str());
-                first = false;
-            }
-            let out = t.sql_each("postgres", &sqls).map_err(|e| undo(e, false))?;
-            let left: Vec<&str> = out
-                .lines()
-                .skip(1)
-                .filter(|l| !l.trim().is_empty())
-                .collect();
-            if left.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(undo(
-                    Error::failed(format!(
-                        "{} session(s) on {} did not end within {}s (pid user application: {})",
-                        left.len(),
-                        n.live,
-                        wait.as_secs(),
-                        left.join("; ")
-                    )),
-                    false,
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
+    // The live database and the scratch one alike: blocked, their sessions ended (a session on
+    // the scratch database, a monitoring agent's or a psql left open, would fail the renames).
+    // The scratch database is opened again with the live one's limit once it is the live one.
+    let blocked: Vec<&DbName> = match &p.live {
+        Some(_) => vec![&n.live, &n.scratch],
+        None => vec![&n.scratch],
+    };
+    let deadline = Instant::now() + wait;
+    let block: Vec<String> = blocked.iter().map(|db| plan::block_sql(db)).collect();
+    let (terminate, sessions) = (
+        plan::terminate_each_sql(&blocked),
+        plan::sessions_each_sql(&blocked),
+    );
+    let mut first = true;
+    loop {
+        // An interrupt while the sessions end calls the swap off: nothing is renamed yet.
+        if interrupted() {
+            return Err(undo(
+                Error::failed(format!(
+                    "{INTERRUPTED_BY} while the sessions on {} were ending, before any rename",
+                    names_of(&blocked)
+                )),
+                false,
+            ));
         }
+        // One round trip, a transaction per statement: block (the first time), end the
+        // sessions, list those left. The answer's first line is terminate's count.
+        let mut sqls = vec![terminate.as_str(), sessions.as_str()];
+        if first {
+            sqls.splice(0..0, block.iter().map(String::as_str));
+            first = false;
+        }
+        let out = t.sql_each("postgres", &sqls).map_err(|e| undo(e, false))?;
+        let left: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(undo(
+                Error::failed(format!(
+                    "{} session(s) on {} did not end within {}s (pid user application database: {})",
+                    left.len(),
+                    names_of(&blocked),
+                    wait.as_secs(),
+                    left.join("; ")
+                )),
+                false,
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // From here the renames and the unblock are finished whatever arrives; an interrupt that came
+    // before this point calls the swap off (see the handler).
+    {
+        let mut phase = PHASE.lock().unwrap_or_else(|e| e.into_inner());
+        if interrupted() {
+            drop(phase);
+            return Err(undo(
+                Error::failed(format!(
+                    "{INTERRUPTED_BY} once the sessions had ended, before any rename"
+                )),
+                false,
+            ));
+        }
+        *phase = Phase::Renaming;
     }
     let mut warnings = Vec::new();
     if let Err(why) = t.sql("postgres", &rename_sql) {
@@ -1549,20 +1682,26 @@ fn swap(
             },
         }
     }
-    let Some(live) = &p.live else {
-        return Ok((warnings, format!("{} renamed to {}", n.scratch, n.live)));
+    // Renamed. Connections: the new live database (the scratch one, blocked for the renames) and
+    // the kept one open with the old limit (-1 when the live one was found blocked, or there was
+    // none: see `LiveFacts::reopen_limit`).
+    let opened: Vec<&DbName> = match &p.live {
+        Some(_) => vec![&n.live, &n.kept],
+        None => vec![&n.live],
     };
-    // Renamed. Connections: the new live database and the kept one open with the old limit (-1
-    // when the live one was found blocked: see `LiveFacts::reopen_limit`). The restored database
-    // was never blocked; it is unblocked anyway (idempotent) so both end the same.
     let mut failed = Vec::new();
-    let (open_live, open_kept) = (
-        plan::unblock_sql(&n.live, limit),
-        plan::unblock_sql(&n.kept, limit),
-    );
-    // Both in one round trip; only when that fails, one by one to know which.
-    if t.sql_each("postgres", &[&open_live, &open_kept]).is_err() {
-        for db in [&n.live, &n.kept] {
+    let open: Vec<String> = opened
+        .iter()
+        .map(|db| plan::unblock_sql(db, limit))
+        .collect();
+    // All in one round trip; only when that fails, one by one to know which.
+    if t.sql_each(
+        "postgres",
+        &open.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .is_err()
+    {
+        for db in opened {
             if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, limit)) {
                 failed.push((db, e));
             }
@@ -1574,6 +1713,10 @@ fn swap(
             .map(|(db, e)| format!("allowing connections to {db}: {e}"))
             .collect::<Vec<_>>()
             .join("; ");
+        let kept_words = match &p.live {
+            Some(_) => format!(" and the old one kept as {}", n.kept),
+            None => String::new(),
+        };
         let fix = || {
             failed
                 .iter()
@@ -1585,11 +1728,11 @@ fn swap(
             Ok(now) => now,
             Err(read) => {
                 return Err(Error::unavailable(format!(
-                    "the restored database is live as {} and the old one kept as {}, but {errs}; \
+                    "the restored database is live as {}{}, but {errs}; \
                      whether connections are allowed is UNKNOWN (pg_database could not be read \
                      back: {read}). Check with\n  $ {}\nand finish with\n  $ {}{}",
                     n.live,
-                    n.kept,
+                    kept_words,
                     t.sql_cmd("postgres", &plan::swap_state_sql(n))?.display(),
                     t.sql_cmd("postgres", &fix())?.display(),
                     writers_left_stopped(t)
@@ -1610,10 +1753,10 @@ fn swap(
             .collect();
         if !blocked.is_empty() {
             return Err(Error::failed(format!(
-                "the restored database is live as {}, the old one kept as {}, but {errs}; \
+                "the restored database is live as {}{}, but {errs}; \
                  pg_database shows still blocked: {}. Finish with\n  $ {}{}",
                 n.live,
-                n.kept,
+                kept_words,
                 blocked.join(", "),
                 t.sql_cmd("postgres", &fix())?.display(),
                 writers_left_stopped(t)
@@ -1623,6 +1766,9 @@ fn swap(
             "{errs}; but pg_database shows connections allowed (limit {limit})"
         ));
     }
+    let Some(live) = &p.live else {
+        return Ok((warnings, format!("{} renamed to {}", n.scratch, n.live)));
+    };
     Ok((
         warnings,
         format!(
@@ -1634,6 +1780,14 @@ fn swap(
             live.connections_note()
         ),
     ))
+}
+
+/// `a`, `a and b` for a message.
+fn names_of(dbs: &[&DbName]) -> String {
+    dbs.iter()
+        .map(|d| d.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 fn list_kept(env: &Environment, json: bool) -> Result<ExitCode> {

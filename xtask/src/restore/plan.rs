@@ -580,6 +580,41 @@ pub fn sessions_sql(db: &DbName) -> String {
     )
 }
 
+/// [`terminate_sql`] for several databases: one count (of all of them).
+pub fn terminate_each_sql(dbs: &[&DbName]) -> String {
+    format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname IN ({}) AND pid <> pg_backend_pid()",
+        literals(dbs)
+    )
+}
+
+/// [`sessions_sql`] for several databases, each line led by its database's name.
+pub fn sessions_each_sql(dbs: &[&DbName]) -> String {
+    format!(
+        "SELECT datname || ' ' || pid || ' ' || coalesce(usename, '?') || ' ' || \
+         coalesce(application_name, '') FROM pg_stat_activity WHERE datname IN ({}) AND pid <> \
+         pg_backend_pid() ORDER BY datname, pid",
+        literals(dbs)
+    )
+}
+
+fn literals(dbs: &[&DbName]) -> String {
+    dbs.iter()
+        .map(|d| d.literal())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// No live database: the restored one just takes the name.
+pub fn rename_sql(n: &Names) -> String {
+    format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        n.scratch.ident(),
+        n.live.ident()
+    )
+}
+
 /// Both renames in one transaction: the second failing undoes the first (PostgreSQL rolls the
 /// transaction back), so there is never a moment without a database of the live name... except
 /// inside the transaction, which nobody else can see.

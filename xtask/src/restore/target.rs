@@ -576,17 +576,60 @@ impl Target {
 }
 
 /// The last lines of a child's stderr for an error message: without rclone's "no config file"
-/// notice, and without psql's `CONTEXT:` lines, which quote the row being copied (production data
-/// does not belong in messages and audit logs).
+/// notice, and without psql's `DETAIL:` and `CONTEXT:` lines ([`crate::host::without_row_data`]),
+/// which quote the row being copied or the one that failed a constraint (production data does not
+/// belong in messages and audit logs).
 fn tail(err: &str) -> String {
+    let err = crate::host::without_row_data(err);
     let t: Vec<&str> = err
         .lines()
         .filter(|l| {
             let l = l.trim();
-            !l.is_empty() && !l.contains("NOTICE: Config file") && !l.starts_with("CONTEXT:")
+            !l.is_empty() && !l.contains("NOTICE: Config file")
         })
         .rev()
         .take(5)
         .collect();
     t.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_of_a_psql_error_quotes_no_row_data() {
+        let err = "psql:<stdin>:40: ERROR:  null value in column \"note\" of relation \"people\" violates not-null constraint\n\
+                   DETAIL:  Failing row contains (1, 123-45-6789, null).\n\
+                   CONTEXT:  COPY people, line 1: \"1\t123-45-6789\t\\N\"\n";
+        let t = tail(err);
+        assert!(!t.contains("123-45-6789"), "{t}");
+        assert!(t.contains("violates not-null constraint"), "{t}");
+        assert!(t.contains(crate::host::WITHHELD), "{t}");
+        // A value holding a newline continues the DETAIL line: withheld too; the next message is
+        // kept.
+        let err = "ERROR:  duplicate key value violates unique constraint \"k\"\n\
+                   DETAIL:  Key (ssn)=(123-45\n6789) already exists.\n\
+                   HINT:  something useful\n";
+        let t = tail(err);
+        assert!(!t.contains("6789") && !t.contains("123-45"), "{t}");
+        assert!(t.contains("HINT:  something useful"), "{t}");
+        // A message quoting the value it could not read: the value goes, the names stay.
+        let err =
+            "psql:<stdin>:9: ERROR:  invalid input syntax for type integer: \"123-45-6789\"\n\
+                   ERROR:  relation \"people\" does not exist\n\
+                   ERROR:  malformed array literal: \"{1,\n2-secret\"\n\
+                   HINT:  next\n";
+        let t = tail(err);
+        assert!(
+            !t.contains("123-45") && !t.contains("2-secret") && !t.contains("{1,"),
+            "{t}"
+        );
+        assert!(
+            t.contains("invalid input syntax for type integer: \"(value withheld)\""),
+            "{t}"
+        );
+        assert!(t.contains("relation \"people\" does not exist"), "{t}");
+        assert!(t.contains("HINT:  next"), "{t}");
+    }
 }

@@ -546,7 +546,7 @@ pub fn rollback(
             failed_step = "plan".into();
             match restore::restore_under(env, root, &opts, guard.as_ref(), &mut after_swap) {
                 Err(e) => Err(e),
-                Ok(Outcome::DryRun) => Ok(()),
+                Ok(Outcome::DryRun(_)) => Ok(()),
                 Ok(Outcome::Failed(r, e)) => {
                     if r.steps.iter().any(|s| s.step == "swap" && s.status == "ok") {
                         swapped_at = Some(rfc3339_ms(now_ms()));
