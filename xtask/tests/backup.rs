@@ -300,24 +300,6 @@ fn over_ssh_the_script_runs_in_the_remote_dir_with_every_word_quoted() {
     );
 }
 
-/// `gzip ARGS` over `input` (the test needs no compression crate).
-fn gz(args: &[&str], input: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut c = std::process::Command::new("gzip")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
-    let input = input.to_vec();
-    let w = std::thread::spawn(move || stdin.write_all(&input));
-    let out = c.wait_with_output().unwrap();
-    w.join().unwrap().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
 fn sha256_of(p: &std::path::Path) -> String {
     let o = std::process::Command::new("sha256sum")
         .arg(p)
@@ -418,16 +400,7 @@ fn a_planted_dump_drilled_cannot_touch_the_live_database() {
     );
     // A drill of a backup of xtask's own passes, as the replay role, and leaves nothing behind.
     let before = cluster_state(&f);
-    let out = f
-        .xtask(&["backup", "drill", "--env", "t", "--strict"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("drill passed"), "{stdout}");
-    assert!(stderr.contains("which owns only that database"), "{stderr}");
-    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
-    assert_eq!(cluster_state(&f), before);
+    drill_passes(&f, &["--strict"], "which owns only that database", &before);
 
     // Where the server's own user (postgres) could write: a superuser's `TO PROGRAM` would.
     let mark = std::env::temp_dir().join(format!("xtask-drill-pwned-{}", std::process::id()));
@@ -540,16 +513,7 @@ fn a_planted_dump_drilled_cannot_touch_the_live_database() {
         "{stderr}"
     );
     assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
-    let out = f
-        .xtask(&["backup", "drill", "--env", "t", &name, "--trust-dump"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("drill passed"), "{stdout}");
-    assert!(stderr.contains("(--trust-dump)"), "{stderr}");
-    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
-    assert_eq!(cluster_state(&f), before);
+    drill_passes(&f, &[&name, "--trust-dump"], "(--trust-dump)", &before);
 
     // SIGTERM while the dump replays (a cancelled CI job): the replay's session is ended, the
     // scratch database and its role are dropped.
@@ -595,4 +559,18 @@ fn a_planted_dump_drilled_cannot_touch_the_live_database() {
     );
     assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
     assert_eq!(cluster_state(&f), before);
+}
+
+/// `backup drill --env t ARGS` passes, saying `says` on stderr, and leaves the cluster as
+/// `before` with no scratch database or role behind.
+fn drill_passes(f: &Fixture, args: &[&str], says: &str, before: &[String]) {
+    let mut all = vec!["backup", "drill", "--env", "t"];
+    all.extend(args);
+    let out = f.xtask(&all).output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("drill passed"), "{stdout}");
+    assert!(stderr.contains(says), "{stderr}");
+    assert_eq!(drill_leftovers(f), "0 databases, 0 roles");
+    assert_eq!(cluster_state(f), before);
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use deploy_support::{
-    counts, databases, hold_deploy_lock, kept_dbs, lock_file_text, pg, schema, scratch_dbs,
+    counts, databases, gz, hold_deploy_lock, kept_dbs, lock_file_text, pg, schema, scratch_dbs,
     snapshot, sql, steps, TestEnv,
 };
 
@@ -76,24 +76,6 @@ fn up_with_tables(t: &TestEnv) {
          CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL); \
          INSERT INTO schema_migrations VALUES (1, '0001_init'), (2, '0002_accounts');",
     );
-}
-
-/// `gzip -dc` / `gzip -c` through the system gzip (the test needs no compression crate).
-fn gz(args: &[&str], input: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut c = Command::new("gzip")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
-    let input = input.to_vec();
-    let w = std::thread::spawn(move || stdin.write_all(&input));
-    let out = c.wait_with_output().unwrap();
-    w.join().unwrap().unwrap();
-    assert!(out.status.success());
-    out.stdout
 }
 
 /// A planted object beside the backup `file` (a `_good` one): a name of the backup shape (a later

@@ -19,7 +19,7 @@ pub const PASSWORD: &str = "Pg-s3cret-7f1c2e9a";
 #[path = "../common/mod.rs"]
 mod common;
 #[allow(unused_imports)] // for the test files that write a deploy lock file
-pub use common::lock_file_text;
+pub use common::{gz, lock_file_text};
 pub use common::{repo as repo_root, services_and_backup};
 
 pub fn script() -> PathBuf {

@@ -152,3 +152,21 @@ health_url = ""
         ("XTASK_ROOT".into(), root.display().to_string()),
     ]
 }
+
+/// `gzip ARGS` over `input` through the system gzip (the tests need no compression crate).
+pub fn gz(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut c = Command::new("gzip")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let input = input.to_vec();
+    let w = std::thread::spawn(move || stdin.write_all(&input));
+    let out = c.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}

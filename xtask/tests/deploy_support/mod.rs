@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 #[path = "../common/mod.rs"]
 mod common;
 #[allow(unused_imports)] // for the test files that write a deploy lock file
-pub use common::lock_file_text;
+pub use common::{gz, lock_file_text};
 pub use common::{repo, services_and_backup, Run};
 
 pub struct TestEnv {
