@@ -528,9 +528,10 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ctrl-C (also SIGTERM, SIGHUP): the handler ends the sessions on the scratch database while a
-// restore (or `backup drill`) replays into it (the replay then fails and the guard drops the
-// database and its role); at any other
+// Ctrl-C (also SIGTERM, SIGHUP): the handler stops the replay (its lifeline: the script kills
+// every process of it at once, without a COMMIT) and ends the sessions on the scratch database
+// while a restore (or `backup drill`) replays into it (the replay then fails and the guard drops
+// the database and its role); at any other
 // moment it only sets the flag, which is checked between steps. The swap, once begun, is finished: its children (psql,
 // ssh, compose, all through `Target`) run in process groups of their own, so the terminal's
 // SIGINT to the foreground group does not kill them mid-commit.
@@ -541,7 +542,8 @@ pub(crate) const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SWAPPING: AtomicBool = AtomicBool::new(false);
-static REPLAYING: Mutex<Option<(Target, DbName)>> = Mutex::new(None);
+/// The replay running now: where, into which scratch database, and its lifeline.
+static REPLAYING: Mutex<Option<(Target, DbName, crate::process::Lifeline)>> = Mutex::new(None);
 
 /// Install the handler (once per process); `stopping` is what it says when it stops a command
 /// that has not begun a swap.
@@ -558,7 +560,10 @@ pub(crate) fn install_ctrlc(stopping: &'static str) {
             }
             eprintln!("interrupted: {stopping}");
             let current = REPLAYING.lock().ok().and_then(|g| g.clone());
-            if let Some((t, db)) = current {
+            if let Some((t, db, line)) = current {
+                // The replay's script stops every process of it at once (no COMMIT), then the
+                // session is ended too (a statement the server still runs).
+                line.stop();
                 let _ = t.sql("postgres", &plan::terminate_sql(&db));
             }
         });
