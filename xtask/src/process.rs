@@ -175,13 +175,20 @@ pub struct Cmd {
     env: Vec<(String, OsString, bool)>,
     env_remove: Vec<String>,
     dir: Option<PathBuf>,
-    /// A boxed slice (16 bytes, not a Vec's 24): `Cmd` sits inside deploy's `Action`s, whose
-    /// variants clippy keeps within 200 bytes of each other.
-    stdin: Option<Box<[u8]>>,
+    /// What the child reads: `/dev/null` when `None`. Boxed (8 bytes): `Cmd` sits inside deploy's
+    /// `Action`s, whose variants clippy keeps within 200 bytes of each other.
+    stdin: Option<Box<Input>>,
     timeout: Option<Duration>,
     own_group: bool,
-    /// The child's stdin is a pipe xtask holds open while it runs ([`Cmd::lifeline`]).
-    lifeline: Option<Lifeline>,
+}
+
+/// A child's standard input other than `/dev/null`.
+#[derive(Clone)]
+enum Input {
+    /// Written to it, then closed ([`Cmd::stdin_bytes`]).
+    Bytes(Box<[u8]>),
+    /// A pipe xtask holds open while it runs ([`Cmd::lifeline`]).
+    Lifeline(Lifeline),
 }
 
 /// A child's standard input that xtask holds open for as long as the child runs and writes
@@ -300,7 +307,6 @@ impl Cmd {
             stdin: None,
             timeout: None,
             own_group: false,
-            lifeline: None,
         }
     }
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -335,7 +341,7 @@ impl Cmd {
     /// Bytes written to the child's standard input (then closed). Use for secrets over SSH.
     /// Without it the child's stdin is `/dev/null`.
     pub fn stdin_bytes(mut self, b: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(b.into().into_boxed_slice());
+        self.stdin = Some(Box::new(Input::Bytes(b.into().into_boxed_slice())));
         self
     }
     /// Bound the whole run (child, stdin writer, output readers); past it the child is killed and
@@ -355,7 +361,7 @@ impl Cmd {
     /// The child's stdin is `line`'s pipe, held open by xtask until the child is reaped (see
     /// [`Lifeline`]), instead of `/dev/null`.
     pub fn lifeline(mut self, line: &Lifeline) -> Self {
-        self.lifeline = Some(line.clone());
+        self.stdin = Some(Box::new(Input::Lifeline(line.clone())));
         self
     }
     pub fn program(&self) -> String {
@@ -381,6 +387,13 @@ impl Cmd {
         parts.join(" ")
     }
 
+    fn held_lifeline(&self) -> Option<&Lifeline> {
+        match self.stdin.as_deref() {
+            Some(Input::Lifeline(l)) => Some(l),
+            _ => None,
+        }
+    }
+
     /// The duct expression for this command. Private: its `Debug` would print secret values.
     fn expression(&self, line: Option<&mut LifelineRun<'_>>) -> duct::Expression {
         let mut e = duct::cmd(&self.program, &self.args).unchecked();
@@ -396,10 +409,10 @@ impl Cmd {
         if let Some(d) = &self.dir {
             e = e.dir(d);
         }
-        e = match (&self.stdin, line.and_then(|l| l.r.take())) {
+        e = match (self.stdin.as_deref(), line.and_then(|l| l.r.take())) {
             (_, Some(r)) => e.stdin_file(r),
-            (Some(bytes), None) => e.stdin_bytes(bytes.to_vec()),
-            (None, None) => e.stdin_null(),
+            (Some(Input::Bytes(bytes)), None) => e.stdin_bytes(bytes.to_vec()),
+            (Some(Input::Lifeline(_)) | None, None) => e.stdin_null(),
         };
         die_with_parent(e, self.own_group)
     }
@@ -478,7 +491,7 @@ impl Cmd {
     /// Run with inherited stdout/stderr and return the exit status (timeout: exit 3).
     pub fn status(&self) -> Result<ExitStatus> {
         let started = Instant::now();
-        let mut line = self.lifeline.as_ref().map(Lifeline::open).transpose()?;
+        let mut line = self.held_lifeline().map(Lifeline::open).transpose()?;
         let r = self
             .expression(line.as_mut())
             .start()
@@ -497,7 +510,7 @@ impl Cmd {
         let (out_r, out_w) = pipes()?;
         let (err_r, err_w) = pipes()?;
         // Held until the child is reaped (dropped at the end of this function).
-        let mut line = self.lifeline.as_ref().map(Lifeline::open).transpose()?;
+        let mut line = self.held_lifeline().map(Lifeline::open).transpose()?;
         // The expression holds our copies of the write ends: it is dropped right after the spawn
         // so that the readers see end-of-file when the child (and whatever inherited them) is done.
         let handle = self
@@ -900,6 +913,44 @@ mod tests {
             .read()
             .unwrap_err();
         assert!(e.to_string().contains("did not finish within 0.2s"), "{e}");
+    }
+
+    #[test]
+    fn a_lifeline_is_the_childs_stdin_and_says_stop_now_or_at_once_when_it_starts() {
+        let line = Lifeline::new();
+        let reads = || {
+            Cmd::new("sh")
+                .args(["-c", "read -r l; echo \"got $l\""])
+                .lifeline(&line)
+                .timeout(Duration::from_secs(10))
+        };
+        let c = reads();
+        let stopper = {
+            let line = line.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                line.stop();
+            })
+        };
+        let t = Instant::now();
+        assert_eq!(c.read().unwrap().trim(), "got stop");
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        stopper.join().unwrap();
+        // Asked before the child started: it reads the line at once.
+        assert_eq!(reads().read().unwrap().trim(), "got stop");
+        // Not asked: the pipe stays open and silent while the child runs.
+        let quiet = Cmd::new("bash")
+            .args([
+                "-c",
+                "if read -r -t 0; then echo ready; else echo quiet; fi",
+            ])
+            .lifeline(&Lifeline::new())
+            .timeout(Duration::from_secs(10));
+        assert_eq!(quiet.read().unwrap().trim(), "quiet");
     }
 
     #[test]
