@@ -175,11 +175,94 @@ pub struct Cmd {
     env: Vec<(String, OsString, bool)>,
     env_remove: Vec<String>,
     dir: Option<PathBuf>,
-    /// A boxed slice (16 bytes, not a Vec's 24): `Cmd` sits inside deploy's `Action`s, whose
-    /// variants clippy keeps within 200 bytes of each other.
-    stdin: Option<Box<[u8]>>,
+    /// What the child reads: `/dev/null` when `None`. Boxed (8 bytes): `Cmd` sits inside deploy's
+    /// `Action`s, whose variants clippy keeps within 200 bytes of each other.
+    stdin: Option<Box<Input>>,
     timeout: Option<Duration>,
     own_group: bool,
+}
+
+/// A child's standard input other than `/dev/null`.
+#[derive(Clone)]
+enum Input {
+    /// Written to it, then closed ([`Cmd::stdin_bytes`]).
+    Bytes(Box<[u8]>),
+    /// A pipe xtask holds open while it runs ([`Cmd::lifeline`]).
+    Lifeline(Lifeline),
+}
+
+/// A child's standard input that xtask holds open for as long as the child runs and writes
+/// nothing to but `stop\n` ([`Lifeline::stop`]). Its end of file tells the child that xtask is
+/// gone, however it went (`kill -9` included: the kernel closes the pipe), also through `ssh`,
+/// which passes the end of its stdin on to the remote command and whose own death closes the
+/// session's channel. A child that watches it can stop its own children (a script's pipeline,
+/// which [`PR_SET_PDEATHSIG`](Cmd) does not reach). One run at a time.
+#[derive(Clone, Default)]
+pub struct Lifeline(std::sync::Arc<std::sync::Mutex<LifelineState>>);
+
+#[derive(Default)]
+struct LifelineState {
+    /// The write end while a child runs.
+    pipe: Option<std::io::PipeWriter>,
+    stopped: bool,
+}
+
+impl Lifeline {
+    pub fn new() -> Lifeline {
+        Lifeline::default()
+    }
+
+    /// Ask the child to stop: `stop\n` on its stdin, now or as soon as it starts. Safe to call
+    /// from a signal handler's thread (ctrlc runs handlers on a thread of their own).
+    pub fn stop(&self) {
+        use std::io::Write;
+        if let Ok(mut g) = self.0.lock() {
+            g.stopped = true;
+            if let Some(w) = g.pipe.as_mut() {
+                // A child that closed its stdin has stopped listening: nothing to tell it.
+                let _ = w.write_all(b"stop\n");
+            }
+        }
+    }
+
+    /// The read end for a child about to be spawned (`stop` already said when asked before).
+    fn open(&self) -> Result<LifelineRun<'_>> {
+        use std::io::Write;
+        let (r, mut w) = std::io::pipe().map_err(|e| Error::unavailable(format!("pipe: {e}")))?;
+        let mut g = self
+            .0
+            .lock()
+            .map_err(|_| Error::failed("the lifeline's lock is poisoned"))?;
+        if g.stopped {
+            let _ = w.write_all(b"stop\n");
+        }
+        g.pipe = Some(w);
+        Ok(LifelineRun {
+            line: self,
+            r: Some(r),
+        })
+    }
+}
+
+impl std::fmt::Debug for Lifeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lifeline")
+    }
+}
+
+/// One run's hold on a [`Lifeline`]: the write end is closed when it is dropped (after the child
+/// is reaped, or killed at its deadline).
+struct LifelineRun<'a> {
+    line: &'a Lifeline,
+    r: Option<std::io::PipeReader>,
+}
+
+impl Drop for LifelineRun<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.line.0.lock() {
+            g.pipe = None;
+        }
+    }
 }
 
 impl std::fmt::Debug for Cmd {
@@ -258,7 +341,7 @@ impl Cmd {
     /// Bytes written to the child's standard input (then closed). Use for secrets over SSH.
     /// Without it the child's stdin is `/dev/null`.
     pub fn stdin_bytes(mut self, b: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(b.into().into_boxed_slice());
+        self.stdin = Some(Box::new(Input::Bytes(b.into().into_boxed_slice())));
         self
     }
     /// Bound the whole run (child, stdin writer, output readers); past it the child is killed and
@@ -273,6 +356,12 @@ impl Cmd {
     /// `PR_SET_PDEATHSIG` still applies: the child dies with xtask.
     pub fn own_process_group(mut self) -> Self {
         self.own_group = true;
+        self
+    }
+    /// The child's stdin is `line`'s pipe, held open by xtask until the child is reaped (see
+    /// [`Lifeline`]), instead of `/dev/null`.
+    pub fn lifeline(mut self, line: &Lifeline) -> Self {
+        self.stdin = Some(Box::new(Input::Lifeline(line.clone())));
         self
     }
     pub fn program(&self) -> String {
@@ -298,8 +387,15 @@ impl Cmd {
         parts.join(" ")
     }
 
+    fn held_lifeline(&self) -> Option<&Lifeline> {
+        match self.stdin.as_deref() {
+            Some(Input::Lifeline(l)) => Some(l),
+            _ => None,
+        }
+    }
+
     /// The duct expression for this command. Private: its `Debug` would print secret values.
-    fn expression(&self) -> duct::Expression {
+    fn expression(&self, line: Option<&mut LifelineRun<'_>>) -> duct::Expression {
         let mut e = duct::cmd(&self.program, &self.args).unchecked();
         // duct applies the innermost (first-added) setting last, so it wins: add the variables in
         // reverse to keep `Command`'s "the last `env` wins", and the removals outside them so a
@@ -313,9 +409,10 @@ impl Cmd {
         if let Some(d) = &self.dir {
             e = e.dir(d);
         }
-        e = match &self.stdin {
-            Some(bytes) => e.stdin_bytes(bytes.to_vec()),
-            None => e.stdin_null(),
+        e = match (self.stdin.as_deref(), line.and_then(|l| l.r.take())) {
+            (_, Some(r)) => e.stdin_file(r),
+            (Some(Input::Bytes(bytes)), None) => e.stdin_bytes(bytes.to_vec()),
+            (Some(Input::Lifeline(_)) | None, None) => e.stdin_null(),
         };
         die_with_parent(e, self.own_group)
     }
@@ -394,8 +491,9 @@ impl Cmd {
     /// Run with inherited stdout/stderr and return the exit status (timeout: exit 3).
     pub fn status(&self) -> Result<ExitStatus> {
         let started = Instant::now();
+        let mut line = self.held_lifeline().map(Lifeline::open).transpose()?;
         let r = self
-            .expression()
+            .expression(line.as_mut())
             .start()
             .map_err(|e| self.spawn_err(e))
             .and_then(|h| self.wait(&h, self.deadline(started)));
@@ -411,10 +509,12 @@ impl Cmd {
         let pipes = || std::io::pipe().map_err(|e| Error::unavailable(format!("pipe: {e}")));
         let (out_r, out_w) = pipes()?;
         let (err_r, err_w) = pipes()?;
+        // Held until the child is reaped (dropped at the end of this function).
+        let mut line = self.held_lifeline().map(Lifeline::open).transpose()?;
         // The expression holds our copies of the write ends: it is dropped right after the spawn
         // so that the readers see end-of-file when the child (and whatever inherited them) is done.
         let handle = self
-            .expression()
+            .expression(line.as_mut())
             .stdout_file(out_w)
             .stderr_file(err_w)
             .start();
@@ -813,6 +913,44 @@ mod tests {
             .read()
             .unwrap_err();
         assert!(e.to_string().contains("did not finish within 0.2s"), "{e}");
+    }
+
+    #[test]
+    fn a_lifeline_is_the_childs_stdin_and_says_stop_now_or_at_once_when_it_starts() {
+        let line = Lifeline::new();
+        let reads = || {
+            Cmd::new("sh")
+                .args(["-c", "read -r l; echo \"got $l\""])
+                .lifeline(&line)
+                .timeout(Duration::from_secs(10))
+        };
+        let c = reads();
+        let stopper = {
+            let line = line.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                line.stop();
+            })
+        };
+        let t = Instant::now();
+        assert_eq!(c.read().unwrap().trim(), "got stop");
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        stopper.join().unwrap();
+        // Asked before the child started: it reads the line at once.
+        assert_eq!(reads().read().unwrap().trim(), "got stop");
+        // Not asked: the pipe stays open and silent while the child runs.
+        let quiet = Cmd::new("bash")
+            .args([
+                "-c",
+                "if read -r -t 0; then echo ready; else echo quiet; fi",
+            ])
+            .lifeline(&Lifeline::new())
+            .timeout(Duration::from_secs(10));
+        assert_eq!(quiet.read().unwrap().trim(), "quiet");
     }
 
     #[test]

@@ -1233,6 +1233,9 @@ exec '{psql}' "$@"
     // rclone: for a command whose first word is $XTASK_TEST_RCLONE_OP, $XTASK_TEST_RCLONE_MODE:
     //   dead  the remote becomes an S3 endpoint on a closed port ($XTASK_TEST_DEAD_PORT)
     //   gone  the file $XTASK_TEST_GONE (the object) is deleted first, as a prune would
+    //   slow  the file $XTASK_TEST_SLOW_FILE instead, its first MiB at once, then 64 KiB every
+    //         half second (a large object over a slow link); `slow-started` in $XTASK_TEST_DIR
+    //         when it begins, `slow-done` when it ran to its end
     // (the op `cat-object` is a `cat` of the object, streamed into the replay; `cat` alone, of
     // anything else, e.g. the manifest).
     let script = format!(
@@ -1250,6 +1253,19 @@ if [ "$op" = "${{XTASK_TEST_RCLONE_OP:-no op set}}" ]; then
         RCLONE_CONFIG_B2_ENDPOINT="http://127.0.0.1:$XTASK_TEST_DEAD_PORT" \
         RCLONE_CONFIG_B2_ACCESS_KEY_ID=test RCLONE_CONFIG_B2_SECRET_ACCESS_KEY=test ;;
     gone) rm -f -- "$XTASK_TEST_GONE" ;;
+    slow)
+      f=$XTASK_TEST_SLOW_FILE
+      size=$(wc -c <"$f")
+      : > "$XTASK_TEST_DIR/slow-started"
+      head -c 1048576 "$f" || exit 1
+      off=1048576
+      while [ "$off" -lt "$size" ]; do
+        tail -c +"$((off + 1))" "$f" | head -c 65536 || exit 1
+        off=$((off + 65536))
+        sleep 0.5
+      done
+      : > "$XTASK_TEST_DIR/slow-done"
+      exit 0 ;;
   esac
 fi
 exec '{rclone}' "$@"
@@ -2253,4 +2269,263 @@ fn a_dry_run_with_json_prints_the_plan_and_the_commands() {
         .contains(t.state()["pg_password"].as_str().unwrap()));
     assert_eq!(snapshot(&t), before);
     assert!(scratch_dbs(&t).is_empty());
+}
+
+/// A `local` environment (TMPDIR in its directory) whose `good` backup is rewritten as a large
+/// object: its dump with `early` put before its first statement and 6 MB of comments (random, so
+/// they do not compress) before its end, with a manifest that matches it (sha256, size). With the
+/// stand-ins and the `slow` stream of that object (some 45 s to stream). The env, its PATH, the
+/// object's file, and the TMPDIR.
+fn with_large_object(early: &str) -> (TestEnv, String, PathBuf, PathBuf) {
+    let mut t = TestEnv::local(0o711);
+    let tmp = t.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    t.extra_env
+        .push(("TMPDIR".into(), tmp.display().to_string()));
+    up_with_tables(&t);
+    let object = backup(&t, "good");
+    let file = object_file(&t, &object);
+    let text = gunzip(&std::fs::read(&file).unwrap());
+    let mut noise = vec![0u8; 4_500_000];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut noise)
+        .unwrap();
+    let mut pad = String::new();
+    for chunk in noise.chunks(48) {
+        pad.push_str("-- ");
+        for b in chunk {
+            pad.push_str(&format!("{b:02x}"));
+        }
+        pad.push('\n');
+    }
+    let first = text.find("\nCREATE ").expect("the dump creates something");
+    let dump = format!("{}\n{early}{}", &text[..first], &text[first..]);
+    let dump = with_statements(&dump, &pad);
+    let gz = gzip(&dump);
+    std::fs::write(&file, &gz).unwrap();
+    let sum = Command::new("sha256sum").arg(&file).output().unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout)[..64].to_string();
+    let manifest = PathBuf::from(format!("{}.json", file.display()));
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m["sha256"] = sum.into();
+    m["size"] = (gz.len() as u64).into();
+    std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let path = standins(&t);
+    (t, path, file, tmp)
+}
+
+/// `restore --label good` of [`with_large_object`]'s object, streamed slowly.
+fn slow_restore(t: &TestEnv, path: &str, file: &std::path::Path) -> std::process::Child {
+    restore_with(
+        t,
+        path,
+        "good",
+        &[
+            ("XTASK_TEST_RCLONE_OP", "cat-object"),
+            ("XTASK_TEST_RCLONE_MODE", "slow"),
+            ("XTASK_TEST_SLOW_FILE", file.to_str().unwrap()),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// The processes of a run of `t` (their environment has its XTASK_TEST_DIR): "pid comm" each.
+fn run_processes(t: &TestEnv) -> Vec<String> {
+    let mark = format!("XTASK_TEST_DIR={}", t.dir.path().display());
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|v| v == mark.as_bytes()) {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            found.push(format!("{pid} {}", comm.trim()));
+        }
+    }
+    found
+}
+
+/// Every process of the run gone within `within` (else the ones left, which are killed).
+fn assert_no_run_processes(t: &TestEnv, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = run_processes(t);
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            for p in &left {
+                let pid = p.split(' ').next().unwrap();
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+            panic!("{what}: processes of the run left after {within:?}: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The replay has begun streaming: the stand-in started and psql is in the scratch database.
+fn wait_for_the_stream(t: &TestEnv, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !t.dir.path().join("slow-started").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "restore ended first");
+        assert!(Instant::now() < deadline, "the stream never started");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    poll_sql(
+        t,
+        "SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'station\\_restore\\_%'",
+        Duration::from_secs(60),
+        "the replay never connected",
+    );
+    // Its first statements run.
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A SIGTERM to xtask alone (not its process group) while a large object streams slowly into the
+/// replay stops the whole pipeline at once: xtask exits within seconds, not when the download
+/// would have ended; nothing restored, no scratch database or role, no temp dir, no process left.
+#[test]
+fn sigterm_during_a_slow_stream_stops_the_whole_replay_at_once() {
+    let (t, path, file, tmp) = with_large_object("");
+    let before = snapshot(&t);
+    let mut child = slow_restore(&t, &path, &file);
+    wait_for_the_stream(&t, &mut child);
+    let sent = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        took < Duration::from_secs(8),
+        "xtask took {took:?} to stop: {err}"
+    );
+    assert!(
+        err.contains("interrupted (Ctrl-C, SIGTERM or SIGHUP) before the swap"),
+        "{err}"
+    );
+    assert!(
+        !t.dir.path().join("slow-done").exists(),
+        "the stream ran to its end"
+    );
+    assert_no_run_processes(&t, Duration::from_secs(2), "SIGTERM");
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
+    assert_eq!(
+        sql(
+            &t,
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'station\\_restore\\_%'"
+        ),
+        "0"
+    );
+    assert!(files_in(&tmp).is_empty(), "{:?}", files_in(&tmp));
+    assert!(!t.state_dir.join("deploy.lock").exists());
+}
+
+/// `kill -9` of xtask while a large object streams slowly into the replay: within seconds no
+/// process of the run is left (the script sees its lifeline close and kills the pipeline) and its
+/// temp dir is gone; the scratch database it left has nothing committed, stays so, and the next
+/// restore names it and `--drop-kept` drops it.
+#[test]
+fn kill_9_during_a_slow_stream_leaves_no_process_and_nothing_committed() {
+    let (t, path, file, tmp) = with_large_object("");
+    let before = snapshot(&t);
+    let mut child = slow_restore(&t, &path, &file);
+    wait_for_the_stream(&t, &mut child);
+    child.kill().unwrap(); // SIGKILL: no handler, no guard runs
+    child.wait().unwrap();
+    assert_no_run_processes(&t, Duration::from_secs(5), "kill -9");
+    assert!(
+        !t.dir.path().join("slow-done").exists(),
+        "the stream ran to its end"
+    );
+    assert!(files_in(&tmp).is_empty(), "{:?}", files_in(&tmp));
+    let left = scratch_dbs(&t);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
+    assert_eq!(sql(&t, &left[0], tables), "0", "the orphan committed");
+    // Longer than the rest of the stream would have taken: still nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sql(&t, &left[0], tables), "0", "the orphan committed");
+    assert_eq!(snapshot(&t), before);
+    let r = t.run(&["restore", "--env", "local", "--label", "good", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains(&format!("{} was left by an interrupted restore", left[0])),
+        "{}",
+        r.stdout
+    );
+    let r = t.run(&[
+        "restore",
+        "--env",
+        "local",
+        "--drop-kept",
+        &left[0],
+        "--yes",
+        "--force-unlock",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
+}
+
+/// An SQL error at the start of a large object streaming slowly fails within seconds (the hash
+/// gets a bounded grace, not the rest of the download), saying that psql failed and that the
+/// object's sha256 was not checked to its end (not calling it corrupt, nor intact).
+#[test]
+fn an_sql_error_early_in_a_slow_stream_fails_promptly_and_says_the_hash_was_not_checked() {
+    let (t, path, file, tmp) = with_large_object("SELECT xtask_no_such_function();\n");
+    let before = snapshot(&t);
+    let started = Instant::now();
+    let child = slow_restore(&t, &path, &file);
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the failure took {took:?}: {err}"
+    );
+    assert!(err.contains("psql exit 3"), "{err}");
+    assert!(err.contains("xtask_no_such_function"), "{err}");
+    assert!(
+        err.contains("the object's sha256 was not checked to its end"),
+        "{err}"
+    );
+    assert!(!err.contains("corrupt or was replaced"), "{err}");
+    assert!(
+        !t.dir.path().join("slow-done").exists(),
+        "the stream ran to its end"
+    );
+    assert_no_run_processes(&t, Duration::from_secs(2), "SQL error");
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
+    assert!(files_in(&tmp).is_empty(), "{:?}", files_in(&tmp));
 }

@@ -700,9 +700,10 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ctrl-C (also SIGTERM, SIGHUP): the handler ends the sessions on the scratch database while a
-// restore (or `backup drill`) replays into it (the replay then fails and the guard drops the
-// database and its role); at any other
+// Ctrl-C (also SIGTERM, SIGHUP): the handler stops the replay (its lifeline: the script kills
+// every process of it at once, without a COMMIT) and ends the sessions on the scratch database
+// while a restore (or `backup drill`) replays into it (the replay then fails and the guard drops
+// the database and its role); at any other
 // moment it only sets the flag, which is checked between steps and in the swap's wait for the
 // sessions to end (an interrupt there calls the swap off: connections allowed again, the writers
 // started). Only the renames and the unblock after them, once begun, are finished: their children
@@ -715,7 +716,8 @@ pub(crate) const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static PHASE: Mutex<Phase> = Mutex::new(Phase::Before);
-static REPLAYING: Mutex<Option<(Target, DbName)>> = Mutex::new(None);
+/// The replay running now: where, into which scratch database, and its lifeline.
+static REPLAYING: Mutex<Option<(Target, DbName, crate::process::Lifeline)>> = Mutex::new(None);
 
 /// Where the restore is, for what an interrupt does and says.
 #[derive(Clone, Debug, PartialEq)]
@@ -774,7 +776,10 @@ pub(crate) fn install_ctrlc(stopping: &'static str) {
                 return;
             }
             let current = REPLAYING.lock().ok().and_then(|g| g.clone());
-            if let Some((t, db)) = current {
+            if let Some((t, db, line)) = current {
+                // The replay's script stops every process of it at once (no COMMIT), then the
+                // session is ended too (a statement the server still runs).
+                line.stop();
                 let _ = t.sql("postgres", &plan::terminate_sql(&db));
             }
         });

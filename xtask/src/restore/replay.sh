@@ -5,13 +5,27 @@
 # the dump, did not fail (it counts the rows, and raises when they are not the manifest's: the
 # counts are taken before the commit, on rows no other session has seen). The source:
 #   file PATH                          a file fetch.sh downloaded (and whose sha256 was checked)
-#   object OBJ SHA256 N FLAG*N         streamed from the bucket (`rclone cat` with the N flags) in the
-#                                      same pass: the object's sha256 is taken as it arrives (the
-#                                      whole object, even when psql stops first), and COMMIT is sent
-#                                      only when it equals SHA256 (the manifest's; the caller
-#                                      compared the listed size). Until then the SQL runs
+#   object OBJ SHA256 GRACE N FLAG*N   streamed from the bucket (`rclone cat` with the N flags) in the
+#                                      same pass: the object's sha256 is taken as it arrives, and
+#                                      COMMIT is sent only when it equals SHA256 (the manifest's; the
+#                                      caller compared the listed size). Until then the SQL runs
 #                                      uncommitted, as the restore's role that owns only the
-#                                      scratch database.
+#                                      scratch database. When psql stops first on the dump's own
+#                                      fault (an SQL error, exit 3; or its input ended early) the
+#                                      object goes on streaming into the hash for GRACE more seconds
+#                                      at most, so that a corrupt object is told from a dump that
+#                                      fails; past them the download is stopped and the sha256 is
+#                                      not known ("-" below). Any other stop of psql (the connection,
+#                                      xtask's handler ending the session) stops the download at once.
+#
+# stdin is xtask's lifeline (process::Lifeline): nothing is read from it but a line asking the
+# replay to stop, and its end of file means xtask is gone (killed, even with -9; over SSH the
+# session closed). Either stops every process of the replay at once (rclone, tee, the hash, the
+# decompressor, psql: each stage runs in a process group of its own, `set -m`, and the groups are
+# killed), removes the temp dir, and never sends COMMIT: the COMMIT is written only while the
+# lifeline is still open and silent. The replay runs in a child of this shell (`supervise`), which
+# watches the lifeline: the shell xtask started is killed with xtask (PR_SET_PDEATHSIG), the
+# supervisor is not. A SIGTERM, SIGINT or SIGHUP to this shell stops the replay the same way.
 #
 # The dump cannot run psql meta-commands (`\!`, `\connect`, `\copy`): psql runs under `\restrict`
 # with a key made here, and the dump's own `\restrict KEY` header line and `\unrestrict KEY`
@@ -28,9 +42,11 @@
 #   differs the object's sha256 (given after RC) is not SHA256: nothing committed
 #   gunzip  the file is not a complete gzip stream (RC): nothing committed
 #   psql    psql failed with RC (3: an SQL error or a meta-command, 2: the connection): nothing committed
-# (object: the sha256 follows on every verdict but fetch). Exit 3 (no verdict): psql cannot
-# restrict meta-commands (older than 13.22, 14.19, 15.14, 16.10, 17.6); exit 5: no temp dir (TMPDIR
-# not a writable directory).
+#   stopped the lifeline asked the replay to stop, or closed, or a signal came (RC 0): nothing committed
+# (object: after RC the object's sha256 on every verdict but fetch and stopped, or `-` when the
+# download was stopped before the object's end). Exit 3 (no verdict): psql cannot restrict
+# meta-commands (older than 13.22, 14.19, 15.14, 16.10, 17.6); exit 5: no temp dir (TMPDIR not a
+# writable directory).
 #
 # Every stage's status is read and judged below (PIPESTATUS), so neither errexit nor pipefail
 # (which the host prepends to bash scripts) may end the script early.
@@ -42,8 +58,8 @@ case $kind in
     shift 2
     ;;
   object)
-    obj=$2 want_sum=$3 n=$4
-    shift 4
+    obj=$2 want_sum=$3 grace=$4 n=$5
+    shift 5
     flags=("${@:1:$n}")
     shift "$n"
     ;;
@@ -51,6 +67,8 @@ case $kind in
 esac
 check=$1
 shift
+# fd 9: the lifeline; nothing else reads it (every other stdin is /dev/null).
+exec 9<&0 </dev/null
 if command -v igzip >/dev/null 2>&1; then
   gz=igzip
 elif command -v pigz >/dev/null 2>&1; then
@@ -78,7 +96,6 @@ fi
 key=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 [ "${#key}" -eq 48 ] || exit 3
 dir=$(mktemp -d "${TMPDIR:-/tmp}/xtask-replay.XXXXXXXX") || exit 5
-trap 'rm -rf -- "$dir"' EXIT
 
 # The dump on stdin without its own `\restrict KEY` line (only in the leading comment block) and,
 # when it had one, without the trailer pg_dump writes after it ("\n\\unrestrict KEY\n\n" at the very
@@ -124,83 +141,208 @@ else
   sha256() { sha256sum | cut -d' ' -f1; }
 fi
 
-# The object from the bucket on stdout; its sha256 into $dir/sum, over the whole object: `tee -p`
-# goes on feeding the hash when the decompressor stops reading. rclone's status into $dir/fetch.
-stream() {
-  mkfifo "$dir/sum.fifo" || return 1
+# The object from the bucket into the fifo $dir/data; its sha256 into $dir/sum, over the whole
+# object: `tee -p` goes on feeding the hash when the decompressor stops reading. rclone's status
+# into $dir/fetch; $dir/sum.done once the hash is complete.
+download() {
   sha256 <"$dir/sum.fifo" >"$dir/sum" &
   local hp=$!
-  rclone cat "${flags[@]}" "$obj" | tee -p "$dir/sum.fifo"
-  local st=("${PIPESTATUS[@]}")
-  wait "$hp"
-  echo "${st[0]}" >"$dir/fetch"
+  { rclone cat "${flags[@]}" "$obj"; echo $? >"$dir/fetch"; } | tee -p "$dir/sum.fifo" >"$dir/data"
+  wait "$hp" && : >"$dir/sum.done"
 }
 
-{
+# The SQL psql gets on stdout ($dir/sql): the dump in a transaction, then the check and COMMIT only
+# when the whole dump decompressed, the object's sha256 is the manifest's, and the lifeline is
+# still open and silent (`read -t 0`: a line or its end is there to be read).
+produce() {
   # synchronous_commit off for this session only: its COMMIT does not wait for the WAL flush.
   # Durability is not given up: nothing uses this database before the swap, whose own
   # (synchronous) commit flushes the WAL up to it, this transaction's included.
   printf '\\restrict %s\nBEGIN;\nSET synchronous_commit = off;\n' "$key"
   if [ "$kind" = file ]; then
     "$gz" -dc <"$file" | strip_key
-    echo "${PIPESTATUS[*]}" >"$dir/status"
   else
-    stream | "$gz" -dc | strip_key
-    echo "${PIPESTATUS[1]} ${PIPESTATUS[2]}" >"$dir/status"
+    "$gz" -dc <"$dir/data" | strip_key
   fi
-  read -r gc sc <"$dir/status"
-  commit=0
-  if [ "$gc" = 0 ] && [ "$sc" = 0 ]; then
-    commit=1
+  local st=("${PIPESTATUS[@]}")
+  echo "${st[0]} ${st[1]}" >"$dir/status"
+  if [ "${st[0]}" != 0 ] || [ "${st[1]}" != 0 ]; then
+    return 0
   fi
   if [ "$kind" = object ]; then
+    # The decompressor read the object to its end: the download ends; wait for its hash.
+    while [ ! -e "$dir/sum.done" ] && kill -0 -- "-$d" 2>/dev/null; do
+      sleep 0.1
+    done
+    local rc sum
     read -r rc <"$dir/fetch" || rc=x
     read -r sum <"$dir/sum" || sum=x
-    if [ "$rc" != 0 ] || [ "$sum" != "$want_sum" ]; then
-      commit=0
+    if [ ! -e "$dir/sum.done" ] || [ "$rc" != 0 ] || [ "$sum" != "$want_sum" ]; then
+      return 0
     fi
   fi
-  if [ "$commit" = 1 ]; then
-    # On a line of its own (a dump cut before its trailer may end without a newline, in a
-    # comment). CHECK may RESET ALL: synchronous_commit is set again for the COMMIT.
-    printf '\n'
-    if [ -n "$check" ]; then
-      printf "SELECT 'xtask-check-%s';\n%s\nSET synchronous_commit = off;\n" "$key" "$check"
-    fi
-    printf 'COMMIT;\n'
+  if read -r -t 0 -u 9; then
+    return 0
   fi
-} | "$@" | sed -n "/^xtask-check-$key\$/,\$p" >"$dir/check"
-st=("${PIPESTATUS[@]}")
-pc=${st[1]}
+  : >"$dir/commit"
+  # On a line of its own (a dump cut before its trailer may end without a newline, in a
+  # comment). CHECK may RESET ALL: synchronous_commit is set again for the COMMIT.
+  printf '\n'
+  if [ -n "$check" ]; then
+    printf "SELECT 'xtask-check-%s';\n%s\nSET synchronous_commit = off;\n" "$key" "$check"
+  fi
+  printf 'COMMIT;\n'
+}
+
+# Whether process group $1 (empty: none) still has a process.
+alive() {
+  [ -n "$1" ] && kill -0 -- "-$1" 2>/dev/null
+}
+
+# SIGTERM to the process groups given (empty ones skipped).
+halt() {
+  local g
+  for g; do
+    if [ -n "$g" ]; then
+      kill -TERM -- "-$g" 2>/dev/null
+    fi
+  done
+}
+
 # The verdict, then what CHECK printed (the lines after its marker).
 say() {
   echo "$1"
-  tail -n +2 "$dir/check"
-  exit 0
+  tail -n +2 "$dir/check" 2>/dev/null
 }
-read -r gc sc <"$dir/status" || { gc=x sc=x; }
-tail=""
-if [ "$kind" = object ]; then
-  read -r rc <"$dir/fetch" || rc=x
-  read -r sum <"$dir/sum" || sum=x
-  tail=" $sum"
-  # No rclone status at all: the group was ended before the stream began (psql stopped first).
-  if [ "$rc" = x ] && [ "$pc" != 0 ]; then
+
+# The replay: the download, the SQL and psql, each a process group of its own, watched with the
+# lifeline until they are done; then the verdict.
+replay() {
+  local stop="" cut="" until="" d="" p q line r pc
+  trap 'stop=signal' TERM INT HUP
+  mkfifo "$dir/sql" || exit 5
+  if [ "$kind" = object ]; then
+    mkfifo "$dir/data" "$dir/sum.fifo" || exit 5
+  fi
+  set -m
+  if [ "$kind" = object ]; then
+    download &
+    d=$!
+  fi
+  produce >"$dir/sql" &
+  p=$!
+  { { "$@" <"$dir/sql"; echo $? >"$dir/psql"; } | sed -n "/^xtask-check-$key\$/,\$p" >"$dir/check"; } &
+  q=$!
+  set +m
+  while :; do
+    if [ -z "$stop" ]; then
+      read -r -t 0.2 -u 9 line
+      r=$?
+      if [ "$r" -eq 0 ]; then
+        stop=asked
+      elif [ "$r" -le 128 ]; then
+        stop=gone
+      fi
+    fi
+    if [ -n "$stop" ]; then
+      halt "$d" "$p" "$q"
+      break
+    fi
+    if ! alive "$q"; then
+      # psql is done: nothing more of the SQL can be used.
+      halt "$p"
+      if ! alive "$d"; then
+        break
+      fi
+      # The object still streams. Into the hash for GRACE more seconds when psql stopped on the
+      # dump's fault (the sha256 tells a corrupt object from a failing dump), else not at all.
+      if [ -z "$until" ]; then
+        read -r pc <"$dir/psql" || pc=x
+        case $pc in
+          0 | 3) until=$((SECONDS + grace)) ;;
+          *) until=$SECONDS ;;
+        esac
+      fi
+      if [ "$SECONDS" -ge "$until" ]; then
+        cut=1
+        halt "$d"
+        break
+      fi
+    fi
+  done
+  # Every group gone within a second (their processes ignore no SIGTERM of ours), else killed.
+  local i
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    alive "$d" || alive "$p" || alive "$q" || break
+    sleep 0.1
+  done
+  for i in "$d" "$p" "$q"; do
+    if alive "$i"; then
+      kill -KILL -- "-$i" 2>/dev/null
+    fi
+  done
+  wait
+  # Nobody may read the verdict any more (xtask gone): the temp dir is still removed.
+  trap '' PIPE
+  if [ -z "$stop" ] && read -r -t 0 -u 9; then
+    stop=asked
+  fi
+  if [ -n "$stop" ]; then
+    say "stopped 0"
+    return 0
+  fi
+  local gc sc rc sum tail=""
+  read -r gc sc <"$dir/status" || { gc=x sc=x; }
+  read -r pc <"$dir/psql" || pc=x
+  if [ "$kind" = object ]; then
+    if [ -n "$cut" ]; then
+      tail=" -"
+    else
+      read -r rc <"$dir/fetch" || rc=x
+      read -r sum <"$dir/sum" || sum=x
+      if [ "$rc" != 0 ]; then
+        say "fetch $rc"
+        return 0
+      fi
+      if [ ! -e "$dir/sum.done" ]; then
+        sum=x
+      fi
+      tail=" $sum"
+      if [ "$sum" != "$want_sum" ]; then
+        say "differs 0$tail"
+        return 0
+      fi
+    fi
+  fi
+  # psql stopping first (an SQL error, the connection) leaves the stages before it SIGPIPEd (141)
+  # or failing on the broken pipe: then psql's status is the cause, whatever they say.
+  if [ "$pc" != 0 ]; then
     say "psql $pc$tail"
+  elif [ "$gc" != 0 ] || [ "$sc" != 0 ]; then
+    say "gunzip $gc/$sc$tail"
+  elif [ ! -e "$dir/commit" ]; then
+    say "stopped 0"
+  else
+    say "ok 0$tail"
   fi
-  if [ "$rc" != 0 ]; then
-    say "fetch $rc"
+}
+
+supervise() {
+  replay "$@"
+  rm -rf -- "$dir"
+}
+
+supervise "$@" &
+sup=$!
+trap 'kill -TERM "$sup" 2>/dev/null' TERM INT HUP
+# Wait for the supervisor (again after a signal passed on to it), then remove the temp dir (which
+# the supervisor also does when it outlives this shell).
+while :; do
+  wait "$sup"
+  status=$?
+  if ! kill -0 "$sup" 2>/dev/null; then
+    break
   fi
-  if [ "$sum" != "$want_sum" ]; then
-    say "differs 0$tail"
-  fi
-fi
-# psql stopping first (an SQL error, the connection) leaves the stages before it SIGPIPEd (141) or
-# failing on the broken pipe: then psql's status is the cause, whatever they say.
-if [ "$pc" != 0 ]; then
-  say "psql $pc$tail"
-elif [ "$gc" != 0 ] || [ "$sc" != 0 ]; then
-  say "gunzip $gc/$sc$tail"
-else
-  say "ok 0$tail"
-fi
+done
+rm -rf -- "$dir"
+exit "$status"

@@ -146,14 +146,15 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// Replay `source` into the scratch database with the Ctrl-C handler able to end the
-    /// replay's session; a refusal for lack of rights says how to go on. In the replay's own
+    /// Replay `source` into the scratch database with the Ctrl-C handler able to stop the replay
+    /// (its [`Lifeline`](crate::process::Lifeline)) and end its session; a refusal for lack of rights says how to go on. In the replay's own
     /// transaction, before its COMMIT, the tables are counted ([`plan::check_sql`]); with `want`
     /// (the manifest's counts and newest migration) counts that differ are never committed:
     /// exit 1 saying what differs.
     pub fn replay(&self, source: &Source<'_>, want: Option<Want<'_>>) -> Result<Replay> {
+        let line = crate::process::Lifeline::new();
         if let Ok(mut g) = super::REPLAYING.lock() {
-            *g = Some((self.t.clone(), self.scratch.clone()));
+            *g = Some((self.t.clone(), self.scratch.clone(), line.clone()));
         }
         // A Ctrl-C before the handler could know the session: it found nothing to end.
         self.check_interrupt()?;
@@ -161,7 +162,7 @@ impl<'a> Replayer<'a> {
         let check = plan::check_sql(want.map(|w| (w.tables, w.migration)));
         let res = self
             .t
-            .replay(source, self.scratch.as_str(), self.login(), &check);
+            .replay(source, self.scratch.as_str(), self.login(), &check, &line);
         if let Ok(mut g) = super::REPLAYING.lock() {
             *g = None;
         }

@@ -9,7 +9,7 @@ use super::plan;
 use crate::environments::Environment;
 use crate::error::{Error, Result};
 use crate::host::{Host, Login, Script, RCLONE_FLAGS};
-use crate::process::{describe, Cmd};
+use crate::process::{describe, Cmd, Lifeline};
 use crate::restore::plan::Fs;
 
 /// `$1` object → a fresh temp dir on the host, then hashed; prints `DIR SHA256 SIZE`.
@@ -34,6 +34,13 @@ pub struct Fetched {
     pub sha256: String,
     pub size: u64,
 }
+
+/// How long a streamed object goes on into its hash once psql stopped on the dump's own fault (an
+/// SQL error, its input cut): long enough to tell a corrupt object ("differs") from a dump that
+/// fails for most backups, short enough that a failure (and a SIGTERM: an interrupt stops the
+/// replay at once) is not held up by the rest of a large download. Past it the object's sha256 is
+/// not known, and the failure says so.
+pub const HASH_GRACE: Duration = Duration::from_secs(5);
 
 /// The sha256 of no bytes at all.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -222,6 +229,7 @@ impl Target {
                     "object".to_string(),
                     path.to_string(),
                     sha256.to_string(),
+                    HASH_GRACE.as_secs().to_string(),
                     RCLONE_FLAGS.len().to_string(),
                 ];
                 a.extend(RCLONE_FLAGS.iter().map(|s| s.to_string()));
@@ -245,14 +253,22 @@ impl Target {
     /// refused the commit (`gated`). Any other error says what failed; in every failure nothing is
     /// restored (nothing is committed, but by a dump's own `COMMIT`, into the scratch database the
     /// caller drops).
+    ///
+    /// The script's stdin is `line` ([`Lifeline`]): [`Lifeline::stop`] (the Ctrl-C handler) stops
+    /// every process of the replay at once, and so does xtask's death (`kill -9` included; over
+    /// SSH, the session's), without a COMMIT; the script removes its temp dir either way.
     pub fn replay(
         &self,
         source: &Source<'_>,
         db: &str,
         login: Login<'_>,
         check: &str,
+        line: &Lifeline,
     ) -> Result<Replayed> {
-        let o = self.replay_cmd(source, db, login, check)?.output()?;
+        let o = self
+            .replay_cmd(source, db, login, check)?
+            .lifeline(line)
+            .output()?;
         let err = o.stderr_str();
         if !o.status.success() {
             let e = format!(
@@ -278,10 +294,21 @@ impl Target {
             Source::Object { path, .. } => Some(*path),
             Source::File(_) => None,
         };
-        // Streamed: the object's sha256 follows the verdict (but for `fetch`).
+        // Streamed: the object's sha256 follows the verdict (but for `fetch` and `stopped`), or
+        // `-` when the download was stopped before the object's end.
         let got = match (object, w.as_slice()) {
             (Some(_), [_, _, sum]) if sum.len() == 64 => Some(sum.to_string()),
             _ => None,
+        };
+        let unhashed = matches!((object, w.as_slice()), (Some(_), [_, _, "-"]));
+        let unchecked = if unhashed {
+            format!(
+                "; the object's sha256 was not checked to its end (its download was stopped {}s                  after psql stopped), so a corrupt object may be the cause as well as the dump:                  `cargo xtask backup drill --env {} <object>` downloads it whole and checks it",
+                HASH_GRACE.as_secs(),
+                self.env.name
+            )
+        } else {
+            String::new()
         };
         let replayed = |gated| Replayed {
             sha256: got.clone(),
@@ -333,8 +360,14 @@ impl Target {
                 ))),
             },
             (["gunzip", rc, ..], _) => Err(Error::failed(format!(
-                "the dump is corrupt: it is not a complete gzip stream (exit {rc}): {}; nothing \
-                 was restored (the scratch database is dropped)",
+                "the dump is corrupt: it is not a complete gzip stream (exit {rc}): {}{unchecked}; \
+                 nothing was restored (the scratch database is dropped)",
+                tail(&err)
+            ))),
+            (["stopped", ..], _) => Err(Error::failed(format!(
+                "replaying the dump into {db} was stopped before its end (xtask asked it to, or \
+                 a signal reached the script): {}; nothing was restored (the scratch database is \
+                 dropped)",
                 tail(&err)
             ))),
             // psql: 2 is a lost or refused connection (or a login the server refused: the replay
@@ -355,8 +388,8 @@ impl Target {
                 self.env.db_user
             ))),
             (["psql", rc, ..], _) => Err(Error::failed(format!(
-                "replaying the dump into {db} failed (psql exit {rc}): {}; nothing was restored \
-                 (the scratch database is dropped)",
+                "replaying the dump into {db} failed (psql exit {rc}): {}{unchecked}; nothing was \
+                 restored (the scratch database is dropped)",
                 tail(&err)
             ))),
             _ => Err(Error::failed(format!(
