@@ -205,6 +205,10 @@ struct LifelineState {
     /// The write end while a child runs.
     pipe: Option<std::io::PipeWriter>,
     stopped: bool,
+    /// Written first to each run's pipe ([`Lifeline::with_first`]).
+    first: Option<std::sync::Arc<[u8]>>,
+    /// This run's `first` is written: `stop` may follow it.
+    first_done: bool,
 }
 
 impl Lifeline {
@@ -212,12 +216,27 @@ impl Lifeline {
         Lifeline::default()
     }
 
-    /// Ask the child to stop: `stop\n` on its stdin, now or as soon as it starts. Safe to call
-    /// from a signal handler's thread (ctrlc runs handlers on a thread of their own).
+    /// A lifeline whose pipe carries `first` before anything else (input the child reads first,
+    /// too long for an argument: it is written by a thread of its own, as the child reads it).
+    pub fn with_first(first: Vec<u8>) -> Lifeline {
+        let line = Lifeline::default();
+        if let Ok(mut g) = line.0.lock() {
+            g.first = Some(first.into());
+        }
+        line
+    }
+
+    /// Ask the child to stop: `stop\n` on its stdin, now or as soon as it starts (after what
+    /// [`Lifeline::with_first`] gave). Safe to call from a signal handler's thread (ctrlc runs
+    /// handlers on a thread of their own).
     pub fn stop(&self) {
         use std::io::Write;
         if let Ok(mut g) = self.0.lock() {
             g.stopped = true;
+            if !g.first_done {
+                // Said once `first` is written.
+                return;
+            }
             if let Some(w) = g.pipe.as_mut() {
                 // A child that closed its stdin has stopped listening: nothing to tell it.
                 let _ = w.write_all(b"stop\n");
@@ -233,8 +252,34 @@ impl Lifeline {
             .0
             .lock()
             .map_err(|_| Error::failed("the lifeline's lock is poisoned"))?;
-        if g.stopped {
-            let _ = w.write_all(b"stop\n");
+        match g.first.clone() {
+            None => {
+                g.first_done = true;
+                if g.stopped {
+                    let _ = w.write_all(b"stop\n");
+                }
+            }
+            Some(first) => {
+                g.first_done = false;
+                let mut copy = w
+                    .try_clone()
+                    .map_err(|e| Error::unavailable(format!("pipe: {e}")))?;
+                let state = self.0.clone();
+                // Written as the child reads it (it may be more than the pipe holds); a child that
+                // is gone makes the write fail, which ends the thread. Then a `stop` asked
+                // meanwhile.
+                std::thread::spawn(move || {
+                    let _ = copy.write_all(&first);
+                    drop(copy);
+                    if let Ok(mut g) = state.lock() {
+                        g.first_done = true;
+                        let stopped = g.stopped;
+                        if let (true, Some(w)) = (stopped, g.pipe.as_mut()) {
+                            let _ = w.write_all(b"stop\n");
+                        }
+                    }
+                });
+            }
         }
         g.pipe = Some(w);
         Ok(LifelineRun {
@@ -913,6 +958,20 @@ mod tests {
             .read()
             .unwrap_err();
         assert!(e.to_string().contains("did not finish within 0.2s"), "{e}");
+    }
+
+    #[test]
+    fn a_lifeline_carries_its_first_input_before_a_stop_however_long_it_is() {
+        // More than a pipe holds (and than an argument may be), then `stop` asked at once.
+        let first: Vec<u8> = std::iter::repeat_n(b'x', 300_000).chain(*b"\n").collect();
+        let line = Lifeline::with_first(first);
+        line.stop();
+        let out = Cmd::new("sh")
+            .args(["-c", "IFS= read -r a; IFS= read -r b; echo \"${#a} $b\""])
+            .lifeline(&line)
+            .read()
+            .unwrap();
+        assert_eq!(out.trim(), "300000 stop");
     }
 
     #[test]

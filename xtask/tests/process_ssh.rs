@@ -156,7 +156,6 @@ fn a_streamed_replay_over_ssh_dies_with_its_session_and_stops_when_asked() {
         &sum,
         "5",
         "0",
-        "",
         "psql",
     ]
     .iter()
@@ -202,7 +201,8 @@ fn a_streamed_replay_over_ssh_dies_with_its_session_and_stops_when_asked() {
     };
 
     // The session dies: the ssh client is SIGKILLed.
-    let line = Lifeline::new();
+    // The check (none here) is the first line on its stdin.
+    let line = Lifeline::with_first(b"\n".to_vec());
     let cmd = ssh::command(&t, None, &words).lifeline(&line);
     let run = std::thread::spawn(move || cmd.output());
     streaming();
@@ -234,7 +234,8 @@ fn a_streamed_replay_over_ssh_dies_with_its_session_and_stops_when_asked() {
 
     // xtask asks it to stop.
     std::fs::remove_file(d.path().join("psql-input")).unwrap();
-    let line = Lifeline::new();
+    // The check (none here) is the first line on its stdin.
+    let line = Lifeline::with_first(b"\n".to_vec());
     let cmd = ssh::command(&t, None, &words).lifeline(&line);
     let run = std::thread::spawn(move || cmd.output());
     streaming();

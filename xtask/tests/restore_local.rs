@@ -2529,3 +2529,84 @@ fn an_sql_error_early_in_a_slow_stream_fails_promptly_and_says_the_hash_was_not_
     assert!(scratch_dbs(&t).is_empty(), "{:?}", scratch_dbs(&t));
     assert!(files_in(&tmp).is_empty(), "{:?}", files_in(&tmp));
 }
+
+/// A database of many tables (schema-per-tenant, daily partitions): its manifest is more than an
+/// argument may hold (128 KiB), and so is the check that carries it into the replay, which reads
+/// it from its stdin (regression: "Argument list too long", exit 3, and no restore at all). Its
+/// names are odd too: non-ASCII, a quote, a space, under a client encoding that is not UTF8.
+#[test]
+fn a_manifest_longer_than_an_argument_may_be_still_restores() {
+    let mut t = TestEnv::local(0o711);
+    up_with_tables(&t);
+    sql(
+        &t,
+        "station",
+        "CREATE TABLE \"café's tenant\" (id int); INSERT INTO \"café's tenant\" VALUES (1), (2); \
+         DO $$ BEGIN FOR i IN 1..3200 LOOP \
+         EXECUTE format('CREATE TABLE %I (id int)', 'events_partition_for_tenant_number_' || lpad(i::text, 6, '0')); \
+         END LOOP; END $$; \
+         INSERT INTO events_partition_for_tenant_number_000007 VALUES (7);",
+    );
+    let object = backup(&t, "wide");
+    let m =
+        std::fs::read_to_string(format!("{}.json", object_file(&t, &object).display())).unwrap();
+    assert!(m.len() > 160 * 1024, "{}", m.len());
+    let before = snapshot(&t);
+    sql(&t, "station", "DROP TABLE \"café's tenant\"");
+    // A client encoding other than the manifest's (psql's startup one, which the check's RESET ALL
+    // would fall back to): the names still compare equal (regression: "caf\u{e9}" was missing and
+    // "caf\u{fffd}" extra).
+    t.extra_env
+        .push(("PGCLIENTENCODING".into(), "LATIN1".into()));
+    let r = t.run(&[
+        "restore", "--env", "local", "--label", "wide", "--yes", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+}
+
+/// What a dump defines in `public` cannot stand in for the built-ins the check counts with: a
+/// dump (its manifest rewritten to match it, as whoever can write the bucket can) without the
+/// accounts rows and with a `public.format(text, name, name)` that makes their count read 3000,
+/// the manifest's, is refused, not restored short (regression: the count was faked and the gate
+/// passed).
+#[test]
+fn a_function_the_dump_defines_cannot_fake_the_counts() {
+    let (t, file, text) = with_good_dump();
+    let before = snapshot(&t);
+    let copy = text
+        .find("COPY public.accounts ")
+        .expect("the accounts rows");
+    let rows = copy + text[copy..].find('\n').unwrap() + 1;
+    let end = rows + text[rows..].find("\\.\n").unwrap();
+    let fake = "CREATE FUNCTION public.format(text, name, name) RETURNS text LANGUAGE sql AS \
+                $f$ SELECT CASE WHEN $1 LIKE 'SELECT %count(*) AS c FROM %' AND $3 = 'accounts' \
+                THEN 'SELECT 3000 AS c' ELSE pg_catalog.format($1, $2, $3) END $f$;\n\
+                CREATE FUNCTION public.format(text, text, text) RETURNS text LANGUAGE sql AS \
+                $f$ SELECT CASE WHEN $1 LIKE 'SELECT %count(*) AS c FROM %' AND $3 = 'accounts' \
+                THEN 'SELECT 3000 AS c' ELSE pg_catalog.format($1, $2, $3) END $f$;";
+    let dump = with_statements(&format!("{}{}", &text[..rows], &text[end..]), fake);
+    let gz = gzip(&dump);
+    std::fs::write(&file, &gz).unwrap();
+    let sum = Command::new("sha256sum").arg(&file).output().unwrap();
+    let manifest = PathBuf::from(format!("{}.json", file.display()));
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(m["tables"]["public.accounts"], 3000);
+    m["sha256"] = String::from_utf8_lossy(&sum.stdout)[..64]
+        .to_string()
+        .into();
+    m["size"] = (gz.len() as u64).into();
+    std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let r = t.run(&["restore", "--env", "local", "--label", "good", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all()
+            .contains("table public.accounts manifest 3000 restored 0"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+}

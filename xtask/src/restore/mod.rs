@@ -621,7 +621,6 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
                 },
                 n.scratch.as_str(),
                 login,
-                &check,
             )?
             .display(),
         ],
@@ -632,11 +631,14 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
                 &target::Source::File("<dir>/backup.sql.gz"),
                 n.scratch.as_str(),
                 login,
-                &check,
             )?
             .display(),
         ],
     };
+    // Not an argument: the first line on the replay's stdin.
+    v.push(format!(
+        "(the replay's stdin, first line: its check) {check}"
+    ));
     v.push(
         t.sql_each_cmd(
             n.scratch.as_str(),

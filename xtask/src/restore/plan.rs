@@ -873,37 +873,57 @@ pub fn finish_by_hand(n: &Names, kept: bool, limit: i64) -> (String, String) {
 /// The restored database's per-table counts and newest migration as one JSON object
 /// (`{"tables": {"schema.table": n}, "migration": name | null}`, counted as `backup-db.sh` counts
 /// them for the manifest), printed and kept in the session's `xtask.got` for [`check_sql`]'s gate.
+/// Run under `search_path = pg_catalog, pg_temp`: every function and operator is pg_catalog's
+/// (neither is ever looked up in pg_temp), and the migration tables are named with their schema,
+/// `public` (where `backup-db.sh`, on the default search path, finds them): nothing the dump
+/// defined in `public` can stand in for a built-in (CVE-2018-1058's pattern), whatever its types.
 fn got_sql() -> String {
+    let newest = crate::backup::drill::NEWEST_MIGRATION_SQL
+        .replace(
+            "to_regclass('schema_migrations')",
+            "to_regclass('public.schema_migrations')",
+        )
+        .replace(
+            "to_regclass('migrations')",
+            "to_regclass('public.migrations')",
+        )
+        .replace("FROM schema_migrations ", "FROM public.schema_migrations ")
+        .replace("FROM migrations ", "FROM public.migrations ");
     format!(
         "SELECT pg_catalog.set_config('xtask.got', pg_catalog.jsonb_build_object('tables', \
          (SELECT coalesce(pg_catalog.jsonb_object_agg(t.k, t.n), '{{}}'::pg_catalog.jsonb) FROM (\
-         SELECT format('%I.%I', n.nspname, c.relname) AS k, \
-         (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', \
-         n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS k, \
+         (pg_catalog.xpath('/row/c/text()', pg_catalog.query_to_xml(pg_catalog.format(\
+         'SELECT pg_catalog.count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, \
+         '')))[1]::pg_catalog.text::pg_catalog.int8 AS n \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') t), \
-         'migration', nullif(({}), ''))::text, false)",
-        crate::backup::drill::NEWEST_MIGRATION_SQL
+         'migration', nullif(({newest}), ''))::pg_catalog.text, false)"
     )
 }
 
 /// What the gate raises when the counts are not the manifest's (psql's error names it).
 pub const GATE_TAG: &str = "xtask-gate:";
 
-/// The check `replay.sh` runs after the dump in the replay's own transaction, before its COMMIT:
-/// the counts and the newest migration ([`got_sql`]: taken there, the scan is over rows only this
-/// transaction has written, so it sets no hint bits and dirties no page), and with `want` (the
-/// manifest's counts and newest migration) a gate that raises when they differ, so such a
-/// restore is never committed. First the session's settings are reset (`RESET ALL`,
-/// `RESET ROLE`): nothing the dump SET applies, and names resolve in pg_catalog first, the
-/// dump's `public` next, its session's temp schema last (where the dump could have put a
-/// `pg_class` of its own).
+/// The check `replay.sh` runs after the dump in the replay's own transaction, before its COMMIT,
+/// on one line (the script reads it from its stdin, first: a manifest's tables can be far more
+/// than an argument may hold): the counts and the newest migration ([`got_sql`]: taken there,
+/// the scan is over rows only this transaction has written, so it sets no hint bits and dirties
+/// no page), and with `want` (the manifest's counts and newest migration) a gate that raises when
+/// they differ, so such a restore is never committed. First the session is set back to a known
+/// state: `RESET ALL` and `RESET ROLE` (nothing the dump SET applies), the client encoding UTF8
+/// (the manifest's and xtask's; `RESET ALL` would leave psql's startup one), a search path of
+/// pg_catalog and the session's temp schema last (where the dump could have put a `pg_class` of
+/// its own), and `SET CONSTRAINTS ALL IMMEDIATE`: a deferred constraint trigger the dump queued
+/// runs now, before the counts, not at the COMMIT after the gate.
 pub fn check_sql(want: Option<(&BTreeMap<String, u64>, Option<&str>)>) -> String {
     let mut v = vec![
         "RESET ALL;".to_string(),
         "RESET ROLE;".to_string(),
-        "SET search_path = pg_catalog, public, pg_temp;".to_string(),
+        "SET client_encoding = 'UTF8';".to_string(),
+        format!("{SAFE_SEARCH_PATH};"),
+        "SET CONSTRAINTS ALL IMMEDIATE;".to_string(),
         format!("{};", got_sql()),
     ];
     if let Some((tables, migration)) = want {
@@ -917,7 +937,8 @@ pub fn check_sql(want: Option<(&BTreeMap<String, u64>, Option<&str>)>) -> String
              END IF; END$xtask$;"
         ));
     }
-    v.join("\n")
+    // One line: JSON escapes every newline in a name; the statements have none.
+    v.join(" ")
 }
 
 /// What [`check_sql`] printed: the restored per-table counts and newest migration.
@@ -1463,22 +1484,18 @@ mod tests {
     fn the_replay_check_gates_only_with_a_manifest_and_quotes_what_it_carries() {
         let plain = check_sql(None);
         assert!(plain.starts_with(
-            "RESET ALL;\nRESET ROLE;\nSET search_path = pg_catalog, public, pg_temp;"
+            "RESET ALL; RESET ROLE; SET client_encoding = 'UTF8'; SET search_path = pg_catalog, pg_temp;"
         ));
+        assert!(!plain.contains('\n'), "{plain}");
         assert!(!plain.contains("DO $xtask$"), "{plain}");
         let tables = BTreeMap::from([("public.\"it's\"".to_string(), 3u64)]);
         let gated = check_sql(Some((&tables, Some("0002_o'k"))));
         assert!(gated.contains(GATE_TAG), "{gated}");
+        assert!(!gated.contains('\n'), "{gated}");
         // The manifest's JSON as one SQL literal: every quote doubled, nothing else changed.
-        let line = gated
-            .lines()
-            .find(|l| l.starts_with("SET xtask.want"))
-            .unwrap();
-        let lit = line
-            .strip_prefix("SET xtask.want = '")
-            .unwrap()
-            .strip_suffix("';")
-            .unwrap();
+        let at = gated.find("SET xtask.want = '").unwrap() + "SET xtask.want = '".len();
+        let end = gated.find("'; DO $xtask$").unwrap();
+        let lit = &gated[at..end];
         assert!(!lit.replace("''", "").contains('\''), "{lit}");
         let v: serde_json::Value = serde_json::from_str(&lit.replace("''", "'")).unwrap();
         assert_eq!(v["tables"]["public.\"it's\""], 3);

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# Replay a gzipped dump into the psql command given after the source and CHECK, in one transaction
-# that is COMMITted only when the whole file decompressed cleanly (a truncated or damaged stream is
-# never committed, even when it ends on a statement) and CHECK, SQL run in that transaction after
-# the dump, did not fail (it counts the rows, and raises when they are not the manifest's: the
+# Replay a gzipped dump into the psql command given after the source, in one transaction that is
+# COMMITted only when the whole file decompressed cleanly (a truncated or damaged stream is never
+# committed, even when it ends on a statement) and CHECK, SQL run in that transaction after the
+# dump (the first line on stdin, see below), did not fail (it counts the rows, and raises when they are not the manifest's: the
 # counts are taken before the commit, on rows no other session has seen). The source:
 #   file PATH                          a file fetch.sh downloaded (and whose sha256 was checked)
 #   object OBJ SHA256 GRACE N FLAG*N   streamed from the bucket (`rclone cat` with the N flags) in the
@@ -18,8 +18,9 @@
 #                                      not known ("-" below). Any other stop of psql (the connection,
 #                                      xtask's handler ending the session) stops the download at once.
 #
-# stdin is xtask's lifeline (process::Lifeline): nothing is read from it but a line asking the
-# replay to stop, and its end of file means xtask is gone (killed, even with -9; over SSH the
+# stdin is xtask's lifeline (process::Lifeline): its first line is CHECK (on stdin, not an argument:
+# a manifest's tables can be more than an argument may hold); after it nothing is read from it but a
+# line asking the replay to stop, and its end of file means xtask is gone (killed, even with -9; over SSH the
 # session closed). Either stops every process of the replay at once (rclone, tee, the hash, the
 # decompressor, psql: each stage runs in a process group of its own, `set -m`, and the groups are
 # killed), removes the temp dir, and never sends COMMIT: the COMMIT is written only while the
@@ -33,8 +34,9 @@
 # (ON_ERROR_STOP) and nothing is committed.
 #
 # psql's output must be unaligned and tuples only (`-A -t`): what CHECK prints follows the verdict
-# line, from a marker line carrying this run's key on (the dump cannot print that key: it never
-# sees it), so nothing the dump prints can pass for it.
+# line, from a marker line carrying a key of this run's on (the dump cannot print that key: it never
+# sees it; not the `\restrict` key, which is never on any command line), so nothing the dump prints
+# can pass for it.
 #
 # stdout: a line VERDICT RC [SHA256], then what CHECK printed; VERDICT one of
 #   ok      committed
@@ -65,9 +67,8 @@ case $kind in
     ;;
   *) exit 2 ;;
 esac
-check=$1
-shift
-# fd 9: the lifeline; nothing else reads it (every other stdin is /dev/null).
+# CHECK, then fd 9: the lifeline; nothing else reads it (every other stdin is /dev/null).
+IFS= read -r check || exit 2
 exec 9<&0 </dev/null
 if command -v igzip >/dev/null 2>&1; then
   gz=igzip
@@ -95,6 +96,8 @@ if [ "$kind" = object ] && ! tee -p /dev/null </dev/null >/dev/null 2>&1; then
 fi
 key=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 [ "${#key}" -eq 48 ] || exit 3
+mark=xtask-check-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+[ "${#mark}" -eq 60 ] || exit 3
 dir=$(mktemp -d "${TMPDIR:-/tmp}/xtask-replay.XXXXXXXX") || exit 5
 
 # The dump on stdin without its own `\restrict KEY` line (only in the leading comment block) and,
@@ -189,7 +192,7 @@ produce() {
   # comment). CHECK may RESET ALL: synchronous_commit is set again for the COMMIT.
   printf '\n'
   if [ -n "$check" ]; then
-    printf "SELECT 'xtask-check-%s';\n%s\nSET synchronous_commit = off;\n" "$key" "$check"
+    printf "SELECT '%s';\n%s\nSET synchronous_commit = off;\n" "$mark" "$check"
   fi
   printf 'COMMIT;\n'
 }
@@ -231,7 +234,7 @@ replay() {
   fi
   produce >"$dir/sql" &
   p=$!
-  { { "$@" <"$dir/sql"; echo $? >"$dir/psql"; } | sed -n "/^xtask-check-$key\$/,\$p" >"$dir/check"; } &
+  { { "$@" <"$dir/sql"; echo $? >"$dir/psql"; } | sed -n "/^$mark\$/,\$p" >"$dir/check"; } &
   q=$!
   set +m
   while :; do

@@ -152,17 +152,18 @@ impl<'a> Replayer<'a> {
     /// (the manifest's counts and newest migration) counts that differ are never committed:
     /// exit 1 saying what differs.
     pub fn replay(&self, source: &Source<'_>, want: Option<Want<'_>>) -> Result<Replay> {
-        let line = crate::process::Lifeline::new();
+        // The check goes first on the script's stdin, a line of its own (see `Target::replay`).
+        let check = plan::check_sql(want.map(|w| (w.tables, w.migration)));
+        let line = crate::process::Lifeline::with_first(format!("{check}\n").into_bytes());
         if let Ok(mut g) = super::REPLAYING.lock() {
             *g = Some((self.t.clone(), self.scratch.clone(), line.clone()));
         }
         // A Ctrl-C before the handler could know the session: it found nothing to end.
         self.check_interrupt()?;
         let t0 = Instant::now();
-        let check = plan::check_sql(want.map(|w| (w.tables, w.migration)));
         let res = self
             .t
-            .replay(source, self.scratch.as_str(), self.login(), &check, &line);
+            .replay(source, self.scratch.as_str(), self.login(), &line);
         if let Ok(mut g) = super::REPLAYING.lock() {
             *g = None;
         }

@@ -213,15 +213,10 @@ impl Target {
         }
     }
 
-    /// The replay of `source` into `db`, its psql logged in as `login`, `check` run in its
-    /// transaction before the COMMIT ([`plan::check_sql`](super::plan::check_sql)).
-    pub fn replay_cmd(
-        &self,
-        source: &Source<'_>,
-        db: &str,
-        login: Login<'_>,
-        check: &str,
-    ) -> Result<Cmd> {
+    /// The replay of `source` into `db`, its psql logged in as `login`. Its stdin must be a
+    /// [`Lifeline`] whose first line is the check to run in its transaction before the COMMIT
+    /// ([`plan::check_sql`](super::plan::check_sql); see [`Target::replay`]).
+    pub fn replay_cmd(&self, source: &Source<'_>, db: &str, login: Login<'_>) -> Result<Cmd> {
         let mut args = match source {
             Source::File(file) => vec!["file".to_string(), file.to_string()],
             Source::Object { path, sha256 } => {
@@ -236,7 +231,6 @@ impl Target {
                 a
             }
         };
-        args.push(check.to_string());
         // Unaligned, tuples only: what the check prints is one line.
         args.extend(self.host.psql_words_as(db, login, &["-A", "-t"]));
         let c = self.host.script_as(&REPLAY, &args, login)?;
@@ -254,7 +248,9 @@ impl Target {
     /// restored (nothing is committed, but by a dump's own `COMMIT`, into the scratch database the
     /// caller drops).
     ///
-    /// The script's stdin is `line` ([`Lifeline`]): [`Lifeline::stop`] (the Ctrl-C handler) stops
+    /// The script's stdin is a [`Lifeline`] carrying `check` first, on a line of its own (a
+    /// manifest's tables can be more than an argument may hold):
+    /// [`Lifeline::stop`] on it (the Ctrl-C handler, through `stop` below) stops
     /// every process of the replay at once, and so does xtask's death (`kill -9` included; over
     /// SSH, the session's), without a COMMIT; the script removes its temp dir either way.
     pub fn replay(
@@ -262,11 +258,10 @@ impl Target {
         source: &Source<'_>,
         db: &str,
         login: Login<'_>,
-        check: &str,
         line: &Lifeline,
     ) -> Result<Replayed> {
         let o = self
-            .replay_cmd(source, db, login, check)?
+            .replay_cmd(source, db, login)?
             .lifeline(line)
             .output()?;
         let err = o.stderr_str();
