@@ -14,6 +14,7 @@ pub(crate) mod host;
 pub mod process;
 pub(crate) mod random;
 pub mod services;
+pub(crate) mod signals;
 pub mod ssh;
 pub(crate) mod time;
 pub mod yaml;

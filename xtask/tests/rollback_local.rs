@@ -7,10 +7,11 @@
 mod deploy_support;
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use deploy_support::{
-    backup_files, hold_deploy_lock, kept_dbs, lock_file_text, snapshot, snapshot_of, sql, steps,
-    TestEnv,
+    backup_files, hold_deploy_lock, kept_dbs, lock_file_text, scratch_dbs, snapshot, snapshot_of,
+    sql, steps, TestEnv,
 };
 
 const V1: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -661,4 +662,318 @@ fn rollback_on_failure_restores_the_runs_own_backup_with_default_privileges() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("--trust-dump"), "{}", r.stderr);
     assert_eq!(snapshot(&t), before);
+}
+
+/// A running xtask whose stdout and stderr are read as they come (a pipe left unread would stop
+/// it once full).
+struct Watched {
+    child: std::process::Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Watched {
+    fn spawn(mut c: Command) -> Watched {
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        fn read(
+            from: impl std::io::Read + Send + 'static,
+        ) -> (
+            std::sync::Arc<std::sync::Mutex<String>>,
+            std::thread::JoinHandle<()>,
+        ) {
+            let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let into = text.clone();
+            let h = std::thread::spawn(move || {
+                for line in
+                    std::io::BufRead::lines(std::io::BufReader::new(from)).map_while(|l| l.ok())
+                {
+                    let mut t = into.lock().unwrap();
+                    t.push_str(&line);
+                    t.push('\n');
+                }
+            });
+            (text, h)
+        }
+        let (stdout, a) = read(child.stdout.take().unwrap());
+        let (stderr, b) = read(child.stderr.take().unwrap());
+        Watched {
+            child,
+            stdout,
+            stderr,
+            readers: vec![a, b],
+        }
+    }
+
+    fn stderr_has(&self, what: &str) -> bool {
+        self.stderr.lock().unwrap().contains(what)
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM to xtask alone (not its process group), as a cancelled CI job's runner sends it.
+    fn sigterm(&self) {
+        assert!(Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn finish(mut self) -> deploy_support::Run {
+        let status = self.child.wait().unwrap();
+        for h in self.readers.drain(..) {
+            h.join().unwrap();
+        }
+        let text = |s: &std::sync::Arc<std::sync::Mutex<String>>| s.lock().unwrap().clone();
+        deploy_support::Run {
+            code: status.code().unwrap_or(-1),
+            stdout: text(&self.stdout),
+            stderr: text(&self.stderr),
+        }
+    }
+}
+
+/// v1 deployed with `rows`; v2 brings 0003 (it applies: a new column) and a broken 0004, and
+/// runs with `--rollback-on-failure` (spawned): the live database's snapshot before v2.
+fn rollback_on_failure_running(t: &TestEnv, rows: &str) -> ((String, String), Watched) {
+    let r = t.run(&["deploy", "--sha", V1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    sql(t, "station", rows);
+    let before_v2 = snapshot(t);
+    migration(
+        t,
+        "0003_notes.sql",
+        "ALTER TABLE stations ADD COLUMN notes text;\n",
+    );
+    migration(t, "0004_broken.sql", BROKEN);
+    let w = Watched::spawn(t.command(&["deploy", "--sha", V2, "--rollback-on-failure"]));
+    (before_v2, w)
+}
+
+/// What a rollback stopped before its swap leaves: the live database as the failed deploy left it
+/// (0003 applied, not rolled back), no scratch database or role, nothing kept, no swap, the lock
+/// released; and what it said is true (restore's words, not the deploy's).
+fn assert_stopped_before_the_swap(
+    t: &TestEnv,
+    before_v2: &(String, String),
+    r: &deploy_support::Run,
+) {
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("--rollback-on-failure: running `cargo xtask rollback"),
+        "{}",
+        r.stderr
+    );
+    // The deploy's last words: the rollback FAILED, interrupted.
+    let failed = r
+        .stderr
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "--rollback-on-failure: `cargo xtask rollback --env local --yes` FAILED: \
+                 rollback of 2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb failed: ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no FAILED line: {}", r.stderr));
+    assert!(
+        failed.contains("interrupted (Ctrl-C, SIGTERM or SIGHUP)"),
+        "{failed}"
+    );
+    assert!(
+        !r.stderr.contains("rolled back (--rollback-on-failure)"),
+        "{}",
+        r.stderr
+    );
+    // The deploy's steps had ended: its "stopping after the running step" would be false.
+    assert!(
+        !r.stderr.contains("stopping after the running step"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("finished first"), "{}", r.stderr);
+    assert_ne!(&snapshot(t), before_v2, "the live database was rolled back");
+    assert_eq!(
+        sql(
+            t,
+            "station",
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_name = 'stations' AND column_name = 'notes'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        sql(
+            t,
+            "postgres",
+            "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = 'station'"
+        ),
+        "true -1"
+    );
+    assert!(scratch_dbs(t).is_empty(), "{:?}", scratch_dbs(t));
+    assert!(kept_dbs(t).is_empty(), "{:?}", kept_dbs(t));
+    assert_eq!(
+        sql(
+            t,
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'station\\_restore\\_%'"
+        ),
+        "0"
+    );
+    assert!(
+        !t.state_dir.join("deploy.lock").exists(),
+        "the lock was left behind"
+    );
+    let audit = steps(&t.audit());
+    assert!(
+        !audit.contains(&"rollback:swap ok".to_string()),
+        "{audit:?}"
+    );
+    assert!(
+        audit.contains(&"rollback:pipeline interrupted".to_string()),
+        "{audit:?}"
+    );
+}
+
+/// `deploy --rollback-on-failure` runs its rollback in the deploy's process, whose signal handler
+/// was the deploy's: SIGTERM while the rollback's restore replays the backup stops the replay as a
+/// restore's would (regression: restore's handler was never installed, ctrlc refusing a second
+/// one, so the replay went on and the rollback swapped the database after the signal).
+#[test]
+fn a_sigterm_while_rollback_on_failure_replays_stops_it_before_the_swap() {
+    let t = TestEnv::local(0o711);
+    // Big enough that the replay takes a while.
+    let (before_v2, mut w) = rollback_on_failure_running(
+        &t,
+        "CREATE TABLE big (id int PRIMARY KEY, v text); \
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1500000) g;",
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let n = sql(
+            &t,
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'station\\_restore\\_%' \
+             AND state = 'active' AND query LIKE 'COPY%'",
+        );
+        if n != "0" {
+            break;
+        }
+        assert!(w.running(), "the deploy ended before the replay was seen");
+        assert!(
+            Instant::now() < deadline,
+            "the rollback's replay never started"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(w.stderr_has("--rollback-on-failure: running"));
+    let signalled = Instant::now();
+    w.sigterm();
+    let r = w.finish();
+    let took = signalled.elapsed();
+    assert!(
+        r.stderr
+            .contains("interrupted: stopping before the swap (the live database stays as it is)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("before the swap: the live database is untouched"),
+        "{}",
+        r.stderr
+    );
+    assert_stopped_before_the_swap(&t, &before_v2, &r);
+    assert!(took < Duration::from_secs(15), "{took:?}: {}", r.all());
+}
+
+/// The same while the rollback's swap waits for a session that does not end (a stopped backend):
+/// the swap is called off at once, not after the rollback's 10 s of `--swap-wait`.
+#[test]
+fn a_sigterm_while_rollback_on_failure_waits_in_the_swap_calls_it_off() {
+    let t = TestEnv::local(0o711);
+    let r = t.run(&["local", "up"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // A session on the live database that cannot be ended: its backend stopped.
+    let mut stuck = deploy_support::pg(&t, "psql", "station")
+        .args(["-X", "-c", "SELECT pg_sleep(300)"])
+        .env("PGAPPNAME", "xtask-test-stuck-rollback")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        let p = sql(
+            &t,
+            "postgres",
+            "SELECT pid FROM pg_stat_activity \
+             WHERE application_name = 'xtask-test-stuck-rollback' AND state = 'active'",
+        );
+        if !p.is_empty() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stuck session never showed up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (before_v2, mut w) = rollback_on_failure_running(&t, &user_and_stations(20));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    // The swap blocks the live database, then waits for the stopped session.
+    while !(w.stderr_has("==> swap")
+        && sql(
+            &t,
+            "postgres",
+            "SELECT datallowconn FROM pg_database WHERE datname = 'station'",
+        ) == "f")
+    {
+        assert!(w.running(), "the deploy ended before the swap was seen");
+        assert!(
+            Instant::now() < deadline,
+            "the rollback's swap never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    w.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !w.stderr_has("    swap ") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = signalled.elapsed();
+    // The stopped backend also holds up the guard's DROP DATABASE: continued once the swap ended.
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let r = w.finish();
+    let _ = stuck.kill();
+    let _ = stuck.wait();
+    assert!(
+        took < Duration::from_secs(5),
+        "the swap did not end promptly after SIGTERM ({took:?}): {}",
+        r.all()
+    );
+    assert!(r.stderr.contains("swap interrupted"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("swap refused: interrupted (Ctrl-C, SIGTERM or SIGHUP)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("the swap is called off"), "{}", r.stderr);
+    assert_stopped_before_the_swap(&t, &before_v2, &r);
 }

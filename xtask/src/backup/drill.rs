@@ -147,7 +147,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let env = envs.get(&args.env)?;
     // Ctrl-C (SIGTERM, SIGHUP) ends the replay's session and the guard drops the scratch
     // database and its role (restore's handler: the drill's children run as restore's do).
-    crate::restore::install_ctrlc("stopping the drill (it never writes to the live database)");
+    let _signals =
+        crate::restore::on_signal("stopping the drill (it never writes to the live database)")?;
     let opts = Options {
         strict: args.strict,
         trust_dump: args.trust_dump,

@@ -2,8 +2,6 @@
 //! Ctrl-C (the running step finishes or fails, the lock is released, "interrupted" is recorded).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backup::{self, RemoteObject};
@@ -38,7 +36,8 @@ pub struct Pipeline<'a> {
     /// The sha256 of the created dump, from its manifest (what `--rollback-on-failure` pins).
     created_sha256: Option<String>,
     verified: Option<VerifiedBackup>,
-    interrupted: Arc<AtomicBool>,
+    /// What a signal does while the deploy runs its steps (dropped once they ended).
+    signals: Option<crate::signals::OnSignal>,
     exec: Box<dyn Executor>,
     /// The id every record of this run carries ([`Record::run`]).
     run_id: String,
@@ -77,12 +76,12 @@ impl<'a> Pipeline<'a> {
             // stdout carries only the JSON report.
             gha::commands_to_stderr();
         }
-        let interrupted = Arc::new(AtomicBool::new(false));
-        let flag = interrupted.clone();
         // Children get the terminal's SIGINT themselves; we finish the running step's bookkeeping.
-        // With ctrlc's `termination` feature this also runs on SIGTERM (a cancelled CI job) and SIGHUP.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
+        // The process's one handler (`crate::signals`: also SIGTERM, a cancelled CI job, and
+        // SIGHUP) says this while the deploy's steps run; the rollback of
+        // `--rollback-on-failure` puts restore's words and behaviour in its place while it runs.
+        let signals = crate::signals::on_signal(|again| {
+            if again {
                 eprintln!(
                     "interrupted again: the lock is released as soon as the running step ends"
                 );
@@ -91,7 +90,7 @@ impl<'a> Pipeline<'a> {
                     "interrupted: stopping after the running step (the lock will be released)"
                 );
             }
-        });
+        })?;
         Ok(Pipeline {
             env,
             root: root.to_path_buf(),
@@ -106,7 +105,7 @@ impl<'a> Pipeline<'a> {
             created: None,
             created_sha256: None,
             verified: None,
-            interrupted,
+            signals: Some(signals),
             exec: Box::new(steps::Real),
             run_id: crate::random::hex(8)?,
         })
@@ -172,7 +171,7 @@ impl<'a> Pipeline<'a> {
         let mut failure: Option<(Step, Error)> = None;
         let mut outcome = Status::Ok;
         for (i, &step) in steps.iter().enumerate() {
-            if self.interrupted.load(Ordering::SeqCst) {
+            if crate::signals::interrupted() {
                 outcome = Status::Interrupted;
                 failure = Some((step, Error::failed("interrupted (Ctrl-C)")));
                 for &s in &steps[i..] {
@@ -193,13 +192,11 @@ impl<'a> Pipeline<'a> {
             // failure, give it that moment, so the interruption is not reported as the step's fault.
             if result.is_err() {
                 let t = Instant::now();
-                while !self.interrupted.load(Ordering::SeqCst)
-                    && t.elapsed() < Duration::from_millis(500)
-                {
+                while !crate::signals::interrupted() && t.elapsed() < Duration::from_millis(500) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            let interrupted = self.interrupted.load(Ordering::SeqCst);
+            let interrupted = crate::signals::interrupted();
             let (status, message) = match &result {
                 Ok(m) if !interrupted => (Status::Ok, m.clone()),
                 Ok(m) => (Status::Interrupted, format!("{m} (then interrupted)")),
@@ -248,6 +245,9 @@ impl<'a> Pipeline<'a> {
                 eprintln!("warning: {e}");
             }
         }
+        // No step runs any more: the deploy's words ("stopping after the running step") would be
+        // false now; a rollback (`--rollback-on-failure`) registers restore's.
+        self.signals = None;
         let total = started.elapsed();
         let child_total = process::child_wall_time().saturating_sub(child_before);
         let end_ms = now_ms();
@@ -579,7 +579,7 @@ fn free_kb(dir: &Path) -> Result<u64> {
 }
 
 /// What an interrupted deploy says (the handler runs on SIGINT, SIGTERM and SIGHUP).
-const INTERRUPTED: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
+const INTERRUPTED: &str = crate::signals::INTERRUPTED_BY;
 
 fn fix_hint(step: Step, env: &Environment, err: &Error) -> String {
     let e = &env.name;

@@ -1,7 +1,6 @@
 //! Cleanup that runs however the e2e ends: on return, on error, on panic (Drop) and on Ctrl-C
 //! (a `ctrlc` handler that cleans up and exits 130). Idempotent: the first run wins.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -28,11 +27,9 @@ pub struct Cleanup {
     state: Arc<Mutex<State>>,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
 /// Whether Ctrl-C was pressed (the handler then owns the exit code: 130).
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    crate::signals::interrupted()
 }
 
 static ACTIVE: OnceLock<Mutex<Option<Arc<Mutex<State>>>>> = OnceLock::new();
@@ -56,8 +53,8 @@ impl Cleanup {
         *active().lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
         static HANDLER: OnceLock<()> = OnceLock::new();
         HANDLER.get_or_init(|| {
-            let _ = ctrlc::set_handler(|| {
-                INTERRUPTED.store(true, Ordering::SeqCst);
+            // The process's one handler (`crate::signals`), with this behaviour until exit.
+            let registered = crate::signals::on_signal(|_again| {
                 eprintln!("\ne2e: interrupted, cleaning up");
                 let st = active().lock().unwrap_or_else(|e| e.into_inner()).clone();
                 if let Some(st) = st {
@@ -71,6 +68,15 @@ impl Cleanup {
                 }
                 std::process::exit(130);
             });
+            match registered {
+                Ok(r) => r.forever(),
+                // Loud: a Ctrl-C then kills the e2e without its cleanup (Drop still runs on
+                // every other way out).
+                Err(e) => {
+                    crate::gha::warning("e2e: no signal handler", &e.to_string());
+                    eprintln!("warning: e2e: {e}");
+                }
+            }
         });
         Cleanup { state }
     }

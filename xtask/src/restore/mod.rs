@@ -17,7 +17,6 @@ pub mod target;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -714,9 +713,8 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 
 /// What an interrupted restore says: ctrlc's handler (feature `termination`) runs alike on SIGINT,
 /// SIGTERM (a cancelled CI job) and SIGHUP and cannot tell which arrived.
-pub(crate) const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)";
+pub(crate) use crate::signals::INTERRUPTED_BY;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static PHASE: Mutex<Phase> = Mutex::new(Phase::Before);
 /// The replay running now: where, into which scratch database, and its lifeline.
 static REPLAYING: Mutex<Option<(Target, DbName, crate::process::Lifeline)>> = Mutex::new(None);
@@ -763,33 +761,32 @@ fn interrupt_note(phase: &Phase, stopping: &str) -> String {
     }
 }
 
-/// Install the handler (once per process); `stopping` is what it says when it stops a command
-/// that has not begun a swap.
-pub(crate) fn install_ctrlc(stopping: &'static str) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(move || {
-            // The flag first, then the phase: the swap switches to `Renaming` only under the
-            // phase's lock after reading the flag, so the note and what the swap does agree.
-            INTERRUPTED.store(true, Ordering::SeqCst);
-            let phase = PHASE.lock().map(|g| g.clone()).unwrap_or(Phase::Before);
-            eprintln!("{}", interrupt_note(&phase, stopping));
-            if phase != Phase::Before {
-                return;
-            }
-            let current = REPLAYING.lock().ok().and_then(|g| g.clone());
-            if let Some((t, db, line)) = current {
-                // The replay's script stops every process of it at once (no COMMIT), then the
-                // session is ended too (a statement the server still runs).
-                line.stop();
-                let _ = t.sql("postgres", &plan::terminate_sql(&db));
-            }
-        });
-    });
+/// Restore's behaviour on a signal (the process's one handler, [`crate::signals`], calls it while
+/// the returned guard lives, the flag already set); `stopping` is what it says when it stops a
+/// command that has not begun a swap. Rollback and `backup drill` register it too; a restore inside
+/// a rollback inside `deploy --rollback-on-failure` gets it in place of the deploy's.
+pub(crate) fn on_signal(stopping: &'static str) -> Result<crate::signals::OnSignal> {
+    crate::signals::on_signal(move |_again| {
+        // The flag first (set by the handler before this runs), then the phase: the swap switches
+        // to `Renaming` only under the phase's lock after reading the flag, so the note and what
+        // the swap does agree.
+        let phase = PHASE.lock().map(|g| g.clone()).unwrap_or(Phase::Before);
+        eprintln!("{}", interrupt_note(&phase, stopping));
+        if phase != Phase::Before {
+            return;
+        }
+        let current = REPLAYING.lock().ok().and_then(|g| g.clone());
+        if let Some((t, db, line)) = current {
+            // The replay's script stops every process of it at once (no COMMIT), then the
+            // session is ended too (a statement the server still runs).
+            line.stop();
+            let _ = t.sql("postgres", &plan::terminate_sql(&db));
+        }
+    })
 }
 
 pub(crate) fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    crate::signals::interrupted()
 }
 
 struct Run<'a> {
@@ -1001,7 +998,7 @@ pub fn restore_under(
     if !opts.yes {
         confirm(&planned.names.live)?;
     }
-    install_ctrlc("stopping before the swap (the live database stays as it is)");
+    let _signals = on_signal("stopping before the swap (the live database stays as it is)")?;
     set_phase(Phase::Before);
     let mut run = Run {
         t: &t,

@@ -418,11 +418,16 @@ pub fn rollback(
         .into());
     }
     let t = Target::of(env)?;
-    if !args.dry_run {
-        // Before the lock: from then on a signal only sets the flag, checked between steps (and
-        // by the restore), and the guard releases the lock on the way out.
-        restore::install_ctrlc("stopping before the swap (the live database stays as it is)");
-    }
+    // Before the lock: from then on a signal only sets the flag, checked between steps (and by the
+    // restore), and the guard releases the lock on the way out. Restore's behaviour, also when a
+    // deploy runs this rollback (`--rollback-on-failure`): its own is the current one until then.
+    let _signals = if args.dry_run {
+        None
+    } else {
+        Some(restore::on_signal(
+            "stopping before the swap (the live database stays as it is)",
+        )?)
+    };
     let mut guard = if args.dry_run {
         None
     } else {
