@@ -321,6 +321,18 @@ pub fn plan_facts_sql(n: &Names) -> String {
     )
 }
 
+/// The facts `backup drill` needs of the live database `live` before it makes its scratch
+/// database beside it, in the plan's words: its [`facts_of_sql`] line (for its size), its own
+/// properties (the scratch database is made like it) and the cluster's (the space check).
+pub fn drill_facts_sql(live: &DbName) -> String {
+    format!(
+        "{} UNION ALL {} UNION ALL {}",
+        facts_of_sql(live, &[live]),
+        live_props_sql(live),
+        cluster_sql()
+    )
+}
+
 /// Marks a line of [`facts_of_sql`]'s answer that names a replay role whose database is gone.
 const ROLE_MARK: &str = "role:";
 
