@@ -116,6 +116,32 @@ impl Error {
     }
 }
 
+/// The `--json` document of a command that failed before its own report existed (`restore`,
+/// `rollback`): stable field names `env` (null when unknown), `outcome` (`failed`), `failed_step`,
+/// `message` (the error, as on stderr) and `exit_code` (1, 2 or 3), the names their reports use.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JsonFailure<'a> {
+    pub env: Option<&'a str>,
+    pub outcome: &'static str,
+    pub failed_step: &'a str,
+    pub message: String,
+    pub exit_code: i32,
+}
+
+impl Error {
+    /// [`JsonFailure`] of this error at `step`, pretty-printed.
+    pub fn json_failure(&self, env: Option<&str>, step: &str) -> String {
+        let doc = JsonFailure {
+            env,
+            outcome: "failed",
+            failed_step: step,
+            message: self.to_string(),
+            exit_code: self.exit_code() as i32,
+        };
+        serde_json::to_string_pretty(&doc).expect("serializable")
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

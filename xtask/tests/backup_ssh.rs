@@ -52,12 +52,13 @@ fn list_and_stat_run_rclone_on_the_server_over_ssh() {
             .unwrap()
     };
     // The drill lists the server's backups over SSH, picks the newest, and then (no Compose project
-    // runs on this test server) fails creating the scratch database: exit 1, naming the backup.
+    // runs on this test server) fails reading the live database's facts, before any scratch
+    // database is made: exit 1, naming the backup.
     let out = xtask(&["backup", "drill", "--env", "remote"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("drill: restoring b2:station-backups/postgres/202605/station_backup_20260510_030000_pre-deploy-abc1234.sql.gz (17 bytes)"),
+        stderr.contains("drill FAILED for b2:station-backups/postgres/202605/station_backup_20260510_030000_pre-deploy-abc1234.sql.gz: reading the live database's facts"),
         "{stderr}"
     );
     // An unknown object is bad input (exit 2), found out over SSH.

@@ -417,6 +417,90 @@ fn the_live_databases_own_properties_survive_the_restore_and_the_kept_one_keeps_
     assert!(scratch_dbs(&t).is_empty());
 }
 
+/// `restore ... --json` as `r` ran: stdout is one JSON document (nothing before or after it) with
+/// `outcome` failed at `step`, the exit code `code` (also the process's) and a message saying
+/// `says`.
+fn one_failure_document(
+    r: &deploy_support::Run,
+    code: i32,
+    step: &str,
+    says: &str,
+) -> serde_json::Value {
+    assert_eq!(r.code, code, "{step}: {}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{step}: stdout is not one JSON document ({e}): {:?}",
+            r.stdout
+        )
+    });
+    assert_eq!(v["outcome"], "failed", "{v}");
+    assert_eq!(v["failed_step"], step, "{v}");
+    assert_eq!(v["exit_code"], code, "{v}");
+    assert_eq!(v["env"], "local", "{v}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains(says)),
+        "{step}: {v}"
+    );
+    v
+}
+
+#[test]
+fn with_json_every_refusal_prints_one_json_document_saying_why() {
+    // Regression: a restore refused before its report existed (no TTY without --yes, the lock, the
+    // plan, the audit log) printed nothing on stdout with --json.
+    let (t, object) = backed_up("json");
+    let before = snapshot(&t);
+    let restore = |extra: &[&str]| {
+        let mut a = vec!["restore", "--env", "local", "--json"];
+        a.extend_from_slice(extra);
+        t.run(&a)
+    };
+    // No TTY and no --yes: exit 2; the report of the plan, refused at `confirm`.
+    let v = one_failure_document(&restore(&["--label", "json"]), 2, "confirm", "--yes");
+    assert_eq!(v["object"], object.as_str(), "{v}");
+    assert_eq!(v["steps"][0]["step"], "confirm", "{v}");
+    assert_eq!(v["steps"][0]["status"], "failed", "{v}");
+    // A deploy holding the lock: exit 1, refused at `lock`.
+    {
+        let _guard = hold_deploy_lock(&t);
+        let r = restore(&["--label", "json", "--yes"]);
+        one_failure_document(&r, 1, "lock", "another deploy holds the lock");
+    }
+    // The audit log cannot be written (a directory in its place; none was written yet): exit 1,
+    // refused at `audit`.
+    let audit = t.state_dir.join("deploy-audit.jsonl");
+    assert!(!audit.exists());
+    std::fs::create_dir(&audit).unwrap();
+    let r = restore(&["--label", "json", "--yes"]);
+    one_failure_document(&r, 1, "audit", "the audit log cannot be written");
+    std::fs::remove_dir(&audit).unwrap();
+    // No plan: a label with no backup (exit 2), or a bad one: the short document.
+    let v = one_failure_document(
+        &restore(&["--label", "nope", "--yes"]),
+        2,
+        "plan",
+        "no backup with label nope",
+    );
+    assert!(v.get("steps").is_none(), "{v}");
+    one_failure_document(
+        &restore(&["--label", "no/such", "--yes"]),
+        2,
+        "input",
+        "invalid backup label",
+    );
+    let v = one_failure_document(
+        &restore(&["--drop-kept", "station", "--yes"]),
+        2,
+        "drop-kept",
+        "--drop-kept",
+    );
+    assert!(v.get("dropped").is_none(), "{v}");
+    assert_eq!(snapshot(&t), before);
+    assert!(scratch_dbs(&t).is_empty());
+    assert!(kept_dbs(&t).is_empty());
+    assert!(!t.state_dir.join("deploy.lock").exists());
+}
+
 #[test]
 fn a_restore_that_does_not_fit_beside_the_live_database_is_refused_before_anything_is_made() {
     // Regression: nothing compared the free space with what the restore writes beside the live
@@ -457,11 +541,50 @@ fn a_restore_that_does_not_fit_beside_the_live_database_is_refused_before_anythi
         );
         assert!(r.stdout.contains("space     NOT ENOUGH"), "{}", r.stdout);
     }
+    // With --json: one document, refused at `space`.
+    let r = restore(&["--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON document");
+    assert_eq!(
+        (v["outcome"].as_str(), v["failed_step"].as_str()),
+        (Some("failed"), Some("space")),
+        "{v}"
+    );
+    assert_eq!(v["exit_code"], 1, "{v}");
     assert_eq!(snapshot(&t), before);
     assert!(scratch_dbs(&t).is_empty());
     assert!(kept_dbs(&t).is_empty());
     assert!(!steps(&t.audit()).iter().any(|s| s.starts_with("restore:")));
-    // df that cannot tell: a warning, and the restore goes on.
+    // df that cannot tell: a warning, and the restore goes on; the dry run's report has it too.
+    with_df("exit 1");
+    let r = restore(&["--dry-run", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON document");
+    assert!(
+        v["warnings"].to_string().contains("could not be checked"),
+        "{v}"
+    );
+    // df that can measure the data directory but not its pg_wal (a 0700 data directory): named.
+    with_df("case \"$3\" in */pg_wal) exit 1;; esac; echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo '/dev/big 100000000 1000 99999000 1% /big'");
+    let r = restore(&["--dry-run", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON document");
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("could not measure the WAL directory"),
+        "{v}"
+    );
+    assert!(v["warnings"].to_string().contains("/pg_wal"), "{v}");
+    // GNU df's negative "Available" (usage beyond the reserve): short, refused.
+    with_df("echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'; echo '/dev/over 1000000 1010000 -10000 101% /over'");
+    let r = restore(&[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("not enough free space") && r.stderr.contains("/dev/over /over"),
+        "{}",
+        r.stderr
+    );
     with_df("exit 1");
     let r = restore(&["--json"]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -1772,8 +1895,14 @@ fn a_pinned_backup_whose_manifest_says_another_sha256_is_refused() {
         expect_sha256: Some("0".repeat(64)),
         ignore_space: false,
     };
+    // Refused once planned: the report (its one step `plan`) and the error.
     let e = match xtask::restore::restore(env, &root, &opts, &mut |_| Ok(String::new())) {
-        Err(e) => e,
+        Ok(xtask::restore::Outcome::Failed(r, e)) => {
+            assert_eq!(r.failed_step.as_deref(), Some("plan"), "{r:?}");
+            assert!(r.steps.iter().all(|s| s.step == "plan"), "{r:?}");
+            e
+        }
+        Err(e) => panic!("refused without a report: {e}"),
         Ok(_) => panic!("a backup with another sha256 was restored"),
     };
     assert_eq!(e.exit_code(), xtask::ExitCode::Failed, "{e}");

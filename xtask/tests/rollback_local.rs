@@ -356,6 +356,69 @@ fn a_rollback_without_an_audit_log_says_how_to_restore_by_hand() {
     assert!(!log.exists());
 }
 
+/// `rollback --env local --json EXTRA` refused before its report: stdout is one JSON document
+/// (nothing before or after it) with `outcome` failed at `step`, the exit code `code` (also the
+/// process's) and a message saying `says`.
+fn refused_with_one_document(t: &TestEnv, extra: &[&str], code: i32, step: &str, says: &str) {
+    let mut a = vec!["rollback", "--env", "local", "--json"];
+    a.extend_from_slice(extra);
+    let r = t.run(&a);
+    assert_eq!(r.code, code, "{step}: {}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{step}: stdout is not one JSON document ({e}): {:?}",
+            r.stdout
+        )
+    });
+    assert_eq!(v["outcome"], "failed", "{v}");
+    assert_eq!(v["failed_step"], step, "{v}");
+    assert_eq!(v["exit_code"], code, "{v}");
+    assert_eq!(v["env"], "local", "{v}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains(says)),
+        "{step}: {v}"
+    );
+}
+
+#[test]
+fn with_json_a_rollback_refused_before_its_plan_prints_one_json_document() {
+    // Regression: `rollback --json` printed nothing on stdout when it was refused before a report
+    // existed (nothing to roll back, no TTY without --yes, the lock held, the backup missing).
+    let t = TestEnv::local(0o711);
+    refused_with_one_document(&t, &["--yes"], 1, "plan", "nothing to roll back");
+    refused_with_one_document(&t, &["--dry-run"], 1, "plan", "nothing to roll back");
+    refused_with_one_document(&t, &["--to", "xyz", "--yes"], 2, "input", "--to");
+    drop(t);
+    let t = v1_deployed();
+    migration(
+        &t,
+        "0003_notes.sql",
+        "CREATE TABLE station_notes (id int);\n",
+    );
+    let r = t.run(&["deploy", "--sha", V2]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let after_v2 = snapshot(&t);
+    refused_with_one_document(&t, &[], 2, "confirm", "--yes");
+    {
+        let _guard = hold_deploy_lock(&t);
+        refused_with_one_document(&t, &["--yes"], 1, "lock", "another deploy holds the lock");
+    }
+    // The pre-deploy backup gone from the bucket.
+    let dump = backup_files(&t, |n| {
+        n.contains("pre-deploy-2222222") && n.ends_with(".sql.gz")
+    })
+    .into_iter()
+    .next()
+    .expect("v2's pre-deploy backup");
+    let aside = dump.with_extension("aside");
+    std::fs::rename(&dump, &aside).unwrap();
+    refused_with_one_document(&t, &["--yes"], 1, "plan", "is not in");
+    std::fs::rename(&aside, &dump).unwrap();
+    assert_eq!(snapshot(&t), after_v2);
+    assert!(kept_dbs(&t).is_empty());
+    assert!(!t.state_dir.join("deploy.lock").exists());
+}
+
 #[test]
 fn a_held_deploy_lock_refuses_the_rollback_before_it_reads_the_audit_log() {
     let t = v1_deployed();

@@ -12,6 +12,12 @@
 //! manifest is the reference, not the live database: after a bad migration or later writes the
 //! live database is the wrong one. A backup without a manifest (made before manifests) is compared
 //! with the live database instead, with a warning; `--strict` refuses it.
+//!
+//! The scratch database is a full copy beside the live one, on the same filesystems: before it is
+//! made the drill runs restore's free-space check (`restore/free-space.sh`, [`plan::space_of`],
+//! `restore::check_space`; exit 1 with nothing made when it does not fit, `--ignore-space` to go
+//! on) and creates it like the live database (its encoding, locale and tablespace, from the same
+//! facts query: [`plan::drill_facts_sql`]), as a restore would.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -19,7 +25,7 @@ use std::time::Instant;
 use super::{list_with, RemoteObject};
 use crate::environments::{Environment, Environments};
 use crate::error::{Error, ExitCode, Result};
-use crate::restore::plan::DbName;
+use crate::restore::plan::{self, DbName};
 use crate::restore::scratch::{Replayer, Scratch};
 use crate::restore::target::{Source, Target};
 
@@ -43,6 +49,10 @@ pub struct Args {
     /// every right that user has: only for a backup you trust.
     #[arg(long)]
     pub trust_dump: bool,
+    /// Drill even when the free space beside the live database looks too small, as `restore
+    /// --ignore-space` does (the scratch database is a full copy beside it).
+    #[arg(long)]
+    pub ignore_space: bool,
 }
 
 /// How a drill runs (the CLI's flags).
@@ -52,6 +62,8 @@ pub struct Options {
     pub strict: bool,
     /// Replay (and count) as the database user, not as the scratch database's own role.
     pub trust_dump: bool,
+    /// Go on when the space check says the scratch database does not fit (a warning instead).
+    pub ignore_space: bool,
 }
 
 /// Exact row counts of every ordinary and partitioned table outside the system schemas, as
@@ -152,6 +164,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let opts = Options {
         strict: args.strict,
         trust_dump: args.trust_dump,
+        ignore_space: args.ignore_space,
     };
     let result = drill_with(env, args.object.as_deref(), opts);
     super::status::record_drill(env, &envs.root, &result);
@@ -311,8 +324,30 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
     if let Some(w) = object.filter(|w| w.contains(':')) {
         super::check_path(env, w)?;
     }
-    let objects = list_with(env, host)?;
-    let obj = choose(&objects, object, &base)?;
+    let live = DbName::parse(&env.database)?;
+    // The live database's facts (its size and properties, the cluster's data directory) and the
+    // free space where PostgreSQL runs, while the bucket is listed.
+    let facts_sql = plan::drill_facts_sql(&live);
+    let (objects, facts) = std::thread::scope(|scope| {
+        let facts = scope.spawn(|| {
+            t.sql("postgres", &facts_sql)
+                .map(|f| (crate::restore::measure_space(&t, &f), f))
+        });
+        let objects = list_with(env, host);
+        let facts = facts
+            .join()
+            .unwrap_or_else(|_| Err(Error::failed("reading the databases' facts panicked")));
+        (objects, facts)
+    });
+    // Which backup first: a name that is not there is bad input, whatever the database says.
+    let obj = choose(&objects?, object, &base)?;
+    let (measured, facts) = facts.map_err(|e| {
+        e.context(format!(
+            "drill FAILED for {}: reading the live database's facts (its size and properties, \
+             for the scratch database made beside it)",
+            obj.path
+        ))
+    })?;
     let manifest = super::read_manifest(env, &obj.path)?;
     let mut warnings = Vec::new();
     match &manifest {
@@ -322,6 +357,35 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
             eprintln!("warning: {w}");
             warnings.push(w);
         }
+    }
+    // The same check as a restore's plan, before anything is made: the scratch database is a
+    // full copy beside the live one.
+    let live_facts = plan::facts_of(&facts, &live)?;
+    let props = match &live_facts {
+        Some(_) => plan::parse_live_props(&facts)?,
+        None => None,
+    };
+    let (space, note) = plan::space_of(
+        live_facts.as_ref().map(|l| l.size_bytes),
+        obj.size,
+        plan::parse_cluster(&facts).max_wal_size,
+        &measured,
+    );
+    let space_text = match &space {
+        plan::Space::Enough(m) => m.clone(),
+        plan::Space::Short(m) => format!("NOT ENOUGH: {m}"),
+        plan::Space::Unknown(m) => format!("not measured: {m}"),
+    };
+    eprintln!("drill: space {space_text}");
+    for w in crate::restore::check_space(
+        &space,
+        note.as_deref(),
+        opts.ignore_space,
+        &env.name,
+        "refusing the drill",
+    )? {
+        eprintln!("warning: {w}");
+        warnings.push(w);
     }
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -338,7 +402,8 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
             obj.path.rsplit('/').next().unwrap_or(&obj.path)
         ),
         interrupted: ": the drill stopped (it never writes to the live database)",
-        like: None,
+        // Made like the live database (encoding, locale, tablespace), as a restore makes its own.
+        like: props.as_ref(),
     };
     eprintln!(
         "drill: restoring {} ({} bytes) into scratch database {name} as {}",

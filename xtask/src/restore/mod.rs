@@ -124,6 +124,14 @@ pub struct StepReport {
     pub message: String,
 }
 
+/// `restore --json`: one JSON document on stdout on every path. Once the plan is made it is this
+/// report, also when the restore is refused before anything ran (no confirmation, the space
+/// check, the lock, the audit log: `steps` then holds only that refusal, as `confirm`, `space`,
+/// `lock`, `audit` or `plan`). On a failure `outcome` is `failed` (or `interrupted`),
+/// `failed_step` the step, `message` the error and `exit_code` the process's (1, 2 or 3; 0 when
+/// ok). Before a plan exists (bad input, the bucket or the database out of reach while planning)
+/// the document is the short one of [`crate::error::JsonFailure`]: `env`, `outcome` `failed`,
+/// `failed_step` (`input` or `plan`), `message`, `exit_code`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub env: String,
@@ -143,6 +151,55 @@ pub struct Report {
     /// What went wrong without undoing the outcome (e.g. the swap's psql failed after its commit,
     /// which pg_database confirmed).
     pub warnings: Vec<String>,
+    /// The step that failed (`None` when ok).
+    pub failed_step: Option<String>,
+    /// The error (`None` when ok).
+    pub message: Option<String>,
+    /// The exit code of the command (0 ok, 1 failed, 2 bad input, 3 unreachable).
+    pub exit_code: i32,
+}
+
+impl Report {
+    /// The report of `p` with `steps` so far.
+    fn of(env: &Environment, p: &Planned, steps: Vec<StepReport>, warnings: Vec<String>) -> Report {
+        Report {
+            env: env.name.clone(),
+            object: p.object.path.clone(),
+            manifest: p.manifest.is_some(),
+            database: p.names.live.to_string(),
+            scratch_database: p.names.scratch.to_string(),
+            kept_database: p.live.as_ref().map(|_| p.names.kept.to_string()),
+            backup_created_at: p.created_at.clone(),
+            window_seconds: p.window_seconds,
+            outcome: "ok".into(),
+            steps,
+            downtime_ms: None,
+            warnings,
+            failed_step: None,
+            message: None,
+            exit_code: 0,
+        }
+    }
+
+    /// This report as failed by `e` (at the first step not ok, else `step`).
+    fn failing(mut self, step: &str, e: &Error) -> Report {
+        self.outcome = if interrupted() {
+            "interrupted"
+        } else {
+            "failed"
+        }
+        .into();
+        self.failed_step = Some(
+            self.steps
+                .iter()
+                .find(|s| s.status != "ok")
+                .map(|s| s.step.clone())
+                .unwrap_or_else(|| step.into()),
+        );
+        self.message = Some(e.to_string());
+        self.exit_code = e.exit_code() as i32;
+        self
+    }
 }
 
 /// `restore --dry-run --json`: the plan and the commands, nothing changed. Stable field names:
@@ -167,12 +224,27 @@ pub struct DryRun {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    // `--json`: one document on stdout on every path; a failure before the report exists gets
+    // the short one (what step, why, the exit code).
+    let (json, env) = (args.json, args.env.clone());
+    let mut step = "input";
+    let r = run_in(args, &mut step);
+    if let (true, Some(step), Err(e)) = (json, Some(step).filter(|s| !s.is_empty()), &r) {
+        println!("{}", e.json_failure(Some(&env), step));
+    }
+    r
+}
+
+/// [`run`]; `step` is the step running while no JSON has been printed (empty once it has).
+fn run_in(args: Args, step: &mut &'static str) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
     if args.kept {
+        *step = "kept";
         return list_kept(env, args.json);
     }
     if let Some(name) = &args.drop_kept {
+        *step = "drop-kept";
         return drop_kept(env, &envs.root, name, &args);
     }
     let selector = match (&args.object, &args.label) {
@@ -195,7 +267,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         expect_sha256: None,
         ignore_space: args.ignore_space,
     };
+    *step = "plan";
     let outcome = restore(env, &envs.root, &opts, &mut |t| start_app(t))?;
+    *step = "";
     match outcome {
         Outcome::DryRun(d) => {
             if opts.json {
@@ -260,6 +334,8 @@ pub struct Planned {
     pub props: Option<plan::LiveProps>,
     /// The free-space check's verdict.
     pub space: plan::Space,
+    /// What it could not measure (the WAL directory), as a warning.
+    pub space_note: Option<String>,
 }
 
 /// Choose the object, read its manifest (a malformed one fails; a missing one warns, or fails with
@@ -283,22 +359,23 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
         let (object, manifest) = chosen?;
         let mut p = plan_from(object, manifest, names, &facts)?;
         let cluster = plan::parse_cluster(&facts);
-        p.space = match fs {
-            Ok(fs) => plan::space_verdict(
-                p.live.as_ref().map(|l| l.size_bytes),
-                p.object.size,
-                cluster.max_wal_size,
-                [fs[0].as_ref(), fs[1].as_ref()],
-            ),
-            Err(why) => plan::Space::Unknown(why),
-        };
+        (p.space, p.space_note) = plan::space_of(
+            p.live.as_ref().map(|l| l.size_bytes),
+            p.object.size,
+            cluster.max_wal_size,
+            &fs,
+        );
         Ok(p)
     })
 }
 
-/// The filesystems of the live database's directory and of the WAL (see [`plan::space_paths`]),
-/// or why they cannot be measured.
-fn measure_space(t: &Target, facts: &str) -> std::result::Result<[Option<plan::Fs>; 2], String> {
+/// The filesystems of the live database's directory and of the WAL, and those paths (see
+/// [`plan::space_paths`]), or why they cannot be measured: `facts` is the answer of a query with
+/// the cluster's facts ([`plan::plan_facts_sql`], [`plan::drill_facts_sql`]). Restore's plan and
+/// `backup drill` measure alike.
+pub(crate) type Measured = std::result::Result<([Option<plan::Fs>; 2], [String; 2]), String>;
+
+pub(crate) fn measure_space(t: &Target, facts: &str) -> Measured {
     let cluster = plan::parse_cluster(facts);
     let props = plan::parse_live_props(facts).ok().flatten();
     let paths = plan::space_paths(&cluster, props.as_ref()).ok_or_else(|| {
@@ -310,7 +387,7 @@ fn measure_space(t: &Target, facts: &str) -> std::result::Result<[Option<plan::F
     let mut fs = t.free_space(&paths)?.into_iter();
     match (fs.next().flatten(), fs.next().flatten()) {
         (None, _) => Err(format!("df could not measure {}", paths[0])),
-        (db, wal) => Ok([db, wal]),
+        (db, wal) => Ok(([db, wal], paths)),
     }
 }
 
@@ -432,6 +509,7 @@ fn plan_from(
         leftover_scratch,
         props,
         space: plan::Space::Unknown("not measured".into()),
+        space_note: None,
     })
 }
 
@@ -555,26 +633,40 @@ fn props_text(p: &Planned) -> String {
     s
 }
 
-/// The space check: short is exit 1 (nothing changed) unless `--ignore-space`; not measured is a
-/// warning. The warnings it gives.
-fn check_space(space: &plan::Space, ignore: bool, env: &str) -> Result<Option<String>> {
-    match space {
-        plan::Space::Enough(_) => Ok(None),
-        plan::Space::Short(m) if !ignore => Err(Error::failed(format!(
-            "refusing to restore: not enough free space beside the live database: {m}. A full \
-             disk during the replay fills the WAL too, and PostgreSQL then stops every session of \
-             the cluster. Free some space (`cargo xtask restore --env {env} --kept` lists the kept \
-             databases), or pass --ignore-space if the estimate is too high (a bloated live \
-             database); nothing was changed"
-        ))),
-        plan::Space::Short(m) => Ok(Some(format!(
+/// The space check (restore's and `backup drill`'s; `refusing`: "refusing to restore", ...): short
+/// is exit 1 (nothing changed) unless `--ignore-space`; not measured, or the WAL directory not
+/// measured (`note`), is a warning. The warnings it gives.
+pub(crate) fn check_space(
+    space: &plan::Space,
+    note: Option<&str>,
+    ignore: bool,
+    env: &str,
+    refusing: &str,
+) -> Result<Vec<String>> {
+    let verdict = match space {
+        plan::Space::Enough(_) => None,
+        plan::Space::Short(m) if !ignore => {
+            return Err(Error::failed(format!(
+                "{refusing}: not enough free space beside the live database: {m}. A full \
+                 disk during the replay fills the WAL too, and PostgreSQL then stops every session \
+                 of the cluster. Free some space (`cargo xtask restore --env {env} --kept` lists \
+                 the kept databases), or pass --ignore-space if the estimate is too high (a \
+                 bloated live database); nothing was changed"
+            )))
+        }
+        plan::Space::Short(m) => Some(format!(
             "not enough free space beside the live database ({m}): going on (--ignore-space)"
-        ))),
-        plan::Space::Unknown(m) => Ok(Some(format!(
+        )),
+        plan::Space::Unknown(m) => Some(format!(
             "the free space beside the live database could not be checked ({m}): make sure the \
-             restore fits (about the live database's size again, plus its WAL)"
-        ))),
-    }
+             replay fits (about the live database's size again, plus its WAL)"
+        )),
+    };
+    Ok(note
+        .map(str::to_string)
+        .into_iter()
+        .chain(verdict)
+        .collect())
 }
 
 /// The statements giving the scratch database the live one's ACL, settings, comment and
@@ -927,17 +1019,34 @@ pub fn restore_under(
 ) -> Result<Outcome> {
     let t = Target::of(env)?;
     let planned = plan_restore(&t, opts)?;
+    // Refused before anything ran, once planned: the report with that one step (not in the audit
+    // log: the lock may be another's, or the log the reason).
+    let refused = |step: &str, e: Error, warnings: Vec<String>| -> Result<Outcome> {
+        let steps = vec![StepReport {
+            step: step.into(),
+            status: if interrupted() {
+                "interrupted"
+            } else {
+                "failed"
+            }
+            .into(),
+            duration_ms: 0,
+            message: e.to_string(),
+        }];
+        let r = Report::of(env, &planned, steps, warnings).failing(step, &e);
+        Ok(Outcome::Failed(Box::new(r), e))
+    };
     if let Some(want) = &opts.expect_sha256 {
         // The download compares the object's sha256 with this manifest's: the two equal `want`.
         let got = planned.manifest.as_ref().map(|m| m.sha256.as_str());
         if got != Some(want.as_str()) {
-            return Err(Error::failed(format!(
+            return refused("plan", Error::failed(format!(
                 "{} is not the backup the deploy took (its manifest says sha256 {}, the deploy \
                  recorded {want} when it took it): refusing to replay it with the database user's rights; nothing \
                  was changed",
                 planned.object.path,
                 got.unwrap_or("none: the manifest is gone")
-            )));
+            )), Vec::new());
         }
     }
     let text = plan_text(&t, &planned, opts);
@@ -967,12 +1076,24 @@ pub fn restore_under(
     for w in &plan_warnings {
         eprintln!("warning: {w}");
     }
-    let space_warning = check_space(&planned.space, opts.ignore_space, &env.name)?;
-    if let Some(w) = &space_warning {
+    let space_warnings = match check_space(
+        &planned.space,
+        planned.space_note.as_deref(),
+        opts.ignore_space,
+        &env.name,
+        "refusing to restore",
+    ) {
+        Ok(w) => w,
+        Err(e) => return refused("space", e, skew.into_iter().collect()),
+    };
+    for w in &space_warnings {
         eprintln!("warning: {w}");
     }
     if opts.dry_run {
-        let commands = dry_run_commands(&t, &planned, opts)?;
+        let commands = match dry_run_commands(&t, &planned, opts) {
+            Ok(c) => c,
+            Err(e) => return refused("plan", e, space_warnings),
+        };
         say("commands (dry run: nothing is changed):");
         for c in &commands {
             say(&format!("  $ {c}"));
@@ -991,12 +1112,15 @@ pub fn restore_under(
             backup_created_at: planned.created_at.clone(),
             window_seconds: planned.window_seconds,
             plan: text,
-            warnings: plan_warnings,
+            warnings: plan_warnings.into_iter().chain(space_warnings).collect(),
             commands,
         })));
     }
+    let warnings: Vec<String> = skew.into_iter().chain(space_warnings).collect();
     if !opts.yes {
-        confirm(&planned.names.live)?;
+        if let Err(e) = confirm(&planned.names.live) {
+            return refused("confirm", e, warnings);
+        }
     }
     let _signals = on_signal("stopping before the swap (the live database stays as it is)")?;
     set_phase(Phase::Before);
@@ -1014,23 +1138,26 @@ pub fn restore_under(
                 .unwrap_or_default()
         }),
         steps: Vec::new(),
-        warnings: skew.into_iter().chain(space_warning).collect(),
+        warnings,
     };
     // The lock before any record: a restore it refuses writes none (the deploy holding it is
     // running, and records in the middle of its own would split it in the log rollback reads).
     let own_lock = match held {
         Some(_) => None,
-        None => Some(take_lock(&t, root, opts)?),
+        None => match take_lock(&t, root, opts) {
+            Ok(g) => Some(g),
+            Err(e) => return refused("lock", e, run.warnings),
+        },
     };
     let held = held.or(own_lock.as_ref());
     // The audit log is what rollback and prune decide by: a restore that cannot record itself does
     // not start.
-    run.try_record("plan", "ok", now_ms(), now_ms(), &text)
-        .map_err(|e| {
-            Error::failed(format!(
-                "refusing to restore: the audit log cannot be written ({e}); nothing was changed"
-            ))
-        })?;
+    if let Err(e) = run.try_record("plan", "ok", now_ms(), now_ms(), &text) {
+        let e = Error::failed(format!(
+            "refusing to restore: the audit log cannot be written ({e}); nothing was changed"
+        ));
+        return refused("audit", e, run.warnings);
+    }
     let result = execute(&mut run, &planned, held, after_swap);
     let (outcome, downtime) = match &result {
         Ok(d) => ("ok", *d),
@@ -1051,23 +1178,12 @@ pub fn restore_under(
         Err(e) => e.to_string(),
     };
     run.record("pipeline", outcome, now_ms(), now_ms(), &msg);
-    let report = Report {
-        env: env.name.clone(),
-        object: planned.object.path.clone(),
-        manifest: planned.manifest.is_some(),
-        database: planned.names.live.to_string(),
-        scratch_database: planned.names.scratch.to_string(),
-        kept_database: planned
-            .live
-            .as_ref()
-            .map(|_| planned.names.kept.to_string()),
-        backup_created_at: planned.created_at.clone(),
-        window_seconds: planned.window_seconds,
-        outcome: outcome.into(),
-        steps: run.steps.clone(),
-        downtime_ms: downtime,
-        warnings: run.warnings.clone(),
-    };
+    let mut report = Report::of(env, &planned, run.steps.clone(), run.warnings.clone());
+    report.outcome = outcome.into();
+    report.downtime_ms = downtime;
+    if let Err(e) = &result {
+        report = report.failing("pipeline", e);
+    }
     match result {
         Ok(_) => {
             run.say(&msg);
@@ -1958,28 +2074,42 @@ mod tests {
 
     #[test]
     fn too_little_space_refuses_unless_ignored_and_an_unmeasured_one_warns() {
+        const R: &str = "refusing to restore";
         let short = plan::Space::Short("1 GiB free on d /, 2 GiB needed".into());
-        let e = check_space(&short, false, "staging").unwrap_err();
+        let e = check_space(&short, None, false, "staging", R).unwrap_err();
         assert_eq!(e.exit_code(), ExitCode::Failed);
         let m = e.to_string();
         assert!(
-            m.contains("not enough free space")
+            m.starts_with(R)
+                && m.contains("not enough free space")
                 && m.contains("2 GiB needed")
                 && m.contains("--ignore-space")
                 && m.contains("--env staging --kept")
                 && m.contains("nothing was changed"),
             "{m}"
         );
-        let w = check_space(&short, true, "staging").unwrap().unwrap();
-        assert!(w.contains("going on (--ignore-space)"), "{w}");
-        let w = check_space(&plan::Space::Unknown("df failed".into()), false, "x")
-            .unwrap()
-            .unwrap();
-        assert!(w.contains("could not be checked (df failed)"), "{w}");
-        assert_eq!(
-            check_space(&plan::Space::Enough("ok".into()), false, "x").unwrap(),
-            None
+        let w = check_space(&short, None, true, "staging", R).unwrap();
+        assert!(
+            w.len() == 1 && w[0].contains("going on (--ignore-space)"),
+            "{w:?}"
         );
+        let w = check_space(
+            &plan::Space::Unknown("df failed".into()),
+            None,
+            false,
+            "x",
+            R,
+        )
+        .unwrap();
+        assert!(
+            w.len() == 1 && w[0].contains("could not be checked (df failed)"),
+            "{w:?}"
+        );
+        let ok = plan::Space::Enough("ok".into());
+        assert!(check_space(&ok, None, false, "x", R).unwrap().is_empty());
+        // The WAL directory unmeasured: its warning, also when the rest fits.
+        let w = check_space(&ok, Some("df could not measure /d/pg_wal"), false, "x", R).unwrap();
+        assert_eq!(w, vec!["df could not measure /d/pg_wal".to_string()]);
     }
 
     #[test]

@@ -321,6 +321,18 @@ pub fn plan_facts_sql(n: &Names) -> String {
     )
 }
 
+/// The facts `backup drill` needs of the live database `live` before it makes its scratch
+/// database beside it, in the plan's words: its [`facts_of_sql`] line (for its size), its own
+/// properties (the scratch database is made like it) and the cluster's (the space check).
+pub fn drill_facts_sql(live: &DbName) -> String {
+    format!(
+        "{} UNION ALL {} UNION ALL {}",
+        facts_of_sql(live, &[live]),
+        live_props_sql(live),
+        cluster_sql()
+    )
+}
+
 /// Marks a line of [`facts_of_sql`]'s answer that names a replay role whose database is gone.
 const ROLE_MARK: &str = "role:";
 
@@ -1378,11 +1390,45 @@ pub fn parse_df_line(l: &str) -> Option<Fs> {
     if w.len() < 6 || !w[4].ends_with('%') {
         return None;
     }
-    let kb: u64 = w[3].parse().ok()?;
+    // Signed: GNU df reports a negative figure when the usage is beyond the root reserve (a
+    // filesystem over-full for others): nothing is free, which is short, not unmeasured.
+    let kb: i64 = w[3].parse().ok()?;
     Some(Fs {
         id: format!("{} {}", w[0], w[5..].join(" ")),
-        avail_bytes: kb.saturating_mul(1024),
+        avail_bytes: u64::try_from(kb).unwrap_or(0).saturating_mul(1024),
     })
+}
+
+/// The verdict of [`space_verdict`] on what was measured at [`space_paths`] (the filesystems and
+/// the paths; `Err`: why nothing could be), and a warning naming the WAL directory when df could
+/// not measure it (no right to stat inside a 0700 data directory): its share is then counted on
+/// the database's filesystem, which is right only when `pg_wal` is not a link to another one.
+pub fn space_of(
+    live_size: Option<u64>,
+    object_size: u64,
+    max_wal_size: u64,
+    measured: &std::result::Result<([Option<Fs>; 2], [String; 2]), String>,
+) -> (Space, Option<String>) {
+    let (fs, paths) = match measured {
+        Ok(m) => m,
+        Err(why) => return (Space::Unknown(why.clone()), None),
+    };
+    let verdict = space_verdict(
+        live_size,
+        object_size,
+        max_wal_size,
+        [fs[0].as_ref(), fs[1].as_ref()],
+    );
+    let note = match fs {
+        [Some(db), None] => Some(format!(
+            "df could not measure the WAL directory {} (not readable by the user running df?): \
+             the replay's WAL was counted on the filesystem of {} ({}); if {} is a link to another \
+             filesystem, check its free space by hand",
+            paths[1], paths[0], db.id, paths[1]
+        )),
+        _ => None,
+    };
+    (verdict, note)
 }
 
 /// The verdict of the space check.
@@ -2029,12 +2075,53 @@ mod tests {
             "overlay /var/lib/my data"
         );
         assert_eq!(parse_df_line("?"), None);
+        // GNU df's negative "Available" (usage beyond the reserve): nothing free, and short.
+        let over = parse_df_line("/dev/vdb 1000000 1010000 -10000 101% /srv").unwrap();
+        assert_eq!(over, fs("/dev/vdb /srv", 0));
+        assert!(matches!(
+            space_verdict(Some(1), 1, gib, [Some(&over), Some(&over)]),
+            Space::Short(_)
+        ));
+        assert_eq!(
+            parse_df_line("/dev/vdb 1000000 1000000 0 100% /srv"),
+            Some(fs("/dev/vdb /srv", 0))
+        );
         assert_eq!(
             parse_df_line("Filesystem 1024-blocks Used Available Capacity Mounted on"),
             None
         );
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+    }
+
+    #[test]
+    fn an_unmeasured_wal_directory_is_named_and_counted_on_the_databases_filesystem() {
+        let gib = 1u64 << 30;
+        let paths = ["/d".to_string(), "/d/pg_wal".to_string()];
+        let data = Fs {
+            id: "/dev/vda /".into(),
+            avail_bytes: 100 * gib,
+        };
+        let (v, note) = space_of(
+            Some(gib),
+            1,
+            gib,
+            &Ok(([Some(data.clone()), None], paths.clone())),
+        );
+        assert!(matches!(v, Space::Enough(_)), "{v:?}");
+        let note = note.expect("a warning naming pg_wal");
+        assert!(
+            note.contains("/d/pg_wal") && note.contains("/dev/vda /") && note.contains("by hand"),
+            "{note}"
+        );
+        // Both measured: no warning; nothing measured: unknown, no warning of its own.
+        let both = [Some(data.clone()), Some(data)];
+        assert_eq!(
+            space_of(Some(gib), 1, gib, &Ok((both, paths.clone()))).1,
+            None
+        );
+        let (v, note) = space_of(Some(gib), 1, gib, &Err("df failed".into()));
+        assert_eq!((v, note), (Space::Unknown("df failed".into()), None));
     }
 
     #[test]

@@ -111,6 +111,12 @@ pub struct Args {
     pub pinned: Option<(String, String)>,
 }
 
+/// `rollback --json`: one JSON document on stdout on every path. Once the plan is made it is this
+/// report (`outcome` `failed` with `failed_step`, `message` and `exit_code` on a failure). Before
+/// that (no confirmation without `--yes`, the lock held, nothing to roll back, the pre-deploy
+/// backup missing or its manifest bad, the audit log unreadable) it is the short document of
+/// [`crate::error::JsonFailure`]: `env`, `outcome` `failed`, `failed_step` (`confirm`, `lock` or
+/// `plan`), `message`, `exit_code`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub env: String,
@@ -133,6 +139,8 @@ pub struct Report {
     pub failed_step: Option<String>,
     pub restore: Option<restore::Report>,
     pub message: String,
+    /// The exit code of the command (0 ok, 1 failed, 2 bad input, 3 unreachable).
+    pub exit_code: i32,
 }
 
 /// `cat $1` when it exists (the audit log on the host).
@@ -312,22 +320,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
     let to = match &args.to {
-        Some(s) => Some(
-            Sha::parse(s)
-                .map_err(|_| {
-                    Error::usage(format!(
-                        "--to {s:?}: a commit SHA is 7 to 40 hexadecimal characters"
-                    ))
-                })?
-                .as_str()
-                .to_string(),
-        ),
+        Some(s) => match Sha::parse(s) {
+            Ok(sha) => Some(sha.as_str().to_string()),
+            Err(_) => {
+                let e = Error::usage(format!(
+                    "--to {s:?}: a commit SHA is 7 to 40 hexadecimal characters"
+                ));
+                if args.json {
+                    println!("{}", e.json_failure(Some(&env.name), "input"));
+                }
+                return Err(e);
+            }
+        },
         None => None,
     };
     // The report on stdout also when the rollback failed once planned (its `outcome` says so).
     let (report, result) = match rollback(env, &envs.root, to.as_deref(), &args) {
         Ok(r) => (Some(Box::new(r)), Ok(ExitCode::Ok)),
-        Err(f) => (f.report, Err(f.error)),
+        Err(f) => {
+            if let (true, None) = (args.json, &f.report) {
+                // Failed before the report existed: the short document.
+                println!("{}", f.error.json_failure(Some(&env.name), f.step));
+            }
+            (f.report, Err(f.error))
+        }
     };
     if let (true, Some(r)) = (args.json, &report) {
         println!("{}", serde_json::to_string_pretty(r).expect("serializable"));
@@ -357,14 +373,24 @@ fn take_lock(t: &Target, root: &Path, force: bool) -> Result<LockGuard> {
 pub struct Failed {
     pub error: Error,
     pub report: Option<Box<Report>>,
+    /// The step, for the short `--json` document when there is no report.
+    pub step: &'static str,
+}
+
+impl Failed {
+    /// A failure at `step` before the report exists.
+    fn at(step: &'static str, error: Error) -> Failed {
+        Failed {
+            error,
+            report: None,
+            step,
+        }
+    }
 }
 
 impl From<Error> for Failed {
     fn from(error: Error) -> Self {
-        Failed {
-            error,
-            report: None,
-        }
+        Failed::at("plan", error)
     }
 }
 
@@ -375,9 +401,11 @@ impl Report {
         self.outcome = "failed".into();
         self.failed_step = Some(step.into());
         self.message = error.to_string();
+        self.exit_code = error.exit_code() as i32;
         Failed {
             error,
             report: Some(Box::new(self)),
+            step: "",
         }
     }
 }
@@ -412,10 +440,12 @@ pub fn rollback(
         }
     };
     if !args.dry_run && !args.yes && !std::io::stdin().is_terminal() {
-        return Err(Error::usage(
-            "rollback replaces the live database: confirm on a terminal, or pass --yes (nothing was changed)",
-        )
-        .into());
+        return Err(Failed::at(
+            "confirm",
+            Error::usage(
+                "rollback replaces the live database: confirm on a terminal, or pass --yes (nothing was changed)",
+            ),
+        ));
     }
     let t = Target::of(env)?;
     // Before the lock: from then on a signal only sets the flag, checked between steps (and by the
@@ -431,7 +461,7 @@ pub fn rollback(
     let mut guard = if args.dry_run {
         None
     } else {
-        Some(take_lock(&t, root, args.force_unlock)?)
+        Some(take_lock(&t, root, args.force_unlock).map_err(|e| Failed::at("lock", e))?)
     };
     if args.resume {
         return resume(&t, root, guard, args);
@@ -451,6 +481,7 @@ pub fn rollback(
         failed_step: None,
         restore: None,
         message: String::new(),
+        exit_code: 0,
     };
     if let Some(want) = args.expect_undo.as_deref() {
         if !p.choice.undo.sha.eq_ignore_ascii_case(want.trim()) {
@@ -502,8 +533,15 @@ pub fn rollback(
         if let Some(cmd) = &pull {
             say(&format!("before the swap: $ {}", cmd.display()));
         }
-        if let Err(e) = restore::restore(env, root, &opts, &mut |_| Ok(String::new())) {
-            return Err(report.failed("plan", e));
+        match restore::restore(env, root, &opts, &mut |_| Ok(String::new())) {
+            Err(e) => return Err(report.failed("plan", e)),
+            // Refused by the restore's plan (the space check, ...): that step.
+            Ok(Outcome::Failed(r, e)) => {
+                let step = r.failed_step.clone().unwrap_or_else(|| "plan".into());
+                report.restore = Some(*r);
+                return Err(report.failed(&step, e));
+            }
+            Ok(_) => {}
         }
         report.message = "dry run: nothing was changed".into();
         return Ok(report);
@@ -747,6 +785,7 @@ fn resume(
         failed_step: None,
         restore: None,
         message: String::new(),
+        exit_code: 0,
     };
     if args.dry_run {
         report.message = "dry run: nothing was changed".into();
