@@ -175,7 +175,7 @@ produce() {
   if [ "$kind" = object ]; then
     # The decompressor read the object to its end: the download ends; wait for its hash.
     while [ ! -e "$dir/sum.done" ] && kill -0 -- "-$d" 2>/dev/null; do
-      sleep 0.1
+      sleep 0.01
     done
     local rc sum
     read -r rc <"$dir/fetch" || rc=x
@@ -239,7 +239,7 @@ replay() {
   set +m
   while :; do
     if [ -z "$stop" ]; then
-      read -r -t 0.2 -u 9 line
+      read -r -t 0.02 -u 9 line
       r=$?
       if [ "$r" -eq 0 ]; then
         stop=asked
