@@ -1,5 +1,6 @@
 //! Cleanup that runs however the e2e ends: on return, on error, on panic (Drop) and on Ctrl-C
-//! (a `ctrlc` handler that cleans up and exits 130). Idempotent: the first run wins.
+//! (registered with the process's one signal handler, [`crate::signals`]: it cleans up and exits
+//! 130). Idempotent: the first run wins.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

@@ -1,14 +1,19 @@
 //! `cargo xtask restore --env NAME (OBJECT | --label LABEL) [--yes] [--strict] [--dry-run] [--json]`,
 //! `--kept`, `--drop-kept DBNAME`: put a backup back into the live database, beside it first.
 //!
-//! Steps (each printed and appended to the audit log as `restore:<step>`): plan → lock → download
-//! (sha256 and size against the manifest) → restore into `<db>_restore_<stamp>` (`psql -X -v
-//! ON_ERROR_STOP=1 --single-transaction`) → verify (per-table counts and newest migration against
-//! the manifest) → swap (stop the writers, block connections, end sessions within `--swap-wait`,
-//! both renames in one transaction, allow connections) → start (the app) → health. The replaced
-//! database is kept as `<db>_before_restore_<stamp>`. Before the swap, any failure (or Ctrl-C,
-//! SIGTERM, SIGHUP) leaves the live database untouched and the app running; the scratch database
-//! is dropped by a guard. Layout: [`plan`] (pure: names, SQL, checks), [`target`] (where the commands run).
+//! Steps (each printed and appended to the audit log as `restore:<step>`): plan (with the free
+//! space: refused when it does not fit) → lock → download+restore (with a manifest: streamed from
+//! the bucket into `<db>_restore_<stamp>`, made like the live database, in one transaction under
+//! `\restrict`, committed only when the object's sha256 is the manifest's and the per-table
+//! counts and newest migration, taken in that transaction, are too; else download (checked) →
+//! restore) → verify (what the dump set on the database itself; the hand-over to the live owner)
+//! → properties (the live database's own: ACL, settings, comment, limit) → swap (stop the writers,
+//! block connections, end sessions within `--swap-wait`, both renames in one transaction, allow
+//! connections) → start (the app) → health. The replaced database is kept as
+//! `<db>_before_restore_<stamp>`. Before the swap, any failure (or Ctrl-C, SIGTERM, SIGHUP) leaves
+//! the live database untouched and the app running; the scratch database is dropped by a guard.
+//! Layout: [`plan`] (pure: names, SQL, checks), [`scratch`] (the replay into the scratch
+//! database, shared with `backup drill`), [`target`] (where the commands run).
 
 pub mod plan;
 pub(crate) mod scratch;
@@ -803,8 +808,8 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
 // (psql, ssh, compose, all through `Target`) run in process groups of their own, so the terminal's
 // SIGINT to the foreground group does not kill them mid-commit.
 
-/// What an interrupted restore says: ctrlc's handler (feature `termination`) runs alike on SIGINT,
-/// SIGTERM (a cancelled CI job) and SIGHUP and cannot tell which arrived.
+/// What an interrupted restore says (the process's one handler, [`crate::signals`], runs alike on
+/// SIGINT, SIGTERM and SIGHUP and cannot tell which arrived).
 pub(crate) use crate::signals::INTERRUPTED_BY;
 
 static PHASE: Mutex<Phase> = Mutex::new(Phase::Before);
@@ -858,6 +863,9 @@ fn interrupt_note(phase: &Phase, stopping: &str) -> String {
 /// command that has not begun a swap. Rollback and `backup drill` register it too; a restore inside
 /// a rollback inside `deploy --rollback-on-failure` gets it in place of the deploy's.
 pub(crate) fn on_signal(stopping: &'static str) -> Result<crate::signals::OnSignal> {
+    // A command that registers starts before any swap (not at a phase an earlier restore of this
+    // process left, e.g. `Swapped`, which would keep the handler from stopping its replay).
+    set_phase(Phase::Before);
     crate::signals::on_signal(move |_again| {
         // The flag first (set by the handler before this runs), then the phase: the swap switches
         // to `Renaming` only under the phase's lock after reading the flag, so the note and what
@@ -872,7 +880,7 @@ pub(crate) fn on_signal(stopping: &'static str) -> Result<crate::signals::OnSign
             // The replay's script stops every process of it at once (no COMMIT), then the
             // session is ended too (a statement the server still runs).
             line.stop();
-            let _ = t.sql("postgres", &plan::terminate_sql(&db));
+            let _ = t.sql("postgres", &plan::terminate_each_sql(&[&db]));
         }
     })
 }

@@ -574,25 +574,7 @@ pub fn unblock_sql(db: &DbName, conn_limit: i64) -> String {
     )
 }
 
-/// End every session on `db` except ours; prints how many are left, then their pids.
-pub fn terminate_sql(db: &DbName) -> String {
-    format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE datname = {} AND pid <> pg_backend_pid()",
-        db.literal()
-    )
-}
-
-/// Pids of the sessions still on `db` (one per line).
-pub fn sessions_sql(db: &DbName) -> String {
-    format!(
-        "SELECT pid || ' ' || coalesce(usename, '?') || ' ' || coalesce(application_name, '') \
-         FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid() ORDER BY pid",
-        db.literal()
-    )
-}
-
-/// [`terminate_sql`] for several databases: one count (of all of them).
+/// Ends the sessions on the databases `dbs` but this one: one count (of all of them).
 pub fn terminate_each_sql(dbs: &[&DbName]) -> String {
     format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
@@ -601,7 +583,7 @@ pub fn terminate_each_sql(dbs: &[&DbName]) -> String {
     )
 }
 
-/// [`sessions_sql`] for several databases, each line led by its database's name.
+/// The sessions still on the databases `dbs`, one per line: `datname pid user application`.
 pub fn sessions_each_sql(dbs: &[&DbName]) -> String {
     format!(
         "SELECT datname || ' ' || pid || ' ' || coalesce(usename, '?') || ' ' || \
@@ -1534,6 +1516,24 @@ mod tests {
         ));
         assert!(!plain.contains('\n'), "{plain}");
         assert!(!plain.contains("DO $xtask$"), "{plain}");
+        // The migration tables by their schema (the replacements in `got_sql` took).
+        for (gone, there) in [
+            (
+                "to_regclass('schema_migrations')",
+                "to_regclass('public.schema_migrations')",
+            ),
+            (
+                "to_regclass('migrations')",
+                "to_regclass('public.migrations')",
+            ),
+            ("FROM schema_migrations ", "FROM public.schema_migrations "),
+            ("FROM migrations ", "FROM public.migrations "),
+        ] {
+            assert!(
+                !plain.contains(gone) && plain.contains(there),
+                "{gone}: {plain}"
+            );
+        }
         let tables = BTreeMap::from([("public.\"it's\"".to_string(), 3u64)]);
         let gated = check_sql(Some((&tables, Some("0002_o'k"))));
         assert!(gated.contains(GATE_TAG), "{gated}");

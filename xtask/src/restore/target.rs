@@ -298,7 +298,9 @@ impl Target {
         let unhashed = matches!((object, w.as_slice()), (Some(_), [_, _, "-"]));
         let unchecked = if unhashed {
             format!(
-                "; the object's sha256 was not checked to its end (its download was stopped {}s                  after psql stopped), so a corrupt object may be the cause as well as the dump:                  `cargo xtask backup drill --env {} <object>` downloads it whole and checks it",
+                "; the object's sha256 was not checked to its end (its download was stopped {}s \
+                 after psql stopped), so a corrupt object may be the cause as well as the dump: \
+                 `cargo xtask backup drill --env {} <object>` downloads it whole and checks it",
                 HASH_GRACE.as_secs(),
                 self.env.name
             )

@@ -15,7 +15,8 @@
 //!
 //! Ctrl-C, SIGTERM and SIGHUP: restore's handler is installed before the lock is taken, so a
 //! signal while the rollback plans, asks or pulls stops it between steps with the lock released
-//! (the restore then handles it as a restore does: before the swap it stops, the swap it finishes).
+//! (the restore then handles it as a restore does: before the swap it stops, during the wait for
+//! the sessions it calls the swap off, the renames it finishes).
 //! With `--json` the report is printed on a failure too (`outcome` `failed`, `failed_step`), once
 //! the plan is made.
 //!
