@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use deploy_support::{
-    counts, databases, gz, hold_deploy_lock, kept_dbs, lock_file_text, pg, schema, scratch_dbs,
-    snapshot, sql, steps, TestEnv,
+    counts, databases, gz, hold_deploy_lock, kept_dbs, lock_file_text, pg, poll_sql, schema,
+    scratch_dbs, snapshot, sql, steps, stuck_session, TestEnv,
 };
 
 /// `cargo xtask backup --label LABEL --json` → the object path.
@@ -47,20 +47,6 @@ fn conn(t: &TestEnv, db: &str) -> String {
             "SELECT datallowconn || ' ' || datconnlimit FROM pg_database WHERE datname = '{db}'"
         ),
     )
-}
-
-/// `q` in `postgres`, again every 50 ms until it returns something (which it returns); failing
-/// with `never` after `within`.
-fn poll_sql(t: &TestEnv, q: &str, within: Duration, never: &str) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = sql(t, "postgres", q);
-        if !v.is_empty() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{never}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn up_with_tables(t: &TestEnv) {
@@ -752,24 +738,7 @@ fn faults_before_the_swap_leave_the_live_database_as_it_was() {
 
     // A session that cannot be ended (its backend is stopped with SIGSTOP: it cannot act on
     // pg_terminate_backend): the swap is refused after --swap-wait, connections are allowed again.
-    let mut stuck = pg(&t, "psql", "station")
-        .args(["-X", "-c", "SELECT pg_sleep(120)"])
-        .env("PGAPPNAME", "xtask-test-stuck")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = poll_sql(
-        &t,
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'xtask-test-stuck' AND state = 'active'",
-        Duration::from_secs(20),
-        "the stuck session never showed up",
-    );
-    assert!(Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let (mut stuck, pid) = stuck_session(&t, "xtask-test-stuck", 120);
     // A stopped backend also holds up DROP DATABASE (it waits for every backend to absorb a
     // barrier): the backend is continued once the swap has been refused, so that the guard's drop
     // of the scratch database can finish.
@@ -1970,42 +1939,6 @@ fn counts_that_are_not_the_manifests_are_never_committed() {
     assert_eq!(sql(&t, "postgres", roles), "0");
 }
 
-/// A session on `station` whose backend is stopped (SIGSTOP: it cannot act on
-/// pg_terminate_backend): the psql child and the backend's pid (continue it with `kill -CONT`).
-fn stuck_session(t: &TestEnv, app: &str) -> (std::process::Child, String) {
-    let stuck = pg(t, "psql", "station")
-        .args(["-X", "-c", "SELECT pg_sleep(120)"])
-        .env("PGAPPNAME", app)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pid = loop {
-        let p = sql(
-            t,
-            "postgres",
-            &format!(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = '{app}' AND state = 'active'"
-            ),
-        );
-        if !p.is_empty() {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stuck session never showed up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    (stuck, pid)
-}
-
 /// A signal while the swap waits for the live database's sessions to end calls the swap off at
 /// once (nothing is renamed yet: connections allowed again, the writers started), not after
 /// `--swap-wait` seconds. Regression: the wait ignored it ("the swap ... is finished first"), and a
@@ -2021,7 +1954,7 @@ fn a_signal_during_the_swaps_wait_for_sessions_calls_the_swap_off_at_once() {
         "INSERT INTO accounts VALUES (99999, 'after the backup')",
     );
     let before = snapshot(&t);
-    let (mut stuck, pid) = stuck_session(&t, "xtask-test-stuck-wait");
+    let (mut stuck, pid) = stuck_session(&t, "xtask-test-stuck-wait", 120);
     let mut child = t
         .command(&[
             "restore",

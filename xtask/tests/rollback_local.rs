@@ -966,35 +966,7 @@ fn a_sigterm_while_rollback_on_failure_waits_in_the_swap_calls_it_off() {
     let r = t.run(&["local", "up"]);
     assert_eq!(r.code, 0, "{}", r.all());
     // A session on the live database that cannot be ended: its backend stopped.
-    let mut stuck = deploy_support::pg(&t, "psql", "station")
-        .args(["-X", "-c", "SELECT pg_sleep(300)"])
-        .env("PGAPPNAME", "xtask-test-stuck-rollback")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pid = loop {
-        let p = sql(
-            &t,
-            "postgres",
-            "SELECT pid FROM pg_stat_activity \
-             WHERE application_name = 'xtask-test-stuck-rollback' AND state = 'active'",
-        );
-        if !p.is_empty() {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stuck session never showed up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let (mut stuck, pid) = deploy_support::stuck_session(&t, "xtask-test-stuck-rollback", 300);
     let (before_v2, mut w) = rollback_on_failure_running(&t, &user_and_stations(20));
     let deadline = Instant::now() + Duration::from_secs(180);
     // The swap blocks the live database, then waits for the stopped session.

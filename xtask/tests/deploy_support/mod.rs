@@ -176,6 +176,47 @@ pub fn sql(t: &TestEnv, db: &str, q: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// `q` in `postgres`, again every 50 ms until it returns something (which it returns); failing
+/// with `never` after `within`.
+pub fn poll_sql(t: &TestEnv, q: &str, within: std::time::Duration, never: &str) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let v = sql(t, "postgres", q);
+        if !v.is_empty() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{never}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A session on `station` (application name `app`) running `pg_sleep(secs)` whose backend is
+/// stopped (SIGSTOP: it cannot act on pg_terminate_backend): the psql child and the backend's pid
+/// (continue it with `kill -CONT`).
+pub fn stuck_session(t: &TestEnv, app: &str, secs: u32) -> (std::process::Child, String) {
+    let stuck = pg(t, "psql", "station")
+        .args(["-X", "-c", &format!("SELECT pg_sleep({secs})")])
+        .env("PGAPPNAME", app)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = poll_sql(
+        t,
+        &format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = '{app}' AND state = 'active'"
+        ),
+        std::time::Duration::from_secs(20),
+        "the stuck session never showed up",
+    );
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    (stuck, pid)
+}
+
 /// `pg_dump --schema-only` of `db`, without the per-dump random `\restrict` key lines.
 pub fn schema(t: &TestEnv, db: &str) -> String {
     let o = pg(t, "pg_dump", db).arg("--schema-only").output().unwrap();
