@@ -874,6 +874,34 @@ fn ctrl_c_during_the_restore_leaves_the_live_database_and_no_scratch_database() 
     }
 }
 
+/// The replay builds the dump's indexes with a maintenance_work_mem of at least 256 MB (the
+/// server's default, 64 MB, sorts a few million rows' keys on disk): a dump that records the
+/// setting it replays under says so; the session's setting, not the server's, which stays.
+#[test]
+fn the_replay_sorts_its_index_builds_in_memory() {
+    let (t, file, text) = with_good_dump();
+    let dump = with_statements(
+        &text,
+        "CREATE TABLE public.replayed_under AS SELECT \
+         pg_catalog.pg_size_bytes(pg_catalog.current_setting('maintenance_work_mem')) AS bytes;",
+    );
+    let o = plant_beside(&file, 1, &dump);
+    let r = t.run(&["restore", "--env", "local", &o, "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let bytes: u64 = sql(&t, "station", "SELECT bytes FROM replayed_under")
+        .parse()
+        .unwrap();
+    assert!(
+        bytes >= 256 << 20,
+        "replayed with maintenance_work_mem {bytes} bytes"
+    );
+    assert_eq!(
+        sql(&t, "station", "SHOW maintenance_work_mem"),
+        "64MB",
+        "the server's own setting changed"
+    );
+}
+
 /// A dump planted in the bucket (here without a manifest, so nothing but the replay's own guard
 /// stands in the way) cannot run psql meta-commands: not with `\!`, not after `\unrestrict` with
 /// the dump's own key, not with `\connect`. A dump without pg_dump's `\restrict` lines (an older

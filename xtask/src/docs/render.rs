@@ -573,7 +573,9 @@ the replay; from a bucket on the same disk (the figures below) the extra stages 
 about what downloading first did. A backup without a manifest (nothing to compare the sha256 with), or one restored \
 with `--trust-dump`, is downloaded and checked first and replayed after. psql runs under `\\restrict` with a key of the restore's own (pg_dump's own \
 `\\restrict`/`\\unrestrict` lines are taken out), so a dump planted in the bucket cannot run psql \
-meta-commands such as `\\!` or `\\connect`; a psql too old for `\\restrict` is refused. The dump's SQL \
+meta-commands such as `\\!` or `\\connect`; a psql too old for `\\restrict` is refused. The replay's \
+session builds the dump's indexes and checks its foreign keys with a `maintenance_work_mem` of at least \
+256 MB (the server's when higher; the default 64 MB sorts a few million keys on disk). The dump's SQL \
 runs as a role made for this restore (named as the scratch database, no password, over the server's \
 local socket) that owns the scratch database and nothing else: a planted dump cannot run programs \
 (`COPY ... TO PROGRAM`), read server files, create roles or alter the live database, even if it ends the \

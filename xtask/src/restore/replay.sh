@@ -161,7 +161,11 @@ produce() {
   # synchronous_commit off for this session only: its COMMIT does not wait for the WAL flush.
   # Durability is not given up: nothing uses this database before the swap, whose own
   # (synchronous) commit flushes the WAL up to it, this transaction's included.
-  printf '\\restrict %s\nBEGIN;\nSET synchronous_commit = off;\n' "$key"
+  # maintenance_work_mem of at least 256 MB for this session (the server's when higher): the
+  # dump's index builds (CREATE INDEX, primary keys) and foreign-key checks sort in memory, not
+  # on disk (64 MB, the default, spills for a few million rows). One session's, for the replay.
+  printf '\\restrict %s\nBEGIN;\nSET synchronous_commit = off;\n%s\n' "$key" \
+    "SELECT pg_catalog.set_config('maintenance_work_mem', pg_catalog.int8larger(pg_catalog.pg_size_bytes(pg_catalog.current_setting('maintenance_work_mem')) / 1024, 262144)::pg_catalog.text || 'kB', false);"
   if [ "$kind" = file ]; then
     "$gz" -dc <"$file" | strip_key
   else
