@@ -337,10 +337,8 @@ pub struct Planned {
     pub leftover_scratch: Vec<String>,
     /// The live database's own properties, given to the scratch database (`None`: no live one).
     pub props: Option<plan::LiveProps>,
-    /// The free-space check's verdict.
-    pub space: plan::Space,
-    /// What it could not measure (the WAL directory), as a warning.
-    pub space_note: Option<String>,
+    /// The free-space check.
+    pub space: SpaceCheck,
 }
 
 /// Choose the object, read its manifest (a malformed one fails; a missing one warns, or fails with
@@ -352,35 +350,37 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
     // round trip of its own: on a server over SSH, or to B2, they add up).
     let facts_sql = plan::plan_facts_sql(&names);
     std::thread::scope(|scope| {
-        // The free space is measured once the facts say where the data directory is.
-        let facts = scope.spawn(|| {
-            t.sql("postgres", &facts_sql)
-                .map(|f| (measure_space(t, &f), f))
-        });
+        let facts = scope.spawn(|| facts_and_space(t, &facts_sql));
         let chosen = choose_and_read(t, opts);
         let (fs, facts) = facts
             .join()
             .unwrap_or_else(|_| Err(Error::failed("reading the databases' facts panicked")))?;
         let (object, manifest) = chosen?;
         let mut p = plan_from(object, manifest, names, &facts)?;
-        let cluster = plan::parse_cluster(&facts);
-        (p.space, p.space_note) = plan::space_of(
+        p.space = SpaceCheck::of(
+            &facts,
             p.live.as_ref().map(|l| l.size_bytes),
             p.object.size,
-            cluster.max_wal_size,
             &fs,
         );
         Ok(p)
     })
 }
 
+/// The databases' facts (`facts_sql`, a query with the cluster's facts: [`plan::plan_facts_sql`],
+/// [`plan::drill_facts_sql`]) and the free space measured once they say where the data directory
+/// is. Restore's plan and `backup drill` read them alike (on a thread of their own while the
+/// bucket is listed).
+pub(crate) fn facts_and_space(t: &Target, facts_sql: &str) -> Result<(Measured, String)> {
+    t.sql("postgres", facts_sql)
+        .map(|f| (measure_space(t, &f), f))
+}
+
 /// The filesystems of the live database's directory and of the WAL, and those paths (see
-/// [`plan::space_paths`]), or why they cannot be measured: `facts` is the answer of a query with
-/// the cluster's facts ([`plan::plan_facts_sql`], [`plan::drill_facts_sql`]). Restore's plan and
-/// `backup drill` measure alike.
+/// [`plan::space_paths`]), or why they cannot be measured.
 pub(crate) type Measured = std::result::Result<([Option<plan::Fs>; 2], [String; 2]), String>;
 
-pub(crate) fn measure_space(t: &Target, facts: &str) -> Measured {
+fn measure_space(t: &Target, facts: &str) -> Measured {
     let cluster = plan::parse_cluster(facts);
     let props = plan::parse_live_props(facts).ok().flatten();
     let paths = plan::space_paths(&cluster, props.as_ref()).ok_or_else(|| {
@@ -513,8 +513,10 @@ fn plan_from(
         window_seconds,
         leftover_scratch,
         props,
-        space: plan::Space::Unknown("not measured".into()),
-        space_note: None,
+        space: SpaceCheck {
+            space: plan::Space::Unknown("not measured".into()),
+            note: None,
+        },
     })
 }
 
@@ -630,48 +632,63 @@ fn props_text(p: &Planned) -> String {
               locale, the default tablespace, the default ACL)\n"
             .into(),
     };
-    s.push_str(&match &p.space {
-        plan::Space::Enough(m) => format!("  space     {m}\n"),
-        plan::Space::Short(m) => format!("  space     NOT ENOUGH: {m}\n"),
-        plan::Space::Unknown(m) => format!("  space     not measured: {m}\n"),
-    });
+    s.push_str(&format!("  space     {}\n", p.space.space));
     s
 }
 
-/// The space check (restore's and `backup drill`'s; `refusing`: "refusing to restore", ...): short
-/// is exit 1 (nothing changed) unless `--ignore-space`; not measured, or the WAL directory not
-/// measured (`note`), is a warning. The warnings it gives.
-pub(crate) fn check_space(
-    space: &plan::Space,
-    note: Option<&str>,
-    ignore: bool,
-    env: &str,
-    refusing: &str,
-) -> Result<Vec<String>> {
-    let verdict = match space {
-        plan::Space::Enough(_) => None,
-        plan::Space::Short(m) if !ignore => {
-            return Err(Error::failed(format!(
-                "{refusing}: not enough free space beside the live database: {m}. A full \
-                 disk during the replay fills the WAL too, and PostgreSQL then stops every session \
-                 of the cluster. Free some space (`cargo xtask restore --env {env} --kept` lists \
-                 the kept databases), or pass --ignore-space if the estimate is too high (a \
-                 bloated live database); nothing was changed"
-            )))
-        }
-        plan::Space::Short(m) => Some(format!(
-            "not enough free space beside the live database ({m}): going on (--ignore-space)"
-        )),
-        plan::Space::Unknown(m) => Some(format!(
-            "the free space beside the live database could not be checked ({m}): make sure the \
-             replay fits (about the live database's size again, plus its WAL)"
-        )),
-    };
-    Ok(note
-        .map(str::to_string)
-        .into_iter()
-        .chain(verdict)
-        .collect())
+/// The free-space check of a scratch database made beside the live one: restore's plan and
+/// `backup drill`'s. `space`: the verdict ([`plan::space_of`], shown with its `Display`); `note`:
+/// what could not be measured (the WAL directory), as a warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpaceCheck {
+    pub space: plan::Space,
+    pub note: Option<String>,
+}
+
+impl SpaceCheck {
+    /// The check of a copy of the live database (`live_size`; `None`: there is none, the object's
+    /// `object_size` is the estimate) on what was `measured`, the WAL bounded by the cluster's
+    /// `max_wal_size` from `facts` ([`facts_and_space`]).
+    pub(crate) fn of(
+        facts: &str,
+        live_size: Option<u64>,
+        object_size: u64,
+        measured: &Measured,
+    ) -> SpaceCheck {
+        let (space, note) = plan::space_of(
+            live_size,
+            object_size,
+            plan::parse_cluster(facts).max_wal_size,
+            measured,
+        );
+        SpaceCheck { space, note }
+    }
+
+    /// The verdict (`refusing`: "refusing to restore", ...): short is exit 1 (nothing changed)
+    /// unless `--ignore-space` (`ignore`); not measured, or the WAL directory not measured, is a
+    /// warning. The warnings it gives.
+    pub(crate) fn check(&self, ignore: bool, env: &str, refusing: &str) -> Result<Vec<String>> {
+        let verdict = match &self.space {
+            plan::Space::Enough(_) => None,
+            plan::Space::Short(m) if !ignore => {
+                return Err(Error::failed(format!(
+                    "{refusing}: not enough free space beside the live database: {m}. A full \
+                     disk during the replay fills the WAL too, and PostgreSQL then stops every session \
+                     of the cluster. Free some space (`cargo xtask restore --env {env} --kept` lists \
+                     the kept databases), or pass --ignore-space if the estimate is too high (a \
+                     bloated live database); nothing was changed"
+                )))
+            }
+            plan::Space::Short(m) => Some(format!(
+                "not enough free space beside the live database ({m}): going on (--ignore-space)"
+            )),
+            plan::Space::Unknown(m) => Some(format!(
+                "the free space beside the live database could not be checked ({m}): make sure the \
+                 replay fits (about the live database's size again, plus its WAL)"
+            )),
+        };
+        Ok(self.note.clone().into_iter().chain(verdict).collect())
+    }
 }
 
 /// The statements giving the scratch database the live one's ACL, settings, comment and
@@ -1084,16 +1101,14 @@ pub fn restore_under(
     for w in &plan_warnings {
         eprintln!("warning: {w}");
     }
-    let space_warnings = match check_space(
-        &planned.space,
-        planned.space_note.as_deref(),
-        opts.ignore_space,
-        &env.name,
-        "refusing to restore",
-    ) {
-        Ok(w) => w,
-        Err(e) => return refused("space", e, skew.into_iter().collect()),
-    };
+    let space_warnings =
+        match planned
+            .space
+            .check(opts.ignore_space, &env.name, "refusing to restore")
+        {
+            Ok(w) => w,
+            Err(e) => return refused("space", e, skew.into_iter().collect()),
+        };
     for w in &space_warnings {
         eprintln!("warning: {w}");
     }
@@ -2083,6 +2098,13 @@ mod tests {
     #[test]
     fn too_little_space_refuses_unless_ignored_and_an_unmeasured_one_warns() {
         const R: &str = "refusing to restore";
+        let check_space = |space: &plan::Space, note: Option<&str>, ignore, env, refusing| {
+            SpaceCheck {
+                space: space.clone(),
+                note: note.map(str::to_string),
+            }
+            .check(ignore, env, refusing)
+        };
         let short = plan::Space::Short("1 GiB free on d /, 2 GiB needed".into());
         let e = check_space(&short, None, false, "staging", R).unwrap_err();
         assert_eq!(e.exit_code(), ExitCode::Failed);
@@ -2118,6 +2140,16 @@ mod tests {
         // The WAL directory unmeasured: its warning, also when the rest fits.
         let w = check_space(&ok, Some("df could not measure /d/pg_wal"), false, "x", R).unwrap();
         assert_eq!(w, vec!["df could not measure /d/pg_wal".to_string()]);
+        // As the plan and the drill show the verdict.
+        assert_eq!(ok.to_string(), "ok");
+        assert_eq!(
+            short.to_string(),
+            "NOT ENOUGH: 1 GiB free on d /, 2 GiB needed"
+        );
+        assert_eq!(
+            plan::Space::Unknown("df failed".into()).to_string(),
+            "not measured: df failed"
+        );
     }
 
     #[test]

@@ -1424,6 +1424,18 @@ pub enum Space {
     Unknown(String),
 }
 
+/// How the plan (and `backup drill`) shows the verdict: what was compared, `NOT ENOUGH: ...`, or
+/// `not measured: ...`.
+impl std::fmt::Display for Space {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Space::Enough(m) => f.write_str(m),
+            Space::Short(m) => write!(f, "NOT ENOUGH: {m}"),
+            Space::Unknown(m) => write!(f, "not measured: {m}"),
+        }
+    }
+}
+
 /// Bytes with a binary unit, for people.
 pub fn human_bytes(b: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
