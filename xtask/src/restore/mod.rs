@@ -713,7 +713,6 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
         .as_ref()
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
-    let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
     let rp = replayer(t, p, opts);
     let login = rp.login();
     let create = rp.create_sqls(&owner);
@@ -785,31 +784,12 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
     }
     // As the swap runs them: the live database (if any) and the scratch one blocked and emptied
     // of sessions, the renames, then connections allowed again.
-    let blocked: Vec<&DbName> = match &p.live {
-        Some(_) => vec![&n.live, &n.scratch],
-        None => vec![&n.scratch],
-    };
-    let mut wait: Vec<String> = blocked.iter().map(|db| plan::block_sql(db)).collect();
-    wait.push(plan::terminate_each_sql(&blocked));
-    wait.push(plan::sessions_each_sql(&blocked));
-    let (rename, open) = match &p.live {
-        Some(_) => (
-            plan::swap_sql(n),
-            vec![
-                plan::unblock_sql(&n.live, limit),
-                plan::unblock_sql(&n.kept, limit),
-            ],
-        ),
-        None => (plan::rename_sql(n), vec![plan::unblock_sql(&n.live, limit)]),
-    };
-    fn strs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
+    let sw = swap_plan(p);
     v.extend([
-        t.sql_cmd("postgres", &plan::swap_state_sql(n))?.display(),
-        t.sql_each_cmd("postgres", &strs(&wait))?.display(),
-        t.sql_cmd("postgres", &rename)?.display(),
-        t.sql_each_cmd("postgres", &strs(&open))?.display(),
+        t.sql_cmd("postgres", &sw.state)?.display(),
+        t.sql_each_cmd("postgres", &sw.wait(true))?.display(),
+        t.sql_cmd("postgres", &sw.rename)?.display(),
+        t.sql_each_cmd("postgres", &sw.open())?.display(),
     ]);
     Ok(v)
 }
@@ -1527,6 +1507,12 @@ fn execute(
     Ok(Some(downtime))
 }
 
+/// The swap of `p` ([`plan::swap_plan`]): what [`swap`] runs and the dry run prints.
+fn swap_plan(p: &Planned) -> plan::SwapPlan {
+    let limit = p.live.as_ref().map_or(-1, LiveFacts::reopen_limit);
+    plan::swap_plan(&p.names, p.live.is_some(), limit)
+}
+
 fn run_swap_wait(o: &Options) -> Duration {
     o.swap_wait
 }
@@ -1707,30 +1693,17 @@ fn swap(
             }
         ))
     };
+    let sw = swap_plan(p);
     // Which database is which, by oid, for the read-back.
     let before = t
-        .sql("postgres", &plan::swap_state_sql(n))
+        .sql("postgres", &sw.state)
         .and_then(|text| plan::parse_db_rows(&text))
         .and_then(|rows| plan::Oids::of(n, &rows))
         .map_err(|e| undo(e, false))?;
-    let rename_sql = match &p.live {
-        Some(_) => plan::swap_sql(n),
-        // No live database: the restored one just takes the name.
-        None => plan::rename_sql(n),
-    };
-    // The live database and the scratch one alike: blocked, their sessions ended (a session on
-    // the scratch database, a monitoring agent's or a psql left open, would fail the renames).
-    // The scratch database is opened again with the live one's limit once it is the live one.
-    let blocked: Vec<&DbName> = match &p.live {
-        Some(_) => vec![&n.live, &n.scratch],
-        None => vec![&n.scratch],
-    };
+    // The live database and the scratch one alike: blocked, their sessions ended. The scratch
+    // database is opened again with the live one's limit once it is the live one.
+    let blocked: Vec<&DbName> = sw.blocked.iter().collect();
     let deadline = Instant::now() + wait;
-    let block: Vec<String> = blocked.iter().map(|db| plan::block_sql(db)).collect();
-    let (terminate, sessions) = (
-        plan::terminate_each_sql(&blocked),
-        plan::sessions_each_sql(&blocked),
-    );
     let mut first = true;
     loop {
         // An interrupt while the sessions end calls the swap off: nothing is renamed yet.
@@ -1743,14 +1716,11 @@ fn swap(
                 false,
             ));
         }
-        // One round trip, a transaction per statement: block (the first time), end the
-        // sessions, list those left. The answer's first line is terminate's count.
-        let mut sqls = vec![terminate.as_str(), sessions.as_str()];
-        if first {
-            sqls.splice(0..0, block.iter().map(String::as_str));
-            first = false;
-        }
-        let out = t.sql_each("postgres", &sqls).map_err(|e| undo(e, false))?;
+        // One round trip: block (the first time), end the sessions, list those left.
+        let out = t
+            .sql_each("postgres", &sw.wait(first))
+            .map_err(|e| undo(e, false))?;
+        first = false;
         let left: Vec<&str> = out
             .lines()
             .skip(1)
@@ -1789,7 +1759,7 @@ fn swap(
         *phase = Phase::Renaming;
     }
     let mut warnings = Vec::new();
-    if let Err(why) = t.sql("postgres", &rename_sql) {
+    if let Err(why) = t.sql("postgres", &sw.rename) {
         // The renames may have committed though the reply was lost: read, do not assume.
         match read_back(t, n) {
             Err(read) => {
@@ -1828,24 +1798,11 @@ fn swap(
     // Renamed. Connections: the new live database (the scratch one, blocked for the renames) and
     // the kept one open with the old limit (-1 when the live one was found blocked, or there was
     // none: see `LiveFacts::reopen_limit`).
-    let opened: Vec<&DbName> = match &p.live {
-        Some(_) => vec![&n.live, &n.kept],
-        None => vec![&n.live],
-    };
     let mut failed = Vec::new();
-    let open: Vec<String> = opened
-        .iter()
-        .map(|db| plan::unblock_sql(db, limit))
-        .collect();
     // All in one round trip; only when that fails, one by one to know which.
-    if t.sql_each(
-        "postgres",
-        &open.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .is_err()
-    {
-        for db in opened {
-            if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, limit)) {
+    if t.sql_each("postgres", &sw.open()).is_err() {
+        for (db, sql) in sw.opened.iter().zip(&sw.open) {
+            if let Err(e) = t.sql("postgres", sql) {
                 failed.push((db, e));
             }
         }

@@ -627,6 +627,69 @@ pub fn swap_sql(n: &Names) -> String {
     )
 }
 
+/// The swap's statements: what the swap sends and `restore --dry-run` prints (one value, so the
+/// dry run shows what runs). In order: `state` (which database is which, by oid, for the
+/// read-back), the wait (`block` each of `blocked`, then `terminate` their sessions and list
+/// the `sessions` left, repeated without the block until none is), `rename`, then `open` each of
+/// `opened` again with the live database's connection limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwapPlan {
+    pub state: String,
+    /// The live database (if any) and the scratch one: blocked, their sessions ended (a session
+    /// on the scratch database, a monitoring agent's or a psql left open, would fail the renames).
+    pub blocked: Vec<DbName>,
+    pub block: Vec<String>,
+    pub terminate: String,
+    pub sessions: String,
+    /// Both renames in one transaction ([`swap_sql`]), or with no live database [`rename_sql`].
+    pub rename: String,
+    /// The restored database (the scratch one, blocked for the renames) and the kept one.
+    pub opened: Vec<DbName>,
+    /// [`unblock_sql`] of each of `opened`, in that order.
+    pub open: Vec<String>,
+}
+
+/// The swap of `n` (`live`: there is a live database to keep), `limit` the connection limit the
+/// databases are opened with again ([`LiveFacts::reopen_limit`]; -1 with no live database).
+pub fn swap_plan(n: &Names, live: bool, limit: i64) -> SwapPlan {
+    let (blocked, rename, opened) = if live {
+        (
+            vec![n.live.clone(), n.scratch.clone()],
+            swap_sql(n),
+            vec![n.live.clone(), n.kept.clone()],
+        )
+    } else {
+        (vec![n.scratch.clone()], rename_sql(n), vec![n.live.clone()])
+    };
+    let refs: Vec<&DbName> = blocked.iter().collect();
+    SwapPlan {
+        state: swap_state_sql(n),
+        block: blocked.iter().map(block_sql).collect(),
+        terminate: terminate_each_sql(&refs),
+        sessions: sessions_each_sql(&refs),
+        blocked,
+        rename,
+        open: opened.iter().map(|db| unblock_sql(db, limit)).collect(),
+        opened,
+    }
+}
+
+impl SwapPlan {
+    /// One round trip of the wait, a transaction per statement: block (the `first` time), end
+    /// the sessions, list those left (the answer's first line is terminate's count).
+    pub fn wait(&self, first: bool) -> Vec<&str> {
+        let block = self.block.iter().filter(|_| first).map(String::as_str);
+        block
+            .chain([self.terminate.as_str(), self.sessions.as_str()])
+            .collect()
+    }
+
+    /// The unblock after the renames, all in one round trip.
+    pub fn open(&self) -> Vec<&str> {
+        self.open.iter().map(String::as_str).collect()
+    }
+}
+
 /// `application_name` of the renames' session (the stamp: digits and `_` only).
 pub fn swap_tag(n: &Names) -> String {
     format!("xtask-swap-{}", n.stamp.as_str())
@@ -1743,6 +1806,49 @@ mod tests {
         );
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
         assert!(kept_list_sql(&n.live).contains("'station\\_before\\_restore\\_%'"));
+    }
+
+    /// `restore --dry-run` prints `state`, `wait(true)`, `rename` and `open()` (one psql each) and
+    /// the swap sends exactly these (the wait's later rounds: `wait(false)`), from one value.
+    #[test]
+    fn the_swap_plan_holds_the_statements_the_dry_run_prints_and_the_swap_runs() {
+        let n = Names::new("station", Stamp::parse("20261201_090000").unwrap()).unwrap();
+        let sw = swap_plan(&n, true, 7);
+        let both = [&n.live, &n.scratch];
+        assert_eq!(sw.state, swap_state_sql(&n));
+        assert_eq!(sw.blocked, [n.live.clone(), n.scratch.clone()]);
+        assert_eq!(
+            sw.wait(true),
+            [
+                block_sql(&n.live),
+                block_sql(&n.scratch),
+                terminate_each_sql(&both),
+                sessions_each_sql(&both),
+            ]
+        );
+        // Later rounds end the sessions and list them again, without blocking again.
+        assert_eq!(sw.wait(false), sw.wait(true)[2..]);
+        assert_eq!(sw.rename, swap_sql(&n));
+        assert_eq!(sw.opened, [n.live.clone(), n.kept.clone()]);
+        assert_eq!(
+            sw.open(),
+            [unblock_sql(&n.live, 7), unblock_sql(&n.kept, 7)]
+        );
+        // No live database: only the scratch one is blocked, renamed and opened (as the live one).
+        let sw = swap_plan(&n, false, -1);
+        assert_eq!(
+            sw.wait(true),
+            [
+                block_sql(&n.scratch),
+                terminate_each_sql(&[&n.scratch]),
+                sessions_each_sql(&[&n.scratch]),
+            ]
+        );
+        assert_eq!(sw.rename, rename_sql(&n));
+        assert_eq!(
+            (sw.opened, sw.open),
+            (vec![n.live.clone()], vec![unblock_sql(&n.live, -1)])
+        );
     }
 
     #[test]
