@@ -139,16 +139,8 @@ pub struct StepReport {
 /// `failed_step` (`input` or `plan`), `message`, `exit_code`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub env: String,
-    pub object: String,
-    pub manifest: bool,
-    pub database: String,
-    pub scratch_database: String,
-    /// The replaced database, kept with every write made after the backup (`None`: there was no
-    /// live database).
-    pub kept_database: Option<String>,
-    pub backup_created_at: Option<String>,
-    pub window_seconds: Option<i64>,
+    #[serde(flatten)]
+    pub planned: Header,
     pub outcome: String,
     pub steps: Vec<StepReport>,
     /// Writers stopped → healthy again.
@@ -164,10 +156,26 @@ pub struct Report {
     pub exit_code: i32,
 }
 
-impl Report {
-    /// The report of `p` with `steps` so far.
-    fn of(env: &Environment, p: &Planned, steps: Vec<StepReport>, warnings: Vec<String>) -> Report {
-        Report {
+/// What the plan chose, first in [`Report`] and [`DryRun`] alike (flattened: their JSON has
+/// these fields at the top level).
+#[derive(Clone, Debug, Serialize)]
+pub struct Header {
+    pub env: String,
+    pub object: String,
+    /// Whether the backup has a manifest.
+    pub manifest: bool,
+    pub database: String,
+    pub scratch_database: String,
+    /// The replaced database, kept with every write made after the backup (`None`: there was no
+    /// live database).
+    pub kept_database: Option<String>,
+    pub backup_created_at: Option<String>,
+    pub window_seconds: Option<i64>,
+}
+
+impl Header {
+    fn of(env: &Environment, p: &Planned) -> Header {
+        Header {
             env: env.name.clone(),
             object: p.object.path.clone(),
             manifest: p.manifest.is_some(),
@@ -176,6 +184,15 @@ impl Report {
             kept_database: p.live.as_ref().map(|_| p.names.kept.to_string()),
             backup_created_at: p.created_at.clone(),
             window_seconds: p.window_seconds,
+        }
+    }
+}
+
+impl Report {
+    /// The report of `p` with `steps` so far.
+    fn of(env: &Environment, p: &Planned, steps: Vec<StepReport>, warnings: Vec<String>) -> Report {
+        Report {
+            planned: Header::of(env, p),
             outcome: "ok".into(),
             steps,
             downtime_ms: None,
@@ -215,14 +232,8 @@ impl Report {
 #[derive(Clone, Debug, Serialize)]
 pub struct DryRun {
     pub dry_run: bool,
-    pub env: String,
-    pub object: String,
-    pub manifest: bool,
-    pub database: String,
-    pub scratch_database: String,
-    pub kept_database: Option<String>,
-    pub backup_created_at: Option<String>,
-    pub window_seconds: Option<i64>,
+    #[serde(flatten)]
+    pub planned: Header,
     pub plan: String,
     pub warnings: Vec<String>,
     pub commands: Vec<String>,
@@ -1103,17 +1114,7 @@ pub fn restore_under(
         }
         return Ok(Outcome::DryRun(Box::new(DryRun {
             dry_run: true,
-            env: env.name.clone(),
-            object: planned.object.path.clone(),
-            manifest: planned.manifest.is_some(),
-            database: planned.names.live.to_string(),
-            scratch_database: planned.names.scratch.to_string(),
-            kept_database: planned
-                .live
-                .as_ref()
-                .map(|_| planned.names.kept.to_string()),
-            backup_created_at: planned.created_at.clone(),
-            window_seconds: planned.window_seconds,
+            planned: Header::of(env, &planned),
             plan: text,
             warnings: plan_warnings.into_iter().chain(space_warnings).collect(),
             commands,
@@ -2051,6 +2052,50 @@ pub fn counts(t: &Target, db: &str) -> Result<BTreeMap<String, u64>> {
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    /// The dry run's and the report's JSON: the plan's fields at the top level, in the order the
+    /// two documents always had (the header is shared, flattened).
+    #[test]
+    fn the_dry_run_and_the_report_put_the_plans_fields_at_the_top_level() {
+        let planned = Header {
+            env: "e".into(),
+            object: "o".into(),
+            manifest: true,
+            database: "d".into(),
+            scratch_database: "s".into(),
+            kept_database: None,
+            backup_created_at: Some("c".into()),
+            window_seconds: Some(5),
+        };
+        let head = r#""env":"e","object":"o","manifest":true,"database":"d","scratch_database":"s","kept_database":null,"backup_created_at":"c","window_seconds":5"#;
+        let d = DryRun {
+            dry_run: true,
+            planned: planned.clone(),
+            plan: "p".into(),
+            warnings: vec![],
+            commands: vec!["x".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            format!(r#"{{"dry_run":true,{head},"plan":"p","warnings":[],"commands":["x"]}}"#)
+        );
+        let r = Report {
+            planned,
+            outcome: "ok".into(),
+            steps: vec![],
+            downtime_ms: Some(1),
+            warnings: vec![],
+            failed_step: None,
+            message: None,
+            exit_code: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            format!(
+                r#"{{{head},"outcome":"ok","steps":[],"downtime_ms":1,"warnings":[],"failed_step":null,"message":null,"exit_code":0}}"#
+            )
+        );
+    }
 
     #[test]
     fn too_little_space_refuses_unless_ignored_and_an_unmeasured_one_warns() {
