@@ -994,11 +994,7 @@ impl Run<'_> {
     }
 
     fn check_interrupt(&self) -> Result<()> {
-        if interrupted() {
-            Err(Error::failed(format!("{INTERRUPTED_BY}{BEFORE_THE_SWAP}")))
-        } else {
-            Ok(())
-        }
+        crate::signals::check(BEFORE_THE_SWAP)
     }
 }
 
@@ -1708,15 +1704,11 @@ fn swap(
     let mut first = true;
     loop {
         // An interrupt while the sessions end calls the swap off: nothing is renamed yet.
-        if interrupted() {
-            return Err(undo(
-                Error::failed(format!(
-                    "{INTERRUPTED_BY} while the sessions on {} were ending, before any rename",
-                    names_of(&blocked)
-                )),
-                false,
-            ));
-        }
+        crate::signals::check(&format!(
+            " while the sessions on {} were ending, before any rename",
+            names_of(&blocked)
+        ))
+        .map_err(|e| undo(e, false))?;
         // One round trip: block (the first time), end the sessions, list those left.
         let out = t
             .sql_each("postgres", &sw.wait(first))
@@ -1748,14 +1740,9 @@ fn swap(
     // before this point calls the swap off (see the handler).
     {
         let mut phase = PHASE.lock().unwrap_or_else(|e| e.into_inner());
-        if interrupted() {
+        if let Err(e) = crate::signals::check(" once the sessions had ended, before any rename") {
             drop(phase);
-            return Err(undo(
-                Error::failed(format!(
-                    "{INTERRUPTED_BY} once the sessions had ended, before any rename"
-                )),
-                false,
-            ));
+            return Err(undo(e, false));
         }
         *phase = Phase::Renaming;
     }
