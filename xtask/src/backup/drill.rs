@@ -75,20 +75,6 @@ pub const COUNT_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) || '|'
  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1";
 
-/// The newest applied migration, the way `backup-db.sh` records it in the manifest: the name of the
-/// greatest `version` in the builtin `schema_migrations`, else TypeORM's newest `migrations` name,
-/// else nothing (an empty line). Fixed SQL; the tables are only read when they exist with those columns.
-pub const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
- WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') \
- AND attname IN ('version', 'name') AND NOT attisdropped) = 2 \
- THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM schema_migrations \
- ORDER BY version DESC LIMIT 1', false, true, '')))[1]::text \
- WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('migrations') \
- AND attname IN ('timestamp', 'name') AND NOT attisdropped) = 2 \
- THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM migrations \
- ORDER BY \"timestamp\" DESC LIMIT 1', false, true, '')))[1]::text \
- END";
-
 /// One table's row count in the reference (`source`: the manifest, or the live database for a backup
 /// without one) and in the restored scratch database.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

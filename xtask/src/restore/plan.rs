@@ -935,17 +935,6 @@ pub fn finish_by_hand(n: &Names, kept: bool, limit: i64) -> (String, String) {
 /// `public` (where `backup-db.sh`, on the default search path, finds them): nothing the dump
 /// defined in `public` can stand in for a built-in (CVE-2018-1058's pattern), whatever its types.
 fn got_sql() -> String {
-    let newest = crate::backup::drill::NEWEST_MIGRATION_SQL
-        .replace(
-            "to_regclass('schema_migrations')",
-            "to_regclass('public.schema_migrations')",
-        )
-        .replace(
-            "to_regclass('migrations')",
-            "to_regclass('public.migrations')",
-        )
-        .replace("FROM schema_migrations ", "FROM public.schema_migrations ")
-        .replace("FROM migrations ", "FROM public.migrations ");
     format!(
         "SELECT pg_catalog.set_config('xtask.got', pg_catalog.jsonb_build_object('tables', \
          (SELECT coalesce(pg_catalog.jsonb_object_agg(t.k, t.n), '{{}}'::pg_catalog.jsonb) FROM (\
@@ -956,9 +945,24 @@ fn got_sql() -> String {
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') t), \
-         'migration', nullif(({newest}), ''))::pg_catalog.text, false)"
+         'migration', nullif(({NEWEST_MIGRATION_SQL}), ''))::pg_catalog.text, false)"
     )
 }
+
+/// The newest applied migration, the way `backup-db.sh` records it in the manifest: the name of the
+/// greatest `version` in the builtin `public.schema_migrations`, else TypeORM's newest
+/// `public.migrations` name, else nothing (an empty line). The tables are only read when they
+/// exist with those columns, and named by their schema (see [`got_sql`]).
+const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
+ WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('public.schema_migrations') \
+ AND attname IN ('version', 'name') AND NOT attisdropped) = 2 \
+ THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM public.schema_migrations \
+ ORDER BY version DESC LIMIT 1', false, true, '')))[1]::text \
+ WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('public.migrations') \
+ AND attname IN ('timestamp', 'name') AND NOT attisdropped) = 2 \
+ THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM public.migrations \
+ ORDER BY \"timestamp\" DESC LIMIT 1', false, true, '')))[1]::text \
+ END";
 
 /// What the gate raises when the counts are not the manifest's (psql's error names it).
 pub const GATE_TAG: &str = "xtask-gate:";
@@ -1591,7 +1595,7 @@ mod tests {
         ));
         assert!(!plain.contains('\n'), "{plain}");
         assert!(!plain.contains("DO $xtask$"), "{plain}");
-        // The migration tables by their schema (the replacements in `got_sql` took).
+        // The migration tables by their schema.
         for (gone, there) in [
             (
                 "to_regclass('schema_migrations')",
