@@ -31,6 +31,16 @@ pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// The check between a command's steps: when a signal came, exit 1 saying [`INTERRUPTED_BY`]
+/// then `then`, what the phase says of where it stopped (`" before the swap: ..."`).
+pub(crate) fn check(then: &str) -> Result<()> {
+    if interrupted() {
+        Err(Error::failed(format!("{INTERRUPTED_BY}{then}")))
+    } else {
+        Ok(())
+    }
+}
+
 /// What this phase does on a signal, for as long as the returned guard lives (the flag is set
 /// before it runs). Registrations nest: the innermost alive one runs, and when its guard drops the
 /// one around it is current again. Installs the handler on the first call; the error (exit 1)

@@ -14,8 +14,8 @@
 //! with the live database instead, with a warning; `--strict` refuses it.
 //!
 //! The scratch database is a full copy beside the live one, on the same filesystems: before it is
-//! made the drill runs restore's free-space check (`restore/free-space.sh`, [`plan::space_of`],
-//! `restore::check_space`; exit 1 with nothing made when it does not fit, `--ignore-space` to go
+//! made the drill runs restore's free-space check (`restore/free-space.sh`,
+//! `restore::SpaceCheck`; exit 1 with nothing made when it does not fit, `--ignore-space` to go
 //! on) and creates it like the live database (its encoding, locale and tablespace, from the same
 //! facts query: [`plan::drill_facts_sql`]), as a restore would.
 
@@ -74,20 +74,6 @@ pub const COUNT_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) || '|'
  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1";
-
-/// The newest applied migration, the way `backup-db.sh` records it in the manifest: the name of the
-/// greatest `version` in the builtin `schema_migrations`, else TypeORM's newest `migrations` name,
-/// else nothing (an empty line). Fixed SQL; the tables are only read when they exist with those columns.
-pub const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
- WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') \
- AND attname IN ('version', 'name') AND NOT attisdropped) = 2 \
- THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM schema_migrations \
- ORDER BY version DESC LIMIT 1', false, true, '')))[1]::text \
- WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('migrations') \
- AND attname IN ('timestamp', 'name') AND NOT attisdropped) = 2 \
- THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM migrations \
- ORDER BY \"timestamp\" DESC LIMIT 1', false, true, '')))[1]::text \
- END";
 
 /// One table's row count in the reference (`source`: the manifest, or the live database for a backup
 /// without one) and in the restored scratch database.
@@ -329,10 +315,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
     // free space where PostgreSQL runs, while the bucket is listed.
     let facts_sql = plan::drill_facts_sql(&live);
     let (objects, facts) = std::thread::scope(|scope| {
-        let facts = scope.spawn(|| {
-            t.sql("postgres", &facts_sql)
-                .map(|f| (crate::restore::measure_space(&t, &f), f))
-        });
+        let facts = scope.spawn(|| crate::restore::facts_and_space(&t, &facts_sql));
         let objects = list_with(env, host);
         let facts = facts
             .join()
@@ -365,25 +348,14 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
         Some(_) => plan::parse_live_props(&facts)?,
         None => None,
     };
-    let (space, note) = plan::space_of(
+    let space = crate::restore::SpaceCheck::of(
+        &facts,
         live_facts.as_ref().map(|l| l.size_bytes),
         obj.size,
-        plan::parse_cluster(&facts).max_wal_size,
         &measured,
     );
-    let space_text = match &space {
-        plan::Space::Enough(m) => m.clone(),
-        plan::Space::Short(m) => format!("NOT ENOUGH: {m}"),
-        plan::Space::Unknown(m) => format!("not measured: {m}"),
-    };
-    eprintln!("drill: space {space_text}");
-    for w in crate::restore::check_space(
-        &space,
-        note.as_deref(),
-        opts.ignore_space,
-        &env.name,
-        "refusing the drill",
-    )? {
+    eprintln!("drill: space {}", space.space);
+    for w in space.check(opts.ignore_space, &env.name, "refusing the drill")? {
         eprintln!("warning: {w}");
         warnings.push(w);
     }

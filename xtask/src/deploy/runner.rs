@@ -564,7 +564,8 @@ fn skipped(step: Step) -> StepReport {
     }
 }
 
-/// Free KiB in the filesystem holding `dir` (`df -Pk`).
+/// Free KiB in the filesystem holding `dir` (`df -Pk`, its last line read as restore's space
+/// check reads it: [`crate::restore::plan::parse_df_line`]).
 fn free_kb(dir: &Path) -> Result<u64> {
     let out = Cmd::new("df")
         .arg("-Pk")
@@ -572,9 +573,9 @@ fn free_kb(dir: &Path) -> Result<u64> {
         .timeout(Duration::from_secs(20))
         .read()?;
     out.lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
+        .last()
+        .and_then(crate::restore::plan::parse_df_line)
+        .map(|fs| fs.avail_bytes / 1024)
         .ok_or_else(|| Error::failed(format!("cannot read `df -Pk` output: {out:?}")))
 }
 

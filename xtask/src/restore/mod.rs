@@ -139,16 +139,8 @@ pub struct StepReport {
 /// `failed_step` (`input` or `plan`), `message`, `exit_code`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub env: String,
-    pub object: String,
-    pub manifest: bool,
-    pub database: String,
-    pub scratch_database: String,
-    /// The replaced database, kept with every write made after the backup (`None`: there was no
-    /// live database).
-    pub kept_database: Option<String>,
-    pub backup_created_at: Option<String>,
-    pub window_seconds: Option<i64>,
+    #[serde(flatten)]
+    pub planned: Header,
     pub outcome: String,
     pub steps: Vec<StepReport>,
     /// Writers stopped → healthy again.
@@ -164,10 +156,26 @@ pub struct Report {
     pub exit_code: i32,
 }
 
-impl Report {
-    /// The report of `p` with `steps` so far.
-    fn of(env: &Environment, p: &Planned, steps: Vec<StepReport>, warnings: Vec<String>) -> Report {
-        Report {
+/// What the plan chose, first in [`Report`] and [`DryRun`] alike (flattened: their JSON has
+/// these fields at the top level).
+#[derive(Clone, Debug, Serialize)]
+pub struct Header {
+    pub env: String,
+    pub object: String,
+    /// Whether the backup has a manifest.
+    pub manifest: bool,
+    pub database: String,
+    pub scratch_database: String,
+    /// The replaced database, kept with every write made after the backup (`None`: there was no
+    /// live database).
+    pub kept_database: Option<String>,
+    pub backup_created_at: Option<String>,
+    pub window_seconds: Option<i64>,
+}
+
+impl Header {
+    fn of(env: &Environment, p: &Planned) -> Header {
+        Header {
             env: env.name.clone(),
             object: p.object.path.clone(),
             manifest: p.manifest.is_some(),
@@ -176,6 +184,15 @@ impl Report {
             kept_database: p.live.as_ref().map(|_| p.names.kept.to_string()),
             backup_created_at: p.created_at.clone(),
             window_seconds: p.window_seconds,
+        }
+    }
+}
+
+impl Report {
+    /// The report of `p` with `steps` so far.
+    fn of(env: &Environment, p: &Planned, steps: Vec<StepReport>, warnings: Vec<String>) -> Report {
+        Report {
+            planned: Header::of(env, p),
             outcome: "ok".into(),
             steps,
             downtime_ms: None,
@@ -215,14 +232,8 @@ impl Report {
 #[derive(Clone, Debug, Serialize)]
 pub struct DryRun {
     pub dry_run: bool,
-    pub env: String,
-    pub object: String,
-    pub manifest: bool,
-    pub database: String,
-    pub scratch_database: String,
-    pub kept_database: Option<String>,
-    pub backup_created_at: Option<String>,
-    pub window_seconds: Option<i64>,
+    #[serde(flatten)]
+    pub planned: Header,
     pub plan: String,
     pub warnings: Vec<String>,
     pub commands: Vec<String>,
@@ -337,10 +348,8 @@ pub struct Planned {
     pub leftover_scratch: Vec<String>,
     /// The live database's own properties, given to the scratch database (`None`: no live one).
     pub props: Option<plan::LiveProps>,
-    /// The free-space check's verdict.
-    pub space: plan::Space,
-    /// What it could not measure (the WAL directory), as a warning.
-    pub space_note: Option<String>,
+    /// The free-space check.
+    pub space: SpaceCheck,
 }
 
 /// Choose the object, read its manifest (a malformed one fails; a missing one warns, or fails with
@@ -352,35 +361,37 @@ pub fn plan_restore(t: &Target, opts: &Options) -> Result<Planned> {
     // round trip of its own: on a server over SSH, or to B2, they add up).
     let facts_sql = plan::plan_facts_sql(&names);
     std::thread::scope(|scope| {
-        // The free space is measured once the facts say where the data directory is.
-        let facts = scope.spawn(|| {
-            t.sql("postgres", &facts_sql)
-                .map(|f| (measure_space(t, &f), f))
-        });
+        let facts = scope.spawn(|| facts_and_space(t, &facts_sql));
         let chosen = choose_and_read(t, opts);
         let (fs, facts) = facts
             .join()
             .unwrap_or_else(|_| Err(Error::failed("reading the databases' facts panicked")))?;
         let (object, manifest) = chosen?;
         let mut p = plan_from(object, manifest, names, &facts)?;
-        let cluster = plan::parse_cluster(&facts);
-        (p.space, p.space_note) = plan::space_of(
+        p.space = SpaceCheck::of(
+            &facts,
             p.live.as_ref().map(|l| l.size_bytes),
             p.object.size,
-            cluster.max_wal_size,
             &fs,
         );
         Ok(p)
     })
 }
 
+/// The databases' facts (`facts_sql`, a query with the cluster's facts: [`plan::plan_facts_sql`],
+/// [`plan::drill_facts_sql`]) and the free space measured once they say where the data directory
+/// is. Restore's plan and `backup drill` read them alike (on a thread of their own while the
+/// bucket is listed).
+pub(crate) fn facts_and_space(t: &Target, facts_sql: &str) -> Result<(Measured, String)> {
+    t.sql("postgres", facts_sql)
+        .map(|f| (measure_space(t, &f), f))
+}
+
 /// The filesystems of the live database's directory and of the WAL, and those paths (see
-/// [`plan::space_paths`]), or why they cannot be measured: `facts` is the answer of a query with
-/// the cluster's facts ([`plan::plan_facts_sql`], [`plan::drill_facts_sql`]). Restore's plan and
-/// `backup drill` measure alike.
+/// [`plan::space_paths`]), or why they cannot be measured.
 pub(crate) type Measured = std::result::Result<([Option<plan::Fs>; 2], [String; 2]), String>;
 
-pub(crate) fn measure_space(t: &Target, facts: &str) -> Measured {
+fn measure_space(t: &Target, facts: &str) -> Measured {
     let cluster = plan::parse_cluster(facts);
     let props = plan::parse_live_props(facts).ok().flatten();
     let paths = plan::space_paths(&cluster, props.as_ref()).ok_or_else(|| {
@@ -513,8 +524,10 @@ fn plan_from(
         window_seconds,
         leftover_scratch,
         props,
-        space: plan::Space::Unknown("not measured".into()),
-        space_note: None,
+        space: SpaceCheck {
+            space: plan::Space::Unknown("not measured".into()),
+            note: None,
+        },
     })
 }
 
@@ -630,48 +643,63 @@ fn props_text(p: &Planned) -> String {
               locale, the default tablespace, the default ACL)\n"
             .into(),
     };
-    s.push_str(&match &p.space {
-        plan::Space::Enough(m) => format!("  space     {m}\n"),
-        plan::Space::Short(m) => format!("  space     NOT ENOUGH: {m}\n"),
-        plan::Space::Unknown(m) => format!("  space     not measured: {m}\n"),
-    });
+    s.push_str(&format!("  space     {}\n", p.space.space));
     s
 }
 
-/// The space check (restore's and `backup drill`'s; `refusing`: "refusing to restore", ...): short
-/// is exit 1 (nothing changed) unless `--ignore-space`; not measured, or the WAL directory not
-/// measured (`note`), is a warning. The warnings it gives.
-pub(crate) fn check_space(
-    space: &plan::Space,
-    note: Option<&str>,
-    ignore: bool,
-    env: &str,
-    refusing: &str,
-) -> Result<Vec<String>> {
-    let verdict = match space {
-        plan::Space::Enough(_) => None,
-        plan::Space::Short(m) if !ignore => {
-            return Err(Error::failed(format!(
-                "{refusing}: not enough free space beside the live database: {m}. A full \
-                 disk during the replay fills the WAL too, and PostgreSQL then stops every session \
-                 of the cluster. Free some space (`cargo xtask restore --env {env} --kept` lists \
-                 the kept databases), or pass --ignore-space if the estimate is too high (a \
-                 bloated live database); nothing was changed"
-            )))
-        }
-        plan::Space::Short(m) => Some(format!(
-            "not enough free space beside the live database ({m}): going on (--ignore-space)"
-        )),
-        plan::Space::Unknown(m) => Some(format!(
-            "the free space beside the live database could not be checked ({m}): make sure the \
-             replay fits (about the live database's size again, plus its WAL)"
-        )),
-    };
-    Ok(note
-        .map(str::to_string)
-        .into_iter()
-        .chain(verdict)
-        .collect())
+/// The free-space check of a scratch database made beside the live one: restore's plan and
+/// `backup drill`'s. `space`: the verdict ([`plan::space_of`], shown with its `Display`); `note`:
+/// what could not be measured (the WAL directory), as a warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpaceCheck {
+    pub space: plan::Space,
+    pub note: Option<String>,
+}
+
+impl SpaceCheck {
+    /// The check of a copy of the live database (`live_size`; `None`: there is none, the object's
+    /// `object_size` is the estimate) on what was `measured`, the WAL bounded by the cluster's
+    /// `max_wal_size` from `facts` ([`facts_and_space`]).
+    pub(crate) fn of(
+        facts: &str,
+        live_size: Option<u64>,
+        object_size: u64,
+        measured: &Measured,
+    ) -> SpaceCheck {
+        let (space, note) = plan::space_of(
+            live_size,
+            object_size,
+            plan::parse_cluster(facts).max_wal_size,
+            measured,
+        );
+        SpaceCheck { space, note }
+    }
+
+    /// The verdict (`refusing`: "refusing to restore", ...): short is exit 1 (nothing changed)
+    /// unless `--ignore-space` (`ignore`); not measured, or the WAL directory not measured, is a
+    /// warning. The warnings it gives.
+    pub(crate) fn check(&self, ignore: bool, env: &str, refusing: &str) -> Result<Vec<String>> {
+        let verdict = match &self.space {
+            plan::Space::Enough(_) => None,
+            plan::Space::Short(m) if !ignore => {
+                return Err(Error::failed(format!(
+                    "{refusing}: not enough free space beside the live database: {m}. A full \
+                     disk during the replay fills the WAL too, and PostgreSQL then stops every session \
+                     of the cluster. Free some space (`cargo xtask restore --env {env} --kept` lists \
+                     the kept databases), or pass --ignore-space if the estimate is too high (a \
+                     bloated live database); nothing was changed"
+                )))
+            }
+            plan::Space::Short(m) => Some(format!(
+                "not enough free space beside the live database ({m}): going on (--ignore-space)"
+            )),
+            plan::Space::Unknown(m) => Some(format!(
+                "the free space beside the live database could not be checked ({m}): make sure the \
+                 replay fits (about the live database's size again, plus its WAL)"
+            )),
+        };
+        Ok(self.note.clone().into_iter().chain(verdict).collect())
+    }
 }
 
 /// The statements giving the scratch database the live one's ACL, settings, comment and
@@ -696,7 +724,6 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
         .as_ref()
         .map(|l| l.owner.clone())
         .unwrap_or_else(|| t.env.db_user.clone());
-    let limit = p.live.as_ref().map(LiveFacts::reopen_limit).unwrap_or(-1);
     let rp = replayer(t, p, opts);
     let login = rp.login();
     let create = rp.create_sqls(&owner);
@@ -768,31 +795,12 @@ fn dry_run_commands(t: &Target, p: &Planned, opts: &Options) -> Result<Vec<Strin
     }
     // As the swap runs them: the live database (if any) and the scratch one blocked and emptied
     // of sessions, the renames, then connections allowed again.
-    let blocked: Vec<&DbName> = match &p.live {
-        Some(_) => vec![&n.live, &n.scratch],
-        None => vec![&n.scratch],
-    };
-    let mut wait: Vec<String> = blocked.iter().map(|db| plan::block_sql(db)).collect();
-    wait.push(plan::terminate_each_sql(&blocked));
-    wait.push(plan::sessions_each_sql(&blocked));
-    let (rename, open) = match &p.live {
-        Some(_) => (
-            plan::swap_sql(n),
-            vec![
-                plan::unblock_sql(&n.live, limit),
-                plan::unblock_sql(&n.kept, limit),
-            ],
-        ),
-        None => (plan::rename_sql(n), vec![plan::unblock_sql(&n.live, limit)]),
-    };
-    fn strs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
+    let sw = swap_plan(p);
     v.extend([
-        t.sql_cmd("postgres", &plan::swap_state_sql(n))?.display(),
-        t.sql_each_cmd("postgres", &strs(&wait))?.display(),
-        t.sql_cmd("postgres", &rename)?.display(),
-        t.sql_each_cmd("postgres", &strs(&open))?.display(),
+        t.sql_cmd("postgres", &sw.state)?.display(),
+        t.sql_each_cmd("postgres", &sw.wait(true))?.display(),
+        t.sql_cmd("postgres", &sw.rename)?.display(),
+        t.sql_each_cmd("postgres", &sw.open())?.display(),
     ]);
     Ok(v)
 }
@@ -986,11 +994,7 @@ impl Run<'_> {
     }
 
     fn check_interrupt(&self) -> Result<()> {
-        if interrupted() {
-            Err(Error::failed(format!("{INTERRUPTED_BY}{BEFORE_THE_SWAP}")))
-        } else {
-            Ok(())
-        }
+        crate::signals::check(BEFORE_THE_SWAP)
     }
 }
 
@@ -1084,16 +1088,14 @@ pub fn restore_under(
     for w in &plan_warnings {
         eprintln!("warning: {w}");
     }
-    let space_warnings = match check_space(
-        &planned.space,
-        planned.space_note.as_deref(),
-        opts.ignore_space,
-        &env.name,
-        "refusing to restore",
-    ) {
-        Ok(w) => w,
-        Err(e) => return refused("space", e, skew.into_iter().collect()),
-    };
+    let space_warnings =
+        match planned
+            .space
+            .check(opts.ignore_space, &env.name, "refusing to restore")
+        {
+            Ok(w) => w,
+            Err(e) => return refused("space", e, skew.into_iter().collect()),
+        };
     for w in &space_warnings {
         eprintln!("warning: {w}");
     }
@@ -1108,17 +1110,7 @@ pub fn restore_under(
         }
         return Ok(Outcome::DryRun(Box::new(DryRun {
             dry_run: true,
-            env: env.name.clone(),
-            object: planned.object.path.clone(),
-            manifest: planned.manifest.is_some(),
-            database: planned.names.live.to_string(),
-            scratch_database: planned.names.scratch.to_string(),
-            kept_database: planned
-                .live
-                .as_ref()
-                .map(|_| planned.names.kept.to_string()),
-            backup_created_at: planned.created_at.clone(),
-            window_seconds: planned.window_seconds,
+            planned: Header::of(env, &planned),
             plan: text,
             warnings: plan_warnings.into_iter().chain(space_warnings).collect(),
             commands,
@@ -1512,6 +1504,12 @@ fn execute(
     Ok(Some(downtime))
 }
 
+/// The swap of `p` ([`plan::swap_plan`]): what [`swap`] runs and the dry run prints.
+fn swap_plan(p: &Planned) -> plan::SwapPlan {
+    let limit = p.live.as_ref().map_or(-1, LiveFacts::reopen_limit);
+    plan::swap_plan(&p.names, p.live.is_some(), limit)
+}
+
 fn run_swap_wait(o: &Options) -> Duration {
     o.swap_wait
 }
@@ -1692,50 +1690,30 @@ fn swap(
             }
         ))
     };
+    let sw = swap_plan(p);
     // Which database is which, by oid, for the read-back.
     let before = t
-        .sql("postgres", &plan::swap_state_sql(n))
+        .sql("postgres", &sw.state)
         .and_then(|text| plan::parse_db_rows(&text))
         .and_then(|rows| plan::Oids::of(n, &rows))
         .map_err(|e| undo(e, false))?;
-    let rename_sql = match &p.live {
-        Some(_) => plan::swap_sql(n),
-        // No live database: the restored one just takes the name.
-        None => plan::rename_sql(n),
-    };
-    // The live database and the scratch one alike: blocked, their sessions ended (a session on
-    // the scratch database, a monitoring agent's or a psql left open, would fail the renames).
-    // The scratch database is opened again with the live one's limit once it is the live one.
-    let blocked: Vec<&DbName> = match &p.live {
-        Some(_) => vec![&n.live, &n.scratch],
-        None => vec![&n.scratch],
-    };
+    // The live database and the scratch one alike: blocked, their sessions ended. The scratch
+    // database is opened again with the live one's limit once it is the live one.
+    let blocked: Vec<&DbName> = sw.blocked.iter().collect();
     let deadline = Instant::now() + wait;
-    let block: Vec<String> = blocked.iter().map(|db| plan::block_sql(db)).collect();
-    let (terminate, sessions) = (
-        plan::terminate_each_sql(&blocked),
-        plan::sessions_each_sql(&blocked),
-    );
     let mut first = true;
     loop {
         // An interrupt while the sessions end calls the swap off: nothing is renamed yet.
-        if interrupted() {
-            return Err(undo(
-                Error::failed(format!(
-                    "{INTERRUPTED_BY} while the sessions on {} were ending, before any rename",
-                    names_of(&blocked)
-                )),
-                false,
-            ));
-        }
-        // One round trip, a transaction per statement: block (the first time), end the
-        // sessions, list those left. The answer's first line is terminate's count.
-        let mut sqls = vec![terminate.as_str(), sessions.as_str()];
-        if first {
-            sqls.splice(0..0, block.iter().map(String::as_str));
-            first = false;
-        }
-        let out = t.sql_each("postgres", &sqls).map_err(|e| undo(e, false))?;
+        crate::signals::check(&format!(
+            " while the sessions on {} were ending, before any rename",
+            names_of(&blocked)
+        ))
+        .map_err(|e| undo(e, false))?;
+        // One round trip: block (the first time), end the sessions, list those left.
+        let out = t
+            .sql_each("postgres", &sw.wait(first))
+            .map_err(|e| undo(e, false))?;
+        first = false;
         let left: Vec<&str> = out
             .lines()
             .skip(1)
@@ -1762,19 +1740,14 @@ fn swap(
     // before this point calls the swap off (see the handler).
     {
         let mut phase = PHASE.lock().unwrap_or_else(|e| e.into_inner());
-        if interrupted() {
+        if let Err(e) = crate::signals::check(" once the sessions had ended, before any rename") {
             drop(phase);
-            return Err(undo(
-                Error::failed(format!(
-                    "{INTERRUPTED_BY} once the sessions had ended, before any rename"
-                )),
-                false,
-            ));
+            return Err(undo(e, false));
         }
         *phase = Phase::Renaming;
     }
     let mut warnings = Vec::new();
-    if let Err(why) = t.sql("postgres", &rename_sql) {
+    if let Err(why) = t.sql("postgres", &sw.rename) {
         // The renames may have committed though the reply was lost: read, do not assume.
         match read_back(t, n) {
             Err(read) => {
@@ -1813,24 +1786,11 @@ fn swap(
     // Renamed. Connections: the new live database (the scratch one, blocked for the renames) and
     // the kept one open with the old limit (-1 when the live one was found blocked, or there was
     // none: see `LiveFacts::reopen_limit`).
-    let opened: Vec<&DbName> = match &p.live {
-        Some(_) => vec![&n.live, &n.kept],
-        None => vec![&n.live],
-    };
     let mut failed = Vec::new();
-    let open: Vec<String> = opened
-        .iter()
-        .map(|db| plan::unblock_sql(db, limit))
-        .collect();
     // All in one round trip; only when that fails, one by one to know which.
-    if t.sql_each(
-        "postgres",
-        &open.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .is_err()
-    {
-        for db in opened {
-            if let Err(e) = t.sql("postgres", &plan::unblock_sql(db, limit)) {
+    if t.sql_each("postgres", &sw.open()).is_err() {
+        for (db, sql) in sw.opened.iter().zip(&sw.open) {
+            if let Err(e) = t.sql("postgres", sql) {
                 failed.push((db, e));
             }
         }
@@ -2080,9 +2040,60 @@ mod tests {
     use super::*;
     use std::cell::Cell;
 
+    /// The dry run's and the report's JSON: the plan's fields at the top level, in the order the
+    /// two documents always had (the header is shared, flattened).
+    #[test]
+    fn the_dry_run_and_the_report_put_the_plans_fields_at_the_top_level() {
+        let planned = Header {
+            env: "e".into(),
+            object: "o".into(),
+            manifest: true,
+            database: "d".into(),
+            scratch_database: "s".into(),
+            kept_database: None,
+            backup_created_at: Some("c".into()),
+            window_seconds: Some(5),
+        };
+        let head = r#""env":"e","object":"o","manifest":true,"database":"d","scratch_database":"s","kept_database":null,"backup_created_at":"c","window_seconds":5"#;
+        let d = DryRun {
+            dry_run: true,
+            planned: planned.clone(),
+            plan: "p".into(),
+            warnings: vec![],
+            commands: vec!["x".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            format!(r#"{{"dry_run":true,{head},"plan":"p","warnings":[],"commands":["x"]}}"#)
+        );
+        let r = Report {
+            planned,
+            outcome: "ok".into(),
+            steps: vec![],
+            downtime_ms: Some(1),
+            warnings: vec![],
+            failed_step: None,
+            message: None,
+            exit_code: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            format!(
+                r#"{{{head},"outcome":"ok","steps":[],"downtime_ms":1,"warnings":[],"failed_step":null,"message":null,"exit_code":0}}"#
+            )
+        );
+    }
+
     #[test]
     fn too_little_space_refuses_unless_ignored_and_an_unmeasured_one_warns() {
         const R: &str = "refusing to restore";
+        let check_space = |space: &plan::Space, note: Option<&str>, ignore, env, refusing| {
+            SpaceCheck {
+                space: space.clone(),
+                note: note.map(str::to_string),
+            }
+            .check(ignore, env, refusing)
+        };
         let short = plan::Space::Short("1 GiB free on d /, 2 GiB needed".into());
         let e = check_space(&short, None, false, "staging", R).unwrap_err();
         assert_eq!(e.exit_code(), ExitCode::Failed);
@@ -2118,6 +2129,16 @@ mod tests {
         // The WAL directory unmeasured: its warning, also when the rest fits.
         let w = check_space(&ok, Some("df could not measure /d/pg_wal"), false, "x", R).unwrap();
         assert_eq!(w, vec!["df could not measure /d/pg_wal".to_string()]);
+        // As the plan and the drill show the verdict.
+        assert_eq!(ok.to_string(), "ok");
+        assert_eq!(
+            short.to_string(),
+            "NOT ENOUGH: 1 GiB free on d /, 2 GiB needed"
+        );
+        assert_eq!(
+            plan::Space::Unknown("df failed".into()).to_string(),
+            "not measured: df failed"
+        );
     }
 
     #[test]

@@ -627,6 +627,69 @@ pub fn swap_sql(n: &Names) -> String {
     )
 }
 
+/// The swap's statements: what the swap sends and `restore --dry-run` prints (one value, so the
+/// dry run shows what runs). In order: `state` (which database is which, by oid, for the
+/// read-back), the wait (`block` each of `blocked`, then `terminate` their sessions and list
+/// the `sessions` left, repeated without the block until none is), `rename`, then `open` each of
+/// `opened` again with the live database's connection limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwapPlan {
+    pub state: String,
+    /// The live database (if any) and the scratch one: blocked, their sessions ended (a session
+    /// on the scratch database, a monitoring agent's or a psql left open, would fail the renames).
+    pub blocked: Vec<DbName>,
+    pub block: Vec<String>,
+    pub terminate: String,
+    pub sessions: String,
+    /// Both renames in one transaction ([`swap_sql`]), or with no live database [`rename_sql`].
+    pub rename: String,
+    /// The restored database (the scratch one, blocked for the renames) and the kept one.
+    pub opened: Vec<DbName>,
+    /// [`unblock_sql`] of each of `opened`, in that order.
+    pub open: Vec<String>,
+}
+
+/// The swap of `n` (`live`: there is a live database to keep), `limit` the connection limit the
+/// databases are opened with again ([`LiveFacts::reopen_limit`]; -1 with no live database).
+pub fn swap_plan(n: &Names, live: bool, limit: i64) -> SwapPlan {
+    let (blocked, rename, opened) = if live {
+        (
+            vec![n.live.clone(), n.scratch.clone()],
+            swap_sql(n),
+            vec![n.live.clone(), n.kept.clone()],
+        )
+    } else {
+        (vec![n.scratch.clone()], rename_sql(n), vec![n.live.clone()])
+    };
+    let refs: Vec<&DbName> = blocked.iter().collect();
+    SwapPlan {
+        state: swap_state_sql(n),
+        block: blocked.iter().map(block_sql).collect(),
+        terminate: terminate_each_sql(&refs),
+        sessions: sessions_each_sql(&refs),
+        blocked,
+        rename,
+        open: opened.iter().map(|db| unblock_sql(db, limit)).collect(),
+        opened,
+    }
+}
+
+impl SwapPlan {
+    /// One round trip of the wait, a transaction per statement: block (the `first` time), end
+    /// the sessions, list those left (the answer's first line is terminate's count).
+    pub fn wait(&self, first: bool) -> Vec<&str> {
+        let block = self.block.iter().filter(|_| first).map(String::as_str);
+        block
+            .chain([self.terminate.as_str(), self.sessions.as_str()])
+            .collect()
+    }
+
+    /// The unblock after the renames, all in one round trip.
+    pub fn open(&self) -> Vec<&str> {
+        self.open.iter().map(String::as_str).collect()
+    }
+}
+
 /// `application_name` of the renames' session (the stamp: digits and `_` only).
 pub fn swap_tag(n: &Names) -> String {
     format!("xtask-swap-{}", n.stamp.as_str())
@@ -872,17 +935,6 @@ pub fn finish_by_hand(n: &Names, kept: bool, limit: i64) -> (String, String) {
 /// `public` (where `backup-db.sh`, on the default search path, finds them): nothing the dump
 /// defined in `public` can stand in for a built-in (CVE-2018-1058's pattern), whatever its types.
 fn got_sql() -> String {
-    let newest = crate::backup::drill::NEWEST_MIGRATION_SQL
-        .replace(
-            "to_regclass('schema_migrations')",
-            "to_regclass('public.schema_migrations')",
-        )
-        .replace(
-            "to_regclass('migrations')",
-            "to_regclass('public.migrations')",
-        )
-        .replace("FROM schema_migrations ", "FROM public.schema_migrations ")
-        .replace("FROM migrations ", "FROM public.migrations ");
     format!(
         "SELECT pg_catalog.set_config('xtask.got', pg_catalog.jsonb_build_object('tables', \
          (SELECT coalesce(pg_catalog.jsonb_object_agg(t.k, t.n), '{{}}'::pg_catalog.jsonb) FROM (\
@@ -893,9 +945,24 @@ fn got_sql() -> String {
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') t), \
-         'migration', nullif(({newest}), ''))::pg_catalog.text, false)"
+         'migration', nullif(({NEWEST_MIGRATION_SQL}), ''))::pg_catalog.text, false)"
     )
 }
+
+/// The newest applied migration, the way `backup-db.sh` records it in the manifest: the name of the
+/// greatest `version` in the builtin `public.schema_migrations`, else TypeORM's newest
+/// `public.migrations` name, else nothing (an empty line). The tables are only read when they
+/// exist with those columns, and named by their schema (see [`got_sql`]).
+const NEWEST_MIGRATION_SQL: &str = "SELECT CASE \
+ WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('public.schema_migrations') \
+ AND attname IN ('version', 'name') AND NOT attisdropped) = 2 \
+ THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM public.schema_migrations \
+ ORDER BY version DESC LIMIT 1', false, true, '')))[1]::text \
+ WHEN (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('public.migrations') \
+ AND attname IN ('timestamp', 'name') AND NOT attisdropped) = 2 \
+ THEN (xpath('/row/m/text()', query_to_xml('SELECT name AS m FROM public.migrations \
+ ORDER BY \"timestamp\" DESC LIMIT 1', false, true, '')))[1]::text \
+ END";
 
 /// What the gate raises when the counts are not the manifest's (psql's error names it).
 pub const GATE_TAG: &str = "xtask-gate:";
@@ -1424,6 +1491,18 @@ pub enum Space {
     Unknown(String),
 }
 
+/// How the plan (and `backup drill`) shows the verdict: what was compared, `NOT ENOUGH: ...`, or
+/// `not measured: ...`.
+impl std::fmt::Display for Space {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Space::Enough(m) => f.write_str(m),
+            Space::Short(m) => write!(f, "NOT ENOUGH: {m}"),
+            Space::Unknown(m) => write!(f, "not measured: {m}"),
+        }
+    }
+}
+
 /// Bytes with a binary unit, for people.
 pub fn human_bytes(b: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -1516,7 +1595,7 @@ mod tests {
         ));
         assert!(!plain.contains('\n'), "{plain}");
         assert!(!plain.contains("DO $xtask$"), "{plain}");
-        // The migration tables by their schema (the replacements in `got_sql` took).
+        // The migration tables by their schema.
         for (gone, there) in [
             (
                 "to_regclass('schema_migrations')",
@@ -1731,6 +1810,49 @@ mod tests {
         );
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
         assert!(kept_list_sql(&n.live).contains("'station\\_before\\_restore\\_%'"));
+    }
+
+    /// `restore --dry-run` prints `state`, `wait(true)`, `rename` and `open()` (one psql each) and
+    /// the swap sends exactly these (the wait's later rounds: `wait(false)`), from one value.
+    #[test]
+    fn the_swap_plan_holds_the_statements_the_dry_run_prints_and_the_swap_runs() {
+        let n = Names::new("station", Stamp::parse("20261201_090000").unwrap()).unwrap();
+        let sw = swap_plan(&n, true, 7);
+        let both = [&n.live, &n.scratch];
+        assert_eq!(sw.state, swap_state_sql(&n));
+        assert_eq!(sw.blocked, [n.live.clone(), n.scratch.clone()]);
+        assert_eq!(
+            sw.wait(true),
+            [
+                block_sql(&n.live),
+                block_sql(&n.scratch),
+                terminate_each_sql(&both),
+                sessions_each_sql(&both),
+            ]
+        );
+        // Later rounds end the sessions and list them again, without blocking again.
+        assert_eq!(sw.wait(false), sw.wait(true)[2..]);
+        assert_eq!(sw.rename, swap_sql(&n));
+        assert_eq!(sw.opened, [n.live.clone(), n.kept.clone()]);
+        assert_eq!(
+            sw.open(),
+            [unblock_sql(&n.live, 7), unblock_sql(&n.kept, 7)]
+        );
+        // No live database: only the scratch one is blocked, renamed and opened (as the live one).
+        let sw = swap_plan(&n, false, -1);
+        assert_eq!(
+            sw.wait(true),
+            [
+                block_sql(&n.scratch),
+                terminate_each_sql(&[&n.scratch]),
+                sessions_each_sql(&[&n.scratch]),
+            ]
+        );
+        assert_eq!(sw.rename, rename_sql(&n));
+        assert_eq!(
+            (sw.opened, sw.open),
+            (vec![n.live.clone()], vec![unblock_sql(&n.live, -1)])
+        );
     }
 
     #[test]

@@ -135,15 +135,7 @@ impl<'a> Replayer<'a> {
 
     /// Exit 1 when Ctrl-C (SIGTERM, SIGHUP) was pressed, saying what was stopped.
     pub fn check_interrupt(&self) -> Result<()> {
-        if super::interrupted() {
-            Err(Error::failed(format!(
-                "{}{}",
-                super::INTERRUPTED_BY,
-                self.interrupted
-            )))
-        } else {
-            Ok(())
-        }
+        crate::signals::check(self.interrupted)
     }
 
     /// Replay `source` into the scratch database with the Ctrl-C handler able to stop the replay

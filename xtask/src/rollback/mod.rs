@@ -415,14 +415,9 @@ impl Report {
 /// handler is restore's, installed before the lock is taken, so a signal while the rollback holds
 /// it (planning, the confirmation, `compose pull`) no longer kills it with the lock left behind.
 fn check_interrupt(during: &str) -> Result<()> {
-    if restore::interrupted() {
-        Err(Error::failed(format!(
-            "{} during {during}: the rollback stops before the restore; nothing was changed",
-            restore::INTERRUPTED_BY
-        )))
-    } else {
-        Ok(())
-    }
+    crate::signals::check(&format!(
+        " during {during}: the rollback stops before the restore; nothing was changed"
+    ))
 }
 
 /// Lock, plan, confirm, pull the release, restore with the release started after the swap, verify
@@ -827,14 +822,8 @@ fn resume(
         let s_ms = now_ms();
         *failed_step.borrow_mut() = name.to_string();
         // A signal stops the resume before its next step (the database stays rolled back).
-        let r = if restore::interrupted() {
-            Err(Error::failed(format!(
-                "{} before this step: the resume stops here",
-                restore::INTERRUPTED_BY
-            )))
-        } else {
-            f()
-        };
+        let r =
+            crate::signals::check(" before this step: the resume stops here").and_then(|()| f());
         let (status, msg) = match &r {
             Ok(m) => ("ok", m.clone()),
             Err(e) => ("failed", e.to_string()),
