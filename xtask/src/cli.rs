@@ -1,6 +1,6 @@
 //! Argument parsing and dispatch. Each command's flags live in its own module (`Args`).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::ExitCode;
 use crate::{
@@ -76,8 +76,21 @@ pub fn main() -> i32 {
         );
         return ExitCode::Usage as i32;
     }
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let cli = match parsed {
+        Ok((c, m)) => {
+            // Named for what a signal says when no step of it is registered (`signals`).
+            let mut words = Vec::new();
+            let mut at = &m;
+            while let Some((name, sub)) = at.subcommand() {
+                words.push(name.to_string());
+                at = sub;
+            }
+            crate::signals::set_command(words.join(" "));
+            c
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {

@@ -786,6 +786,35 @@ mod tests {
         );
     }
 
+    /// Only names of exactly the drill's shape, made before the drill started, once each.
+    #[test]
+    fn leftovers_are_only_older_names_of_the_drill_shape() {
+        assert_eq!(
+            drill_name_secs("xtask_drill_1764000000_4242"),
+            Some(1764000000)
+        );
+        for other in [
+            "xtask_drill_1_2_x",
+            "xtask_drill_x_1",
+            "xtask_drill_1",
+            "xtask_drill__1",
+            "my_xtask_drill_1_2",
+            "xtask_drill_1_",
+        ] {
+            assert_eq!(drill_name_secs(other), None, "{other}");
+        }
+        let listing = "d|xtask_drill_100_7\nr|xtask_drill_100_7\nr|xtask_drill_90_8\n\
+                       d|xtask_drill_200_9\nd|xtask_drill_150_1_x\nd|xtask_drill_199_3\n";
+        let names: Vec<String> = leftover_candidates(listing, 200)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            ["xtask_drill_100_7", "xtask_drill_199_3", "xtask_drill_90_8"]
+        );
+    }
+
     #[test]
     fn counts_compare_both_ways() {
         let s = parse_counts("public.a|3\npublic.\"we|ird\"|5\npublic.only_src|1\n").unwrap();
