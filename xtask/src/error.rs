@@ -141,6 +141,14 @@ impl Error {
         serde_json::to_string_pretty(&doc).expect("serializable")
     }
 
+    /// `--json` of a command that prints its own document only once it has one: a failure while
+    /// `step` is not empty (nothing printed yet) prints [`Error::json_failure`] at `step`.
+    pub fn print_json_failure(r: &Result<ExitCode>, json: bool, env: Option<&str>, step: &str) {
+        if let (true, false, Err(e)) = (json, step.is_empty(), r) {
+            println!("{}", e.json_failure(env, step));
+        }
+    }
+
     /// [`Error::json_failure`] with `extra`'s fields added (the ones of the command's own report
     /// that are known when it failed, e.g. the object); an `extra` field of the same name wins
     /// (`outcome: "interrupted"`).

@@ -981,3 +981,76 @@ fn the_next_drill_drops_what_a_killed_drill_left_and_nothing_else() {
     }
     assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
 }
+
+#[test]
+fn the_other_json_commands_print_one_failure_document_too() {
+    // Regression: `backup status`, `backup prune`, `deploy` and `compose check` with `--json`
+    // printed nothing on stdout when they failed before their own report.
+    let f = Fixture::new();
+    let cases: [(&[&str], &str, serde_json::Value, i32); 5] = [
+        (
+            &["backup", "status", "--env", "nope", "--json"],
+            "status",
+            "nope".into(),
+            2,
+        ),
+        (
+            &["backup", "prune", "--env", "t", "--label", "a/b", "--json"],
+            "prune",
+            "t".into(),
+            2,
+        ),
+        (
+            &["deploy", "--env", "nope", "--json"],
+            "input",
+            "nope".into(),
+            2,
+        ),
+        (
+            &[
+                "compose",
+                "check",
+                "--file",
+                "/nonexistent/compose.yml",
+                "--json",
+            ],
+            "check",
+            serde_json::Value::Null,
+            2,
+        ),
+        (
+            &["backup", "status", "--env", "t", "--json"],
+            "status",
+            "t".into(),
+            3,
+        ),
+    ];
+    for (args, step, env, exit) in cases {
+        let mut c = f.xtask(args);
+        if exit == 3 {
+            let port = xtask::services::free_port().unwrap();
+            c.env("RCLONE_CONFIG_B2_TYPE", "s3")
+                .env("RCLONE_CONFIG_B2_PROVIDER", "Other")
+                .env(
+                    "RCLONE_CONFIG_B2_ENDPOINT",
+                    format!("http://127.0.0.1:{port}"),
+                )
+                .env("RCLONE_CONFIG_B2_ACCESS_KEY_ID", "someaccesskey")
+                .env("RCLONE_CONFIG_B2_SECRET_ACCESS_KEY", "somesecretkey0000")
+                .env("RCLONE_CONFIG_B2_REGION", "us-east-1")
+                .env("RCLONE_RETRIES", "1")
+                .env("RCLONE_LOW_LEVEL_RETRIES", "1");
+        }
+        let (code, doc, stderr) = one_json_document(c);
+        assert_eq!(code, Some(exit), "{args:?}: {doc}\n{stderr}");
+        assert_eq!(doc["outcome"], "failed", "{args:?}: {doc}");
+        assert_eq!(doc["failed_step"], step, "{args:?}: {doc}");
+        assert_eq!(doc["exit_code"], exit, "{args:?}: {doc}");
+        assert_eq!(doc["env"], env, "{args:?}: {doc}");
+        let message = doc["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && stderr.contains(message),
+            "{args:?}: {doc}\n{stderr}"
+        );
+    }
+}
