@@ -74,6 +74,13 @@ pub fn main() -> i32 {
             "error: argument {i} holds a control character (a newline, tab or escape): no file name, \
              label or value of ours needs one; refused before anything ran"
         );
+        if json_requested(std::env::args_os().skip(1)) {
+            let e = crate::error::Error::usage(format!(
+                "argument {i} holds a control character (a newline, tab or escape): refused \
+                 before anything ran"
+            ));
+            println!("{}", e.json_failure(None, "usage"));
+        }
         return ExitCode::Usage as i32;
     }
     let parsed = Cli::command()
@@ -93,6 +100,17 @@ pub fn main() -> i32 {
         }
         Err(e) => {
             let _ = e.print();
+            // `--json` asked: stdout holds one document on every path, a usage error too (its
+            // first line; the usage and tips stay on stderr).
+            if e.use_stderr() && json_requested(std::env::args_os().skip(1)) {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let msg = first.strip_prefix("error: ").unwrap_or(first);
+                println!(
+                    "{}",
+                    crate::error::Error::usage(msg).json_failure(None, "usage")
+                );
+            }
             return if e.use_stderr() {
                 ExitCode::Usage as i32
             } else {
@@ -121,6 +139,13 @@ pub fn main() -> i32 {
             e.exit_code() as i32
         }
     }
+}
+
+/// Whether `--json` is among the arguments (before a `--`, after which words are values).
+pub fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 /// The 1-based position of the first argument holding a control character, if any.

@@ -1054,3 +1054,28 @@ fn the_other_json_commands_print_one_failure_document_too() {
         );
     }
 }
+
+#[test]
+fn a_usage_error_with_json_in_argv_prints_one_failure_document() {
+    // Regression: clap's usage errors printed nothing on stdout, `--json` or not.
+    let f = Fixture::new();
+    for args in [
+        &["backup", "--env", "t", "--json", "--no-such-flag"][..],
+        &["backup", "drill", "--json", "--strict=maybe"],
+        &["restore", "--json", "--env", "t", "a\tb"],
+    ] {
+        let (code, doc, stderr) = one_json_document(f.xtask(args));
+        assert_eq!(code, Some(2), "{args:?}: {doc}\n{stderr}");
+        assert_eq!(doc["failed_step"], "usage", "{args:?}: {doc}");
+        assert_eq!(doc["exit_code"], 2, "{args:?}: {doc}");
+        assert_eq!(doc["outcome"], "failed", "{args:?}: {doc}");
+        assert!(
+            doc["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{doc}"
+        );
+    }
+    // Without --json stdout stays empty.
+    let out = f.xtask(&["backup", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+}
