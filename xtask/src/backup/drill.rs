@@ -686,7 +686,13 @@ impl Drop for Alive {
 fn hold_alive(t: &Target, name: &DbName) -> Result<Alive> {
     let line =
         crate::process::Lifeline::with_first(format!("{}\n", alive_lock_sql(name)).into_bytes());
-    let cmd = t.host.psql("postgres", &["-A", "-t"])?.lifeline(&line);
+    // Its own process group: the terminal's Ctrl-C does not end it (and the lock) while the drill
+    // is still dropping what it made.
+    let cmd = t
+        .host
+        .psql("postgres", &["-A", "-t"])?
+        .lifeline(&line)
+        .own_process_group();
     let holder = std::thread::spawn(move || cmd.output());
     let alive = Alive { line };
     let check = alive_held_sql(name);
