@@ -1,6 +1,6 @@
 //! Argument parsing and dispatch. Each command's flags live in its own module (`Args`).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::ExitCode;
 use crate::{
@@ -74,12 +74,43 @@ pub fn main() -> i32 {
             "error: argument {i} holds a control character (a newline, tab or escape): no file name, \
              label or value of ours needs one; refused before anything ran"
         );
+        if json_requested(std::env::args_os().skip(1)) {
+            let e = crate::error::Error::usage(format!(
+                "argument {i} holds a control character (a newline, tab or escape): refused \
+                 before anything ran"
+            ));
+            println!("{}", e.json_failure(None, "usage"));
+        }
         return ExitCode::Usage as i32;
     }
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let cli = match parsed {
+        Ok((c, m)) => {
+            // Named for what a signal says when no step of it is registered (`signals`).
+            let mut words = Vec::new();
+            let mut at = &m;
+            while let Some((name, sub)) = at.subcommand() {
+                words.push(name.to_string());
+                at = sub;
+            }
+            crate::signals::set_command(words.join(" "));
+            c
+        }
         Err(e) => {
             let _ = e.print();
+            // `--json` asked: stdout holds one document on every path, a usage error too (its
+            // first line; the usage and tips stay on stderr).
+            if e.use_stderr() && json_requested(std::env::args_os().skip(1)) {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let msg = first.strip_prefix("error: ").unwrap_or(first);
+                println!(
+                    "{}",
+                    crate::error::Error::usage(msg).json_failure(None, "usage")
+                );
+            }
             return if e.use_stderr() {
                 ExitCode::Usage as i32
             } else {
@@ -108,6 +139,13 @@ pub fn main() -> i32 {
             e.exit_code() as i32
         }
     }
+}
+
+/// Whether `--json` is among the arguments (before a `--`, after which words are values).
+pub fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 /// The 1-based position of the first argument holding a control character, if any.

@@ -140,6 +140,37 @@ impl Error {
         };
         serde_json::to_string_pretty(&doc).expect("serializable")
     }
+
+    /// `--json` of a command that prints its own document only once it has one: a failure while
+    /// `step` is not empty (nothing printed yet) prints [`Error::json_failure`] at `step`.
+    pub fn print_json_failure(r: &Result<ExitCode>, json: bool, env: Option<&str>, step: &str) {
+        if let (true, false, Err(e)) = (json, step.is_empty(), r) {
+            println!("{}", e.json_failure(env, step));
+        }
+    }
+
+    /// [`Error::json_failure`] with `extra`'s fields added (the ones of the command's own report
+    /// that are known when it failed, e.g. the object); an `extra` field of the same name wins
+    /// (`outcome: "interrupted"`).
+    pub fn json_failure_with(
+        &self,
+        env: Option<&str>,
+        step: &str,
+        extra: serde_json::Value,
+    ) -> String {
+        let mut doc = serde_json::to_value(JsonFailure {
+            env,
+            outcome: "failed",
+            failed_step: step,
+            message: self.to_string(),
+            exit_code: self.exit_code() as i32,
+        })
+        .expect("serializable");
+        if let (Some(d), serde_json::Value::Object(x)) = (doc.as_object_mut(), extra) {
+            d.extend(x);
+        }
+        serde_json::to_string_pretty(&doc).expect("serializable")
+    }
 }
 
 impl fmt::Display for Error {

@@ -244,6 +244,14 @@ impl Lifeline {
         }
     }
 
+    /// End of file on the child's stdin now (after what [`Lifeline::with_first`] gave): a child
+    /// reading it to its end (psql) ends, while xtask goes on. Later runs get a pipe again.
+    pub fn close(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            g.pipe = None;
+        }
+    }
+
     /// The read end for a child about to be spawned (`stop` already said when asked before).
     fn open(&self) -> Result<LifelineRun<'_>> {
         use std::io::Write;

@@ -25,6 +25,14 @@ pub(crate) const INTERRUPTED_BY: &str = "interrupted (Ctrl-C, SIGTERM or SIGHUP)
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static CURRENT: Mutex<Stack> = Mutex::new(Stack::new());
 static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+/// The command this process runs (`backup drill`), for what a signal says when nothing is
+/// registered.
+static COMMAND: OnceLock<String> = OnceLock::new();
+
+/// Name the command this process runs (the CLI does, once, before it runs it).
+pub(crate) fn set_command(name: String) {
+    let _ = COMMAND.set(name);
+}
 
 /// Whether a signal came (since the process started: the flag is never cleared).
 pub(crate) fn interrupted() -> bool {
@@ -98,8 +106,26 @@ fn handle() {
     let current = lock().top();
     match current {
         Some(f) => f(again),
-        None => eprintln!("{INTERRUPTED_BY}"),
+        None => eprintln!("{}", unregistered_note(COMMAND.get().map(String::as_str))),
     }
+}
+
+/// What a signal says while no phase is registered. The handler is installed by the first
+/// registration, so that is only after one ended: the command's steps are over (restore, rollback
+/// and the drill unregister as they return, the deploy once its steps ended), and what they
+/// changed stays changed; the flag stops anything it would start next (a rollback after a failed
+/// deploy checks it before its restore). So it says which command, and that nothing is stopped or
+/// undone: not "nothing was changed", which is not known here. The exit code stays the command's
+/// (as restore's after its swap): its report already says how its steps ended.
+fn unregistered_note(command: Option<&str>) -> String {
+    let which = command.map_or_else(
+        || "the command".to_string(),
+        |c| format!("`cargo xtask {c}`"),
+    );
+    format!(
+        "{INTERRUPTED_BY}: {which} had no step running that a signal stops (its steps had ended): \
+         nothing is stopped or undone, it starts nothing more and ends as its report says"
+    )
 }
 
 /// The registrations alive, innermost last.
@@ -166,6 +192,21 @@ mod tests {
         assert_eq!(n.load(Ordering::SeqCst), 120);
         s.remove(rollback);
         assert!(s.top().is_none());
+    }
+
+    /// With nothing registered, a signal names the command and says nothing is stopped or
+    /// undone (it does not claim nothing was changed: the command's steps had ended).
+    #[test]
+    fn a_signal_with_nothing_registered_names_the_command() {
+        let n = unregistered_note(Some("backup drill"));
+        assert!(n.starts_with(INTERRUPTED_BY), "{n}");
+        assert!(
+            n.contains("`cargo xtask backup drill` had no step running"),
+            "{n}"
+        );
+        assert!(n.contains("nothing is stopped or undone"), "{n}");
+        assert!(!n.contains("nothing was changed"), "{n}");
+        assert!(unregistered_note(None).contains("the command had no step running"));
     }
 
     /// Registering installs the handler once; every later registration (a rollback's inside a

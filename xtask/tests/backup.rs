@@ -669,3 +669,413 @@ fn the_drill_makes_its_scratch_database_like_the_live_one() {
     let before = cluster_state(&f);
     drill_passes(&f, &[], "drill: space", &before);
 }
+
+/// `cmd`'s exit code and its stdout parsed as exactly one JSON document (a test failure showing
+/// both outputs otherwise); the password never in either.
+fn one_json_document(mut cmd: std::process::Command) -> (Option<i32>, serde_json::Value, String) {
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        !stdout.contains(PASSWORD) && !stderr.contains(PASSWORD),
+        "{stdout}{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("not one JSON document: {e}\nstdout: {stdout}\nstderr: {stderr}")
+    });
+    (out.status.code(), doc, stderr)
+}
+
+/// The document's `outcome`, `failed_step` and `exit_code` (which must be the process's) and
+/// that its message is the error printed on stderr.
+fn assert_failure(code: Option<i32>, doc: &serde_json::Value, stderr: &str, step: &str, exit: i32) {
+    assert_eq!(code, Some(exit), "{doc}\n{stderr}");
+    assert_eq!(doc["outcome"], "failed", "{doc}");
+    assert_eq!(doc["failed_step"], step, "{doc}");
+    assert_eq!(doc["exit_code"], exit, "{doc}");
+    assert_eq!(doc["env"], "t", "{doc}");
+    let message = doc["message"].as_str().unwrap_or_else(|| panic!("{doc}"));
+    assert!(
+        stderr.contains(message),
+        "{message:?} not on stderr: {stderr}"
+    );
+}
+
+#[test]
+fn backup_and_drill_with_json_print_one_failure_document_on_every_failure() {
+    // Regression: `backup --json` and `backup drill --json` printed nothing on stdout when they
+    // failed (restore and rollback print one document on every path).
+    let f = Fixture::new();
+    // Bad input (exit 2): the label.
+    let (code, doc, stderr) =
+        one_json_document(f.xtask(&["backup", "--env", "t", "--label", "a/b", "--json"]));
+    assert_failure(code, &doc, &stderr, "input", 2);
+    assert_eq!(doc["label"], serde_json::Value::Null, "{doc}");
+    // A step of the script failing (exit 1): the stage it names.
+    f.psql(
+        "station",
+        "CREATE TYPE mood AS ENUM ('ok', 'gone'); CREATE TABLE zz_broken (m mood); \
+         INSERT INTO zz_broken VALUES ('gone'); DELETE FROM pg_enum WHERE enumlabel = 'gone';",
+    );
+    let (code, doc, stderr) =
+        one_json_document(f.xtask(&["backup", "--env", "t", "--label", "partway", "--json"]));
+    assert_failure(code, &doc, &stderr, "dump", 1);
+    assert_eq!(doc["label"], "partway", "{doc}");
+    f.psql("station", "DROP TABLE zz_broken; DROP TYPE mood;");
+    // The remote out of reach (exit 3), for the backup and for the drill.
+    let port = xtask::services::free_port().unwrap();
+    let unreachable = |args: &[&str]| {
+        let mut c = f.xtask(args);
+        c.env("RCLONE_CONFIG_B2_TYPE", "s3")
+            .env("RCLONE_CONFIG_B2_PROVIDER", "Other")
+            .env(
+                "RCLONE_CONFIG_B2_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            )
+            .env("RCLONE_CONFIG_B2_ACCESS_KEY_ID", "someaccesskey")
+            .env("RCLONE_CONFIG_B2_SECRET_ACCESS_KEY", "somesecretkey0000")
+            .env("RCLONE_CONFIG_B2_REGION", "us-east-1")
+            .env("RCLONE_RETRIES", "1")
+            .env("RCLONE_LOW_LEVEL_RETRIES", "1");
+        c
+    };
+    let (code, doc, stderr) = one_json_document(unreachable(&[
+        "backup", "--env", "t", "--label", "noremote", "--json",
+    ]));
+    assert_failure(code, &doc, &stderr, "remote", 3);
+    assert!(!doc.to_string().contains("somesecretkey0000"), "{doc}");
+    let (code, doc, stderr) =
+        one_json_document(unreachable(&["backup", "drill", "--env", "t", "--json"]));
+    assert_failure(code, &doc, &stderr, "plan", 3);
+    assert_eq!(doc["passed"], false, "{doc}");
+
+    // The drill: a backup that is not there (exit 2) ...
+    let good = backup::create(&f.env("t"), &Label::parse("good").unwrap()).unwrap();
+    let (code, doc, stderr) = one_json_document(f.xtask(&[
+        "backup",
+        "drill",
+        "--env",
+        "t",
+        "station_backup_19990101_000000_x.sql.gz",
+        "--json",
+    ]));
+    assert_failure(code, &doc, &stderr, "plan", 2);
+    assert_eq!(doc["object"], serde_json::Value::Null, "{doc}");
+    // ... a dump whose replay fails (exit 1): the object and the scratch database are named, the
+    // failing row's data is not.
+    let file = f.objects().join(good.path.strip_prefix("b2:").unwrap());
+    let dump = String::from_utf8(gz(&["-dc"], &std::fs::read(&file).unwrap())).unwrap();
+    let bad = dump.replacen(
+        "\\unrestrict",
+        "SELECT 'secret-row-value'::int;\n\\unrestrict",
+        1,
+    );
+    let name = plant(&f, &good.path, "broken", &bad);
+    let (code, doc, stderr) =
+        one_json_document(f.xtask(&["backup", "drill", "--env", "t", &name, "--json"]));
+    assert_failure(code, &doc, &stderr, "replay", 1);
+    assert!(
+        doc["object"].as_str().unwrap_or("").ends_with(&name),
+        "{doc}"
+    );
+    assert!(
+        doc["scratch_database"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("xtask_drill_"),
+        "{doc}"
+    );
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("invalid input syntax for type integer: \"(value withheld)\""),
+        "{doc}"
+    );
+    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
+    // ... and one whose counts differ from its manifest (exit 1): the report itself, with the
+    // error.
+    let more = dump.replacen(
+        "\\unrestrict",
+        "INSERT INTO public.accounts VALUES (999999, 'x@example.org');\n\\unrestrict",
+        1,
+    );
+    let name = plant(&f, &good.path, "differs", &more);
+    let (code, doc, stderr) =
+        one_json_document(f.xtask(&["backup", "drill", "--env", "t", &name, "--json"]));
+    assert_failure(code, &doc, &stderr, "compare", 1);
+    assert_eq!(doc["passed"], false, "{doc}");
+    assert!(
+        doc["tables"].as_array().is_some_and(|t| !t.is_empty()),
+        "{doc}"
+    );
+}
+
+/// The scratch database and replay role a killed drill left (its name, the pid of a process that
+/// is gone).
+#[test]
+fn the_next_drill_drops_what_a_killed_drill_left_and_nothing_else() {
+    // Regression: a drill killed with SIGKILL left its scratch database and replay role behind
+    // for ever.
+    let f = Fixture::new();
+    let env = f.env("t");
+    let good = backup::create(&env, &Label::parse("good").unwrap()).unwrap();
+    let file = f.objects().join(good.path.strip_prefix("b2:").unwrap());
+    let dump = String::from_utf8(gz(&["-dc"], &std::fs::read(&file).unwrap())).unwrap();
+    let slow = dump.replacen("\\unrestrict", "SELECT pg_sleep(15);\n\\unrestrict", 1);
+    let name = plant(&f, &good.path, "slow", &slow);
+    // A drill killed with SIGKILL mid-replay.
+    let mut child = f
+        .xtask(&["backup", "drill", "--env", "t", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while f
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'xtask\\_drill\\_%' \
+             AND query LIKE '%pg_sleep%'",
+        )
+        .trim()
+        == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the planted sleep never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let left = f.psql(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datname LIKE 'xtask\\_drill\\_%'",
+    );
+    let left = left.trim().to_string();
+    assert!(
+        left.starts_with("xtask_drill_"),
+        "the killed drill left nothing: {left:?}"
+    );
+    assert_eq!(drill_leftovers(&f), "1 databases, 1 roles");
+    // Its replay's session ends once the backend notices its client is gone (after the sleep):
+    // until then the next drill keeps the database (a session uses it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while f
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{left}'"),
+        )
+        .trim()
+        != "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed replay's session stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Kept: names of a similar but different shape, and one a running drill holds (its lock).
+    let similar = [
+        "xtask_drill_1_2_x",
+        "xtask_drill_x_1",
+        "xtask_drill_1",
+        "my_xtask_drill_1_2",
+    ];
+    for d in similar {
+        f.psql("postgres", &format!("CREATE DATABASE {d}"));
+    }
+    let running = "xtask_drill_1000_4242";
+    f.psql("postgres", &format!("CREATE ROLE {running} LOGIN"));
+    f.psql(
+        "postgres",
+        &format!("CREATE DATABASE {running} OWNER {running}"),
+    );
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", "postgres"])
+        .env("PGHOST", &f.cluster.socket_dir)
+        .env("PGPORT", f.cluster.port.to_string())
+        .env("PGUSER", "station")
+        .env("PGPASSWORD", PASSWORD)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let sql = format!(
+            "SELECT pg_advisory_lock({}, hashtext('{running}'));\n",
+            drill::DRILL_LOCK_KEY
+        );
+        holder
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while f
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = {}::oid \
+                 AND objid = hashtext('{running}')::oid AND granted",
+                drill::DRILL_LOCK_KEY
+            ),
+        )
+        .trim()
+        != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test's lock was never granted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The next drill drops the killed one's database and role, and says so.
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("dropped {left}")) && stderr.contains("killed"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["dropped_leftovers"],
+        serde_json::json!([left]),
+        "{report}"
+    );
+    let dbs = f.psql(
+        "postgres",
+        "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE '%xtask\\_drill%'",
+    );
+    let mut want: Vec<&str> = similar.into_iter().chain([running]).collect();
+    want.sort();
+    assert_eq!(dbs.trim(), want.join(","));
+    let roles = f.psql(
+        "postgres",
+        "SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname LIKE 'xtask\\_drill\\_%'",
+    );
+    assert_eq!(
+        roles.trim(),
+        running,
+        "the killed drill's role stayed, or the running one went"
+    );
+    // Once the running drill is gone (its lock released), the next one drops its leftovers too.
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let out = f
+        .xtask(&["backup", "drill", "--env", "t"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("dropped {running}")), "{stderr}");
+    for d in similar {
+        f.psql("postgres", &format!("DROP DATABASE {d}"));
+    }
+    assert_eq!(drill_leftovers(&f), "0 databases, 0 roles");
+}
+
+#[test]
+fn the_other_json_commands_print_one_failure_document_too() {
+    // Regression: `backup status`, `backup prune`, `deploy` and `compose check` with `--json`
+    // printed nothing on stdout when they failed before their own report.
+    let f = Fixture::new();
+    let cases: [(&[&str], &str, serde_json::Value, i32); 5] = [
+        (
+            &["backup", "status", "--env", "nope", "--json"],
+            "status",
+            "nope".into(),
+            2,
+        ),
+        (
+            &["backup", "prune", "--env", "t", "--label", "a/b", "--json"],
+            "prune",
+            "t".into(),
+            2,
+        ),
+        (
+            &["deploy", "--env", "nope", "--json"],
+            "input",
+            "nope".into(),
+            2,
+        ),
+        (
+            &[
+                "compose",
+                "check",
+                "--file",
+                "/nonexistent/compose.yml",
+                "--json",
+            ],
+            "check",
+            serde_json::Value::Null,
+            2,
+        ),
+        (
+            &["backup", "status", "--env", "t", "--json"],
+            "status",
+            "t".into(),
+            3,
+        ),
+    ];
+    for (args, step, env, exit) in cases {
+        let mut c = f.xtask(args);
+        if exit == 3 {
+            let port = xtask::services::free_port().unwrap();
+            c.env("RCLONE_CONFIG_B2_TYPE", "s3")
+                .env("RCLONE_CONFIG_B2_PROVIDER", "Other")
+                .env(
+                    "RCLONE_CONFIG_B2_ENDPOINT",
+                    format!("http://127.0.0.1:{port}"),
+                )
+                .env("RCLONE_CONFIG_B2_ACCESS_KEY_ID", "someaccesskey")
+                .env("RCLONE_CONFIG_B2_SECRET_ACCESS_KEY", "somesecretkey0000")
+                .env("RCLONE_CONFIG_B2_REGION", "us-east-1")
+                .env("RCLONE_RETRIES", "1")
+                .env("RCLONE_LOW_LEVEL_RETRIES", "1");
+        }
+        let (code, doc, stderr) = one_json_document(c);
+        assert_eq!(code, Some(exit), "{args:?}: {doc}\n{stderr}");
+        assert_eq!(doc["outcome"], "failed", "{args:?}: {doc}");
+        assert_eq!(doc["failed_step"], step, "{args:?}: {doc}");
+        assert_eq!(doc["exit_code"], exit, "{args:?}: {doc}");
+        assert_eq!(doc["env"], env, "{args:?}: {doc}");
+        let message = doc["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && stderr.contains(message),
+            "{args:?}: {doc}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_usage_error_with_json_in_argv_prints_one_failure_document() {
+    // Regression: clap's usage errors printed nothing on stdout, `--json` or not.
+    let f = Fixture::new();
+    for args in [
+        &["backup", "--env", "t", "--json", "--no-such-flag"][..],
+        &["backup", "drill", "--json", "--strict=maybe"],
+        &["restore", "--json", "--env", "t", "a\tb"],
+    ] {
+        let (code, doc, stderr) = one_json_document(f.xtask(args));
+        assert_eq!(code, Some(2), "{args:?}: {doc}\n{stderr}");
+        assert_eq!(doc["failed_step"], "usage", "{args:?}: {doc}");
+        assert_eq!(doc["exit_code"], 2, "{args:?}: {doc}");
+        assert_eq!(doc["outcome"], "failed", "{args:?}: {doc}");
+        assert!(
+            doc["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{doc}"
+        );
+    }
+    // Without --json stdout stays empty.
+    let out = f.xtask(&["backup", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+}

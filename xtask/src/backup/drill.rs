@@ -127,6 +127,8 @@ pub struct Report {
     pub newest_migration: Option<MigrationCheck>,
     pub warnings: Vec<String>,
     pub restore_seconds: f64,
+    /// Scratch databases (and replay roles) of drills that were killed, dropped by this one.
+    pub dropped_leftovers: Vec<String>,
 }
 
 impl Report {
@@ -140,7 +142,63 @@ impl Report {
     }
 }
 
+/// How far a drill got: the step running and what is known of it (the fields of [`Report`] its
+/// `--json` failure document carries).
+#[derive(Debug)]
+pub struct Progress {
+    pub step: &'static str,
+    pub object: Option<String>,
+    pub manifest: Option<String>,
+    pub scratch_database: Option<String>,
+    /// Leftovers of killed drills this one dropped.
+    pub dropped_leftovers: Vec<String>,
+    /// Set once the report is printed (`--json` then prints nothing more).
+    pub printed: bool,
+    /// The report of a drill whose restore differs (printed with the error).
+    pub report: Option<serde_json::Value>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            step: "input",
+            object: None,
+            manifest: None,
+            scratch_database: None,
+            dropped_leftovers: Vec::new(),
+            printed: false,
+            report: None,
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
+    // `--json`: one document on stdout on every path: the report (also when the counts differ),
+    // else the short one of `error::JsonFailure` with what is known (the object, its manifest,
+    // the scratch database, the leftovers dropped).
+    let (json, env_name) = (args.json, args.env.clone());
+    let mut p = Progress::default();
+    let r = run_in(args, &mut p);
+    if let (true, false, Err(e)) = (json, p.printed, &r) {
+        let mut extra = serde_json::json!({
+            "outcome": if crate::signals::interrupted() { "interrupted" } else { "failed" },
+            "object": p.object,
+            "manifest": p.manifest,
+            "scratch_database": p.scratch_database,
+            "dropped_leftovers": p.dropped_leftovers,
+            "passed": false,
+        });
+        if let (Some(serde_json::Value::Object(r)), Some(x)) =
+            (p.report.take(), extra.as_object_mut())
+        {
+            x.extend(r);
+        }
+        println!("{}", e.json_failure_with(Some(&env_name), p.step, extra));
+    }
+    r
+}
+
+fn run_in(args: Args, p: &mut Progress) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
     // Ctrl-C (SIGTERM, SIGHUP) ends the replay's session and the guard drops the scratch
@@ -152,15 +210,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         trust_dump: args.trust_dump,
         ignore_space: args.ignore_space,
     };
-    let result = drill_with(env, args.object.as_deref(), opts);
+    let result = drill_in(env, args.object.as_deref(), opts, p);
     super::status::record_drill(env, &envs.root, &result);
     let report = result?;
     let what = match report.reference {
         Reference::Manifest => "manifest",
         Reference::LiveDatabase => "live database",
     };
-    if args.json {
+    if args.json && report.passed {
+        p.printed = true;
         println!("{}", serde_json::to_string(&report).expect("serializable"));
+    } else if args.json {
+        // Printed by `run` with the error: the report, its outcome, message and exit code.
+        p.step = "compare";
+        p.report = Some(serde_json::to_value(&report).expect("serializable"));
     } else {
         let n = |v: Option<u64>| v.map_or("missing".to_string(), |v| v.to_string());
         for t in &report.tables {
@@ -303,6 +366,22 @@ pub fn no_manifest(object: &str, strict: bool) -> std::result::Result<String, Er
 /// (restore's, [`crate::restore::scratch`]), unless `opts.trust_dump`; the scratch database and
 /// that role are dropped however the drill ends.
 pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Result<Report> {
+    drill_in(env, object, opts, &mut Progress::default())
+}
+
+/// [`drill_with`], saying in `p` how far it got.
+fn drill_in(
+    env: &Environment,
+    object: Option<&str>,
+    opts: Options,
+    p: &mut Progress,
+) -> Result<Report> {
+    p.step = "input";
+    // The drill's start: the leftovers it may drop were made before it, its own name carries it.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     // restore's commands on the environment's host: its replay is the drill's (below).
     let t = Target::of(env)?;
     let host = &t.host;
@@ -311,6 +390,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
         super::check_path(env, w)?;
     }
     let live = DbName::parse(&env.database)?;
+    p.step = "plan";
     // The live database's facts (its size and properties, the cluster's data directory) and the
     // free space where PostgreSQL runs, while the bucket is listed.
     let facts_sql = plan::drill_facts_sql(&live);
@@ -324,6 +404,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
     });
     // Which backup first: a name that is not there is bad input, whatever the database says.
     let obj = choose(&objects?, object, &base)?;
+    p.object = Some(obj.path.clone());
     let (measured, facts) = facts.map_err(|e| {
         e.context(format!(
             "drill FAILED for {}: reading the live database's facts (its size and properties, \
@@ -331,8 +412,16 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
             obj.path
         ))
     })?;
-    let manifest = super::read_manifest(env, &obj.path)?;
     let mut warnings = Vec::new();
+    // What drills killed before they could drop it (SIGKILL) left: no running drill's (each
+    // holds its lock, `hold_alive`), none in use, of exactly the drill's shape.
+    p.step = "leftovers";
+    p.dropped_leftovers = drop_leftovers(&t, secs, &mut warnings);
+    p.step = "manifest";
+    let manifest = super::read_manifest(env, &obj.path)?;
+    p.manifest = manifest
+        .as_ref()
+        .map(|_| super::manifest::manifest_path(&obj.path));
     match &manifest {
         Some(m) => m.check_dump(&obj.path, obj.size, None)?,
         None => {
@@ -341,6 +430,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
             warnings.push(w);
         }
     }
+    p.step = "space";
     // The same check as a restore's plan, before anything is made: the scratch database is a
     // full copy beside the live one.
     let live_facts = plan::facts_of(&facts, &live)?;
@@ -359,11 +449,8 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
         eprintln!("warning: {w}");
         warnings.push(w);
     }
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let name = DbName::parse(&format!("xtask_drill_{secs}_{}", std::process::id()))?;
+    p.scratch_database = Some(name.to_string());
     let rp = Replayer {
         t: &t,
         scratch: &name,
@@ -384,6 +471,10 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
         rp.words()
     );
     // Armed before the CREATE: the guard drops the database, then the role, on every path.
+    p.step = "create";
+    // Held (the lock taken) before the CREATE, until the guard below has dropped what it made
+    // (declared first: dropped last): a drill never drops another running drill's.
+    let _alive = hold_alive(&t, &name)?;
     let mut scratch = Scratch::new(&t);
     rp.create(&mut scratch, &env.db_user)?;
     rp.check_interrupt()?;
@@ -393,6 +484,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
     // with a key of its own (a planted dump cannot run psql meta-commands: `\!` on this host), as
     // the scratch database's own role (its SQL cannot reach the live database, other roles, or
     // the server's files and programs).
+    p.step = "fetch";
     let f = t
         .fetch(&obj.path, manifest.is_some())
         .map_err(|e| e.context(format!("drill FAILED: {}", obj.path)))?;
@@ -405,6 +497,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
         None => Ok(()),
     }
     .and_then(|()| {
+        p.step = "replay";
         let file = format!("{}/backup.sql.gz", f.dir);
         // Counted in the replay's transaction, as the role that replayed (under a fixed
         // search_path): nothing the dump defined runs with more rights than the dump had. No
@@ -420,6 +513,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
     }
     let replayed = replayed?;
     let restore_seconds = start.elapsed().as_secs_f64();
+    p.step = "properties";
     // What a restore would refuse (the dump changed the database itself) fails the drill too;
     // SECURITY DEFINER functions are named.
     for w in rp
@@ -430,6 +524,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
         warnings.push(w);
     }
     rp.check_interrupt()?;
+    p.step = "counts";
     let (restored, restored_migration) = (replayed.tables, replayed.migration);
     let (reference, source, newest_migration) = match &manifest {
         Some(m) => {
@@ -444,6 +539,7 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
             (Reference::LiveDatabase, live, None)
         }
     };
+    p.step = "cleanup";
     let left = scratch.finish();
     if !left.is_empty() {
         return Err(Error::failed(left.join("; ")));
@@ -461,9 +557,172 @@ pub fn drill_with(env: &Environment, object: Option<&str>, opts: Options) -> Res
         newest_migration,
         warnings,
         restore_seconds,
+        dropped_leftovers: std::mem::take(&mut p.dropped_leftovers),
     };
     report.passed = report.compute_passed();
     Ok(report)
+}
+
+/// The first key of the session-level advisory lock a drill holds on `postgres` for as long as it
+/// lives (`"dril"` in ASCII); the second is `hashtext(<its scratch database name>)`. A scratch
+/// database (or replay role) of the drill shape whose lock is free belongs to no running drill.
+pub const DRILL_LOCK_KEY: i32 = 0x6472_696c;
+
+/// The SQL that takes (`pg_advisory_lock`) a drill's lock for `name`, and that tells whether it is
+/// held (`pg_locks`, from another session).
+pub fn alive_lock_sql(name: &DbName) -> String {
+    format!(
+        "SELECT pg_advisory_lock({DRILL_LOCK_KEY}, hashtext({}));",
+        name.literal()
+    )
+}
+
+pub fn alive_held_sql(name: &DbName) -> String {
+    format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = {DRILL_LOCK_KEY}::oid \
+         AND objid = hashtext({l})::oid AND objsubid = 2 AND granted",
+        l = name.literal()
+    )
+}
+
+/// Databases and roles named as a drill names its scratch database (`xtask_drill_<secs>_<pid>`),
+/// as `d|name` / `r|name` lines.
+pub const LEFTOVERS_SQL: &str = "SELECT 'd|' || datname FROM pg_database \
+ WHERE datname ~ '^xtask_drill_[0-9]+_[0-9]+$' UNION ALL SELECT 'r|' || rolname FROM pg_roles \
+ WHERE rolname ~ '^xtask_drill_[0-9]+_[0-9]+$' ORDER BY 1";
+
+/// The start (unix seconds) in a name of exactly the drill shape `xtask_drill_<secs>_<pid>`.
+pub fn drill_name_secs(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("xtask_drill_")?;
+    let (secs, pid) = rest.split_once('_')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(secs) || !digits(pid) {
+        return None;
+    }
+    secs.parse().ok()
+}
+
+/// The names in [`LEFTOVERS_SQL`]'s output that a drill started at `started` may look at: exactly
+/// the drill shape, made before it started (its own, and those of drills started with it, are
+/// not), once each (a database and its role share the name).
+pub fn leftover_candidates(listing: &str, started: u64) -> Vec<DbName> {
+    let mut names: Vec<DbName> = listing
+        .lines()
+        .filter_map(|l| l.trim().split_once('|').map(|(_, n)| n))
+        .filter(|n| drill_name_secs(n).is_some_and(|s| s < started))
+        .filter_map(|n| DbName::parse(n).ok())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// One session: drop the database and role `name` only when no drill holds its lock (taken here
+/// for the drop) and no session uses the database. Prints `dropped`, `held` or `busy`.
+pub fn drop_leftover_script(name: &DbName) -> String {
+    format!(
+        "SELECT pg_try_advisory_lock({DRILL_LOCK_KEY}, hashtext({l})) AS xtask_free \\gset\n\
+         \\if :xtask_free\n\
+         SELECT count(*) = 0 AS xtask_idle FROM pg_stat_activity WHERE datname = {l} \\gset\n\
+         \\if :xtask_idle\n\
+         DROP DATABASE IF EXISTS {q};\n\
+         DROP ROLE IF EXISTS {q};\n\
+         \\echo dropped\n\
+         \\else\n\
+         \\echo busy\n\
+         \\endif\n\
+         \\else\n\
+         \\echo held\n\
+         \\endif\n",
+        q = name.ident(),
+        l = name.literal()
+    )
+}
+
+/// A drill's mark that it is alive: a psql session on `postgres` holding the drill's advisory
+/// lock ([`DRILL_LOCK_KEY`]) for its scratch database's name, its stdin a
+/// [`Lifeline`](crate::process::Lifeline). Dropped, it ends the session (end of file); a killed
+/// xtask ends it too (the pipe closes), so the lock is held exactly as long as the drill lives.
+struct Alive {
+    line: crate::process::Lifeline,
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.line.close();
+    }
+}
+
+/// Take the drill's lock for `name` (see [`Alive`]), confirmed from another session before the
+/// scratch database is made.
+fn hold_alive(t: &Target, name: &DbName) -> Result<Alive> {
+    let line =
+        crate::process::Lifeline::with_first(format!("{}\n", alive_lock_sql(name)).into_bytes());
+    // Its own process group: the terminal's Ctrl-C does not end it (and the lock) while the drill
+    // is still dropping what it made.
+    let cmd = t
+        .host
+        .psql("postgres", &["-A", "-t"])?
+        .lifeline(&line)
+        .own_process_group();
+    let holder = std::thread::spawn(move || cmd.output());
+    let alive = Alive { line };
+    let check = alive_held_sql(name);
+    for _ in 0..200 {
+        if t.sql("postgres", &check)?.trim() == "1" {
+            return Ok(alive);
+        }
+        if holder.is_finished() {
+            let why = match holder.join() {
+                Ok(Ok(o)) => o.stderr_str().trim().to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "it panicked".into(),
+            };
+            return Err(Error::failed(format!(
+                "the drill's session that marks {name} as in use ended: {why}"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    Err(Error::failed(format!(
+        "the drill's lock for {name} was not granted within 5 s"
+    )))
+}
+
+/// Drop what killed drills left (databases and roles of the drill shape made before `started`
+/// that no drill holds and no session uses); their names, and warnings for what could not be.
+fn drop_leftovers(t: &Target, started: u64, warnings: &mut Vec<String>) -> Vec<String> {
+    let listing = match t.sql("postgres", LEFTOVERS_SQL) {
+        Ok(l) => l,
+        Err(e) => {
+            let w = format!("could not look for scratch databases killed drills left: {e}");
+            eprintln!("warning: {w}");
+            warnings.push(w);
+            return Vec::new();
+        }
+    };
+    let mut dropped = Vec::new();
+    for name in leftover_candidates(&listing, started) {
+        match t.sql_script("postgres", &drop_leftover_script(&name)) {
+            Ok(out) if out.trim() == "dropped" => {
+                eprintln!(
+                    "drill: dropped {name} (scratch database and replay role), left behind by a \
+                     drill that was killed: no drill holds it and no session used it"
+                );
+                dropped.push(name.to_string());
+            }
+            Ok(out) if out.trim() == "busy" => {
+                eprintln!("drill: kept {name}: a session is connected to it");
+            }
+            Ok(_) => {} // held: a running drill's own.
+            Err(e) => {
+                let w = format!("could not drop {name}, left by a killed drill: {e}");
+                eprintln!("warning: {w}");
+                warnings.push(w);
+            }
+        }
+    }
+    dropped
 }
 
 #[cfg(test)]
@@ -502,6 +761,35 @@ mod tests {
         assert_eq!(
             choose(&[], None, "x").unwrap_err().exit_code(),
             ExitCode::Failed
+        );
+    }
+
+    /// Only names of exactly the drill's shape, made before the drill started, once each.
+    #[test]
+    fn leftovers_are_only_older_names_of_the_drill_shape() {
+        assert_eq!(
+            drill_name_secs("xtask_drill_1764000000_4242"),
+            Some(1764000000)
+        );
+        for other in [
+            "xtask_drill_1_2_x",
+            "xtask_drill_x_1",
+            "xtask_drill_1",
+            "xtask_drill__1",
+            "my_xtask_drill_1_2",
+            "xtask_drill_1_",
+        ] {
+            assert_eq!(drill_name_secs(other), None, "{other}");
+        }
+        let listing = "d|xtask_drill_100_7\nr|xtask_drill_100_7\nr|xtask_drill_90_8\n\
+                       d|xtask_drill_200_9\nd|xtask_drill_150_1_x\nd|xtask_drill_199_3\n";
+        let names: Vec<String> = leftover_candidates(listing, 200)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            ["xtask_drill_100_7", "xtask_drill_199_3", "xtask_drill_90_8"]
         );
     }
 

@@ -111,8 +111,50 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(Sub::Schedule(a)) => return schedule::run(a),
         None => {}
     }
+    // `--json`: one document on stdout on every path; a failure gets the short one of
+    // `error::JsonFailure` with what is known of the backup (its label, the object once the
+    // script reported it, its manifest).
+    let (json, env_name) = (args.json, args.env.clone());
+    let mut p = Progress::default();
+    let r = run_backup(args, &mut p);
+    if let (true, Err(e)) = (json, &r) {
+        let mut extra = serde_json::json!({ "label": p.label });
+        if let Some(path) = &p.path {
+            extra["path"] = path.clone().into();
+        }
+        if let Some(m) = &p.manifest {
+            extra["manifest"] = m.clone().into();
+        }
+        println!("{}", e.json_failure_with(Some(&env_name), &p.step, extra));
+    }
+    r
+}
+
+/// How far `backup` got: the step running (the script's own stage when it failed there) and what
+/// is known of the backup.
+#[derive(Debug)]
+pub struct Progress {
+    pub step: String,
+    pub label: Option<String>,
+    pub path: Option<String>,
+    pub manifest: Option<String>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            step: "input".into(),
+            label: None,
+            path: None,
+            manifest: None,
+        }
+    }
+}
+
+fn run_backup(args: Args, p: &mut Progress) -> Result<ExitCode> {
     // The label is checked before anything else is read or run.
     let label = Label::parse(&args.label)?;
+    p.label = Some(label.as_str().to_string());
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
     let host = Host::of(env)?;
@@ -133,7 +175,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Ok);
     }
-    let c = create_with(env, &host, &label, None, args.json)?;
+    let c = create_with(env, &host, &label, None, args.json, p)?;
     if args.json {
         let mut v = serde_json::to_value(&c.object).expect("serializable");
         v["sha256"] = c.manifest.sha256.clone().into();
@@ -187,7 +229,7 @@ pub fn create(env: &Environment, label: &Label) -> Result<RemoteObject> {
 /// manifest, and returning the manifest too.
 pub fn create_for(env: &Environment, label: &Label, git_sha: Option<&str>) -> Result<Created> {
     let host = Host::of(env)?;
-    create_with(env, &host, label, git_sha, true)
+    create_with(env, &host, label, git_sha, true, &mut Progress::default())
 }
 
 fn create_with(
@@ -196,7 +238,9 @@ fn create_with(
     label: &Label,
     git_sha: Option<&str>,
     quiet_stdout: bool,
+    p: &mut Progress,
 ) -> Result<Created> {
+    p.step = "input".into();
     if let Some(g) = git_sha {
         if g.len() != 40
             || !g
@@ -209,12 +253,20 @@ fn create_with(
         }
     }
     let cmd = script_cmd(host, label.as_str(), git_sha)?;
+    p.step = "script".into();
     let (status, out, err) = cmd.stream(quiet_stdout)?;
     if !status.success() {
+        if let Some((stage, _)) = result::failure(&err) {
+            p.step = stage.to_string();
+        }
         return Err(script_error(env, host.remote().is_some(), status, &err));
     }
     let ok = result::find_ok(&out)?;
     let obj = ok.object;
+    // Proved once more from here (below): the object, then its manifest.
+    p.step = "verify".into();
+    p.path = Some(obj.path.clone());
+    p.manifest = ok.manifest.clone();
     // Prove it once more from here: the object is where the script says, with that size and hash,
     // and so is its manifest (one listing for both).
     let (dump, listed_manifest) = stat_with_manifest(env, host, &obj.path)?;
@@ -248,6 +300,7 @@ fn create_with(
             "backup-db.sh reported {manifest_path} but it is not on the remote"
         ))
     };
+    p.step = "manifest".into();
     let listed_manifest = listed_manifest.ok_or_else(missing)?;
     let (m, bytes) = read_manifest_with(env, host, &obj.path)?.ok_or_else(missing)?;
     if bytes != listed_manifest.size {

@@ -350,7 +350,18 @@ fn delete(host: &Host, path: &str) -> Result<()> {
     )))
 }
 
+/// `--json`: the decisions (with `failed` when deletions failed), or on a failure before them
+/// (bad input, the lock, the bucket or the audit log out of reach) `error::JsonFailure` at
+/// `prune`.
 pub fn run(args: Args) -> Result<ExitCode> {
+    let (json, env) = (args.json, args.env.clone());
+    let mut step = "prune";
+    let r = run_in(args, &mut step);
+    Error::print_json_failure(&r, json, Some(&env), step);
+    r
+}
+
+fn run_in(args: Args, step: &mut &'static str) -> Result<ExitCode> {
     for l in &args.labels {
         super::Label::parse(l.strip_suffix('*').unwrap_or(l))?;
     }
@@ -423,6 +434,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!("dry run: nothing was deleted (rerun with --apply)");
     }
     if args.json {
+        *step = "";
         let v = serde_json::json!({
             "schema": "backup-prune/1",
             "env": env.name,

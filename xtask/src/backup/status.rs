@@ -605,7 +605,16 @@ pub fn status_of(env: &Environment, root: &Path, max_age: i64) -> Result<Report>
     Ok(r)
 }
 
+/// `--json`: the report, or on a failure before it (bad input, the bucket out of reach, the
+/// textfile not written) `error::JsonFailure` at `status`.
 pub fn run(args: Args) -> Result<ExitCode> {
+    let (json, env) = (args.json, args.env.clone());
+    let r = run_in(args);
+    Error::print_json_failure(&r, json, Some(&env), "status");
+    r
+}
+
+fn run_in(args: Args) -> Result<ExitCode> {
     let max_age = parse_duration(&args.max_age)?;
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;

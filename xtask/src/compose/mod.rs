@@ -632,7 +632,17 @@ fn rule_words(rule: &str) -> &str {
     }
 }
 
+/// `--json`: the findings, or on a failure before them (a file that cannot be read or parsed,
+/// bad input) `error::JsonFailure` at `check` (`env`: null).
 fn run_check(a: CheckArgs) -> Result<ExitCode> {
+    let json = a.json;
+    let mut step = "check";
+    let r = run_check_in(a, &mut step);
+    Error::print_json_failure(&r, json, None, step);
+    r
+}
+
+fn run_check_in(a: CheckArgs, step: &mut &'static str) -> Result<ExitCode> {
     let Checked { findings, files } = findings(&a.targets)?;
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -645,6 +655,7 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
             .collect();
         let ok = !findings.iter().any(|(_, f)| f.fails(a.strict));
         let doc = serde_json::json!({ "ok": ok, "files": files, "findings": list });
+        *step = "";
         let _ = writeln!(
             out,
             "{}",

@@ -53,7 +53,18 @@ pub struct Args {
     pub rollback_on_failure: bool,
 }
 
+/// `--json`: the pipeline's report on every path once it runs (and the plan of a dry run);
+/// before that (bad input, the environment, the SHA, the signal handler) `error::JsonFailure` at
+/// `input`.
 pub fn run(args: Args) -> Result<ExitCode> {
+    let (json, env) = (args.json, args.env.clone());
+    let mut step = "input";
+    let r = run_in(args, &mut step);
+    crate::error::Error::print_json_failure(&r, json, Some(&env), step);
+    r
+}
+
+fn run_in(args: Args, step: &mut &'static str) -> Result<ExitCode> {
     let envs = Environments::load()?;
     let env = envs.get(&args.env)?;
     let sha = crate::git::sha_or_head(args.sha.as_deref(), &envs.root)?;
@@ -92,7 +103,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Ok);
     }
-    runner::Pipeline::new(env, &envs.root, sha, args.clone())?.run(&steps)
+    let pipeline = runner::Pipeline::new(env, &envs.root, sha, args.clone())?;
+    // It prints its report on every path.
+    *step = "";
+    pipeline.run(&steps)
 }
 
 /// Who is deploying: `GITHUB_ACTOR` in Actions, else the login name.

@@ -118,6 +118,18 @@ impl Target {
         self.judge(db, self.sql_each_cmd_as(db, login, sqls)?.output()?)
     }
 
+    /// A psql script (meta-commands too: `\gset`, `\if`) on `db` over one connection, on
+    /// psql's stdin; ON_ERROR_STOP. Errors as [`Target::sql`].
+    pub fn sql_script(&self, db: &str, script: &str) -> Result<String> {
+        let cmd = self
+            .host
+            .psql(db, &["-A", "-t"])?
+            .stdin_bytes(script.as_bytes().to_vec())
+            .timeout(Duration::from_secs(120))
+            .own_process_group();
+        self.judge(db, cmd.output()?)
+    }
+
     /// Run SQL on `db` (`postgres` for CREATE/ALTER/DROP DATABASE), unaligned tuples-only output.
     /// The database, its container or the server out of reach is exit 3; a Compose service the
     /// project does not have, exit 2; any other failure (an SQL error), exit 1.
