@@ -370,6 +370,26 @@ fn cluster_state(f: &Fixture) -> Vec<String> {
     ]
 }
 
+/// Waits (60 s at most) until a drill's replay runs the `pg_sleep` a planted dump holds.
+fn wait_for_planted_sleep(f: &Fixture) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while f
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'xtask\\_drill\\_%' \
+             AND query LIKE '%pg_sleep%'",
+        )
+        .trim()
+        == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the planted sleep never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Scratch databases and replay roles a drill left behind.
 fn drill_leftovers(f: &Fixture) -> String {
     f.psql(
@@ -524,22 +544,7 @@ fn a_planted_dump_drilled_cannot_touch_the_live_database() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while f
-        .psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'xtask\\_drill\\_%' \
-             AND query LIKE '%pg_sleep%'",
-        )
-        .trim()
-        == "0"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the planted sleep never ran"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_planted_sleep(&f);
     let t0 = std::time::Instant::now();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -830,22 +835,7 @@ fn the_next_drill_drops_what_a_killed_drill_left_and_nothing_else() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while f
-        .psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'xtask\\_drill\\_%' \
-             AND query LIKE '%pg_sleep%'",
-        )
-        .trim()
-        == "0"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the planted sleep never ran"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_planted_sleep(&f);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let left = f.psql(
