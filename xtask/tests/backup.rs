@@ -675,6 +675,23 @@ fn the_drill_makes_its_scratch_database_like_the_live_one() {
     drill_passes(&f, &[], "drill: space", &before);
 }
 
+/// Points `c`'s remote `b2` at an S3 endpoint on a free loopback port nobody listens on, with one
+/// try (rclone's retries off): the remote out of reach, exit 3.
+fn unreachable_remote(c: &mut std::process::Command) {
+    let port = xtask::services::free_port().unwrap();
+    c.env("RCLONE_CONFIG_B2_TYPE", "s3")
+        .env("RCLONE_CONFIG_B2_PROVIDER", "Other")
+        .env(
+            "RCLONE_CONFIG_B2_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("RCLONE_CONFIG_B2_ACCESS_KEY_ID", "someaccesskey")
+        .env("RCLONE_CONFIG_B2_SECRET_ACCESS_KEY", "somesecretkey0000")
+        .env("RCLONE_CONFIG_B2_REGION", "us-east-1")
+        .env("RCLONE_RETRIES", "1")
+        .env("RCLONE_LOW_LEVEL_RETRIES", "1");
+}
+
 /// `cmd`'s exit code and its stdout parsed as exactly one JSON document (a test failure showing
 /// both outputs otherwise); the password never in either.
 fn one_json_document(mut cmd: std::process::Command) -> (Option<i32>, serde_json::Value, String) {
@@ -727,20 +744,9 @@ fn backup_and_drill_with_json_print_one_failure_document_on_every_failure() {
     assert_eq!(doc["label"], "partway", "{doc}");
     f.psql("station", "DROP TABLE zz_broken; DROP TYPE mood;");
     // The remote out of reach (exit 3), for the backup and for the drill.
-    let port = xtask::services::free_port().unwrap();
     let unreachable = |args: &[&str]| {
         let mut c = f.xtask(args);
-        c.env("RCLONE_CONFIG_B2_TYPE", "s3")
-            .env("RCLONE_CONFIG_B2_PROVIDER", "Other")
-            .env(
-                "RCLONE_CONFIG_B2_ENDPOINT",
-                format!("http://127.0.0.1:{port}"),
-            )
-            .env("RCLONE_CONFIG_B2_ACCESS_KEY_ID", "someaccesskey")
-            .env("RCLONE_CONFIG_B2_SECRET_ACCESS_KEY", "somesecretkey0000")
-            .env("RCLONE_CONFIG_B2_REGION", "us-east-1")
-            .env("RCLONE_RETRIES", "1")
-            .env("RCLONE_LOW_LEVEL_RETRIES", "1");
+        unreachable_remote(&mut c);
         c
     };
     let (code, doc, stderr) = one_json_document(unreachable(&[
@@ -1018,18 +1024,7 @@ fn the_other_json_commands_print_one_failure_document_too() {
     for (args, step, env, exit) in cases {
         let mut c = f.xtask(args);
         if exit == 3 {
-            let port = xtask::services::free_port().unwrap();
-            c.env("RCLONE_CONFIG_B2_TYPE", "s3")
-                .env("RCLONE_CONFIG_B2_PROVIDER", "Other")
-                .env(
-                    "RCLONE_CONFIG_B2_ENDPOINT",
-                    format!("http://127.0.0.1:{port}"),
-                )
-                .env("RCLONE_CONFIG_B2_ACCESS_KEY_ID", "someaccesskey")
-                .env("RCLONE_CONFIG_B2_SECRET_ACCESS_KEY", "somesecretkey0000")
-                .env("RCLONE_CONFIG_B2_REGION", "us-east-1")
-                .env("RCLONE_RETRIES", "1")
-                .env("RCLONE_LOW_LEVEL_RETRIES", "1");
+            unreachable_remote(&mut c);
         }
         let (code, doc, stderr) = one_json_document(c);
         assert_eq!(code, Some(exit), "{args:?}: {doc}\n{stderr}");
